@@ -407,8 +407,8 @@ def read_csv(path, fs: float | None = None, leads: Sequence[str] | None = None) 
         if t.size < 2 or not np.all(np.isfinite(dt)) or np.median(dt) <= 0:
             raise RecordError(f"{p}: time column {head[0]!r} is not increasing")
         found_fs = 1.0 / float(np.median(dt))
+        meta["time_column"] = head[0]
         data, head = data[:, 1:], head[1:]
-        meta["time_column"] = head and t_col
     if found_fs is not None:
         _check_fs(fs, found_fs, where, "time column")
         use_fs = float(fs) if fs is not None else found_fs

@@ -1,0 +1,24 @@
+"""Shared fixtures: the real data directory and the PTB-XL subset archive (read in place, never copied)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edge.paths import shared_data_dir
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The shared data directory (``$ECGRET_DATA`` or ``<repo>/../shared/data``); skips if it is missing."""
+    d = shared_data_dir()
+    if not (d / "ptbxl-subset").is_dir() or not (d / "cinc2021-sample").is_dir():
+        pytest.skip(f"shared data not found at {d} (set ECGRET_DATA)")
+    return d
+
+
+@pytest.fixture(scope="session")
+def ptbxl_subset(shared_data):
+    """The 1,625-case PTB-XL subset as an in-memory :class:`convert.archive.Archive` over the shared npy."""
+    from convert.archive import Archive
+    return Archive.from_ptbxl_subset(shared_data / "ptbxl-subset")
