@@ -1,0 +1,34 @@
+"""Typed errors of the firmware bridge.
+
+The bridge cannot import :mod:`edge`, so it has its own base class; a CLI turns any
+:class:`BridgeError` into one clear line and a non-zero exit.
+"""
+from __future__ import annotations
+
+
+class BridgeError(Exception):
+    """Base class of every error the bridge raises on purpose."""
+
+
+class PortError(BridgeError):
+    """The serial port does not exist, is busy (locked by another program) or cannot be opened."""
+
+
+class HandshakeError(BridgeError):
+    """The board never answered the handshake within the bounded wait."""
+
+
+class IncompatibleDeviceError(BridgeError):
+    """The board reports a sampling rate or channel count the caller cannot use."""
+
+
+class NoSignalError(BridgeError):
+    """No valid frame arrived within the bounded wait (silence or pure noise on the line)."""
+
+
+class DisconnectedError(BridgeError):
+    """The port vanished and could not be reopened before the deadline."""
+
+
+class FaultSpecError(BridgeError, ValueError):
+    """A simulator fault specification (``bitflip:0.001,drop:...``) could not be parsed."""
