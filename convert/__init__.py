@@ -1,0 +1,1 @@
+"""ecgret conversion toolkit (workstation): archives, teacher, student, quantization, index, bundle, evaluation."""

@@ -1,0 +1,151 @@
+"""Quality gate: per-lead findings (flat, clipped, lead-off, noisy) and record-level refusal.
+
+Run on the record as read (native rate, physical units), before preprocessing. Units differ between
+sources (mV from WFDB and boards, z-scores from the archive), so thresholds are relative to the
+record itself where they can be, and absolute only where units are known (``record.meta['units']``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+from scipy import signal as sps
+
+from .errors import QualityError
+from .imaging import AFTER, BEFORE, peak_lead, r_peaks
+from .leads import LEADS12
+from .record import Record
+from .signal import PreprocessedECG, check_record, design_bandpass, preprocess, to_12_leads
+
+
+@dataclass(frozen=True)
+class Finding:
+    lead: str          # lead name, or "record"
+    kind: str          # flat | clipped | lead_off | noisy | gaps | derived | missing | short
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.lead}: {self.kind} ({self.detail})"
+
+
+@dataclass(frozen=True)
+class QualityReport:
+    findings: tuple[Finding, ...]
+    usable: np.ndarray = field(repr=False)       # bool (12,) in LEADS12 order
+
+    @property
+    def usable_leads(self) -> tuple[str, ...]:
+        return tuple(l for l, u in zip(LEADS12, self.usable) if u)
+
+    @property
+    def problems(self) -> tuple[Finding, ...]:
+        """Findings that make a lead unusable or doubtful (not the informational ones)."""
+        return tuple(f for f in self.findings if f.kind not in ("derived", "missing"))
+
+    def to_dict(self) -> dict:
+        return {"usable_leads": list(self.usable_leads),
+                "findings": [{"lead": f.lead, "kind": f.kind, "detail": f.detail} for f in self.findings]}
+
+
+def assess(record: Record, pre: PreprocessedECG | None = None, lead_off: np.ndarray | None = None, *,
+           expected: tuple[str, ...] | None = None, flat_rel: float = 0.02, flat_abs_mv: float = 0.01,
+           clip_frac: float = 0.02, noise_ratio: float = 0.5, gap_frac: float = 0.05,
+           min_beat_corr: float = 0.3) -> QualityReport:
+    """Assess each lead of ``record`` (``pre`` is its preprocessed form, computed if not given);
+    ``lead_off`` is an optional bool (n_samples, n_leads) mask from a board.
+
+    - flat: peak-to-peak under ``flat_abs_mv`` (mV records) or under ``flat_rel`` of the median
+      peak-to-peak of the leads, or more than 90 % of successive samples equal;
+    - clipped: more than ``clip_frac`` of samples sit at the lead's own extreme values (rail);
+    - lead_off: the board flagged the electrode off for more than ``gap_frac`` of the record;
+    - gaps: non-finite samples (dropped frames) for more than ``gap_frac`` of the record;
+    - noisy: power above 45 Hz exceeds ``noise_ratio`` of the power in 0.5-40 Hz (records sampled
+      at 200 Hz or more), or the beats do not resemble their median beat (median correlation under
+      ``min_beat_corr``; this catches pure noise at any rate and in any unit).
+    Leads absent from the file are reported as ``missing`` (when ``expected`` names them), leads
+    computed from I and II as ``derived``. Raises QualityError if no lead is usable.
+    """
+    check_record(record)
+    where = record.name or "record"
+    if pre is None:
+        pre = preprocess(record)
+    _, present, derived = to_12_leads(record)
+    raw = np.asarray(record.signal, dtype=np.float64)
+    n = raw.shape[0]
+    mv = str(record.meta.get("units", "")).lower() in ("mv", "millivolt", "millivolts")
+    finite = np.isfinite(raw)
+    filled = np.where(finite, raw, np.nanmedian(np.where(finite, raw, np.nan), axis=0) if finite.any() else 0.0)
+    ptp = np.ptp(filled, axis=0)
+    med_ptp = float(np.median(ptp[ptp > 0])) if np.any(ptp > 0) else 0.0
+    same = np.mean(np.diff(filled, axis=0) == 0, axis=0)
+    tol = 1e-6 * np.maximum(ptp, 1e-12)
+    at_rail = np.maximum(np.mean(filled >= filled.max(axis=0) - tol, axis=0),
+                         np.mean(filled <= filled.min(axis=0) + tol, axis=0))
+    fs = float(record.fs)
+    ratio = np.zeros(raw.shape[1])
+    if fs >= 200:
+        centred = filled - np.median(filled, axis=0)
+        inband = sps.sosfilt(design_bandpass(fs), centred, axis=0)
+        hf = sps.sosfilt(_design_highpass(fs), centred, axis=0)
+        ratio = np.var(hf, axis=0) / np.maximum(np.var(inband, axis=0), 1e-20)
+    findings: list[Finding] = []
+    bad: dict[str, str] = {}
+
+    def flag(lead: str, kind: str, detail: str) -> None:
+        findings.append(Finding(lead, kind, detail))
+        bad.setdefault(lead, kind)
+
+    for j, lead in enumerate(record.leads):
+        if lead not in LEADS12:
+            continue
+        n_bad = int((~finite[:, j]).sum())
+        if n_bad > gap_frac * n:
+            flag(lead, "gaps", f"{n_bad / n:.0%} of samples missing")
+        if lead_off is not None and lead_off[:, j].mean() > gap_frac:
+            flag(lead, "lead_off", f"electrode off for {lead_off[:, j].mean():.0%} of the record")
+        elif ptp[j] == 0 or same[j] > 0.9 or (mv and ptp[j] < flat_abs_mv) or (med_ptp > 0 and ptp[j] < flat_rel * med_ptp):
+            flag(lead, "flat", f"peak-to-peak {ptp[j]:.3g}{' mV' if mv else ''}")
+        elif at_rail[j] > clip_frac:
+            flag(lead, "clipped", f"{at_rail[j]:.0%} of samples at the rail")
+        elif ratio[j] > noise_ratio:
+            flag(lead, "noisy", f"high-frequency power {ratio[j]:.1f}x the ECG band")
+    # beat consistency on the preprocessed signal
+    pk = peak_lead(pre.present)
+    peaks = r_peaks(pre.signal[:pre.n_valid, pk])
+    peaks = peaks[(peaks >= BEFORE) & (peaks + AFTER <= pre.n_valid)]
+    if peaks.size >= 3:
+        beats = pre.signal[peaks[:, None] + np.arange(-BEFORE, AFTER)[None, :]]   # (b, 100, 12)
+        beats = beats - beats.mean(axis=1, keepdims=True)
+        tmpl = np.median(beats, axis=0)
+        num = np.einsum("btl,tl->bl", beats, tmpl)
+        den = np.sqrt(np.einsum("btl,btl->bl", beats, beats) * np.einsum("tl,tl->l", tmpl, tmpl)[None]) + 1e-12
+        corr = np.median(num / den, axis=0)
+        for k in np.flatnonzero(pre.present & ~derived):
+            if LEADS12[k] not in bad and corr[k] < min_beat_corr:
+                flag(LEADS12[k], "noisy", f"beats inconsistent (median correlation {corr[k]:.2f})")
+    elif pre.present.any():
+        findings.append(Finding("record", "noisy", "no regular heartbeats detected"))
+        for k in np.flatnonzero(pre.present & ~derived):
+            bad.setdefault(LEADS12[k], "noisy")
+    for k in np.flatnonzero(derived):
+        if "I" in bad or "II" in bad:
+            bad[LEADS12[k]] = "derived from a bad lead"
+        else:
+            findings.append(Finding(LEADS12[k], "derived", "computed from I and II"))
+    if expected:
+        for lead in expected:
+            if lead in LEADS12 and not present[LEADS12.index(lead)]:
+                findings.append(Finding(lead, "missing", "not in the recording"))
+    usable = pre.present.copy()
+    for lead in bad:
+        usable[LEADS12.index(lead)] = False
+    if not usable.any():
+        reasons = "; ".join(str(f) for f in findings if f.kind not in ("derived", "missing")) or "no ECG lead"
+        raise QualityError(f"{where}: no usable lead ({reasons})")
+    return QualityReport(tuple(findings), usable)
+
+
+@lru_cache(maxsize=16)
+def _design_highpass(fs: float) -> np.ndarray:
+    return sps.butter(4, min(45.0, 0.45 * fs), btype="highpass", fs=fs, output="sos")

@@ -1,0 +1,1 @@
+"""ecgret firmware bridge: protocols, parsers, drivers and simulated boards over serial (pyserial)."""
