@@ -41,7 +41,8 @@ SIGNALS_FILE = "signals.npy"
 CASES_FILE = "cases.jsonl"
 META_FILE = "archive.json"
 
-__all__ = ["Case", "Archive", "write_archive", "import_ptbxl_subset", "import_ptbxl", "import_wfdb_folder",
+__all__ = ["Case", "Archive", "write_archive", "read_cases", "import_ptbxl_subset", "import_ptbxl",
+           "import_wfdb_folder", "read_scp_statements", "ptbxl_labels", "join_text", "split_labels",
            "FORMAT_VERSION"]
 
 _LIST_FIELDS = ("super_class", "sub_class", "form", "rhythm")
@@ -601,8 +602,16 @@ def read_scp_statements(path) -> dict[str, dict]:
     return out
 
 
+def _norm_label(code: str) -> str:
+    """PTB-XL codes and subclasses without their padding underscores (``NST_`` -> ``NST``, ``_AVB`` -> ``AVB``),
+    the spelling the shared subset's labels use."""
+    return code.strip().strip("_")
+
+
 def ptbxl_labels(scp_codes: dict, statements: dict[str, dict]) -> dict:
     """Labels and the statement text of one PTB-XL record from its ``scp_codes`` dict.
+
+    Label names drop PTB-XL's padding underscores (``NST_`` -> ``NST``) to match the shared subset.
 
     All codes count, whatever their likelihood (PTB-XL gives 0 to non-diagnostic statements). super_class and
     sub_class: the diagnostic class/subclass of the diagnostic codes; form: codes with form == 1; rhythm:
@@ -610,11 +619,13 @@ def ptbxl_labels(scp_codes: dict, statements: dict[str, dict]) -> dict:
     first, then diagnostic, then form-only codes, each in the record's order. Unknown codes are ignored.
     """
     known = [c for c in scp_codes if c in statements]
-    sup = sorted({statements[c]["class"] for c in known if statements[c]["diagnostic"] and statements[c]["class"]})
-    sub = sorted({statements[c]["subclass"] for c in known
+    n = _norm_label
+    sup = sorted({n(statements[c]["class"]) for c in known
+                  if statements[c]["diagnostic"] and statements[c]["class"]})
+    sub = sorted({n(statements[c]["subclass"]) for c in known
                   if statements[c]["diagnostic"] and statements[c]["subclass"]})
-    form = sorted({c for c in known if statements[c]["form"]})
-    rhythm = sorted({c for c in known if statements[c]["rhythm"]})
+    form = sorted({n(c) for c in known if statements[c]["form"]})
+    rhythm = sorted({n(c) for c in known if statements[c]["rhythm"]})
     order = ([c for c in known if statements[c]["rhythm"]] + [c for c in known if statements[c]["diagnostic"]]
              + [c for c in known if statements[c]["form"] and not statements[c]["diagnostic"]])
     seen, desc = set(), []
