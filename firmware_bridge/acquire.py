@@ -1,0 +1,225 @@
+"""Acquire a fixed-length multi-channel recording from a board: the API the device runtime calls.
+
+::
+
+    from firmware_bridge.acquire import acquire
+    acq = acquire("/dev/ttyACM0", "native", 10.0, accept_fs=(500.0,), accept_channels=(8, 12))
+    acq.signal_mv      # (n, ch) float64, NaN where samples were lost
+    acq.gap_mask       # (n,) bool, True where a sample never arrived
+    acq.lead_off       # (n, ch) bool
+
+Every wait is bounded: a port that does not exist or is busy, a board that never answers,
+a board whose rate or channel count the caller cannot use, and a line that carries only
+noise each raise a :class:`~firmware_bridge.errors.BridgeError` subclass with a one-line
+message. A port that disappears mid-recording is reopened with exponential backoff; the
+samples missed meanwhile are flagged as a gap.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import serial
+
+from .boards import DEFAULT_BAUD, Driver, make_driver, open_port, read_some
+from .errors import BridgeError, DisconnectedError, IncompatibleDeviceError, NoSignalError, PortError
+
+
+@dataclass(frozen=True)
+class Acquisition:
+    """A recording read from a board.
+
+    signal_mv: (n, ch) float64 millivolts, NaN where a sample never arrived.
+    fs: sampling rate in Hz (from the board's handshake, or declared for ASCII boards).
+    channel_names: one per column.
+    lead_off: (n, ch) bool, True where the board flagged the electrode off.
+    gap_mask: (n,) bool, True where the sample was lost (corruption, dropped frames, reconnects).
+    stats: counters (bytes, frames, crc_errors, resyncs, seq_gaps, dropped_samples, gap_samples,
+        lead_off_samples, reconnects, wall_s, ...).
+    device_info: the board's handshake (see :class:`firmware_bridge.info.DeviceInfo`), as a dict.
+    """
+
+    signal_mv: np.ndarray
+    fs: float
+    channel_names: tuple[str, ...]
+    lead_off: np.ndarray
+    gap_mask: np.ndarray
+    stats: dict = field(default_factory=dict)
+    device_info: dict = field(default_factory=dict)
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.signal_mv.shape[0])
+
+    @property
+    def duration_s(self) -> float:
+        return self.n_samples / float(self.fs)
+
+
+def _check(info, accept_fs, accept_channels, url: str) -> None:
+    if accept_fs is not None:
+        ok = [float(f) for f in accept_fs]
+        if not any(abs(info.fs - f) <= 1e-6 * max(1.0, f) for f in ok):
+            raise IncompatibleDeviceError(
+                f"board on {url} samples at {info.fs:g} Hz; usable rates: {', '.join(f'{f:g}' for f in ok)} Hz")
+    if accept_channels is not None:
+        ok = sorted(int(c) for c in accept_channels)
+        if info.n_channels not in ok:
+            raise IncompatibleDeviceError(
+                f"board on {url} has {info.n_channels} channel(s); usable: {', '.join(map(str, ok))}")
+
+
+def acquire(url: str, board: str, seconds: float, *, baud: int | None = None, timeout: float = 3.0,
+            fs: float | None = None, channel_names=None, accept_fs=None, accept_channels=None,
+            on_progress=None, stop_event: threading.Event | None = None, reconnect: bool = True,
+            reconnect_timeout: float = 10.0, max_wall_s: float | None = None, scale_mv: float = 1.0,
+            cyton_gain: int = 24, exclusive: bool = True) -> Acquisition:
+    """Record ``seconds`` of signal from the board at ``url``.
+
+    url: a pyserial URL: a device (``/dev/ttyACM0``, ``COM3``), a pty, ``loop://``, ``socket://h:p``.
+    board: ``"native"``, ``"cyton"`` or ``"ascii"``.
+    baud: defaults per board (native 230400, Cyton 115200, ASCII 115200).
+    timeout: bound in seconds for the handshake and for any stretch without a valid frame.
+    fs, channel_names: declare what the board cannot tell (ASCII rate and names; Cyton wiring names).
+    accept_fs, accept_channels: iterables of usable rates / channel counts; others raise
+        :class:`IncompatibleDeviceError` before streaming starts.
+    on_progress: ``f(samples_done, samples_total)``, called at most ~10 times a second.
+    stop_event: set it to end early; the acquisition is then cut to what arrived.
+    reconnect: reopen a vanished port with backoff (0.1 s doubling to 2 s) for up to
+        ``reconnect_timeout`` seconds; the missed samples become a flagged gap.
+    max_wall_s: overall bound (default ``2 * seconds + 2 * timeout + reconnect_timeout + 5``).
+    scale_mv: ASCII boards only: millivolts per printed unit.
+    cyton_gain: ADS1299 gain the Cyton is configured with (default 24).
+    """
+    if seconds <= 0:
+        raise BridgeError("seconds must be positive")
+    baud = baud or DEFAULT_BAUD.get(board, 115200)
+    drv: Driver = make_driver(board, fs=fs, channel_names=channel_names, gain=cyton_gain, scale_mv=scale_mv)
+    t0 = time.monotonic()
+    wall_limit = max_wall_s if max_wall_s is not None else 2 * seconds + 2 * timeout + reconnect_timeout + 5
+    ser = open_port(url, baud, exclusive=exclusive)
+    try:
+        info = drv.handshake(ser, timeout)
+        _check(info, accept_fs, accept_channels, url)
+        drv.start(ser)
+        n = int(round(seconds * info.fs))
+        ch = info.n_channels
+        sig = np.full((n, ch), np.nan)
+        lead = np.zeros((n, ch), bool)
+        filled = np.zeros(n, bool)
+        base: int | None = None
+        top = -1  # highest position filled
+        last_valid = time.monotonic()
+        heard_since_valid = 0
+        next_report = 0.0
+        reconnects = 0
+        stopped_early = False
+        while top < n - 1:
+            now = time.monotonic()
+            if stop_event is not None and stop_event.is_set():
+                stopped_early = True
+                break
+            if now - t0 > wall_limit:
+                raise NoSignalError(f"board on {url} delivered {top + 1} of {n} samples in {wall_limit:.0f} s "
+                                    f"(slower than its declared {info.fs:g} Hz?)")
+            try:
+                data = read_some(ser)
+            except (serial.SerialException, OSError) as e:
+                if not reconnect:
+                    raise DisconnectedError(f"lost the board on {url}: {e}") from None
+                ser = _reconnect(url, baud, drv, info, timeout, reconnect_timeout, stop_event, ser, exclusive)
+                reconnects += 1
+                last_valid = time.monotonic()
+                continue
+            if data:
+                heard_since_valid += len(data)
+                chunk = drv.feed(data)
+                if len(chunk):
+                    if base is None:
+                        base = int(chunk.index[0])
+                    pos = chunk.index - base
+                    ok = (pos >= 0) & (pos < n)
+                    p = pos[ok]
+                    sig[p] = chunk.mv[ok]
+                    lead[p] = chunk.lead_off[ok]
+                    filled[p] = True
+                    if p.size:
+                        top = max(top, int(p.max()))
+                    last_valid = time.monotonic()
+                    heard_since_valid = 0
+                if drv.board_stopped and base is not None:
+                    break  # the board ended its stream: what is missing stays a flagged gap
+            if time.monotonic() - last_valid > timeout:
+                if heard_since_valid:
+                    raise NoSignalError(f"no valid frame from {url} for {timeout:g} s "
+                                        f"({heard_since_valid} bytes of noise); wrong board type or baud rate?")
+                raise NoSignalError(f"board on {url} stopped sending for {timeout:g} s")
+            if on_progress is not None and now >= next_report:
+                on_progress(top + 1, n)
+                next_report = now + 0.1
+        try:
+            drv.stop(ser)
+        except (serial.SerialException, OSError):
+            pass
+    finally:
+        try:
+            ser.close()
+        except Exception:
+            pass
+    if stopped_early:  # cut to what arrived
+        sig, lead, filled = sig[: top + 1], lead[: top + 1], filled[: top + 1]
+    if on_progress is not None:
+        on_progress(top + 1, n)
+    gap = ~filled
+    stats = drv.all_stats()
+    stats.update({
+        "reconnects": reconnects,
+        "samples": int(filled.sum()),
+        "gap_samples": int(gap.sum()),
+        "lead_off_samples": int(lead.any(axis=1).sum()),
+        "wall_s": round(time.monotonic() - t0, 3),
+    })
+    return Acquisition(signal_mv=sig, fs=float(info.fs), channel_names=tuple(info.channel_names), lead_off=lead,
+                       gap_mask=gap, stats=stats, device_info=info.as_dict())
+
+
+def _reconnect(url, baud, drv: Driver, info, timeout, reconnect_timeout, stop_event, ser, exclusive):
+    t_drop = time.monotonic()
+    try:
+        ser.close()
+    except Exception:
+        pass
+    delay = 0.1
+    last = "port gone"
+    while time.monotonic() - t_drop < reconnect_timeout:
+        if stop_event is not None and stop_event.is_set():
+            break
+        time.sleep(delay)
+        delay = min(delay * 2, 2.0)
+        try:
+            s = open_port(url, baud, exclusive=exclusive)
+        except PortError as e:
+            last = str(e)
+            continue
+        try:
+            new = drv.handshake(s, min(timeout, 2.0))
+            if new.fs != info.fs or new.n_channels != info.n_channels:
+                raise IncompatibleDeviceError(
+                    f"board on {url} came back with {new.n_channels} channels at {new.fs:g} Hz "
+                    f"(was {info.n_channels} at {info.fs:g} Hz)")
+            drv.resume(time.monotonic() - t_drop)
+            drv.start(s)
+            return s
+        except IncompatibleDeviceError:
+            s.close()
+            raise
+        except (BridgeError, serial.SerialException, OSError) as e:
+            last = str(e)
+            try:
+                s.close()
+            except Exception:
+                pass
+    raise DisconnectedError(f"lost the board on {url} and could not reconnect within {reconnect_timeout:g} s "
+                            f"({last})")

@@ -1,0 +1,377 @@
+"""Board drivers: a handshake, start/stop, and a pure ``feed(bytes) -> Chunk`` step per board.
+
+A driver does I/O only in :meth:`handshake`, :meth:`start` and :meth:`stop` (on a pyserial
+object opened by :func:`open_port`); decoding is done by the I/O-free parsers of
+:mod:`.protocol`, :mod:`.cyton` and :mod:`.ascii_lines`. Each :class:`Chunk` carries a sample
+index on a continuous timeline, so lost frames leave holes that the caller flags as gaps
+instead of joining the samples on either side.
+"""
+from __future__ import annotations
+
+import errno
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import serial
+
+from . import cyton as cy
+from . import protocol as pr
+from .ascii_lines import AsciiParser
+from .errors import HandshakeError, IncompatibleDeviceError, NoSignalError, PortError
+from .info import DeviceInfo, counts_to_mv
+
+BOARDS = ("native", "cyton", "ascii")
+DEFAULT_BAUD = {"native": 230400, "cyton": cy.BAUD, "ascii": 115200}
+READ_SLICE_S = 0.02
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Decoded samples: index (k,) int64 on the acquisition timeline, mv (k, ch), lead_off (k, ch) bool."""
+
+    index: np.ndarray
+    mv: np.ndarray
+    lead_off: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.index.size)
+
+
+def _empty(ch: int) -> Chunk:
+    return Chunk(np.zeros(0, np.int64), np.zeros((0, ch)), np.zeros((0, ch), bool))
+
+
+def open_port(url: str, baud: int, *, exclusive: bool = True) -> serial.SerialBase:
+    """Open a pyserial URL (a device path, a pty, ``loop://``, ``socket://host:port``).
+
+    Raises :class:`PortError` with a one-line reason when the port does not exist or is busy.
+    """
+    kwargs = {"baudrate": baud, "timeout": READ_SLICE_S, "write_timeout": 1.0}
+    if "://" not in url and exclusive:
+        kwargs["exclusive"] = True
+    try:
+        return serial.serial_for_url(url, **kwargs)
+    except serial.SerialException as e:
+        err = getattr(e, "errno", None)
+        msg = str(e)
+        if err == errno.ENOENT or "No such file" in msg or "could not open port" in msg and "No such" in msg:
+            raise PortError(f"serial port {url} does not exist (run `ecgret ports` to list ports)") from None
+        if err in (errno.EBUSY, errno.EAGAIN) or "lock" in msg.lower() or "busy" in msg.lower():
+            raise PortError(f"serial port {url} is busy (another program has it open)") from None
+        if err == errno.EACCES or "Permission denied" in msg:
+            raise PortError(f"no permission to open serial port {url} (add yourself to the dialout group)") from None
+        raise PortError(f"cannot open serial port {url}: {msg}") from None
+    except (OSError, ValueError) as e:
+        raise PortError(f"cannot open serial port {url}: {e}") from None
+
+
+def read_some(ser) -> bytes:
+    """Whatever is waiting, or up to one short timeout's worth of waiting for the first byte."""
+    n = ser.in_waiting
+    return ser.read(n if n else 1)
+
+
+class Driver:
+    """Base class; see :class:`NativeDriver`, :class:`CytonDriver`, :class:`AsciiDriver`."""
+
+    board = ""
+
+    def __init__(self, *, fs: float | None = None, channel_names=None):
+        self.fs_declared = fs
+        self.names_declared = tuple(channel_names) if channel_names else None
+        self.info: DeviceInfo | None = None
+        self.stats: dict = {"reconnects": 0, "board_errors": 0}
+        self.events: list[str] = []
+        self._next = 0  # next expected timeline index
+        self._resume: int | None = None
+        self.board_stopped = False  # the board said it stopped streaming (end of its recording)
+
+    # --- I/O
+    def handshake(self, ser, timeout: float) -> DeviceInfo:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def start(self, ser) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def stop(self, ser) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # --- pure
+    def feed(self, data: bytes) -> Chunk:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def resume(self, elapsed_s: float) -> None:
+        """After a reconnect: the next samples start about ``elapsed_s`` after the last ones."""
+        fs = self.info.fs if self.info else 0.0
+        self._resume = self._next + int(round(elapsed_s * fs))
+
+    def parser_stats(self) -> dict:
+        return {}
+
+    def all_stats(self) -> dict:
+        d = dict(self.parser_stats())
+        d.update(self.stats)
+        return d
+
+    def _event(self, text: str) -> None:
+        self.events.append(text)
+        del self.events[:-20]
+
+
+class NativeDriver(Driver):
+    """The native ecgret protocol (``PROTOCOL.md``)."""
+
+    board = "native"
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.parser = pr.NativeParser()
+        self._seq = 0
+        self._offset: int | None = None
+
+    def _send(self, ser, ftype: int, payload: bytes = b"") -> None:
+        ser.write(pr.encode_frame(ftype, self._seq, payload))
+        self._seq = (self._seq + 1) & 0xFFFF
+
+    def handshake(self, ser, timeout: float) -> DeviceInfo:
+        self.parser.reset()
+        ser.reset_input_buffer()
+        self._send(ser, pr.T_STOP)
+        deadline = time.monotonic() + timeout
+        next_hello = 0.0
+        heard = 0
+        while time.monotonic() < deadline:
+            now = time.monotonic()
+            if now >= next_hello:
+                self._send(ser, pr.T_HELLO)
+                next_hello = now + 0.25
+            data = read_some(ser)
+            heard += len(data)
+            for f in self.parser.feed(data).messages():
+                if f.type == pr.T_INFO:
+                    try:
+                        info = pr.decode_info(f.payload)
+                    except ValueError as e:
+                        raise HandshakeError(f"board sent a malformed INFO frame: {e}") from None
+                    if self.names_declared and len(self.names_declared) == info.n_channels:
+                        info = DeviceInfo(**{**info.as_dict(), "channel_names": self.names_declared})
+                    self.info = info
+                    return info
+        what = "only noise" if heard else "nothing"
+        raise HandshakeError(f"board did not answer the native handshake within {timeout:g} s (received {what})")
+
+    def start(self, ser) -> None:
+        self.board_stopped = False
+        self._send(ser, pr.T_START)
+
+    def stop(self, ser) -> None:
+        self._send(ser, pr.T_STOP)
+
+    def parser_stats(self) -> dict:
+        return dict(self.parser.stats)
+
+    def feed(self, data: bytes) -> Chunk:
+        ch = self.info.n_channels
+        batch = self.parser.feed(data)
+        if len(batch) and np.any(batch.types != pr.T_DATA):
+            for f in batch.messages():
+                if f.type == pr.T_ERROR:
+                    self.stats["board_errors"] += 1
+                    code = f.payload[0] if f.payload else 0
+                    self._event(f"board error {code}: {f.payload[1:].decode('utf-8', 'replace')}")
+                elif f.type == pr.T_STATUS and f.payload[:1] == bytes([pr.ST_OVERFLOW]):
+                    self._event("board buffer overflow")
+                elif f.type == pr.T_STATUS and f.payload[:1] == bytes([pr.ST_STOPPED]):
+                    self.board_stopped = True
+        idx, cnt, lo = [], [], []
+        for blk in batch.data():
+            m, ns, c = blk.counts.shape
+            if c != ch:
+                self.stats["layout_errors"] = self.stats.get("layout_errors", 0) + m
+                continue
+            idx.append((blk.first_sample[:, None] + np.arange(ns)).reshape(-1))
+            cnt.append(blk.counts.reshape(m * ns, c))
+            lo.append(np.repeat(blk.lead_off, ns, axis=0))
+        if not idx:
+            return _empty(ch)
+        raw = np.concatenate(idx)
+        counts = np.concatenate(cnt)
+        lead = np.concatenate(lo)
+        if len(idx) > 1:
+            o = np.argsort(raw, kind="stable")
+            raw, counts, lead = raw[o], counts[o], lead[o]
+        if self._offset is None:
+            self._offset = -int(raw[0])
+        if self._resume is not None:
+            if raw[0] + self._offset < self._next:  # the board restarted its counter
+                self._offset = self._resume - int(raw[0])
+            self._resume = None
+        index = raw + self._offset
+        self._next = int(index[-1]) + 1
+        return Chunk(index, counts_to_mv(counts, self.info.gain_uv), lead)
+
+
+class CytonDriver(Driver):
+    """OpenBCI Cyton (8 channels, 250 Hz, ADS1299) and our simulated twin."""
+
+    board = "cyton"
+
+    def __init__(self, *, gain: int = cy.DEFAULT_GAIN, **kw):
+        super().__init__(**kw)
+        self.gain = gain
+        self.parser = cy.CytonParser()
+        self._last_sn: int | None = None
+
+    def handshake(self, ser, timeout: float) -> DeviceInfo:
+        self.parser.reset()
+        self._last_sn = None
+        ser.write(b"s")
+        time.sleep(0.05)
+        ser.reset_input_buffer()
+        deadline = time.monotonic() + timeout
+        text = b""
+        next_v = 0.0
+        while time.monotonic() < deadline:
+            now = time.monotonic()
+            if now >= next_v:
+                ser.write(b"v")
+                next_v = now + 1.0
+            text += read_some(ser)
+            if b"$$$" in text:
+                banner = text[: text.index(b"$$$")].decode("ascii", "replace")
+                names = self.names_declared
+                for line in banner.splitlines():
+                    if line.lower().startswith("channels:") and not names:
+                        names = tuple(x.strip() for x in line.split(":", 1)[1].split(",") if x.strip())
+                if not names or len(names) != cy.N_CHANNELS:
+                    names = tuple(f"ch{i + 1}" for i in range(cy.N_CHANNELS))
+                self.info = DeviceInfo(
+                    board="cyton", fs=cy.FS, channel_names=names, gain_uv=cy.scale_uv(self.gain),
+                    adc_bits=24, sample_bits=24, samples_per_frame=1, description=banner.strip(),
+                )
+                return self.info
+            text = text[-4096:]
+        what = "only noise" if text.strip() else "nothing"
+        raise HandshakeError(f"board did not answer the Cyton handshake ('v' -> '...$$$') within {timeout:g} s "
+                             f"(received {what})")
+
+    def start(self, ser) -> None:
+        ser.write(b"b")
+
+    def stop(self, ser) -> None:
+        ser.write(b"s")
+
+    def parser_stats(self) -> dict:
+        return dict(self.parser.stats)
+
+    def feed(self, data: bytes) -> Chunk:
+        b = self.parser.feed(data)
+        if len(b) == 0:
+            return _empty(cy.N_CHANNELS)
+        sn = b.sample_number
+        step = (np.diff(sn) - 1) % 256 + 1
+        if self._last_sn is None or self._resume is not None:
+            first = self._resume if self._resume is not None else self._next
+            self._resume = None
+        else:
+            first = self._next + ((int(sn[0]) - self._last_sn - 1) % 256)
+        index = first + np.concatenate([[0], np.cumsum(step)])
+        self._last_sn = int(sn[-1])
+        self._next = int(index[-1]) + 1
+        lead = np.abs(b.counts) >= cy.RAIL
+        return Chunk(index.astype(np.int64), counts_to_mv(b.counts, self.info.gain_uv), lead)
+
+
+class AsciiDriver(Driver):
+    """Text lines, one sample (one value per channel, comma-separated) per line."""
+
+    board = "ascii"
+
+    def __init__(self, *, scale_mv: float = 1.0, **kw):
+        super().__init__(**kw)
+        self.scale_mv = float(scale_mv)
+        self._pending: list = []
+        self.parser = AsciiParser()
+
+    def handshake(self, ser, timeout: float) -> DeviceInfo:
+        # no input flush: a sketch streams from power-up and stale lines are still whole samples
+        self.parser.reset()
+        deadline = time.monotonic() + timeout
+        heard = 0
+        pending = self._pending = []
+        while time.monotonic() < deadline:
+            data = read_some(ser)
+            heard += len(data)
+            b = self.parser.feed(data)
+            if len(b):
+                pending.append(b)
+            good = self.parser.n_channels is not None
+            fs = self.fs_declared or self.parser.header_fs
+            if good and fs:
+                names = self.names_declared or self.parser.header_channels
+                ch = self.parser.n_channels
+                if self.names_declared and len(self.names_declared) != ch:
+                    raise IncompatibleDeviceError(
+                        f"the ASCII board prints {ch} value(s) per line but {len(self.names_declared)} channel "
+                        f"names were given")
+                if not names or len(names) != ch:
+                    names = tuple(f"ch{i + 1}" for i in range(ch))
+                self.info = DeviceInfo(board="ascii", fs=float(fs), channel_names=tuple(names),
+                                       gain_uv=1000.0 * self.scale_mv, adc_bits=0, description="ascii lines")
+                return self.info
+        if not heard:
+            raise HandshakeError(f"the ASCII board sent nothing within {timeout:g} s")
+        if self.parser.n_channels is None:
+            raise NoSignalError(f"no valid line of numbers from the ASCII board within {timeout:g} s (only noise)")
+        raise HandshakeError("the ASCII board did not declare its sampling rate; pass fs (e.g. --fs 500)")
+
+    def start(self, ser) -> None:
+        pass
+
+    def stop(self, ser) -> None:
+        pass
+
+    def parser_stats(self) -> dict:
+        return dict(self.parser.stats)
+
+    def feed(self, data: bytes) -> Chunk:
+        b = self.parser.feed(data)
+        if self._pending:  # lines read during the handshake come first
+            parts = self._pending + [b]
+            self._pending = []
+            ch0 = self.parser.n_channels or 1
+            parts = [x for x in parts if len(x) and x.values.shape[1] == ch0]
+            if parts:
+                from .ascii_lines import AsciiBatch
+
+                b = AsciiBatch(np.concatenate([x.values for x in parts]), np.concatenate([x.bad for x in parts]),
+                               np.concatenate([x.lead_off for x in parts]))
+        ch = self.info.n_channels
+        if len(b) == 0:
+            return _empty(ch)
+        first = self._resume if self._resume is not None else self._next
+        self._resume = None
+        index = first + np.arange(len(b), dtype=np.int64)
+        self._next = int(index[-1]) + 1
+        good = ~b.bad
+        vals = b.values[good]
+        if vals.shape[1] != ch:
+            return _empty(ch)
+        lead = np.repeat(b.lead_off[good][:, None], ch, axis=1)
+        return Chunk(index[good], vals * self.scale_mv, lead)
+
+
+def make_driver(board: str, **kw) -> Driver:
+    """A driver for ``board`` (``native``, ``cyton`` or ``ascii``)."""
+    if board == "native":
+        kw.pop("gain", None)
+        kw.pop("scale_mv", None)
+        return NativeDriver(**kw)
+    if board == "cyton":
+        kw.pop("scale_mv", None)
+        return CytonDriver(**kw)
+    if board == "ascii":
+        kw.pop("gain", None)
+        return AsciiDriver(**kw)
+    raise ValueError(f"unknown board {board!r}; choose one of {', '.join(BOARDS)}")

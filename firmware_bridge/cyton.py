@@ -1,0 +1,160 @@
+"""OpenBCI Cyton packet format (as published by OpenBCI): encoder and I/O-free parser.
+
+Packet (33 bytes)::
+
+    A0 | sample number u8 | 8 x int24 big-endian two's complement | 6 aux bytes | C0..CF
+
+Scale: ``4.5 V / gain / (2**23 - 1)`` per count (ADS1299, default gain 24). 250 Hz.
+Handshake: ``v`` (soft reset) is answered by a text banner ending in ``$$$``; ``b`` starts
+streaming, ``s`` stops. The packet has no checksum: a corrupted value inside a packet whose
+header and footer survive cannot be detected; the parser rejects misframed packets and
+counts gaps from the sample number.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+PACKET_LEN = 33
+HEADER = 0xA0
+FOOTER = 0xC0
+N_CHANNELS = 8
+FS = 250.0
+DEFAULT_GAIN = 24
+BAUD = 115200
+RAIL = (1 << 23) - 1
+BANNER = (
+    "OpenBCI V3 8-16 channel\n"
+    "On Board ADS1299 Device ID: 0x3E\n"
+    "LIS3DH Device ID: 0x33\n"
+    "Firmware: v3.1.2\n"
+)
+
+
+def scale_uv(gain: int = DEFAULT_GAIN) -> float:
+    """Microvolts per count at the ADS1299 programmable gain ``gain``."""
+    return 4.5e6 / float(gain) / float((1 << 23) - 1)
+
+
+def encode_packets(sample_numbers: np.ndarray, counts: np.ndarray, aux: np.ndarray | None = None,
+                   footer: int = FOOTER) -> bytes:
+    """Packets for ``counts`` (m, 8) int with sample numbers (m,) (taken mod 256)."""
+    c = np.asarray(counts, dtype=np.int64)
+    m = c.shape[0]
+    if c.shape[1:] != (N_CHANNELS,):
+        raise ValueError(f"Cyton packets carry 8 channels, not {c.shape[1:]}")
+    if m and (c.min() < -(1 << 23) or c.max() > RAIL):
+        raise ValueError("count outside the 24-bit range")
+    out = np.zeros((m, PACKET_LEN), dtype=np.uint8)
+    out[:, 0] = HEADER
+    out[:, 1] = np.asarray(sample_numbers, dtype=np.int64) & 0xFF
+    u = c & 0xFFFFFF
+    out[:, 2:26:3] = (u >> 16) & 0xFF
+    out[:, 3:26:3] = (u >> 8) & 0xFF
+    out[:, 4:26:3] = u & 0xFF
+    if aux is not None:
+        out[:, 26:32] = np.asarray(aux, dtype=np.uint8)
+    out[:, 32] = footer
+    return out.tobytes()
+
+
+@dataclass(frozen=True)
+class CytonBatch:
+    """Packets accepted by one feed: sample_number (m,), counts (m, 8) int32, aux (m, 6) uint8."""
+
+    sample_number: np.ndarray
+    counts: np.ndarray
+    aux: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.sample_number.size)
+
+
+def _greedy(starts: np.ndarray, length: int) -> np.ndarray:
+    """Indices of a left-to-right non-overlapping subset of sorted starts."""
+    if starts.size < 2 or np.all(np.diff(starts) >= length):
+        return np.arange(starts.size)
+    keep, last = [], -1
+    for i, s in enumerate(starts.tolist()):
+        if s >= last:
+            keep.append(i)
+            last = s + length
+    return np.asarray(keep, dtype=np.int64)
+
+
+@dataclass
+class CytonParser:
+    """Cyton byte stream -> packets; no I/O, never raises on bad bytes.
+
+    A candidate is an ``A0`` byte with a ``Cx`` footer 32 bytes later. Candidates chained to
+    a neighbour 33 bytes away are preferred over isolated ones, so a stray ``A0 .. Cx`` pair
+    inside sample data cannot displace a real packet.
+    """
+
+    stats: dict = field(default_factory=lambda: {
+        "bytes": 0, "frames": 0, "bytes_skipped": 0, "resyncs": 0, "seq_gaps": 0, "dropped_samples": 0,
+    })
+    _buf: bytes = b""
+    _last_sn: int | None = None
+    _garbage_pending: bool = False
+
+    def reset(self) -> None:
+        self._buf = b""
+        self._last_sn = None
+        self._garbage_pending = False
+
+    def feed(self, data: bytes) -> CytonBatch:
+        st = self.stats
+        st["bytes"] += len(data)
+        buf = self._buf + bytes(data) if self._buf else bytes(data)
+        a = np.frombuffer(buf, dtype=np.uint8)
+        n = a.size
+        heads = np.flatnonzero(a == HEADER).astype(np.int64)
+        complete = heads[heads + PACKET_LEN <= n]
+        cand = complete[(a[complete + PACKET_LEN - 1] & 0xF0) == FOOTER]
+        if cand.size:
+            cs = set(cand.tolist())
+            sup = np.fromiter(((s + PACKET_LEN in cs) or (s - PACKET_LEN in cs) for s in cand.tolist()),
+                              dtype=bool, count=cand.size)
+            strong = cand[sup][_greedy(cand[sup], PACKET_LEN)]
+            weak = cand[~sup]
+            if weak.size and strong.size:
+                j = np.searchsorted(strong, weak)
+                left_ok = (j == 0) | (weak >= strong[np.clip(j - 1, 0, None)] + PACKET_LEN)
+                right_ok = (j == strong.size) | (weak + PACKET_LEN <= strong[np.clip(j, None, strong.size - 1)])
+                weak = weak[left_ok & right_ok]
+            starts = np.sort(np.concatenate([strong, weak]))
+            starts = starts[_greedy(starts, PACKET_LEN)]
+        else:
+            starts = cand
+        last_end = int(starts[-1]) + PACKET_LEN if starts.size else 0
+        pend = heads[(heads + PACKET_LEN > n) & (heads >= last_end)]
+        keep_from = int(pend.min()) if pend.size else n
+        skipped = keep_from - PACKET_LEN * starts.size
+        st["bytes_skipped"] += skipped
+        if starts.size:
+            prev_end = np.concatenate([[0], starts[:-1] + PACKET_LEN])
+            gaps = starts > prev_end
+            if self._garbage_pending and starts[0] == 0:
+                gaps[0] = True
+            st["resyncs"] += int(np.count_nonzero(gaps))
+            self._garbage_pending = keep_from > last_end
+        elif skipped:
+            self._garbage_pending = True
+        self._buf = buf[keep_from:]
+        m = starts.size
+        st["frames"] += m
+        if m == 0:
+            return CytonBatch(np.zeros(0, np.int64), np.zeros((0, N_CHANNELS), np.int32), np.zeros((0, 6), np.uint8))
+        pk = a[starts[:, None] + np.arange(PACKET_LEN)]
+        sn = pk[:, 1].astype(np.int64)
+        b = pk[:, 2:26].reshape(m, N_CHANNELS, 3).astype(np.int32)
+        v = (b[..., 0] << 16) | (b[..., 1] << 8) | b[..., 2]
+        v = (v ^ 0x800000) - 0x800000
+        prev = np.concatenate([[self._last_sn if self._last_sn is not None else (sn[0] - 1) & 0xFF], sn[:-1]])
+        miss = (sn - prev - 1) & 0xFF
+        st["seq_gaps"] += int(np.count_nonzero(miss))
+        st["dropped_samples"] += int(miss.sum())
+        self._last_sn = int(sn[-1])
+        return CytonBatch(sn, v.astype(np.int32), pk[:, 26:32].copy())

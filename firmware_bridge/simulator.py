@@ -1,0 +1,523 @@
+"""Simulated boards: stream a real recording through a pty as a native, Cyton or ASCII board.
+
+The simulator opens a pseudo-terminal (``os.openpty``, slave put in raw mode before anything
+is written), publishes a stable path to it (a symlink that survives simulated disconnects),
+answers the board's handshake and streams the recording at real time or faster, with
+optional faults (bit flips, dropped or inserted bytes, lead-off, disconnect and reconnect).
+
+Use it in-process::
+
+    with Simulator(signal_mv, 500.0, ("I", "II", ...), board="native", speed=0) as sim:
+        acq = acquire(sim.port, "native", 10.0)
+
+or in the foreground (``Simulator(...).run()``, what ``ecgret simulate`` does).
+
+``speed`` is the playback speed relative to real time; ``speed <= 0`` streams as fast as the
+reader takes the bytes (no sample is ever dropped for lack of a reader then).
+"""
+from __future__ import annotations
+
+import os
+import re
+import select
+import tempfile
+import threading
+import time
+import tty
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import cyton as cy
+from . import protocol as pr
+from .ascii_lines import format_lines, header_line
+from .errors import FaultSpecError
+from .info import DeviceInfo, counts_to_mv
+
+MAX_BACKLOG = 1 << 16
+
+
+@dataclass(frozen=True)
+class Faults:
+    """Faults to inject.
+
+    bitflip, drop, insert: per-byte probabilities of flipping one bit, dropping the byte,
+    inserting a random byte before it. leadoff: (channel, t0_s, t1_s) electrode-off spans.
+    disconnect: (t_s, duration_s) link drops (the pty vanishes and comes back).
+    Times are seconds of the board's sample clock (playback time).
+    """
+
+    bitflip: float = 0.0
+    drop: float = 0.0
+    insert: float = 0.0
+    leadoff: tuple = ()
+    disconnect: tuple = ()
+
+    @property
+    def any_bytes(self) -> bool:
+        return self.bitflip > 0 or self.drop > 0 or self.insert > 0
+
+
+_NUM = r"([0-9]*\.?[0-9]+(?:e-?[0-9]+)?)"
+
+
+def parse_faults(spec: str | None) -> Faults:
+    """``"bitflip:0.001,drop:0.001,insert:0.0005,leadoff:V1@2-4s,disconnect:5s,disconnect:8s+2s"``."""
+    if not spec:
+        return Faults()
+    kw: dict = {"leadoff": [], "disconnect": []}
+    for part in (p.strip() for p in spec.split(",")):
+        if not part:
+            continue
+        name, _, val = part.partition(":")
+        name = name.strip().lower()
+        try:
+            if name in ("bitflip", "drop", "insert"):
+                p = float(val)
+                if not 0.0 <= p <= 0.5:
+                    raise ValueError
+                kw[name] = p
+            elif name == "leadoff":
+                m = re.fullmatch(r"([A-Za-z0-9_]+)@" + _NUM + r"s?-" + _NUM + r"s?", val.strip())
+                if not m or float(m.group(3)) <= float(m.group(2)):
+                    raise ValueError
+                kw["leadoff"].append((m.group(1), float(m.group(2)), float(m.group(3))))
+            elif name == "disconnect":
+                m = re.fullmatch(_NUM + r"s?(?:\+" + _NUM + r"s?)?", val.strip())
+                if not m:
+                    raise ValueError
+                kw["disconnect"].append((float(m.group(1)), float(m.group(2) or 1.0)))
+            else:
+                raise FaultSpecError(f"unknown fault {name!r} (use bitflip, drop, insert, leadoff, disconnect)")
+        except ValueError:
+            raise FaultSpecError(f"cannot read fault {part!r} (examples: bitflip:0.001, drop:0.001, "
+                                 f"leadoff:V1@2-4s, disconnect:5s or disconnect:5s+2s)") from None
+    kw["leadoff"] = tuple(kw["leadoff"])
+    kw["disconnect"] = tuple(sorted(kw["disconnect"]))
+    return Faults(**kw)
+
+
+def cyton_channels(signal_mv: np.ndarray, fs: float, names) -> tuple[np.ndarray, tuple[str, ...]]:
+    """The recording as a Cyton would see it: 8 channels at 250 Hz (I, II, V1-V6 from 12 leads)."""
+    from scipy.signal import resample_poly
+
+    names = tuple(names)
+    x = np.asarray(signal_mv, dtype=np.float64)
+    want = ("I", "II", "V1", "V2", "V3", "V4", "V5", "V6")
+    if all(n in names for n in want):
+        cols = [names.index(n) for n in want]
+        x, names = x[:, cols], want
+    else:
+        x, names = x[:, :8], names[:8]
+        if x.shape[1] < 8:
+            pad = 8 - x.shape[1]
+            x = np.concatenate([x, np.zeros((x.shape[0], pad))], axis=1)
+            names = names + tuple(f"ch{i + 1}" for i in range(len(names), 8))
+    if abs(fs - cy.FS) > 1e-9:
+        from fractions import Fraction
+
+        fr = Fraction(cy.FS / fs).limit_denominator(1000)
+        x = resample_poly(x, fr.numerator, fr.denominator, axis=0)
+    return x, names
+
+
+class Simulator:
+    """A simulated board on a pty. See the module docstring."""
+
+    def __init__(self, signal_mv, fs: float, channel_names, board: str = "native", *, speed: float = 1.0,
+                 faults: Faults | str | None = None, loop: bool = False, seed: int = 0, sample_bits: int = 24,
+                 samples_per_frame: int = 1, gain_uv: float | None = None, cyton_gain: int = cy.DEFAULT_GAIN,
+                 link_path: str | None = None, description: str = "ecgret simulator", announce_fs: bool = True):
+        x = np.asarray(signal_mv, dtype=np.float64)
+        if x.ndim == 1:
+            x = x[:, None]
+        names = tuple(channel_names)
+        if x.shape[1] != len(names):
+            raise ValueError(f"{x.shape[1]} columns but {len(names)} channel names")
+        if board not in ("native", "cyton", "ascii"):
+            raise ValueError(f"unknown board {board!r}")
+        x = np.nan_to_num(x)
+        self.board = board
+        self.speed = float(speed)
+        self.faults = parse_faults(faults) if isinstance(faults, str) or faults is None else faults
+        self.loop = loop
+        self.rng = np.random.default_rng(seed)
+        self.announce_fs = announce_fs
+        if board == "native":
+            spf = int(samples_per_frame)
+            gain = gain_uv if gain_uv is not None else (0.1 if sample_bits == 24 else 1.0)
+            self.info = pr.f32_info(DeviceInfo(
+                board="native", fs=float(fs), channel_names=names, gain_uv=gain, adc_bits=sample_bits,
+                protocol_version=pr.PROTOCOL_VERSION, sample_bits=sample_bits, samples_per_frame=spf,
+                description=description))
+            lim = (1 << (sample_bits - 1)) - 1
+            self.source = np.clip(np.round(x * 1000.0 / self.info.gain_uv), -lim - 1, lim).astype(np.int64)
+        elif board == "cyton":
+            x8, names8 = cyton_channels(x, fs, names)
+            self.info = DeviceInfo(board="cyton", fs=cy.FS, channel_names=names8, gain_uv=cy.scale_uv(cyton_gain),
+                                   adc_bits=24, sample_bits=24, samples_per_frame=1, description=cy.BANNER)
+            self.source = np.clip(np.round(x8 * 1000.0 / self.info.gain_uv), -cy.RAIL, cy.RAIL).astype(np.int64)
+        else:
+            self.info = DeviceInfo(board="ascii", fs=float(fs), channel_names=names, gain_uv=1000.0, adc_bits=0)
+            self.source = np.round(x, 4)
+        self.n = self.source.shape[0]
+        self.fs = self.info.fs
+        self._lo_rows = [(self.info.channel_names.index(c) if c in self.info.channel_names else None,
+                          int(round(a * self.fs)), int(round(b * self.fs))) for c, a, b in self.faults.leadoff]
+        for (ci, _, _), (c, _, _) in zip(self._lo_rows, self.faults.leadoff):
+            if ci is None:
+                raise FaultSpecError(f"lead-off channel {c!r} is not one of {', '.join(self.info.channel_names)}")
+        self._disc = [(int(round(t * self.fs)), d) for t, d in self.faults.disconnect]
+        # state
+        self._dir = None if link_path else tempfile.mkdtemp(prefix="ecgret-sim-")
+        self.port = link_path or os.path.join(self._dir, "tty")
+        self.pts = ""
+        self._master = self._slave = -1
+        self._out = bytearray()
+        self._cmd = pr.NativeParser()
+        self._seq = 0
+        self._streaming = board == "ascii"
+        self._row = 0  # next playback row (board sample clock)
+        self._play0 = 0  # clock value where the current playback began
+        self._t_ref: float | None = None
+        self._cyton_cmd = b""
+        self.stop_event = threading.Event()
+        self.finished = threading.Event()
+        self.ready = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+        self.stats = {"bytes": 0, "frames": 0, "samples": 0, "damaged_frames": 0, "flipped_bits": 0,
+                      "dropped_bytes": 0, "inserted_bytes": 0, "disconnects": 0, "handshakes": 0, "starts": 0,
+                      "overrun_samples": 0}
+        self.damaged_rows: list[int] = []  # board clock index of the first sample of each damaged frame
+
+    # ------------------------------------------------------------------ expected output
+    def expected_mv(self) -> np.ndarray:
+        """What a perfect receiver reads for the recording (quantised exactly as the board sends it)."""
+        if self.board == "ascii":
+            return self.source.copy()
+        return counts_to_mv(self.source, self.info.gain_uv)
+
+    # ------------------------------------------------------------------ pty
+    def _open_pty(self) -> None:
+        m, s = os.openpty()
+        tty.setraw(s)
+        os.set_blocking(m, False)
+        self._master, self._slave = m, s
+        self.pts = os.ttyname(s)
+        tmp = self.port + ".new"
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        os.symlink(self.pts, tmp)
+        os.replace(tmp, self.port)
+
+    def _close_pty(self) -> None:
+        for fd in (self._master, self._slave):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self._master = self._slave = -1
+        try:
+            os.unlink(self.port)
+        except FileNotFoundError:
+            pass
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> str:
+        """Run in a daemon thread; returns the stable port path once the pty is ready."""
+        self._thread = threading.Thread(target=self._run_safe, name="ecgret-simulator", daemon=True)
+        self._thread.start()
+        self.ready.wait(5.0)
+        return self.port
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        if self._thread is not None:
+            self._thread.join(5.0)
+            self._thread = None
+
+    def __enter__(self) -> "Simulator":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def _run_safe(self) -> None:
+        try:
+            self.run()
+        except BaseException as e:  # surfaced to the owner via .error
+            self.error = e
+            self.ready.set()
+
+    def run(self, on_event=None) -> None:
+        """Serve in the calling thread until :attr:`stop_event` is set (foreground mode)."""
+        self._on_event = on_event
+        self._open_pty()
+        self.ready.set()
+        if self.board == "ascii":
+            self._begin_playback()
+        try:
+            while not self.stop_event.is_set():
+                self._step()
+        finally:
+            self._close_pty()
+            if self._dir:
+                try:
+                    os.rmdir(self._dir)
+                except OSError:
+                    pass
+
+    def _event(self, text: str) -> None:
+        cb = getattr(self, "_on_event", None)
+        if cb:
+            cb(text)
+
+    # ------------------------------------------------------------------ main loop
+    def _step(self) -> None:
+        unthrottled = self.speed <= 0
+        want_write = bool(self._out)
+        if unthrottled and self._streaming and len(self._out) < MAX_BACKLOG:
+            timeout = 0.0
+        else:
+            timeout = 0.004
+        r, w, _ = select.select([self._master], [self._master] if want_write else [], [], timeout)
+        if r:
+            try:
+                data = os.read(self._master, 4096)
+            except (BlockingIOError, InterruptedError):
+                data = b""
+            except OSError:
+                data = b""
+            if data:
+                self._commands(data)
+        if self._out:
+            try:
+                n = os.write(self._master, bytes(self._out[:MAX_BACKLOG]))
+                del self._out[:n]
+                self.stats["bytes"] += n
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError:
+                pass
+        if self._streaming:
+            self._produce()
+
+    def _begin_playback(self) -> None:
+        self._play0 = self._row
+        self._t_ref = time.monotonic()
+        self.finished.clear()
+
+    def _target_row(self) -> int:
+        if self.speed <= 0:
+            return self._row + (512 if len(self._out) < MAX_BACKLOG else 0)
+        return self._play0 + int((time.monotonic() - self._t_ref) * self.fs * self.speed)
+
+    def _produce(self) -> None:
+        target = self._target_row()
+        # disconnect faults fire on the board clock
+        if self._disc and target - self._play0 >= self._disc[0][0]:
+            at, dur = self._disc.pop(0)
+            self._emit_rows(self._play0 + at)
+            self._disconnect(dur)
+            return
+        self._emit_rows(target)
+
+    def _emit_rows(self, target: int) -> None:
+        spf = self.info.samples_per_frame if self.board == "native" else 1
+        n_rows = (target - self._row) // spf * spf
+        if n_rows <= 0:
+            return
+        if not self.loop:
+            left = self._play0 + self.n - self._row
+            n_rows = min(n_rows, left - left % spf if left >= spf else left)
+        if n_rows <= 0:
+            self._end_playback()
+            return
+        if self.speed > 0 and len(self._out) >= MAX_BACKLOG:
+            # nobody reads: a real board overruns, so do we
+            self.stats["overrun_samples"] += n_rows
+            self._row += n_rows
+            return
+        clock = self._row + np.arange(n_rows)
+        rec = (clock - self._play0) % self.n
+        chunk = self._encode(clock, rec, spf)
+        self._out += chunk
+        self._row += n_rows
+        self.stats["samples"] += n_rows
+        if not self.loop and self._row - self._play0 >= self.n:
+            self._end_playback()
+
+    def _end_playback(self) -> None:
+        if self.board != "ascii":
+            self._streaming = False
+            if self.board == "native":
+                self._out += self._frame(pr.T_STATUS, bytes([pr.ST_STOPPED]))
+        else:
+            self._streaming = False
+        self.finished.set()
+        self._event("recording finished")
+
+    def _lead_mask(self, clock: np.ndarray) -> np.ndarray:
+        """(rows, ch) bool: electrodes off per faults."""
+        lo = np.zeros((clock.size, self.info.n_channels), bool)
+        t = clock - self._play0
+        for ci, a, b in self._lo_rows:
+            lo[(t >= a) & (t < b), ci] = True
+        return lo
+
+    def _encode(self, clock: np.ndarray, rec: np.ndarray, spf: int) -> bytes:
+        lo = self._lead_mask(clock)
+        if self.board == "native":
+            counts = self.source[rec].copy()
+            counts[lo] = 0
+            m = clock.size // spf
+            bits = (lo.reshape(m, spf, -1).any(axis=1) * (1 << np.arange(lo.shape[1]))).sum(axis=1)
+            data, flen = pr.encode_data_frames(self._seq, int(clock[0]), counts.reshape(m, spf, -1), bits,
+                                               self.info.sample_bits)
+            self._seq = (self._seq + m) & 0xFFFF
+            self.stats["frames"] += m
+            return self._inject(data, flen, clock[::spf])
+        if self.board == "cyton":
+            counts = self.source[rec].copy()
+            counts[lo] = cy.RAIL
+            data = cy.encode_packets(clock & 0xFF, counts)
+            self.stats["frames"] += clock.size
+            return self._inject(data, cy.PACKET_LEN, clock)
+        # ascii
+        vals = self.source[rec]
+        out = []
+        period = max(1, int(round(self.fs)))
+        for i in range(clock.size):
+            if self.announce_fs and (clock[i] - self._play0) % period == 0:
+                out.append(header_line(self.fs, self.info.channel_names))
+            out.append(b"!\n" if lo[i].any() else format_lines(vals[i:i + 1]))
+        self.stats["frames"] += clock.size
+        return b"".join(out)
+
+    def _inject(self, data: bytes, flen: int, frame_clock: np.ndarray) -> bytes:
+        f = self.faults
+        if not f.any_bytes:
+            return data
+        a = np.frombuffer(data, dtype=np.uint8).copy()
+        L = a.size
+        damaged = np.zeros(L // flen, bool)
+        if f.bitflip:
+            pos = np.flatnonzero(self.rng.random(L) < f.bitflip)
+            a[pos] ^= (1 << self.rng.integers(0, 8, pos.size)).astype(np.uint8)
+            damaged[pos // flen] = True
+            self.stats["flipped_bits"] += pos.size
+        keep = np.ones(L, bool)
+        if f.drop:
+            pos = np.flatnonzero(self.rng.random(L) < f.drop)
+            keep[pos] = False
+            damaged[pos // flen] = True
+            self.stats["dropped_bytes"] += pos.size
+        out = a[keep]
+        if f.insert:
+            ins = np.flatnonzero(self.rng.random(L) < f.insert)
+            ins = ins[keep[ins]]
+            # inserting before byte 0 of a frame leaves that frame intact; inside, it damages it
+            damaged[(ins // flen)[ins % flen != 0]] = True
+            newpos = np.cumsum(keep)[ins] - 1
+            out = np.insert(out, newpos, self.rng.integers(0, 256, ins.size).astype(np.uint8))
+            self.stats["inserted_bytes"] += ins.size
+        d = np.flatnonzero(damaged)
+        self.stats["damaged_frames"] += d.size
+        self.damaged_rows.extend(frame_clock[d].tolist())
+        return out.tobytes()
+
+    def _disconnect(self, dur: float) -> None:
+        self.stats["disconnects"] += 1
+        self._event(f"disconnect for {dur:g} s")
+        self._close_pty()
+        self._out.clear()
+        self._cmd.reset()
+        wall = dur / self.speed if self.speed > 0 else min(dur, 0.3)
+        self.stop_event.wait(max(wall, 0.05))
+        if self.speed <= 0:
+            self._row += int(round(dur * self.fs))
+        else:
+            # the board clock kept running; nothing was sent meanwhile
+            now_row = self._target_row()
+            self._row = max(self._row, now_row)
+        if self.board != "ascii":
+            self._streaming = False
+        self._open_pty()
+        self._event("reconnected")
+
+    # ------------------------------------------------------------------ commands
+    def _frame(self, ftype: int, payload: bytes = b"") -> bytes:
+        b = pr.encode_frame(ftype, self._seq, payload)
+        self._seq = (self._seq + 1) & 0xFFFF
+        return b
+
+    def _start_stream(self) -> None:
+        self.stats["starts"] += 1
+        resume = self._t_ref is not None and not self.finished.is_set() and (self._row - self._play0) < self.n
+        if not resume:
+            self._begin_playback()
+        elif self.speed > 0:
+            self._row = max(self._row, self._target_row())
+        self._streaming = True
+
+    def _commands(self, data: bytes) -> None:
+        if self.board == "native":
+            for f in self._cmd.feed(data):
+                if f.type == pr.T_HELLO:
+                    self.stats["handshakes"] += 1
+                    self._out += self._frame(pr.T_INFO, pr.info_payload(self.info))
+                elif f.type == pr.T_START:
+                    self._out += self._frame(pr.T_STATUS, bytes([pr.ST_STARTED]))
+                    self._start_stream()
+                elif f.type == pr.T_STOP:
+                    if self._streaming:
+                        self._streaming = False
+                    self._out += self._frame(pr.T_STATUS, bytes([pr.ST_STOPPED]))
+                elif f.type == pr.T_PING:
+                    self._out += self._frame(pr.T_PONG, f.payload[:16])
+                else:
+                    self._out += self._frame(pr.T_ERROR, bytes([pr.ERR_BAD_COMMAND]) + b"unknown command")
+        elif self.board == "cyton":
+            self._cyton(data)
+
+    def _cyton(self, data: bytes) -> None:
+        buf = self._cyton_cmd + data
+        i = 0
+        while i < len(buf):
+            c = buf[i:i + 1]
+            if c == b"x":
+                if len(buf) - i < 9:
+                    break
+                if not self._streaming:
+                    self._out += f"Success: Channel set for {buf[i + 1:i + 2].decode('ascii', 'replace')}$$$".encode()
+                i += 9
+                continue
+            if c == b"~":
+                if len(buf) - i < 2:
+                    break
+                if not self._streaming:
+                    self._out += b"Success: Sample rate is 250Hz$$$"
+                i += 2
+                continue
+            if c == b"v":
+                self.stats["handshakes"] += 1
+                self._streaming = False
+                names = ",".join(self.info.channel_names)
+                self._out += (cy.BANNER + f"Channels: {names}\n$$$").encode("ascii")
+            elif c == b"b":
+                self._start_stream()
+            elif c == b"s":
+                self._streaming = False
+            elif c == b"d" and not self._streaming:
+                self._out += b"updating channel settings to default$$$"
+            elif c == b"D" and not self._streaming:
+                self._out += b"060110$$$"
+            elif c == b"?" and not self._streaming:
+                self._out += b"Board ADS Registers\nADS_ID, 00, 3E\n$$$"
+            i += 1
+        self._cyton_cmd = buf[i:]
