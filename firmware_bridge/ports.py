@@ -32,12 +32,18 @@ class PortInfo:
         return asdict(self)
 
 
-def list_ports(include_links: bool = False) -> list[PortInfo]:
-    """Serial ports pyserial can see, USB ones first, each with a human description."""
+def list_ports(include_links: bool = False, all_ports: bool = False) -> list[PortInfo]:
+    """Serial ports pyserial can see, USB ones first, each with a human description.
+
+    Legacy on-board UARTs that report no hardware at all (``/dev/ttyS*`` with hwid ``n/a``)
+    are left out unless ``all_ports``.
+    """
     from serial.tools import list_ports as lp
 
     out = []
     for p in lp.comports(include_links=include_links):
+        if not all_ports and (p.hwid or "n/a") == "n/a":
+            continue
         out.append(PortInfo(
             device=p.device, description=p.description or "", hwid=p.hwid or "", vid=p.vid, pid=p.pid,
             serial_number=p.serial_number, manufacturer=p.manufacturer,

@@ -89,6 +89,8 @@ def parse_faults(spec: str | None) -> Faults:
                 kw["disconnect"].append((float(m.group(1)), float(m.group(2) or 1.0)))
             else:
                 raise FaultSpecError(f"unknown fault {name!r} (use bitflip, drop, insert, leadoff, disconnect)")
+        except FaultSpecError:
+            raise
         except ValueError:
             raise FaultSpecError(f"cannot read fault {part!r} (examples: bitflip:0.001, drop:0.001, "
                                  f"leadoff:V1@2-4s, disconnect:5s or disconnect:5s+2s)") from None

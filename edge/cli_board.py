@@ -1,0 +1,126 @@
+"""``ecgret simulate`` and ``ecgret ports``: a simulated board on a pty, and the serial ports around.
+
+Plain :class:`click.Command` objects (``simulate_cmd``, ``ports_cmd``); the ``ecgret`` group in
+:mod:`edge.cli` adds them with ``add_command``.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import threading
+
+import click
+
+DEFAULT_RECORD = "cinc2021-sample/HR06005"
+LEADS8 = ("I", "II", "V1", "V2", "V3", "V4", "V5", "V6")
+
+
+def _default_record() -> str:
+    from edge.paths import shared_data_dir
+
+    return str(shared_data_dir() / DEFAULT_RECORD)
+
+
+def _pick_channels(leads: tuple[str, ...], board: str, channels: str | None) -> list[int]:
+    if channels:
+        want = [c.strip() for c in channels.split(",") if c.strip()]
+        missing = [c for c in want if c not in leads]
+        if missing:
+            raise click.ClickException(f"the record has no lead(s) {', '.join(missing)}; it has {', '.join(leads)}")
+        return [leads.index(c) for c in want]
+    if board == "ascii":  # an Arduino + AD8232 prints one lead
+        return [leads.index("II") if "II" in leads else 0]
+    if all(x in leads for x in LEADS8):
+        return [leads.index(x) for x in LEADS8]
+    return list(range(len(leads)))
+
+
+@click.command("simulate")
+@click.option("--board", type=click.Choice(["native", "cyton", "ascii"]), default="native", show_default=True,
+              help="Which board to impersonate.")
+@click.option("--record", "record_path", default=None,
+              help="Recording to stream (WFDB/CSV/NPY; default: the shared HR06005 record).")
+@click.option("--speed", type=float, default=1.0, show_default=True,
+              help="Playback speed relative to real time; 0 streams as fast as the reader takes it.")
+@click.option("--faults", default="", help="Faults to inject, e.g. bitflip:0.001,drop:0.001,insert:0.001,"
+              "leadoff:V1@2-4s,disconnect:5s or disconnect:5s+2s.")
+@click.option("--loop/--no-loop", default=False, help="Repeat the recording forever.")
+@click.option("--channels", default=None, help="Comma-separated leads to stream (default: I,II,V1-V6 for "
+              "native and cyton, II for ascii).")
+@click.option("--sample-bits", type=click.Choice(["24", "16"]), default="24", show_default=True,
+              help="Native board: bits per sample on the wire.")
+@click.option("--samples-per-frame", type=click.IntRange(1, 32), default=1, show_default=True,
+              help="Native board: samples per channel in one data frame.")
+@click.option("--link", default=None, help="Path of the stable symlink to the pty (default: a temp folder).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the fault generator.")
+@click.option("--duration", type=float, default=None, help="Quit after this many seconds (default: run until Ctrl-C).")
+def simulate_cmd(board, record_path, speed, faults, loop, channels, sample_bits, samples_per_frame, link, seed,
+                 duration):
+    """Open a pty and stream a real recording through it as a native, Cyton or ASCII board.
+
+    Prints the port path on stdout (point `ecgret listen --port PATH` at it); status goes to stderr.
+    """
+    from firmware_bridge.errors import BridgeError
+    from firmware_bridge.simulator import Simulator
+
+    from edge.errors import EcgretError
+    from edge.io import read_record
+
+    path = record_path or _default_record()
+    try:
+        rec = read_record(path)
+    except EcgretError as e:
+        raise click.ClickException(str(e)) from None
+    cols = _pick_channels(tuple(rec.leads), board, channels)
+    try:
+        sim = Simulator(rec.signal[:, cols], rec.fs, [rec.leads[i] for i in cols], board=board, speed=speed,
+                        faults=faults or None, loop=loop, seed=seed, sample_bits=int(sample_bits),
+                        samples_per_frame=samples_per_frame, link_path=link,
+                        description=f"ecgret simulator ({rec.name or path})")
+    except (BridgeError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    info = sim.info
+    echo = lambda s: click.echo(s, err=True)  # noqa: E731
+
+    def started() -> None:
+        sim.ready.wait(5.0)
+        click.echo(sim.port)
+        sys.stdout.flush()
+        echo(f"{board} board: {rec.name or path}, {info.n_channels} channel(s) {','.join(info.channel_names)} at "
+             f"{info.fs:g} Hz, {sim.n / info.fs:.1f} s{' looped' if loop else ''}, speed "
+             f"{'max' if speed <= 0 else f'{speed:g}x'}; pty {sim.pts}; Ctrl-C to stop")
+
+    threading.Thread(target=started, daemon=True).start()
+    if duration is not None:
+        t = threading.Timer(duration, sim.stop_event.set)
+        t.daemon = True
+        t.start()
+    try:
+        sim.run(on_event=lambda s: echo(f"simulator: {s}"))
+    except KeyboardInterrupt:
+        pass
+    except OSError as e:
+        raise click.ClickException(f"simulator failed: {e}") from None
+    echo(f"simulator stopped: {sim.stats['samples']} samples, {sim.stats['frames']} frames, "
+         f"{sim.stats['damaged_frames']} damaged")
+
+
+@click.command("ports")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per port, one per line.")
+@click.option("--all", "all_ports", is_flag=True, help="Also list legacy UARTs that report no hardware.")
+def ports_cmd(as_json, all_ports):
+    """List candidate serial ports with their descriptions."""
+    from firmware_bridge.ports import list_ports
+
+    ports = list_ports(all_ports=all_ports)
+    if as_json:
+        for p in ports:
+            click.echo(json.dumps(p.as_dict()))
+        return
+    if not ports:
+        click.echo("no serial ports found (is the board plugged in? try --all)", err=True)
+        return
+    width = max(len(p.device) for p in ports)
+    for p in ports:
+        extra = f"  [{p.likely}]" if p.likely else ""
+        click.echo(f"{p.device:<{width}}  {p.description}{extra}")
