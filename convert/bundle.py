@@ -1,0 +1,309 @@
+"""Write model bundles (format: ``docs/BUNDLE.md``): encoder, Annoy index, cases, manifest, model card.
+
+``edge.bundle.load_bundle`` is the reader; everything it verifies is written here. A bundle is built in a
+temporary folder beside the target and renamed into place, so a crash never leaves half a bundle.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import tempfile
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from edge.bundle import (BUNDLE_FILES, CASES_FILE, ENCODER_FILE, FORMAT, FORMAT_VERSION, INDEX_FILE,
+                         MANIFEST_FILE, MODEL_CARD_FILE, METRIC)
+from edge.encoder import make_interpreter
+from edge.errors import ArchiveError, BundleError
+
+__all__ = ["write_bundle", "tune_index", "build_annoy", "exact_topk", "annoy_recall", "case_record"]
+
+_CASE_KEYS = ("case_id", "super_class", "sub_class", "form", "rhythm", "statements", "report", "source",
+              "fold", "patient_id")
+_LIST_KEYS = ("super_class", "sub_class", "form", "rhythm")
+
+
+# ----------------------------------------------------------------------------------------------- index
+
+def build_annoy(embeddings: np.ndarray, n_trees: int, seed: int = 0, path: Path | None = None):
+    """Build the angular Annoy index over ``embeddings`` (item i = row i); deterministic for a seed
+    (single-threaded build). Saved to ``path`` if given. Returns the AnnoyIndex."""
+    from annoy import AnnoyIndex
+    emb = np.asarray(embeddings, dtype=np.float32)
+    ann = AnnoyIndex(emb.shape[1], METRIC)
+    ann.set_seed(int(seed))
+    for i, v in enumerate(emb):
+        ann.add_item(i, v.tolist())
+    ann.build(int(n_trees), n_jobs=1)
+    if path is not None:
+        ann.save(str(path))
+    return ann
+
+
+def exact_topk(embeddings: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    """Exact top-k item ids by cosine (rows are unit vectors), (n_queries, k)."""
+    sims = np.asarray(queries, np.float32) @ np.asarray(embeddings, np.float32).T
+    k = min(k, sims.shape[1])
+    part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(sims, part, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(part, order, axis=1)
+
+
+def annoy_recall(ann, embeddings: np.ndarray, query_ids: np.ndarray, truth: np.ndarray, k: int,
+                 search_k: int) -> float:
+    """Mean recall@k of Annoy's answers against exact search, over the archive items ``query_ids``."""
+    hits = 0
+    for q, t in zip(query_ids, truth):
+        got = ann.get_nns_by_vector(embeddings[q].tolist(), k, search_k=int(search_k))
+        hits += len(set(got) & set(t.tolist()))
+    return hits / float(truth.size)
+
+
+def tune_index(embeddings: np.ndarray, k: int = 10, target_recall: float = 0.99, *, seed: int = 0,
+               max_queries: int = 500, trees=(8, 16, 32, 64), factors=(1, 2, 4, 8, 16, 32, 64)):
+    """Pick the cheapest (n_trees, search_k) reaching ``target_recall`` recall@k against exact search
+    over the archive (queries: up to ``max_queries`` archive items, seeded). Cost is search_k (nodes
+    inspected), then n_trees. Returns (n_trees, search_k, recall); the best found if none reaches it."""
+    emb = np.asarray(embeddings, dtype=np.float32)
+    n = emb.shape[0]
+    if n == 0:
+        raise ArchiveError("cannot tune an index over an empty archive")
+    k = min(k, n)
+    rng = np.random.default_rng(seed)
+    qids = np.sort(rng.choice(n, size=min(max_queries, n), replace=False))
+    truth = exact_topk(emb, emb[qids], k)
+    tried = []
+    for nt in trees:
+        ann = build_annoy(emb, nt, seed)
+        for f in factors:
+            sk = int(nt * k * f)
+            r = annoy_recall(ann, emb, qids, truth, k, sk)
+            tried.append((nt, sk, r))
+            if r >= target_recall:
+                break
+    ok = [t for t in tried if t[2] >= target_recall]
+    nt, sk, r = min(ok, key=lambda t: (t[1], t[0])) if ok else max(tried, key=lambda t: (t[2], -t[1]))
+    return int(nt), int(sk), float(r)
+
+
+# ----------------------------------------------------------------------------------------------- cases
+
+def case_record(c) -> dict:
+    """One ``cases.jsonl`` line from a dict or a :class:`convert.archive.Case` (only the spec's keys)."""
+    d = c.to_dict() if hasattr(c, "to_dict") else dict(c)
+    cid = d.get("case_id")
+    if not isinstance(cid, str) or not cid:
+        raise ArchiveError(f"case without a case_id: {d!r:.120}")
+    out = {}
+    for key in _CASE_KEYS:
+        v = d.get(key)
+        if key in _LIST_KEYS:
+            if v is None:
+                v = []
+            elif isinstance(v, str):
+                v = [s.strip() for s in v.split(";") if s.strip()]
+            out[key] = [str(x) for x in v]
+        elif key in ("statements", "report", "source"):
+            out[key] = "" if v is None else str(v)
+        elif key == "fold":
+            out[key] = None if v is None or v == "" else int(v)
+        elif key == "patient_id":
+            out[key] = None if v is None or v == "" else str(v)
+        else:
+            out[key] = v
+    return out
+
+
+def _archive_summary(cases: Sequence[dict]) -> dict:
+    folds = sorted({c["fold"] for c in cases if c["fold"] is not None})
+    sources = Counter(c["source"] or "unknown" for c in cases)
+    sup = Counter(s for c in cases for s in c["super_class"])
+    rhy = Counter(s for c in cases for s in c["rhythm"])
+    return {"n_cases": len(cases), "folds": folds, "sources": dict(sorted(sources.items())),
+            "super_class_counts": dict(sorted(sup.items())), "rhythm_counts": dict(rhy.most_common())}
+
+
+# ----------------------------------------------------------------------------------------------- encoder
+
+def encoder_details(tflite_bytes: bytes) -> dict:
+    """Input/output shapes, dtypes and quantization of an encoder, read with the device interpreter."""
+    try:
+        interp = make_interpreter(model_content=bytes(tflite_bytes), threads=1)
+    except Exception as e:  # noqa: BLE001 - any interpreter failure means an unusable encoder
+        raise BundleError(f"encoder.tflite: the interpreter cannot load it ({e})") from None
+    ins, outs = interp.get_input_details(), interp.get_output_details()
+    if len(ins) != 1 or len(outs) != 1:
+        raise BundleError(f"encoder.tflite: expected 1 input and 1 output, got {len(ins)} and {len(outs)}")
+    i, o = ins[0], outs[0]
+    in_dt, out_dt = np.dtype(i["dtype"]).name, np.dtype(o["dtype"]).name
+    quant = ("int8-full" if in_dt == "int8" and out_dt == "int8"
+             else "float32" if in_dt == "float32" and out_dt == "float32" else f"{in_dt}-in-{out_dt}-out")
+    return {"input_shape": [int(x) for x in i["shape"]], "input_dtype": in_dt,
+            "input_scale": float(i["quantization"][0]), "input_zero_point": int(i["quantization"][1]),
+            "output_shape": [int(x) for x in o["shape"]], "output_dtype": out_dt,
+            "output_scale": float(o["quantization"][0]), "output_zero_point": int(o["quantization"][1]),
+            "embedding_dim": int(o["shape"][-1]), "quantization": quant}
+
+
+# ----------------------------------------------------------------------------------------------- writing
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _tool_versions() -> dict:
+    out = {"python": platform.python_version(), "numpy": np.__version__}
+    from importlib import metadata
+    for dist in ("annoy", "ai-edge-litert", "tensorflow", "tensorflow-cpu", "keras"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _model_card(manifest: dict) -> str:
+    enc, idx, arc = manifest["encoder"], manifest["index"], manifest["archive"]
+    size_kb = manifest["files"][ENCODER_FILE]["bytes"] / 1024
+    lines = [f"# Model card: {manifest['name']}", "",
+             "Offline ECG case retrieval: an ECG is imaged (Gramian angular field, recurrence plot, Markov "
+             "transition field per lead tile), embedded by the image encoder below, and its nearest archived "
+             "cases are found in the Annoy index. Results are similar past cases, not a diagnosis.", "",
+             "## Encoder",
+             f"- input {enc['input_shape']} {enc['input_dtype']}, output {enc['output_shape']} {enc['output_dtype']} "
+             f"({enc['quantization']}), {size_kb:.0f} KiB"
+             + (f", {enc['params']:,} parameters" if enc.get("params") else "")
+             + (f", {enc['macs']:,} MACs" if enc.get("macs") else ""),
+             f"- imaging: mode {manifest['imaging'].get('mode')}, shape {manifest['imaging'].get('shape')}",
+             "", "## Index",
+             f"- Annoy, {idx['metric']}, {idx['dim']} dimensions, {idx['n_items']} items, {idx['n_trees']} trees, "
+             f"search_k {idx['search_k']}, recall@10 {idx['recall_at_10']:.3f} against exact search",
+             "", "## Archive",
+             f"- {arc['n_cases']} cases, folds {arc['folds']}, sources {arc['sources']}",
+             f"- superclasses {arc['super_class_counts']}"]
+    ev = manifest.get("evaluation")
+    if ev and ev.get("table_markdown"):
+        lines += ["", "## Evaluation", "", ev["table_markdown"].strip()]
+    tr = manifest.get("training") or {}
+    if tr:
+        lines += ["", "## Training", "", "```json", json.dumps(tr, indent=2, sort_keys=True, default=str), "```"]
+    return "\n".join(lines) + "\n"
+
+
+def _existing_files(out: Path) -> dict | None:
+    """The ``files`` table of a bundle already at ``out`` (None if it is not a readable bundle)."""
+    try:
+        m = json.loads((out / MANIFEST_FILE).read_text(encoding="utf-8"))
+        return m.get("files") if m.get("format") == FORMAT else None
+    except (OSError, ValueError):
+        return None
+
+
+def write_bundle(out_dir, *, tflite_bytes: bytes, embeddings: np.ndarray, cases: Sequence, preprocessing: dict,
+                 imaging: dict, n_trees: int, search_k: int, recall_at_10: float, training: dict,
+                 evaluation: dict | None, name: str, force: bool = False, seed: int = 0,
+                 encoder_stats: dict | None = None) -> Path:
+    """Write a bundle to ``out_dir`` (see docs/BUNDLE.md) and return its path.
+
+    embeddings: (N, D) float32, the L2-normalised embeddings of ``cases`` by this very encoder (row i =
+    case i). cases: dicts or archive Cases (case ids must be unique). encoder_stats: optional
+    ``{"params": int, "macs": int}``. An ``out_dir`` holding a different bundle (or anything else, if
+    not empty) is refused unless ``force``; an identical bundle is replaced silently.
+    """
+    out = Path(out_dir)
+    emb = np.asarray(embeddings, dtype=np.float32)
+    recs = [case_record(c) for c in cases]
+    if emb.ndim != 2 or emb.shape[0] != len(recs):
+        raise ArchiveError(f"embeddings {emb.shape} do not match the {len(recs)} cases")
+    if not np.all(np.isfinite(emb)):
+        raise ArchiveError("embeddings contain NaN or Inf")
+    norms = np.linalg.norm(emb, axis=1)
+    if np.any(np.abs(norms - 1.0) > 1e-3):
+        raise ArchiveError(f"embeddings must be L2-normalised (norms {norms.min():.4f}..{norms.max():.4f})")
+    dup = [cid for cid, n in Counter(r["case_id"] for r in recs).items() if n > 1]
+    if dup:
+        raise ArchiveError(f"duplicate case ids: {', '.join(sorted(dup)[:5])}" + (" ..." if len(dup) > 5 else ""))
+    enc = encoder_details(tflite_bytes)
+    if enc["embedding_dim"] != emb.shape[1]:
+        raise BundleError(f"encoder.tflite: output dimension {enc['embedding_dim']} but embeddings have "
+                          f"{emb.shape[1]}")
+    if list(imaging.get("shape", [])) != enc["input_shape"][1:]:
+        raise BundleError(f"imaging.shape {imaging.get('shape')} does not match the encoder input "
+                          f"{enc['input_shape']}")
+    enc.update({"params": None, "macs": None})
+    enc.update(encoder_stats or {})
+    if out.exists() and not out.is_dir():
+        raise BundleError(f"{out}: exists and is not a folder")
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        (tmp / ENCODER_FILE).write_bytes(bytes(tflite_bytes))
+        build_annoy(emb, n_trees, seed, tmp / INDEX_FILE)
+        with open(tmp / CASES_FILE, "w", encoding="utf-8") as f:
+            for r in recs:
+                f.write(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n")
+        manifest = {
+            "format": FORMAT, "format_version": FORMAT_VERSION, "name": name,
+            "created": datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
+            "files": {},
+            "preprocessing": dict(preprocessing), "imaging": dict(imaging), "encoder": enc,
+            "index": {"metric": METRIC, "dim": int(emb.shape[1]), "n_items": int(emb.shape[0]),
+                      "n_trees": int(n_trees), "search_k": int(search_k), "recall_at_10": float(recall_at_10),
+                      "seed": int(seed)},
+            "archive": _archive_summary(recs), "training": dict(training or {}),
+            "tools": _tool_versions(),
+        }
+        if evaluation is not None:
+            manifest["evaluation"] = dict(evaluation)
+        manifest["files"] = {fn: {"sha256": _sha256(tmp / fn), "bytes": (tmp / fn).stat().st_size}
+                             for fn in (ENCODER_FILE, INDEX_FILE, CASES_FILE)}
+        (tmp / MODEL_CARD_FILE).write_text(_model_card(manifest), encoding="utf-8")
+        manifest["files"][MODEL_CARD_FILE] = {"sha256": _sha256(tmp / MODEL_CARD_FILE),
+                                              "bytes": (tmp / MODEL_CARD_FILE).stat().st_size}
+        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        for fn in BUNDLE_FILES + (MANIFEST_FILE,):
+            with open(tmp / fn, "rb") as f:
+                os.fsync(f.fileno())
+        os.chmod(tmp, 0o755)
+        _replace(out, tmp, manifest["files"], force)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _same_payload(a: dict | None, b: dict) -> bool:
+    keys = (ENCODER_FILE, INDEX_FILE, CASES_FILE)
+    return a is not None and all(a.get(k, {}).get("sha256") == b[k]["sha256"] for k in keys)
+
+
+def _replace(out: Path, tmp: Path, files: dict, force: bool) -> None:
+    if out.exists():
+        if any(out.iterdir()):
+            old = _existing_files(out)
+            if not force and not _same_payload(old, files):
+                what = "a different bundle" if old is not None else "files that are not a bundle"
+                raise BundleError(f"{out}: already holds {what}; use force to replace it")
+        trash = out.parent / f".{out.name}.old-{os.getpid()}"
+        shutil.rmtree(trash, ignore_errors=True)
+        os.replace(out, trash)
+        try:
+            os.replace(tmp, out)
+        except BaseException:
+            os.replace(trash, out)
+            raise
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(tmp, out)

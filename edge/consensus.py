@@ -1,0 +1,83 @@
+"""Consensus over retrieved cases: a similarity-weighted vote on their labels and statements.
+
+Each retrieved case votes for its diagnostic superclasses, its rhythm statements and its statement
+phrases (``statements`` split at ``;``) with weight max(similarity, FLOOR). A label's support is the sum
+of the weights of the cases that carry it over the sum of all weights (0..1), the same score as the
+``kNN_macroAUROC`` metric of docs/EVALUATION.md. Labels with support >= ``LEAD`` lead the summary.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+FLOOR = 1e-3
+LEAD = 0.5
+
+__all__ = ["Vote", "Consensus", "vote", "split_statements", "FLOOR", "LEAD"]
+
+
+@dataclass(frozen=True)
+class Vote:
+    label: str
+    support: float      # weighted share of the retrieved cases carrying the label, 0..1
+    count: int          # how many retrieved cases carry it
+
+    def to_dict(self) -> dict:
+        return {"label": self.label, "support": round(self.support, 4), "count": self.count}
+
+
+@dataclass(frozen=True)
+class Consensus:
+    super_class: tuple[Vote, ...]
+    rhythm: tuple[Vote, ...]
+    statements: tuple[Vote, ...]
+    n_cases: int
+
+    def leading(self, kind: str, threshold: float = LEAD) -> tuple[Vote, ...]:
+        """Votes of ``kind`` with support >= threshold (the top one alone if none reaches it)."""
+        votes = getattr(self, kind)
+        lead = tuple(v for v in votes if v.support >= threshold)
+        return lead or votes[:1]
+
+    @property
+    def summary(self) -> str:
+        parts = []
+        for kind in ("super_class", "rhythm"):
+            lead = self.leading(kind)
+            if lead:
+                parts.append(", ".join(f"{v.label} {v.support:.0%}" for v in lead))
+        return "; ".join(parts) if parts else "no consensus (no cases retrieved)"
+
+    def to_dict(self) -> dict:
+        return {"summary": self.summary, "n_cases": self.n_cases,
+                "super_class": [v.to_dict() for v in self.super_class],
+                "rhythm": [v.to_dict() for v in self.rhythm],
+                "statements": [v.to_dict() for v in self.statements]}
+
+
+def split_statements(s: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in (s or "").split(";") if p.strip())
+
+
+def _tally(labels: Sequence[Iterable[str]], weights: Sequence[float]) -> tuple[Vote, ...]:
+    total = float(sum(weights))
+    acc: dict[str, list] = {}
+    for ls, w in zip(labels, weights):
+        for lab in dict.fromkeys(ls):  # each case votes once per label
+            a = acc.setdefault(lab, [0.0, 0])
+            a[0] += w
+            a[1] += 1
+    votes = [Vote(lab, (s / total) if total > 0 else 0.0, n) for lab, (s, n) in acc.items()]
+    return tuple(sorted(votes, key=lambda v: (-v.support, -v.count, v.label)))
+
+
+def vote(matches: Sequence) -> Consensus:
+    """Consensus of matches (objects or dicts with ``score``, ``super_class``, ``rhythm``, ``statements``)."""
+    def get(m, k):
+        return m[k] if isinstance(m, dict) else getattr(m, k)
+    w = [max(float(get(m, "score")), FLOOR) for m in matches]
+    return Consensus(
+        super_class=_tally([get(m, "super_class") for m in matches], w),
+        rhythm=_tally([get(m, "rhythm") for m in matches], w),
+        statements=_tally([split_statements(get(m, "statements")) for m in matches], w),
+        n_cases=len(matches))

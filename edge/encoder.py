@@ -1,0 +1,112 @@
+"""The image encoder on the device: a TFLite model run by the lightest interpreter available.
+
+Interpreter choice: ``ai_edge_litert`` (LiteRT), then ``tflite_runtime``, then ``tf.lite`` only when
+TensorFlow is already installed (imported lazily, inside :func:`interpreter_class`, as a last resort;
+the device never needs it). Note: TF 2.21's own ``tf.lite.Interpreter`` gives wrong int8 attention
+outputs with XNNPACK, so LiteRT is preferred everywhere.
+
+The float image in [-1, 1] is quantized on the host with the input tensor's scale and zero point, the
+int8 output is dequantized, and the embedding is L2-normalised on the host (the int8
+``L2_NORMALIZATION`` op has a fixed 1/128 output scale, too coarse for retrieval).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .errors import BundleError
+
+__all__ = ["Encoder", "interpreter_class", "make_interpreter", "l2_normalise"]
+
+
+def interpreter_class():
+    """Return (Interpreter class, backend name): LiteRT, tflite-runtime, or tf.lite as a last resort."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+        return Interpreter, "ai-edge-litert"
+    except ImportError:
+        pass
+    try:
+        from tflite_runtime.interpreter import Interpreter
+        return Interpreter, "tflite-runtime"
+    except ImportError:
+        pass
+    import importlib.util
+    if importlib.util.find_spec("tensorflow") is not None:
+        import tensorflow as tf  # last resort, only where TensorFlow happens to be installed
+        return tf.lite.Interpreter, "tensorflow"
+    raise BundleError("no TFLite interpreter: install ai-edge-litert (or tflite-runtime on 32-bit ARM)")
+
+
+def make_interpreter(model_path=None, model_content: bytes | None = None, threads: int | None = None):
+    """An allocated interpreter for a model file or bytes, on ``threads`` threads (None: all cores)."""
+    cls, _ = interpreter_class()
+    n = int(threads) if threads else (os.cpu_count() or 1)
+    kw = {"model_path": str(model_path)} if model_path is not None else {"model_content": model_content}
+    interp = cls(num_threads=n, **kw)
+    interp.allocate_tensors()
+    return interp
+
+
+def l2_normalise(v: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    v = np.asarray(v, dtype=np.float32)
+    n = np.linalg.norm(v, axis=-1, keepdims=True)
+    return v / np.maximum(n, eps)
+
+
+class Encoder:
+    """An encoder loaded once and reused: ``encode(image (H, W, 3) float32) -> (D,) unit float32``."""
+
+    def __init__(self, path, threads: int | None = None):
+        self.path = Path(path)
+        self.threads = int(threads) if threads else (os.cpu_count() or 1)
+        try:
+            self._interp = make_interpreter(model_path=self.path, threads=self.threads)
+        except BundleError:
+            raise
+        except Exception as e:  # noqa: BLE001 - the interpreter raises ValueError/RuntimeError on bad models
+            raise BundleError(f"{self.path}: the interpreter cannot load the encoder ({e})") from None
+        _, self.backend = interpreter_class()
+        ins, outs = self._interp.get_input_details(), self._interp.get_output_details()
+        if len(ins) != 1 or len(outs) != 1:
+            raise BundleError(f"{self.path}: expected 1 input and 1 output, got {len(ins)} and {len(outs)}")
+        self.input, self.output = ins[0], outs[0]
+        self.input_shape = tuple(int(x) for x in self.input["shape"])
+        self.output_shape = tuple(int(x) for x in self.output["shape"])
+        self.input_dtype = np.dtype(self.input["dtype"])
+        self.output_dtype = np.dtype(self.output["dtype"])
+        self.in_scale, self.in_zp = (float(self.input["quantization"][0]), int(self.input["quantization"][1]))
+        self.out_scale, self.out_zp = (float(self.output["quantization"][0]), int(self.output["quantization"][1]))
+        self.dim = int(self.output_shape[-1])
+        self._in_idx, self._out_idx = self.input["index"], self.output["index"]
+
+    def details(self) -> dict:
+        """What the manifest's ``encoder`` section records, as read from the model itself."""
+        return {"input_shape": list(self.input_shape), "input_dtype": self.input_dtype.name,
+                "input_scale": self.in_scale, "input_zero_point": self.in_zp,
+                "output_shape": list(self.output_shape), "output_dtype": self.output_dtype.name,
+                "output_scale": self.out_scale, "output_zero_point": self.out_zp, "embedding_dim": self.dim}
+
+    def quantize(self, image: np.ndarray) -> np.ndarray:
+        """The input tensor for a float image (H, W, 3): int8 with the input scale/zero point, or float32."""
+        x = np.asarray(image, dtype=np.float32).reshape(self.input_shape)
+        if self.input_dtype == np.int8 or self.input_dtype == np.uint8:
+            info = np.iinfo(self.input_dtype)
+            q = np.rint(x / self.in_scale) + self.in_zp
+            return np.clip(q, info.min, info.max).astype(self.input_dtype)
+        return x.astype(self.input_dtype)
+
+    def raw(self, image: np.ndarray) -> np.ndarray:
+        """The dequantized, un-normalised output (D,) float32."""
+        self._interp.set_tensor(self._in_idx, self.quantize(image))
+        self._interp.invoke()
+        y = self._interp.get_tensor(self._out_idx).reshape(-1)
+        if self.output_dtype == np.int8 or self.output_dtype == np.uint8:
+            return (y.astype(np.float32) - self.out_zp) * self.out_scale
+        return y.astype(np.float32)
+
+    def encode(self, image: np.ndarray) -> np.ndarray:
+        """The L2-normalised embedding (D,) float32 of one image."""
+        return l2_normalise(self.raw(image))
