@@ -70,7 +70,7 @@ def recurrence(x: np.ndarray) -> np.ndarray:
 
 def quantile_bins(x: np.ndarray, n_bins: int = 4) -> np.ndarray:
     """Bin indices by each series' own quantiles (pyts ``KBinsDiscretizer(strategy='quantile')``:
-    ``np.percentile`` edges with linear interpolation, ``searchsorted(side='right')``); (n,) or (b, n)."""
+    ``np.percentile`` edges with linear interpolation, ``searchsorted(side="left")``); (n,) or (b, n)."""
     x = np.asarray(x, dtype=np.float64)
     xs = np.sort(x, axis=-1)
     n = x.shape[-1]
@@ -79,7 +79,7 @@ def quantile_bins(x: np.ndarray, n_bins: int = 4) -> np.ndarray:
     hi = np.minimum(lo + 1, n - 1)
     frac = pos - lo
     edges = xs[..., lo] + (xs[..., hi] - xs[..., lo]) * frac  # (..., n_bins - 1)
-    return np.sum(x[..., :, None] >= edges[..., None, :], axis=-1)
+    return np.sum(x[..., :, None] > edges[..., None, :], axis=-1)
 
 
 def mtf(x: np.ndarray, n_bins: int = 4) -> np.ndarray:

@@ -1,0 +1,49 @@
+# ecgret: one entry point per job. Each target makes the virtual environment it needs.
+PYTHON ?= python3.11
+DEV := .venv
+DEVICE := .venv-device
+TFLITE := .venv-tflite
+PIP_FLAGS ?= -q
+
+.PHONY: demo test test-fast test-tflite teacher bundle evaluate bench clean
+
+# --- environments -------------------------------------------------------------------------
+$(DEVICE)/.ok: pyproject.toml
+	$(PYTHON) -m venv $(DEVICE)
+	$(DEVICE)/bin/pip install $(PIP_FLAGS) --upgrade pip
+	$(DEVICE)/bin/pip install $(PIP_FLAGS) -e .
+	touch $@
+
+# The workstation/test environment: device runtime + convert (TensorFlow) + text (CPU torch) + test tools.
+# torch is pinned to a CPU build first so that sentence-transformers does not pull CUDA wheels.
+$(DEV)/.ok: pyproject.toml
+	$(PYTHON) -m venv $(DEV)
+	$(DEV)/bin/pip install $(PIP_FLAGS) --upgrade pip
+	$(DEV)/bin/pip install $(PIP_FLAGS) "torch==2.13.0" || $(DEV)/bin/pip install $(PIP_FLAGS) "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu
+	$(DEV)/bin/pip install $(PIP_FLAGS) -e ".[convert,text,test]"
+	touch $@
+
+# The classic interpreter (what 32-bit Pi OS uses): tflite-runtime 2.14 with numpy<2.
+$(TFLITE)/.ok: pyproject.toml
+	$(PYTHON) -m venv $(TFLITE)
+	$(TFLITE)/bin/pip install $(PIP_FLAGS) --upgrade pip
+	$(TFLITE)/bin/pip install $(PIP_FLAGS) "tflite-runtime==2.14.0" "numpy<2" scipy annoy pyserial click pytest
+	$(TFLITE)/bin/pip install $(PIP_FLAGS) --no-deps -e .
+	touch $@
+
+# --- jobs ---------------------------------------------------------------------------------
+demo: $(DEVICE)/.ok            ## the main job: simulated board -> 10 s of a real ECG -> retrieval
+	$(DEVICE)/bin/ecgret demo
+
+test: $(DEV)/.ok $(TFLITE)/.ok ## the whole test suite, both interpreters
+	$(DEV)/bin/python -m pytest -q tests
+	$(TFLITE)/bin/python -m pytest -q -p no:cacheprovider tests/test_tflite_runtime.py
+
+test-fast: $(DEV)/.ok
+	$(DEV)/bin/python -m pytest -q -x -m "not slow" tests
+
+evaluate: $(DEV)/.ok
+	$(DEV)/bin/ecgret-convert evaluate
+
+clean:
+	rm -rf $(DEV) $(DEVICE) $(TFLITE) build dist *.egg-info .pytest_cache

@@ -1,0 +1,212 @@
+"""Retrieval evaluation, exactly as ``shared/docs/EVALUATION.md`` defines it.
+
+Split: queries = fold 9, archive = folds 1-8 (a shipped bundle: archive folds 1-9, queries fold 10).
+Relevance: a retrieved case is relevant when it shares at least one diagnostic superclass with the
+query; queries without a superclass are skipped. Rhythm is judged separately (``rhythmP@10_nonSR``).
+
+Every variant is an embedding: one (N_cases, D) matrix (queries and archive embedded alike), or a
+tuple (query_emb, archive_emb) when queries are embedded differently (a reduced lead set). Search is
+exact cosine, so the figures measure the embedding, not the index (whose recall is measured apart).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Callable, Mapping
+
+import numpy as np
+
+SUPERCLASSES: tuple[str, ...] = ("NORM", "MI", "STTC", "CD", "HYP")
+K = 10
+SIM_FLOOR = 1e-3
+METRICS: tuple[str, ...] = ("P@1", "P@5", "P@10", "P@10_exact", "mAP@10", "macroP@10", "kNN_macroAUROC",
+                            "rhythmP@10_nonSR")
+
+
+def default_split(archive, query_folds=(9,), archive_folds=tuple(range(1, 9))) -> tuple[np.ndarray, np.ndarray]:
+    """(query indices, archive indices) for the test protocol: fold 9 against folds 1-8."""
+    return archive.select(folds=query_folds), archive.select(folds=archive_folds)
+
+
+def l2n(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.divide(x, n, out=np.zeros_like(x), where=n > 0)
+
+
+def top_k(q: np.ndarray, a: np.ndarray, k: int = K) -> tuple[np.ndarray, np.ndarray]:
+    """Exact cosine top-k: (indices into ``a`` (nq, k), similarities (nq, k)), best first."""
+    s = l2n(q) @ l2n(a).T
+    k = min(k, s.shape[1])
+    idx = np.argpartition(-s, k - 1, axis=1)[:, :k]
+    part = np.take_along_axis(s, idx, axis=1)
+    order = np.argsort(-part, axis=1, kind="stable")
+    return np.take_along_axis(idx, order, axis=1), np.take_along_axis(part, order, axis=1)
+
+
+def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney U with mid-ranks for ties); NaN if one class is absent."""
+    labels = np.asarray(labels, dtype=bool)
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(scores, kind="mergesort")
+    s = np.asarray(scores)[order]
+    ranks = np.empty(len(s), dtype=np.float64)
+    i = 0
+    while i < len(s):  # mid-ranks over ties
+        j = i
+        while j + 1 < len(s) and s[j + 1] == s[i]:
+            j += 1
+        ranks[i:j + 1] = (i + j) / 2.0 + 1.0
+        i = j + 1
+    r = np.empty_like(ranks)
+    r[order] = ranks
+    return float((r[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def retrieval_metrics(q_labels: list[frozenset], q_rhythm: list[frozenset], a_labels: list[frozenset],
+                      a_rhythm: list[frozenset], idx: np.ndarray, sims: np.ndarray) -> dict:
+    """Every metric of EVALUATION.md from the top-k lists (``idx`` into the archive, best first)."""
+    k = idx.shape[1]
+    n_rel_archive = {}
+    keep = [i for i, l in enumerate(q_labels) if l]
+    p1, p5, p10, p10x, ap = [], [], [], [], []
+    per_class_hits = {c: [] for c in SUPERCLASSES}
+    for qi in keep:
+        ql = q_labels[qi]
+        rel = np.array([bool(ql & a_labels[j]) for j in idx[qi]], dtype=float)
+        exact = np.array([ql == a_labels[j] for j in idx[qi]], dtype=float)
+        p1.append(rel[:1].mean())
+        p5.append(rel[:5].mean())
+        p10.append(rel[:10].mean())
+        p10x.append(exact[:10].mean())
+        key = ql
+        if key not in n_rel_archive:
+            n_rel_archive[key] = sum(1 for al in a_labels if ql & al)
+        denom = min(k, n_rel_archive[key])
+        prec_at = np.cumsum(rel) / np.arange(1, k + 1)
+        ap.append(float((prec_at * rel).sum() / denom) if denom else 0.0)
+        for c in ql:
+            if c in per_class_hits:
+                per_class_hits[c].append(np.mean([c in a_labels[j] for j in idx[qi]]))
+    s = np.clip(sims, SIM_FLOOR, None)
+    per_class = {}
+    for c in SUPERCLASSES:
+        score = np.array([(s[qi] * np.array([c in a_labels[j] for j in idx[qi]])).sum() / s[qi].sum()
+                          for qi in keep])
+        lab = np.array([c in q_labels[qi] for qi in keep])
+        per_class[c] = {"P@10": float(np.mean(per_class_hits[c])) if per_class_hits[c] else float("nan"),
+                        "AUROC": auroc(score, lab), "n_queries": int(lab.sum())}
+    non_sr = [i for i, r in enumerate(q_rhythm) if r and r != frozenset({"SR"})]
+    rhythm = [np.mean([bool(q_rhythm[qi] & a_rhythm[j]) for j in idx[qi]]) for qi in non_sr]
+    return {
+        "P@1": float(np.mean(p1)), "P@5": float(np.mean(p5)), "P@10": float(np.mean(p10)),
+        "P@10_exact": float(np.mean(p10x)), "mAP@10": float(np.mean(ap)),
+        "macroP@10": float(np.nanmean([per_class[c]["P@10"] for c in SUPERCLASSES])),
+        "kNN_macroAUROC": float(np.nanmean([per_class[c]["AUROC"] for c in SUPERCLASSES])),
+        "rhythmP@10_nonSR": float(np.mean(rhythm)) if rhythm else float("nan"),
+        "per_class": per_class, "n_queries": len(keep), "n_queries_nonSR": len(non_sr),
+    }
+
+
+def _labels(archive, indices, field: str) -> list[frozenset]:
+    return [frozenset(getattr(archive.cases[int(i)], field)) for i in indices]
+
+
+def evaluate(archive, embeddings: Mapping[str, np.ndarray | tuple[np.ndarray, np.ndarray]],
+             query_idx: np.ndarray, archive_idx: np.ndarray, k: int = K) -> dict[str, dict]:
+    """Evaluate each variant. A value is an (N_cases, D) matrix, or (query_emb, archive_emb) where
+    query_emb has one row per case (N_cases, D) or one per query (len(query_idx), D), and archive_emb
+    likewise (N_cases, D) or (len(archive_idx), D)."""
+    query_idx, archive_idx = np.asarray(query_idx), np.asarray(archive_idx)
+    ql, qr = _labels(archive, query_idx, "super_class"), _labels(archive, query_idx, "rhythm")
+    al, ar = _labels(archive, archive_idx, "super_class"), _labels(archive, archive_idx, "rhythm")
+    n = len(archive)
+    out = {}
+    for name, emb in embeddings.items():
+        qe, ae = emb if isinstance(emb, tuple) else (emb, emb)
+        qe = qe[query_idx] if len(qe) == n and len(qe) != len(query_idx) else qe
+        ae = ae[archive_idx] if len(ae) == n and len(ae) != len(archive_idx) else ae
+        idx, sims = top_k(qe, ae, k)
+        out[name] = retrieval_metrics(ql, qr, al, ar, idx, sims)
+    return out
+
+
+def evaluate_cross_modal(archive, image_emb_queries: np.ndarray, text_emb_archive: np.ndarray,
+                         query_idx: np.ndarray, archive_idx: np.ndarray, k: int = K) -> dict:
+    """ECG -> report retrieval: query image embeddings against the archive cases' text embeddings
+    (both in the shared projection space); same relevance rule and metrics."""
+    return evaluate(archive, {"ecg->report": (image_emb_queries, text_emb_archive)}, query_idx, archive_idx, k)["ecg->report"]
+
+
+# ----------------------------------------------------------------------------- baselines
+
+def random_embeddings(n: int, dim: int = 128, seed: int = 0) -> np.ndarray:
+    """The chance level: seeded random unit vectors."""
+    return l2n(np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32))
+
+
+def raw_signal_embeddings(archive, indices: np.ndarray | None = None, present: np.ndarray | None = None,
+                          chunk: int = 2048) -> np.ndarray:
+    """The preprocessed signal itself: 12 leads at 25 Hz (mean of 4 samples), flattened, centred
+    (each vector minus its own mean, so cosine is Pearson correlation). ``present`` (12,) zeroes the
+    leads a reduced query lacks."""
+    indices = np.arange(len(archive)) if indices is None else np.asarray(indices)
+    out = []
+    for s in range(0, len(indices), chunk):
+        x = archive.batch(indices[s:s + chunk])                     # (b, T, 12)
+        b, t, _ = x.shape
+        x = x[:, : t - t % 4].reshape(b, t // 4, 4, 12).mean(axis=2)
+        if present is not None:
+            x = x * np.asarray(present, dtype=np.float32)[None, None, :]
+        v = x.reshape(b, -1)
+        out.append(v - v.mean(axis=1, keepdims=True))
+    return np.concatenate(out).astype(np.float32)
+
+
+def baselines(archive, dim: int = 128, seed: int = 0) -> dict[str, np.ndarray]:
+    return {"random": random_embeddings(len(archive), dim, seed), "raw-signal": raw_signal_embeddings(archive)}
+
+
+# ----------------------------------------------------------------------------- output
+
+def markdown_table(results: Mapping[str, dict], heading: str = "", metrics=METRICS) -> str:
+    lines = [heading, ""] if heading else []
+    lines.append("| variant | " + " | ".join(metrics) + " |")
+    lines.append("|---|" + "---|" * len(metrics))
+    for name, m in results.items():
+        cells = ["—" if (v := m.get(x)) is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.3f}"
+                 for x in metrics]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def heading(archive, query_idx, archive_idx, bundle_hash: str | None = None) -> str:
+    qf = sorted({archive.cases[int(i)].fold for i in query_idx if archive.cases[int(i)].fold is not None})
+    af = sorted({archive.cases[int(i)].fold for i in archive_idx if archive.cases[int(i)].fold is not None})
+    return (f"Retrieval on {len(query_idx)} queries (folds {','.join(map(str, qf))}) against an archive of "
+            f"{len(archive_idx)} cases (folds {','.join(map(str, af))}); k=10; exact cosine search"
+            + (f"; bundle {bundle_hash[:12]}" if bundle_hash else ""))
+
+
+def results_json(results: Mapping[str, dict], archive, query_idx, archive_idx, bundle_hash=None, extra=None) -> dict:
+    return {"protocol": "shared/docs/EVALUATION.md", "k": K, "n_queries": int(len(query_idx)),
+            "n_archive": int(len(archive_idx)),
+            "query_folds": sorted({c.fold for c in (archive.cases[int(i)] for i in query_idx)} - {None}),
+            "archive_folds": sorted({c.fold for c in (archive.cases[int(i)] for i in archive_idx)} - {None}),
+            "bundle_sha256": bundle_hash, "variants": dict(results), **(extra or {})}
+
+
+def bundle_hash(path) -> str:
+    """sha256 of a bundle's manifest.json (which itself pins every file's sha256)."""
+    from pathlib import Path
+    return hashlib.sha256((Path(path) / "manifest.json").read_bytes()).hexdigest()
+
+
+EmbedFn = Callable[[object, np.ndarray, "np.ndarray | None"], np.ndarray]
+
+
+def dump(results: dict, path) -> None:
+    from pathlib import Path
+    Path(path).write_text(json.dumps(results, indent=2, default=float) + "\n")

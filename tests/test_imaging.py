@@ -1,0 +1,90 @@
+"""ECG imaging: GASF, RP and MTF against pyts on real beats; the paper grid; the rhythm row."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge.imaging import (GRID, ImagingConfig, ecg_image, fields, gasf, maxabs, median_beat, mtf, r_peaks,
+                          recurrence, resize_field, tile_fields)
+from edge.leads import LEADS12
+
+
+@pytest.fixture(scope="module")
+def beats(ptbxl_subset):
+    """Median beats (12 leads) of 8 real records: float32 (96, 100) in [-1, 1]."""
+    out = []
+    for i in range(0, 1600, 200):
+        x = ptbxl_subset.signal(i)
+        out.append(maxabs(median_beat(x, r_peaks(x[:, 1])).T))
+    return np.concatenate(out)
+
+
+def test_fields_agree_with_pyts_on_real_beats(beats):
+    pyts_image = pytest.importorskip("pyts.image")
+    np.testing.assert_allclose(
+        gasf(beats), pyts_image.GramianAngularField(method="summation", sample_range=None).fit_transform(beats),
+        atol=1e-5)
+    np.testing.assert_allclose(recurrence(beats), pyts_image.RecurrencePlot().fit_transform(beats), atol=1e-6)
+    np.testing.assert_allclose(mtf(beats, 4), pyts_image.MarkovTransitionField(n_bins=4).fit_transform(beats),
+                               atol=1e-6)
+
+
+def test_single_and_batched_fields_agree(beats):
+    np.testing.assert_allclose(fields(beats[3]), fields(beats[:5])[3], atol=1e-6)
+
+
+def test_fast_tiles_equal_resized_full_fields(beats):
+    for size in (24, 32, 50):
+        np.testing.assert_allclose(tile_fields(beats[:12], size), resize_field(fields(beats[:12]), size), atol=1e-5)
+
+
+def test_r_peaks_on_a_real_record_are_regular(ptbxl_subset):
+    x = ptbxl_subset.signal(ptbxl_subset.index_of("ptbxl:6005"))
+    p = r_peaks(x[:, 1])
+    rr = np.diff(p)
+    assert 6 <= len(p) <= 20 and rr.std() / rr.mean() < 0.15
+
+
+def test_paper_grid_layout(ptbxl_subset):
+    cfg = ImagingConfig(mode="paper", tile=32)
+    x = ptbxl_subset.signal(0)
+    img = ecg_image(x, config=cfg)
+    assert img.shape == cfg.shape == (96, 128, 3) and img.dtype == np.float32
+    assert img.min() >= -1 and img.max() <= 1
+    # columns I/II/III, aVR/aVL/aVF, V1-V3, V4-V6
+    assert [[LEADS12[k] for k in row] for row in GRID] == [["I", "aVR", "V1", "V4"], ["II", "aVL", "V2", "V5"],
+                                                          ["III", "aVF", "V3", "V6"]]
+    present = np.ones(12, bool)
+    present[LEADS12.index("V2")] = False
+    img2 = ecg_image(np.where(present, x, 0), present, cfg)
+    assert np.all(img2[32:64, 64:96] == 0) and np.any(img2[0:32, 64:96] != 0)
+    np.testing.assert_array_equal(img2[:, :64], img[:, :64])
+
+
+def test_golden_pixels(ptbxl_subset):
+    """Guard against silent drift of the encoding (values computed once and pinned)."""
+    img = ecg_image(ptbxl_subset.signal(0), config=ImagingConfig(mode="rhythm", tile=32))
+    got = [float(img[5, 7, 0]), float(img[40, 100, 1]), float(img[70, 20, 2]), float(img[100, 40, 1]),
+           float(img.mean())]
+    np.testing.assert_allclose(got, GOLDEN, atol=1e-4)
+
+
+GOLDEN = [-0.996645, 0.980728, -0.993333, 0.988889, -0.154974]
+
+
+def test_rhythm_row_separates_afib_from_sinus(ptbxl_subset):
+    """The RR tiles of an AFIB record differ from a regular sinus record's far more than between two sinus ones."""
+    cfg = ImagingConfig(mode="rhythm", tile=32)
+    afib = [i for i, c in enumerate(ptbxl_subset.cases) if c.rhythm == ("AFIB",)][:10]
+    sr = [i for i, c in enumerate(ptbxl_subset.cases) if c.rhythm == ("SR",)][:10]
+    def irregularity(i):
+        img = ecg_image(ptbxl_subset.signal(i), config=cfg)
+        return float(np.std(img[96:, 64:96, 1]))  # recurrence channel of the RR-difference tile
+    a = np.median([irregularity(i) for i in afib])
+    s = np.median([irregularity(i) for i in sr])
+    assert a > 2 * s, (a, s)
+
+
+def test_unknown_mode_is_refused(ptbxl_subset):
+    with pytest.raises(ValueError, match="unknown imaging mode"):
+        ecg_image(ptbxl_subset.signal(0), config=ImagingConfig(mode="beat"))

@@ -1,0 +1,80 @@
+"""The quality gate: each finding is named per lead; a record with no usable lead is refused."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge.errors import QualityError, RecordError
+from edge.io import read_record
+from edge.leads import LEADS12, LEADS8
+from edge.quality import assess
+from edge.record import Record
+
+
+@pytest.fixture(scope="module")
+def raw(shared_data):
+    return read_record(shared_data / "cinc2021-sample" / "HR06005")
+
+
+def kinds(report):
+    return {(f.lead, f.kind) for f in report.findings}
+
+
+def test_clean_records_have_no_problems(ptbxl_subset, raw):
+    assert assess(raw).problems == ()
+    assert assess(raw).usable.all()
+    bad = [i for i in range(0, len(ptbxl_subset), 25)
+           if assess(Record(ptbxl_subset.signal(i).astype(float), 100.0, LEADS12, "r")).problems]
+    assert len(bad) <= 2, bad
+
+
+def test_flat_clipped_noisy_and_lead_off_are_named_per_lead(raw):
+    x = raw.signal.copy()
+    x[:, LEADS12.index("V1")] = 0.0                                  # disconnected, flat
+    v3 = x[:, LEADS12.index("V3")]
+    x[:, LEADS12.index("V3")] = np.clip(v3, np.percentile(v3, 10), np.percentile(v3, 90))  # saturated ADC
+    x[:, LEADS12.index("V5")] += np.random.default_rng(0).normal(0, 1.0, len(x))   # EMG-like noise
+    rec = Record(x, raw.fs, raw.leads, "faulty", raw.meta)
+    off = np.zeros(x.shape, bool)
+    off[:, LEADS12.index("V6")] = True
+    rep = assess(rec, lead_off=off)
+    assert {("V1", "flat"), ("V3", "clipped"), ("V5", "noisy"), ("V6", "lead_off")} <= kinds(rep)
+    assert set(rep.usable_leads) == set(LEADS12) - {"V1", "V3", "V5", "V6"}
+
+
+def test_gaps_from_dropped_frames(raw):
+    x = raw.signal.copy()
+    x[1000:2000, 0] = np.nan
+    rep = assess(Record(x, raw.fs, raw.leads, "gappy", raw.meta))
+    assert ("I", "gaps") in kinds(rep)
+    assert not rep.usable[0] and rep.usable[LEADS12.index("aVR")]  # aVR is measured here, not derived
+
+
+def test_derived_leads_are_reported_and_inherit_bad_inputs(raw):
+    cols = [raw.leads.index(l) for l in LEADS8]
+    eight = Record(raw.signal[:, cols], raw.fs, LEADS8, "eight", raw.meta)
+    rep = assess(eight)
+    assert {("III", "derived"), ("aVR", "derived"), ("aVL", "derived"), ("aVF", "derived")} <= kinds(rep)
+    y = eight.signal.copy()
+    y[:, 0] = 0.0
+    rep = assess(Record(y, raw.fs, LEADS8, "eight", raw.meta))
+    assert not rep.usable[LEADS12.index("aVL")] and rep.usable[LEADS12.index("V2")]
+
+
+def test_missing_leads_are_named(raw):
+    one = Record(raw.signal[:, [1]], raw.fs, ("II",), "lead II", raw.meta)
+    rep = assess(one, expected=LEADS12)
+    assert ("V1", "missing") in kinds(rep) and rep.usable_leads == ("II",)
+
+
+def test_no_usable_lead_is_refused_with_the_reason(raw):
+    with pytest.raises(QualityError, match="no usable lead.*flat"):
+        assess(Record(np.zeros_like(raw.signal), raw.fs, raw.leads, "all flat", raw.meta))
+    noise = np.random.default_rng(1).standard_normal(raw.signal.shape)
+    with pytest.raises(QualityError, match="no usable lead.*noisy"):
+        assess(Record(noise, raw.fs, raw.leads, "noise", raw.meta))
+
+
+def test_too_short_is_refused(raw):
+    with pytest.raises(RecordError, match="2 s minimum"):
+        assess(Record(raw.signal[:900], raw.fs, raw.leads, "short", raw.meta))
