@@ -104,7 +104,7 @@ class Retriever:
         rec, lo = restrict_leads(record, leads, lead_off)
         pre = preprocess(rec, target_fs=self.target_fs, duration_s=self.duration_s, notch_hz=self.notch_hz or None)
         t1 = time.perf_counter()
-        quality = assess(rec, pre, lo, expected=tuple(leads) if leads else LEADS12)
+        quality = assess(rec, pre, lo, expected=LEADS12)
         t2 = time.perf_counter()
         from .imaging import ecg_image
         use = pre.present & quality.usable

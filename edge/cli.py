@@ -1,0 +1,474 @@
+"""``ecgret``: query ECG records against a case archive, offline, on the device.
+
+Verbs: ``query``, ``info``, ``bench``, ``demo``, ``enroll``, ``forget``, ``listen`` (and ``simulate``,
+``ports`` from :mod:`edge.cli_board`). Imports are lazy: the process must start fast on a Pi.
+Every error a user can cause (:class:`~edge.errors.EcgretError`, the bridge's ``BridgeError``) is one line
+on stderr and exit code 1; usage errors exit 2 (click).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from .errors import EcgretError
+
+ENV_BUNDLE = "ECGRET_BUNDLE"
+ENV_PORT = "ECGRET_PORT"
+
+
+def _is_user_error(e: BaseException) -> bool:
+    if isinstance(e, EcgretError):
+        return True
+    fb = sys.modules.get("firmware_bridge.errors")
+    return fb is not None and isinstance(e, fb.BridgeError)
+
+
+def _fail(msg: str, code: int = 1):
+    click.echo(f"ecgret: error: {msg}", err=True)
+    sys.exit(code)
+
+
+class _Group(click.Group):
+    """Turns user errors into one clear line and a non-zero exit, never a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as e:  # noqa: BLE001
+            if _is_user_error(e):
+                _fail(str(e))
+            if isinstance(e, OSError):
+                _fail(f"{e.strerror or e}" + (f": {e.filename}" if getattr(e, "filename", None) else ""))
+            raise
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="ecgret")
+def main():
+    """Offline ECG case retrieval: find the archived cases most like a recording."""
+
+
+def bundle_option(f):
+    return click.option("--bundle", "bundle_path", envvar=ENV_BUNDLE, default=None, metavar="PATH",
+                        help=f"Model bundle folder (default: the bundled one; env {ENV_BUNDLE}).")(f)
+
+
+def threads_option(f):
+    return click.option("--threads", type=click.IntRange(min=1), default=None,
+                        help="Interpreter threads (default: all cores).")(f)
+
+
+def _load(bundle_path, threads, overlay: bool = True):
+    from .bundle import load_bundle
+    from .pipeline import Retriever
+    b = load_bundle(bundle_path, threads=threads)
+    ov = None
+    if overlay:
+        from .overlay import Overlay
+        ov = Overlay.for_bundle(b)
+    return Retriever(b, overlay=ov)
+
+
+def _lead_set(spec):
+    if not spec:
+        return None
+    from .leads import parse_lead_set
+    return parse_lead_set(spec)
+
+
+# ------------------------------------------------------------------------------------------- printing
+
+def _width() -> int:
+    import shutil
+    return max(60, min(shutil.get_terminal_size((120, 24)).columns, 200))
+
+
+def _clip(s: str, n: int) -> str:
+    s = " ".join(str(s).split())
+    return s if len(s) <= n else s[: max(0, n - 1)] + "…"
+
+
+def format_result(res, out=None) -> str:
+    """The human-readable answer to one query: quality first, then the table, then the consensus."""
+    q = res.quality
+    lines = [f"== {res.query}"]
+    usable = q.usable_leads
+    problems = q.problems
+    info = [f for f in q.findings if f.kind in ("derived", "missing")]
+    lines.append(f"quality: {len(usable)} of 12 leads usable" + ("" if problems else ", no problems found"))
+    for f in problems:
+        lines.append(f"  ! {f}")
+    if info:
+        by = {}
+        for f in info:
+            by.setdefault(f.kind, []).append(f.lead)
+        for kind, leads in by.items():
+            lines.append(f"  {kind}: {', '.join(leads)}")
+    w = _width()
+    head = f"{'rank':>4}  {'case id':<16} {'similarity':>10}  {'diagnoses':<22} report"
+    lines += ["", head, "-" * min(w, len(head) + 40)]
+    for i, m in enumerate(res.matches, 1):
+        diag = " ".join(m.super_class) or "-"
+        if m.rhythm:
+            diag += " / " + " ".join(m.rhythm)
+        text = m.report or m.statements
+        tag = " [local]" if m.source == "overlay" else ""
+        lines.append(f"{i:>4}  {_clip(m.case_id + tag, 16):<16} {m.score:>10.3f}  {_clip(diag, 22):<22} "
+                     f"{_clip(text, max(10, w - 60))}")
+    c = res.consensus
+    lines += ["", f"consensus of {c.n_cases} cases (similarity-weighted): {c.summary}"]
+    st = c.leading("statements")
+    if st:
+        lines.append("  statements: " + "; ".join(f"{v.label} ({v.support:.0%})" for v in st[:6]))
+    return "\n".join(lines)
+
+
+def _error_obj(query: str, e: BaseException) -> dict:
+    return {"query": query, "ok": False, "error": str(e), "error_type": type(e).__name__}
+
+
+# ------------------------------------------------------------------------------------------- query
+
+@main.command()
+@click.argument("files", nargs=-1, required=True)
+@click.option("--fs", type=float, default=None, help="Sampling rate in Hz (CSV/NPY files without one).")
+@click.option("--leads", "lead_spec", default=None,
+              help="Leads actually recorded: a set (12, limb6, 3, I, II) or a list like I,II,V2; the rest are missing.")
+@click.option("--top-k", type=click.IntRange(min=1), default=10, show_default=True, help="Cases to retrieve.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per query (NDJSON) on stdout.")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
+              help="Also write a self-contained HTML page of the results.")
+@click.option("--overlay/--no-overlay", default=True, show_default=True, help="Search the locally enrolled cases too.")
+@bundle_option
+@threads_option
+def query(files, fs, lead_spec, top_k, as_json, report_path, overlay, bundle_path, threads):
+    """Find the archived cases most like each FILE (WFDB .hea/.mat/.dat, CSV or NPY)."""
+    leads = _lead_set(lead_spec)
+    r = _load(bundle_path, threads, overlay)
+    from .io import read_record
+    results, failed = [], 0
+    for path in files:
+        try:
+            rec = read_record(path, fs=fs)
+            res = r.query_record(rec, leads=leads, top_k=top_k)
+        except EcgretError as e:
+            failed += 1
+            click.echo(f"ecgret: error: {e}", err=True)
+            if as_json:
+                click.echo(json.dumps(_error_obj(str(path), e)))
+            continue
+        results.append(res)
+        if as_json:
+            click.echo(json.dumps(res.to_dict(), ensure_ascii=False))
+        else:
+            click.echo(format_result(res))
+            click.echo("")
+    if report_path:
+        from .report import write_report
+        write_report(report_path, results, r.bundle)
+        click.echo(f"report written to {report_path}", err=True)
+    if failed:
+        sys.exit(1)
+
+
+# ------------------------------------------------------------------------------------------- info
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+@bundle_option
+def info(as_json, bundle_path):
+    """Show the bundle card: model, sizes, archive composition, evaluation."""
+    from .bundle import load_bundle
+    from .overlay import Overlay
+    b = load_bundle(bundle_path, threads=1)
+    ov = Overlay.for_bundle(b)
+    if as_json:
+        click.echo(json.dumps(dict(b.manifest, path=str(b.path), hash=b.hash,
+                                   overlay={"path": str(ov.file), "n_cases": len(ov)}), indent=2))
+        return
+    m = b.manifest
+    enc, idx, arc = m["encoder"], m["index"], m["archive"]
+    size = {k: v["bytes"] for k, v in m["files"].items()}
+    lines = [f"bundle   {m['name']}  (format {m['format_version']}, hash {b.hash}, created {m['created']})",
+             f"path     {b.path}",
+             f"encoder  {enc['input_shape']} {enc['input_dtype']} -> {enc['output_shape']} {enc['output_dtype']}, "
+             f"{enc['quantization']}, {size['encoder.tflite'] / 1024:.0f} KiB"
+             + (f", {enc['params']:,} params" if enc.get("params") else "")
+             + (f", {enc['macs'] / 1e6:.1f} M MACs" if enc.get("macs") else "")
+             + f"  [interpreter: {b.encoder.backend}]",
+             f"imaging  mode {m['imaging'].get('mode')}, tile {m['imaging'].get('tile')}, shape {m['imaging'].get('shape')}",
+             f"index    Annoy {idx['metric']}, dim {idx['dim']}, {idx['n_items']} items, {idx['n_trees']} trees, "
+             f"search_k {idx['search_k']}, recall@10 {idx['recall_at_10']:.3f}, {size['index.ann'] / 1024:.0f} KiB",
+             f"archive  {arc['n_cases']} cases, folds {arc.get('folds')}, sources "
+             + ", ".join(f"{k} {v}" for k, v in arc.get("sources", {}).items()),
+             "         superclasses " + ", ".join(f"{k} {v}" for k, v in arc.get("super_class_counts", {}).items())]
+    if arc.get("rhythm_counts"):
+        lines.append("         rhythms " + ", ".join(f"{k} {v}" for k, v in list(arc["rhythm_counts"].items())[:8]))
+    lines.append(f"overlay  {len(ov)} enrolled case(s) in {ov.file}")
+    ev = m.get("evaluation")
+    if ev and ev.get("table_markdown"):
+        lines += ["", "evaluation", ev["table_markdown"].rstrip()]
+    else:
+        lines.append("evaluation  (none recorded in this bundle)")
+    click.echo("\n".join(lines))
+
+
+# ------------------------------------------------------------------------------------------- bench
+
+@main.command()
+@click.option("--n", "n_records", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Real records to time (after a warm-up).")
+@click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True)
+@click.option("--cold-runs", type=click.IntRange(min=0), default=5, show_default=True,
+              help="Cold starts to time (each spawns `ecgret query`).")
+@click.option("--json", "as_json", is_flag=True)
+@bundle_option
+def bench(n_records, warmup, cold_runs, as_json, bundle_path):
+    """Latency benchmark on real records: per stage, end to end, 1 thread and all cores, RSS, cold start."""
+    from .bench import format_bench, run_bench
+    res = run_bench(bundle_path, n_records=n_records, warmup=warmup, cold_runs=cold_runs,
+                    progress=lambda s: click.echo(s, err=True))
+    click.echo(json.dumps(res, indent=2) if as_json else format_bench(res))
+
+
+# ------------------------------------------------------------------------------------------- acquisition
+
+def _acq_to_record(acq, name: str):
+    import numpy as np
+
+    from .leads import canonical_lead
+    from .record import Record
+    names = []
+    for c in acq.channel_names:
+        lead = canonical_lead(c)
+        names.append(lead or str(c))
+    if not any(canonical_lead(n) for n in names) and len(names) == 1:
+        names = ["II"]  # a single unnamed channel (Arduino + AD8232) is taken as lead II
+    rec = Record(np.asarray(acq.signal_mv, dtype=np.float64), float(acq.fs), tuple(names), name,
+                 {"units": "mV", "board": dict(acq.device_info or {}), "stats": dict(acq.stats or {})})
+    return rec, np.asarray(acq.lead_off, dtype=bool)
+
+
+def _acquire_interruptible(progress_label: str, **kw):
+    """Run ``firmware_bridge.acquire.acquire`` in a thread; Ctrl-C stops it and keeps what arrived.
+    Returns (acquisition or None, interrupted)."""
+    import threading
+
+    from firmware_bridge.acquire import acquire
+    stop = threading.Event()
+    box: dict = {}
+
+    def work():
+        try:
+            box["acq"] = acquire(stop_event=stop, **kw)
+        except BaseException as e:  # noqa: BLE001 - re-raised in the main thread
+            box["err"] = e
+
+    t = threading.Thread(target=work, daemon=True)
+    t.start()
+    interrupted = False
+    try:
+        while t.is_alive():
+            t.join(0.1)
+    except KeyboardInterrupt:
+        interrupted = True
+        click.echo("\ninterrupted: stopping the acquisition ...", err=True)
+        stop.set()
+        t.join(10)
+    if "err" in box:
+        raise box["err"]
+    return box.get("acq"), interrupted
+
+
+def _progress_cb(label: str):
+    last = [-1]
+
+    def cb(done, total):
+        pct = int(100 * done / max(total, 1))
+        if pct // 10 != last[0] // 10:
+            last[0] = pct
+            click.echo(f"\r{label}: {pct:3d}%", err=True, nl=pct >= 100)
+    return cb
+
+
+def _answer(r, rec, lead_off, leads, top_k, as_json, save_dir=None, stem=None):
+    """Query an acquired record, print it like `ecgret query`, optionally save record + result."""
+    try:
+        res = r.query_record(rec, leads=leads, top_k=top_k, lead_off=lead_off)
+        obj = res.to_dict()
+    except EcgretError as e:
+        res, obj = None, _error_obj(rec.name, e)
+        click.echo(f"ecgret: error: {e}", err=True)
+    if as_json:
+        click.echo(json.dumps(obj, ensure_ascii=False))
+    elif res is not None:
+        click.echo(format_result(res))
+        click.echo("")
+    if save_dir:
+        from .io import write_wfdb
+        from pathlib import Path
+        d = Path(save_dir)
+        d.mkdir(parents=True, exist_ok=True)
+        write_wfdb(rec, d, stem)
+        tmp = d / f".{stem}.json.tmp"
+        tmp.write_text(json.dumps(obj, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+        os.replace(tmp, d / f"{stem}.json")
+        click.echo(f"saved {d / stem}.hea and {stem}.json", err=True)
+    return res
+
+
+@main.command()
+@click.option("--port", envvar=ENV_PORT, required=True, help=f"Serial port or pyserial URL (env {ENV_PORT}).")
+@click.option("--board", type=click.Choice(["native", "cyton", "ascii"]), default="native", show_default=True)
+@click.option("--seconds", type=click.FloatRange(min=2.0), default=10.0, show_default=True)
+@click.option("--loop", is_flag=True, help="Keep acquiring and answering until Ctrl-C.")
+@click.option("--save", "save_dir", type=click.Path(file_okay=False), default=None,
+              help="Save every acquisition as a WFDB record plus its result JSON.")
+@click.option("--fs", type=float, default=None, help="Sampling rate of an ASCII board.")
+@click.option("--channels", default=None, help="Channel names of a board that does not tell them (comma list).")
+@click.option("--leads", "lead_spec", default=None, help="Leads actually attached (see `ecgret query --leads`).")
+@click.option("--top-k", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@bundle_option
+@threads_option
+def listen(port, board, seconds, loop, save_dir, fs, channels, lead_spec, top_k, as_json, bundle_path, threads):
+    """Acquire from a board and answer each recording like `ecgret query`."""
+    import time
+    leads = _lead_set(lead_spec)
+    r = _load(bundle_path, threads)
+    names = tuple(c.strip() for c in channels.split(",")) if channels else None
+    n = 0
+    while True:
+        n += 1
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        acq, interrupted = _acquire_interruptible(
+            "acquiring", url=port, board=board, seconds=seconds, fs=fs, channel_names=names,
+            on_progress=None if as_json else _progress_cb(f"acquiring {seconds:g} s from {port}"))
+        if acq is not None and acq.n_samples > 0:
+            rec, lo = _acq_to_record(acq, f"{port}#{n}@{stamp}")
+            _answer(r, rec, lo, leads, top_k, as_json, save_dir, f"ecg-{stamp}-{n:03d}")
+        if interrupted or not loop:
+            break
+
+
+@main.command()
+@click.option("--record", "record_path", default=None,
+              help="Recording the simulated board plays (default: the shared cinc2021-sample/HR06005).")
+@click.option("--board", type=click.Choice(["native", "cyton"]), default="native", show_default=True)
+@click.option("--seconds", type=click.FloatRange(min=2.0), default=10.0, show_default=True)
+@click.option("--speed", type=float, default=1.0, show_default=True,
+              help="Playback speed of the simulated board (0: as fast as it is read).")
+@click.option("--top-k", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None)
+@bundle_option
+@threads_option
+def demo(record_path, board, seconds, speed, top_k, as_json, report_path, bundle_path, threads):
+    """The whole job without hardware: a simulated board streams a real recording over a pty, ecgret
+    acquires it, queries the archive and prints the answer."""
+    from .io import read_record
+    from .leads import LEADS8
+    from .paths import shared_data_dir
+    path = record_path or str(shared_data_dir() / "cinc2021-sample" / "HR06005")
+    src = read_record(path)
+    r = _load(bundle_path, threads)
+    cols = [src.leads.index(x) for x in LEADS8 if x in src.leads] or list(range(src.signal.shape[1]))
+    from firmware_bridge.simulator import Simulator
+    names = tuple(src.leads[j] for j in cols)
+    click.echo(f"demo: a simulated {board} board streams {os.path.basename(path)} ({', '.join(names)}, "
+               f"{src.fs:g} Hz) over a pty", err=True)
+    with Simulator(src.signal[:, cols], src.fs, names, board=board, speed=speed) as sim:
+        acq, _ = _acquire_interruptible(
+            "acquiring", url=sim.port, board=board, seconds=seconds,
+            on_progress=None if as_json else _progress_cb(f"acquiring {seconds:g} s from {sim.port}"))
+    if acq is None or acq.n_samples == 0:
+        _fail("the simulated board delivered nothing")
+    st = acq.stats or {}
+    click.echo(f"acquired {acq.n_samples} samples at {acq.fs:g} Hz, {acq.signal_mv.shape[1]} channels "
+               f"({st.get('frames', '?')} frames, {st.get('crc_errors', 0)} CRC errors, "
+               f"{st.get('gap_samples', 0)} gap samples)", err=True)
+    rec, lo = _acq_to_record(acq, f"demo:{os.path.basename(path)}")
+    res = _answer(r, rec, lo, None, top_k, as_json)
+    if report_path and res is not None:
+        from .report import write_report
+        write_report(report_path, [res], r.bundle)
+        click.echo(f"report written to {report_path}", err=True)
+    if res is None:
+        sys.exit(1)
+
+
+# ------------------------------------------------------------------------------------------- overlay
+
+_SUPER = {"NORM", "MI", "STTC", "CD", "HYP"}
+_RHYTHM = {"SR", "AFIB", "STACH", "SBRAD", "SARRH", "AFLT", "PSVT", "SVTAC", "SVARR", "BIGU", "TRIGU", "PACE"}
+
+
+def split_labels(spec: str | None) -> dict:
+    """``--labels "MI,AFIB,IMI"`` -> super_class / rhythm / sub_class lists (PTB-XL codes)."""
+    out = {"super_class": [], "sub_class": [], "rhythm": []}
+    for lab in (spec or "").replace(";", ",").split(","):
+        lab = lab.strip()
+        if not lab:
+            continue
+        up = lab.upper()
+        key = "super_class" if up in _SUPER else "rhythm" if up in _RHYTHM else "sub_class"
+        out[key].append(up if key != "sub_class" else lab)
+    return out
+
+
+@main.command()
+@click.argument("file")
+@click.option("--text", required=True, help="The confirmed report of this recording.")
+@click.option("--labels", default=None, help="Comma-separated codes, e.g. MI,IMI,SR (superclass, subclass, rhythm).")
+@click.option("--statements", default=None, help="Statement line, e.g. 'sinus rhythm; inferior MI' (default: --text).")
+@click.option("--id", "case_id", default=None, help="Case id (default: local:<n>).")
+@click.option("--fs", type=float, default=None)
+@click.option("--leads", "lead_spec", default=None)
+@bundle_option
+@threads_option
+def enroll(file, text, labels, statements, case_id, fs, lead_spec, bundle_path, threads):
+    """Add a confirmed local case to the overlay archive searched with the bundle."""
+    import time
+    from .io import read_record
+    r = _load(bundle_path, threads, overlay=True)
+    rec = read_record(file, fs=fs)
+    vec, quality, _, _ = r.embed_record(rec, _lead_set(lead_spec))
+    case = dict(split_labels(labels), case_id=case_id, report=text, statements=statements or "",
+                source="local", record=os.path.abspath(file),
+                enrolled=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    if not case_id:
+        case.pop("case_id")
+    cid = r.overlay.enroll(case, vec, reserved_ids={c["case_id"] for c in r.cases})
+    click.echo(f"enrolled {cid} in {r.overlay.file} ({len(r.overlay)} local case(s))")
+
+
+@main.command()
+@click.argument("case_id")
+@bundle_option
+def forget(case_id, bundle_path):
+    """Remove one enrolled case from the overlay."""
+    from .bundle import load_bundle
+    from .overlay import Overlay
+    b = load_bundle(bundle_path, threads=1)
+    ov = Overlay.for_bundle(b)
+    ov.forget(case_id)
+    click.echo(f"forgot {case_id} ({len(ov)} local case(s) left in {ov.file})")
+
+
+# ------------------------------------------------------------------------------------------- board verbs
+
+try:  # owned by the firmware bridge work; absent in older trees
+    from .cli_board import ports_cmd, simulate_cmd
+    main.add_command(simulate_cmd)
+    main.add_command(ports_cmd)
+except ImportError:  # pragma: no cover
+    pass
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
