@@ -158,8 +158,10 @@ class NativeDriver(Driver):
                         info = DeviceInfo(**{**info.as_dict(), "channel_names": self.names_declared})
                     self.info = info
                     return info
-        what = "only noise" if heard else "nothing"
-        raise HandshakeError(f"board did not answer the native handshake within {timeout:g} s (received {what})")
+        if heard:
+            raise NoSignalError(f"no valid frame within {timeout:g} s, only noise ({heard} bytes); "
+                                f"wrong board type or baud rate?")
+        raise HandshakeError(f"board did not answer the native handshake within {timeout:g} s (received nothing)")
 
     def start(self, ser) -> None:
         self.board_stopped = False
@@ -252,9 +254,11 @@ class CytonDriver(Driver):
                 )
                 return self.info
             text = text[-4096:]
-        what = "only noise" if text.strip() else "nothing"
+        if text:
+            raise NoSignalError(f"no Cyton banner ('v' -> '...$$$') within {timeout:g} s, only noise; "
+                                f"wrong board type or baud rate?")
         raise HandshakeError(f"board did not answer the Cyton handshake ('v' -> '...$$$') within {timeout:g} s "
-                             f"(received {what})")
+                             f"(received nothing)")
 
     def start(self, ser) -> None:
         ser.write(b"b")
