@@ -210,3 +210,124 @@ EmbedFn = Callable[[object, np.ndarray, "np.ndarray | None"], np.ndarray]
 def dump(results: dict, path) -> None:
     from pathlib import Path
     Path(path).write_text(json.dumps(results, indent=2, default=float) + "\n")
+
+
+# ----------------------------------------------------------------------------- pluggable embedders
+
+def case_image(archive, i: int, config, leads: tuple[str, ...] | None = None) -> np.ndarray:
+    """Image archive case i as the device would: the leads outside ``leads`` are treated as missing."""
+    from edge.imaging import ecg_image
+    from edge.leads import LEADS12
+    x = archive.signal(i)
+    present = np.any(x != 0, axis=0)
+    if leads is not None:
+        present &= np.isin(np.array(LEADS12), list(leads))
+        x = np.where(present[None, :], x, 0.0).astype(np.float32)
+    n = archive.cases[int(i)].n_samples or None
+    return ecg_image(x, present, config, n_valid=n)
+
+
+def encoder_embeddings(archive, indices, encode: Callable[[np.ndarray], np.ndarray], config,
+                       leads: tuple[str, ...] | None = None, progress: bool = False) -> np.ndarray:
+    """Embed cases with any image encoder (``encode(image) -> (D,)``), e.g. a bundle's TFLite encoder."""
+    it = list(np.asarray(indices))
+    if progress:
+        try:
+            from tqdm import tqdm
+            it = tqdm(it, desc="embed", unit="case", leave=False)
+        except ImportError:
+            pass
+    return np.stack([encode(case_image(archive, i, config, leads)) for i in it]).astype(np.float32)
+
+
+def bundle_variants(archive, bundle_path, query_idx, archive_idx, lead_sets=("12",), threads=None,
+                    progress=True) -> tuple[dict, str]:
+    """The int8 encoder of a bundle through the device interpreter: one variant per query lead set
+    (archive always 12 leads). Returns ({name: (q_emb, a_emb)}, bundle hash)."""
+    from edge.bundle import load_bundle
+    from edge.leads import LEAD_SETS, parse_lead_set
+    b = load_bundle(bundle_path, threads=threads)
+    enc, cfg = b.encoder, b.imaging_config
+    a_emb = encoder_embeddings(archive, archive_idx, enc.encode, cfg, progress=progress)
+    out = {}
+    for ls in lead_sets:
+        leads = LEAD_SETS.get(ls) or parse_lead_set(ls)
+        q_emb = encoder_embeddings(archive, query_idx, enc.encode, cfg, leads=None if ls == "12" else leads,
+                                   progress=progress)
+        out[f"{b.name} int8" + ("" if ls == "12" else f" [{ls}]")] = (q_emb, a_emb)
+    return out, b.hash
+
+
+def _evaluate_command():
+    import click
+
+    @click.command("evaluate")
+    @click.option("--data", "data_dir", type=click.Path(file_okay=False), default=None,
+                  help="PTB-XL subset folder (default: ../shared/data/ptbxl-subset or $ECGRET_DATA).")
+    @click.option("--archive", "archive_dir", type=click.Path(file_okay=False), default=None,
+                  help="A case archive folder (instead of --data).")
+    @click.option("--bundle", "bundles", multiple=True, type=click.Path(exists=True, file_okay=False),
+                  help="Evaluate a bundle's encoder through the device interpreter (repeatable).")
+    @click.option("--embeddings", "emb_files", multiple=True, metavar="NAME=FILE.npy",
+                  help="Any embedding: an (N_cases, D) .npy in archive order (repeatable).")
+    @click.option("--lead-sets", default="12", show_default=True,
+                  help="Query lead sets for bundle variants, comma-separated (12, limb6, 3, I, II).")
+    @click.option("--query-folds", default="9", show_default=True)
+    @click.option("--archive-folds", default="1-8", show_default=True)
+    @click.option("--out", "out_json", type=click.Path(dir_okay=False), default=None,
+                  help="Write every metric per variant and per class as JSON.")
+    @click.option("--threads", type=int, default=None)
+    def evaluate_cmd(data_dir, archive_dir, bundles, emb_files, lead_sets, query_folds, archive_folds,
+                     out_json, threads):
+        """Retrieval quality per shared/docs/EVALUATION.md, baselines in the same table."""
+        from pathlib import Path
+
+        from edge.errors import EcgretError
+        from edge.paths import shared_data_dir
+
+        from .archive import Archive
+        try:
+            if archive_dir:
+                archive = Archive.open(archive_dir)
+            else:
+                archive = Archive.from_ptbxl_subset(Path(data_dir) if data_dir else shared_data_dir() / "ptbxl-subset")
+            q_idx, a_idx = default_split(archive, _folds(query_folds), _folds(archive_folds))
+            if len(q_idx) == 0 or len(a_idx) == 0:
+                raise click.UsageError(f"no queries ({len(q_idx)}) or no archive cases ({len(a_idx)}) in those folds")
+            variants: dict = dict(baselines(archive))
+            hashes = []
+            for spec in emb_files:
+                name, _, path = spec.partition("=")
+                if not path:
+                    raise click.UsageError(f"--embeddings wants NAME=FILE.npy, got {spec!r}")
+                try:
+                    e = np.load(path)
+                except (OSError, ValueError) as exc:
+                    raise click.UsageError(f"--embeddings {name}: cannot read {path} ({exc})") from None
+                if e.ndim != 2 or len(e) != len(archive):
+                    raise click.UsageError(f"{path}: expected ({len(archive)}, D), got {e.shape}")
+                variants[name] = e
+            for b in bundles:
+                v, h = bundle_variants(archive, b, q_idx, a_idx, tuple(lead_sets.split(",")), threads)
+                variants.update(v)
+                hashes.append(h)
+        except EcgretError as e:
+            raise click.ClickException(str(e)) from None
+        res = evaluate(archive, variants, q_idx, a_idx)
+        click.echo(markdown_table(res, heading(archive, q_idx, a_idx, ",".join(hashes) or None)))
+        if out_json:
+            dump(results_json(res, archive, q_idx, a_idx, ",".join(hashes) or None), out_json)
+            click.echo(f"wrote {out_json}", err=True)
+
+    return evaluate_cmd
+
+
+def _folds(spec: str) -> tuple[int, ...]:
+    out = []
+    for part in str(spec).split(","):
+        a, _, b = part.partition("-")
+        out.extend(range(int(a), int(b) + 1) if b else [int(a)])
+    return tuple(out)
+
+
+evaluate_cmd = _evaluate_command()

@@ -73,3 +73,22 @@ def test_reduced_lead_queries(ptbxl_subset):
     qe = raw_signal_embeddings(ptbxl_subset, q, present)
     res = evaluate(ptbxl_subset, {"raw II": (qe, raw_signal_embeddings(ptbxl_subset, a, present))}, q, a)
     assert 0.3 < res["raw II"]["P@10"] < 0.8
+
+
+def test_evaluate_command_prints_table_and_writes_json(tmp_path, shared_data):
+    import json
+
+    from click.testing import CliRunner
+
+    from convert.cli import main
+    out = tmp_path / "ev.json"
+    r = CliRunner().invoke(main, ["evaluate", "--data", str(shared_data / "ptbxl-subset"), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "183 queries (folds 9)" in r.output and "1442 cases (folds 1,2,3,4,5,6,7,8)" in r.output
+    d = json.loads(out.read_text())
+    assert d["query_folds"] == [9] and d["archive_folds"] == list(range(1, 9))
+    assert set(d["variants"]) == {"random", "raw-signal"}
+    assert set(d["variants"]["raw-signal"]["per_class"]) == {"NORM", "MI", "STTC", "CD", "HYP"}
+    bad = CliRunner().invoke(main, ["evaluate", "--data", str(shared_data / "ptbxl-subset"),
+                                    "--embeddings", "x=" + str(tmp_path / "none.npy")])
+    assert bad.exit_code == 2 and "cannot read" in bad.output and bad.exception is None or isinstance(bad.exception, SystemExit)

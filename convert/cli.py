@@ -1,0 +1,24 @@
+"""``ecgret-convert``: the workstation toolkit's command group. Commands are defined in the modules that
+implement them and registered here with ``main.add_command`` (or ``@main.command`` by later modules);
+this file stays thin and imports nothing heavy (TensorFlow and torch load inside the commands)."""
+from __future__ import annotations
+
+import click
+
+from . import teacher as _teacher
+from . import text as _text
+from .evaluate import evaluate_cmd as _evaluate_cmd
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Train, evaluate, quantize and bundle ECG retrieval models."""
+
+
+main.add_command(_teacher.train_teacher_command)
+main.add_command(_teacher.teacher_report_command)
+main.add_command(_text.embed_text_command)
+main.add_command(_evaluate_cmd)
+
+if __name__ == "__main__":
+    main()
