@@ -1,0 +1,165 @@
+"""The latency benchmark of docs/EVALUATION.md (``ecgret bench``): it reports, it never fails.
+
+Records: the 48 raw CinC 2021 WFDB records (500 Hz, mV: the device's real input) and PTB-XL subset rows
+(100 Hz) to reach ``n_records`` distinct real records. Per stage (preprocess, quality, image, encode,
+search) and end to end (read excluded; reported separately): p50 and p95 after a warm-up, the interpreter
+on 1 thread and on all cores. Peak RSS and cold start (process start to the first result line) come from
+spawning ``ecgret query --json FILE`` as a subprocess. The machine is named (CPU model, cores).
+"""
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .pipeline import STAGES
+
+__all__ = ["machine", "bench_records", "run_bench", "format_bench", "cold_start"]
+
+
+def machine() -> dict:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            k, _, v = line.partition(":")
+            if k.strip() in ("model name", "Model", "Hardware") and v.strip():
+                model = v.strip()
+                if k.strip() == "model name":
+                    break
+    except OSError:
+        pass
+    return {"cpu": model or platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "machine": platform.machine(), "system": f"{platform.system()} {platform.release()}",
+            "python": platform.python_version()}
+
+
+def bench_records(n_records: int):
+    """(list of (source, Record), paths of raw WFDB records) from the shared data."""
+    from .io import read_record
+    from .leads import LEADS12
+    from .paths import shared_data_dir
+    from .record import Record
+    d = shared_data_dir()
+    out = []
+    paths = sorted((d / "cinc2021-sample").glob("*.hea"))
+    for p in paths:
+        if len(out) >= n_records:
+            break
+        try:
+            out.append(("cinc500", read_record(p)))
+        except Exception:  # noqa: BLE001 - a record the reader refuses is simply not benchmarked
+            pass
+    npy = d / "ptbxl-subset" / "signals_100hz.npy"
+    if len(out) < n_records and npy.exists():
+        sig = np.load(npy, mmap_mode="r")
+        for i in range(min(sig.shape[0], n_records - len(out))):
+            out.append(("ptbxl100", Record(np.asarray(sig[i], dtype=np.float64), 100.0, LEADS12, f"ptbxl-row{i}")))
+    return out, paths
+
+
+def _stats(xs) -> dict:
+    a = np.asarray(xs, dtype=np.float64) * 1e3
+    return {"p50_ms": round(float(np.percentile(a, 50)), 3), "p95_ms": round(float(np.percentile(a, 95)), 3),
+            "mean_ms": round(float(a.mean()), 3), "n": int(a.size)}
+
+
+def _time_queries(retriever, records, warmup: int) -> dict:
+    for _, rec in records[:warmup]:
+        retriever.query_record(rec)
+    per = {k: [] for k in STAGES + ("total",)}
+    by_source: dict[str, list] = {}
+    for src, rec in records:
+        res = retriever.query_record(rec)
+        for k in per:
+            per[k].append(res.timings.get(k, 0.0))
+        by_source.setdefault(src, []).append(res.timings["total"])
+    out = {k: _stats(v) for k, v in per.items()}
+    out["by_source"] = {k: _stats(v) for k, v in by_source.items()}
+    return out
+
+
+def cold_start(bundle_path, record: Path, runs: int = 5) -> dict:
+    """Spawn ``ecgret query --json RECORD`` ``runs`` times: wall time to the first result line, total
+    wall time and the child's peak RSS (``wait4``)."""
+    env = dict(os.environ)
+    if bundle_path:
+        env["ECGRET_BUNDLE"] = str(bundle_path)
+    cmd = [sys.executable, "-m", "edge.cli", "query", "--json", "--no-overlay", str(record)]
+    first, total, rss = [], [], []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+        line = p.stdout.readline()
+        t1 = time.perf_counter()
+        p.stdout.read()
+        _, status, ru = os.wait4(p.pid, 0)
+        p.returncode = os.waitstatus_to_exitcode(status)
+        t2 = time.perf_counter()
+        if not line or p.returncode != 0:
+            return {"error": f"`{' '.join(cmd)}` failed with exit code {p.returncode}"}
+        first.append(t1 - t0)
+        total.append(t2 - t0)
+        rss.append(ru.ru_maxrss / 1024.0)  # KiB -> MiB on Linux
+    return {"first_result": _stats(first), "process": _stats(total), "peak_rss_mb": round(max(rss), 1),
+            "runs": runs, "command": " ".join(cmd[1:])}
+
+
+def run_bench(bundle_path=None, n_records: int = 200, warmup: int = 10, cold_runs: int = 5, progress=None) -> dict:
+    import resource
+
+    from .bundle import load_bundle, resolve_bundle_path
+    from .pipeline import Retriever
+    say = progress or (lambda s: None)
+    records, paths = bench_records(n_records)
+    if not records:
+        from .errors import ConfigError
+        raise ConfigError("no benchmark records found in the shared data (set ECGRET_DATA)")
+    res = {"machine": machine(), "bundle": str(resolve_bundle_path(bundle_path)), "n_records": len(records),
+           "warmup": warmup, "sources": {s: sum(1 for x, _ in records if x == s) for s in {x for x, _ in records}},
+           "threads": {}}
+    cores = os.cpu_count() or 1
+    for th in sorted({1, cores}):
+        say(f"bench: {len(records)} records, {th} thread(s) ...")
+        b = load_bundle(bundle_path, threads=th)
+        r = Retriever(b)
+        res["bundle_name"], res["bundle_hash"], res["interpreter"] = b.name, b.hash, b.encoder.backend
+        res["threads"][str(th)] = _time_queries(r, records, warmup)
+    res["bench_process_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)
+    if cold_runs and paths:
+        say(f"bench: {cold_runs} cold starts of `ecgret query` ...")
+        res["cold_start"] = cold_start(bundle_path, paths[0].with_suffix(""), cold_runs)
+    return res
+
+
+def format_bench(res: dict) -> str:
+    m = res["machine"]
+    lines = [f"machine: {m['cpu']}, {m['cores']} cores ({m['machine']}, {m['system']}, Python {m['python']})",
+             f"bundle: {res.get('bundle_name')} ({res.get('bundle_hash')}), interpreter {res.get('interpreter')}",
+             f"records: {res['n_records']} real ({', '.join(f'{k} {v}' for k, v in sorted(res['sources'].items()))}), "
+             f"after {res['warmup']} warm-up queries", ""]
+    ths = list(res["threads"])
+    head = f"{'stage':<12}" + "".join(f"{f'{t} thr p50':>12}{f'{t} thr p95':>12}" for t in ths)
+    lines += [head + "   (ms)", "-" * len(head)]
+    for k in STAGES + ("total",):
+        lines.append(f"{k:<12}" + "".join(f"{res['threads'][t][k]['p50_ms']:>12.2f}{res['threads'][t][k]['p95_ms']:>12.2f}"
+                                          for t in ths))
+    for src in sorted(res["threads"][ths[0]]["by_source"]):
+        lines.append(f"{'total ' + src:<12}" + "".join(
+            f"{res['threads'][t]['by_source'][src]['p50_ms']:>12.2f}{res['threads'][t]['by_source'][src]['p95_ms']:>12.2f}"
+            for t in ths))
+    cs = res.get("cold_start")
+    if cs:
+        lines.append("")
+        if "error" in cs:
+            lines.append(f"cold start: {cs['error']}")
+        else:
+            lines.append(f"cold start (process start to first result, `{cs['command']}`, {cs['runs']} runs): "
+                         f"p50 {cs['first_result']['p50_ms'] / 1e3:.2f} s, max-ish p95 {cs['first_result']['p95_ms'] / 1e3:.2f} s")
+            lines.append(f"peak RSS of `ecgret query`: {cs['peak_rss_mb']:.1f} MB")
+    lines.append(f"peak RSS of this benchmark process: {res['bench_process_peak_rss_mb']:.1f} MB")
+    return "\n".join(lines)
