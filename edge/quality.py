@@ -75,7 +75,12 @@ def assess(record: Record, pre: PreprocessedECG | None = None, lead_off: np.ndar
     n = raw.shape[0]
     mv = str(record.meta.get("units", "")).lower() in ("mv", "millivolt", "millivolts")
     finite = np.isfinite(raw)
-    filled = np.where(finite, raw, np.nanmedian(np.where(finite, raw, np.nan), axis=0) if finite.any() else 0.0)
+    if finite.all():
+        filled = raw
+    else:  # gaps: fill with the lead's median so the per-lead statistics below stay defined
+        fill = np.array([np.median(raw[finite[:, j], j]) if finite[:, j].any() else 0.0
+                         for j in range(raw.shape[1])])
+        filled = np.where(finite, raw, fill[None, :])
     ptp = np.ptp(filled, axis=0)
     med_ptp = float(np.median(ptp[ptp > 0])) if np.any(ptp > 0) else 0.0
     same = np.mean(np.diff(filled, axis=0) == 0, axis=0)
