@@ -150,6 +150,9 @@ class Overlay:
         try:
             import fcntl
             fcntl.flock(fd, fcntl.LOCK_EX)
+            for stale in self.dir.glob(_TMP_PREFIX + "*"):  # left by a writer killed mid-write
+                with contextlib.suppress(OSError):
+                    stale.unlink()
             self._load()  # another process may have written since we read
             yield
         finally:
