@@ -27,6 +27,9 @@ from .boards import DEFAULT_BAUD, Driver, make_driver, open_port, read_some
 from .errors import BridgeError, DisconnectedError, IncompatibleDeviceError, NoSignalError, PortError
 
 
+PAUSE_S = 0.1  # a silent line for this long releases a packet the parser held back
+
+
 @dataclass(frozen=True)
 class Acquisition:
     """A recording read from a board.
@@ -116,6 +119,7 @@ def acquire(url: str, board: str, seconds: float, *, baud: int | None = None, ti
         next_report = 0.0
         reconnects = 0
         stopped_early = False
+        last_data = time.monotonic()
         while top < n - 1:
             now = time.monotonic()
             if stop_event is not None and stop_event.is_set():
@@ -135,7 +139,14 @@ def acquire(url: str, board: str, seconds: float, *, baud: int | None = None, ti
                 continue
             if data:
                 heard_since_valid += len(data)
+                last_data = time.monotonic()
                 chunk = drv.feed(data)
+            elif time.monotonic() - last_data > PAUSE_S:
+                chunk = drv.flush()  # the line paused: release what the parser held back
+                last_data = float("inf")
+            else:
+                chunk = None
+            if chunk is not None:
                 if len(chunk):
                     if base is None:
                         base = int(chunk.index[0])

@@ -101,6 +101,10 @@ class Driver:
     def feed(self, data: bytes) -> Chunk:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def flush(self) -> Chunk:
+        """Samples a parser holds back until it sees more bytes, released after a pause."""
+        return _empty(self.info.n_channels if self.info else 0)
+
     def resume(self, elapsed_s: float) -> None:
         """After a reconnect: the next samples start about ``elapsed_s`` after the last ones."""
         fs = self.info.fs if self.info else 0.0
@@ -269,8 +273,11 @@ class CytonDriver(Driver):
     def parser_stats(self) -> dict:
         return dict(self.parser.stats)
 
-    def feed(self, data: bytes) -> Chunk:
-        b = self.parser.feed(data)
+    def flush(self) -> Chunk:
+        return self.feed(b"", final=True)
+
+    def feed(self, data: bytes, final: bool = False) -> Chunk:
+        b = self.parser.feed(data, final=final)
         if len(b) == 0:
             return _empty(cy.N_CHANNELS)
         sn = b.sample_number

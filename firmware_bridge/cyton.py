@@ -87,9 +87,11 @@ def _greedy(starts: np.ndarray, length: int) -> np.ndarray:
 class CytonParser:
     """Cyton byte stream -> packets; no I/O, never raises on bad bytes.
 
-    A candidate is an ``A0`` byte with a ``Cx`` footer 32 bytes later. Candidates chained to
-    a neighbour 33 bytes away are preferred over isolated ones, so a stray ``A0 .. Cx`` pair
-    inside sample data cannot displace a real packet.
+    A candidate is an ``A0`` byte with a ``Cx`` footer 32 bytes later. Candidates followed at
+    once by another ``A0`` are preferred over others, so a stray ``A0 .. Cx`` pair (a packet
+    that lost a byte lands its "footer" on the next packet's sample number, 0xC0..0xCF one
+    time in sixteen) cannot displace a real packet. The last packet in the buffer waits for
+    one more byte.
     """
 
     stats: dict = field(default_factory=lambda: {
@@ -104,33 +106,52 @@ class CytonParser:
         self._last_sn = None
         self._garbage_pending = False
 
-    def feed(self, data: bytes) -> CytonBatch:
+    def flush(self) -> CytonBatch:
+        """Judge the packet still waiting at the end of the buffer as if the stream had paused there
+        (call it when the line has been silent for a while)."""
+        return self.feed(b"", final=True)
+
+    def feed(self, data: bytes, final: bool = False) -> CytonBatch:
         st = self.stats
         st["bytes"] += len(data)
         buf = self._buf + bytes(data) if self._buf else bytes(data)
         a = np.frombuffer(buf, dtype=np.uint8)
         n = a.size
         heads = np.flatnonzero(a == HEADER).astype(np.int64)
-        complete = heads[heads + PACKET_LEN <= n]
-        cand = complete[(a[complete + PACKET_LEN - 1] & 0xF0) == FOOTER]
+        # a candidate needs its footer and the byte after it (to see whether a packet follows)
+        lim = n + 1 if final else n
+        seen = heads[heads + PACKET_LEN < lim]
+        cand = seen[(a[seen + PACKET_LEN - 1] & 0xF0) == FOOTER]
+        waiting = heads[heads + PACKET_LEN >= lim]  # headers we cannot judge yet
+        keep_from = n
         if cand.size:
-            cs = set(cand.tolist())
-            sup = np.fromiter(((s + PACKET_LEN in cs) or (s - PACKET_LEN in cs) for s in cand.tolist()),
-                              dtype=bool, count=cand.size)
-            strong = cand[sup][_greedy(cand[sup], PACKET_LEN)]
-            weak = cand[~sup]
+            nxt = np.minimum(cand + PACKET_LEN, n - 1)
+            # the next packet starts right after the footer (or, when flushing, the stream paused)
+            strong_m = (a[nxt] == HEADER) | (cand + PACKET_LEN == n)
+            strong = cand[strong_m][_greedy(cand[strong_m], PACKET_LEN)]
+            weak = cand[~strong_m]
             if weak.size and strong.size:
                 j = np.searchsorted(strong, weak)
                 left_ok = (j == 0) | (weak >= strong[np.clip(j - 1, 0, None)] + PACKET_LEN)
                 right_ok = (j == strong.size) | (weak + PACKET_LEN <= strong[np.clip(j, None, strong.size - 1)])
                 weak = weak[left_ok & right_ok]
+            if weak.size and waiting.size:
+                # a header still arriving inside a weak candidate may be the real packet: wait for it
+                k = np.searchsorted(waiting, weak, side="right")
+                defer = (k < waiting.size) & (waiting[np.clip(k, None, waiting.size - 1)] < weak + PACKET_LEN)
+                if defer.any():
+                    keep_from = int(weak[defer].min())
+                    weak = weak[~defer]
             starts = np.sort(np.concatenate([strong, weak]))
             starts = starts[_greedy(starts, PACKET_LEN)]
+            starts = starts[starts + PACKET_LEN <= keep_from]
         else:
             starts = cand
         last_end = int(starts[-1]) + PACKET_LEN if starts.size else 0
-        pend = heads[(heads + PACKET_LEN > n) & (heads >= last_end)]
-        keep_from = int(pend.min()) if pend.size else n
+        pend = waiting[waiting >= last_end]
+        if pend.size:
+            keep_from = min(keep_from, int(pend.min()))
+        keep_from = max(keep_from, last_end)
         skipped = keep_from - PACKET_LEN * starts.size
         st["bytes_skipped"] += skipped
         if starts.size:

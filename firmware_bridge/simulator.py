@@ -17,9 +17,12 @@ reader takes the bytes (no sample is ever dropped for lack of a reader then).
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import select
+import struct
+import termios
 import tempfile
 import threading
 import time
@@ -280,6 +283,15 @@ class Simulator:
             cb(text)
 
     # ------------------------------------------------------------------ main loop
+    def _step_io(self) -> None:
+        select.select([], [self._master], [], 0.01)
+        try:
+            n = os.write(self._master, bytes(self._out[:MAX_BACKLOG]))
+            del self._out[:n]
+            self.stats["bytes"] += n
+        except OSError:
+            pass
+
     def _step(self) -> None:
         unthrottled = self.speed <= 0
         want_write = bool(self._out)
@@ -433,7 +445,25 @@ class Simulator:
         self.damaged_rows.extend(frame_clock[d].tolist())
         return out.tobytes()
 
+    def _drain(self, limit_s: float) -> None:
+        """Wait (bounded) until the reader has taken every byte already sent."""
+        t_end = time.monotonic() + limit_s
+        while time.monotonic() < t_end and not self.stop_event.is_set():
+            if self._out:
+                self._step_io()
+                continue
+            try:
+                queued = struct.unpack("i", fcntl.ioctl(self._slave, termios.FIONREAD, b"\0\0\0\0"))[0]
+            except OSError:
+                return
+            if queued == 0:
+                return
+            time.sleep(0.002)
+
     def _disconnect(self, dur: float) -> None:
+        if self.speed <= 0:
+            # as fast as the reader goes: drop the link exactly at the fault's time, not in mid-backlog
+            self._drain(5.0)
         self.stats["disconnects"] += 1
         self._event(f"disconnect for {dur:g} s")
         self._close_pty()

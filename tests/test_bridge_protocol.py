@@ -211,7 +211,9 @@ def test_cyton_packet_layout_matches_openbci_format():
     assert pkt[2:5] == b"\x00\x00\x01" and pkt[5:8] == b"\xff\xff\xff" and pkt[8:11] == b"\x7f\xff\xff"
     assert pkt[11:14] == b"\x80\x00\x00" and pkt[14:17] == b"\x00\x01\x00"
     assert abs(cy.scale_uv(24) - 0.02235174) < 1e-7  # 4.5 V / 24 / (2^23 - 1)
-    b = cy.CytonParser().feed(pkt)
+    p = cy.CytonParser()
+    assert len(p.feed(pkt)) == 0  # the last packet waits for one more byte ...
+    b = p.flush()  # ... or for a pause
     assert b.counts.tolist() == [[1, -1, 0x7FFFFF, -0x800000, 256, 0, 2, 3]]
 
 
@@ -235,8 +237,9 @@ def test_cyton_parser_recovers_intact_packets(n, ops, seed):
             data[j] ^= 0x01
             damaged.add(owner[j])
     p = cy.CytonParser()
-    b = p.feed(bytes(data))
-    got = [(int(s), tuple(c.tolist())) for s, c in zip(b.sample_number, b.counts)]
+    got = []
+    for b in (p.feed(bytes(data)), p.flush()):
+        got += [(int(s), tuple(c.tolist())) for s, c in zip(b.sample_number, b.counts)]
     sent = {(i, tuple(counts[i].tolist())) for i in range(n)}
     for i in range(n):  # every packet whose neighbours are intact too is recovered
         if not damaged & {i - 1, i, i + 1}:
