@@ -1,0 +1,182 @@
+"""`ecgret` end to end in subprocesses, on real records and the real test bundle."""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import threading
+
+import numpy as np
+import pytest
+
+from tests.fixtures_bundle import bundle_copy, ecgret_env, run_ecgret, test_bundle  # noqa: F401
+
+
+@pytest.fixture
+def cinc(shared_data):
+    return shared_data / "cinc2021-sample"
+
+
+def _lines(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.strip()]
+
+
+def _one_line_errors(stderr: str) -> list[str]:
+    assert "Traceback" not in stderr, stderr
+    return [line for line in stderr.splitlines() if line.startswith("ecgret: error:")]
+
+
+def test_query_many_files_one_bad_does_not_stop_the_others(ecgret_env, cinc, tmp_path):
+    from edge.io import read_record
+    rec = read_record(cinc / "HR06005.hea")
+    short = tmp_path / "short.csv"
+    np.savetxt(short, rec.signal[:750, :2], delimiter=",", header="I,II", comments="")
+    flat = tmp_path / "flat.npy"
+    np.save(flat, np.zeros((5000, 12)))
+    unknown = tmp_path / "ecg.xyz"
+    unknown.write_text("hello")
+    unreadable = tmp_path / "locked.npy"
+    unreadable.write_bytes(b"\x93NUMPY garbage")
+    files = [cinc / "HR06005.hea", tmp_path / "missing.hea", short, flat, unknown, unreadable, cinc / "E07500"]
+    p = run_ecgret(["query", "--json", "--fs", "500", "--top-k", "3", *files], ecgret_env)
+    assert p.returncode == 1
+    out = _lines(p.stdout)
+    assert [o["query"].split("/")[-1] for o in out][0] in ("HR06005", "HR06005.hea")
+    assert len(out) == len(files)
+    assert [o["ok"] for o in out] == [True, False, False, False, False, False, True]
+    good = out[0]
+    assert set(good) >= {"query", "quality", "consensus", "matches"}
+    assert good["matches"][0]["case_id"] == "ptbxl:6005"
+    assert set(good["matches"][0]) >= {"case_id", "score", "super_class", "sub_class", "rhythm", "statements",
+                                       "report"}
+    assert len(good["matches"]) == 3
+    assert set(good["consensus"]) >= {"summary", "super_class", "rhythm", "statements"}
+    errs = _one_line_errors(p.stderr)
+    assert len(errs) == 5
+    assert "missing.hea" in out[1]["error"]
+    assert "2 s" in out[2]["error"]
+    assert out[3]["error_type"] == "QualityError" and "no usable lead" in out[3]["error"]
+    assert "ecg.xyz" in out[4]["error"]
+    assert "locked.npy" in out[5]["error"]
+
+
+def test_query_human_output(ecgret_env, cinc):
+    p = run_ecgret(["query", "--top-k", "4", "--leads", "I,II,V2", cinc / "HR06005"], ecgret_env)
+    assert p.returncode == 0, p.stderr
+    out = p.stdout
+    iq, it, ic = out.index("quality:"), out.index("rank"), out.index("consensus of 4 cases")
+    assert iq < it < ic
+    assert "missing: V1, V3, V4, V5, V6" in out
+    rows = [line for line in out.splitlines() if line.strip()[:1].isdigit()]
+    assert len(rows) == 4
+
+
+def test_info(ecgret_env, test_bundle):
+    p = run_ecgret(["info"], ecgret_env)
+    assert p.returncode == 0, p.stderr
+    for word in ("test-bundle", "int8", "200 items", "superclasses", "NORM", "overlay", "evaluation"):
+        assert word in p.stdout
+    j = json.loads(run_ecgret(["info", "--json"], ecgret_env).stdout)
+    assert j["index"]["n_items"] == 200 and j["overlay"]["n_cases"] == 0
+
+
+@pytest.mark.parametrize("damage,needle", [
+    ("version", "format_version"), ("index", "index.ann"), ("encoder", "encoder.tflite"), ("gone", "no bundle")])
+def test_bad_bundle_is_one_line(bundle_copy, ecgret_env, cinc, damage, needle):
+    if damage == "version":
+        m = json.loads((bundle_copy / "manifest.json").read_text())
+        m["format_version"] = 2
+        (bundle_copy / "manifest.json").write_text(json.dumps(m))
+    elif damage in ("index", "encoder"):
+        p = bundle_copy / ("index.ann" if damage == "index" else "encoder.tflite")
+        data = bytearray(p.read_bytes())
+        data[100:140] = b"\xff" * 40
+        p.write_bytes(bytes(data))
+    else:
+        shutil.rmtree(bundle_copy)
+    p = run_ecgret(["query", "--bundle", bundle_copy, cinc / "HR06005"], ecgret_env)
+    assert p.returncode == 1
+    errs = _one_line_errors(p.stderr)
+    assert len(errs) == 1 and needle in errs[0]
+    assert p.stdout == ""
+
+
+def test_usage_errors(ecgret_env, cinc):
+    p = run_ecgret(["query", "--leads", "I,QQ", cinc / "HR06005"], ecgret_env)
+    assert p.returncode == 1 and "unknown lead name 'QQ'" in _one_line_errors(p.stderr)[0]
+    p = run_ecgret(["query", "--top-k", "0", cinc / "HR06005"], ecgret_env)
+    assert p.returncode == 2
+
+
+def test_enroll_query_forget(ecgret_env, cinc, tmp_path):
+    rec = cinc / "JS20001"
+    p = run_ecgret(["enroll", rec, "--text", "confirmed: sinus rhythm, old inferior MI", "--labels", "MI,IMI,SR"],
+                   ecgret_env)
+    assert p.returncode == 0, p.stderr
+    assert "enrolled local:1" in p.stdout
+    p = run_ecgret(["query", "--json", rec], ecgret_env)
+    top = _lines(p.stdout)[0]["matches"][0]
+    assert top["case_id"] == "local:1" and top["source"] == "overlay" and top["score"] > 0.999
+    assert top["super_class"] == ["MI"] and top["sub_class"] == ["IMI"] and top["rhythm"] == ["SR"]
+    p = run_ecgret(["query", "--json", "--no-overlay", rec], ecgret_env)
+    assert _lines(p.stdout)[0]["matches"][0]["source"] == "bundle"
+    # duplicate id and a full disk: one line, nothing changed
+    p = run_ecgret(["enroll", rec, "--text", "x", "--id", "local:1"], ecgret_env)
+    assert p.returncode == 1 and "already exists" in _one_line_errors(p.stderr)[0]
+    ov_file = next((tmp_path / "ecgret-home" / "overlay").glob("*/overlay.json"))
+    before = ov_file.read_bytes()
+
+    def cap():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (len(before) + 64, len(before) + 64))
+    p = run_ecgret(["enroll", rec, "--text", "y" * 3000], dict(ecgret_env, PYTHONDONTWRITEBYTECODE="1"),
+                   preexec_fn=cap)
+    assert p.returncode == 1
+    assert "could not write the overlay" in _one_line_errors(p.stderr)[0]
+    assert ov_file.read_bytes() == before
+    p = run_ecgret(["forget", "local:1"], ecgret_env)
+    assert p.returncode == 0 and "forgot local:1" in p.stdout
+    p = run_ecgret(["forget", "local:1"], ecgret_env)
+    assert p.returncode == 1 and "no enrolled case" in _one_line_errors(p.stderr)[0]
+
+
+def test_demo_runs_the_simulated_board(ecgret_env):
+    p = run_ecgret(["demo", "--speed", "0", "--json", "--top-k", "5"], ecgret_env, timeout=180)
+    assert p.returncode == 0, p.stderr
+    res = _lines(p.stdout)[0]
+    assert res["ok"] and res["query"] == "demo:HR06005" and len(res["matches"]) == 5
+    assert res["leads"] == ["I", "II", "V1", "V2", "V3", "V4", "V5", "V6"]
+    assert "acquired 5000 samples at 500 Hz" in p.stderr
+
+
+def test_listen_saves_wfdb_and_result(ecgret_env, cinc, tmp_path):
+    from edge.io import read_record
+    from firmware_bridge.simulator import Simulator
+    src = read_record(cinc / "HR06005.hea")
+    leads = ("I", "II", "V1", "V2", "V3", "V4", "V5", "V6")
+    cols = [src.leads.index(x) for x in leads]
+    save = tmp_path / "saved"
+    with Simulator(src.signal[:, cols], src.fs, leads, board="native", speed=0) as sim:
+        p = run_ecgret(["listen", "--port", sim.port, "--seconds", "4", "--json", "--save", save], ecgret_env,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr
+    res = _lines(p.stdout)[0]
+    assert res["ok"] and len(res["matches"]) == 10
+    heas = list(save.glob("*.hea"))
+    assert len(heas) == 1
+    saved = read_record(heas[0])
+    assert saved.signal.shape == (2000, 8) and saved.fs == 500
+    assert np.allclose(saved.signal, src.signal[:2000, cols], atol=2e-3)
+    assert json.loads(heas[0].with_suffix(".json").read_text())["matches"] == res["matches"]
+
+
+def test_bench_reports(ecgret_env):
+    p = run_ecgret(["bench", "--n", "6", "--warmup", "1", "--cold-runs", "1", "--json"], ecgret_env, timeout=300)
+    assert p.returncode == 0, p.stderr
+    r = json.loads(p.stdout)
+    assert r["machine"]["cores"] == os.cpu_count() and r["machine"]["cpu"]
+    assert r["n_records"] == 6
+    for th, st in r["threads"].items():
+        assert set(st) >= {"preprocess", "quality", "image", "encode", "search", "total"}
+        assert st["total"]["p50_ms"] > 0
+    assert r["cold_start"]["peak_rss_mb"] > 0 and r["cold_start"]["first_result"]["p50_ms"] > 0
