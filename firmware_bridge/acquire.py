@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import serial
 
-from .boards import DEFAULT_BAUD, Driver, make_driver, open_port, read_some
+from .boards import DEFAULT_BAUD, Driver, make_driver, open_port, read_batch
 from .errors import BridgeError, DisconnectedError, IncompatibleDeviceError, NoSignalError, PortError
 
 
@@ -129,7 +129,7 @@ def acquire(url: str, board: str, seconds: float, *, baud: int | None = None, ti
                 raise NoSignalError(f"board on {url} delivered {top + 1} of {n} samples in {wall_limit:.0f} s "
                                     f"(slower than its declared {info.fs:g} Hz?)")
             try:
-                data = read_some(ser)
+                data = read_batch(ser)
             except (serial.SerialException, OSError) as e:
                 if not reconnect:
                     raise DisconnectedError(f"lost the board on {url}: {e}") from None

@@ -43,6 +43,8 @@ T_START = 0x11
 T_STOP = 0x12
 T_PING = 0x13
 KNOWN_TYPES = frozenset({T_INFO, T_DATA, T_STATUS, T_ERROR, T_PONG, T_HELLO, T_START, T_STOP, T_PING})
+_TYPE_OK = np.zeros(256, dtype=bool)
+_TYPE_OK[sorted(KNOWN_TYPES)] = True
 
 # STATUS codes
 ST_OK = 0x00
@@ -261,6 +263,15 @@ class FrameBatch:
 _EMPTY = np.zeros(0, dtype=np.int64)
 
 
+def _crcs(a: np.ndarray, buf: bytes, starts: np.ndarray, lens: np.ndarray, init: int) -> np.ndarray:
+    """CRC of ``type .. payload`` of every candidate frame (``binascii.crc_hqx`` on memoryview slices:
+    about 1 us a frame; column-wise numpy CRCs measured no faster on this data)."""
+    mv = memoryview(buf)
+    return np.fromiter(
+        (crc_hqx(mv[s + 2: s + 7 + n], init) for s, n in zip(starts.tolist(), lens.tolist())),
+        dtype=np.int64, count=starts.size)
+
+
 @dataclass
 class NativeParser:
     """Turns a byte stream into CRC-checked frames; does no I/O and never raises on bad bytes.
@@ -306,16 +317,11 @@ class NativeParser:
         len_ok = ln <= MAX_PAYLOAD
         complete = len_ok & (ends <= n)
         cs, es, ls = c[complete], ends[complete], ln[complete]
-        init = crc_init(self.version)
-        mv = memoryview(buf)
-        calc = np.fromiter(
-            (crc_hqx(mv[s + 2: e - 2], init) for s, e in zip(cs.tolist(), es.tolist())),
-            dtype=np.int64, count=cs.size,
-        )
+        calc = _crcs(a, buf, cs, ls, crc_init(self.version))
         rx = a[es - 2].astype(np.int64) | (a[es - 1].astype(np.int64) << 8) if cs.size else _EMPTY
         crc_ok = calc == rx
         types = a[cs + 2].astype(np.int64)
-        ok = crc_ok & np.isin(types, list(KNOWN_TYPES))
+        ok = crc_ok & _TYPE_OK[types]
         # DATA frames must be self-consistent
         isdata = ok & (types == T_DATA)
         if isdata.any():
@@ -353,9 +359,10 @@ class NativeParser:
             return (j >= 0) & (pos < ve[jj])
 
         bad = ~crc_ok
-        st["crc_errors"] += int(np.count_nonzero(bad & ~inside(cs) & (cs >= 0)))
-        badlen = c[~len_ok]
-        st["bad_headers"] += int(np.count_nonzero(~inside(badlen)))
+        if bad.any():
+            st["crc_errors"] += int(np.count_nonzero(~inside(cs[bad])))
+        if not len_ok.all():
+            st["bad_headers"] += int(np.count_nonzero(~inside(c[~len_ok])))
         # what to keep for next time: the earliest unfinished candidate after the last frame
         pending = np.concatenate([cand[~has_hdr], c[len_ok & ~complete]])
         pending = pending[pending >= last_end]

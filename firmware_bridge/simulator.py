@@ -417,30 +417,35 @@ class Simulator:
         f = self.faults
         if not f.any_bytes:
             return data
-        a = np.frombuffer(data, dtype=np.uint8).copy()
+        orig = np.frombuffer(data, dtype=np.uint8)
+        a = orig.copy()
         L = a.size
-        damaged = np.zeros(L // flen, bool)
         if f.bitflip:
             pos = np.flatnonzero(self.rng.random(L) < f.bitflip)
             a[pos] ^= (1 << self.rng.integers(0, 8, pos.size)).astype(np.uint8)
-            damaged[pos // flen] = True
             self.stats["flipped_bits"] += pos.size
         keep = np.ones(L, bool)
         if f.drop:
             pos = np.flatnonzero(self.rng.random(L) < f.drop)
             keep[pos] = False
-            damaged[pos // flen] = True
             self.stats["dropped_bytes"] += pos.size
         out = a[keep]
+        ins = np.zeros(0, np.int64)
         if f.insert:
             ins = np.flatnonzero(self.rng.random(L) < f.insert)
-            ins = ins[keep[ins]]
-            # inserting before byte 0 of a frame leaves that frame intact; inside, it damages it
-            damaged[(ins // flen)[ins % flen != 0]] = True
-            newpos = np.cumsum(keep)[ins] - 1
-            out = np.insert(out, newpos, self.rng.integers(0, 256, ins.size).astype(np.uint8))
+            ins = ins[keep[ins]]  # insert before these (kept) original bytes
+            out = np.insert(out, np.cumsum(keep)[ins] - 1, self.rng.integers(0, 256, ins.size).astype(np.uint8))
             self.stats["inserted_bytes"] += ins.size
-        d = np.flatnonzero(damaged)
+        # ground truth: a frame is intact when its exact bytes still sit where its first byte went
+        m = L // flen
+        k0 = np.arange(m) * flen
+        start = np.cumsum(keep)[k0] - 1 + np.searchsorted(ins, k0, side="right")
+        fits = keep[k0] & (start + flen <= out.size)
+        same = np.zeros(m, bool)
+        if fits.any():
+            idx = start[fits][:, None] + np.arange(flen)
+            same[fits] = (out[idx] == orig.reshape(m, flen)[fits]).all(axis=1)
+        d = np.flatnonzero(~same)
         self.stats["damaged_frames"] += d.size
         self.damaged_rows.extend(frame_clock[d].tolist())
         return out.tobytes()
