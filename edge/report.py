@@ -1,7 +1,7 @@
 """A self-contained offline HTML page of query results (``--report out.html``).
 
 No network assets: inline CSS, the ECG drawn as inline SVG (12-lead layout: 3 rows x 4 columns of
-2.5 s, plus a 10 s lead II rhythm strip, on a 1 mm / 5 mm grid at 25 mm/s, 1 z-unit = 10 mm).
+2.5 s, plus a 10 s lead II rhythm strip, on a 1 mm / 5 mm grid at 25 mm/s, 1 z-unit = 5 mm).
 """
 from __future__ import annotations
 
@@ -40,8 +40,8 @@ def ecg_svg(signal: np.ndarray, present=None, fs: float = 100.0, mm: float = 4.0
     col_s = 2.5
     n_col = int(round(col_s * fs))
     px_s = 25 * mm                      # 25 mm/s
-    unit = 10 * mm                      # 10 mm per z-unit
-    row_h = 3.0 * unit
+    unit = 5 * mm                       # 5 mm per z-unit (standard deviation)
+    row_h = 30 * mm
     width = 4 * col_s * px_s
     height = 4 * row_h
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width:.0f} {height:.0f}" '
@@ -65,7 +65,7 @@ def ecg_svg(signal: np.ndarray, present=None, fs: float = 100.0, mm: float = 4.0
                 parts.append(f'<polyline fill="none" stroke="#111" stroke-width="1.3" '
                              f'points="{_path(seg, x0, y0, px_s, fs, unit)}"/>')
             if c:
-                parts.append(f'<line x1="{x0:.0f}" y1="{y0 - unit:.0f}" x2="{x0:.0f}" y2="{y0 + unit:.0f}" '
+                parts.append(f'<line x1="{x0:.0f}" y1="{y0 - 2 * unit:.0f}" x2="{x0:.0f}" y2="{y0 + 2 * unit:.0f}" '
                              f'stroke="#111" stroke-width="1"/>')
     y0 = 3.5 * row_h
     k = 1 if present[1] else int(np.argmax(present)) if present.any() else 1
@@ -88,7 +88,7 @@ def _section(res, i: int) -> str:
     if res.signal is not None:
         out.append(ecg_svg(res.signal, q.usable))
         out.append('<p class="note">Preprocessed signal (0.5-40 Hz, 100 Hz, z-scored per lead); '
-                   '25 mm/s, 10 mm per standard deviation.</p>')
+                   '25 mm/s, 5 mm per standard deviation.</p>')
     out.append(f"<h3>Signal quality</h3><p>{len(q.usable_leads)} of 12 leads usable: {_e(', '.join(q.usable_leads))}</p>")
     if q.findings:
         out.append("<ul>" + "".join(
