@@ -11,7 +11,9 @@ int8 output is dequantized, and the embedding is L2-normalised on the host (the 
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -40,13 +42,37 @@ def interpreter_class():
     raise BundleError("no TFLite interpreter: install ai-edge-litert (or tflite-runtime on 32-bit ARM)")
 
 
+@contextlib.contextmanager
+def quiet_native_stderr():
+    """Silence what native code prints on file descriptor 2 (LiteRT's "INFO: Created TensorFlow Lite XNNPACK
+    delegate" line) while loading; Python exceptions still carry the errors. ``ECGRET_DEBUG=1`` keeps it."""
+    if os.environ.get("ECGRET_DEBUG"):
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def make_interpreter(model_path=None, model_content: bytes | None = None, threads: int | None = None):
     """An allocated interpreter for a model file or bytes, on ``threads`` threads (None: all cores)."""
     cls, _ = interpreter_class()
     n = int(threads) if threads else (os.cpu_count() or 1)
     kw = {"model_path": str(model_path)} if model_path is not None else {"model_content": model_content}
-    interp = cls(num_threads=n, **kw)
-    interp.allocate_tensors()
+    with quiet_native_stderr():
+        interp = cls(num_threads=n, **kw)
+        interp.allocate_tensors()
     return interp
 
 

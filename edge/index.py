@@ -30,8 +30,10 @@ class CaseIndex:
         if self.metric != "angular":
             raise BundleError(f"{self.path}: metric {self.metric!r} is not supported (only 'angular')")
         self._ann = AnnoyIndex(self.dim, self.metric)
+        from .encoder import quiet_native_stderr
         try:
-            self._ann.load(str(self.path), prefault=False)
+            with quiet_native_stderr():  # Annoy prints its own copy of the error on fd 2
+                self._ann.load(str(self.path), prefault=False)
         except OSError as e:
             raise BundleError(f"{self.path}: Annoy cannot load the index ({e})") from None
         self.n_items = int(self._ann.get_n_items())
