@@ -23,11 +23,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import serial
 
-from .boards import DEFAULT_BAUD, Driver, make_driver, open_port, read_batch
+from .boards import DEFAULT_BAUD, Driver, make_driver, open_port, read_some
 from .errors import BridgeError, DisconnectedError, IncompatibleDeviceError, NoSignalError, PortError
 
 
 PAUSE_S = 0.1  # a silent line for this long releases a packet the parser held back
+BATCH_S = 0.01  # least time between two small reads
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,8 @@ def acquire(url: str, board: str, seconds: float, *, baud: int | None = None, ti
         next_report = 0.0
         reconnects = 0
         stopped_early = False
-        last_data = time.monotonic()
+        last_data = last_read = time.monotonic()
+        small_read = False
         while top < n - 1:
             now = time.monotonic()
             if stop_event is not None and stop_event.is_set():
@@ -128,8 +130,12 @@ def acquire(url: str, board: str, seconds: float, *, baud: int | None = None, ti
             if now - t0 > wall_limit:
                 raise NoSignalError(f"board on {url} delivered {top + 1} of {n} samples in {wall_limit:.0f} s "
                                     f"(slower than its declared {info.fs:g} Hz?)")
+            if small_read:  # a slow stream: gather ~10 ms per read (cheap on a Pi), a fast one is not held
+                time.sleep(max(0.0, last_read + BATCH_S - time.monotonic()))
             try:
-                data = read_batch(ser)
+                last_read = time.monotonic()
+                data = read_some(ser)
+                small_read = len(data) < 4096
             except (serial.SerialException, OSError) as e:
                 if not reconnect:
                     raise DisconnectedError(f"lost the board on {url}: {e}") from None

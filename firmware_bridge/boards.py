@@ -66,10 +66,6 @@ def open_port(url: str, baud: int, *, exclusive: bool = True) -> serial.SerialBa
         raise PortError(f"cannot open serial port {url}: {e}") from None
 
 
-def read_batch(ser, size: int = 16384) -> bytes:
-    """Up to ``size`` bytes, waiting at most the port's short timeout: batches a slow stream into
-    ~20 ms reads (cheap on a Pi) while a fast one is read in large blocks."""
-    return ser.read(max(ser.in_waiting, size))
 
 
 def read_some(ser) -> bytes:

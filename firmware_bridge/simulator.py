@@ -104,8 +104,6 @@ def parse_faults(spec: str | None) -> Faults:
 
 def cyton_channels(signal_mv: np.ndarray, fs: float, names) -> tuple[np.ndarray, tuple[str, ...]]:
     """The recording as a Cyton would see it: 8 channels at 250 Hz (I, II, V1-V6 from 12 leads)."""
-    from scipy.signal import resample_poly
-
     names = tuple(names)
     x = np.asarray(signal_mv, dtype=np.float64)
     want = ("I", "II", "V1", "V2", "V3", "V4", "V5", "V6")
@@ -118,12 +116,29 @@ def cyton_channels(signal_mv: np.ndarray, fs: float, names) -> tuple[np.ndarray,
             pad = 8 - x.shape[1]
             x = np.concatenate([x, np.zeros((x.shape[0], pad))], axis=1)
             names = names + tuple(f"ch{i + 1}" for i in range(len(names), 8))
-    if abs(fs - cy.FS) > 1e-9:
+    q = fs / cy.FS
+    if abs(q - round(q)) < 1e-9 and round(q) > 1:
+        x = _decimate(x, int(round(q)))
+    elif abs(q - 1.0) > 1e-9:
         from fractions import Fraction
+
+        from scipy.signal import resample_poly
 
         fr = Fraction(cy.FS / fs).limit_denominator(1000)
         x = resample_poly(x, fr.numerator, fr.denominator, axis=0)
     return x, names
+
+
+def _decimate(x: np.ndarray, q: int) -> np.ndarray:
+    """Keep every q-th sample after a Hamming-windowed sinc low-pass at 0.9 x the new Nyquist
+    (linear phase, zero delay: the filter is centred)."""
+    n = 16 * q + 1
+    k = np.arange(n) - (n - 1) / 2
+    fc = 0.9 / (2 * q)
+    h = 2 * fc * np.sinc(2 * fc * k) * np.hamming(n)
+    h /= h.sum()
+    y = np.stack([np.convolve(x[:, c], h, mode="same") for c in range(x.shape[1])], axis=1)
+    return y[::q]
 
 
 class Simulator:
