@@ -314,7 +314,13 @@ def _answer(r, rec, lead_off, leads, top_k, as_json, save_dir=None, stem=None):
         from pathlib import Path
         d = Path(save_dir)
         d.mkdir(parents=True, exist_ok=True)
-        write_wfdb(rec, d, stem)
+        import numpy as np
+
+        from .record import Record
+        gaps = int(np.isnan(rec.signal).any(axis=1).sum())
+        comments = {"source": rec.name, "gap_samples": gaps}  # WFDB format 16 here holds no NaN: gaps become 0
+        write_wfdb(Record(np.nan_to_num(rec.signal, nan=0.0), rec.fs, rec.leads, rec.name, {"comments": comments}),
+                   d, stem)
         tmp = d / f".{stem}.json.tmp"
         tmp.write_text(json.dumps(obj, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
         os.replace(tmp, d / f"{stem}.json")
