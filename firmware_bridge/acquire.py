@@ -29,6 +29,7 @@ from .errors import BridgeError, DisconnectedError, IncompatibleDeviceError, NoS
 
 PAUSE_S = 0.1  # a silent line for this long releases a packet the parser held back
 BATCH_S = 0.01  # least time between two small reads
+SMALL_READ = 512  # bytes; a pty hands over at most ~4 KiB a read, so a busy line reads far more
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,7 @@ def acquire(url: str, board: str, seconds: float, *, baud: int | None = None, ti
             try:
                 last_read = time.monotonic()
                 data = read_some(ser)
-                small_read = len(data) < 4096
+                small_read = len(data) < SMALL_READ
             except (serial.SerialException, OSError) as e:
                 if not reconnect:
                     raise DisconnectedError(f"lost the board on {url}: {e}") from None
@@ -162,8 +163,8 @@ def acquire(url: str, board: str, seconds: float, *, baud: int | None = None, ti
                     sig[p] = chunk.mv[ok]
                     lead[p] = chunk.lead_off[ok]
                     filled[p] = True
-                    if p.size:
-                        top = max(top, int(p.max()))
+                    # a sample at or past the end completes the recording, even if the last one was lost
+                    top = max(top, min(int(pos.max()), n - 1))
                     last_valid = time.monotonic()
                     heard_since_valid = 0
                 if drv.board_stopped and base is not None:

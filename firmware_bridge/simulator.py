@@ -27,7 +27,7 @@ import tempfile
 import threading
 import time
 import tty
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 

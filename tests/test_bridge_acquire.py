@@ -284,3 +284,36 @@ def test_cli_simulate_in_a_separate_process_feeds_acquire(shared_data, tmp_path)
     finally:
         p.terminate()
         p.wait(10)
+
+
+def test_ascii_board_with_wrong_channel_names(rec):
+    x, fs = rec
+    with Simulator(x[:1000, :2], fs, ("I", "II"), board="ascii", speed=0) as sim:
+        with pytest.raises(IncompatibleDeviceError, match="2 value"):
+            acquire(sim.port, "ascii", 1.0, fs=500.0, channel_names=("I", "II", "V1"), timeout=2)
+
+
+def test_list_ports_returns_described_ports():
+    from firmware_bridge.ports import PortInfo, list_ports
+
+    ports = list_ports(all_ports=True)
+    assert all(isinstance(p, PortInfo) and p.device and isinstance(p.description, str) for p in ports)
+    assert {p.device for p in list_ports()} <= {p.device for p in ports}
+
+
+def test_cli_simulate_cyton_prints_its_port():
+    from edge.cli_board import simulate_cmd
+
+    r = CliRunner().invoke(simulate_cmd, ["--board", "cyton", "--speed", "0", "--duration", "0.5"])
+    assert r.exit_code == 0, r.output
+    assert any(line.endswith("/tty") for line in r.output.splitlines())
+    assert "cyton board" in r.output and "I,II,V1,V2,V3,V4,V5,V6" in r.output
+
+
+def test_a_lost_last_sample_does_not_stall_a_continuing_stream(rec):
+    x, fs = rec
+    # seed 3 damages the frame of sample 499 (the simulator's fault pattern is deterministic at speed 0)
+    with Simulator(x[:500], fs, LEADS8, speed=0, loop=True, faults="drop:0.02", seed=3) as sim:
+        acq = acquire(sim.port, "native", 1.0, timeout=2)
+        assert 499 in sim.damaged_rows
+    assert acq.n_samples == 500 and acq.gap_mask[-1] and np.isnan(acq.signal_mv[-1]).all()
