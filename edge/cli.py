@@ -261,6 +261,7 @@ def _acquire_interruptible(progress_label: str, **kw):
 
     from firmware_bridge.acquire import acquire
     stop = threading.Event()
+    done = threading.Event()   # not Thread.join: a join interrupted by Ctrl-C can wrongly report the thread dead
     box: dict = {}
 
     def work():
@@ -268,18 +269,20 @@ def _acquire_interruptible(progress_label: str, **kw):
             box["acq"] = acquire(stop_event=stop, **kw)
         except BaseException as e:  # noqa: BLE001 - re-raised in the main thread
             box["err"] = e
+        finally:
+            done.set()
 
     t = threading.Thread(target=work, daemon=True)
     t.start()
     interrupted = False
     try:
-        while t.is_alive():
-            t.join(0.1)
+        while not done.wait(0.1):
+            pass
     except KeyboardInterrupt:
         interrupted = True
         click.echo("\ninterrupted: stopping the acquisition ...", err=True)
         stop.set()
-        t.join(10)
+        done.wait(15)
     if "err" in box:
         raise box["err"]
     return box.get("acq"), interrupted

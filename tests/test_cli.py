@@ -180,3 +180,36 @@ def test_bench_reports(ecgret_env):
         assert set(st) >= {"preprocess", "quality", "image", "encode", "search", "total"}
         assert st["total"]["p50_ms"] > 0
     assert r["cold_start"]["peak_rss_mb"] > 0 and r["cold_start"]["first_result"]["p50_ms"] > 0
+
+
+def test_listen_ctrl_c_answers_and_saves_what_arrived(ecgret_env, cinc, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from edge.io import read_record
+    from edge.paths import repo_root
+    from firmware_bridge.simulator import Simulator
+    src = read_record(cinc / "HR06005.hea")
+    leads = ("I", "II", "V1", "V2", "V3", "V4", "V5", "V6")
+    cols = [src.leads.index(x) for x in leads]
+    save = tmp_path / "saved"
+    with Simulator(src.signal[:, cols], src.fs, leads, board="native", speed=1.0, loop=True) as sim:
+        p = subprocess.Popen([sys.executable, "-m", "edge.cli", "listen", "--port", sim.port, "--seconds", "60",
+                              "--json", "--save", str(save)], env=ecgret_env, cwd=repo_root(),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        t0 = time.monotonic()
+        while sim.stats["samples"] == 0 and time.monotonic() - t0 < 60:
+            time.sleep(0.05)
+        time.sleep(4.0)                      # about 4 s streamed in real time
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    assert "Traceback" not in err and "interrupted" in err
+    res = _lines(out)[0]
+    assert res["ok"], res
+    heas = list(save.glob("*.hea"))
+    assert len(heas) == 1
+    n = read_record(heas[0]).signal.shape[0]
+    assert 2.0 * 500 <= n < 60 * 500
