@@ -150,13 +150,15 @@ def query(files, fs, lead_spec, top_k, as_json, report_path, overlay, bundle_pat
     """Find the archived cases most like each FILE (WFDB .hea/.mat/.dat, CSV or NPY)."""
     leads = _lead_set(lead_spec)
     r = _load(bundle_path, threads, overlay)
+    from dataclasses import replace
+
     from .io import read_record
     results, failed = [], 0
     for path in files:
         try:
             rec = read_record(path, fs=fs)
-            res = r.query_record(rec, leads=leads, top_k=top_k)
-        except EcgretError as e:
+            res = replace(r.query_record(rec, leads=leads, top_k=top_k), query=str(path))
+        except (EcgretError, OSError) as e:
             failed += 1
             click.echo(f"ecgret: error: {e}", err=True)
             if as_json:
