@@ -22,3 +22,13 @@ main.add_command(_evaluate_cmd)
 
 if __name__ == "__main__":
     main()
+
+from . import index_build as _index_build  # noqa: E402
+from . import pipeline as _pipeline  # noqa: E402
+
+main.add_command(_pipeline.distill_command)
+main.add_command(_pipeline.quantize_command)
+main.add_command(_pipeline.bundle_command)
+main.add_command(_pipeline.pipeline_command)
+main.add_command(_index_build.embed_archive_command)
+main.add_command(_index_build.merge_index_command)

@@ -1,0 +1,379 @@
+"""The student: a small depthwise-separable CNN distilled from the teacher's image embeddings.
+
+Recipe (``[student]`` of ``configs/default.toml``):
+
+* data: every training-fold record imaged once clean and ``aug_copies`` times augmented
+  (:func:`convert.augment.augment`, the teacher's own recipe, which includes reduced lead sets so that
+  reduced-lead queries work); images are precomputed once into a float16 array;
+* targets: the teacher's L2-normalised embedding *of the very same image* (the teacher's Keras model is run
+  on the augmented images), and optionally the case's projected text embedding;
+* model: a MobileNet-like stack (a 4x4 stride-4 "patchify" stem, depthwise-separable blocks, BatchNorm, ReLU6 so that full-int8
+  quantization keeps the activations in range), then the final 4x4 feature map is *flattened* (not
+  average-pooled: in the 128x128 rhythm image each of the 4x4 cells is one lead tile, so position = lead) and
+  a Dense layer gives the ``dim``-wide embedding. The model does not normalise (the int8
+  ``L2_NORMALIZATION`` op has a fixed 1/128 output scale); normalisation happens on the host;
+* loss: ``1 - cos(student, teacher)`` (embedding regression on the sphere) + ``rel_weight`` x the relational
+  term KL(softmax(T T^T / tau) || softmax(S S^T / tau)) over the batch (the student keeps the teacher's
+  neighbourhood structure, which is what retrieval uses) + ``text_weight`` x ``1 - cos(student, text)``;
+* selection: fold-8 queries (clean, 12 leads) against a folds 1-7 archive, exact cosine; the best
+  ``select_metric`` is kept; stops at ``epochs`` or ``max_minutes``.
+
+Output ``<out_dir>/<name>/``: ``student.keras``, ``student.json`` (config, params, MACs, history, teacher
+provenance), ``embeddings.npy`` (float student, all archive cases, 12 leads).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from edge.errors import ConfigError
+from edge.imaging import ImagingConfig, ecg_image
+
+__all__ = ["StudentConfig", "student_config", "build_student", "count_params_macs", "distill",
+           "load_student", "augmented_images", "teacher_targets", "clean_images", "file_sha256"]
+
+DEFAULT_BLOCKS = ((64, 1), (96, 2), (96, 1), (160, 2), (160, 1), (192, 2))
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    out_dir: str = "runs/student"
+    dim: int = 128
+    stem: int = 48
+    stem_kernel: int = 4                    # a 4x4 stride-4 "patchify" stem: cheap, and tiles stay aligned
+    stem_stride: int = 4
+    blocks: tuple = DEFAULT_BLOCKS          # (channels, stride) of each depthwise-separable block
+    head: str = "flatten"                   # "flatten" (position-aware) | "gap" (global average pooling)
+    dropout: float = 0.1
+    epochs: int = 40
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: int = 2
+    aug_copies: int = 6
+    rel_weight: float = 1.0
+    rel_temperature: float = 0.1
+    text_weight: float = 0.0
+    eval_every: int = 2
+    select_metric: str = "kNN_macroAUROC"
+    max_minutes: float = 20.0
+    train_folds: tuple = (1, 2, 3, 4, 5, 6, 7)
+    val_folds: tuple = (8,)
+    seed: int = 0
+    threads: int = 2
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["blocks"] = [list(b) for b in self.blocks]
+        d["train_folds"] = list(self.train_folds)
+        d["val_folds"] = list(self.val_folds)
+        return d
+
+
+def student_config(d: Mapping | None, where: str = "[student]") -> StudentConfig:
+    """A :class:`StudentConfig` from a TOML table; unknown keys and impossible values -> ConfigError."""
+    d = dict(d or {})
+    known = {f.name for f in fields(StudentConfig)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    base = StudentConfig()
+    kw = {}
+    for k, v in d.items():
+        default = getattr(base, k)
+        if k == "blocks":
+            try:
+                v = tuple((int(c), int(s)) for c, s in v)
+            except (TypeError, ValueError):
+                raise ConfigError(f"{where}.blocks: expected a list of [channels, stride] pairs") from None
+        elif isinstance(default, tuple):
+            if not isinstance(v, (list, tuple)):
+                raise ConfigError(f"{where}.{k}: expected a list, got {v!r}")
+            v = tuple(int(x) for x in v)
+        elif isinstance(default, bool) or isinstance(default, str):
+            if not isinstance(v, type(default)):
+                raise ConfigError(f"{where}.{k}: expected {type(default).__name__}, got {v!r}")
+        elif isinstance(default, int):
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ConfigError(f"{where}.{k}: expected an integer, got {v!r}")
+        elif isinstance(default, float):
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ConfigError(f"{where}.{k}: expected a number, got {v!r}")
+            v = float(v)
+        kw[k] = v
+    cfg = StudentConfig(**kw)
+    if cfg.stem_kernel < 1 or cfg.stem_stride < 1:
+        raise ConfigError(f"{where}: stem_kernel and stem_stride must be >= 1")
+    if cfg.dim < 2 or cfg.stem < 1 or not cfg.blocks or any(c < 1 or s not in (1, 2) for c, s in cfg.blocks):
+        raise ConfigError(f"{where}: dim >= 2, stem >= 1 and blocks of [channels >= 1, stride 1 or 2] required")
+    if cfg.head not in ("flatten", "gap"):
+        raise ConfigError(f"{where}.head: {cfg.head!r} unknown; choose flatten or gap")
+    if cfg.epochs < 1 or cfg.batch_size < 2 or cfg.lr <= 0 or cfg.aug_copies < 0 or cfg.eval_every < 1:
+        raise ConfigError(f"{where}: epochs >= 1, batch_size >= 2, lr > 0, aug_copies >= 0, eval_every >= 1 required")
+    if set(cfg.train_folds) & set(cfg.val_folds):
+        raise ConfigError(f"{where}: train_folds and val_folds must be disjoint")
+    return cfg
+
+
+# ============================================================================================ model
+
+def build_student(input_shape: Sequence[int], cfg: StudentConfig = StudentConfig(), batch_size: int | None = None):
+    """The student CNN: image (H, W, 3) in [-1, 1] -> un-normalised embedding (dim,)."""
+    import keras
+    L = keras.layers
+    inp = keras.Input(tuple(int(x) for x in input_shape), batch_size=batch_size, name="image")
+    x = L.Conv2D(cfg.stem, cfg.stem_kernel, strides=cfg.stem_stride, padding="same", use_bias=False,
+                 name="stem")(inp)
+    x = L.BatchNormalization(name="stem_bn")(x)
+    x = L.ReLU(6.0, name="stem_relu")(x)
+    for b, (ch, st) in enumerate(cfg.blocks):
+        x = L.DepthwiseConv2D(3, strides=st, padding="same", use_bias=False, name=f"b{b}_dw")(x)
+        x = L.BatchNormalization(name=f"b{b}_dw_bn")(x)
+        x = L.ReLU(6.0, name=f"b{b}_dw_relu")(x)
+        x = L.Conv2D(ch, 1, use_bias=False, name=f"b{b}_pw")(x)
+        x = L.BatchNormalization(name=f"b{b}_pw_bn")(x)
+        x = L.ReLU(6.0, name=f"b{b}_pw_relu")(x)
+    x = L.Flatten(name="flatten")(x) if cfg.head == "flatten" else L.GlobalAveragePooling2D(name="gap")(x)
+    if cfg.dropout > 0:
+        x = L.Dropout(cfg.dropout, name="drop")(x)
+    out = L.Dense(cfg.dim, name="embedding")(x)
+    return keras.Model(inp, out, name="student")
+
+
+def count_params_macs(model) -> tuple[int, int]:
+    """(parameters, multiply-accumulates per image) of a Keras model made of Conv2D, DepthwiseConv2D and
+    Dense layers (BatchNorm is folded into the convolutions on export and not counted as MACs)."""
+    import keras
+    macs = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.DepthwiseConv2D):
+            _, h, w, c = layer.output.shape
+            kh, kw = layer.kernel_size
+            macs += int(h) * int(w) * int(c) * kh * kw
+        elif isinstance(layer, keras.layers.Conv2D):
+            _, h, w, c = layer.output.shape
+            kh, kw = layer.kernel_size
+            cin = layer.input.shape[-1]
+            macs += int(h) * int(w) * int(c) * kh * kw * int(cin) // int(layer.groups)
+        elif isinstance(layer, keras.layers.Dense):
+            macs += int(layer.input.shape[-1]) * int(layer.units)
+        elif isinstance(layer, keras.Model):
+            macs += count_params_macs(layer)[1]
+    return int(model.count_params()), int(macs)
+
+
+# ============================================================================================ data
+
+def _n_valid(archive, i: int) -> int | None:
+    n = archive.cases[int(i)].n_samples
+    return int(n) if n else None
+
+
+def clean_images(archive, indices, imaging: ImagingConfig, progress: bool = False) -> np.ndarray:
+    """Images (len, H, W, 3) float16 of the cases as stored (present leads = non-zero leads): exactly how the
+    archive is imaged for the index (:func:`convert.teacher.image_cases`)."""
+    from .teacher import image_cases
+    return image_cases(archive, indices, imaging, progress=progress)
+
+
+def augmented_images(archive, indices, imaging: ImagingConfig, copies: int, seed: int, augment_cfg=None,
+                     progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(images (len(indices) * copies, H, W, 3) float16, source case index per image): ``copies`` augmented
+    versions of each case (the teacher's augmentation recipe), each a pure function of (seed, copy, case)."""
+    from .augment import AugmentConfig, augment
+    acfg = augment_cfg or AugmentConfig()
+    indices = np.asarray(indices, dtype=np.int64)
+    out = np.empty((len(indices) * copies,) + imaging.shape, dtype=np.float16)
+    src = np.repeat(indices, copies) if copies else np.zeros(0, np.int64)
+    it = range(len(src))
+    if progress:
+        from tqdm import tqdm
+        it = tqdm(it, desc="imaging (augmented)", file=sys.stderr, leave=False)
+    for k in it:
+        i = int(src[k])
+        rng = np.random.default_rng([int(seed), 104729, k % copies, i])
+        x, present, n = augment(archive.signal(i), rng, acfg, _n_valid(archive, i))
+        out[k] = ecg_image(x, present, imaging, n)
+    return out, src
+
+
+def teacher_targets(teacher_model, images: np.ndarray, batch: int = 256) -> np.ndarray:
+    """The teacher's L2-normalised embeddings of ``images`` (float32)."""
+    out = []
+    for s in range(0, len(images), batch):
+        z = np.asarray(teacher_model(images[s:s + batch].astype(np.float32), training=False), dtype=np.float32)
+        out.append(z)
+    z = np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+    return z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
+
+
+def file_sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# ============================================================================================ training
+
+def _configure(cfg: StudentConfig) -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+    import keras
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(cfg.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+        pass  # already initialised in this process
+    keras.utils.set_random_seed(cfg.seed)
+    try:
+        tf.config.experimental.enable_op_determinism()
+    except Exception:  # noqa: BLE001 - older TF
+        pass
+
+
+def embed_keras(model, images: np.ndarray, batch: int = 256) -> np.ndarray:
+    """A Keras model's outputs for ``images``, L2-normalised (float32)."""
+    out = []
+    for s in range(0, len(images), batch):
+        out.append(np.asarray(model(images[s:s + batch].astype(np.float32), training=False), np.float32))
+    z = np.concatenate(out)
+    return z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
+
+
+def distill(cfg: StudentConfig, archive, teacher_model, *, imaging: ImagingConfig, name: str,
+            text_targets: np.ndarray | None = None, teacher_info: dict | None = None,
+            clean: np.ndarray | None = None, progress: bool = True, log=None) -> dict:
+    """Distill a student from ``teacher_model`` (a Keras model: image -> unit embedding) and write
+    ``<cfg.out_dir>/<name>/``. ``clean``: precomputed clean images of every archive case (else imaged here).
+    Returns the ``student.json`` dict."""
+    _configure(cfg)
+    import tensorflow as tf
+    import keras
+    say = log or (lambda s: print(s, file=sys.stderr, flush=True))
+    from .evaluate import evaluate
+    t0 = time.time()
+    run_dir = Path(cfg.out_dir) / name
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    tr_idx = archive.select(folds=cfg.train_folds)
+    va_idx = archive.select(folds=cfg.val_folds)
+    if len(tr_idx) < cfg.batch_size:
+        raise ConfigError(f"student: {len(tr_idx)} training cases in folds {list(cfg.train_folds)}, fewer than "
+                          f"one batch of {cfg.batch_size}")
+    if clean is None:
+        clean = clean_images(archive, np.arange(len(archive)), imaging, progress=progress)
+    aug, aug_src = augmented_images(archive, tr_idx, imaging, cfg.aug_copies, cfg.seed, progress=progress)
+    x_train = np.concatenate([clean[tr_idx], aug]) if len(aug) else clean[tr_idx]
+    src = np.concatenate([tr_idx, aug_src])
+    del aug
+    say(f"student: {len(x_train)} training images ({len(tr_idx)} cases x {1 + cfg.aug_copies}); "
+        f"teacher targets ...")
+    y_train = teacher_targets(teacher_model, x_train)
+    txt = None
+    if cfg.text_weight > 0:
+        if text_targets is None:
+            raise ConfigError("student.text_weight > 0 needs the teacher's text embeddings")
+        txt = np.asarray(text_targets, np.float32)[src]
+
+    model = build_student(imaging.shape, cfg)
+    params, macs = count_params_macs(model)
+    say(f"student: {params:,} parameters, {macs:,} MACs per image; {time.time() - t0:.0f} s of data prep")
+    steps = len(x_train) // cfg.batch_size
+    total = steps * cfg.epochs
+    warm = steps * cfg.warmup_epochs
+    sched = keras.optimizers.schedules.CosineDecay(cfg.lr * 0.1, max(1, total - warm), alpha=0.01,
+                                                   warmup_target=cfg.lr, warmup_steps=max(1, warm))
+    opt = keras.optimizers.AdamW(learning_rate=sched, weight_decay=cfg.weight_decay)
+    tau = float(cfg.rel_temperature)
+
+    @tf.function(reduce_retracing=True)
+    def step(x, y, t):
+        with tf.GradientTape() as tape:
+            s = tf.math.l2_normalize(model(x, training=True), axis=1)
+            loss_cos = tf.reduce_mean(1.0 - tf.reduce_sum(s * y, axis=1))
+            loss = loss_cos
+            if cfg.rel_weight > 0:
+                n = tf.shape(s)[0]
+                mask = tf.eye(n) * 1e9
+                ps = tf.nn.log_softmax(tf.matmul(s, s, transpose_b=True) / tau - mask, axis=1)
+                pt = tf.nn.softmax(tf.matmul(y, y, transpose_b=True) / tau - mask, axis=1)
+                rel = tf.reduce_mean(tf.reduce_sum(pt * (tf.math.log(pt + 1e-12) - ps), axis=1))
+                loss = loss + cfg.rel_weight * rel
+            if t is not None:
+                loss = loss + cfg.text_weight * tf.reduce_mean(1.0 - tf.reduce_sum(s * t, axis=1))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+        return loss, loss_cos
+
+    a_idx = archive.select(folds=cfg.train_folds)
+    best, best_epoch, history, best_w = -1.0, 0, [], None
+    stopped = None
+    budget = cfg.max_minutes * 60.0
+    for epoch in range(cfg.epochs):
+        perm = np.random.default_rng([cfg.seed, epoch, 31]).permutation(len(x_train))
+        ls, lc = [], []
+        it = range(steps)
+        if progress:
+            from tqdm import tqdm
+            it = tqdm(it, desc=f"epoch {epoch + 1}/{cfg.epochs}", file=sys.stderr, leave=False)
+        for b in it:
+            sel = np.sort(perm[b * cfg.batch_size:(b + 1) * cfg.batch_size])
+            x = tf.constant(x_train[sel].astype(np.float32))
+            y = tf.constant(y_train[sel])
+            t = tf.constant(txt[sel]) if txt is not None else None
+            loss, lcos = step(x, y, t)
+            ls.append(float(loss))
+            lc.append(float(lcos))
+        rec = {"epoch": epoch + 1, "loss": float(np.mean(ls)), "cos": float(1 - np.mean(lc)),
+               "elapsed_s": round(time.time() - t0, 1)}
+        last = epoch + 1 == cfg.epochs or time.time() - t0 > budget
+        if (epoch + 1) % cfg.eval_every == 0 or last:
+            emb = embed_keras(model, clean[np.concatenate([va_idx, a_idx])])
+            m = evaluate(archive, {"s": (emb[:len(va_idx)], emb[len(va_idx):])}, va_idx, a_idx)["s"]
+            rec["val"] = {k: m[k] for k in ("P@10", "kNN_macroAUROC", "rhythmP@10_nonSR")}
+            if m[cfg.select_metric] > best:
+                best, best_epoch = float(m[cfg.select_metric]), epoch + 1
+                best_w = [np.array(w) for w in model.get_weights()]
+            say(f"student epoch {epoch + 1}: loss {rec['loss']:.4f} cos {rec['cos']:.4f} val "
+                f"{cfg.select_metric} {m[cfg.select_metric]:.4f} P@10 {m['P@10']:.3f} (best {best:.4f} @ "
+                f"{best_epoch}) [{rec['elapsed_s'] / 60:.1f} min]")
+        else:
+            say(f"student epoch {epoch + 1}: loss {rec['loss']:.4f} cos {rec['cos']:.4f} "
+                f"[{rec['elapsed_s'] / 60:.1f} min]")
+        history.append(rec)
+        if time.time() - t0 > budget:
+            stopped = f"time budget of {cfg.max_minutes} min reached"
+            break
+    if best_w is not None:
+        model.set_weights(best_w)
+    model.save(run_dir / "student.keras")
+    emb = embed_keras(model, clean)
+    np.save(run_dir / "embeddings.npy", emb.astype(np.float32))
+    info = {"name": name, "config": cfg.to_dict(), "imaging": imaging.to_dict(), "params": params, "macs": macs,
+            "best_epoch": best_epoch, "select_metric": cfg.select_metric, "val_best": best,
+            "epochs_run": len(history), "stopped": stopped, "train_time_s": round(time.time() - t0, 1),
+            "n_train_images": int(len(x_train)), "teacher": dict(teacher_info or {}), "history": history,
+            "model_sha256": file_sha256(run_dir / "student.keras")}
+    (run_dir / "student.json").write_text(json.dumps(info, indent=1, default=float) + "\n")
+    return info
+
+
+def load_student(run_dir):
+    """(Keras model, student.json dict) of a distilled student."""
+    import keras
+    d = Path(run_dir)
+    for f in ("student.keras", "student.json"):
+        if not (d / f).is_file():
+            raise ConfigError(f"{d}: not a distilled student (missing {f})")
+    info = json.loads((d / "student.json").read_text())
+    return keras.saving.load_model(d / "student.keras", compile=False), info
