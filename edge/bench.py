@@ -104,7 +104,9 @@ def cold_start(bundle_path, record: Path, runs: int = 5) -> dict:
     env = dict(os.environ)
     if bundle_path:
         env["ECGRET_BUNDLE"] = str(bundle_path)
-    cmd = [sys.executable, "-m", "edge.cli", "query", "--json", "--no-overlay", str(record)]
+    script = Path(sys.executable).parent / "ecgret"   # the console script, as a user runs it
+    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "edge.cli"]
+    cmd += ["query", "--json", "--no-overlay", str(record)]
     first, total = [], []
     for _ in range(runs):
         t0 = time.perf_counter()
@@ -123,7 +125,7 @@ def cold_start(bundle_path, record: Path, runs: int = 5) -> dict:
     except RuntimeError as e:
         return {"error": str(e)}
     return {"first_result": _stats(first), "process": _stats(total), "peak_rss_mb": round(rss, 1),
-            "runs": runs, "command": " ".join(cmd[1:])}
+            "runs": runs, "command": " ".join(["ecgret"] + cmd[cmd.index("query"):])}
 
 
 def run_bench(bundle_path=None, n_records: int = 200, warmup: int = 10, cold_runs: int = 5, progress=None) -> dict:
