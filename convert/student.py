@@ -38,7 +38,7 @@ from edge.errors import ConfigError
 from edge.imaging import ImagingConfig, ecg_image
 
 __all__ = ["StudentConfig", "student_config", "build_student", "count_params_macs", "distill",
-           "load_student", "augmented_images", "teacher_targets", "clean_images", "file_sha256"]
+           "load_student", "augmented_images", "teacher_targets", "clean_images", "file_sha256", "embed_keras"]
 
 DEFAULT_BLOCKS = ((64, 1), (96, 2), (96, 1), (160, 2), (160, 1), (192, 2))
 

@@ -1,0 +1,103 @@
+"""The student CNN: configuration checks, parameter/MAC counting (golden values), and a tiny real distillation
+on real PTB-XL cases (imaged at tile 8, a tiny teacher) that must move the student towards the teacher."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+pytest.importorskip("tensorflow")
+
+from edge.errors import ConfigError  # noqa: E402
+from edge.imaging import ImagingConfig  # noqa: E402
+
+from convert.student import (StudentConfig, build_student, count_params_macs, distill, load_student,  # noqa: E402
+                             student_config)
+
+TINY = StudentConfig(dim=8, stem=8, stem_kernel=4, stem_stride=4, blocks=((16, 2),), dropout=0.0)
+
+
+def test_params_and_macs_golden():
+    m = build_student((32, 32, 3), TINY)
+    params, macs = count_params_macs(m)
+    # stem 4x4x3x8 at 8x8 = 24576; dw 3x3x8 at 4x4 = 1152; pw 8->16 at 4x4 = 2048; dense 256->8 = 2048
+    assert macs == 24576 + 1152 + 2048 + 2048
+    # stem 384 + BN 32; dw 72 + BN 32; pw 128 + BN 64; dense 256*8 + 8
+    assert params == 384 + 32 + 72 + 32 + 128 + 64 + 2056
+    assert m.output_shape == (None, 8)
+
+
+def test_default_student_fits_the_device_budget():
+    m = build_student(ImagingConfig().shape, StudentConfig())
+    params, macs = count_params_macs(m)
+    assert params < 1_000_000          # int8 weights stay well under the 1 MB encoder target
+    assert macs < 40_000_000
+    assert m.output_shape == (None, 128)
+
+
+@pytest.mark.parametrize("table, words", [
+    ({"depth": 3}, "unknown key"),
+    ({"blocks": [[16, 3]]}, "stride 1 or 2"),
+    ({"blocks": "wide"}, "channels, stride"),
+    ({"head": "attention"}, "head"),
+    ({"epochs": 0}, "epochs >= 1"),
+    ({"lr": "fast"}, "expected a number"),
+    ({"train_folds": [1, 2, 8], "val_folds": [8]}, "disjoint"),
+])
+def test_config_errors(table, words):
+    with pytest.raises(ConfigError, match=words):
+        student_config(table)
+
+
+def test_config_roundtrip():
+    cfg = student_config(StudentConfig().to_dict())
+    assert cfg == StudentConfig()
+
+
+def _tiny_teacher(shape, dim=8):
+    import keras
+    keras.utils.set_random_seed(1)
+    inp = keras.Input(shape)
+    x = keras.layers.Conv2D(8, 4, strides=4)(inp)
+    x = keras.layers.Flatten()(x)
+    z = keras.layers.Dense(dim)(x)
+    return keras.Model(inp, keras.layers.UnitNormalization()(z))
+
+
+@pytest.fixture(scope="module")
+def small_archive(ptbxl_subset):
+    from convert.pipeline import _subset
+    rows = np.concatenate([ptbxl_subset.select(folds=f)[:24] for f in range(1, 10)])
+    return _subset(ptbxl_subset, np.sort(rows))
+
+
+def test_distill_moves_the_student_to_the_teacher(small_archive, tmp_path):
+    from convert.student import clean_images, embed_keras
+    im = ImagingConfig(tile=8)
+    teacher = _tiny_teacher(im.shape)
+    cfg = StudentConfig(out_dir=str(tmp_path), dim=8, stem=8, blocks=((16, 2),), dropout=0.0, epochs=6,
+                        batch_size=32, lr=5e-3, warmup_epochs=1, aug_copies=1, eval_every=3, threads=1)
+    clean = clean_images(small_archive, np.arange(len(small_archive)), im).astype(np.float32)
+    before = build_student(im.shape, cfg)
+    info = distill(cfg, small_archive, teacher, imaging=im, name="tiny", clean=clean, progress=False,
+                   log=lambda s: None)
+    model, saved = load_student(tmp_path / "tiny")
+    assert saved["params"] == info["params"] and saved["macs"] == info["macs"]
+    assert saved["n_train_images"] == 2 * len(small_archive.select(folds=cfg.train_folds))
+    t = embed_keras(teacher, clean)
+    cos_after = np.mean(np.sum(embed_keras(model, clean) * t, axis=1))
+    cos_before = np.mean(np.sum(embed_keras(before, clean) * t, axis=1))
+    assert cos_after > cos_before + 0.1
+    emb = np.load(tmp_path / "tiny" / "embeddings.npy")
+    assert emb.shape == (len(small_archive), 8)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    assert info["history"][-1]["epoch"] == 6 and "val" in info["history"][2]
+
+
+def test_distill_refuses_too_few_training_cases(small_archive, tmp_path):
+    im = ImagingConfig(tile=8)
+    cfg = StudentConfig(out_dir=str(tmp_path), batch_size=1000, threads=1)
+    with pytest.raises(ConfigError, match="fewer than one batch"):
+        distill(cfg, small_archive, _tiny_teacher(im.shape), imaging=im, name="x", progress=False)
