@@ -1,0 +1,144 @@
+"""Scale benchmark: embed a 100k-case archive in N parallel shard processes and merge one Annoy index.
+
+The 100k archive is made of the 1,625 real PTB-XL subset records repeated, each copy augmented (amplitude,
+baseline wander, noise, time shift; all 12 leads kept) with its own seed, so no two cases are identical. It is
+written to disk as a normal archive folder (float16, ~2.4 GB for 100k) and then everything streams from disk:
+
+    ecgret-convert embed-archive --shard i/N   (N processes at once, 1 interpreter thread each)
+    ecgret-convert merge-index                 (on-disk Annoy build, recall@10 against exact search)
+
+Reported: wall time of each phase, per-shard seconds, peak RSS of every process (``os.wait4``), the index
+settings and its measured recall, the machine. A benchmark reports; it asserts nothing about timings.
+
+    python benchmarks/bench_scale.py --n 100000 --shards 2 [--work /tmp/ecgret-scale] [--encoder PATH]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def machine() -> str:
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} logical cores, {platform.system()} {platform.release()}"
+
+
+def make_archive(out: Path, n: int, seed: int = 0) -> float:
+    """Write an n-case archive of augmented copies of the subset's records; returns seconds."""
+    from convert.archive import Archive, write_archive
+    from convert.augment import AugmentConfig, augment
+    from dataclasses import replace
+    from edge.paths import shared_data_dir
+    t0 = time.time()
+    src = Archive.from_ptbxl_subset(shared_data_dir() / "ptbxl-subset")
+    acfg = AugmentConfig(p_reduced=0.0, p_lead=0.0)        # keep 12 leads: archives are full records
+    m = len(src)
+    cases = []
+    for j in range(n):
+        c = src.cases[j % m]
+        cases.append(replace(c, case_id=f"scale:{j}:{c.case_id}", extra={}))
+
+    def load(j: int):
+        rng = np.random.default_rng([seed, j])
+        x, _, nv = augment(src.signal(j % m), rng, acfg, src.cases[j % m].n_samples or None)
+        return x, nv
+
+    write_archive(out, cases, load, T=src.T, importer="bench_scale (augmented repeats of ptbxl-subset)",
+                  progress=True, overwrite=True)
+    return time.time() - t0
+
+
+def run_procs(cmds: list[list[str]], log_dir: Path) -> list[dict]:
+    """Run commands at once; wait for each with os.wait4 to get its own peak RSS."""
+    procs = []
+    for k, c in enumerate(cmds):
+        err = open(log_dir / f"proc-{k}.log", "w")
+        procs.append((subprocess.Popen(c, cwd=ROOT, stdout=subprocess.PIPE, stderr=err if k else None, text=True),
+                      err, time.time()))
+    out = []
+    for p, err, t0 in procs:
+        _, status, ru = os.wait4(p.pid, 0)
+        p.returncode = os.waitstatus_to_exitcode(status)
+        stdout = p.stdout.read() if p.stdout else ""
+        err.close()
+        if p.returncode != 0:
+            raise SystemExit(f"command failed ({p.returncode}): {' '.join(p.args)}\n"
+                             f"{(log_dir / 'proc-0.log').read_text()[-2000:] if log_dir.exists() else ''}")
+        out.append({"cmd": " ".join(p.args[1:3]), "peak_rss_mb": round(ru.ru_maxrss / 1024, 1),
+                    "seconds": round(time.time() - t0, 1), "stdout": stdout.strip()[-500:]})
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--shards", type=int, default=2)
+    ap.add_argument("--work", default="/tmp/ecgret-scale")
+    ap.add_argument("--encoder", default=str(ROOT / "edge" / "bundles" / "default" / "encoder.tflite"))
+    ap.add_argument("--mode", default="rhythm")
+    ap.add_argument("--tile", type=int, default=32)
+    ap.add_argument("--keep", action="store_true", help="keep the work folder (the 100k archive is ~2.4 GB)")
+    ap.add_argument("--reuse-archive", action="store_true", help="reuse an archive already in --work")
+    args = ap.parse_args()
+
+    work = Path(args.work)
+    arch, shards, idx = work / "archive", work / "shards", work / "index"
+    work.mkdir(parents=True, exist_ok=True)
+    for p in (shards, idx):
+        shutil.rmtree(p, ignore_errors=True)
+    logs = work / "logs"
+    logs.mkdir(exist_ok=True)
+    res = {"machine": machine(), "n_cases": args.n, "shards": args.shards, "encoder": args.encoder,
+           "archive": "augmented repeats of the 1,625 PTB-XL subset records (amplitude, wander, noise, shift; 12 leads)"}
+    if args.reuse_archive and (arch / "archive.json").is_file():
+        res["archive_seconds"] = 0.0
+    else:
+        res["archive_seconds"] = round(make_archive(arch, args.n), 1)
+    cli = [str(Path(sys.executable).parent / "ecgret-convert")]
+    t0 = time.time()
+    emb = run_procs([cli + ["embed-archive", "--encoder", args.encoder, "--archive", str(arch), "--out", str(shards),
+                            "--shard", f"{i}/{args.shards}", "--mode", args.mode, "--tile", str(args.tile),
+                            "--threads", "1"] + ([] if i == 0 else ["--no-progress"])
+                     for i in range(args.shards)], logs)
+    res["embed_wall_seconds"] = round(time.time() - t0, 1)
+    res["embed_per_case_ms"] = round(1000 * sum(e["seconds"] for e in emb) / args.n, 2)
+    res["embed_procs"] = [{k: v for k, v in e.items() if k != "stdout"} for e in emb]
+    t0 = time.time()
+    merge = run_procs([cli + ["merge-index", "--shards", str(shards), "--archive", str(arch), "--out", str(idx)]],
+                      logs)
+    res["merge_wall_seconds"] = round(time.time() - t0, 1)
+    res["merge_peak_rss_mb"] = merge[0]["peak_rss_mb"]
+    res["index"] = json.loads((idx / "index.json").read_text())
+    res["index_bytes"] = (idx / "index.ann").stat().st_size
+    print(json.dumps(res, indent=1))
+    print(f"\n| phase | wall s | peak RSS MB |\n|---|---|---|")
+    for k, e in enumerate(res["embed_procs"]):
+        print(f"| embed shard {k}/{args.shards} ({args.n // args.shards} cases) | {e['seconds']} | {e['peak_rss_mb']} |")
+    print(f"| merge + index ({res['index']['n_trees']} trees, search_k {res['index']['search_k']}, recall@10 "
+          f"{res['index']['recall_at_10']:.4f}) | {res['merge_wall_seconds']} | {res['merge_peak_rss_mb']} |")
+    print(f"\nmachine: {res['machine']}")
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""The default bundle shipped in the package (``edge/bundles/default/``): it loads and verifies, holds the 1,625
+PTB-XL cases of folds 1-9, meets the size and quality targets its manifest records, and those recorded figures
+are true (recomputed here from the index's own vectors)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from edge.bundle import default_bundle_path, load_bundle
+
+TEACHER = "teacher (float, Keras)"
+INT8 = "student int8 (int8 in/out, LiteRT)"
+FLOAT = "student float32"
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    return load_bundle(default_bundle_path(), threads=1)
+
+
+def test_archive_is_the_ptbxl_subset(bundle, ptbxl_subset):
+    m = bundle.manifest
+    assert m["index"]["n_items"] == len(bundle.cases) == len(ptbxl_subset) == 1625
+    assert [c["case_id"] for c in bundle.cases] == list(ptbxl_subset.ids)
+    assert all(c["case_id"].startswith("ptbxl:") and c["case_id"][6:].isdigit() for c in bundle.cases)
+    assert m["archive"]["folds"] == list(range(1, 10))
+
+
+def test_sizes_and_format(bundle):
+    files = {p.name: p.stat().st_size for p in default_bundle_path().iterdir() if p.is_file()}
+    assert set(files) == {"encoder.tflite", "index.ann", "cases.jsonl", "manifest.json", "MODEL_CARD.md"}
+    assert files["encoder.tflite"] <= 1_000_000
+    assert sum(files.values()) <= 8_000_000
+    enc = bundle.manifest["encoder"]
+    assert enc["quantization"] == "int8-full" and enc["input_dtype"] == enc["output_dtype"] == "int8"
+    assert enc["embedding_dim"] == 128 and enc["input_shape"] == [1, 128, 128, 3]
+    assert enc["params"] > 0 and enc["macs"] > 0
+    assert bundle.manifest["imaging"]["mode"] == "rhythm"
+
+
+def test_index_recall_and_settings(bundle):
+    idx = bundle.manifest["index"]
+    assert idx["metric"] == "angular" and idx["dim"] == 128
+    assert idx["recall_at_10"] >= 0.99
+    assert idx["n_trees"] >= 1 and idx["search_k"] >= 10
+
+
+def test_recorded_quality_meets_the_targets(bundle):
+    ev = bundle.manifest["evaluation"]
+    m = ev["metrics"]
+    assert m[INT8]["kNN_macroAUROC"] >= m[TEACHER]["kNN_macroAUROC"] - 0.02
+    assert m[INT8]["kNN_macroAUROC"] >= m[FLOAT]["kNN_macroAUROC"] - 0.01
+    assert "forced" not in bundle.manifest["training"]
+    assert m[INT8]["kNN_macroAUROC"] > m["raw-signal"]["kNN_macroAUROC"] > m["random"]["kNN_macroAUROC"]
+    q = ev["quantization"]
+    assert q["cosine_float_int8_mean"] > 0.95 and q["top10_overlap_mean"] > 0.5
+    assert TEACHER in ev["table_markdown"] and INT8 in ev["table_markdown"]
+
+
+def test_recorded_int8_figures_are_reproduced_from_the_index(bundle, ptbxl_subset):
+    """The index items are the int8 embeddings of the archive cases: fold-9 retrieval against folds 1-8 with
+    them must give the manifest's int8 figures."""
+    from convert.evaluate import default_split, evaluate
+    emb = np.stack([bundle.index.item(i) for i in range(len(bundle.cases))])
+    q, a = default_split(ptbxl_subset)
+    got = evaluate(ptbxl_subset, {"int8": emb}, q, a)["int8"]
+    want = bundle.manifest["evaluation"]["metrics"][INT8]
+    for k in ("P@10", "mAP@10", "kNN_macroAUROC", "rhythmP@10_nonSR"):
+        assert got[k] == pytest.approx(want[k], abs=2e-3), k
+
+
+def test_archived_records_find_themselves(bundle, ptbxl_subset):
+    from edge.imaging import ecg_image
+    for i in (0, 500, 1624):
+        img = ecg_image(ptbxl_subset.signal(i), None, bundle.imaging_config, ptbxl_subset.cases[i].n_samples or None)
+        ids, scores = bundle.index.search(bundle.encoder.encode(img), 10)
+        assert ids[0] == i and scores[0] > 0.999
+
+
+def test_model_card_and_manifest_agree(bundle):
+    card = (default_bundle_path() / "MODEL_CARD.md").read_text()
+    m = bundle.manifest
+    assert f"{m['index']['n_items']} items" in card and "## Evaluation" in card
+    assert json.loads((default_bundle_path() / "manifest.json").read_text())["files"] == m["files"]
