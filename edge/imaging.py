@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from scipy import signal as sps
 
 from .leads import LEADS12
 
@@ -153,6 +152,21 @@ def tile_fields(x: np.ndarray, size: int, n_bins: int = 4) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- beats and rhythm
 
+def local_maxima(e: np.ndarray, distance: int) -> np.ndarray:
+    """Indices of local maxima at least ``distance`` samples apart, the higher kept first
+    (what ``scipy.signal.find_peaks(e, distance=...)`` returns for plateau-free input)."""
+    i = np.flatnonzero((e[1:-1] > e[:-2]) & (e[1:-1] >= e[2:])) + 1
+    if i.size == 0 or distance <= 1:
+        return i
+    keep = np.ones(i.size, dtype=bool)
+    for j in np.argsort(-e[i], kind="stable"):
+        if keep[j]:
+            lo, hi = np.searchsorted(i, [i[j] - distance + 1, i[j] + distance])
+            keep[lo:hi] = False
+            keep[j] = True
+    return i[keep]
+
+
 def r_peaks(x: np.ndarray, fs: int = 100) -> np.ndarray:
     """R-peak sample indices on one lead (Pan-Tompkins style: slope energy, 120 ms integration,
     a threshold at a quarter of the median of the 8 largest energy peaks, 250 ms refractory
@@ -166,14 +180,14 @@ def r_peaks(x: np.ndarray, fs: int = 100) -> np.ndarray:
     e = np.empty_like(x)
     lo = np.clip(np.arange(x.size) - win // 2, 0, x.size)
     e[:] = (c[np.clip(lo + win, 0, x.size)] - c[lo]) / win
-    peaks, props = sps.find_peaks(e, distance=int(0.25 * fs), height=0.0)
+    peaks = local_maxima(e, distance=int(0.25 * fs))
     if peaks.size == 0:
         return np.zeros(0, dtype=int)
-    h = np.sort(props["peak_heights"])[::-1]
+    h = np.sort(e[peaks])[::-1]
     ref = float(np.median(h[:8]))  # robust to a few huge ectopic or artefact beats
     if ref <= 0:
         return np.zeros(0, dtype=int)
-    cand = peaks[props["peak_heights"] >= 0.25 * ref]
+    cand = peaks[e[peaks] >= 0.25 * ref]
     half = int(0.05 * fs)
     # polarity: the dominant deflection of the lead
     sign = 1.0 if np.percentile(x, 99.5) >= -np.percentile(x, 0.5) else -1.0

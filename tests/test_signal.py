@@ -8,7 +8,8 @@ from edge.errors import RecordError
 from edge.io import read_record
 from edge.leads import LEADS12, LEADS8, derive_limb_leads, parse_lead_set
 from edge.record import Record
-from edge.signal import bandpass, preprocess, resample, zscore
+from edge.signal import (butter_bandpass_gain2, butter_highpass_gain2, filter_resample, notch_gain2, preprocess,
+                         zscore)
 
 
 def _subset_record(arch, i: int) -> Record:
@@ -61,20 +62,58 @@ def test_derive_limb_leads_is_einthoven_goldberger():
     np.testing.assert_allclose(d["aVL"], (i - d["III"]) / 2)
 
 
-def test_bandpass_passes_ecg_band_and_stops_drift_and_mains():
+def test_filter_responses_match_scipy_designs():
+    sps = pytest.importorskip("scipy.signal")
+    for fs in (100.0, 250.0, 360.0, 500.0, 1000.0):
+        f = np.linspace(0, fs / 2 * 0.999, 777)
+        _, h = sps.sosfreqz(sps.butter(4, [0.5, min(40.0, 0.95 * fs / 2)], "bandpass", fs=fs, output="sos"), worN=f, fs=fs)
+        np.testing.assert_allclose(butter_bandpass_gain2(f, fs), np.abs(h) ** 2, atol=1e-9)
+        _, h = sps.sosfreqz(sps.butter(4, 45.0, "highpass", fs=fs, output="sos"), worN=f, fs=fs)
+        np.testing.assert_allclose(butter_highpass_gain2(f, fs, 45.0), np.abs(h) ** 2, atol=1e-9)
+        if fs > 120:
+            b, a = sps.iirnotch(60.0, 30.0, fs=fs)
+            _, h = sps.freqz(b, a, worN=f, fs=fs)
+            np.testing.assert_allclose(notch_gain2(f, fs, 60.0), np.abs(h) ** 2, atol=1e-9)
+
+
+@pytest.mark.parametrize("fs", [500.0, 360.0, 250.0])
+def test_fft_path_equals_sosfiltfilt_then_resample_poly(shared_data, fs):
+    """The device's one-FFT path against scipy's zero-phase IIR filtering and polyphase resampling."""
+    sps = pytest.importorskip("scipy.signal")
+    raw = read_record(shared_data / "cinc2021-sample" / "E07503")
+    x = raw.signal - np.median(raw.signal, axis=0)
+    if fs != 500.0:
+        x = sps.resample_poly(x, int(fs), 500, axis=0)
+    y = filter_resample(x, fs, 100, notch_hz=50.0)
+    ref = x
+    if fs > 100:
+        b, a = sps.iirnotch(50.0, 30.0, fs=fs)
+        ref = sps.sosfiltfilt(sps.tf2sos(b, a), ref, axis=0, padlen=int(3 * fs))
+    ref = sps.sosfiltfilt(sps.butter(4, [0.5, 40.0], "bandpass", fs=fs, output="sos"), ref, axis=0, padlen=int(3 * fs))
+    from fractions import Fraction
+    r = Fraction(100, int(fs))
+    ref = sps.resample_poly(ref, r.numerator, r.denominator, axis=0)
+    assert y.shape == ref.shape == (1000, 12)
+    assert _corr(y, ref).min() > 0.999
+    mid = slice(100, 900)
+    assert np.abs(y[mid] - ref[mid]).max() < 0.01 * np.abs(ref).max()
+
+
+def test_filter_passes_ecg_band_and_stops_drift_and_mains():
     fs = 500.0
     t = np.arange(0, 10, 1 / fs)
-    inband = np.sin(2 * np.pi * 10 * t)
-    y = bandpass(np.stack([inband, np.sin(2 * np.pi * 0.05 * t), np.sin(2 * np.pi * 60 * t)], axis=1), fs)
-    mid = slice(1000, 4000)
-    assert np.std(y[mid, 0]) == pytest.approx(np.std(inband[mid]), rel=0.02)
-    assert np.std(y[mid, 1]) < 0.01 and np.std(y[mid, 2]) < 0.05
+    x = np.stack([np.sin(2 * np.pi * 10 * t), np.sin(2 * np.pi * 0.05 * t), np.sin(2 * np.pi * 50 * t)], axis=1)
+    y = filter_resample(x, fs, 100, notch_hz=50.0)
+    mid = slice(200, 800)
+    assert np.std(y[mid, 0]) == pytest.approx(np.std(x[:, 0]), rel=0.02)
+    assert np.std(y[mid, 1]) < 0.01 and np.std(y[mid, 2]) < 0.01
 
 
-def test_resample_and_zscore():
+def test_resample_lengths_and_zscore():
     x = np.random.default_rng(0).standard_normal((5000, 3))
-    assert resample(x, 500, 100).shape == (1000, 3)
-    assert resample(x, 360, 100).shape == (1389, 3)
+    assert filter_resample(x, 500, 100).shape == (1000, 3)
+    assert filter_resample(x[:3600], 360, 100).shape == (1000, 3)
+    assert filter_resample(x[:1000], 100, 100).shape == (1000, 3)
     z, ok = zscore(np.c_[x[:, :2], np.zeros(5000)])
     assert ok.tolist() == [True, True, False]
     np.testing.assert_allclose(z[:, :2].mean(axis=0), 0, atol=1e-12)
