@@ -109,12 +109,14 @@ def bench_stream(x, fs, minutes: float, faults: str | None) -> None:
     lost[damaged[damaged < n]] = True
     kept = ~acq.gap_mask
     identical = bool(np.array_equal(acq.signal_mv[kept], expected[kept]))
+    wrong = int((kept & ~(acq.signal_mv == expected).all(axis=1)).sum())
     print(f"{minutes:g}-minute stream, 500 Hz x 8 ch x 24 bit, native over a pty, {label}:")
     print(f"  {n:,} samples in {wall:.1f} s wall ({n / wall:,.0f} frames/s, {seconds / wall:.0f}x real time); "
           f"frames sent {sent_frames:,}")
     print(f"  gap samples {int(acq.gap_mask.sum()):,}; damaged frames injected {int(lost.sum()):,}; "
           f"gaps == damaged frames: {bool(np.array_equal(acq.gap_mask, lost))}")
-    print(f"  kept samples bit-identical to the source: {identical}")
+    print(f"  kept samples bit-identical to the source: {identical} ({wrong} kept samples differ; "
+          f"missed gaps {int((lost & kept).sum())}, spurious gaps {int((~lost & ~kept).sum())})")
     keys = ("crc_errors", "bad_headers", "resyncs", "seq_gaps", "frames_missing", "dropped_samples", "bytes_skipped")
     print("  counters: " + ", ".join(f"{k} {acq.stats.get(k, 0):,}" for k in keys))
 

@@ -272,6 +272,25 @@ def _crcs(a: np.ndarray, buf: bytes, starts: np.ndarray, lens: np.ndarray, init:
         dtype=np.int64, count=starts.size)
 
 
+def _resolve_overlaps(a: np.ndarray, vs: np.ndarray, ve: np.ndarray) -> np.ndarray:
+    """Indices of a non-overlapping subset of CRC-valid frames [vs, ve).
+
+    Two CRC-valid frames overlap only when a damaged one passed its CRC by chance (2**-16). A
+    frame that lost a byte ends one byte into the next frame, so frames followed at once by the
+    next sync (or by the end of the buffer) are preferred; then earlier ones.
+    """
+    n = a.size
+    nxt0 = a[np.minimum(ve, n - 1)]
+    nxt1 = a[np.minimum(ve + 1, n - 1)]
+    strong = (ve >= n) | ((ve + 1 == n) & (nxt0 == 0xA5)) | ((nxt0 == 0xA5) & (nxt1 == 0x5A))
+    order = sorted(range(vs.size), key=lambda i: (not strong[i], vs[i]))
+    chosen: list[int] = []
+    for i in order:
+        if all(ve[i] <= vs[j] or vs[i] >= ve[j] for j in chosen):
+            chosen.append(i)
+    return np.asarray(sorted(chosen), dtype=np.int64)
+
+
 @dataclass
 class NativeParser:
     """Turns a byte stream into CRC-checked frames; does no I/O and never raises on bad bytes.
@@ -337,13 +356,7 @@ class NativeParser:
             ok[d[~good]] = False
         vs, ve = cs[ok], es[ok]
         if vs.size > 1 and np.any(vs[1:] < ve[:-1]):
-            keep = []
-            last = -1
-            for i, (s, e) in enumerate(zip(vs.tolist(), ve.tolist())):
-                if s >= last:
-                    keep.append(i)
-                    last = e
-            keep = np.asarray(keep, dtype=np.int64)
+            keep = _resolve_overlaps(a, vs, ve)
             okidx = np.flatnonzero(ok)[keep]
             vs, ve = vs[keep], ve[keep]
         else:
