@@ -143,17 +143,19 @@ def bench_realtime(seconds: float) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--minutes", type=float, default=10.0, help="length of the accelerated stream")
+    ap.add_argument("--minutes", type=float, default=10.0, help="length of the accelerated stream (0 skips)")
     ap.add_argument("--faults", default="bitflip:0.001,drop:0.001,insert:0.001")
     ap.add_argument("--realtime-s", type=float, default=20.0, help="0 skips the real-time CPU measurement")
-    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--repeats", type=int, default=7, help="parser repeats (0 skips)")
     args = ap.parse_args()
     print(f"machine: {cpu_model()}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}, "
           f"Python {platform.python_version()}, numpy {np.__version__}")
-    bench_parsers(args.repeats)
+    if args.repeats > 0:
+        bench_parsers(args.repeats)
     x, fs = load_record()
-    bench_stream(x, fs, args.minutes, None)
-    bench_stream(x, fs, args.minutes, args.faults)
+    if args.minutes > 0:
+        bench_stream(x, fs, args.minutes, None)
+        bench_stream(x, fs, args.minutes, args.faults)
     if args.realtime_s > 0:
         bench_realtime(args.realtime_s)
 

@@ -28,8 +28,8 @@ from .errors import BridgeError, DisconnectedError, IncompatibleDeviceError, NoS
 
 
 PAUSE_S = 0.1  # a silent line for this long releases a packet the parser held back
-BATCH_S = 0.01  # least time between two small reads
-SMALL_READ = 512  # bytes; a pty hands over at most ~4 KiB a read, so a busy line reads far more
+BATCH_S = 0.03  # least time between two small reads
+SMALL_READ = 2048  # bytes; a busy pty hands over ~4 KiB a read, a real-time board ~700 B per 30 ms
 
 
 @dataclass(frozen=True)
