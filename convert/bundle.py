@@ -5,7 +5,6 @@ temporary folder beside the target and renamed into place, so a crash never leav
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -19,7 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from edge.bundle import (BUNDLE_FILES, CASES_FILE, ENCODER_FILE, FORMAT, FORMAT_VERSION, INDEX_FILE,
-                         MANIFEST_FILE, MODEL_CARD_FILE, METRIC)
+                         MANIFEST_FILE, MODEL_CARD_FILE, METRIC, _sha256)
 from edge.encoder import make_interpreter
 from edge.errors import ArchiveError, BundleError
 
@@ -153,14 +152,6 @@ def encoder_details(tflite_bytes: bytes) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------- writing
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
 
 def _tool_versions() -> dict:
     out = {"python": platform.python_version(), "numpy": np.__version__}
