@@ -278,7 +278,8 @@ def merge_index(shard_dir, out_dir, archive=None, *, k: int = 10, target_recall:
             if part.shape != (m["stop"] - m["start"], dim):
                 raise ArchiveError(f"{m['_path']}: shape {part.shape}, expected {(m['stop'] - m['start'], dim)}")
             for s in range(0, part.shape[0], 16384):
-                emb[m["start"] + s:m["start"] + s + 16384] = part[s:s + 16384]
+                blk = np.asarray(part[s:s + 16384])
+                emb[m["start"] + s:m["start"] + s + len(blk)] = blk
         emb.flush()
         del emb
         emb = np.load(tmp / EMB_FILE, mmap_mode="r")

@@ -318,6 +318,33 @@ def _subset(archive, rows):
 
 # ============================================================================================ pipeline
 
+def _cache_dir(cfg: PipelineConfig) -> Path:
+    return Path(cfg.student.out_dir) / "cache"
+
+
+def _clean_images(archive, imaging: ImagingConfig, progress: bool, cache_dir=None) -> np.ndarray:
+    """Clean images of every archive case, float32 (imaged once, cached when ``cache_dir``)."""
+    from .student import cached, clean_images, image_cache_key
+    idx = np.arange(len(archive))
+    key = image_cache_key(archive, idx, imaging, "clean")
+    (img,) = cached(cache_dir, key, lambda: (clean_images(archive, idx, imaging, progress=progress, dtype=np.float32),))
+    return img.astype(np.float32)
+
+
+def prepare_images(cfg: PipelineConfig, progress: bool = True) -> None:
+    """Image the archive (clean and augmented training copies) into the cache before a teacher exists."""
+    from .student import augmented_images, cached, image_cache_key
+    from .teacher import load_config
+    tcfg = load_config(cfg.teacher_config, **({"archive": cfg.archive} if cfg.archive else {}))
+    archive = open_archive(cfg.archive)
+    _clean_images(archive, tcfg.imaging, progress, _cache_dir(cfg))
+    s = cfg.student
+    tr = archive.select(folds=s.train_folds)
+    key = image_cache_key(archive, tr, tcfg.imaging, "augmented", copies=s.aug_copies, seed=s.seed)
+    cached(_cache_dir(cfg), key, lambda: augmented_images(archive, tr, tcfg.imaging, s.aug_copies, s.seed,
+                                                          progress=progress))
+
+
 def run_pipeline(cfg: PipelineConfig, *, retrain: bool = False, force: bool = False, progress: bool = True,
                  out: str | None = None, log=None) -> dict:
     """teacher -> student -> int8 -> index -> bundle. Returns a summary dict."""
@@ -343,7 +370,7 @@ def run_pipeline(cfg: PipelineConfig, *, retrain: bool = False, force: bool = Fa
     imaging = tcfg.imaging
     # 2. student
     sdir = Path(cfg.student.out_dir) / cfg.name
-    clean = None
+    clean = _clean_images(archive, imaging, progress, _cache_dir(cfg))
     reuse = False
     if not retrain and (sdir / "student.json").is_file() and (sdir / "student.keras").is_file():
         old = json.loads((sdir / "student.json").read_text())
@@ -353,14 +380,13 @@ def run_pipeline(cfg: PipelineConfig, *, retrain: bool = False, force: bool = Fa
         say(f"pipeline: reusing the student {sdir} (same config, same teacher)")
     else:
         teacher_model = load_teacher_model(run)
-        clean = clean_images(archive, np.arange(len(archive)), imaging, progress=progress).astype(np.float32)
         text = None
         if cfg.student.text_weight > 0:
             text = np.load(run / "text_embeddings.npy")
         tprov = {k: tinfo[k] for k in ("run", "metrics", "model_sha256")}
         tprov["config"] = tinfo["config"]
         distill(cfg.student, archive, teacher_model, imaging=imaging, name=cfg.name, text_targets=text,
-                teacher_info=tprov, clean=clean, progress=progress, log=say)
+                teacher_info=tprov, clean=clean, progress=progress, log=say, cache_dir=_cache_dir(cfg))
         del teacher_model
     sinfo = json.loads((sdir / "student.json").read_text())
     # 3. quantize
@@ -398,11 +424,15 @@ def _fail(e: EcgretError):
 @click.option("--force", is_flag=True, help="write the bundle even if int8 fails the quality gate, and replace "
                                             "a different bundle in the output folder")
 @click.option("--out", default=None, help="bundle folder (default: [bundle] out of the config)")
+@click.option("--images-only", is_flag=True, help="only image the archive into the cache (needs no teacher)")
 @click.option("--no-progress", is_flag=True)
-def pipeline_command(config_path, retrain, force, out, no_progress):
+def pipeline_command(config_path, retrain, force, out, images_only, no_progress):
     """Build the default bundle end to end: teacher -> student -> int8 -> index -> bundle."""
     try:
         cfg = load_pipeline_config(config_path)
+        if images_only:
+            prepare_images(cfg, progress=not no_progress)
+            return
         summary = run_pipeline(cfg, retrain=retrain, force=force, progress=not no_progress, out=out)
     except EcgretError as e:
         _fail(e)

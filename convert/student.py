@@ -6,7 +6,12 @@ Recipe (``[student]`` of ``configs/default.toml``):
   (:func:`convert.augment.augment`, the teacher's own recipe, which includes reduced lead sets so that
   reduced-lead queries work); images are precomputed once into a float16 array;
 * targets: the teacher's L2-normalised embedding *of the very same image* (the teacher's Keras model is run
-  on the augmented images), and optionally the case's projected text embedding;
+  on the augmented images), centred (``center_targets``: minus the mean teacher embedding over the training
+  images, re-normalised) and optionally the case's projected text embedding. Contrastively trained
+  embeddings share a large common component (a young teacher's pairwise cosines are all ~0.99), so plain
+  cosine regression is satisfied by the mean direction and loses the neighbourhoods; the centred targets
+  keep exactly the part retrieval uses (centred teacher embeddings retrieve as well or better than raw
+  ones). The student's space is its own: queries and archive are both embedded by the student;
 * model: a MobileNet-like stack (a 4x4 stride-4 "patchify" stem, depthwise-separable blocks, BatchNorm, ReLU6 so that full-int8
   quantization keeps the activations in range), then the final 4x4 feature map is *flattened* (not
   average-pooled: in the 128x128 rhythm image each of the 4x4 cells is one lead tile, so position = lead) and
@@ -59,6 +64,7 @@ class StudentConfig:
     weight_decay: float = 1e-4
     warmup_epochs: int = 2
     aug_copies: int = 6
+    center_targets: bool = True             # regress l2n(teacher - mean teacher): see the module docstring
     rel_weight: float = 1.0
     rel_temperature: float = 0.1
     text_weight: float = 0.0
@@ -177,11 +183,11 @@ def _n_valid(archive, i: int) -> int | None:
     return int(n) if n else None
 
 
-def clean_images(archive, indices, imaging: ImagingConfig, progress: bool = False) -> np.ndarray:
-    """Images (len, H, W, 3) float16 of the cases as stored (present leads = non-zero leads): exactly how the
+def clean_images(archive, indices, imaging: ImagingConfig, progress: bool = False, dtype=np.float16) -> np.ndarray:
+    """Images (len, H, W, 3) of the cases as stored (present leads = non-zero leads): exactly how the
     archive is imaged for the index (:func:`convert.teacher.image_cases`)."""
     from .teacher import image_cases
-    return image_cases(archive, indices, imaging, progress=progress)
+    return image_cases(archive, indices, imaging, progress=progress, dtype=dtype)
 
 
 def augmented_images(archive, indices, imaging: ImagingConfig, copies: int, seed: int, augment_cfg=None,
@@ -203,6 +209,37 @@ def augmented_images(archive, indices, imaging: ImagingConfig, copies: int, seed
         x, present, n = augment(archive.signal(i), rng, acfg, _n_valid(archive, i))
         out[k] = ecg_image(x, present, imaging, n)
     return out, src
+
+
+def image_cache_key(archive, indices, imaging: ImagingConfig, what: str, **kw) -> str:
+    """A key for cached images: the cases (ids), the imaging settings, the imaging/augmentation code, ``kw``."""
+    from edge.paths import repo_root
+    h = hashlib.sha256(json.dumps({"what": what, "imaging": imaging.to_dict(), **kw}, sort_keys=True,
+                                  default=str).encode())
+    for i in np.asarray(indices, np.int64):
+        h.update(archive.ids[int(i)].encode() + b"\n")
+    for rel in ("edge/imaging.py", "convert/augment.py"):
+        p = repo_root() / rel
+        if p.is_file():
+            h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def cached(cache_dir, key: str, make):
+    """``make()`` (a tuple of arrays) stored as ``<cache_dir>/<key>.npz`` (uncompressed) and reused."""
+    if not cache_dir:
+        return make()
+    d = Path(cache_dir)
+    p = d / f"{key}.npz"
+    if p.is_file():
+        with np.load(p) as z:
+            return tuple(z[f"a{k}"] for k in range(len(z.files)))
+    out = make()
+    d.mkdir(parents=True, exist_ok=True)
+    tmp = d / f".{key}.{os.getpid()}.npz"
+    np.savez(tmp, **{f"a{k}": a for k, a in enumerate(out)})
+    os.replace(tmp, p)
+    return out
 
 
 def teacher_targets(teacher_model, images: np.ndarray, batch: int = 256) -> np.ndarray:
@@ -252,9 +289,10 @@ def embed_keras(model, images: np.ndarray, batch: int = 256) -> np.ndarray:
 
 def distill(cfg: StudentConfig, archive, teacher_model, *, imaging: ImagingConfig, name: str,
             text_targets: np.ndarray | None = None, teacher_info: dict | None = None,
-            clean: np.ndarray | None = None, progress: bool = True, log=None) -> dict:
+            clean: np.ndarray | None = None, progress: bool = True, log=None, cache_dir=None) -> dict:
     """Distill a student from ``teacher_model`` (a Keras model: image -> unit embedding) and write
     ``<cfg.out_dir>/<name>/``. ``clean``: precomputed clean images of every archive case (else imaged here).
+    ``cache_dir``: keep the augmented training images there (keyed by cases, imaging, code, copies, seed).
     Returns the ``student.json`` dict."""
     _configure(cfg)
     import tensorflow as tf
@@ -272,13 +310,22 @@ def distill(cfg: StudentConfig, archive, teacher_model, *, imaging: ImagingConfi
                           f"one batch of {cfg.batch_size}")
     if clean is None:
         clean = clean_images(archive, np.arange(len(archive)), imaging, progress=progress)
-    aug, aug_src = augmented_images(archive, tr_idx, imaging, cfg.aug_copies, cfg.seed, progress=progress)
-    x_train = np.concatenate([clean[tr_idx], aug]) if len(aug) else clean[tr_idx]
+    key = image_cache_key(archive, tr_idx, imaging, "augmented", copies=cfg.aug_copies, seed=cfg.seed)
+    aug, aug_src = cached(cache_dir, key, lambda: augmented_images(archive, tr_idx, imaging, cfg.aug_copies,
+                                                                   cfg.seed, progress=progress))
+    x_train = np.concatenate([clean[tr_idx].astype(np.float16), aug]) if len(aug) else clean[tr_idx]
     src = np.concatenate([tr_idx, aug_src])
     del aug
     say(f"student: {len(x_train)} training images ({len(tr_idx)} cases x {1 + cfg.aug_copies}); "
         f"teacher targets ...")
     y_train = teacher_targets(teacher_model, x_train)
+    mu = np.zeros(y_train.shape[1], np.float32)
+    if cfg.center_targets:
+        mu = y_train.mean(axis=0)
+        y_train = y_train - mu
+        y_train /= np.maximum(np.linalg.norm(y_train, axis=1, keepdims=True), 1e-12)
+        say(f"student: teacher targets centred (|mean| {np.linalg.norm(mu):.3f}; mean pairwise cosine after "
+            f"centring {float(np.mean(y_train[:512] @ y_train[:512].T)):.3f})")
     txt = None
     if cfg.text_weight > 0:
         if text_targets is None:
@@ -362,7 +409,7 @@ def distill(cfg: StudentConfig, archive, teacher_model, *, imaging: ImagingConfi
     info = {"name": name, "config": cfg.to_dict(), "imaging": imaging.to_dict(), "params": params, "macs": macs,
             "best_epoch": best_epoch, "select_metric": cfg.select_metric, "val_best": best,
             "epochs_run": len(history), "stopped": stopped, "train_time_s": round(time.time() - t0, 1),
-            "n_train_images": int(len(x_train)), "teacher": dict(teacher_info or {}), "history": history,
+            "n_train_images": int(len(x_train)), "target_mean_norm": float(np.linalg.norm(mu)), "teacher": dict(teacher_info or {}), "history": history,
             "model_sha256": file_sha256(run_dir / "student.keras")}
     (run_dir / "student.json").write_text(json.dumps(info, indent=1, default=float) + "\n")
     return info
