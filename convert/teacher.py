@@ -476,8 +476,9 @@ def _embed(encoder_fn, images: np.ndarray, batch: int = 256) -> np.ndarray:
 
 
 def train_teacher(cfg: TeacherConfig, *, resume: bool = True, progress: bool = True, archive=None,
-                  log=None) -> dict:
+                  log=None, until_epoch: int | None = None) -> dict:
     """Train (or resume) the teacher described by ``cfg``; write its artefacts under ``cfg.run_dir``.
+    ``until_epoch`` ends this call after that epoch (as an interruption would; a later call resumes).
     Returns the metrics dict also written to ``metrics.json``."""
     validate_config(cfg)
     say = log or (lambda s: print(s, file=sys.stderr, flush=True))
@@ -653,7 +654,8 @@ def train_teacher(cfg: TeacherConfig, *, resume: bool = True, progress: bool = T
             for old in sorted(ckdir.glob("epoch-*"))[:-max(1, tr.keep_checkpoints)]:
                 import shutil
                 shutil.rmtree(old, ignore_errors=True)
-        done = loop["epoch"] >= tr.epochs or bool(loop.get("stopped"))
+        done = loop["epoch"] >= tr.epochs or bool(loop.get("stopped")) or \
+            (until_epoch is not None and loop["epoch"] >= until_epoch)
 
     # ---- export the best weights
     if best_path.exists():

