@@ -45,7 +45,7 @@ from .augment import AugmentConfig, augment, lead_mask
 
 __all__ = ["ModelConfig", "TrainConfig", "TeacherConfig", "load_config", "validate_config", "build_image_encoder",
            "build_text_head", "train_teacher", "image_cases", "load_teacher", "measure", "report_table",
-           "STRATEGIES", "EVAL_LEAD_SETS"]
+           "STRATEGIES", "EVAL_LEAD_SETS", "rhythm_texts"]
 
 STRATEGIES = ("default", "one-device", "mirrored", "multi-worker")
 TARGETS = ("soft", "clip")
@@ -76,6 +76,7 @@ class TrainConfig:
     init_temperature: float = 0.07
     targets: str = "soft"
     soft_target_temperature: float = 0.05
+    rhythm_aux_weight: float = 0.0  # > 0: auxiliary CLIP term against the rhythm statements' text alone
     eval_every: int = 2
     patience: int = 12
     select_metric: str = "kNN_macroAUROC"
@@ -211,6 +212,8 @@ def validate_config(cfg: TeacherConfig, where: str = "config") -> None:
         raise ConfigError(f"{where}: train.targets {t.targets!r} unknown; choose one of {', '.join(TARGETS)}")
     if t.targets == "soft" and t.soft_target_temperature <= 0:
         raise ConfigError(f"{where}: train.soft_target_temperature must be > 0")
+    if t.rhythm_aux_weight < 0:
+        raise ConfigError(f"{where}: train.rhythm_aux_weight must be >= 0")
     if not 0 < t.init_temperature < 1:
         raise ConfigError(f"{where}: train.init_temperature must be in (0, 1)")
     if set(t.train_folds) & (set(t.val_folds) | set(t.test_folds)) or set(t.val_folds) & set(t.test_folds):
@@ -259,6 +262,22 @@ def check_texts(archive, indices=None) -> list[str]:
         raise ArchiveError(f"{len(empty)} case(s) have no text (statements or report) to train on, e.g. "
                            f"{', '.join(empty[:5])}; the teacher needs a text for every case")
     return texts
+
+
+def rhythm_texts(archive, statements: dict | None = None) -> list[str]:
+    """Each case's rhythm statements as text (``'atrial fibrillation'``), from its rhythm codes and the SCP
+    dictionary of the shared data (codes as they are where the dictionary lacks them); ``'rhythm not
+    stated'`` where a case has none. The text of the auxiliary rhythm term."""
+    if statements is None:
+        from edge.paths import shared_data_dir
+        from .archive import read_scp_statements
+        f = shared_data_dir() / "ptbxl-subset" / "scp_statements.csv"
+        statements = read_scp_statements(f) if f.is_file() else {}
+    out = []
+    for c in archive.cases:
+        names = [str(statements.get(code, {}).get("description") or code) for code in c.rhythm]
+        out.append("; ".join(names) if names else "rhythm not stated")
+    return out
 
 
 def _n_valid(archive, i: int) -> int | None:
@@ -362,13 +381,13 @@ def build_image_encoder(cfg: TeacherConfig, name: str = "image_encoder"):
     return keras.Model(inp, z, name=name)
 
 
-def build_text_head(cfg: TeacherConfig, text_dim: int):
+def build_text_head(cfg: TeacherConfig, text_dim: int, name: str = "text_head"):
     """Frozen text embedding (text_dim,) -> L2-normalised projection (proj_dim,)."""
     keras = _keras()
     inp = keras.Input((text_dim,), name="text_embedding")
     z = keras.layers.Dense(cfg.model.proj_dim, name="text_projection")(inp)
     z = keras.layers.UnitNormalization(name="l2norm")(z)
-    return keras.Model(inp, z, name="text_head")
+    return keras.Model(inp, z, name=name)
 
 
 def feature_model(encoder):
@@ -436,13 +455,15 @@ def configure_threads(threads: int) -> None:
 class _State:
     """Everything a checkpoint holds, as numpy: model weights, optimizer variables, loop state."""
 
-    def __init__(self, encoder, text_head, logit_scale, optimizer):
+    def __init__(self, encoder, text_head, logit_scale, optimizer, rhythm_head=None):
         self.encoder, self.text_head, self.logit_scale, self.optimizer = encoder, text_head, logit_scale, optimizer
+        self.rhythm_head = rhythm_head
 
     def variables(self):
         # ``variables`` (not ``weights``) so that dropout seed-generator states resume too
+        extra = list(self.rhythm_head.variables) if self.rhythm_head is not None else []
         return list(self.encoder.variables) + list(self.text_head.variables) + [self.logit_scale] + \
-            list(self.optimizer.variables)
+            extra + list(self.optimizer.variables)
 
     def save(self, path: Path, loop: dict) -> None:
         path.mkdir(parents=True, exist_ok=True)
@@ -495,6 +516,8 @@ def train_teacher(cfg: TeacherConfig, *, resume: bool = True, progress: bool = T
     resolve_text_model(cfg.text_model)                      # a clear error before anything heavy
     say(f"text embeddings of {len(texts)} cases ...")
     t_all = embed_texts(texts, cfg.text_model, progress=progress)
+    aux = tr.rhythm_aux_weight > 0
+    r_all = embed_texts(rhythm_texts(archive), cfg.text_model) if aux else np.zeros((len(archive), 1), np.float32)
 
     # ---- TensorFlow from here on (never torch in this process)
     configure_threads(tr.threads)
@@ -520,14 +543,17 @@ def train_teacher(cfg: TeacherConfig, *, resume: bool = True, progress: bool = T
     with strategy.scope():
         encoder = build_image_encoder(cfg)
         text_head = build_text_head(cfg, t_all.shape[1])
+        rhythm_head = build_text_head(cfg, r_all.shape[1], name="rhythm_head") if aux else None
         logit_scale = keras.Variable(math.log(1.0 / tr.init_temperature), name="logit_scale", dtype="float32")
         sched = keras.optimizers.schedules.CosineDecay(0.0, max(total_steps - warm, 1), alpha=0.02,
                                                        warmup_target=tr.lr, warmup_steps=warm)
         opt = keras.optimizers.AdamW(sched, weight_decay=tr.weight_decay, beta_2=0.98, clipnorm=None)
         opt.exclude_from_weight_decay(var_names=["bias", "gamma", "beta", "pos", "logit_scale"])
         train_vars = encoder.trainable_variables + text_head.trainable_variables + [logit_scale]
+        if aux:
+            train_vars += rhythm_head.trainable_variables
         opt.build(train_vars)
-    state = _State(encoder, text_head, logit_scale, opt)
+    state = _State(encoder, text_head, logit_scale, opt, rhythm_head)
     loop = {"epoch": 0, "best": -math.inf, "best_epoch": None, "since_best": 0, "history": [], "elapsed_s": 0.0}
     last = _latest_checkpoint(ckdir) if resume else None
     if last is not None:
@@ -539,7 +565,7 @@ def train_teacher(cfg: TeacherConfig, *, resume: bool = True, progress: bool = T
     done = loop["epoch"] >= tr.epochs or loop.get("stopped")
 
     # ---- the data pipeline: per replica, an epoch's share of each global batch, imaged on the fly
-    t_train = t_all[train_idx]
+    t_train, r_train = t_all[train_idx], r_all[train_idx]
     img_shape = cfg.imaging.shape
 
     def make_dataset(epoch: int):
@@ -553,11 +579,12 @@ def train_teacher(cfg: TeacherConfig, *, resume: bool = True, progress: bool = T
                     for r in my_reps:
                         pos = row[r * per_rep:(r + 1) * per_rep]
                         imgs = np.stack([_augmented_image(archive, train_idx[p], epoch, cfg) for p in pos])
-                        yield imgs.astype(np.float32), t_train[pos]
+                        yield imgs.astype(np.float32), t_train[pos], r_train[pos]
 
             ds = tf.data.Dataset.from_generator(gen, output_signature=(
                 tf.TensorSpec((per_rep,) + img_shape, tf.float32),
-                tf.TensorSpec((per_rep, t_all.shape[1]), tf.float32)))
+                tf.TensorSpec((per_rep, t_all.shape[1]), tf.float32),
+                tf.TensorSpec((per_rep, r_all.shape[1]), tf.float32)))
             opts = tf.data.Options()
             opts.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
             return ds.with_options(opts).prefetch(2)
@@ -565,11 +592,17 @@ def train_teacher(cfg: TeacherConfig, *, resume: bool = True, progress: bool = T
 
     tau_t, targets = float(tr.soft_target_temperature), tr.targets
 
-    def replica_step(img, temb):
+    w_aux = float(tr.rhythm_aux_weight)
+
+    def replica_step(img, temb, remb):
         with tf.GradientTape() as tape:
             zi = encoder(img, training=True)
             zt = text_head(temb, training=True)
             loss = clip_loss(zi, zt, temb, logit_scale, targets, tau_t)
+            if aux:  # the same contrastive loss against the rhythm statements' text (soft targets always:
+                #      identical rhythm texts are the norm)
+                loss = loss + w_aux * clip_loss(zi, rhythm_head(remb, training=True), remb, logit_scale,
+                                                "soft", tau_t)
             scaled = loss / n_rep
         grads = tape.gradient(scaled, train_vars)
         opt.apply_gradients(zip(grads, train_vars))

@@ -117,6 +117,13 @@ def test_augment_is_seeded_and_drops_leads(ptbxl_subset):
 
 # ------------------------------------------------------------------------------------------- model and training
 
+def test_rhythm_texts(ptbxl_subset):
+    from convert.teacher import rhythm_texts
+    r = rhythm_texts(ptbxl_subset)
+    by = {c.rhythm: t for c, t in zip(ptbxl_subset.cases, r)}
+    assert by[("AFIB",)] == "atrial fibrillation" and by[("SR",)] == "sinus rhythm"
+    assert by[()] == "rhythm not stated"
+
 def test_tiny_vit_loss_finite_and_decreasing(small_archive, tmp_path):
     import tensorflow as tf
     import keras
@@ -149,12 +156,15 @@ def test_tiny_vit_loss_finite_and_decreasing(small_archive, tmp_path):
 def test_train_export_and_resume_reproducibly(small_archive, tmp_path):
     from convert.teacher import load_teacher, train_teacher
     # one run straight through 2 epochs ...
-    m_full = train_teacher(tiny_config(tmp_path, "full", epochs=2), archive=small_archive, progress=False)
+    # (with the auxiliary rhythm term on, so that its path is exercised too)
+    m_full = train_teacher(tiny_config(tmp_path, "full", epochs=2, rhythm_aux_weight=0.5), archive=small_archive,
+                           progress=False)
     # ... equals one run interrupted after epoch 1 and resumed
-    m1 = train_teacher(tiny_config(tmp_path, "resumed", epochs=2), archive=small_archive, progress=False,
-                       until_epoch=1)
+    m1 = train_teacher(tiny_config(tmp_path, "resumed", epochs=2, rhythm_aux_weight=0.5), archive=small_archive,
+                       progress=False, until_epoch=1)
     assert m1["epochs_run"] == 1 and (tmp_path / "resumed" / "checkpoints" / "epoch-0001").is_dir()
-    m2 = train_teacher(tiny_config(tmp_path, "resumed", epochs=2), archive=small_archive, progress=False)
+    m2 = train_teacher(tiny_config(tmp_path, "resumed", epochs=2, rhythm_aux_weight=0.5), archive=small_archive,
+                       progress=False)
     assert m2["epochs_run"] == 2 and len(m2["history"]) == 2
     for a, b in zip(m_full["history"], m2["history"]):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
