@@ -56,7 +56,8 @@ class StudentConfig:
     stem_kernel: int = 4                    # a 4x4 stride-4 "patchify" stem: cheap, and tiles stay aligned
     stem_stride: int = 4
     blocks: tuple = DEFAULT_BLOCKS          # (channels, stride) of each depthwise-separable block
-    head: str = "flatten"                   # "flatten" (position-aware) | "gap" (global average pooling)
+    head: str = "flatten"                   # "flatten" | "gdconv" (per-position depthwise, position-aware,
+                                            # few weights) | "gap" (global average pooling)
     dropout: float = 0.1
     epochs: int = 40
     batch_size: int = 128
@@ -64,6 +65,8 @@ class StudentConfig:
     weight_decay: float = 1e-4
     warmup_epochs: int = 2
     aug_copies: int = 6
+    mixup: float = 0.0                      # share of each batch replaced by mixed image pairs, the teacher
+    mixup_alpha: float = 1.0                # labelling them on the fly (function matching); lambda ~ Beta
     center_targets: bool = True             # regress l2n(teacher - mean teacher): see the module docstring
     rel_weight: float = 1.0
     rel_temperature: float = 0.1
@@ -120,8 +123,10 @@ def student_config(d: Mapping | None, where: str = "[student]") -> StudentConfig
         raise ConfigError(f"{where}: stem_kernel and stem_stride must be >= 1")
     if cfg.dim < 2 or cfg.stem < 1 or not cfg.blocks or any(c < 1 or s not in (1, 2) for c, s in cfg.blocks):
         raise ConfigError(f"{where}: dim >= 2, stem >= 1 and blocks of [channels >= 1, stride 1 or 2] required")
-    if cfg.head not in ("flatten", "gap"):
-        raise ConfigError(f"{where}.head: {cfg.head!r} unknown; choose flatten or gap")
+    if cfg.head not in ("flatten", "gdconv", "gap"):
+        raise ConfigError(f"{where}.head: {cfg.head!r} unknown; choose flatten, gdconv or gap")
+    if not 0 <= cfg.mixup <= 1 or cfg.mixup_alpha <= 0:
+        raise ConfigError(f"{where}: mixup must be in [0, 1] and mixup_alpha > 0")
     if cfg.epochs < 1 or cfg.batch_size < 2 or cfg.lr <= 0 or cfg.aug_copies < 0 or cfg.eval_every < 1:
         raise ConfigError(f"{where}: epochs >= 1, batch_size >= 2, lr > 0, aug_copies >= 0, eval_every >= 1 required")
     if set(cfg.train_folds) & set(cfg.val_folds):
@@ -147,7 +152,14 @@ def build_student(input_shape: Sequence[int], cfg: StudentConfig = StudentConfig
         x = L.Conv2D(ch, 1, use_bias=False, name=f"b{b}_pw")(x)
         x = L.BatchNormalization(name=f"b{b}_pw_bn")(x)
         x = L.ReLU(6.0, name=f"b{b}_pw_relu")(x)
-    x = L.Flatten(name="flatten")(x) if cfg.head == "flatten" else L.GlobalAveragePooling2D(name="gap")(x)
+    if cfg.head == "flatten":
+        x = L.Flatten(name="flatten")(x)
+    elif cfg.head == "gdconv":
+        x = L.DepthwiseConv2D(tuple(int(v) for v in x.shape[1:3]), padding="valid", use_bias=False, name="gdconv")(x)
+        x = L.BatchNormalization(name="gdconv_bn")(x)
+        x = L.Flatten(name="flatten")(x)
+    else:
+        x = L.GlobalAveragePooling2D(name="gap")(x)
     if cfg.dropout > 0:
         x = L.Dropout(cfg.dropout, name="drop")(x)
     out = L.Dense(cfg.dim, name="embedding")(x)
@@ -343,6 +355,20 @@ def distill(cfg: StudentConfig, archive, teacher_model, *, imaging: ImagingConfi
     opt = keras.optimizers.AdamW(learning_rate=sched, weight_decay=cfg.weight_decay)
     tau = float(cfg.rel_temperature)
 
+    mu_t = tf.constant(mu)
+    n_mix = int(round(cfg.mixup * cfg.batch_size))
+
+    def mixed_targets(xm):
+        z = tf.math.l2_normalize(teacher_model(xm, training=False), axis=1)
+        if cfg.center_targets:
+            z = tf.math.l2_normalize(z - mu_t, axis=1)
+        return z
+
+    @tf.function(reduce_retracing=True)
+    def mix(x, y, lam, perm):
+        xm = lam[:, None, None, None] * x[:n_mix] + (1.0 - lam[:, None, None, None]) * tf.gather(x, perm)
+        return tf.concat([xm, x[n_mix:]], 0), tf.concat([mixed_targets(xm), y[n_mix:]], 0)
+
     @tf.function(reduce_retracing=True)
     def step(x, y, t):
         with tf.GradientTape() as tape:
@@ -378,6 +404,10 @@ def distill(cfg: StudentConfig, archive, teacher_model, *, imaging: ImagingConfi
             x = tf.constant(x_train[sel].astype(np.float32))
             y = tf.constant(y_train[sel])
             t = tf.constant(txt[sel]) if txt is not None else None
+            if n_mix > 0:
+                r = np.random.default_rng([cfg.seed, epoch, b, 17])
+                lam = r.beta(cfg.mixup_alpha, cfg.mixup_alpha, n_mix).astype(np.float32)
+                x, y = mix(x, y, tf.constant(lam), tf.constant(r.permutation(len(sel))[:n_mix]))
             loss, lcos = step(x, y, t)
             ls.append(float(loss))
             lc.append(float(lcos))
