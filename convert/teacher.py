@@ -558,6 +558,8 @@ def train_teacher(cfg: TeacherConfig, *, resume: bool = True, progress: bool = T
     last = _latest_checkpoint(ckdir) if resume else None
     if last is not None:
         loop = state.restore(last)
+        if str(loop.get("stopped") or "").startswith("time budget") and loop["elapsed_s"] < tr.max_minutes * 60:
+            loop["stopped"] = None  # stopped by the clock only: a larger budget continues the run
         say(f"resumed from {last} (epoch {loop['epoch']}, best {loop['best']:.4f})")
     elif ckdir.exists() and chief and not resume:
         import shutil
