@@ -476,6 +476,12 @@ class _State:
         with np.load(path / "state.npz") as z:
             arrays = [z[f"arr_{k}"] for k in range(len(z.files))]
         vs = self.variables()
+        if len(arrays) != len(vs):  # a checkpoint written before seed states were saved: weights only
+            extra = list(self.rhythm_head.weights) if self.rhythm_head is not None else []
+            old = list(self.encoder.weights) + list(self.text_head.weights) + [self.logit_scale] + extra + \
+                list(self.optimizer.variables)
+            if len(arrays) == len(old):
+                vs = old
         if len(arrays) != len(vs):
             raise ConfigError(f"{path}: checkpoint holds {len(arrays)} variables, the model has {len(vs)} "
                               f"(was it written with another config?)")
