@@ -160,6 +160,9 @@ def _parse_header(text: str, where: str):
     except ValueError:
         raise RecordError(f"{where}: bad sampling frequency in {body[0]!r}") from None
     n_samp = int(m.group("nsamp")) if m.group("nsamp") else 0
+    tokens = body[0].split()
+    if len(tokens) >= 4 and not tokens[3].isdigit():
+        raise RecordError(f"{where}: bad number of samples {tokens[3]!r} in record line {body[0]!r}")
     if n_sig < 1:
         raise RecordError(f"{where}: header declares {n_sig} signals")
     if len(body) - 1 < n_sig:
