@@ -20,6 +20,8 @@ Recipe (``[student]`` of ``configs/default.toml``):
 * loss: ``1 - cos(student, teacher)`` (embedding regression on the sphere) + ``rel_weight`` x the relational
   term KL(softmax(T T^T / tau) || softmax(S S^T / tau)) over the batch (the student keeps the teacher's
   neighbourhood structure, which is what retrieval uses) + ``text_weight`` x ``1 - cos(student, text)``;
+* BatchNorm statistics are re-estimated on the clean training images before every evaluation and for the
+  saved model (:func:`recalibrate_bn`);
 * selection: fold-8 queries (clean, 12 leads) against a folds 1-7 archive, exact cosine; the best
   ``select_metric`` is kept; stops at ``epochs`` or ``max_minutes``.
 
@@ -43,7 +45,8 @@ from edge.errors import ConfigError
 from edge.imaging import ImagingConfig, ecg_image
 
 __all__ = ["StudentConfig", "student_config", "build_student", "count_params_macs", "distill",
-           "load_student", "augmented_images", "teacher_targets", "clean_images", "file_sha256", "embed_keras"]
+           "load_student", "augmented_images", "teacher_targets", "clean_images", "file_sha256", "embed_keras",
+           "recalibrate_bn", "cached", "image_cache_key"]
 
 DEFAULT_BLOCKS = ((64, 1), (96, 2), (96, 1), (160, 2), (160, 1), (192, 2))
 
@@ -290,6 +293,27 @@ def _configure(cfg: StudentConfig) -> None:
         pass
 
 
+def recalibrate_bn(model, images: np.ndarray, batch: int = 256) -> None:
+    """Re-estimate every BatchNormalization layer's moving mean and variance on ``images`` (the clean,
+    unaugmented training images): a cumulative average of the batch statistics over all of them, with the
+    weights unchanged. The moving averages gathered during training (augmented and mixed batches, weights
+    still moving) left the inference-mode network collapsed (all embeddings within cosine 0.9999 of each
+    other, which int8 cannot resolve); re-estimated statistics make inference mode match training mode."""
+    import keras
+    bns = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
+    if not bns or len(images) == 0:
+        return
+    saved = [l.momentum for l in bns]
+    try:
+        for k, s in enumerate(range(0, len(images), batch)):
+            for l in bns:
+                l.momentum = k / (k + 1.0)       # moving = mean of the batch statistics so far
+            model(np.asarray(images[s:s + batch], np.float32), training=True)
+    finally:
+        for l, m in zip(bns, saved):
+            l.momentum = m
+
+
 def embed_keras(model, images: np.ndarray, batch: int = 256) -> np.ndarray:
     """A Keras model's outputs for ``images``, L2-normalised (float32)."""
     out = []
@@ -415,6 +439,7 @@ def distill(cfg: StudentConfig, archive, teacher_model, *, imaging: ImagingConfi
                "elapsed_s": round(time.time() - t0, 1)}
         last = epoch + 1 == cfg.epochs or time.time() - t0 > budget
         if (epoch + 1) % cfg.eval_every == 0 or last:
+            recalibrate_bn(model, clean[tr_idx])
             emb = embed_keras(model, clean[np.concatenate([va_idx, a_idx])])
             m = evaluate(archive, {"s": (emb[:len(va_idx)], emb[len(va_idx):])}, va_idx, a_idx)["s"]
             rec["val"] = {k: m[k] for k in ("P@10", "kNN_macroAUROC", "rhythmP@10_nonSR")}
@@ -432,7 +457,9 @@ def distill(cfg: StudentConfig, archive, teacher_model, *, imaging: ImagingConfi
             stopped = f"time budget of {cfg.max_minutes} min reached"
             break
     if best_w is not None:
-        model.set_weights(best_w)
+        model.set_weights(best_w)           # (BN statistics re-estimated before that evaluation)
+    else:
+        recalibrate_bn(model, clean[tr_idx])
     model.save(run_dir / "student.keras")
     emb = embed_keras(model, clean)
     np.save(run_dir / "embeddings.npy", emb.astype(np.float32))

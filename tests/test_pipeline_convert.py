@@ -99,6 +99,7 @@ def _fake_teacher(teacher_toml: Path, archive):
     emb = embed_keras(enc, clean_images(archive, np.arange(len(archive)), cfg.imaging))
     np.save(run / "embeddings.npy", emb)
     (run / "case_ids.json").write_text(json.dumps(list(archive.ids)))
+    (run / "metrics.json").write_text(json.dumps({"best_epoch": 0, "val_best": None, "stopped": "untrained"}))
     return run
 
 

@@ -77,8 +77,11 @@ def test_distill_moves_the_student_to_the_teacher(small_archive, tmp_path):
     from convert.student import clean_images, embed_keras
     im = ImagingConfig(tile=8)
     teacher = _tiny_teacher(im.shape)
+    # raw (uncentred) targets so that the student's space is the teacher's and cosines compare directly;
+    # mixup exercises the on-the-fly teacher targets
     cfg = StudentConfig(out_dir=str(tmp_path), dim=8, stem=8, blocks=((16, 2),), dropout=0.0, epochs=6,
-                        batch_size=32, lr=5e-3, warmup_epochs=1, aug_copies=1, eval_every=3, threads=1)
+                        batch_size=32, lr=5e-3, warmup_epochs=1, aug_copies=1, eval_every=3, threads=1,
+                        center_targets=False, mixup=0.25)
     clean = clean_images(small_archive, np.arange(len(small_archive)), im).astype(np.float32)
     before = build_student(im.shape, cfg)
     info = distill(cfg, small_archive, teacher, imaging=im, name="tiny", clean=clean, progress=False,
@@ -94,6 +97,23 @@ def test_distill_moves_the_student_to_the_teacher(small_archive, tmp_path):
     assert emb.shape == (len(small_archive), 8)
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
     assert info["history"][-1]["epoch"] == 6 and "val" in info["history"][2]
+
+
+def test_distill_centres_targets_and_caches_images(small_archive, tmp_path):
+    from convert.student import clean_images
+    im = ImagingConfig(tile=8)
+    cfg = StudentConfig(out_dir=str(tmp_path), dim=8, stem=8, blocks=((16, 2),), head="gdconv", epochs=1,
+                        batch_size=32, aug_copies=1, threads=1)
+    clean = clean_images(small_archive, np.arange(len(small_archive)), im).astype(np.float32)
+    info = distill(cfg, small_archive, _tiny_teacher(im.shape), imaging=im, name="c", clean=clean,
+                   progress=False, log=lambda s: None, cache_dir=tmp_path / "cache")
+    assert info["target_mean_norm"] > 0.1
+    cached = list((tmp_path / "cache").glob("*.npz"))
+    assert len(cached) == 1
+    before = cached[0].stat().st_mtime_ns
+    info2 = distill(cfg, small_archive, _tiny_teacher(im.shape), imaging=im, name="c2", clean=clean,
+                    progress=False, log=lambda s: None, cache_dir=tmp_path / "cache")
+    assert cached[0].stat().st_mtime_ns == before and info2["n_train_images"] == info["n_train_images"]
 
 
 def test_distill_refuses_too_few_training_cases(small_archive, tmp_path):
