@@ -319,6 +319,9 @@ def epoch_batches(n_train: int, global_batch: int, seed: int, epoch: int) -> np.
 # ============================================================================================ model
 
 def _keras():
+    import warnings
+    # Keras 3 warns when a one-input functional model is called with a bare tensor (harmless)
+    warnings.filterwarnings("ignore", message="The structure of `inputs` doesn't match")
     import keras
     return keras
 
