@@ -424,12 +424,14 @@ def _fail(e: EcgretError):
 @click.option("--force", is_flag=True, help="write the bundle even if int8 fails the quality gate, and replace "
                                             "a different bundle in the output folder")
 @click.option("--out", default=None, help="bundle folder (default: [bundle] out of the config)")
+@click.option("--teacher-run", default=None, help="use this teacher run folder (default: [teacher] run, else "
+                                                  "the teacher config's out_dir/name)")
 @click.option("--images-only", is_flag=True, help="only image the archive into the cache (needs no teacher)")
 @click.option("--no-progress", is_flag=True)
-def pipeline_command(config_path, retrain, force, out, images_only, no_progress):
+def pipeline_command(config_path, retrain, force, out, teacher_run, images_only, no_progress):
     """Build the default bundle end to end: teacher -> student -> int8 -> index -> bundle."""
     try:
-        cfg = load_pipeline_config(config_path)
+        cfg = load_pipeline_config(config_path, teacher_run=teacher_run)
         if images_only:
             prepare_images(cfg, progress=not no_progress)
             return
