@@ -7,6 +7,7 @@ record itself where they can be, and absolute only where units are known (``reco
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
@@ -14,8 +15,7 @@ from .errors import QualityError
 from .imaging import AFTER, BEFORE, peak_lead, r_peaks
 from .leads import LEADS12
 from .record import Record
-from .signal import (PreprocessedECG, butter_bandpass_gain2, butter_highpass_gain2, check_record, preprocess,
-                     to_12_leads)
+from .signal import PreprocessedECG, butter_bandpass_gain2, butter_highpass_gain2, check_record, preprocess
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ def assess(record: Record, pre: PreprocessedECG | None = None, lead_off: np.ndar
     where = record.name or "record"
     if pre is None:
         pre = preprocess(record)
-    _, present, derived = to_12_leads(record)
+    derived = pre.derived
     raw = np.asarray(record.signal, dtype=np.float64)
     n = raw.shape[0]
     mv = str(record.meta.get("units", "")).lower() in ("mv", "millivolt", "millivolts")
@@ -80,20 +80,21 @@ def assess(record: Record, pre: PreprocessedECG | None = None, lead_off: np.ndar
         fill = np.array([np.median(raw[finite[:, j], j]) if finite[:, j].any() else 0.0
                          for j in range(raw.shape[1])])
         filled = np.where(finite, raw, fill[None, :])
-    ptp = np.ptp(filled, axis=0)
+    xt = np.ascontiguousarray(filled.T)                 # (leads, n): per-lead reductions run on contiguous rows
+    mx, mn = xt.max(axis=1), xt.min(axis=1)
+    ptp = mx - mn
     med_ptp = float(np.median(ptp[ptp > 0])) if np.any(ptp > 0) else 0.0
-    same = np.mean(np.diff(filled, axis=0) == 0, axis=0)
-    tol = 1e-6 * np.maximum(ptp, 1e-12)
-    at_rail = np.maximum(np.mean(filled >= filled.max(axis=0) - tol, axis=0),
-                         np.mean(filled <= filled.min(axis=0) + tol, axis=0))
+    same = np.count_nonzero(xt[:, 1:] == xt[:, :-1], axis=1) / max(n - 1, 1)
+    tol = (1e-6 * np.maximum(ptp, 1e-12))[:, None]
+    at_rail = np.maximum(np.count_nonzero(xt >= mx[:, None] - tol, axis=1),
+                         np.count_nonzero(xt <= mn[:, None] + tol, axis=1)) / n
     fs = float(record.fs)
     ratio = np.zeros(raw.shape[1])
     if fs >= 200:  # power above 45 Hz against power in 0.5-40 Hz, from one spectrum
-        spec = np.abs(np.fft.rfft(filled - filled.mean(axis=0), axis=0)) ** 2
-        f = np.fft.rfftfreq(n, 1.0 / fs)
-        inband = butter_bandpass_gain2(f, fs)[:, None] * spec
-        hf = butter_highpass_gain2(f, fs, min(45.0, 0.45 * fs))[:, None] * spec
-        ratio = hf.sum(axis=0) / np.maximum(inband.sum(axis=0), 1e-20)
+        spec = np.fft.rfft(xt, axis=1)
+        spec = spec.real ** 2 + spec.imag ** 2
+        g_in, g_hf = _noise_gains(n, fs)
+        ratio = (spec @ g_hf) / np.maximum(spec @ g_in, 1e-20)
     findings: list[Finding] = []
     bad: dict[str, str] = {}
 
@@ -139,8 +140,10 @@ def assess(record: Record, pre: PreprocessedECG | None = None, lead_off: np.ndar
         else:
             findings.append(Finding(LEADS12[k], "derived", "computed from I and II"))
     if expected:
+        have = set(record.leads)
+        derivable = {"III", "aVR", "aVL", "aVF"} if {"I", "II"} <= have else set()
         for lead in expected:
-            if lead in LEADS12 and not present[LEADS12.index(lead)]:
+            if lead in LEADS12 and lead not in have and lead not in derivable:
                 findings.append(Finding(lead, "missing", "not in the recording"))
     usable = pre.present.copy()
     for lead in bad:
@@ -149,3 +152,10 @@ def assess(record: Record, pre: PreprocessedECG | None = None, lead_off: np.ndar
         reasons = "; ".join(str(f) for f in findings if f.kind not in ("derived", "missing")) or "no ECG lead"
         raise QualityError(f"{where}: no usable lead ({reasons})")
     return QualityReport(tuple(findings), usable)
+
+
+@lru_cache(maxsize=16)
+def _noise_gains(n: int, fs: float) -> tuple[np.ndarray, np.ndarray]:
+    """|H|^2 of the ECG band (0.5-40 Hz) and of the noise band (above 45 Hz) on an n-point rfft grid."""
+    f = np.fft.rfftfreq(n, 1.0 / fs)
+    return butter_bandpass_gain2(f, fs), butter_highpass_gain2(f, fs, min(45.0, 0.45 * fs))
