@@ -42,6 +42,15 @@ test: $(DEV)/.ok $(TFLITE)/.ok ## the whole test suite, both interpreters
 test-fast: $(DEV)/.ok
 	$(DEV)/bin/python -m pytest -q -x -m "not slow" tests
 
+teacher: $(DEV)/.ok            ## train the default teacher -> runs/teacher/rhythm (resumes if interrupted)
+	$(DEV)/bin/ecgret-convert train-teacher --config configs/teacher.toml
+
+bundle: $(DEV)/.ok             ## teacher (reused if trained) -> student -> int8 -> index -> edge/bundles/default
+	$(DEV)/bin/ecgret-convert pipeline --config configs/default.toml
+
+bench: $(DEVICE)/.ok           ## the latency benchmark of EVALUATION.md on the default bundle
+	$(DEVICE)/bin/ecgret bench
+
 evaluate: $(DEV)/.ok
 	$(DEV)/bin/ecgret-convert evaluate
 
