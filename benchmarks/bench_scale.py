@@ -67,8 +67,21 @@ def make_archive(out: Path, n: int, seed: int = 0) -> float:
     return time.time() - t0
 
 
+# Each command runs under this wrapper, which prints the process's own peak RSS (VmHWM) when it exits. (The
+# ru_maxrss that wait4 reports for a child includes its parent's resident set at fork time on Linux.)
+WRAP = ("import atexit, sys\n"
+        "def _hwm():\n"
+        "    for l in open('/proc/self/status'):\n"
+        "        if l.startswith('VmHWM:'):\n"
+        "            print('PEAK_RSS_KB', l.split()[1], file=sys.stdout, flush=True)\n"
+        "atexit.register(_hwm)\n"
+        "sys.argv = ['ecgret-convert'] + sys.argv[1:]\n"
+        "from convert.cli import main\n"
+        "main()\n")
+
+
 def run_procs(cmds: list[list[str]], log_dir: Path) -> list[dict]:
-    """Run commands at once; wait for each with os.wait4 to get its own peak RSS."""
+    """Run commands at once; each reports its own peak RSS (VmHWM) through :data:`WRAP`."""
     procs = []
     for k, c in enumerate(cmds):
         err = open(log_dir / f"proc-{k}.log", "w")
@@ -83,7 +96,8 @@ def run_procs(cmds: list[list[str]], log_dir: Path) -> list[dict]:
         if p.returncode != 0:
             raise SystemExit(f"command failed ({p.returncode}): {' '.join(p.args)}\n"
                              f"{(log_dir / 'proc-0.log').read_text()[-2000:] if log_dir.exists() else ''}")
-        out.append({"cmd": " ".join(p.args[1:3]), "peak_rss_mb": round(ru.ru_maxrss / 1024, 1),
+        hwm = [int(l.split()[1]) for l in stdout.splitlines() if l.startswith("PEAK_RSS_KB")]
+        out.append({"cmd": " ".join(p.args[3:5]), "peak_rss_mb": round(hwm[-1] / 1024, 1) if hwm else None,
                     "seconds": round(time.time() - t0, 1), "stdout": stdout.strip()[-500:]})
     return out
 
@@ -113,7 +127,7 @@ def main() -> None:
         res["archive_seconds"] = 0.0
     else:
         res["archive_seconds"] = round(make_archive(arch, args.n), 1)
-    cli = [str(Path(sys.executable).parent / "ecgret-convert")]
+    cli = [sys.executable, "-c", WRAP]
     t0 = time.time()
     emb = run_procs([cli + ["embed-archive", "--encoder", args.encoder, "--archive", str(arch), "--out", str(shards),
                             "--shard", f"{i}/{args.shards}", "--mode", args.mode, "--tile", str(args.tile),
@@ -128,6 +142,7 @@ def main() -> None:
     res["merge_wall_seconds"] = round(time.time() - t0, 1)
     res["merge_peak_rss_mb"] = merge[0]["peak_rss_mb"]
     res["index"] = json.loads((idx / "index.json").read_text())
+    res["embeddings_bytes"] = (idx / "embeddings.npy").stat().st_size
     res["index_bytes"] = (idx / "index.ann").stat().st_size
     print(json.dumps(res, indent=1))
     print(f"\n| phase | wall s | peak RSS MB |\n|---|---|---|")

@@ -85,6 +85,20 @@ def _bar(total: int, desc: str, enabled: bool):
 
 # ============================================================================================ embedding
 
+def _release_pages(archive) -> None:
+    """Drop the archive's memory-mapped signal pages from this process's resident set (they are clean, file
+    backed and re-read on demand), so that streaming a large archive keeps the RSS bounded."""
+    import mmap
+    sig = archive.signals
+    base = getattr(sig, "base", None) if not hasattr(sig, "_mmap") else sig
+    mm = getattr(base, "_mmap", None) if base is not None else None
+    if mm is not None and hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+        try:
+            mm.madvise(mmap.MADV_DONTNEED)
+        except (OSError, ValueError):
+            pass
+
+
 def embed_archive(archive, encoder_path, out_dir, imaging: ImagingConfig, shard: tuple[int, int] = (0, 1), *,
                   chunk: int = 256, threads: int = 1, progress: bool = True, transform=None) -> Path:
     """Embed the shard's rows of ``archive`` with the TFLite encoder at ``encoder_path``; write
@@ -118,6 +132,7 @@ def embed_archive(archive, encoder_path, out_dir, imaging: ImagingConfig, shard:
                 nv = archive.cases[r].n_samples or None
                 img = ecg_image(x, None, imaging, nv)
                 mm[r - a] = enc.encode(img)
+            _release_pages(archive)
             if bar is not None:
                 bar.update(e - s)
         mm.flush()
