@@ -138,7 +138,9 @@ def tile_fields(x: np.ndarray, size: int, n_bins: int = 4) -> np.ndarray:
     mx, ms = x @ m.T, s @ m.T                                          # (b, size)
     out = np.empty((b, size, size, 3), dtype=np.float32)
     out[..., 0] = mx[:, :, None] * mx[:, None, :] - ms[:, :, None] * ms[:, None, :]
-    out[..., 1] = 1.0 - m @ recurrence(x) @ m.T
+    rp = x[:, :, None] - x[:, None, :]
+    np.abs(rp, out=rp)
+    out[..., 1] = 1.0 - m @ rp @ m.T
     bins = quantile_bins(x, n_bins)
     codes = (np.arange(b)[:, None] * n_bins * n_bins + bins[:, :-1] * n_bins + bins[:, 1:]).ravel()
     w = np.bincount(codes, minlength=b * n_bins * n_bins).reshape(b, n_bins, n_bins).astype(np.float32)
@@ -262,20 +264,26 @@ def ecg_image(signal: np.ndarray, present: np.ndarray | None = None, config: Ima
     img = np.zeros((h, w, 3), dtype=np.float32)
     pk = peak_lead(present)
     peaks = r_peaks(x[:n, pk], config.fs)
-    beats = maxabs(median_beat(x, peaks, n).T)                       # (12, 100)
-    tiles = tile_fields(beats, t, config.mtf_bins)            # (12, t, t, 3)
+    series = maxabs(median_beat(x, peaks, n).T)                      # (12, 100): the median beats
+    if config.mode == "rhythm":                                        # + 4 rhythm series of 100 points
+        rhythm, use = _rhythm_series(x, present, peaks, pk, n, config)
+        series = np.concatenate([series, rhythm])
+    tiles = tile_fields(series, t, config.mtf_bins)                   # one batched call: (12 or 16, t, t, 3)
     for r, row in enumerate(GRID):
         for c, k in enumerate(row):
             if present[k]:
                 img[r * t:(r + 1) * t, c * t:(c + 1) * t] = tiles[k]
     if config.mode == "rhythm":
-        img[3 * t:] = _rhythm_row(x, present, peaks, pk, n, config)
+        for c in range(4):
+            if use[c]:
+                img[3 * t:, c * t:(c + 1) * t] = tiles[12 + c]
     return img
 
 
-def _rhythm_row(x, present, peaks, pk, n, config) -> np.ndarray:
-    """The fourth row of mode ``rhythm``: strip envelope, RR series, RR differences, atrial lead."""
-    t, n_strip = config.tile, 100  # series of 100 points over the strip before resizing to a tile
+def _rhythm_series(x, present, peaks, pk, n, config) -> tuple[np.ndarray, np.ndarray]:
+    """The series behind the fourth row of mode ``rhythm`` (strip envelope, RR series, RR differences,
+    atrial-lead envelope), each 100 points in [-1, 1], and which of them exist."""
+    n_strip = BEFORE + AFTER  # as long as a beat, so all tiles are made in one batch
     series = np.zeros((4, n_strip), dtype=np.float32)
     use = np.zeros(4, dtype=bool)
     series[0], use[0] = 2 * maxabs(envelope(x[:n, pk], n_strip)) - 1, present[pk]
@@ -288,5 +296,4 @@ def _rhythm_row(x, present, peaks, pk, n, config) -> np.ndarray:
                    if present[k] and k != pk), None)
     if atrial is not None:
         series[3], use[3] = 2 * maxabs(envelope(x[:n, atrial], n_strip)) - 1, True
-    tiles = tile_fields(series, t, config.mtf_bins) * use[:, None, None, None]
-    return np.concatenate(list(tiles), axis=1)
+    return series, use
