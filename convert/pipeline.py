@@ -25,7 +25,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Mapping
@@ -35,6 +34,7 @@ import numpy as np
 from edge.errors import ArchiveError, ConfigError, EcgretError
 from edge.imaging import ImagingConfig
 
+from .config import read_toml
 from .quantize import QuantConfig, check_gate, quant_config
 from .student import StudentConfig, file_sha256, student_config
 
@@ -111,12 +111,7 @@ def load_pipeline_config(path, **overrides) -> PipelineConfig:
     """Read ``configs/default.toml``-style TOML. Relative paths in it are relative to the current folder
     (the repository root, where ``make`` runs). Raises :class:`ConfigError` naming the problem."""
     p = Path(path)
-    try:
-        d = tomllib.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{p}: config file not found") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{p}: not valid TOML ({e})") from None
+    d = read_toml(p)
     top = {k: v for k, v in d.items() if not isinstance(v, dict)}
     unknown = sorted(set(top) - {"name", "archive"})
     sections = {"teacher", "student", "quantize", "index", "bundle"}

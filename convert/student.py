@@ -35,13 +35,15 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 
 from edge.errors import ConfigError
+
+from .config import coerce
 from edge.imaging import ImagingConfig, ecg_image
 
 __all__ = ["StudentConfig", "student_config", "build_student", "count_params_macs", "distill",
@@ -93,34 +95,13 @@ class StudentConfig:
 def student_config(d: Mapping | None, where: str = "[student]") -> StudentConfig:
     """A :class:`StudentConfig` from a TOML table; unknown keys and impossible values -> ConfigError."""
     d = dict(d or {})
-    known = {f.name for f in fields(StudentConfig)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    base = StudentConfig()
-    kw = {}
-    for k, v in d.items():
-        default = getattr(base, k)
-        if k == "blocks":
-            try:
-                v = tuple((int(c), int(s)) for c, s in v)
-            except (TypeError, ValueError):
-                raise ConfigError(f"{where}.blocks: expected a list of [channels, stride] pairs") from None
-        elif isinstance(default, tuple):
-            if not isinstance(v, (list, tuple)):
-                raise ConfigError(f"{where}.{k}: expected a list, got {v!r}")
-            v = tuple(int(x) for x in v)
-        elif isinstance(default, bool) or isinstance(default, str):
-            if not isinstance(v, type(default)):
-                raise ConfigError(f"{where}.{k}: expected {type(default).__name__}, got {v!r}")
-        elif isinstance(default, int):
-            if isinstance(v, bool) or not isinstance(v, int):
-                raise ConfigError(f"{where}.{k}: expected an integer, got {v!r}")
-        elif isinstance(default, float):
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise ConfigError(f"{where}.{k}: expected a number, got {v!r}")
-            v = float(v)
-        kw[k] = v
+    blocks = d.pop("blocks", None)
+    kw = coerce(StudentConfig, d, where)
+    if blocks is not None:
+        try:
+            kw["blocks"] = tuple((int(c), int(s)) for c, s in blocks)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}.blocks: expected a list of [channels, stride] pairs") from None
     cfg = StudentConfig(**kw)
     if cfg.stem_kernel < 1 or cfg.stem_stride < 1:
         raise ConfigError(f"{where}: stem_kernel and stem_stride must be >= 1")

@@ -30,18 +30,17 @@ import math
 import os
 import sys
 import time
-import tomllib
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Mapping
 
 import numpy as np
 
 from edge.errors import ArchiveError, ConfigError
 from edge.imaging import MODES, ImagingConfig, ecg_image
-from edge.leads import LEAD_SETS
 
 from .augment import AugmentConfig, augment, lead_mask
+from .config import coerce, read_toml
 
 __all__ = ["ModelConfig", "TrainConfig", "TeacherConfig", "load_config", "validate_config", "build_image_encoder",
            "build_text_head", "train_teacher", "image_cases", "load_teacher", "measure", "report_table",
@@ -121,31 +120,7 @@ _SECTIONS = {"imaging": ImagingConfig, "model": ModelConfig, "train": TrainConfi
 
 
 def _coerce(cls, d: Mapping, where: str):
-    if not isinstance(d, Mapping):
-        raise ConfigError(f"{where}: expected a table")
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(d) - set(known))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(known)}")
-    kw = {}
-    for k, v in d.items():
-        default = getattr(cls(), k)
-        if isinstance(default, tuple) or (k == "image_size" and v is not None):
-            if not isinstance(v, (list, tuple)):
-                raise ConfigError(f"{where}.{k}: expected a list, got {v!r}")
-            v = tuple(int(x) for x in v)
-        elif isinstance(default, bool):
-            if not isinstance(v, bool):
-                raise ConfigError(f"{where}.{k}: expected true/false, got {v!r}")
-        elif isinstance(default, int):
-            if isinstance(v, bool) or not isinstance(v, int):
-                raise ConfigError(f"{where}.{k}: expected an integer, got {v!r}")
-        elif isinstance(default, float):
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise ConfigError(f"{where}.{k}: expected a number, got {v!r}")
-            v = float(v)
-        kw[k] = v
-    return cls(**kw)
+    return cls(**coerce(cls, d, where, tuple_keys=("image_size",)))
 
 
 def config_from_dict(d: Mapping, where: str = "config") -> TeacherConfig:
@@ -167,12 +142,7 @@ def load_config(path, **overrides) -> TeacherConfig:
     """Read a TOML config; ``overrides`` replace top-level fields or ``section__key`` entries
     (``train__epochs=3``). Raises :class:`ConfigError` naming the problem."""
     p = Path(path)
-    try:
-        d = tomllib.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{p}: config file not found") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{p}: not valid TOML ({e})") from None
+    d = read_toml(p)
     for k, v in overrides.items():
         if v is None:
             continue
