@@ -35,10 +35,11 @@ def interpreter_class():
         return Interpreter, "tflite-runtime"
     except ImportError:
         pass
+    import importlib
     import importlib.util
     if importlib.util.find_spec("tensorflow") is not None:
-        import tensorflow as tf  # last resort, only where TensorFlow happens to be installed
-        return tf.lite.Interpreter, "tensorflow"
+        # last resort, only where TensorFlow happens to be installed (never a dependency of the device)
+        return importlib.import_module("tensorflow").lite.Interpreter, "tensorflow"
     raise BundleError("no TFLite interpreter: install ai-edge-litert (or tflite-runtime on 32-bit ARM)")
 
 
