@@ -348,10 +348,12 @@ def _open_archive(path):
 @click.option("--shard", default="0/1", show_default=True, help="i/N: embed the i-th of N row ranges (0-based)")
 @click.option("--mode", default="rhythm", show_default=True, help="imaging mode the encoder was trained on")
 @click.option("--tile", type=int, default=32, show_default=True)
+@click.option("--rr-scale", type=click.Choice(["angle", "linear"]), default="angle", show_default=True,
+              help="mode rhythm: the RR map the encoder was trained with (bundles before it existed: linear)")
 @click.option("--threads", type=int, default=1, show_default=True, help="interpreter threads")
 @click.option("--chunk", type=int, default=256, show_default=True)
 @click.option("--no-progress", is_flag=True)
-def embed_archive_command(encoder_path, archive, out_dir, shard, mode, tile, threads, chunk, no_progress):
+def embed_archive_command(encoder_path, archive, out_dir, shard, mode, tile, rr_scale, threads, chunk, no_progress):
     """Embed one shard of an archive with a TFLite encoder (run N of these anywhere, then merge-index)."""
     from edge.errors import EcgretError
     try:
@@ -359,7 +361,7 @@ def embed_archive_command(encoder_path, archive, out_dir, shard, mode, tile, thr
         if not Path(encoder_path).is_file():
             raise ConfigError(f"{encoder_path}: encoder file not found")
         arch = _open_archive(archive)
-        p = embed_archive(arch, encoder_path, out_dir, ImagingConfig(mode=mode, tile=tile), (i, n),
+        p = embed_archive(arch, encoder_path, out_dir, ImagingConfig(mode=mode, tile=tile, rr_scale=rr_scale), (i, n),
                           chunk=chunk, threads=threads, progress=not no_progress)
     except EcgretError as e:
         raise click.ClickException(str(e)) from None

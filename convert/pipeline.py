@@ -255,8 +255,7 @@ def build_bundle(student_dir, out_dir, *, archive=None, folds=None, name: str = 
         say(warning)
     info = json.loads((d / "student.json").read_text())
     im = info["imaging"]
-    imaging = ImagingConfig(mode=im["mode"], tile=int(im["tile"]), mtf_bins=int(im.get("mtf_bins", 4)),
-                            fs=int(im.get("fs", 100)))
+    imaging = ImagingConfig.from_dict(im)
     arch = archive if archive is not None else open_archive()
     if folds:
         rows = arch.select(folds=folds)
@@ -487,7 +486,7 @@ def quantize_command(student_dir, config_path, teacher_run, no_progress):
         if not info_p.is_file():
             raise ConfigError(f"{student_dir}: not a distilled student (missing student.json)")
         im = json.loads(info_p.read_text())["imaging"]
-        imaging = ImagingConfig(mode=im["mode"], tile=int(im["tile"]), mtf_bins=int(im.get("mtf_bins", 4)))
+        imaging = ImagingConfig.from_dict(im)
         archive = open_archive(cfg.archive)
         tcfg = load_config(cfg.teacher_config)
         run = Path(teacher_run or cfg.teacher_run or tcfg.run_dir)

@@ -89,8 +89,7 @@ class Bundle:
     def imaging_config(self):
         from .imaging import ImagingConfig
         im = self.manifest["imaging"]
-        return ImagingConfig(mode=im.get("mode", "rhythm"), tile=int(im.get("tile", 32)),
-                             mtf_bins=int(im.get("mtf_bins", 4)), fs=int(im.get("fs", 100)))
+        return ImagingConfig.from_dict(im)
 
     @property
     def encoder(self):

@@ -61,15 +61,36 @@ def test_paper_grid_layout(ptbxl_subset):
     np.testing.assert_array_equal(img2[:, :64], img[:, :64])
 
 
-def test_golden_pixels(ptbxl_subset):
-    """Guard against silent drift of the encoding (values computed once and pinned)."""
-    img = ecg_image(ptbxl_subset.signal(0), config=ImagingConfig(mode="rhythm", tile=32))
+@pytest.mark.parametrize("rr_scale", ["angle", "linear"])
+def test_golden_pixels(ptbxl_subset, rr_scale):
+    """Guard against silent drift of the encoding (values computed once and pinned); ``linear`` is the RR map
+    of bundles made before ``rr_scale`` existed and must keep imaging exactly as they were trained."""
+    img = ecg_image(ptbxl_subset.signal(0), config=ImagingConfig(mode="rhythm", tile=32, rr_scale=rr_scale))
     got = [float(img[5, 7, 0]), float(img[40, 100, 1]), float(img[70, 20, 2]), float(img[100, 40, 1]),
-           float(img.mean())]
-    np.testing.assert_allclose(got, GOLDEN, atol=1e-4)
+           float(img[100, 40, 0]), float(img.mean())]
+    np.testing.assert_allclose(got, GOLDEN[rr_scale], atol=1e-4)
 
 
-GOLDEN = [-0.996645, 0.980728, -0.993333, 0.988889, -0.154974]
+GOLDEN = {"linear": [-0.996645, 0.980728, -0.993333, 0.988889, -0.999938, -0.154974],
+          "angle": [-0.996645, 0.980728, -0.993333, 0.993856, 0.008726, -0.140477]}
+
+
+def test_rr_tile_separates_heart_rates(ptbxl_subset):
+    """With the "angle" RR map, the steady-rhythm GASF of the RR tile moves with the rate across the whole
+    sinus range (bradycardia vs normal vs tachycardia), where the "linear" map was flat."""
+    def rr_tile_mean(code, rr_scale):
+        idx = [i for i, c in enumerate(ptbxl_subset.cases) if c.rhythm == (code,)][:8]
+        cfg = ImagingConfig(mode="rhythm", tile=32, rr_scale=rr_scale)
+        return float(np.median([ecg_image(ptbxl_subset.signal(i), config=cfg)[96:, 32:64, 0].mean() for i in idx]))
+    ang = [rr_tile_mean(c, "angle") for c in ("STACH", "SR", "SBRAD")]
+    lin = [rr_tile_mean(c, "linear") for c in ("STACH", "SR", "SBRAD")]
+    assert ang[0] > ang[1] > ang[2], ang
+    assert ang[1] - ang[2] > 2 * (lin[1] - lin[2]), (ang, lin)   # the flat spot "angle" removes
+
+
+def test_imaging_config_from_old_manifest_is_linear():
+    assert ImagingConfig.from_dict({"mode": "rhythm", "tile": 32}).rr_scale == "linear"
+    assert ImagingConfig.from_dict(ImagingConfig().to_dict()) == ImagingConfig()
 
 
 def test_rhythm_row_separates_afib_from_sinus(ptbxl_subset):
