@@ -76,6 +76,7 @@ class TrainConfig:
     targets: str = "soft"
     soft_target_temperature: float = 0.05
     rhythm_aux_weight: float = 0.0  # > 0: auxiliary CLIP term against the rhythm statements' text alone
+    rhythm_target_weight: float = 0.0  # > 0: soft targets also reward pairs that share a rhythm statement
     eval_every: int = 2
     patience: int = 12
     select_metric: str = "kNN_macroAUROC"
@@ -111,7 +112,7 @@ class TeacherConfig:
 
     def to_dict(self) -> dict:
         d = {"name": self.name, "out_dir": self.out_dir, "archive": self.archive, "text_model": self.text_model,
-             "imaging": {k: getattr(self.imaging, k) for k in ("mode", "tile", "mtf_bins", "fs")},
+             "imaging": {k: getattr(self.imaging, k) for k in ("mode", "tile", "mtf_bins", "fs", "rr_scale")},
              "model": asdict(self.model), "train": asdict(self.train), "augment": asdict(self.augment)}
         return d
 
@@ -182,8 +183,14 @@ def validate_config(cfg: TeacherConfig, where: str = "config") -> None:
         raise ConfigError(f"{where}: train.targets {t.targets!r} unknown; choose one of {', '.join(TARGETS)}")
     if t.targets == "soft" and t.soft_target_temperature <= 0:
         raise ConfigError(f"{where}: train.soft_target_temperature must be > 0")
-    if t.rhythm_aux_weight < 0:
-        raise ConfigError(f"{where}: train.rhythm_aux_weight must be >= 0")
+    if t.rhythm_aux_weight < 0 or t.rhythm_target_weight < 0:
+        raise ConfigError(f"{where}: train.rhythm_aux_weight and train.rhythm_target_weight must be >= 0")
+    if t.rhythm_target_weight > 0 and t.targets != "soft":
+        raise ConfigError(f"{where}: train.rhythm_target_weight needs train.targets = \"soft\"")
+    bad = [m for m in select_terms(t.select_metric) if m not in _SELECTABLE]
+    if bad:
+        raise ConfigError(f"{where}: train.select_metric {t.select_metric!r}: unknown metric(s) {', '.join(bad)}; "
+                          f"choose from {', '.join(_SELECTABLE)}, joined by '+' to select on their sum")
     if not 0 < t.init_temperature < 1:
         raise ConfigError(f"{where}: train.init_temperature must be in (0, 1)")
     if set(t.train_folds) & (set(t.val_folds) | set(t.test_folds)) or set(t.val_folds) & set(t.test_folds):
@@ -191,6 +198,29 @@ def validate_config(cfg: TeacherConfig, where: str = "config") -> None:
     a = cfg.augment
     if not (0 <= a.p_reduced <= 1 and 0 <= a.p_lead < 1 and 0 <= a.scale < 1 and 0 <= a.lead_scale < 1):
         raise ConfigError(f"{where}: augment probabilities must be in [0, 1] and scales in [0, 1)")
+
+
+_SELECTABLE = ("P@1", "P@5", "P@10", "P@10_exact", "mAP@10", "macroP@10", "kNN_macroAUROC", "rhythmP@10_nonSR")
+
+
+def select_terms(select_metric: str) -> list[str]:
+    """``"kNN_macroAUROC+rhythmP@10_nonSR"`` -> the metrics whose sum selects the checkpoint."""
+    return [m.strip() for m in str(select_metric).split("+")]
+
+
+def select_score(metrics: Mapping, select_metric: str) -> float:
+    return float(sum(metrics[m] for m in select_terms(select_metric)))
+
+
+def rhythm_codes(archive) -> np.ndarray:
+    """(n_cases, n_codes) float32 multi-hot of the cases' rhythm statements (all zero where none is stated)."""
+    codes = sorted({c for case in archive.cases for c in case.rhythm})
+    pos = {c: k for k, c in enumerate(codes)}
+    out = np.zeros((len(archive), max(len(codes), 1)), np.float32)
+    for i, case in enumerate(archive.cases):
+        for c in case.rhythm:
+            out[i, pos[c]] = 1.0
+    return out
 
 
 def _toml_value(v) -> str:
@@ -369,15 +399,22 @@ def feature_model(encoder):
     return keras.Model(encoder.inputs, encoder.get_layer("features").output, name="features")
 
 
-def clip_loss(zi, zt, t_raw, logit_scale, targets: str, tau_t: float):
-    """Symmetric contrastive loss. zi, zt: (B, D) normalised; t_raw: (B, Dt) normalised frozen text vectors."""
+def clip_loss(zi, zt, t_raw, logit_scale, targets: str, tau_t: float, rhythm=None, w_rhythm: float = 0.0):
+    """Symmetric contrastive loss. zi, zt: (B, D) normalised; t_raw: (B, Dt) normalised frozen text vectors.
+    With ``rhythm`` (B, R) multi-hot rhythm statements and ``w_rhythm`` > 0 the soft targets are
+    softmax((cos(t_i, t_j) + w_rhythm * [i and j share a rhythm statement]) / tau_t): the report texts
+    differ in many words besides the rhythm, so this makes "same rhythm" count as much as the words do."""
     import tensorflow as tf
     scale = tf.exp(tf.minimum(logit_scale, math.log(100.0)))
     logits = scale * tf.matmul(zi, zt, transpose_b=True)
     if targets == "clip":
         y = tf.eye(tf.shape(zi)[0], dtype=logits.dtype)
     else:
-        y = tf.nn.softmax(tf.matmul(t_raw, t_raw, transpose_b=True) / tau_t, axis=1)
+        sim = tf.matmul(t_raw, t_raw, transpose_b=True)
+        if rhythm is not None and w_rhythm > 0:
+            shared = tf.cast(tf.matmul(rhythm, rhythm, transpose_b=True) > 0.5, sim.dtype)
+            sim = sim + w_rhythm * shared
+        y = tf.nn.softmax(sim / tau_t, axis=1)
     li = tf.nn.softmax_cross_entropy_with_logits(labels=y, logits=logits)
     lt = tf.nn.softmax_cross_entropy_with_logits(labels=tf.transpose(y), logits=tf.transpose(logits))
     return 0.5 * (tf.reduce_mean(li) + tf.reduce_mean(lt))
@@ -497,6 +534,7 @@ def train_teacher(cfg: TeacherConfig, *, resume: bool = True, progress: bool = T
     t_all = embed_texts(texts, cfg.text_model, progress=progress)
     aux = tr.rhythm_aux_weight > 0
     r_all = embed_texts(rhythm_texts(archive), cfg.text_model) if aux else np.zeros((len(archive), 1), np.float32)
+    h_all = rhythm_codes(archive)
 
     # ---- TensorFlow from here on (never torch in this process)
     configure_threads(tr.threads)
@@ -546,7 +584,7 @@ def train_teacher(cfg: TeacherConfig, *, resume: bool = True, progress: bool = T
     done = loop["epoch"] >= tr.epochs or loop.get("stopped")
 
     # ---- the data pipeline: per replica, an epoch's share of each global batch, imaged on the fly
-    t_train, r_train = t_all[train_idx], r_all[train_idx]
+    t_train, r_train, h_train = t_all[train_idx], r_all[train_idx], h_all[train_idx]
     img_shape = cfg.imaging.shape
 
     def make_dataset(epoch: int):
@@ -560,12 +598,13 @@ def train_teacher(cfg: TeacherConfig, *, resume: bool = True, progress: bool = T
                     for r in my_reps:
                         pos = row[r * per_rep:(r + 1) * per_rep]
                         imgs = np.stack([_augmented_image(archive, train_idx[p], epoch, cfg) for p in pos])
-                        yield imgs.astype(np.float32), t_train[pos], r_train[pos]
+                        yield imgs.astype(np.float32), t_train[pos], r_train[pos], h_train[pos]
 
             ds = tf.data.Dataset.from_generator(gen, output_signature=(
                 tf.TensorSpec((per_rep,) + img_shape, tf.float32),
                 tf.TensorSpec((per_rep, t_all.shape[1]), tf.float32),
-                tf.TensorSpec((per_rep, r_all.shape[1]), tf.float32)))
+                tf.TensorSpec((per_rep, r_all.shape[1]), tf.float32),
+                tf.TensorSpec((per_rep, h_all.shape[1]), tf.float32)))
             opts = tf.data.Options()
             opts.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
             return ds.with_options(opts).prefetch(2)
@@ -573,13 +612,13 @@ def train_teacher(cfg: TeacherConfig, *, resume: bool = True, progress: bool = T
 
     tau_t, targets = float(tr.soft_target_temperature), tr.targets
 
-    w_aux = float(tr.rhythm_aux_weight)
+    w_aux, w_rhythm = float(tr.rhythm_aux_weight), float(tr.rhythm_target_weight)
 
-    def replica_step(img, temb, remb):
+    def replica_step(img, temb, remb, rhy):
         with tf.GradientTape() as tape:
             zi = encoder(img, training=True)
             zt = text_head(temb, training=True)
-            loss = clip_loss(zi, zt, temb, logit_scale, targets, tau_t)
+            loss = clip_loss(zi, zt, temb, logit_scale, targets, tau_t, rhy, w_rhythm)
             if aux:  # the same contrastive loss against the rhythm statements' text (soft targets always:
                 #      identical rhythm texts are the norm)
                 loss = loss + w_aux * clip_loss(zi, rhythm_head(remb, training=True), remb, logit_scale,
@@ -643,7 +682,7 @@ def train_teacher(cfg: TeacherConfig, *, resume: bool = True, progress: bool = T
         if loop["epoch"] % tr.eval_every == 0 or last_epoch:
             m = validate()
             rec["val"] = m
-            score = m[tr.select_metric]
+            score = select_score(m, tr.select_metric)
             if score > loop["best"]:
                 loop.update(best=float(score), best_epoch=epoch + 1, since_best=0)
                 if chief:

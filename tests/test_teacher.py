@@ -153,17 +153,51 @@ def test_tiny_vit_loss_finite_and_decreasing(small_archive, tmp_path):
     assert losses[-1] - floor < 0.6 * (losses[0] - floor), (floor, losses)
 
 
+RHYTHM = {"rhythm_target_weight": 0.3, "select_metric": "kNN_macroAUROC+rhythmP@10_nonSR"}
+
+
+def test_rhythm_targets_move_the_mass_to_the_same_rhythm():
+    """Identical report texts, different rhythms: plain soft targets spread the mass evenly, rhythm-aware
+    ones put it on the pairs that share a rhythm statement (and the loss then prefers that alignment)."""
+    import tensorflow as tf
+    from convert.teacher import clip_loss
+    t = tf.math.l2_normalize(tf.ones((4, 8)), axis=1)                   # four identical texts
+    rhy = tf.constant([[1, 0], [1, 0], [0, 1], [0, 1]], tf.float32)     # AFIB, AFIB, SR, SR
+    z_same = tf.math.l2_normalize(tf.constant([[1., 0], [1, 0], [0, 1], [0, 1]]), axis=1)
+    z_mixed = tf.math.l2_normalize(tf.constant([[1., 0], [0, 1], [1, 0], [0, 1]]), axis=1)
+    scale = tf.Variable(np.log(1 / 0.07), dtype=tf.float32)
+    plain = [float(clip_loss(z, z, t, scale, "soft", 0.05)) for z in (z_same, z_mixed)]
+    aware = [float(clip_loss(z, z, t, scale, "soft", 0.05, rhy, 0.3)) for z in (z_same, z_mixed)]
+    assert plain[0] == pytest.approx(plain[1], rel=1e-5)     # the text alone cannot tell them apart
+    assert aware[0] < aware[1] - 1.0                          # the rhythm-aware targets can
+
+
+def test_select_metric_sum_and_bad_names():
+    from convert.teacher import select_score
+    assert select_score({"kNN_macroAUROC": 0.8, "rhythmP@10_nonSR": 0.4}, "kNN_macroAUROC+rhythmP@10_nonSR") \
+        == pytest.approx(1.2)
+    import tomllib
+    d = tomllib.loads((CONFIGS / "teacher.toml").read_text())
+    d["train"]["select_metric"] = "kNN_macroAUROC+accuracy"
+    with pytest.raises(ConfigError, match="unknown metric"):
+        config_from_dict(d)
+    d["train"].update(select_metric="P@10", targets="clip")
+    with pytest.raises(ConfigError, match="rhythm_target_weight needs"):
+        config_from_dict(d)
+
+
 def test_train_export_and_resume_reproducibly(small_archive, tmp_path):
     from convert.teacher import load_teacher, train_teacher
     # one run straight through 2 epochs ...
-    # (with the auxiliary rhythm term on, so that its path is exercised too)
-    m_full = train_teacher(tiny_config(tmp_path, "full", epochs=2, rhythm_aux_weight=0.5), archive=small_archive,
+    # (with the auxiliary rhythm term, the rhythm-aware targets and the summed selection metric on, so
+    # that their paths are exercised too)
+    m_full = train_teacher(tiny_config(tmp_path, "full", epochs=2, rhythm_aux_weight=0.5, **RHYTHM), archive=small_archive,
                            progress=False)
     # ... equals one run interrupted after epoch 1 and resumed
-    m1 = train_teacher(tiny_config(tmp_path, "resumed", epochs=2, rhythm_aux_weight=0.5), archive=small_archive,
+    m1 = train_teacher(tiny_config(tmp_path, "resumed", epochs=2, rhythm_aux_weight=0.5, **RHYTHM), archive=small_archive,
                        progress=False, until_epoch=1)
     assert m1["epochs_run"] == 1 and (tmp_path / "resumed" / "checkpoints" / "epoch-0001").is_dir()
-    m2 = train_teacher(tiny_config(tmp_path, "resumed", epochs=2, rhythm_aux_weight=0.5), archive=small_archive,
+    m2 = train_teacher(tiny_config(tmp_path, "resumed", epochs=2, rhythm_aux_weight=0.5, **RHYTHM), archive=small_archive,
                        progress=False)
     assert m2["epochs_run"] == 2 and len(m2["history"]) == 2
     for a, b in zip(m_full["history"], m2["history"]):
