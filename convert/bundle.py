@@ -19,7 +19,7 @@ import numpy as np
 
 from edge.bundle import (BUNDLE_FILES, CASES_FILE, ENCODER_FILE, FORMAT, FORMAT_VERSION, INDEX_FILE,
                          MANIFEST_FILE, MODEL_CARD_FILE, METRIC, _sha256)
-from edge.encoder import make_interpreter
+from edge.encoder import kernels_choice, make_interpreter
 from edge.errors import ArchiveError, BundleError
 
 __all__ = ["write_bundle", "tune_index", "build_annoy", "exact_topk", "annoy_recall", "case_record"]
@@ -148,7 +148,7 @@ def encoder_details(tflite_bytes: bytes) -> dict:
             "input_scale": float(i["quantization"][0]), "input_zero_point": int(i["quantization"][1]),
             "output_shape": [int(x) for x in o["shape"]], "output_dtype": out_dt,
             "output_scale": float(o["quantization"][0]), "output_zero_point": int(o["quantization"][1]),
-            "embedding_dim": int(o["shape"][-1]), "quantization": quant}
+            "embedding_dim": int(o["shape"][-1]), "quantization": quant, "kernels": kernels_choice()}
 
 
 # ----------------------------------------------------------------------------------------------- writing

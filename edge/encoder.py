@@ -5,6 +5,14 @@ TensorFlow is already installed (imported lazily, inside :func:`interpreter_clas
 the device never needs it). Note: TF 2.21's own ``tf.lite.Interpreter`` gives wrong int8 attention
 outputs with XNNPACK, so LiteRT is preferred everywhere.
 
+Kernels: the interpreter runs its built-in kernels without the default XNNPACK delegate
+(``KERNELS = "builtin"``). The built-in integer kernels compute the same int8 arithmetic (TFLite's
+fixed-point requantization) in LiteRT and in tflite-runtime 2.14, so a query gets bit-identical embeddings
+and therefore the same top-10 on both; XNNPACK requantizes in float32 and rounds differently (about 40 % of
+the int8 outputs moved by 1-2 steps, enough to swap near-tied neighbours). ``ECGRET_KERNELS=xnnpack``
+selects the delegate (about 1 ms faster per query here) for benchmarking; answers may then differ from
+another device's in near ties.
+
 The float image in [-1, 1] is quantized on the host with the input tensor's scale and zero point, the
 int8 output is dequantized, and the embedding is L2-normalised on the host (the int8
 ``L2_NORMALIZATION`` op has a fixed 1/128 output scale, too coarse for retrieval).
@@ -20,7 +28,17 @@ import numpy as np
 
 from .errors import BundleError
 
-__all__ = ["Encoder", "interpreter_class", "make_interpreter", "l2_normalise"]
+__all__ = ["Encoder", "interpreter_class", "make_interpreter", "l2_normalise", "KERNELS", "kernels_choice"]
+
+KERNELS = ("builtin", "xnnpack")
+
+
+def kernels_choice(kernels: str | None = None) -> str:
+    """``kernels``, else ``$ECGRET_KERNELS``, else ``"builtin"``; anything else is a :class:`BundleError`."""
+    k = (kernels or os.environ.get("ECGRET_KERNELS") or "builtin").strip().lower()
+    if k not in KERNELS:
+        raise BundleError(f"kernels {k!r} unknown (ECGRET_KERNELS); choose one of {', '.join(KERNELS)}")
+    return k
 
 
 def interpreter_class():
@@ -66,11 +84,17 @@ def quiet_native_stderr():
         os.close(saved)
 
 
-def make_interpreter(model_path=None, model_content: bytes | None = None, threads: int | None = None):
-    """An allocated interpreter for a model file or bytes, on ``threads`` threads (None: all cores)."""
+def make_interpreter(model_path=None, model_content: bytes | None = None, threads: int | None = None,
+                     kernels: str | None = None):
+    """An allocated interpreter for a model file or bytes, on ``threads`` threads (None: all cores), with
+    the built-in kernels (default) or the XNNPACK delegate (see :func:`kernels_choice`)."""
     cls, _ = interpreter_class()
     n = int(threads) if threads else (os.cpu_count() or 1)
     kw = {"model_path": str(model_path)} if model_path is not None else {"model_content": model_content}
+    if kernels_choice(kernels) == "builtin":
+        resolver = getattr(sys.modules[cls.__module__], "OpResolverType", None)
+        if resolver is not None:
+            kw["experimental_op_resolver_type"] = resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     with quiet_native_stderr():
         interp = cls(num_threads=n, **kw)
         interp.allocate_tensors()
@@ -86,11 +110,12 @@ def l2_normalise(v: np.ndarray, eps: float = 1e-12) -> np.ndarray:
 class Encoder:
     """An encoder loaded once and reused: ``encode(image (H, W, 3) float32) -> (D,) unit float32``."""
 
-    def __init__(self, path, threads: int | None = None):
+    def __init__(self, path, threads: int | None = None, kernels: str | None = None):
         self.path = Path(path)
         self.threads = int(threads) if threads else (os.cpu_count() or 1)
+        self.kernels = kernels_choice(kernels)
         try:
-            self._interp = make_interpreter(model_path=self.path, threads=self.threads)
+            self._interp = make_interpreter(model_path=self.path, threads=self.threads, kernels=self.kernels)
         except BundleError:
             raise
         except Exception as e:  # noqa: BLE001 - the interpreter raises ValueError/RuntimeError on bad models

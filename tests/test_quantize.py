@@ -14,7 +14,7 @@ from edge.errors import BundleError, ConfigError  # noqa: E402
 from edge.imaging import ImagingConfig  # noqa: E402
 
 from convert.quantize import (QuantConfig, QuantizationError, check_gate, embed_tflite, export_tflite,  # noqa: E402
-                              quant_config, quant_report, representative_images)
+                              fold_head, quant_config, quant_report, representative_images)
 from convert.student import StudentConfig, build_student  # noqa: E402
 
 IM = ImagingConfig(tile=8)
@@ -82,6 +82,30 @@ def test_int8_export_is_full_integer_and_close_to_float(model, images, ptbxl_sub
     assert cos.mean() > 0.97 and cos.min() > 0.9
 
 
+@pytest.mark.parametrize("head", ["gdconv", "flatten", "gap"])
+def test_fold_head_is_the_same_function_as_one_conv(head, images):
+    """Every head folds into one full CONV_2D (so the int8 graph holds no FULLY_CONNECTED and no large
+    depthwise, whose built-in int8 kernels differ between LiteRT and tflite-runtime 2.14)."""
+    import keras
+    keras.utils.set_random_seed(1)
+    m = build_student(IM.shape, StudentConfig(dim=16, stem=8, blocks=((16, 2), (24, 2)), head=head, dropout=0.0))
+    if head == "gdconv":   # non-trivial BatchNorm statistics, so the fold has something to fold
+        bn = m.get_layer("gdconv_bn")
+        g, b, mu, var = bn.get_weights()
+        bn.set_weights([g * 1.5, b + 0.2, mu - 0.1, var * 3.0])
+    f = fold_head(m)
+    assert [ly.name for ly in f.layers if isinstance(ly, keras.layers.Dense)] == []
+    assert f.get_layer("embedding_conv").kernel_size == tuple(int(v) for v in m.get_layer(
+        {"gdconv": "gdconv", "flatten": "flatten", "gap": "gap"}[head]).input.shape[1:3])
+    ref = np.asarray(m(images, training=False))
+    got = np.asarray(f(images, training=False))
+    assert got.shape == ref.shape and np.allclose(got, ref, atol=1e-5 * np.abs(ref).max())
+    b32 = export_tflite(m, "float32")
+    from edge.encoder import make_interpreter
+    ops = {o["op_name"] for o in make_interpreter(model_content=b32, threads=1)._get_ops_details()}
+    assert "FULLY_CONNECTED" not in ops and "CONV_2D" in ops
+
+
 def test_export_refuses_int8_without_representative_set(model):
     with pytest.raises(QuantizationError):
         export_tflite(model, "int8", None)
@@ -111,3 +135,15 @@ def test_report_figures_and_gate(ptbxl_subset):
         check_gate(diff, 0.01)
     assert isinstance(ei.value, BundleError)
     assert check_gate(diff, 0.01, force=True).startswith("forced:")
+
+
+def test_kernels_choice(monkeypatch):
+    from edge.encoder import kernels_choice
+    monkeypatch.delenv("ECGRET_KERNELS", raising=False)
+    assert kernels_choice() == "builtin"
+    monkeypatch.setenv("ECGRET_KERNELS", "XNNPACK")
+    assert kernels_choice() == "xnnpack"
+    assert kernels_choice("builtin") == "builtin"
+    monkeypatch.setenv("ECGRET_KERNELS", "gpu")
+    with pytest.raises(BundleError, match="ECGRET_KERNELS"):
+        kernels_choice()
