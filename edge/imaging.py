@@ -197,22 +197,60 @@ def r_peaks(x: np.ndarray, fs: int = 100) -> np.ndarray:
     e = np.empty_like(x)
     lo = np.clip(np.arange(x.size) - win // 2, 0, x.size)
     e[:] = (c[np.clip(lo + win, 0, x.size)] - c[lo]) / win
-    peaks = local_maxima(e, distance=int(0.25 * fs))
-    if peaks.size == 0:
-        return np.zeros(0, dtype=int)
-    h = np.sort(e[peaks])[::-1]
-    ref = float(np.median(h[:8]))  # robust to a few huge ectopic or artefact beats
+    cand, ref = _energy_peaks(e, int(0.25 * fs))
     if ref <= 0:
         return np.zeros(0, dtype=int)
-    cand = peaks[e[peaks] >= 0.25 * ref]
     half = int(0.05 * fs)
     # polarity: the dominant deflection of the lead
-    sign = 1.0 if np.percentile(x, 99.5) >= -np.percentile(x, 0.5) else -1.0
+    hi, lo = _percentiles(x, 99.5, 0.5)
+    sign = 1.0 if hi >= -lo else -1.0
     if cand.size == 0:
         return cand.astype(int)
     offs = np.arange(-2 * half, half + 1)
     idx = np.clip(cand[:, None] + offs[None, :], 0, x.size - 1)
     return np.unique(idx[np.arange(cand.size), np.argmax(sign * x[idx], axis=1)])
+
+
+def _energy_peaks(e: np.ndarray, distance: int, top: int = 8, frac: float = 0.25) -> tuple[np.ndarray, float]:
+    """``local_maxima(e, distance)`` restricted to the maxima at or above ``frac`` x the median height of the
+    ``top`` highest kept ones (the reference), and that reference; (sorted indices, ref). The same result as
+    filtering the full ``local_maxima`` output, but the suppression loop stops at the first maximum under the
+    threshold: once ``top`` peaks are kept the reference is fixed, and lower maxima can no longer change it."""
+    i = np.flatnonzero((e[1:-1] > e[:-2]) & (e[1:-1] >= e[2:])) + 1
+    if i.size == 0:
+        return i, 0.0
+    order = np.argsort(-e[i], kind="stable")
+    keep = np.ones(i.size, dtype=bool)
+    kept: list[int] = []
+    ref = None
+    for j in order:
+        if ref is not None and e[i[j]] < frac * ref:
+            break
+        if keep[j]:
+            lo, hi = np.searchsorted(i, [i[j] - distance + 1, i[j] + distance])
+            keep[lo:hi] = False
+            keep[j] = True
+            kept.append(int(j))
+            if len(kept) == top:
+                ref = float(np.median(e[i[kept]]))
+    if ref is None:                               # fewer than ``top`` peaks: all maxima were visited
+        ref = float(np.median(e[i[kept]]))
+    sel = np.sort(np.asarray(kept, dtype=np.int64))
+    return i[sel[e[i[sel]] >= frac * ref]], ref
+
+
+def _percentiles(x: np.ndarray, *qs: float) -> list[float]:
+    """``np.percentile(x, q)`` (method "linear") for a 1-D array, from one partial sort."""
+    n = x.size
+    pos = [q / 100.0 * (n - 1) for q in qs]
+    ks = sorted({k for p in pos for k in (int(np.floor(p)), min(int(np.floor(p)) + 1, n - 1))})
+    part = np.partition(x, ks)
+    out = []
+    for p in pos:
+        k = int(np.floor(p))
+        a, b, t = part[k], part[min(k + 1, n - 1)], p - k
+        out.append(float(a + (b - a) * t) if t < 0.5 else float(b - (b - a) * (1 - t)))
+    return out
 
 
 def peak_lead(present: np.ndarray) -> int:
@@ -266,8 +304,9 @@ def rr_series(peaks: np.ndarray, n_valid: int, n_out: int, fs: int = 100) -> np.
 # ----------------------------------------------------------------------------- the image
 
 def ecg_image(signal: np.ndarray, present: np.ndarray | None = None, config: ImagingConfig = ImagingConfig(),
-              n_valid: int | None = None) -> np.ndarray:
-    """Image a preprocessed ECG (T, 12) at 100 Hz into float32 (H, W, 3) in [-1, 1]."""
+              n_valid: int | None = None, peaks: np.ndarray | None = None) -> np.ndarray:
+    """Image a preprocessed ECG (T, 12) at 100 Hz into float32 (H, W, 3) in [-1, 1]. ``peaks``: the R peaks
+    of lead ``peak_lead(present)`` when already known (the quality gate finds them), else found here."""
     if config.mode not in MODES:
         raise ValueError(f"unknown imaging mode {config.mode!r}; choose one of {', '.join(MODES)}")
     if config.rr_scale not in RR_SCALES:
@@ -280,7 +319,8 @@ def ecg_image(signal: np.ndarray, present: np.ndarray | None = None, config: Ima
     h, w, _ = config.shape
     img = np.zeros((h, w, 3), dtype=np.float32)
     pk = peak_lead(present)
-    peaks = r_peaks(x[:n, pk], config.fs)
+    if peaks is None:
+        peaks = r_peaks(x[:n, pk], config.fs)
     series = maxabs(median_beat(x, peaks, n).T)                      # (12, 100): the median beats
     if config.mode == "rhythm":                                        # + 4 rhythm series of 100 points
         rhythm, use = _rhythm_series(x, present, peaks, pk, n, config)

@@ -106,10 +106,11 @@ class Retriever:
         t1 = time.perf_counter()
         quality = assess(rec, pre, lo, expected=LEADS12)
         t2 = time.perf_counter()
-        from .imaging import ecg_image
+        from .imaging import ecg_image, peak_lead
         use = pre.present & quality.usable
         x = pre.signal if use.all() else np.where(use[None, :], pre.signal, np.float32(0))
-        img = ecg_image(x, use, self.config, pre.n_valid)
+        peaks = quality.peaks if quality.peak_lead == peak_lead(use) else None   # the same lead, found once
+        img = ecg_image(x, use, self.config, pre.n_valid, peaks)
         t3 = time.perf_counter()
         vec = self.encoder.encode(img)
         t4 = time.perf_counter()

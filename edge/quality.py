@@ -32,6 +32,8 @@ class Finding:
 class QualityReport:
     findings: tuple[Finding, ...]
     usable: np.ndarray = field(repr=False)       # bool (12,) in LEADS12 order
+    peak_lead: int = field(default=-1, repr=False)               # LEADS12 index the R peaks were found on
+    peaks: np.ndarray | None = field(default=None, repr=False)   # those R peaks (samples of the preprocessed signal)
 
     @property
     def usable_leads(self) -> tuple[str, ...]:
@@ -118,8 +120,8 @@ def assess(record: Record, pre: PreprocessedECG | None = None, lead_off: np.ndar
             flag(lead, "noisy", f"high-frequency power {ratio[j]:.1f}x the ECG band")
     # beat consistency on the preprocessed signal
     pk = peak_lead(pre.present)
-    peaks = r_peaks(pre.signal[:pre.n_valid, pk])
-    peaks = peaks[(peaks >= BEFORE) & (peaks + AFTER <= pre.n_valid)]
+    all_peaks = r_peaks(pre.signal[:pre.n_valid, pk])
+    peaks = all_peaks[(all_peaks >= BEFORE) & (all_peaks + AFTER <= pre.n_valid)]
     if peaks.size >= 3:
         beats = pre.signal[peaks[:, None] + np.arange(-BEFORE, AFTER)[None, :]]   # (b, 100, 12)
         beats = beats - beats.mean(axis=1, keepdims=True)
@@ -151,7 +153,7 @@ def assess(record: Record, pre: PreprocessedECG | None = None, lead_off: np.ndar
     if not usable.any():
         reasons = "; ".join(str(f) for f in findings if f.kind not in ("derived", "missing")) or "no ECG lead"
         raise QualityError(f"{where}: no usable lead ({reasons})")
-    return QualityReport(tuple(findings), usable)
+    return QualityReport(tuple(findings), usable, int(pk), all_peaks)
 
 
 @lru_cache(maxsize=16)

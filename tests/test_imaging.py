@@ -109,3 +109,28 @@ def test_rhythm_row_separates_afib_from_sinus(ptbxl_subset):
 def test_unknown_mode_is_refused(ptbxl_subset):
     with pytest.raises(ValueError, match="unknown imaging mode"):
         ecg_image(ptbxl_subset.signal(0), config=ImagingConfig(mode="beat"))
+
+
+def test_r_peaks_early_stop_equals_full_suppression(ptbxl_subset):
+    """r_peaks stops suppressing at the first energy maximum under the threshold; the result must equal the
+    full local_maxima pass followed by the threshold, on real leads and on noise."""
+    from edge.imaging import _energy_peaks, _percentiles, local_maxima
+
+    def full(e, distance):
+        p = local_maxima(e, distance)
+        if p.size == 0:
+            return p, 0.0
+        ref = float(np.median(np.sort(e[p])[::-1][:8]))
+        return p[e[p] >= 0.25 * ref], ref
+
+    rng = np.random.default_rng(3)
+    series = [np.asarray(ptbxl_subset.signal(i)[:, k], np.float64) for i in range(0, 1600, 40) for k in (0, 1, 7)]
+    series += [rng.normal(size=1000) for _ in range(20)] + [np.sin(np.arange(1000) / 7.0)]
+    for x in series:
+        e = np.convolve(np.diff(x, prepend=x[0]) ** 2, np.ones(12) / 12, mode="same")
+        a, ra = _energy_peaks(e, 25)
+        b, rb = full(e, 25)
+        np.testing.assert_array_equal(a, b)
+        assert ra == pytest.approx(rb)
+        q = rng.uniform(0, 100, 2)
+        np.testing.assert_allclose(_percentiles(x, *q), [np.percentile(x, v) for v in q], rtol=0, atol=1e-12)
