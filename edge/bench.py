@@ -147,6 +147,7 @@ def run_bench(bundle_path=None, n_records: int = 200, warmup: int = 10, cold_run
         b = load_bundle(bundle_path, threads=th)
         r = Retriever(b)
         res["bundle_name"], res["bundle_hash"], res["interpreter"] = b.name, b.hash, b.encoder.backend
+        res["kernels"] = b.encoder.kernels
         res["threads"][str(th)] = _time_queries(r, records, warmup)
     res["bench_process_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)
     if cold_runs and paths:
@@ -158,7 +159,8 @@ def run_bench(bundle_path=None, n_records: int = 200, warmup: int = 10, cold_run
 def format_bench(res: dict) -> str:
     m = res["machine"]
     lines = [f"machine: {m['cpu']}, {m['cores']} cores ({m['machine']}, {m['system']}, Python {m['python']})",
-             f"bundle: {res.get('bundle_name')} ({res.get('bundle_hash')}), interpreter {res.get('interpreter')}",
+             f"bundle: {res.get('bundle_name')} ({res.get('bundle_hash')}), interpreter {res.get('interpreter')} "
+             f"({res.get('kernels', 'builtin')} kernels)",
              f"records: {res['n_records']} real ({', '.join(f'{k} {v}' for k, v in sorted(res['sources'].items()))}), "
              f"after {res['warmup']} warm-up queries", ""]
     ths = list(res["threads"])
