@@ -204,12 +204,13 @@ def _existing_files(out: Path) -> dict | None:
 def write_bundle(out_dir, *, tflite_bytes: bytes, embeddings: np.ndarray, cases: Sequence, preprocessing: dict,
                  imaging: dict, n_trees: int, search_k: int, recall_at_10: float, training: dict,
                  evaluation: dict | None, name: str, force: bool = False, seed: int = 0,
-                 encoder_stats: dict | None = None) -> Path:
+                 encoder_stats: dict | None = None, items: dict | None = None) -> Path:
     """Write a bundle to ``out_dir`` (see docs/BUNDLE.md) and return its path.
 
     embeddings: (N, D) float32, the L2-normalised embeddings of ``cases`` by this very encoder (row i =
     case i). cases: dicts or archive Cases (case ids must be unique). encoder_stats: optional
-    ``{"params": int, "macs": int}``. An ``out_dir`` holding a different bundle (or anything else, if
+    ``{"params": int, "macs": int}``. items: what an index item is made of (``manifest.index.items``;
+    default: the case's ECG embedding alone). An ``out_dir`` holding a different bundle (or anything else, if
     not empty) is refused unless ``force``; an identical bundle is replaced silently.
     """
     out = Path(out_dir)
@@ -252,7 +253,8 @@ def write_bundle(out_dir, *, tflite_bytes: bytes, embeddings: np.ndarray, cases:
             "preprocessing": dict(preprocessing), "imaging": dict(imaging), "encoder": enc,
             "index": {"metric": METRIC, "dim": int(emb.shape[1]), "n_items": int(emb.shape[0]),
                       "n_trees": int(n_trees), "search_k": int(search_k), "recall_at_10": float(recall_at_10),
-                      "seed": int(seed)},
+                      "seed": int(seed),
+                      "items": dict(items or {"ecg_weight": 1.0, "report_weight": 0.0})},
             "archive": _archive_summary(recs), "training": dict(training or {}),
             "tools": _tool_versions(),
         }

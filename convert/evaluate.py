@@ -243,12 +243,20 @@ def encoder_embeddings(archive, indices, encode: Callable[[np.ndarray], np.ndarr
 def bundle_variants(archive, bundle_path, query_idx, archive_idx, lead_sets=("12",), threads=None,
                     progress=True) -> tuple[dict, str]:
     """The int8 encoder of a bundle through the device interpreter: one variant per query lead set
-    (archive always 12 leads). Returns ({name: (q_emb, a_emb)}, bundle hash)."""
+    (archive always 12 leads). The archive side is what the device searches: the bundle's own index items
+    where every archive case is in the bundle (they may carry the case's report as well as its ECG, see
+    ``manifest.index.items``), else the archive's ECGs embedded by the encoder.
+    Returns ({name: (q_emb, a_emb)}, bundle hash)."""
     from edge.bundle import load_bundle
     from edge.leads import LEAD_SETS, parse_lead_set
     b = load_bundle(bundle_path, threads=threads)
     enc, cfg = b.encoder, b.imaging_config
-    a_emb = encoder_embeddings(archive, archive_idx, enc.encode, cfg, progress=progress)
+    pos = {c["case_id"]: i for i, c in enumerate(b.cases)}
+    ids = [archive.ids[int(i)] for i in archive_idx]
+    if all(c in pos for c in ids):
+        a_emb = np.stack([np.asarray(b.index.item(pos[c]), np.float32) for c in ids])
+    else:
+        a_emb = encoder_embeddings(archive, archive_idx, enc.encode, cfg, progress=progress)
     out = {}
     for ls in lead_sets:
         leads = LEAD_SETS.get(ls) or parse_lead_set(ls)

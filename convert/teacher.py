@@ -42,7 +42,7 @@ from edge.imaging import MODES, ImagingConfig, ecg_image
 from .augment import AugmentConfig, augment, lead_mask
 from .config import coerce, read_toml
 
-__all__ = ["ModelConfig", "TrainConfig", "TeacherConfig", "load_config", "validate_config", "build_image_encoder",
+__all__ = ["case_vectors", "REPORT_WEIGHT", "ModelConfig", "TrainConfig", "TeacherConfig", "load_config", "validate_config", "build_image_encoder",
            "build_text_head", "train_teacher", "image_cases", "load_teacher", "measure", "report_table",
            "STRATEGIES", "EVAL_LEAD_SETS", "rhythm_texts"]
 
@@ -766,11 +766,28 @@ def load_teacher(run_dir):
     return cfg, np.load(d / "embeddings.npy"), np.load(d / "text_embeddings.npy"), lead
 
 
+REPORT_WEIGHT = 0.5   # archive case vectors: equal parts ECG embedding and report embedding (not tuned on fold 9)
+
+
+def case_vectors(image_emb: np.ndarray, text_emb: np.ndarray, report_weight: float = REPORT_WEIGHT) -> np.ndarray:
+    """Archive case vectors that carry the case's ECG *and* its cardiologist's report:
+    l2n((1 - w) l2n(image) + w l2n(text)). A query is still an ECG alone (its image embedding); its score
+    against a case is (1 - w) x ECG-ECG similarity + w x ECG-report similarity, up to the case's norm."""
+    def n(v):
+        v = np.asarray(v, np.float32)
+        return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
+    w = float(report_weight)
+    if not 0.0 <= w <= 1.0:
+        raise ConfigError(f"report_weight must be in [0, 1], got {w}")
+    return n((1.0 - w) * n(image_emb) + w * n(text_emb))
+
+
 def measure(run_dirs, archive=None, split=None, lead_sets: bool = True) -> tuple[dict, dict]:
     """Fold-9 retrieval (EVALUATION.md) of the teachers in ``run_dirs`` beside ``random`` and ``raw-signal``.
 
-    Returns (image results {variant: metrics}, cross-modal results {variant: metrics}). The first run's
-    lead-set rows (queries reduced, archive 12-lead) are included when ``lead_sets``."""
+    Returns (image results {variant: metrics}, cross-modal results {variant: metrics}). Each teacher also
+    gets a row with the archive as ECG+report case vectors (:func:`case_vectors`); the first run's lead-set
+    rows (queries reduced, archive 12-lead ECG) are included when ``lead_sets``."""
     from .evaluate import baselines, default_split, evaluate, evaluate_cross_modal
     archive = archive if archive is not None else _open_archive(TeacherConfig())
     q, a = split if split is not None else default_split(archive)
@@ -782,13 +799,18 @@ def measure(run_dirs, archive=None, split=None, lead_sets: bool = True) -> tuple
         if len(e) != len(archive):
             raise ArchiveError(f"{d}: embeddings cover {len(e)} cases, the archive has {len(archive)}")
         emb[label] = e
+        emb[f"{label}, archive ECG+report"] = (e[q], case_vectors(e, t)[a])
         cross[f"{label}: ECG -> report"] = evaluate_cross_modal(archive, e[q], t[a], q, a)
     if lead_sets and loaded:
         d, cfg, e, t, lead = loaded[0]
         label = f"teacher {cfg.imaging.mode}"
+        cases = case_vectors(e, t)
         for s in EVAL_LEAD_SETS:
             if s in lead:
                 emb[f"{label}, query leads {s}"] = (lead[s][q], e[a])
+        for s in EVAL_LEAD_SETS:
+            if s in lead:
+                emb[f"{label}, query leads {s}, archive ECG+report"] = (lead[s][q], cases[a])
     res = evaluate(archive, emb, q, a)
     return res, cross
 

@@ -59,24 +59,41 @@ def test_recorded_quality_meets_the_targets(bundle):
     assert TEACHER in ev["table_markdown"] and INT8 in ev["table_markdown"]
 
 
-def test_recorded_int8_figures_are_reproduced_from_the_index(bundle, ptbxl_subset):
-    """The index items are the int8 embeddings of the archive cases: fold-9 retrieval against folds 1-8 with
-    them must give the manifest's int8 figures."""
+def _int8_queries(bundle, archive, rows):
+    from edge.imaging import ecg_image
+    return np.stack([bundle.encoder.encode(ecg_image(archive.signal(int(i)), None, bundle.imaging_config,
+                                                     archive.cases[int(i)].n_samples or None)) for i in rows])
+
+
+def test_recorded_figures_are_reproduced_by_the_device_path(bundle, ptbxl_subset):
+    """Fold-9 records encoded now by the device encoder, searched against the folds 1-8 items of the index
+    (exact cosine), must give the figures the manifest records for what the device searches: the int8 row for
+    ECG-only items, the index row for ECG+report items."""
     from convert.evaluate import default_split, evaluate
-    emb = np.stack([bundle.index.item(i) for i in range(len(bundle.cases))])
+    from convert.pipeline import INDEX_ROW
+    items = np.stack([bundle.index.item(i) for i in range(len(bundle.cases))])
     q, a = default_split(ptbxl_subset)
-    got = evaluate(ptbxl_subset, {"int8": emb}, q, a)["int8"]
-    want = bundle.manifest["evaluation"]["metrics"][INT8]
+    got = evaluate(ptbxl_subset, {"x": (_int8_queries(bundle, ptbxl_subset, q), items[a])}, q, a)["x"]
+    row = INDEX_ROW if bundle.manifest["index"]["items"]["report_weight"] > 0 else INT8
+    want = bundle.manifest["evaluation"]["metrics"][row]
     for k in ("P@10", "mAP@10", "kNN_macroAUROC", "rhythmP@10_nonSR"):
         assert got[k] == pytest.approx(want[k], abs=2e-3), k
+    assert row in bundle.manifest["evaluation"]["table_markdown"]
 
 
-def test_archived_records_find_themselves(bundle, ptbxl_subset):
-    from edge.imaging import ecg_image
-    for i in (0, 500, 1624):
-        img = ecg_image(ptbxl_subset.signal(i), None, bundle.imaging_config, ptbxl_subset.cases[i].n_samples or None)
-        ids, scores = bundle.index.search(bundle.encoder.encode(img), 10)
-        assert ids[0] == i and scores[0] > 0.999
+def test_index_items_are_the_cases_ecg_and_report(bundle, ptbxl_subset):
+    """Each item is l2n((1 - w) ecg + w report) of its own case: its cosine to the case's int8 ECG embedding is
+    at least (1 - w) (the report part is a unit vector), and 1 for ECG-only items."""
+    w = bundle.manifest["index"]["items"]["report_weight"]
+    rows = np.array([0, 500, 1624])
+    e = _int8_queries(bundle, ptbxl_subset, rows)
+    items = np.stack([bundle.index.item(int(i)) for i in rows])
+    cos = np.sum(e * items, axis=1)
+    assert np.all(cos > 1 - w - 1e-3) and np.all(cos <= 1 + 1e-4)
+    if w == 0:
+        assert np.all(cos > 0.999)
+    else:
+        assert np.all(cos < 0.999)    # the report part is really there
 
 
 def test_model_card_and_manifest_agree(bundle):

@@ -270,3 +270,33 @@ def test_embed_archive_cli_rejects_bad_shards(built, shard, tmp_path):
                                   "--out", str(tmp_path), "--shard", shard, "--tile", "8"])
     assert r.exit_code != 0 and "--shard" in r.output and "Traceback" not in r.output
     assert len(r.output.strip().splitlines()) == 1
+
+
+def test_bundle_with_report_items(built, tmp_path):
+    """report_weight > 0: each index item is l2n((1 - w) ecg + w report) of its own case, the manifest says so,
+    and records the fold-9 figures of int8 ECG queries against those items."""
+    from convert.pipeline import INDEX_ROW, build_bundle, case_text_vectors
+    from convert.teacher import case_vectors
+    from edge.bundle import load_bundle
+    from edge.errors import ArchiveError
+    arch = built["archive"]
+    rng = np.random.default_rng(0)
+    run = tmp_path / "run"
+    run.mkdir()
+    np.save(run / "text_embeddings.npy", rng.normal(size=(len(arch), 16)).astype(np.float32))
+    with pytest.raises(ArchiveError, match="the archive has 3"):
+        case_text_vectors(run, 3)
+    text = case_text_vectors(run, len(arch))
+    np.testing.assert_allclose(np.linalg.norm(text, axis=1), 1.0, atol=1e-5)
+    m = build_bundle(built["student"], tmp_path / "b", archive=arch, case_text=text, report_weight=0.5,
+                     progress=False, log=lambda s: None)
+    assert m["index"]["items"]["report_weight"] == 0.5 and m["index"]["items"]["ecg_weight"] == 0.5
+    assert INDEX_ROW in m["evaluation"]["metrics"] and INDEX_ROW in m["evaluation"]["table_markdown"]
+    plain = load_bundle(built["bundle"], threads=1)           # the same encoder, ECG-only items
+    mixed = load_bundle(tmp_path / "b", threads=1)
+    ecg = np.stack([plain.index.item(i) for i in range(len(arch))])
+    got = np.stack([mixed.index.item(i) for i in range(len(arch))])
+    np.testing.assert_allclose(got, case_vectors(ecg, text, 0.5), atol=1e-5)
+    with pytest.raises(Exception, match="report vectors"):
+        build_bundle(built["student"], tmp_path / "c", archive=arch, report_weight=0.5, progress=False,
+                     log=lambda s: None)

@@ -250,3 +250,20 @@ print("REPLICAS", m["replicas"], "LOSS", m["history"][0]["loss"])
     line = [ln for ln in r.stdout.splitlines() if ln.startswith("REPLICAS")][0].split()
     assert line[1] == "2" and np.isfinite(float(line[3]))
     assert (tmp_path / "mirrored" / "embeddings.npy").is_file()
+
+
+def test_case_vectors_mix_ecg_and_report():
+    from convert.teacher import case_vectors
+    rng = np.random.default_rng(0)
+    e, t = rng.normal(size=(5, 8)), rng.normal(size=(5, 8))
+    n = lambda v: v / np.linalg.norm(v, axis=1, keepdims=True)
+    np.testing.assert_allclose(case_vectors(e, t, 0.0), n(e), atol=1e-6)
+    np.testing.assert_allclose(case_vectors(e, t, 1.0), n(t), atol=1e-6)
+    mid = case_vectors(e, t, 0.5)
+    np.testing.assert_allclose(np.linalg.norm(mid, axis=1), 1.0, atol=1e-6)
+    # a query's score against a case: proportional to (ECG similarity + report similarity) / 2
+    q = n(rng.normal(size=(1, 8)))
+    want = 0.5 * (q @ n(e).T) + 0.5 * (q @ n(t).T)
+    np.testing.assert_allclose(q @ mid.T, want / np.linalg.norm(0.5 * n(e) + 0.5 * n(t), axis=1), atol=1e-6)
+    with pytest.raises(ConfigError, match="report_weight"):
+        case_vectors(e, t, 1.5)

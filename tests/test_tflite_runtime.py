@@ -6,11 +6,12 @@ pytest and this package installed with --no-deps). In the main environment, wher
 it skips. The main environment's answers come from a ``.venv/bin/python`` subprocess (LiteRT); this process
 never imports TensorFlow (a tflite-runtime interpreter created after ``import tensorflow`` crashed).
 
-Measured: the two interpreters' int8 kernels round differently (LiteRT runs int8 through XNNPACK: 40% of the
-int8 outputs differ by 1-2 steps from tflite-runtime 2.14's; even LiteRT's built-in kernels differ in 0.4%), so
-the embeddings agree to cosine > 0.999 but not bit for bit, and near-tied neighbours can swap. The test
-asserts: the same refusals, embeddings within cosine 0.995, the same top-1 (or a tie), every case present in
-one top-10 and not the other within ``TIE`` of the other's 10th score, and a mean top-10 overlap >= 0.8.
+Both interpreters run their built-in integer kernels (``edge.encoder`` asks for them: no XNNPACK delegate)
+and the student's head is folded into one CONV_2D on export (``convert.quantize.fold_head``), so every op of
+the int8 graph is computed with the same fixed-point arithmetic in LiteRT and in tflite-runtime 2.14: the
+top-10 lists must be identical, case for case and in order, and the int8 outputs bit-identical wherever the
+int8 inputs are (numpy 1.26 and 2.x images can differ by one rounding step in a pixel now and then). (With
+LiteRT's XNNPACK delegate, ~40 % of the int8 outputs moved by 1-2 steps and near-tied neighbours swapped.)
 """
 from __future__ import annotations
 
@@ -27,8 +28,7 @@ tflite_interpreter = pytest.importorskip("tflite_runtime.interpreter",
 
 ROOT = Path(__file__).resolve().parent.parent
 MAIN_PYTHON = ROOT / ".venv" / "bin" / "python"
-N_RECORDS = 20
-TIE = 0.02   # cosine: two cases closer than this to the query are a tie the int8 kernels may order either way
+N_RECORDS = 48
 
 QUERY = r"""
 import json, sys
@@ -43,13 +43,16 @@ if want == "tflite-runtime":
     E.interpreter_class = lambda: (Interpreter, "tflite-runtime")
 b = load_bundle(threads=1)
 r = Retriever(b, threads=1)
-out = {"backend": b.encoder.backend, "numpy": __import__("numpy").__version__, "top10": {}, "vec": {}}
+out = {"backend": b.encoder.backend, "numpy": __import__("numpy").__version__, "top10": {}, "vec": {}, "raw": {}, "inp": {}}
 for p in sys.argv[2:]:
     try:
         rec = read_record(p)
         res = r.query_record(rec, top_k=10)
         out["top10"][p] = [m.case_id for m in res.matches]
         out["vec"][p] = r.embed_record(rec)[0].tolist()
+        enc = r.encoder
+        out["raw"][p] = enc._interp.get_tensor(enc._out_idx).reshape(-1).tolist()
+        out["inp"][p] = __import__("hashlib").sha256(enc._interp.get_tensor(enc._in_idx).tobytes()).hexdigest()
     except EcgretError as e:
         out["top10"][p] = "error: " + type(e).__name__
 print(json.dumps(out))
@@ -87,35 +90,22 @@ def test_default_bundle_same_top10_on_tflite_runtime_and_litert():
     assert main["backend"] == "ai-edge-litert"
     answered = [p for p in records if isinstance(main["top10"][p], list)]
     assert len(answered) >= N_RECORDS // 2
-    import numpy as np
-
-    from edge.bundle import load_bundle
-    b = load_bundle(threads=1, check_encoder=False)
-    items = np.stack([b.index.item(i) for i in range(len(b.cases))])
-    pos = {c["case_id"]: i for i, c in enumerate(b.cases)}
-    identical, overlap = 0, []
+    same_input = 0
     for p in records:
         a, m = here["top10"][p], main["top10"][p]
-        if not isinstance(m, list):
-            assert a == m, p                       # the same refusal on both
-            continue
-        va, vm = np.asarray(here["vec"][p]), np.asarray(main["vec"][p])
-        assert float(va @ vm) > 0.995, p          # the int8 embeddings agree to a few output steps
-        identical += a == m
-        overlap.append(len(set(a) & set(m)) / 10.0)
-        assert a[0] == m[0] or abs(float(items[pos[a[0]]] @ vm) - float(items[pos[m[0]]] @ vm)) < TIE, p
-        # any case in one top-10 and not the other is a near-tie at the boundary of the other
-        for x in set(a) ^ set(m):
-            other, v = (m, vm) if x in a else (a, va)
-            tenth = float(items[pos[other[-1]]] @ v)
-            assert float(items[pos[x]] @ v) > tenth - TIE, (p, x)
-    # the rest are near-ties (see the module docstring); most of each list is shared
-    print(f"identical top-10 lists: {identical}/{len(answered)}; mean overlap {np.mean(overlap):.3f}")
-    assert np.mean(overlap) >= 0.8, f"mean top-10 overlap {np.mean(overlap):.3f} ({identical} identical lists)"
+        assert a == m, p                            # the same refusal, or the same ten cases in the same order
+        if isinstance(m, list):
+            same_input += here["inp"][p] == main["inp"][p]
+            if here["inp"][p] == main["inp"][p]:    # the same int8 image in: the same int8 embedding out
+                assert here["raw"][p] == main["raw"][p], p
+    # numpy 1.26 and 2.x may round a float32 image pixel differently (BLAS summation order) and so flip one
+    # int8 input step now and then; that is the imaging, not the interpreter, and the top-10 stays the same
+    assert same_input >= 0.9 * len(answered), same_input
 
 
 def test_load_bundle_in_process_with_tflite_runtime(monkeypatch):
-    """In this process, forced classic interpreter: archived PTB-XL records find themselves first."""
+    """In this process, forced classic interpreter: archived PTB-XL records are encoded to the ECG part of their
+    own index items, and the Annoy search agrees with exact search over the items."""
     import numpy as np
 
     import edge.encoder as E
@@ -131,9 +121,14 @@ def test_load_bundle_in_process_with_tflite_runtime(monkeypatch):
         pytest.skip(f"{npy} missing")
     sig = np.load(npy, mmap_mode="r")
     assert len(b.cases) == sig.shape[0]  # the default bundle indexes every subset record, in row order
+    items = np.stack([b.index.item(i) for i in range(len(b.cases))])
+    w = b.manifest["index"]["items"]["report_weight"]
     for i in (0, 777, len(b.cases) - 1):
         x = np.asarray(sig[i], dtype=np.float32)
         v = b.encoder.encode(ecg_image(x, None, b.imaging_config))
         assert v.shape == (b.dim,) and abs(float(np.linalg.norm(v)) - 1.0) < 1e-4
+        assert 1 - w - 1e-3 < float(items[i] @ v) <= 1 + 1e-4       # its own item: (1 - w) ECG + w report
         ids, scores = b.index.search(v, 10)
-        assert ids[0] == i and scores[0] > 0.999
+        exact = np.argsort(-(items @ v), kind="stable")[:10]
+        assert list(ids[:5]) == list(exact[:5])
+        np.testing.assert_allclose(scores, np.sort(items @ v)[::-1][:10], atol=1e-4)
