@@ -60,7 +60,7 @@ def bundle_option(f):
 
 def threads_option(f):
     return click.option("--threads", type=click.IntRange(min=1), default=None,
-                        help="Interpreter threads (default: all cores).")(f)
+                        help="Interpreter threads (default 1: the small encoder gains nothing from more).")(f)
 
 
 def _load(bundle_path, threads, overlay: bool = True):
