@@ -132,6 +132,20 @@ def _area_matrix(n_in: int, n_out: int) -> np.ndarray:
     return m
 
 
+@lru_cache(maxsize=32)
+def _area_units(n_in: int, n_out: int) -> tuple[np.ndarray, float, int]:
+    """(W, scale, q): the area operator as whole numbers, ``_area_matrix == W * scale`` (the block edges are
+    multiples of n_in / n_out, so every overlap is a multiple of one unit), and the finest grid 2**-q for the
+    recurrence plot's input at which both resize passes over |x_i - x_j| <= 2 are exact in float32."""
+    from fractions import Fraction
+    unit = Fraction(n_in, n_out).denominator           # overlaps are multiples of 1/unit samples
+    m = _area_matrix(n_in, n_out).astype(np.float64)
+    per_row = n_in * unit / n_out                       # the units in one output cell
+    w = np.rint(m * per_row)
+    q = int(min(12, np.floor(23 - 2 * np.log2(max(per_row, 1.0)))))
+    return w.astype(np.float32), float(1.0 / per_row), q
+
+
 def resize_field(f: np.ndarray, size: int) -> np.ndarray:
     """Resize (n, n, c) or (b, n, n, c) fields to size x size with a separable area operator."""
     m = _area_matrix(f.shape[-2], size)
@@ -145,25 +159,35 @@ def tile_fields(x: np.ndarray, size: int, n_bins: int = 4) -> np.ndarray:
 
     The area operator M is linear, so M (x x' - s s') M' = (Mx)(Mx)' - (Ms)(Ms)' for the GASF and
     M E W E' M' = (ME) W (ME)' for the MTF (E the one-hot bin matrix): exact, and O(n * size).
-    Only the recurrence plot is formed at full resolution. Returns float32 (b, size, size, 3)."""
+    Only the recurrence plot is formed at full resolution. Returns float32 (b, size, size, 3).
+
+    Every pixel is the same bit for bit whatever BLAS or numpy build computes it (a float32 matmul sums in an
+    order that depends on both, which moved int8 input pixels between numpy 1.26 and 2.x): the small GASF and
+    MTF products run in float64 and are rounded once to float32; the recurrence plot's input is put on a
+    2**-12 grid and the area operator written in whole units, so both of its resize passes are exact in
+    float32 (|error| <= 2**-12 against the unrounded plot, far below one int8 input step of 2/255)."""
     x = np.clip(np.atleast_2d(np.asarray(x, dtype=np.float32)), -1.0, 1.0)
     b, n = x.shape
-    m = _area_matrix(n, size)
-    s = np.sqrt(np.clip(1.0 - x * x, 0.0, 1.0))
-    mx, ms = x @ m.T, s @ m.T                                          # (b, size)
+    m = _area_matrix(n, size).astype(np.float64)
+    x64 = x.astype(np.float64)
+    s = np.sqrt(np.clip(1.0 - x64 * x64, 0.0, 1.0))
+    mx, ms = x64 @ m.T, s @ m.T                                        # (b, size)
     out = np.empty((b, size, size, 3), dtype=np.float32)
     out[..., 0] = mx[:, :, None] * mx[:, None, :] - ms[:, :, None] * ms[:, None, :]
-    rp = x[:, :, None] - x[:, None, :]
+    w_units, unit_scale, q = _area_units(n, size)
+    xg = np.rint(x * np.float32(2 ** q))                                 # whole numbers of grid steps
+    rp = xg[:, :, None] - xg[:, None, :]
     np.abs(rp, out=rp)
-    out[..., 1] = 1.0 - m @ rp @ m.T
+    exact = w_units @ rp @ w_units.T                                   # whole numbers, exact in float32
+    out[..., 1] = 1.0 - exact * np.float32(unit_scale * unit_scale * 2.0 ** -q)
     bins = quantile_bins(x, n_bins)
     codes = (np.arange(b)[:, None] * n_bins * n_bins + bins[:, :-1] * n_bins + bins[:, 1:]).ravel()
     w = np.bincount(codes, minlength=b * n_bins * n_bins).reshape(b, n_bins, n_bins).astype(np.float32)
     sums = w.sum(axis=2, keepdims=True)
     w = np.divide(w, sums, out=np.zeros_like(w), where=sums > 0)
-    onehot = (bins[:, :, None] == np.arange(n_bins)).astype(np.float32)  # (b, n, n_bins)
+    onehot = (bins[:, :, None] == np.arange(n_bins)).astype(np.float64)  # (b, n, n_bins)
     me = m @ onehot                                                    # (b, size, n_bins)
-    out[..., 2] = 2.0 * (me @ w @ np.swapaxes(me, 1, 2)) - 1.0
+    out[..., 2] = 2.0 * (me @ w.astype(np.float64) @ np.swapaxes(me, 1, 2)) - 1.0
     return out
 
 
