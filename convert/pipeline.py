@@ -332,7 +332,8 @@ def build_bundle(student_dir, out_dir, *, archive=None, folds=None, name: str = 
                        preprocessing=dict(PREPROCESSING), imaging=imaging.to_dict(), n_trees=n_trees,
                        search_k=search_k, recall_at_10=recall, training=training, evaluation=evaluation,
                        name=name, force=force, seed=index.seed,
-                       encoder_stats={"params": info.get("params"), "macs": info.get("macs")}, items=items)
+                       encoder_stats={k: (report.get("deployed") or info).get(k) for k in ("params", "macs")},
+                       items=items)
     manifest = json.loads((Path(out) / "manifest.json").read_text())
     say(f"bundle: {out}: {len(arch)} cases, {n_trees} trees, search_k {search_k}, recall@10 {recall:.4f}")
     return manifest

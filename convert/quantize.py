@@ -258,6 +258,13 @@ def check_gate(report: dict, max_drop: float = 0.01, force: bool = False) -> str
 
 # ============================================================================================ the step
 
+def _deployed_stats(model) -> dict:
+    """Parameters and multiply-accumulates of the graph that is exported (the head folded into one conv)."""
+    from .student import count_params_macs
+    params, macs = count_params_macs(fold_head(model))
+    return {"params": int(params), "macs": int(macs), "head": "folded into one Conv2D (fold_head)"}
+
+
 def quantize_student(run_dir, archive, imaging: ImagingConfig, cfg: QuantConfig = QuantConfig(), *,
                      teacher: dict | None = None, clean: np.ndarray | None = None, lead_sets: bool = True,
                      progress: bool = True) -> dict:
@@ -307,6 +314,7 @@ def quantize_student(run_dir, archive, imaging: ImagingConfig, cfg: QuantConfig 
     sizes = {k: len(v) for k, v in blobs.items()}
     rep = quant_report(archive, variants, "student float32", int8_name, q, a,
                        extra={"sizes_bytes": sizes, "params": info.get("params"), "macs": info.get("macs"),
+                              "deployed": _deployed_stats(model),
                               "representative": {**cfg.to_dict(), "n_images": int(len(reps))}})
     (d / "quant_report.json").write_text(json.dumps(rep, indent=1, default=float) + "\n")
     (d / "quant_report.md").write_text(rep["table_markdown"])
