@@ -205,7 +205,7 @@ def test_bundle_refuses_a_folder_holding_a_different_bundle(built):
     before = (built["bundle"] / "manifest.json").read_bytes()
     with pytest.raises(BundleError, match="already holds a different bundle"):
         build_bundle(built["student"], built["bundle"], archive=built["archive"], folds=(1, 2, 3, 4, 5, 6, 7, 8),
-                     name="other", progress=False, log=lambda s: None)
+                     name="other", max_auroc_drop=1.0, progress=False, log=lambda s: None)
     assert (built["bundle"] / "manifest.json").read_bytes() == before
     assert _leftovers(built["bundle"].parent) == []
 
@@ -289,7 +289,7 @@ def test_bundle_with_report_items(built, tmp_path):
     text = case_text_vectors(run, len(arch))
     np.testing.assert_allclose(np.linalg.norm(text, axis=1), 1.0, atol=1e-5)
     m = build_bundle(built["student"], tmp_path / "b", archive=arch, case_text=text, report_weight=0.5,
-                     progress=False, log=lambda s: None)
+                     max_auroc_drop=1.0, progress=False, log=lambda s: None)
     assert m["index"]["items"]["report_weight"] == 0.5 and m["index"]["items"]["ecg_weight"] == 0.5
     assert INDEX_ROW in m["evaluation"]["metrics"] and INDEX_ROW in m["evaluation"]["table_markdown"]
     plain = load_bundle(built["bundle"], threads=1)           # the same encoder, ECG-only items
@@ -298,5 +298,5 @@ def test_bundle_with_report_items(built, tmp_path):
     got = np.stack([mixed.index.item(i) for i in range(len(arch))])
     np.testing.assert_allclose(got, case_vectors(ecg, text, 0.5), atol=1e-5)
     with pytest.raises(Exception, match="report vectors"):
-        build_bundle(built["student"], tmp_path / "c", archive=arch, report_weight=0.5, progress=False,
-                     log=lambda s: None)
+        build_bundle(built["student"], tmp_path / "c", archive=arch, report_weight=0.5, max_auroc_drop=1.0,
+                     progress=False, log=lambda s: None)
