@@ -196,13 +196,16 @@ def test_listen_ctrl_c_answers_and_saves_what_arrived(ecgret_env, cinc, tmp_path
     cols = [src.leads.index(x) for x in leads]
     save = tmp_path / "saved"
     with Simulator(src.signal[:, cols], src.fs, leads, board="native", speed=1.0, loop=True) as sim:
-        p = subprocess.Popen([sys.executable, "-m", "edge.cli", "listen", "--port", sim.port, "--seconds", "60",
+        p = subprocess.Popen([sys.executable, "-m", "edge.cli", "listen", "--port", sim.port, "--seconds", "600",
                               "--json", "--save", str(save)], env=ecgret_env, cwd=repo_root(),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         t0 = time.monotonic()
-        while sim.stats["samples"] == 0 and time.monotonic() - t0 < 60:
-            time.sleep(0.05)
-        time.sleep(4.0)                      # about 4 s streamed in real time
+        while sim.stats["samples"] < 4 * src.fs and p.poll() is None and time.monotonic() - t0 < 120:
+            time.sleep(0.05)                 # about 4 s streamed in real time
+        if p.poll() is not None:             # it must still be listening: 600 s were asked for
+            out, err = p.communicate()
+            pytest.fail(f"listen ended by itself after {time.monotonic() - t0:.1f} s, "
+                        f"simulator stats {sim.stats}: {err[-2000:]}")
         p.send_signal(signal.SIGINT)
         out, err = p.communicate(timeout=60)
     assert p.returncode == 0, err
