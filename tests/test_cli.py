@@ -198,7 +198,10 @@ def test_listen_ctrl_c_answers_and_saves_what_arrived(ecgret_env, cinc, tmp_path
     with Simulator(src.signal[:, cols], src.fs, leads, board="native", speed=1.0, loop=True) as sim:
         p = subprocess.Popen([sys.executable, "-m", "edge.cli", "listen", "--port", sim.port, "--seconds", "600",
                               "--json", "--save", str(save)], env=ecgret_env, cwd=repo_root(),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             # as from a terminal: a test run started in the background (`cmd &`) has SIGINT
+                             # ignored, the child would inherit that, and Python then never raises Ctrl-C
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         t0 = time.monotonic()
         while sim.stats["samples"] < 4 * src.fs and p.poll() is None and time.monotonic() - t0 < 120:
             time.sleep(0.05)                 # about 4 s streamed in real time
