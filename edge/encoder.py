@@ -31,7 +31,7 @@ from .errors import BundleError
 __all__ = ["Encoder", "interpreter_class", "make_interpreter", "l2_normalise", "KERNELS", "kernels_choice"]
 
 KERNELS = ("builtin", "xnnpack")
-# One interpreter thread by default: the 13.6 M-MAC student gains nothing from more, and the built-in int8
+# One interpreter thread by default: the 13.9 M-MAC student gains nothing from more, and the built-in int8
 # kernels lose to thread hand-offs (encode p50 2.1 ms at 1 thread, 10 ms at 2, on the 2-core dev machine).
 DEFAULT_THREADS = 1
 
