@@ -1,7 +1,9 @@
 """The latency benchmark of docs/EVALUATION.md (``ecgret bench``): it reports, it never fails.
 
 Records: the 48 raw CinC 2021 WFDB records (500 Hz, mV: the device's real input) and PTB-XL subset rows
-(100 Hz) to reach ``n_records`` distinct real records. Per stage (preprocess, quality, image, encode,
+(100 Hz) to reach ``n_records`` distinct real records. Without the shared data (an installed wheel, no
+``$ECGRET_DATA``) it falls back to the sample records shipped in the package (``edge/samples/``), each queried
+in turn until ``n_records`` queries, and says so. Per stage (preprocess, quality, image, encode,
 search) and end to end (read excluded; reported separately): p50 and p95 after a warm-up, the interpreter
 on 1 thread and on all cores. Peak RSS and cold start (process start to the first result line) come from
 spawning ``ecgret query --json FILE`` as a subprocess. The machine is named (CPU model, cores).
@@ -19,7 +21,7 @@ import numpy as np
 
 from .pipeline import STAGES
 
-__all__ = ["machine", "bench_records", "run_bench", "format_bench", "cold_start"]
+__all__ = ["machine", "bench_data", "bench_records", "run_bench", "format_bench", "cold_start"]
 
 
 def machine() -> dict:
@@ -38,22 +40,41 @@ def machine() -> dict:
             "python": platform.python_version()}
 
 
-def bench_records(n_records: int):
-    """(list of (source, Record), paths of raw WFDB records) from the shared data."""
+def bench_data() -> dict:
+    """Where the benchmark's records come from: the shared data if its raw CinC records are there, else the
+    samples shipped in the package. ``{"from": "shared" | "samples", "dir", "raw": [WFDB header paths]}``."""
+    from .paths import sample_records, samples_dir, shared_data_dir
+    d = shared_data_dir()
+    raw = sorted((d / "cinc2021-sample").glob("*.hea"))
+    if raw:
+        return {"from": "shared", "dir": d, "raw": raw}
+    return {"from": "samples", "dir": samples_dir(), "raw": [p.with_suffix(".hea") for p in sample_records()],
+            "missing": d}
+
+
+def bench_records(n_records: int, data: dict | None = None):
+    """(list of (source, Record), paths of raw WFDB records) from the shared data, else the shipped samples
+    (see :func:`bench_data`), repeated in turn to reach ``n_records``."""
     from .io import read_record
     from .leads import LEADS12
-    from .paths import shared_data_dir
     from .record import Record
-    d = shared_data_dir()
+    data = data or bench_data()
+    d = data["dir"]
     out = []
-    paths = sorted((d / "cinc2021-sample").glob("*.hea"))
-    for p in paths:
+    paths = []
+    for p in data["raw"]:
         if len(out) >= n_records:
             break
         try:
-            out.append(("cinc500", read_record(p)))
+            out.append(("cinc500" if data["from"] == "shared" else "sample", read_record(p)))
+            paths.append(p)
         except Exception:  # noqa: BLE001 - a record the reader refuses is simply not benchmarked
             pass
+    if data["from"] == "samples":
+        base = list(out)
+        while base and len(out) < n_records:
+            out.append(base[len(out) % len(base)])
+        return out, paths
     npy = d / "ptbxl-subset" / "signals_100hz.npy"
     if len(out) < n_records and npy.exists():
         sig = np.load(npy, mmap_mode="r")
@@ -134,13 +155,21 @@ def run_bench(bundle_path=None, n_records: int = 200, warmup: int = 10, cold_run
     from .bundle import load_bundle, resolve_bundle_path
     from .pipeline import Retriever
     say = progress or (lambda s: None)
-    records, paths = bench_records(n_records)
+    data = bench_data()
+    records, paths = bench_records(n_records, data)
     if not records:
         from .errors import ConfigError
-        raise ConfigError("no benchmark records found in the shared data (set ECGRET_DATA)")
+        raise ConfigError(f"no benchmark records: none in the shared data ({data.get('missing', data['dir'])}; "
+                          "set ECGRET_DATA) and no samples shipped in the package")
+    distinct = len({id(r) for _, r in records})
     res = {"machine": machine(), "bundle": str(resolve_bundle_path(bundle_path)), "n_records": len(records),
            "warmup": warmup, "sources": {s: sum(1 for x, _ in records if x == s) for s in {x for x, _ in records}},
+           "data": {"from": data["from"], "dir": str(data["dir"]), "distinct_records": distinct,
+                    "records": [p.stem for p in paths] if data["from"] == "samples" else None},
            "threads": {}}
+    if data["from"] == "samples":
+        say(f"bench: no shared data at {data['missing']} (set ECGRET_DATA); using the {distinct} sample records "
+            f"shipped in the package: {', '.join(p.stem for p in paths)}")
     cores = os.cpu_count() or 1
     for th in sorted({1, cores}):
         say(f"bench: {len(records)} records, {th} thread(s) ...")
@@ -162,7 +191,14 @@ def format_bench(res: dict) -> str:
              f"bundle: {res.get('bundle_name')} ({res.get('bundle_hash')}), interpreter {res.get('interpreter')} "
              f"({res.get('kernels', 'builtin')} kernels)",
              f"records: {res['n_records']} real ({', '.join(f'{k} {v}' for k, v in sorted(res['sources'].items()))}), "
-             f"after {res['warmup']} warm-up queries", ""]
+             f"after {res['warmup']} warm-up queries"]
+    data = res.get("data") or {}
+    if data.get("from") == "samples":
+        lines.append(f"data: the {data['distinct_records']} sample records shipped in the package "
+                     f"({', '.join(data['records'])}), queried in turn; no shared data (set ECGRET_DATA)")
+    elif data:
+        lines.append(f"data: {data['dir']}")
+    lines.append("")
     ths = list(res["threads"])
     head = f"{'stage':<12}" + "".join(f"{f'{t} thr p50':>12}{f'{t} thr p95':>12}" for t in ths)
     lines += [head + "   (ms)", "-" * len(head)]

@@ -369,7 +369,7 @@ def listen(port, board, seconds, loop, save_dir, fs, channels, lead_spec, top_k,
 
 @main.command()
 @click.option("--record", "record_path", default=None,
-              help="Recording the simulated board plays (default: the shared cinc2021-sample/HR06005).")
+              help="Recording the simulated board plays (default: the shipped sample E07506, not in the archive).")
 @click.option("--board", type=click.Choice(["native", "cyton"]), default="native", show_default=True)
 @click.option("--seconds", type=click.FloatRange(min=2.0), default=10.0, show_default=True)
 @click.option("--speed", type=float, default=1.0, show_default=True,
@@ -384,8 +384,8 @@ def demo(record_path, board, seconds, speed, top_k, as_json, report_path, bundle
     acquires it, queries the archive and prints the answer."""
     from .io import read_record
     from .leads import LEADS8
-    from .paths import shared_data_dir
-    path = record_path or str(shared_data_dir() / "cinc2021-sample" / "HR06005")
+    from .paths import default_record
+    path = record_path or str(default_record())
     src = read_record(path)
     r = _load(bundle_path, threads)
     cols = [src.leads.index(x) for x in LEADS8 if x in src.leads] or list(range(src.signal.shape[1]))

@@ -16,9 +16,9 @@ LEADS8 = ("I", "II", "V1", "V2", "V3", "V4", "V5", "V6")
 
 
 def _default_record() -> str:
-    from edge.paths import shared_data_dir
+    from edge.paths import default_record
 
-    return str(shared_data_dir() / DEFAULT_RECORD)
+    return str(default_record())
 
 
 def _pick_channels(leads: tuple[str, ...], board: str, channels: str | None) -> list[int]:
@@ -39,7 +39,7 @@ def _pick_channels(leads: tuple[str, ...], board: str, channels: str | None) -> 
 @click.option("--board", type=click.Choice(["native", "cyton", "ascii"]), default="native", show_default=True,
               help="Which board to impersonate.")
 @click.option("--record", "record_path", default=None,
-              help="Recording to stream (WFDB/CSV/NPY; default: the shared HR06005 record).")
+              help="Recording to stream (WFDB/CSV/NPY; default: the shipped sample E07506).")
 @click.option("--speed", type=float, default=1.0, show_default=True,
               help="Playback speed relative to real time; 0 streams as fast as the reader takes it.")
 @click.option("--faults", default="", help="Faults to inject, e.g. bitflip:0.001,drop:0.001,insert:0.001,"

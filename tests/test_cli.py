@@ -144,7 +144,7 @@ def test_demo_runs_the_simulated_board(ecgret_env):
     p = run_ecgret(["demo", "--speed", "0", "--json", "--top-k", "5"], ecgret_env, timeout=180)
     assert p.returncode == 0, p.stderr
     res = _lines(p.stdout)[0]
-    assert res["ok"] and res["query"] == "demo:HR06005" and len(res["matches"]) == 5
+    assert res["ok"] and res["query"] == "demo:E07506" and len(res["matches"]) == 5
     assert res["leads"] == ["I", "II", "V1", "V2", "V3", "V4", "V5", "V6"]
     assert "acquired 5000 samples at 500 Hz" in p.stderr
 
