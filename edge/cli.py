@@ -180,29 +180,44 @@ def query(files, fs, lead_spec, top_k, as_json, report_path, overlay, bundle_pat
 
 # ------------------------------------------------------------------------------------------- info
 
+def _runtime_text(rt: dict) -> str:
+    """One line of :func:`edge.encoder.runtime_report` plus the CPU (``ecgret info``)."""
+    cpu = rt.get("cpu") or {}
+    interp = f"{rt['interpreter']} {rt['interpreter_version'] or ''}".strip() if rt["interpreter"] else "NONE"
+    line = (f"interpreter {interp}, kernels {rt['kernels'] or '-'}, numpy {rt['numpy']}, Python {rt['python']}, "
+            f"CPU {cpu.get('cpu', '?')} ({cpu.get('cores', '?')} cores, {cpu.get('machine', '?')})")
+    if rt.get("error"):
+        line += f"\n         ! {rt['error']}; queries cannot run until one is installed (the card below is the manifest's)"
+    return line
+
+
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 @bundle_option
 def info(as_json, bundle_path):
     """Show the bundle card: model, sizes, archive composition, evaluation."""
+    from .bench import machine
     from .bundle import load_bundle
+    from .encoder import runtime_report
     from .overlay import Overlay
-    b = load_bundle(bundle_path, threads=1)
+    rt = dict(runtime_report(), cpu=machine())   # never fails: a missing interpreter is reported, not raised
+    b = load_bundle(bundle_path, threads=1, check_encoder=rt["interpreter"] is not None)
     ov = Overlay.for_bundle(b)
     if as_json:
         click.echo(json.dumps(dict(b.manifest, path=str(b.path), hash=b.hash,
-                                   overlay={"path": str(ov.file), "n_cases": len(ov)}), indent=2))
+                                   overlay={"path": str(ov.file), "n_cases": len(ov)}, runtime=rt), indent=2))
         return
     m = b.manifest
     enc, idx, arc = m["encoder"], m["index"], m["archive"]
     size = {k: v["bytes"] for k, v in m["files"].items()}
     lines = [f"bundle   {m['name']}  (format {m['format_version']}, hash {b.hash}, created {m['created']})",
              f"path     {b.path}",
+             f"runtime  {_runtime_text(rt)}",
              f"encoder  {enc['input_shape']} {enc['input_dtype']} -> {enc['output_shape']} {enc['output_dtype']}, "
              f"{enc['quantization']}, {size['encoder.tflite'] / 1024:.0f} KiB"
              + (f", {enc['params']:,} params" if enc.get("params") else "")
              + (f", {enc['macs'] / 1e6:.1f} M MACs" if enc.get("macs") else "")
-             + f"  [interpreter: {b.encoder.backend}]",
+             + f"  [interpreter: {rt['interpreter'] or 'none'}]",
              f"imaging  mode {m['imaging'].get('mode')}, tile {m['imaging'].get('tile')}, shape {m['imaging'].get('shape')}",
              f"index    Annoy {idx['metric']}, dim {idx['dim']}, {idx['n_items']} items, {idx['n_trees']} trees, "
              f"search_k {idx['search_k']}, recall@10 {idx['recall_at_10']:.3f}, {size['index.ann'] / 1024:.0f} KiB",

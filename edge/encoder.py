@@ -28,7 +28,8 @@ import numpy as np
 
 from .errors import BundleError
 
-__all__ = ["Encoder", "interpreter_class", "make_interpreter", "l2_normalise", "KERNELS", "kernels_choice"]
+__all__ = ["Encoder", "interpreter_class", "make_interpreter", "l2_normalise", "KERNELS", "kernels_choice",
+           "runtime_report"]
 
 KERNELS = ("builtin", "xnnpack")
 # One interpreter thread by default: the 13.9 M-MAC student gains nothing from more, and the built-in int8
@@ -62,6 +63,52 @@ def interpreter_class():
         # last resort, only where TensorFlow happens to be installed (never a dependency of the device)
         return importlib.import_module("tensorflow").lite.Interpreter, "tensorflow"
     raise BundleError("no TFLite interpreter: install ai-edge-litert (or tflite-runtime on 32-bit ARM)")
+
+
+# (distribution, module with the Interpreter class), in the order interpreter_class() tries them
+_INTERPRETERS = (("ai-edge-litert", "ai_edge_litert.interpreter"), ("tflite-runtime", "tflite_runtime.interpreter"),
+                 ("tensorflow", "tensorflow"))
+
+
+def runtime_report() -> dict:
+    """What this machine would run the encoder with, never raising (``ecgret info``, a doctor-style check).
+
+    ``{"interpreter": backend name or None, "interpreter_version", "kernels": the kernel set a query would use
+    ("builtin" or "xnnpack"; "default" where the interpreter cannot leave out its default delegates), "kernels_env":
+    $ECGRET_KERNELS, "installed": {distribution: version or None}, "numpy", "python", "error": why not, or None}``.
+    TensorFlow is only named if it is installed; it is not imported unless it would be the interpreter.
+    """
+    import platform
+    from importlib import metadata
+    installed = {}
+    for dist, _ in _INTERPRETERS:
+        for name in ((dist, "tensorflow-cpu") if dist == "tensorflow" else (dist,)):
+            try:
+                installed[dist] = metadata.version(name)
+                break
+            except metadata.PackageNotFoundError:
+                installed[dist] = None
+    out = {"interpreter": None, "interpreter_version": None, "kernels": None,
+           "kernels_env": os.environ.get("ECGRET_KERNELS") or None, "installed": installed,
+           "numpy": np.__version__, "python": platform.python_version(), "error": None}
+    try:
+        cls, backend = interpreter_class()
+    except BundleError as e:
+        out["error"] = str(e)
+        return out
+    except Exception as e:  # noqa: BLE001 - a broken install (an ABI mismatch with numpy) must be reported too
+        out["error"] = f"the TFLite interpreter does not import: {type(e).__name__}: {e}"
+        return out
+    out["interpreter"], out["interpreter_version"] = backend, installed.get(backend)
+    try:
+        k = kernels_choice()
+    except BundleError as e:
+        out["error"] = str(e)
+        return out
+    if k == "builtin" and getattr(sys.modules.get(cls.__module__), "OpResolverType", None) is None:
+        k = "default"   # no OpResolverType: the interpreter applies its default delegates (XNNPACK)
+    out["kernels"] = k
+    return out
 
 
 @contextlib.contextmanager
