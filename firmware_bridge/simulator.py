@@ -122,11 +122,37 @@ def cyton_channels(signal_mv: np.ndarray, fs: float, names) -> tuple[np.ndarray,
     elif abs(q - 1.0) > 1e-9:
         from fractions import Fraction
 
-        from scipy.signal import resample_poly
-
         fr = Fraction(cy.FS / fs).limit_denominator(1000)
-        x = resample_poly(x, fr.numerator, fr.denominator, axis=0)
+        x = _resample_poly(x, fr.numerator, fr.denominator)
     return x, names
+
+
+def _resample_poly(x: np.ndarray, up: int, down: int) -> np.ndarray:
+    """Polyphase resampling by ``up/down`` along axis 0, numpy only: what ``scipy.signal.resample_poly(x, up,
+    down, axis=0)`` computes with its defaults (a Kaiser-windowed sinc low-pass, beta 5, 20 x max(up, down) + 1
+    taps, cut-off at the lower Nyquist, zeros beyond the ends), written as the direct sum
+    ``y[m] = sum_k x[k] h[m*down - k*up + half]`` so that no upsampled copy is made."""
+    from math import gcd
+
+    g = gcd(int(up), int(down))
+    up, down = int(up) // g, int(down) // g
+    x = np.asarray(x, dtype=np.float64)
+    if up == down == 1:
+        return x.copy()
+    rate = max(up, down)
+    half = 10 * rate
+    n = np.arange(2 * half + 1) - half
+    h = np.sinc(n / rate) / rate * np.kaiser(2 * half + 1, 5.0)
+    h *= up / h.sum()                                   # unit gain at DC after the zero insertion
+    n_in = x.shape[0]
+    n_out = -(-n_in * up // down)
+    t = np.arange(n_out) * down + half                  # position of output m in h's frame, before k*up
+    k0 = -(-(t - 2 * half) // up)                       # first input sample with a tap: t - k*up <= 2*half
+    taps = 2 * half // up + 2
+    k = k0[:, None] + np.arange(taps)[None, :]
+    j = t[:, None] - k * up
+    w = np.where((j >= 0) & (j <= 2 * half) & (k >= 0) & (k < n_in), h[np.clip(j, 0, 2 * half)], 0.0)
+    return np.einsum("mt,mtc->mc", w, x[np.clip(k, 0, n_in - 1)])
 
 
 def _decimate(x: np.ndarray, q: int) -> np.ndarray:
