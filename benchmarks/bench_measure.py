@@ -1,0 +1,90 @@
+"""Measurement accuracy on ludb-dev against the cardiologists' wave boundaries (docs/EVALUATION.md).
+
+    python benchmarks/bench_measure.py [--ludb ../shared/data/ludb-dev] [--json OUT]
+
+Prints, per quantity (heart rate, PR, QRS, QT, axis class): mean difference (measured - reference), SD of the
+difference, MAE, n and missing; the IEC 60601-2-25 global-interval limits beside them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from convert.ludb import load_cases, reference  # noqa: E402
+from edge.io import read_record  # noqa: E402
+from edge.measure import measure  # noqa: E402
+
+LIMITS = {"heart_rate_bpm": "MAE <= 2 bpm", "pr_ms": "|mean| <= 10, SD <= 10", "qrs_ms": "|mean| <= 10, SD <= 10",
+          "qt_ms": "|mean| <= 25, SD <= 30"}
+
+
+def axis_of(deg):
+    if deg is None:
+        return None
+    return "left" if deg < 0 else ("right" if deg > 90 else "normal")
+
+
+def evaluate(ludb: Path) -> dict:
+    rows = []
+    for c in load_cases(ludb):
+        rec = read_record(c.path.with_suffix(".hea"))
+        m = measure(rec)
+        rows.append({"record": c.record, "ref": reference(c.path), "meas": m.to_dict(), "axis_ref": c.axis,
+                     "rhythm": c.rhythm, "findings": list(m.findings)})
+    out = {"n_records": len(rows), "quantities": {}, "records": rows}
+    for key in ("heart_rate_bpm", "pr_ms", "qrs_ms", "qt_ms"):
+        pairs = [(r["meas"][key], r["ref"][key]) for r in rows if r["ref"][key] is not None]
+        have = [(a, b) for a, b in pairs if a is not None]
+        d = np.array([a - b for a, b in have]) if have else np.zeros(0)
+        out["quantities"][key] = {"mean_diff": float(d.mean()) if d.size else None,
+                                  "sd_diff": float(d.std(ddof=1)) if d.size > 1 else None,
+                                  "mae": float(np.abs(d).mean()) if d.size else None,
+                                  "n": len(have), "missing": len(pairs) - len(have), "limit": LIMITS[key]}
+    ax = [(axis_of(r["meas"]["axis_deg"]), r["axis_ref"]) for r in rows if r["axis_ref"] is not None]
+    right = sum(a == b for a, b in ax if a is not None)
+    out["quantities"]["axis_class"] = {"accuracy": right / len(ax) if ax else None, "n": len(ax),
+                                       "missing": sum(a is None for a, _ in ax), "limit": ">= 90 % right"}
+    return out
+
+
+def table(res: dict) -> str:
+    lines = ["| quantity | mean diff | SD diff | MAE | n | missing | target |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    f = (lambda v: "—" if v is None else f"{v:.1f}")
+    for key, q in res["quantities"].items():
+        if key == "axis_class":
+            lines.append(f"| axis class | | | accuracy {q['accuracy']:.1%} | {q['n']} | {q['missing']} | {q['limit']} |")
+        else:
+            lines.append(f"| {key} | {f(q['mean_diff'])} | {f(q['sd_diff'])} | {f(q['mae'])} | {q['n']} | "
+                         f"{q['missing']} | {q['limit']} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--ludb", type=Path, default=ROOT.parent / "shared" / "data" / "ludb-dev")
+    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--per-record", action="store_true")
+    a = ap.parse_args(argv)
+    res = evaluate(a.ludb)
+    if a.per_record:
+        for r in res["records"]:
+            m, ref = r["meas"], r["ref"]
+            print(r["record"], r["rhythm"], " ".join(f"{k}={m[k]}/{None if ref.get(k) is None else round(ref[k])}"
+                                                     for k in ("heart_rate_bpm", "pr_ms", "qrs_ms", "qt_ms")),
+                  f"axis={m['axis_deg']}/{r['axis_ref']}", r["findings"])
+    print(f"ludb-dev measurement accuracy, {res['n_records']} records (reference: cardiologists' boundaries)")
+    print(table(res))
+    if a.json:
+        a.json.write_text(json.dumps({k: v for k, v in res.items()}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,316 @@
+"""What an electrocardiograph prints first: heart rate, rhythm regularity, PR, QRS, QT/QTc and the frontal axis.
+
+Measured on the record's own sampling rate (before the resampling to 100 Hz of the retrieval path), over the same
+first ``duration_s`` seconds the retrieval uses, with numpy only.
+
+Method (the global-interval approach of 12-lead cardiographs, IEC 60601-2-25):
+1. Filter every lead zero-phase, 0.5-``hi`` Hz with the mains notch, in one FFT pair (:func:`edge.signal.filter_resample`
+   at the native rate).
+2. R peaks on the R-peak lead (:func:`edge.imaging.peak_lead`) with the detector of the imaging path; RR intervals,
+   heart rate = 60 / mean RR, RR SD, irregularity = median |successive RR difference| / median RR (robust to
+   isolated premature beats, high in atrial fibrillation), premature beats = RR shorter than 85 % of the median
+   followed by a longer one.
+3. A median beat per lead over the beats that follow a non-premature interval, sample-wise median.
+4. QRS onset and offset on the spatial velocity of the median beats (sqrt of the sum over leads of the squared
+   derivative): the QRS is where it stays above a fraction of its peak; so the onset is the earliest and the
+   offset the latest over the leads.
+5. T end by the tangent method on the spatial magnitude (RMS over leads of the baseline-corrected median beats):
+   the tangent at the steepest descent after the T peak meets the isoelectric level.
+6. P onset on the same magnitude before the QRS: the P wave must stand out of the PR-segment level and be the same in
+   most beats (an average of fibrillatory waves is not a P wave); PR = QRS onset - P onset.
+7. Axis = atan2(net QRS area in aVF, net QRS area in I), in physical units only: a z-scored record gives ``None``.
+
+QTc: Bazett QT / sqrt(RR) and Fridericia QT / RR^(1/3), RR in seconds (the median non-premature RR).
+A value that cannot be measured is ``None`` and the reason is a finding.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import RecordError
+from .imaging import peak_lead, r_peaks
+from .leads import LEADS12
+from .record import Record
+from .signal import PAD_S, filter_resample, to_12_leads
+
+__all__ = ["Measurements", "measure", "FIELDS", "MIN_RATE_BPM", "MAX_RATE_BPM", "check_plausible"]
+
+FIELDS = ("heart_rate_bpm", "rr_mean_ms", "rr_sd_ms", "irregularity", "premature_beats", "pr_ms", "qrs_ms",
+          "qt_ms", "qtc_bazett_ms", "qtc_fridericia_ms", "axis_deg", "n_beats")
+MIN_RATE_BPM, MAX_RATE_BPM = 25.0, 300.0
+PREMATURE = 0.85          # an RR under this fraction of the median RR (and followed by a longer one) is premature
+HI_HZ = 40.0              # the measurement band's upper edge (clipped below Nyquist on 100 Hz records)
+SV_SMOOTH_S = 0.016
+QRS_HOLD_S = 0.01
+P_ON_FRAC = 0.2
+QRS_FRAC = 0.08           # the QRS is where the spatial velocity stays above this fraction of its peak (above base)
+P_MIN_REL = 0.04          # a P wave must reach this fraction of the QRS magnitude ...
+T_END = "tangent"
+T_LEVEL = 0.0
+T_BIAS_MS = 0.0
+T_DROP = 0.25            # the T wave's descent ends where its magnitude falls under this fraction of the T peak
+SPIKE_REL = 12.0         # a pacing spike's second difference, over the lead's 99th percentile
+AXIS_METHOD = "area"
+P_CONSIST = 0.5           # ... and correlate with the median P wave in at least half of the beats at this level
+
+
+@dataclass(frozen=True)
+class Measurements:
+    """The measurement line of one record (None where a value could not be measured; ``findings`` says why)."""
+
+    heart_rate_bpm: float | None = None
+    rr_mean_ms: float | None = None
+    rr_sd_ms: float | None = None
+    irregularity: float | None = None
+    premature_beats: int | None = None
+    pr_ms: float | None = None
+    qrs_ms: float | None = None
+    qt_ms: float | None = None
+    qtc_bazett_ms: float | None = None
+    qtc_fridericia_ms: float | None = None
+    axis_deg: float | None = None
+    n_beats: int = 0
+    paced: bool = False
+    fs: float = 0.0
+    findings: tuple[str, ...] = ()
+    peaks: np.ndarray | None = field(default=None, repr=False, compare=False)   # R peaks (native samples)
+
+    def to_dict(self) -> dict:
+        out = {}
+        for k in FIELDS:
+            v = getattr(self, k)
+            if isinstance(v, float):
+                v = round(v, 3 if k == "irregularity" else 1)
+            out[k] = v
+        out["paced"] = self.paced
+        return out
+
+    @property
+    def line(self) -> str:
+        """One line, as a cardiograph prints it: ``HR 72 bpm  RR 833±20 ms  PR 160  QRS 92  QT/QTc 380/416 ms  axis 45°``."""
+        def f(v, fmt="{:.0f}"):
+            return "—" if v is None else fmt.format(v)
+        parts = [f"HR {f(self.heart_rate_bpm)} bpm",
+                 f"RR {f(self.rr_mean_ms)}±{f(self.rr_sd_ms)} ms",
+                 f"PR {f(self.pr_ms)} ms", f"QRS {f(self.qrs_ms)} ms",
+                 f"QT/QTcB/QTcF {f(self.qt_ms)}/{f(self.qtc_bazett_ms)}/{f(self.qtc_fridericia_ms)} ms",
+                 f"axis {f(self.axis_deg)}°" if self.axis_deg is not None else "axis —"]
+        if self.premature_beats:
+            parts.append(f"{self.premature_beats} premature")
+        return "  ".join(parts)
+
+
+def _runs_below(v: np.ndarray, th: float, start: int, stop: int, step: int, hold: int) -> int | None:
+    """Walk from ``start`` towards ``stop`` (exclusive) by ``step``; the first index where ``v`` stays under
+    ``th`` for ``hold`` samples, or None."""
+    n = 0
+    for i in range(start, stop, step):
+        if v[i] < th:
+            n += 1
+            if n >= hold:
+                return i - step * (hold - 1)
+        else:
+            n = 0
+    return None
+
+
+def _zscored(x: np.ndarray, present: np.ndarray) -> bool:
+    """True when every present lead has mean ~0 and SD ~1: per-lead z-scored data carries no amplitudes."""
+    cols = x[:, present]
+    if cols.size == 0:
+        return False
+    return bool(np.all(np.abs(cols.mean(axis=0)) < 0.05) and np.all(np.abs(cols.std(axis=0) - 1.0) < 0.05))
+
+
+def _rr_stats(peaks: np.ndarray, fs: float):
+    rr = np.diff(peaks) / fs
+    med = float(np.median(rr))
+    nxt = np.append(rr[1:], np.inf)
+    premature = (rr < PREMATURE * med) & (nxt > rr)
+    irr = float(np.median(np.abs(np.diff(rr))) / med) if rr.size >= 2 else None
+    return rr, med, premature, irr
+
+
+def check_plausible(m: Measurements, where: str) -> None:
+    """Refuse a record whose measured rhythm is impossible at the stated sampling rate (usually a wrong ``--fs``)."""
+    hint = "check the sampling rate (--fs, or the header's rate)"
+    if m.heart_rate_bpm is not None and not MIN_RATE_BPM <= m.heart_rate_bpm <= MAX_RATE_BPM:
+        raise RecordError(f"{where}: measured heart rate {m.heart_rate_bpm:.0f} bpm at {m.fs:g} Hz is outside "
+                          f"{MIN_RATE_BPM:.0f}-{MAX_RATE_BPM:.0f} bpm; {hint}")
+    if m.qrs_ms is not None and m.qrs_ms > 260:
+        raise RecordError(f"{where}: measured QRS duration {m.qrs_ms:.0f} ms at {m.fs:g} Hz is impossible; {hint}")
+
+
+def measure(record: Record, *, duration_s: float = 10.0, notch_hz: float | None = 50.0,
+            leads_present: np.ndarray | None = None) -> Measurements:
+    """Measure one record on its own sampling rate (see the module docstring). ``leads_present``: bool (12,)
+    in LEADS12 order, the leads to use (default: those the record holds, limb leads derived from I and II)."""
+    fs = float(record.fs)
+    n_use = min(record.signal.shape[0], int(round(duration_s * fs)))
+    n_pad = min(record.signal.shape[0], n_use + int(PAD_S * fs))
+    sub = Record(record.signal[:n_pad], fs, record.leads, record.name, record.meta)
+    x, present, derived = to_12_leads(sub)
+    if not np.all(np.isfinite(x)):
+        x = np.where(np.isfinite(x), x, 0.0)
+    if leads_present is not None:
+        present = present & np.asarray(leads_present, dtype=bool)
+    findings: list[str] = []
+    x = x - np.median(x[:n_use], axis=0)
+    y = filter_resample(x, fs, fs, lo=0.5, hi=HI_HZ, notch_hz=notch_hz)[:n_use]
+    y[:, ~present] = 0.0
+    if not present.any():
+        return Measurements(fs=fs, findings=("no usable lead: nothing measured",))
+    pk = peak_lead(present)
+    peaks = r_peaks(y[:, pk], int(round(fs))) if fs >= 50 else np.zeros(0, int)
+    if peaks.size < 3:
+        return Measurements(fs=fs, n_beats=int(peaks.size), peaks=peaks,
+                            findings=(f"fewer than 3 R peaks found on lead {LEADS12[pk]}: nothing measured",))
+    rr, med_rr, premature, irr = _rr_stats(peaks, fs)
+    paced = _paced(x[:n_use, present], peaks, fs)
+    hr = 60.0 / float(np.mean(rr))
+    vals = dict(heart_rate_bpm=hr, rr_mean_ms=float(np.mean(rr)) * 1e3, rr_sd_ms=float(np.std(rr)) * 1e3,
+                irregularity=irr, premature_beats=int(premature.sum()), n_beats=int(peaks.size))
+    if irr is None:
+        findings.append("irregularity needs at least 3 RR intervals")
+    if paced:
+        findings.append("pacemaker spikes before most QRS complexes: paced rhythm; PR, QRS, QT and axis not measured")
+        return Measurements(**vals, paced=True, fs=fs, findings=tuple(findings), peaks=peaks)
+    # beats after a non-premature interval (the first beat: kept when its own interval is normal)
+    before = int(round(min(0.40, 0.60 * med_rr) * fs))
+    after = int(round(min(0.72, 0.92 * med_rr) * fs))
+    ok = np.ones(peaks.size, dtype=bool)
+    ok[1:] = ~premature
+    ok &= (peaks - before >= 0) & (peaks + after < n_use)
+    beats_at = peaks[ok]
+    if beats_at.size < 2:
+        findings.append("fewer than 2 complete regular beats: intervals not measured")
+        return Measurements(**vals, fs=fs, findings=tuple(findings), peaks=peaks)
+    idx = beats_at[:, None] + np.arange(-before, after)[None, :]
+    use = np.flatnonzero(present)
+    seg = y[:, use][idx]                                   # (b, W, L)
+    mb = np.median(seg, axis=0)                            # (W, L)
+    r0 = before
+    ms = 1000.0 / fs
+    # 4. QRS on the spatial velocity
+    d = np.diff(mb, axis=0, prepend=mb[:1]) * fs
+    sv = np.sqrt(np.sum(d * d, axis=1))
+    k = max(1, int(round(SV_SMOOTH_S * fs)))
+    if k > 1:
+        sv = np.convolve(sv, np.ones(k) / k, mode="same")
+    w60 = int(round(0.06 * fs))
+    peak_sv = float(np.max(sv[max(0, r0 - w60):r0 + w60 + 1]))
+    base_sv = float(np.percentile(sv, 10))
+    th = base_sv + QRS_FRAC * (peak_sv - base_sv)
+    hold = max(2, int(round(QRS_HOLD_S * fs)))
+    on = _runs_below(sv, th, r0, max(-1, r0 - int(0.16 * fs)), -1, hold)
+    off = _runs_below(sv, th, r0, min(sv.size, r0 + int(0.22 * fs)), 1, hold)
+    qrs_on = qrs_off = None
+    if on is None or off is None:
+        findings.append("QRS boundaries not found: QRS, QT and axis not measured")
+    else:
+        qrs_on, qrs_off = on, off
+        vals["qrs_ms"] = (qrs_off - qrs_on) * ms
+    # baseline per lead: the PR segment just before the QRS onset (or the beat's start)
+    if qrs_on is not None:
+        a = max(0, qrs_on - int(round(0.03 * fs)))
+        iso = np.median(mb[a:qrs_on + 1], axis=0)
+        mag = np.sqrt(np.mean((mb - iso) ** 2, axis=1))
+        # 5. T end: tangent at the steepest descent after the T peak
+        t_lo = qrs_off + int(round(0.06 * fs))
+        if t_lo < mag.size - int(0.05 * fs):
+            t_hi = min(mag.size, qrs_on + int(round(min(0.62, 0.80 * med_rr) * fs)))
+            tp = t_lo + int(np.argmax(mag[t_lo:t_hi]))
+            amp = float(mag[tp])
+            below = np.flatnonzero(mag[tp:t_hi] < T_DROP * amp)
+            if below.size and tp < t_hi - 1:
+                stop = tp + int(below[0])
+                slope = np.diff(mag[tp:stop + 1])
+                j = int(np.argmin(slope)) if slope.size else 0
+                if T_END == "tangent" and slope.size and slope[j] < 0:
+                    t_end = tp + j + (mag[tp + j] - T_LEVEL * amp) / (-slope[j])
+                else:                                   # the crossing of T_LEVEL x the T peak
+                    lvl = np.flatnonzero(mag[tp:t_hi] < T_LEVEL * amp)
+                    t_end = tp + (int(lvl[0]) if lvl.size else t_hi - tp)
+                t_end = min(float(t_end), float(t_hi))
+                vals["qt_ms"] = (t_end - qrs_on) * ms + T_BIAS_MS
+            if "qt_ms" not in vals:
+                findings.append("T-wave end not found: QT not measured")
+        else:
+            findings.append("beat window too short for the T wave: QT not measured")
+        # 6. P wave before the QRS
+        p_lo = max(0, qrs_on - int(round(min(0.32, 0.55 * med_rr) * fs)))
+        p_hi = qrs_on - int(round(0.03 * fs))
+        qrs_mag = float(np.max(mag[qrs_on:qrs_off + 1])) if qrs_off is not None else float(np.max(mag))
+        if p_hi - p_lo > int(0.04 * fs):
+            pm = mag[p_lo:p_hi]
+            pp = p_lo + int(np.argmax(pm))
+            p_amp = float(mag[pp])
+            consistent = _p_consistent(seg, iso, p_lo, p_hi)
+            if p_amp >= P_MIN_REL * qrs_mag and consistent:
+                lvl = float(np.min(mag[p_lo:pp + 1])) if pp > p_lo else 0.0
+                th_p = lvl + P_ON_FRAC * (p_amp - lvl)
+                p_on = _runs_below(mag, th_p, pp, p_lo - 1, -1, max(2, int(round(0.006 * fs))))
+                if p_on is not None:
+                    vals["pr_ms"] = (qrs_on - p_on) * ms
+            if "pr_ms" not in vals:
+                findings.append("no consistent P wave before the QRS: PR not measured")
+        # 7. axis from the net QRS areas of I and aVF (physical units only)
+        if _zscored(y, present):
+            findings.append("z-scored signal (no physical units): axis not measured")
+        elif qrs_off is not None and present[0] and present[5]:
+            vals["axis_deg"] = _axis(mb[qrs_on:qrs_off + 1] - iso, use)
+        else:
+            findings.append("axis needs leads I and aVF (or I and II)")
+    rr_s = med_rr
+    if "qt_ms" in vals:
+        vals["qtc_bazett_ms"] = vals["qt_ms"] / np.sqrt(rr_s)
+        vals["qtc_fridericia_ms"] = vals["qt_ms"] / np.cbrt(rr_s)
+    return Measurements(**{k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in vals.items()},
+                        fs=fs, findings=tuple(findings), peaks=peaks)
+
+
+_LIMB_ANGLES = np.radians([0.0, 60.0, 120.0, -150.0, -30.0, 90.0])   # I, II, III, aVR, aVL, aVF
+
+
+def _axis(q: np.ndarray, use: np.ndarray) -> float | None:
+    """Frontal-plane axis (degrees, -180..180] from the baseline-corrected median QRS (W, L) of the leads ``use``:
+    from leads I and aVF when both are there, else the least-squares frontal vector whose projections on the hexaxial leads best match their net QRS deflections
+    (area, or largest positive plus negative deflection, by ``AXIS_METHOD``)."""
+    limb = [j for j, k in enumerate(use.tolist()) if k < 6]
+    if 0 in use and 5 in use:                     # I and aVF: the two orthogonal leads of the hexaxial system
+        limb = [int(np.flatnonzero(use == 0)[0]), int(np.flatnonzero(use == 5)[0])]
+    if len(limb) < 2:
+        return None
+    qq = q[:, limb]
+    net = qq.sum(axis=0) if AXIS_METHOD == "area" else qq.max(axis=0) + qq.min(axis=0)
+    ang = _LIMB_ANGLES[[int(use[j]) for j in limb]]
+    a = np.stack([np.cos(ang), np.sin(ang)], axis=1)
+    v, *_ = np.linalg.lstsq(a, net, rcond=None)
+    if not np.any(v):
+        return None
+    return float(np.degrees(np.arctan2(v[1], v[0])))
+
+
+def _paced(x: np.ndarray, peaks: np.ndarray, fs: float) -> bool:
+    """Pacemaker spikes: in at least half of the beats, three or more leads show, within 120 ms before the R peak,
+    a second difference of the unfiltered signal over ``SPIKE_REL`` x its own 99th percentile (a spike is one or two
+    samples wide; no QRS slope is that abrupt). Needs >= 250 Hz: a 100 Hz record cannot show a spike."""
+    if fs < 250 or x.shape[1] < 3 or peaks.size < 2:
+        return False
+    d2 = np.abs(np.diff(x, 2, axis=0))
+    r = d2 > SPIKE_REL * np.maximum(np.percentile(d2, 99, axis=0), 1e-9)
+    a, b = int(0.12 * fs), int(0.02 * fs)
+    hits = sum(int(r[max(0, p - a):p + b].any(axis=0).sum() >= 3) for p in peaks.tolist())
+    return hits >= 0.5 * peaks.size
+
+
+def _p_consistent(seg: np.ndarray, iso: np.ndarray, lo: int, hi: int) -> bool:
+    """Whether the P window looks alike in most beats: an averaged P wave is real, fibrillatory waves are not."""
+    w = seg[:, lo:hi, :] - iso[None, None, :]
+    w = w - w.mean(axis=1, keepdims=True)
+    ref = np.median(w, axis=0)
+    num = np.sum(w * ref[None], axis=(1, 2))
+    den = np.sqrt(np.sum(w * w, axis=(1, 2)) * np.sum(ref * ref)) + 1e-12
+    return bool(np.mean(num / den > P_CONSIST) >= 0.5)
