@@ -13,13 +13,50 @@ from .evaluate import evaluate_cmd as _evaluate_cmd
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="ecgret", prog_name="ecgret-convert")
 def main() -> None:
     """Train, evaluate, quantize and bundle ECG retrieval models."""
 
 
+@click.command("init")
+@click.argument("folder", default=".", type=click.Path(file_okay=False))
+@click.option("--force", is_flag=True, help="Overwrite configs there that differ from the shipped ones.")
+def init_command(folder: str, force: bool) -> None:
+    """Write the shipped training configs into FOLDER/configs/ (default: here), to edit and to run
+    `train-teacher`, `distill`, `pipeline` with. Identical files are left alone; different ones are kept
+    unless --force."""
+    from pathlib import Path
+
+    from .config import shipped_configs_dir
+    src = shipped_configs_dir()
+    files = sorted(src.glob("*.toml"))
+    if not files:
+        raise click.ClickException(f"no shipped configs found in {src} (a broken install?)")
+    dst = Path(folder) / "configs"
+    dst.mkdir(parents=True, exist_ok=True)
+    kept = []
+    for f in files:
+        t = dst / f.name
+        data = f.read_bytes()
+        if t.exists() and t.read_bytes() == data:
+            continue
+        if t.exists() and not force:
+            kept.append(t.name)
+            continue
+        tmp = t.with_name(f".{t.name}.tmp")
+        tmp.write_bytes(data)
+        tmp.replace(t)
+        click.echo(f"wrote {t}")
+    if kept:
+        click.echo(f"kept {', '.join(kept)} in {dst}: they differ from the shipped ones (--force overwrites)",
+                   err=True)
+    click.echo(f"{len(files)} shipped configs in {dst}/; next: ecgret-convert train-teacher --config {dst / 'teacher.toml'}", err=True)
+
+
 for _cmd in (_teacher.train_teacher_command, _teacher.teacher_report_command, _text.embed_text_command,
              _evaluate_cmd, _pipeline.distill_command, _pipeline.quantize_command, _pipeline.bundle_command,
-             _pipeline.pipeline_command, _index_build.embed_archive_command, _index_build.merge_index_command):
+             _pipeline.pipeline_command, _index_build.embed_archive_command, _index_build.merge_index_command,
+             init_command):
     main.add_command(_cmd)
 
 if __name__ == "__main__":

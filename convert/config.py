@@ -9,13 +9,39 @@ from typing import Mapping
 from edge.errors import ConfigError
 
 
+def shipped_configs_dir() -> Path:
+    """The configs that ship with the toolkit: ``convert/configs/`` in an installed wheel (package data built
+    from the repository's ``configs/``), else ``<repo root>/configs`` in a checkout."""
+    here = Path(__file__).resolve().parent / "configs"
+    if here.is_dir():
+        return here
+    from edge.paths import repo_root
+    return repo_root() / "configs"
+
+
+def _shipped_fallback(p: Path) -> Path | None:
+    """For a relative ``configs/NAME.toml`` that is not in the current folder: the shipped one, if any."""
+    if p.is_absolute() or p.parent != Path("configs"):
+        return None
+    q = shipped_configs_dir() / p.name
+    return q if q.is_file() else None
+
+
 def read_toml(path) -> dict:
-    """The TOML file as a dict; a missing or malformed file raises :class:`ConfigError` naming it."""
+    """The TOML file as a dict; a missing or malformed file raises :class:`ConfigError` naming it. A relative
+    ``configs/NAME.toml`` not in the current folder is read from :func:`shipped_configs_dir` (what a wheel
+    install carries; ``ecgret-convert init`` copies them here to edit), with a note on stderr."""
     p = Path(path)
+    if not p.exists() and (q := _shipped_fallback(p)) is not None:
+        import sys
+        print(f"ecgret-convert: {p} not in {Path.cwd()}; using the shipped {q} (ecgret-convert init copies "
+              "the configs here to edit)", file=sys.stderr)
+        p = q
     try:
         return tomllib.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"{p}: config file not found") from None
+        raise ConfigError(f"{p}: config file not found (ecgret-convert init writes the shipped configs to "
+                          "./configs)") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p}: not valid TOML ({e})") from None
 
