@@ -6,6 +6,7 @@ Plain :class:`click.Command` objects (``simulate_cmd``, ``ports_cmd``); the ``ec
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import threading
 
@@ -66,43 +67,59 @@ def simulate_cmd(board, record_path, speed, faults, loop, channels, sample_bits,
     from edge.errors import EcgretError
     from edge.io import read_record
 
+    from edge.termtext import printable
+
     path = record_path or _default_record()
     try:
         rec = read_record(path)
     except EcgretError as e:
-        raise click.ClickException(str(e)) from None
+        raise click.ClickException(printable(e)) from None
     cols = _pick_channels(tuple(rec.leads), board, channels)
+    # SIGTERM (kill, systemd, a test harness) and SIGHUP (the terminal closed) end the simulator like Ctrl-C
+    # does: as an exception, so the pty, the port link and the temp folder are removed on the way out
+    previous = {s: signal.signal(s, _exit_on_signal) for s in (signal.SIGTERM, signal.SIGHUP)}
+    sim = None
     try:
-        sim = Simulator(rec.signal[:, cols], rec.fs, [rec.leads[i] for i in cols], board=board, speed=speed,
-                        faults=faults or None, loop=loop, seed=seed, sample_bits=int(sample_bits),
-                        samples_per_frame=samples_per_frame, link_path=link,
-                        description=f"ecgret simulator ({rec.name or path})")
-    except (BridgeError, ValueError) as e:
-        raise click.ClickException(str(e)) from None
-    info = sim.info
-    echo = lambda s: click.echo(s, err=True)  # noqa: E731
+        try:
+            sim = Simulator(rec.signal[:, cols], rec.fs, [rec.leads[i] for i in cols], board=board, speed=speed,
+                            faults=faults or None, loop=loop, seed=seed, sample_bits=int(sample_bits),
+                            samples_per_frame=samples_per_frame, link_path=link,
+                            description=f"ecgret simulator ({rec.name or path})")
+        except (BridgeError, ValueError) as e:
+            raise click.ClickException(printable(e)) from None
+        info = sim.info
+        echo = lambda s: click.echo(printable(s), err=True)  # noqa: E731
 
-    def started() -> None:
-        sim.ready.wait(5.0)
-        click.echo(sim.port)
-        sys.stdout.flush()
-        echo(f"{board} board: {rec.name or path}, {info.n_channels} channel(s) {','.join(info.channel_names)} at "
-             f"{info.fs:g} Hz, {sim.n / info.fs:.1f} s{' looped' if loop else ''}, speed "
-             f"{'max' if speed <= 0 else f'{speed:g}x'}; pty {sim.pts}; Ctrl-C to stop")
+        def started() -> None:
+            sim.ready.wait(5.0)
+            click.echo(printable(sim.port))
+            sys.stdout.flush()
+            echo(f"{board} board: {rec.name or path}, {info.n_channels} channel(s) {','.join(info.channel_names)} "
+                 f"at {info.fs:g} Hz, {sim.n / info.fs:.1f} s{' looped' if loop else ''}, speed "
+                 f"{'max' if speed <= 0 else f'{speed:g}x'}; pty {sim.pts}; Ctrl-C to stop")
 
-    threading.Thread(target=started, daemon=True).start()
-    if duration is not None:
-        t = threading.Timer(duration, sim.stop_event.set)
-        t.daemon = True
-        t.start()
-    try:
-        sim.run(on_event=lambda s: echo(f"simulator: {s}"))
-    except KeyboardInterrupt:
-        pass
-    except OSError as e:
-        raise click.ClickException(f"simulator failed: {e}") from None
-    echo(f"simulator stopped: {sim.stats['samples']} samples, {sim.stats['frames']} frames, "
-         f"{sim.stats['damaged_frames']} damaged")
+        threading.Thread(target=started, daemon=True).start()
+        if duration is not None:
+            t = threading.Timer(duration, sim.stop_event.set)
+            t.daemon = True
+            t.start()
+        try:
+            sim.run(on_event=lambda s: echo(f"simulator: {s}"))
+        except KeyboardInterrupt:
+            pass
+        except OSError as e:
+            raise click.ClickException(printable(f"simulator failed: {e}")) from None
+        echo(f"simulator stopped: {sim.stats['samples']} samples, {sim.stats['frames']} frames, "
+             f"{sim.stats['damaged_frames']} damaged")
+    finally:
+        if sim is not None:
+            sim.cleanup()
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _exit_on_signal(signum, frame):
+    raise SystemExit(128 + signum)
 
 
 @click.command("ports")
@@ -120,7 +137,9 @@ def ports_cmd(as_json, all_ports):
     if not ports:
         click.echo("no serial ports found (is the board plugged in? try --all)", err=True)
         return
-    width = max(len(p.device) for p in ports)
-    for p in ports:
+    from edge.termtext import printable
+
+    width = max(len(printable(p.device)) for p in ports)
+    for p in ports:  # descriptions come from USB descriptors: a device may put escape sequences there
         extra = f"  [{p.likely}]" if p.likely else ""
-        click.echo(f"{p.device:<{width}}  {p.description}{extra}")
+        click.echo(printable(f"{printable(p.device):<{width}}  {p.description}{extra}"))

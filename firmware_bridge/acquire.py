@@ -12,10 +12,17 @@ Every wait is bounded: a port that does not exist or is busy, a board that never
 a board whose rate or channel count the caller cannot use, and a line that carries only
 noise each raise a :class:`~firmware_bridge.errors.BridgeError` subclass with a one-line
 message. A port that disappears mid-recording is reopened with exponential backoff; the
-samples missed meanwhile are flagged as a gap.
+samples missed meanwhile are flagged as a gap. When the recording cannot be finished (the
+board is lost for good, falls silent, or comes back as another board), the error carries
+what had arrived as ``error.acquisition``, so a caller can still use or save it.
+
+What a board declares is bounded before anything is sized from it (:mod:`firmware_bridge.info`:
+rate, channels, gain, names, and samples x channels of one recording): a board announcing
+10^8 Hz is an :class:`~firmware_bridge.errors.IncompatibleDeviceError`, not gigabytes of buffers.
 """
 from __future__ import annotations
 
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,6 +32,7 @@ import serial
 
 from .boards import DEFAULT_BAUD, Driver, make_driver, open_port, read_some
 from .errors import BridgeError, DisconnectedError, IncompatibleDeviceError, NoSignalError, PortError
+from .info import MAX_SECONDS, check_recording
 
 
 PAUSE_S = 0.1  # a silent line for this long releases a packet the parser held back
@@ -98,8 +106,12 @@ def acquire(url: str, board: str, seconds: float, *, baud: int | None = None, ti
     scale_mv: ASCII boards only: millivolts per printed unit.
     cyton_gain: ADS1299 gain the Cyton is configured with (default 24).
     """
-    if seconds <= 0:
-        raise BridgeError("seconds must be positive")
+    try:
+        seconds = float(seconds)
+    except (TypeError, ValueError):
+        raise BridgeError(f"seconds {seconds!r} is not a number") from None
+    if not (math.isfinite(seconds) and 0.0 < seconds <= MAX_SECONDS):
+        raise BridgeError(f"seconds must be within (0, {MAX_SECONDS:g}], not {seconds:g}")
     baud = baud or DEFAULT_BAUD.get(board, 115200)
     drv: Driver = make_driver(board, fs=fs, channel_names=channel_names, gain=cyton_gain, scale_mv=scale_mv)
     t0 = time.monotonic()
@@ -108,8 +120,11 @@ def acquire(url: str, board: str, seconds: float, *, baud: int | None = None, ti
     try:
         info = drv.handshake(ser, timeout)
         _check(info, accept_fs, accept_channels, url)
+        try:  # bounded before any buffer is sized from what the board declared
+            n = check_recording(seconds, info.fs, info.n_channels)
+        except ValueError as e:
+            raise IncompatibleDeviceError(f"board on {url}: {e}") from None
         drv.start(ser)
-        n = int(round(seconds * info.fs))
         ch = info.n_channels
         sig = np.full((n, ch), np.nan)
         lead = np.zeros((n, ch), bool)
@@ -123,60 +138,81 @@ def acquire(url: str, board: str, seconds: float, *, baud: int | None = None, ti
         stopped_early = False
         last_data = last_read = time.monotonic()
         small_read = False
-        while top < n - 1:
-            now = time.monotonic()
-            if stop_event is not None and stop_event.is_set():
-                stopped_early = True
-                break
-            if now - t0 > wall_limit:
-                raise NoSignalError(f"board on {url} delivered {top + 1} of {n} samples in {wall_limit:.0f} s "
-                                    f"(slower than its declared {info.fs:g} Hz?)")
-            if small_read:  # a slow stream: gather ~10 ms per read (cheap on a Pi), a fast one is not held
-                time.sleep(max(0.0, last_read + BATCH_S - time.monotonic()))
-            try:
-                last_read = time.monotonic()
-                data = read_some(ser)
-                small_read = len(data) < SMALL_READ
-            except (serial.SerialException, OSError) as e:
-                if not reconnect:
-                    raise DisconnectedError(f"lost the board on {url}: {e}") from None
-                ser = _reconnect(url, baud, drv, info, timeout, reconnect_timeout, stop_event, ser, exclusive)
-                reconnects += 1
-                last_valid = time.monotonic()
-                continue
-            if data:
-                heard_since_valid += len(data)
-                last_data = time.monotonic()
-                chunk = drv.feed(data)
-            elif time.monotonic() - last_data > PAUSE_S:
-                chunk = drv.flush()  # the line paused: release what the parser held back
-                last_data = float("inf")
-            else:
-                chunk = None
-            if chunk is not None:
-                if len(chunk):
-                    if base is None:
-                        base = int(chunk.index[0])
-                    pos = chunk.index - base
-                    ok = (pos >= 0) & (pos < n)
-                    p = pos[ok]
-                    sig[p] = chunk.mv[ok]
-                    lead[p] = chunk.lead_off[ok]
-                    filled[p] = True
-                    # a sample at or past the end completes the recording, even if the last one was lost
-                    top = max(top, min(int(pos.max()), n - 1))
+
+        def result(cut: bool) -> Acquisition:
+            s, lo, f = (sig[: top + 1], lead[: top + 1], filled[: top + 1]) if cut else (sig, lead, filled)
+            gap = ~f
+            stats = drv.all_stats()
+            stats.update({
+                "reconnects": reconnects,
+                "samples": int(f.sum()),
+                "gap_samples": int(gap.sum()),
+                "lead_off_samples": int(lo.any(axis=1).sum()),
+                "wall_s": round(time.monotonic() - t0, 3),
+            })
+            return Acquisition(signal_mv=s, fs=float(info.fs), channel_names=tuple(info.channel_names),
+                               lead_off=lo, gap_mask=gap, stats=stats, device_info=info.as_dict())
+
+        try:
+            while top < n - 1:
+                now = time.monotonic()
+                if stop_event is not None and stop_event.is_set():
+                    stopped_early = True
+                    break
+                if now - t0 > wall_limit:
+                    raise NoSignalError(f"board on {url} delivered {top + 1} of {n} samples in {wall_limit:.0f} s "
+                                        f"(slower than its declared {info.fs:g} Hz?)")
+                if small_read:  # a slow stream: gather ~10 ms per read (cheap on a Pi), a fast one is not held
+                    time.sleep(max(0.0, last_read + BATCH_S - time.monotonic()))
+                try:
+                    last_read = time.monotonic()
+                    data = read_some(ser)
+                    small_read = len(data) < SMALL_READ
+                except (serial.SerialException, OSError) as e:
+                    if not reconnect:
+                        raise DisconnectedError(f"lost the board on {url}: {e}") from None
+                    ser = _reconnect(url, baud, drv, info, timeout, reconnect_timeout, stop_event, ser, exclusive)
+                    reconnects += 1
                     last_valid = time.monotonic()
-                    heard_since_valid = 0
-                if drv.board_stopped and base is not None:
-                    break  # the board ended its stream: what is missing stays a flagged gap
-            if time.monotonic() - last_valid > timeout:
-                if heard_since_valid:
-                    raise NoSignalError(f"no valid frame from {url} for {timeout:g} s "
-                                        f"({heard_since_valid} bytes of noise); wrong board type or baud rate?")
-                raise NoSignalError(f"board on {url} stopped sending for {timeout:g} s")
-            if on_progress is not None and now >= next_report:
-                on_progress(top + 1, n)
-                next_report = now + 0.1
+                    continue
+                if data:
+                    heard_since_valid += len(data)
+                    last_data = time.monotonic()
+                    chunk = drv.feed(data)
+                elif time.monotonic() - last_data > PAUSE_S:
+                    chunk = drv.flush()  # the line paused: release what the parser held back
+                    last_data = float("inf")
+                else:
+                    chunk = None
+                if chunk is not None:
+                    if len(chunk):
+                        if base is None:
+                            base = int(chunk.index[0])
+                        pos = chunk.index - base
+                        ok = (pos >= 0) & (pos < n)
+                        p = pos[ok]
+                        sig[p] = chunk.mv[ok]
+                        lead[p] = chunk.lead_off[ok]
+                        filled[p] = True
+                        # a sample at or past the end completes the recording, even if the last one was lost
+                        top = max(top, min(int(pos.max()), n - 1))
+                        last_valid = time.monotonic()
+                        heard_since_valid = 0
+                    if drv.board_stopped and base is not None:
+                        break  # the board ended its stream: what is missing stays a flagged gap
+                if time.monotonic() - last_valid > timeout:
+                    if heard_since_valid:
+                        raise NoSignalError(f"no valid frame from {url} for {timeout:g} s ({heard_since_valid} "
+                                            f"bytes of noise); wrong board type or baud rate?")
+                    raise NoSignalError(f"board on {url} stopped sending for {timeout:g} s")
+                if on_progress is not None and now >= next_report:
+                    on_progress(top + 1, n)
+                    next_report = now + 0.1
+        except BridgeError as e:
+            # the board failed mid-recording (lost for good, silent, lying): what arrived goes with the error
+            if top >= 0 and getattr(e, "acquisition", None) is None:
+                e.acquisition = result(cut=True)
+            raise
         try:
             drv.stop(ser)
         except (serial.SerialException, OSError):
@@ -186,21 +222,9 @@ def acquire(url: str, board: str, seconds: float, *, baud: int | None = None, ti
             ser.close()
         except Exception:
             pass
-    if stopped_early:  # cut to what arrived
-        sig, lead, filled = sig[: top + 1], lead[: top + 1], filled[: top + 1]
     if on_progress is not None:
         on_progress(top + 1, n)
-    gap = ~filled
-    stats = drv.all_stats()
-    stats.update({
-        "reconnects": reconnects,
-        "samples": int(filled.sum()),
-        "gap_samples": int(gap.sum()),
-        "lead_off_samples": int(lead.any(axis=1).sum()),
-        "wall_s": round(time.monotonic() - t0, 3),
-    })
-    return Acquisition(signal_mv=sig, fs=float(info.fs), channel_names=tuple(info.channel_names), lead_off=lead,
-                       gap_mask=gap, stats=stats, device_info=info.as_dict())
+    return result(cut=stopped_early)  # stopped early: cut to what arrived
 
 
 def _reconnect(url, baud, drv: Driver, info, timeout, reconnect_timeout, stop_event, ser, exclusive):

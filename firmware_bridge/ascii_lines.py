@@ -13,7 +13,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .info import MAX_CHANNELS
+
 MAX_LINE = 512
+MAX_VALUES = MAX_CHANNELS  # values a line may carry
+MAX_ABS = 1.0e9       # a printed value beyond this is not a sample
 _HEADER = re.compile(rb"fs\s*=\s*([0-9.]+)(?:.*?channels\s*=\s*([A-Za-z0-9_,]+))?")
 
 
@@ -85,6 +89,15 @@ class AsciiParser:
             line = raw.strip(b"\r \t")
             if not line:
                 continue
+            if len(line) > MAX_LINE:  # judged before any parsing: a megabyte "line" costs nothing more
+                st["bytes_skipped"] += len(line)
+                if not line.startswith(b"#"):
+                    lead.append(False)
+                    bad.append(True)
+                    rows.append(None)
+                    st["bad_lines"] += 1
+                    st["dropped_samples"] += 1
+                continue
             if line.startswith(b"#"):
                 st["comments"] += 1
                 m = _HEADER.search(line)
@@ -105,7 +118,7 @@ class AsciiParser:
             lead.append(False)
             try:
                 vals = [float(x) for x in line.split(b",")]
-                if len(line) > MAX_LINE or not all(np.isfinite(vals)):
+                if len(vals) > MAX_VALUES or not all(abs(v) <= MAX_ABS for v in vals):  # NaN fails too
                     raise ValueError
             except ValueError:
                 vals = None

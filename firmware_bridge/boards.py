@@ -19,11 +19,22 @@ from . import cyton as cy
 from . import protocol as pr
 from .ascii_lines import AsciiParser
 from .errors import HandshakeError, IncompatibleDeviceError, NoSignalError, PortError
-from .info import DeviceInfo, counts_to_mv
+from .info import MAX_DESCRIPTION, DeviceInfo, check_channel_names, check_fs, check_info, counts_to_mv
 
 BOARDS = ("native", "cyton", "ascii")
 DEFAULT_BAUD = {"native": 230400, "cyton": cy.BAUD, "ascii": 115200}
 READ_SLICE_S = 0.02
+MAX_READ = 1 << 16  # bytes taken in one read, whatever the transport says is waiting
+MAX_PENDING_ROWS = 1 << 16  # ASCII lines kept while the handshake waits for the rate
+
+
+def _checked(info: DeviceInfo, where: str) -> DeviceInfo:
+    """``info`` if it is within the bridge's bounds (:func:`firmware_bridge.info.check_info`), else
+    :class:`IncompatibleDeviceError` naming what the board declared."""
+    try:
+        return check_info(info)
+    except ValueError as e:
+        raise IncompatibleDeviceError(f"the board's {where} cannot be used: {e}") from None
 
 
 @dataclass(frozen=True)
@@ -66,12 +77,10 @@ def open_port(url: str, baud: int, *, exclusive: bool = True) -> serial.SerialBa
         raise PortError(f"cannot open serial port {url}: {e}") from None
 
 
-
-
 def read_some(ser) -> bytes:
     """Whatever is waiting, or up to one short timeout's worth of waiting for the first byte."""
     n = ser.in_waiting
-    return ser.read(n if n else 1)
+    return ser.read(min(n, MAX_READ) if n else 1)
 
 
 class Driver:
@@ -80,14 +89,26 @@ class Driver:
     board = ""
 
     def __init__(self, *, fs: float | None = None, channel_names=None):
-        self.fs_declared = fs
-        self.names_declared = tuple(channel_names) if channel_names else None
+        try:
+            self.fs_declared = check_fs(fs, "the declared sampling rate") if fs is not None else None
+            self.names_declared = check_channel_names(channel_names) if channel_names else None
+        except ValueError as e:
+            raise IncompatibleDeviceError(str(e)) from None
         self.info: DeviceInfo | None = None
         self.stats: dict = {"reconnects": 0, "board_errors": 0}
         self.events: list[str] = []
         self._next = 0  # next expected timeline index
         self._resume: int | None = None
         self.board_stopped = False  # the board said it stopped streaming (end of its recording)
+
+    def _accept(self, info: DeviceInfo, where: str) -> DeviceInfo:
+        """The board's self-description, if within the bridge's bounds and agreeing with a declared rate."""
+        info = _checked(info, where)
+        want = self.fs_declared
+        if want is not None and abs(info.fs - want) > 1e-4 * want:
+            raise IncompatibleDeviceError(f"the board says it samples at {info.fs:g} Hz but {want:g} Hz was "
+                                          f"declared (--fs); drop --fs or make it agree")
+        return info
 
     # --- I/O
     def handshake(self, ser, timeout: float) -> DeviceInfo:  # pragma: no cover - abstract
@@ -141,7 +162,7 @@ class NativeDriver(Driver):
         self._seq = (self._seq + 1) & 0xFFFF
 
     def handshake(self, ser, timeout: float) -> DeviceInfo:
-        self.parser.reset()
+        self.handshake_reset()
         ser.reset_input_buffer()
         self._send(ser, pr.T_STOP)
         deadline = time.monotonic() + timeout
@@ -154,20 +175,33 @@ class NativeDriver(Driver):
                 next_hello = now + 0.25
             data = read_some(ser)
             heard += len(data)
-            for f in self.parser.feed(data).messages():
-                if f.type == pr.T_INFO:
-                    try:
-                        info = pr.decode_info(f.payload)
-                    except ValueError as e:
-                        raise HandshakeError(f"board sent a malformed INFO frame: {e}") from None
-                    if self.names_declared and len(self.names_declared) == info.n_channels:
-                        info = DeviceInfo(**{**info.as_dict(), "channel_names": self.names_declared})
-                    self.info = info
-                    return info
+            info = self.handshake_feed(data)
+            if info is not None:
+                return info
         if heard:
             raise NoSignalError(f"no valid frame within {timeout:g} s, only noise ({heard} bytes); "
                                 f"wrong board type or baud rate?")
         raise HandshakeError(f"board did not answer the native handshake within {timeout:g} s (received nothing)")
+
+    def handshake_reset(self) -> None:
+        self.parser.reset()
+
+    def handshake_feed(self, data: bytes) -> DeviceInfo | None:
+        """Pure step of the handshake: the board's checked INFO once it has arrived, else None.
+
+        Raises :class:`HandshakeError` for a malformed INFO frame and :class:`IncompatibleDeviceError` for one
+        that declares what no board can (a rate, channel count, gain or name outside the bridge's bounds)."""
+        for f in self.parser.feed(data).messages():
+            if f.type == pr.T_INFO:
+                try:
+                    info = pr.decode_info(f.payload)
+                except ValueError as e:
+                    raise HandshakeError(f"board sent a malformed INFO frame: {e}") from None
+                if self.names_declared and len(self.names_declared) == info.n_channels:
+                    info = DeviceInfo(**{**info.as_dict(), "channel_names": self.names_declared})
+                self.info = self._accept(info, "INFO frame")
+                return self.info
+        return None
 
     def start(self, ser) -> None:
         self.board_stopped = False
@@ -230,41 +264,58 @@ class CytonDriver(Driver):
         self.gain = gain
         self.parser = cy.CytonParser()
         self._last_sn: int | None = None
+        self._banner = b""
 
     def handshake(self, ser, timeout: float) -> DeviceInfo:
-        self.parser.reset()
-        self._last_sn = None
+        self.handshake_reset()
         ser.write(b"s")
         time.sleep(0.05)
         ser.reset_input_buffer()
         deadline = time.monotonic() + timeout
-        text = b""
         next_v = 0.0
         while time.monotonic() < deadline:
             now = time.monotonic()
             if now >= next_v:
                 ser.write(b"v")
                 next_v = now + 1.0
-            text += read_some(ser)
-            if b"$$$" in text:
-                banner = text[: text.index(b"$$$")].decode("ascii", "replace")
-                names = self.names_declared
-                for line in banner.splitlines():
-                    if line.lower().startswith("channels:") and not names:
-                        names = tuple(x.strip() for x in line.split(":", 1)[1].split(",") if x.strip())
-                if not names or len(names) != cy.N_CHANNELS:
-                    names = tuple(f"ch{i + 1}" for i in range(cy.N_CHANNELS))
-                self.info = DeviceInfo(
-                    board="cyton", fs=cy.FS, channel_names=names, gain_uv=cy.scale_uv(self.gain),
-                    adc_bits=24, sample_bits=24, samples_per_frame=1, description=banner.strip(),
-                )
-                return self.info
-            text = text[-4096:]
-        if text:
+            info = self.handshake_feed(read_some(ser))
+            if info is not None:
+                return info
+        if self._banner:
             raise NoSignalError(f"no Cyton banner ('v' -> '...$$$') within {timeout:g} s, only noise; "
                                 f"wrong board type or baud rate?")
         raise HandshakeError(f"board did not answer the Cyton handshake ('v' -> '...$$$') within {timeout:g} s "
                              f"(received nothing)")
+
+    def handshake_reset(self) -> None:
+        self.parser.reset()
+        self._last_sn = None
+        self._banner = b""
+
+    def handshake_feed(self, data: bytes) -> DeviceInfo | None:
+        """Pure step of the handshake: the board's description once its banner (``...$$$``) is complete.
+        The banner is kept to its last 4 KiB; channel names it declares are used only if all 8 are valid."""
+        text = self._banner + bytes(data)
+        if b"$$$" not in text:
+            self._banner = text[-4096:]
+            return None
+        banner = text[: text.index(b"$$$")][-4096:].decode("ascii", "replace")
+        self._banner = b""
+        names = self.names_declared
+        for line in banner.splitlines():
+            if line.lower().startswith("channels:") and not names:
+                got = tuple(x.strip() for x in line.split(":", 1)[1].split(",") if x.strip())
+                try:
+                    names = check_channel_names(got) if len(got) == cy.N_CHANNELS else None
+                except ValueError:
+                    names = None  # a garbled or hostile banner: generic names, as for a banner without any
+        if not names or len(names) != cy.N_CHANNELS:
+            names = tuple(f"ch{i + 1}" for i in range(cy.N_CHANNELS))
+        self.info = self._accept(DeviceInfo(
+            board="cyton", fs=cy.FS, channel_names=names, gain_uv=cy.scale_uv(self.gain),
+            adc_bits=24, sample_bits=24, samples_per_frame=1, description=banner.strip()[:MAX_DESCRIPTION],
+        ), "Cyton settings")
+        return self.info
 
     def start(self, ser) -> None:
         ser.write(b"b")
@@ -305,39 +356,79 @@ class AsciiDriver(Driver):
         super().__init__(**kw)
         self.scale_mv = float(scale_mv)
         self._pending: list = []
+        self._pending_rows = 0
+        self._header_checked: float | None = None
         self.parser = AsciiParser()
 
     def handshake(self, ser, timeout: float) -> DeviceInfo:
         # no input flush: a sketch streams from power-up and stale lines are still whole samples
-        self.parser.reset()
+        self.handshake_reset()
         deadline = time.monotonic() + timeout
         heard = 0
-        pending = self._pending = []
         while time.monotonic() < deadline:
             data = read_some(ser)
             heard += len(data)
-            b = self.parser.feed(data)
-            if len(b):
-                pending.append(b)
-            good = self.parser.n_channels is not None
-            fs = self.fs_declared or self.parser.header_fs
-            if good and fs:
-                names = self.names_declared or self.parser.header_channels
-                ch = self.parser.n_channels
-                if self.names_declared and len(self.names_declared) != ch:
-                    raise IncompatibleDeviceError(
-                        f"the ASCII board prints {ch} value(s) per line but {len(self.names_declared)} channel "
-                        f"names were given")
-                if not names or len(names) != ch:
-                    names = tuple(f"ch{i + 1}" for i in range(ch))
-                self.info = DeviceInfo(board="ascii", fs=float(fs), channel_names=tuple(names),
-                                       gain_uv=1000.0 * self.scale_mv, adc_bits=0, description="ascii lines")
-                return self.info
+            info = self.handshake_feed(data)
+            if info is not None:
+                return info
         if not heard:
             raise HandshakeError(f"the ASCII board sent nothing within {timeout:g} s")
         if self.parser.n_channels is None:
             raise NoSignalError(f"no valid line of numbers from the ASCII board within {timeout:g} s (only noise)")
         raise HandshakeError("the ASCII board did not declare its sampling rate; pass fs (e.g. --fs 500)")
+
+    def handshake_reset(self) -> None:
+        self.parser.reset()
+        self._pending = []
+        self._pending_rows = 0
+
+    def handshake_feed(self, data: bytes) -> DeviceInfo | None:
+        """Pure step of the handshake: the board's description once a line of numbers and the rate (declared,
+        or from the board's ``# fs=...`` header) are known. A declared rate that disagrees with the board's own
+        header, and a header rate outside the bridge's bounds, raise :class:`IncompatibleDeviceError`."""
+        b = self.parser.feed(data)
+        if len(b):
+            self._pending.append(b)
+            self._pending_rows += len(b)
+            if self._pending_rows > MAX_PENDING_ROWS:  # a board that never says its rate: keep the newest
+                while self._pending and self._pending_rows - len(self._pending[0]) >= MAX_PENDING_ROWS:
+                    self._pending_rows -= len(self._pending.pop(0))
+        self._check_header_fs()
+        fs = self.fs_declared or self.parser.header_fs
+        ch = self.parser.n_channels
+        if ch is None or not fs:
+            return None
+        names = self.names_declared or self.parser.header_channels
+        if self.names_declared and len(self.names_declared) != ch:
+            raise IncompatibleDeviceError(
+                f"the ASCII board prints {ch} value(s) per line but {len(self.names_declared)} channel "
+                f"names were given")
+        if not names or len(names) != ch:
+            names = tuple(f"ch{i + 1}" for i in range(ch))
+        elif not self.names_declared:
+            try:
+                names = check_channel_names(names)
+            except ValueError:
+                names = tuple(f"ch{i + 1}" for i in range(ch))
+        self.info = self._accept(DeviceInfo(board="ascii", fs=float(fs), channel_names=tuple(names),
+                                        gain_uv=1000.0 * self.scale_mv, adc_bits=0, description="ascii lines"),
+                             "ASCII settings")
+        return self.info
+
+    def _check_header_fs(self) -> None:
+        hf = self.parser.header_fs
+        if hf is None or hf == self._header_checked:
+            return
+        self._header_checked = hf
+        try:
+            check_fs(hf, "the ASCII board's header declares a sampling rate:")
+        except ValueError as e:
+            raise IncompatibleDeviceError(str(e)) from None
+        want = self.fs_declared if self.fs_declared else (self.info.fs if self.info else None)
+        if want and abs(hf - want) > 1e-4 * want:
+            who = "--fs (fs)" if self.fs_declared else "its earlier header"
+            raise IncompatibleDeviceError(f"the ASCII board's header says fs={hf:g} Hz but {who} says "
+                                          f"{want:g} Hz; drop --fs or make it agree")
 
     def start(self, ser) -> None:
         pass
@@ -350,6 +441,7 @@ class AsciiDriver(Driver):
 
     def feed(self, data: bytes) -> Chunk:
         b = self.parser.feed(data)
+        self._check_header_fs()  # a header that appears (or changes) mid-stream must agree with the rate in use
         if self._pending:  # lines read during the handshake come first
             parts = self._pending + [b]
             self._pending = []

@@ -7,7 +7,13 @@ from __future__ import annotations
 
 
 class BridgeError(Exception):
-    """Base class of every error the bridge raises on purpose."""
+    """Base class of every error the bridge raises on purpose.
+
+    acquisition: when a board fails mid-recording (lost for good, silent, or declaring something it cannot
+    be), the :class:`~firmware_bridge.acquire.Acquisition` of what had arrived, cut there; else None.
+    """
+
+    acquisition = None
 
 
 class PortError(BridgeError):

@@ -15,13 +15,14 @@ byte is never transmitted, so a peer speaking another version fails every CRC (t
 """
 from __future__ import annotations
 
+import bisect
 import struct
 from binascii import crc_hqx
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .info import DeviceInfo
+from .info import MAX_CHANNELS, MAX_DESCRIPTION, DeviceInfo  # noqa: F401 - MAX_CHANNELS re-exported
 
 PROTOCOL_VERSION = 1
 SYNC = b"\xa5\x5a"
@@ -61,7 +62,6 @@ ERR_OVERFLOW = 0x05
 
 DATA_HEAD = struct.Struct("<IBBBBI")  # first_sample, n_ch, n_samp, sample_bytes, flags, lead_off
 INFO_HEAD = struct.Struct("<BBBBffBB")  # version, n_ch, adc_bits, sample_bytes, fs, gain_uv, spf, reserved
-MAX_CHANNELS = 32
 
 
 def crc_init(version: int = PROTOCOL_VERSION) -> int:
@@ -129,9 +129,13 @@ def decode_info(payload: bytes) -> DeviceInfo:
     if len(payload) < INFO_HEAD.size + 1:
         raise ValueError("INFO payload too short")
     ver, n_ch, adc_bits, sb, fs, gain, spf, _ = INFO_HEAD.unpack_from(payload)
+    if ver != PROTOCOL_VERSION:
+        raise ValueError(f"INFO declares protocol version {ver}; this host speaks {PROTOCOL_VERSION}")
+    if sb not in (2, 3):
+        raise ValueError(f"INFO declares {sb}-byte samples; 2 or 3 are possible")
     rest = payload[INFO_HEAD.size:]
     names_b, _, desc = rest.partition(b"\x00")
-    names = tuple(names_b.decode("ascii", "replace").split(",")) if names_b else ()
+    names = tuple(x.strip() for x in names_b.decode("ascii", "replace").split(",")) if names_b else ()
     if len(names) != n_ch:
         raise ValueError(f"INFO names {len(names)} channels but declares {n_ch}")
     return DeviceInfo(
@@ -143,7 +147,7 @@ def decode_info(payload: bytes) -> DeviceInfo:
         protocol_version=int(ver),
         sample_bits=8 * int(sb),
         samples_per_frame=int(spf),
-        description=desc.decode("utf-8", "replace"),
+        description=desc.decode("utf-8", "replace")[:MAX_DESCRIPTION],
     )
 
 
@@ -284,10 +288,21 @@ def _resolve_overlaps(a: np.ndarray, vs: np.ndarray, ve: np.ndarray) -> np.ndarr
     nxt1 = a[np.minimum(ve + 1, n - 1)]
     strong = (ve >= n) | ((ve + 1 == n) & (nxt0 == 0xA5)) | ((nxt0 == 0xA5) & (nxt1 == 0x5A))
     order = sorted(range(vs.size), key=lambda i: (not strong[i], vs[i]))
+    # the chosen frames never overlap, so a candidate need only be checked against its neighbours in start
+    # order: O(k log k) (a hostile board can pack thousands of nested CRC-valid frames into one read)
+    starts: list[int] = []  # sorted starts of the chosen frames
+    ends: list[int] = []    # their ends, in the same order
     chosen: list[int] = []
     for i in order:
-        if all(ve[i] <= vs[j] or vs[i] >= ve[j] for j in chosen):
-            chosen.append(i)
+        s, e = int(vs[i]), int(ve[i])
+        j = bisect.bisect_left(starts, s)
+        if j > 0 and ends[j - 1] > s:
+            continue
+        if j < len(starts) and starts[j] < e:
+            continue
+        starts.insert(j, s)
+        ends.insert(j, e)
+        chosen.append(i)
     return np.asarray(sorted(chosen), dtype=np.int64)
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import secrets
 import select
 import struct
 import termios
@@ -251,13 +252,22 @@ class Simulator:
         os.set_blocking(m, False)
         self._master, self._slave = m, s
         self.pts = os.ttyname(s)
-        tmp = self.port + ".new"
+        # the stable path is swapped atomically: a fresh link under an unpredictable name (symlink() never
+        # follows or reuses an existing path), renamed over the old one
+        for _ in range(100):
+            tmp = f"{self.port}.{secrets.token_hex(8)}.new"
+            try:
+                os.symlink(self.pts, tmp)
+                break
+            except FileExistsError:
+                continue
+        else:  # pragma: no cover - 100 collisions of 64 random bits
+            raise FileExistsError(f"cannot create a link next to {self.port}")
         try:
+            os.replace(tmp, self.port)
+        except OSError:
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        os.symlink(self.pts, tmp)
-        os.replace(tmp, self.port)
+            raise
 
     def _close_pty(self) -> None:
         for fd in (self._master, self._slave):
@@ -311,12 +321,16 @@ class Simulator:
             while not self.stop_event.is_set():
                 self._step()
         finally:
-            self._close_pty()
-            if self._dir:
-                try:
-                    os.rmdir(self._dir)
-                except OSError:
-                    pass
+            self.cleanup()
+
+    def cleanup(self) -> None:
+        """Close the pty and remove the port link and the temp folder (idempotent; ``run`` does it on exit)."""
+        self._close_pty()
+        if self._dir:
+            try:
+                os.rmdir(self._dir)
+            except OSError:  # gone already, or someone put files there: those are not ours to delete
+                pass
 
     def _event(self, text: str) -> None:
         cb = getattr(self, "_on_event", None)
