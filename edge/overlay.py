@@ -47,29 +47,11 @@ def overlay_dir(bundle_hash: str) -> Path:
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: temp file in the same folder, fsync, rename, fsync folder."""
-    path = Path(path)
-    tmp = path.parent / f"{_TMP_PREFIX}{os.getpid()}"
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            view = memoryview(data)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except OSError:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    """Write ``data`` to ``path`` atomically: :func:`edge.atomicio.atomic_write` (an ``O_EXCL`` temp file
+    ``_TMP_PREFIX + <random>`` in the same folder, fsync, rename, fsync folder)."""
+    from .atomicio import atomic_write as _atomic_write
+
+    _atomic_write(path, data)
 
 
 class Overlay:

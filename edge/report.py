@@ -6,7 +6,6 @@ No network assets: inline CSS, the ECG drawn as inline SVG (12-lead layout: 3 ro
 from __future__ import annotations
 
 import html
-import os
 from pathlib import Path
 
 import numpy as np
@@ -133,13 +132,14 @@ def render_report(results, bundle=None) -> str:
 
 
 def write_report(path, results, bundle=None) -> Path:
-    """Write the page atomically (temp file + rename)."""
+    """Write the page atomically and safely (:func:`edge.atomicio.atomic_write`: an O_EXCL temp file in the
+    report's folder, fsync, rename). A report that cannot be written is an :class:`OSError` naming ``path``."""
+    from .atomicio import atomic_write
+
     p = Path(path)
-    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
+    page = render_report(results, bundle)
     try:
-        tmp.write_text(render_report(results, bundle), encoding="utf-8")
-        os.replace(tmp, p)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        raise
+        atomic_write(p, page)
+    except OSError as e:
+        raise type(e)(e.errno, f"cannot write the report ({e.strerror or e})", str(p)) from None
     return p

@@ -1,0 +1,198 @@
+"""The one way ecgret writes a file that someone relies on: atomically, and without following planted links.
+
+Every write goes to a fresh temporary file created with ``O_CREAT | O_EXCL`` (``tempfile.mkstemp``: an
+unpredictable name, mode 0600 while it is written) in the *target's own folder*, is flushed and fsynced, given
+its final mode, renamed over the target with ``os.replace`` (atomic on POSIX: a reader sees the old file or the
+new one, never a mix) and the folder is fsynced so the rename survives a power cut. ``O_EXCL`` never opens an
+existing path, so a symlink planted where the temporary file goes cannot redirect the write; ``os.replace``
+replaces a symlink at the target itself rather than the file it points to. A failure removes the temporary file
+and raises an :class:`OSError` of the same kind that names the *target* (not the temporary file)::
+
+    atomic_write(path, b"bytes" or "text")          # the whole content at once
+    with atomic_open(path, "w") as f: f.write(...)   # streamed
+    with atomic_path(path, suffix=".npz") as tmp:    # for writers that want a file name (np.savez, memmaps)
+        np.savez(tmp, ...)
+    publish(staged_file, path, overwrite=False)      # move a finished file in (no-clobber when asked)
+    with staging_dir(folder) as d: ...               # a private folder in ``folder`` for multi-file writers
+
+Only the standard library: usable from :mod:`edge` and :mod:`convert` alike (the firmware bridge may not
+import :mod:`edge`, and it writes nothing users rely on).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+__all__ = ["atomic_write", "atomic_open", "atomic_path", "publish", "staging_dir", "fsync_dir", "TMP_MARK"]
+
+TMP_MARK = ".tmp-"  # temporary files are ``.<target name>.tmp-<random>``: hidden, and easy to sweep
+
+
+def _umask() -> int:
+    try:  # Linux >= 4.7 reports it without changing it (os.umask would, for every thread, for a moment)
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def _final_mode(target: Path, mode: int | None) -> int:
+    if mode is not None:
+        return mode
+    try:  # replacing a file keeps its permissions
+        st = os.stat(target, follow_symlinks=False)
+        if not os.path.islink(target):
+            return st.st_mode & 0o7777
+    except OSError:
+        pass
+    return 0o666 & ~_umask()
+
+
+def _renamed(e: OSError, target: Path) -> OSError:
+    """``e`` again (same subclass and errno), naming the target instead of a temporary file."""
+    try:
+        return type(e)(e.errno, e.strerror or str(e), str(target))
+    except Exception:  # noqa: BLE001 - an OSError subclass with another constructor
+        return OSError(e.errno, e.strerror or str(e), str(target))
+
+
+def fsync_dir(folder) -> None:
+    """fsync a folder (makes a rename in it durable); ignored where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _mkstemp(target: Path, suffix: str = "") -> tuple[int, Path]:
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}{TMP_MARK}", suffix=suffix, dir=target.parent)
+    except OSError as e:
+        raise _renamed(e, target) from None
+    return fd, Path(name)
+
+
+def _commit(tmp: Path, target: Path, mode: int, overwrite: bool) -> None:
+    os.chmod(tmp, mode)
+    if overwrite:
+        os.replace(tmp, target)
+    else:  # link() fails with EEXIST instead of replacing: a no-clobber atomic publish
+        os.link(tmp, target)
+        os.unlink(tmp)
+    fsync_dir(target.parent)
+
+
+@contextlib.contextmanager
+def atomic_path(path, *, suffix: str = "", mode: int | None = None, overwrite: bool = True):
+    """Yield the :class:`~pathlib.Path` of a fresh, empty temporary file next to ``path``; when the block ends
+    without an exception it is fsynced and renamed to ``path``; otherwise it is removed.
+
+    For writers that insist on a file name (``np.savez`` adds ``.npz`` unless the name ends so: pass
+    ``suffix=".npz"``; ``np.lib.format.open_memmap``; ``ndarray.tofile``). ``overwrite=False`` refuses to
+    replace an existing ``path`` (:class:`FileExistsError`).
+    """
+    target = Path(path)
+    final = _final_mode(target, mode)
+    fd, tmp = _mkstemp(target, suffix)
+    os.close(fd)
+    try:
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        _commit(tmp, target, final, overwrite)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(e, OSError) and getattr(e, "filename", None) in (str(tmp), tmp):
+            raise _renamed(e, target) from None
+        raise
+
+
+@contextlib.contextmanager
+def atomic_open(path, mode: str = "wb", *, encoding: str | None = None, newline: str | None = None,
+                file_mode: int | None = None, overwrite: bool = True):
+    """``open()`` for writing, atomically: yields a file object on a fresh temporary file next to ``path``;
+    a clean exit fsyncs it and renames it to ``path``, an exception removes it. ``mode`` is ``"w"`` or ``"wb"``."""
+    if mode not in ("w", "wb", "wt"):
+        raise ValueError(f"atomic_open writes whole files: mode 'w' or 'wb', not {mode!r}")
+    target = Path(path)
+    final = _final_mode(target, file_mode)
+    fd, tmp = _mkstemp(target)
+    try:
+        if "b" in mode:
+            f = os.fdopen(fd, "wb")
+        else:
+            f = os.fdopen(fd, "w", encoding=encoding or "utf-8", newline=newline)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    try:
+        with f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        _commit(tmp, target, final, overwrite)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(e, OSError) and getattr(e, "filename", None) in (str(tmp), tmp, None):
+            raise _renamed(e, target) from None
+        raise
+
+
+def atomic_write(path, data, *, encoding: str = "utf-8", mode: int | None = None, overwrite: bool = True) -> Path:
+    """Write ``data`` (bytes, or str encoded with ``encoding``) to ``path`` atomically; returns ``Path(path)``."""
+    raw = data.encode(encoding) if isinstance(data, str) else bytes(data)
+    with atomic_open(path, "wb", file_mode=mode, overwrite=overwrite) as f:
+        f.write(raw)
+    return Path(path)
+
+
+def publish(src, path, *, mode: int | None = None, overwrite: bool = True) -> Path:
+    """Move a finished file ``src`` (in a folder this process created, e.g. :func:`staging_dir`, on the same
+    file system) to ``path``: fsync, then an atomic rename (or, with ``overwrite=False``, a no-clobber link)."""
+    src, target = Path(src), Path(path)
+    try:
+        fd = os.open(src, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        _commit(src, target, _final_mode(target, mode), overwrite)
+    except OSError as e:
+        raise _renamed(e, target) from None
+    return target
+
+
+@contextlib.contextmanager
+def staging_dir(folder):
+    """A private, fresh folder (``mkdtemp``, mode 0700) inside ``folder`` for writers that produce several
+    files with fixed names; :func:`publish` each one into ``folder``. Removed, with anything left, on exit."""
+    target = Path(folder)
+    try:
+        d = Path(tempfile.mkdtemp(prefix=f".staging{TMP_MARK}", dir=target))
+    except OSError as e:
+        raise _renamed(e, target) from None
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
