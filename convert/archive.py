@@ -24,7 +24,6 @@ import ast
 import csv
 import datetime as _dt
 import json
-import os
 import sys
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from edge.atomicio import atomic_open, atomic_path, atomic_write, publish, staging_dir
 from edge.errors import ArchiveError, EcgretError
 from edge.leads import LEADS12
 
@@ -393,10 +393,11 @@ def _check_unique(cases: Sequence[Case], where: str) -> None:
 
 
 def _write_meta_and_cases(out: Path, cases: Sequence[Case], meta: dict) -> None:
-    with open(out / CASES_FILE, "w", encoding="utf-8") as f:
+    """``cases.jsonl`` then ``archive.json`` (the archive's "complete" mark), each written atomically."""
+    with atomic_open(out / CASES_FILE, "w", encoding="utf-8") as f:
         for c in cases:
             f.write(json.dumps(c.to_dict(), ensure_ascii=False) + "\n")
-    (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    atomic_write(out / META_FILE, json.dumps(meta, indent=2) + "\n")
 
 
 def _prepare_out(out_dir, overwrite: bool) -> Path:
@@ -438,11 +439,11 @@ def write_archive(out_dir, cases: Sequence[Case], load: Callable[[int], tuple[np
         if (out / name).exists():
             (out / name).unlink()
     n = len(cases)
-    tmp = out / (SIGNALS_FILE + ".part")
-    mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(n, T, 12))
     kept: list[Case] = []
     skipped: list[dict] = []
-    try:
+    with staging_dir(out) as scratch:  # a private folder: removed, with the partial file, if anything fails
+        tmp = scratch / SIGNALS_FILE
+        mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(n, T, 12))
         for i in _progress(range(n), n, f"importing {out.name}", progress):
             c = cases[i]
             try:
@@ -461,18 +462,14 @@ def write_archive(out_dir, cases: Sequence[Case], load: Callable[[int], tuple[np
         del mm
         if len(kept) < n:  # compact: copy the kept rows into a right-sized file, chunk by chunk
             src = np.load(tmp, mmap_mode="r")
-            dst = np.lib.format.open_memmap(out / SIGNALS_FILE, mode="w+", dtype=dtype, shape=(len(kept), T, 12))
-            for a in range(0, len(kept), 512):
-                dst[a:a + 512] = src[a:min(a + 512, len(kept))]
-            dst.flush()
-            del dst, src
-            tmp.unlink()
+            with atomic_path(out / SIGNALS_FILE, suffix=".npy") as small:
+                dst = np.lib.format.open_memmap(small, mode="w+", dtype=dtype, shape=(len(kept), T, 12))
+                for a in range(0, len(kept), 512):
+                    dst[a:a + 512] = src[a:min(a + 512, len(kept))]
+                dst.flush()
+                del dst, src
         else:
-            os.replace(tmp, out / SIGNALS_FILE)
-    except BaseException:
-        if tmp.exists():
-            tmp.unlink()
-        raise
+            publish(tmp, out / SIGNALS_FILE)
     meta = _meta(importer, n_cases=len(kept), T=T, dtype=str(dtype), **(extra_meta or {}))
     if skipped:
         meta["skipped"] = skipped
