@@ -31,25 +31,53 @@ def _fail(msg: str, code: int = 1):
     sys.exit(code)
 
 
+_MAX_ERROR_CHARS = 1000
+
+
+def _short(msg: str) -> str:
+    """An error message as one printable line of bounded length (messages can quote files and arguments)."""
+    msg = str(msg).encode("utf-8", "surrogateescape").decode("utf-8", "replace")  # undecodable bytes: U+FFFD
+    msg = " ".join("".join(c if c.isprintable() else " " for c in msg).split())  # no escapes, no line breaks
+    return msg if len(msg) <= _MAX_ERROR_CHARS else msg[:_MAX_ERROR_CHARS - 1] + "…"
+
+
+def _debug() -> bool:
+    """Whether the global ``--debug`` flag is set (tracebacks of internal errors)."""
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx and (ctx.find_root().params or {}).get("debug"))
+
+
+def _error_text(e: BaseException) -> str:
+    """One line for any exception: the message of a user error, else an internal error that is a bug."""
+    if _is_user_error(e):
+        return _short(str(e))
+    if isinstance(e, OSError):
+        return _short(f"{e.strerror or e}" + (f": {e.filename}" if getattr(e, "filename", None) else ""))
+    what = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+    return _short(f"internal error ({what[:200]}); this is a bug in ecgret, please report it"
+                  + ("" if _debug() else " (run with --debug for the traceback)"))
+
+
 class _Group(click.Group):
-    """Turns user errors into one clear line and a non-zero exit, never a traceback."""
+    """Turns every error into one clear line and exit code 1, never a traceback (but under ``--debug`` for
+    an internal error, which the line calls a bug)."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
-        except Exception as e:  # noqa: BLE001
-            if _is_user_error(e):
-                _fail(str(e))
-            if isinstance(e, OSError):
-                _fail(f"{e.strerror or e}" + (f": {e.filename}" if getattr(e, "filename", None) else ""))
-            raise
+        except Exception as e:  # noqa: BLE001 - the one catch-all: it names the error and says it is a bug
+            if not (_is_user_error(e) or isinstance(e, OSError)) and (ctx.params or {}).get("debug"):
+                import traceback
+                traceback.print_exc()
+            _fail(_error_text(e))
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="ecgret")
-def main():
+@click.option("--debug", is_flag=True, help="Print the traceback of an internal error (to report a bug).")
+def main(debug):
     """Offline ECG case retrieval: find the archived cases most like a recording."""
 
 
@@ -152,24 +180,33 @@ def query(files, fs, lead_spec, top_k, as_json, report_path, overlay, bundle_pat
     r = _load(bundle_path, threads, overlay)
     from dataclasses import replace
 
-    from .io import read_record
+    from .io import MAX_FS, read_record
+    from .signal import PAD_S
+    if fs is not None and not (fs > 0 and fs <= MAX_FS):  # impossible for any file (NaN too); under 100 Hz: per file
+        raise click.BadParameter(f"{fs:g} Hz: a sampling rate must be positive and at most {MAX_FS:g} Hz",
+                                 param_hint="'--fs'")
+    max_seconds = r.duration_s + PAD_S  # the seconds the device uses plus the filter's padding: no more is read
     results, failed = [], 0
-    for path in files:
+    for path in files:  # every file is answered or gets one error line; the batch always goes on
+        shown = _short(path)
         try:
-            rec = read_record(path, fs=fs)
-            res = replace(r.query_record(rec, leads=leads, top_k=top_k), query=str(path))
-        except (EcgretError, OSError) as e:
+            rec = read_record(path, fs=fs, max_seconds=max_seconds)
+            res = replace(r.query_record(rec, leads=leads, top_k=top_k), query=shown)
+            out = json.dumps(res.to_dict(), ensure_ascii=False) if as_json else format_result(res) + "\n"
+        except Exception as e:  # noqa: BLE001 - user errors and bugs alike end this file only
             failed += 1
-            click.echo(f"ecgret: error: {e}", err=True)
+            msg = _error_text(e)
+            if not msg.startswith(shown) and not msg.startswith(str(path)):
+                msg = f"{shown}: {msg}"
+            if _debug() and not (_is_user_error(e) or isinstance(e, OSError)):
+                import traceback
+                traceback.print_exc()
+            click.echo(f"ecgret: error: {msg}", err=True)
             if as_json:
-                click.echo(json.dumps(_error_obj(str(path), e)))
+                click.echo(json.dumps(dict(_error_obj(shown, e), error=msg)))
             continue
         results.append(res)
-        if as_json:
-            click.echo(json.dumps(res.to_dict(), ensure_ascii=False))
-        else:
-            click.echo(format_result(res))
-            click.echo("")
+        click.echo(out)
     if report_path:
         from .report import write_report
         write_report(report_path, results, r.bundle)
