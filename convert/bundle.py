@@ -289,8 +289,7 @@ def _replace(out: Path, tmp: Path, files: dict, force: bool) -> None:
             if not force and not _same_payload(old, files):
                 what = "a different bundle" if old is not None else "files that are not a bundle"
                 raise BundleError(f"{out}: already holds {what}; use force to replace it")
-        trash = out.parent / f".{out.name}.old-{os.getpid()}"
-        shutil.rmtree(trash, ignore_errors=True)
+        trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))  # empty: a rename target
         os.replace(out, trash)
         try:
             os.replace(tmp, out)

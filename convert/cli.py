@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import click
 
+from edge.atomicio import atomic_write
+
 from . import index_build as _index_build
 from . import pipeline as _pipeline
 from . import teacher as _teacher
@@ -43,9 +45,7 @@ def init_command(folder: str, force: bool) -> None:
         if t.exists() and not force:
             kept.append(t.name)
             continue
-        tmp = t.with_name(f".{t.name}.tmp")
-        tmp.write_bytes(data)
-        tmp.replace(t)
+        atomic_write(t, data)
         click.echo(f"wrote {t}")
     if kept:
         click.echo(f"kept {', '.join(kept)} in {dst}: they differ from the shipped ones (--force overwrites)",

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.atomicio import atomic_path, atomic_write
 from edge.errors import ArchiveError, ConfigError
 from edge.imaging import ImagingConfig
 
@@ -118,38 +119,32 @@ def embed_archive(archive, encoder_path, out_dir, imaging: ImagingConfig, shard:
     n = len(archive)
     a, b = shard_range(n, i, n_sh)
     base = out / shard_name(i, n_sh)
-    tmp_npy = out / f".{base.name}.npy.part-{os.getpid()}"
-    mm = np.lib.format.open_memmap(tmp_npy, mode="w+", dtype=np.float32, shape=(b - a, enc.dim))
     bar = _bar(b - a, f"embedding {base.name}", progress)
     t0 = time.time()
     try:
-        for s in range(a, b, chunk):
-            e = min(b, s + chunk)
-            for r in range(s, e):
-                x = archive.signal(r)
-                if transform is not None:
-                    x = transform(r, x)
-                nv = archive.cases[r].n_samples or None
-                img = ecg_image(x, None, imaging, nv)
-                mm[r - a] = enc.encode(img)
-            _release_pages(archive)
-            if bar is not None:
-                bar.update(e - s)
-        mm.flush()
-        del mm
+        # the .npy is published whole, then its .json sidecar (what read_shards looks for) says it is complete
+        with atomic_path(base.with_suffix(".npy"), suffix=".npy") as tmp_npy:
+            mm = np.lib.format.open_memmap(tmp_npy, mode="w+", dtype=np.float32, shape=(b - a, enc.dim))
+            for s in range(a, b, chunk):
+                e = min(b, s + chunk)
+                for r in range(s, e):
+                    x = archive.signal(r)
+                    if transform is not None:
+                        x = transform(r, x)
+                    nv = archive.cases[r].n_samples or None
+                    img = ecg_image(x, None, imaging, nv)
+                    mm[r - a] = enc.encode(img)
+                _release_pages(archive)
+                if bar is not None:
+                    bar.update(e - s)
+            mm.flush()
+            del mm
         meta = {"shard": i, "of": n_sh, "start": a, "stop": b, "n_cases": n, "dim": enc.dim,
                 "archive": str(archive.path) if archive.path else archive.meta.get("source_dir", "in-memory"),
                 "archive_fingerprint": archive_fingerprint(archive), "encoder_sha256": _sha256(encoder_path),
                 "imaging": imaging.to_dict(), "threads": threads, "seconds": round(time.time() - t0, 2),
                 "transform": getattr(transform, "__name__", None) if transform is not None else None}
-        tmp_json = out / f".{base.name}.json.part-{os.getpid()}"
-        tmp_json.write_text(json.dumps(meta, indent=1) + "\n")
-        os.replace(tmp_npy, base.with_suffix(".npy"))
-        os.replace(tmp_json, base.with_suffix(".json"))
-    except BaseException:
-        if tmp_npy.exists():
-            tmp_npy.unlink()
-        raise
+        atomic_write(base.with_suffix(".json"), json.dumps(meta, indent=1) + "\n")
     finally:
         if bar is not None:
             bar.close()

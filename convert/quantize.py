@@ -29,6 +29,7 @@ from typing import Mapping
 
 import numpy as np
 
+from edge.atomicio import atomic_write
 from edge.errors import BundleError, ConfigError
 from edge.imaging import ImagingConfig, ecg_image
 
@@ -285,9 +286,7 @@ def quantize_student(run_dir, archive, imaging: ImagingConfig, cfg: QuantConfig 
     blobs = {}
     for kind in EXPORTS:
         blobs[kind] = export_tflite(model, kind, reps if kind == "int8" else None)
-        tmp = d / f".encoder_{kind}.tflite.tmp"
-        tmp.write_bytes(blobs[kind])
-        tmp.replace(d / f"encoder_{kind}.tflite")
+        atomic_write(d / f"encoder_{kind}.tflite", blobs[kind])
     if clean is None:
         clean = clean_images(archive, np.arange(len(archive)), imaging, progress=progress)
     q, a = default_split(archive)

@@ -41,6 +41,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from edge.atomicio import atomic_path
 from edge.errors import ConfigError
 
 from .config import coerce
@@ -232,9 +233,8 @@ def cached(cache_dir, key: str, make):
             return tuple(z[f"a{k}"] for k in range(len(z.files)))
     out = make()
     d.mkdir(parents=True, exist_ok=True)
-    tmp = d / f".{key}.{os.getpid()}.npz"
-    np.savez(tmp, **{f"a{k}": a for k, a in enumerate(out)})
-    os.replace(tmp, p)
+    with atomic_path(p, suffix=".npz") as tmp:
+        np.savez(tmp, **{f"a{k}": a for k, a in enumerate(out)})
     return out
 
 

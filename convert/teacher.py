@@ -36,6 +36,7 @@ from typing import Mapping
 
 import numpy as np
 
+from edge.atomicio import atomic_path, atomic_write
 from edge.errors import ArchiveError, ConfigError
 from edge.imaging import MODES, ImagingConfig, ecg_image
 
@@ -477,10 +478,9 @@ class _State:
 
     def save(self, path: Path, loop: dict) -> None:
         path.mkdir(parents=True, exist_ok=True)
-        tmp = path / "state.tmp.npz"
-        np.savez(tmp, *[np.asarray(v.numpy()) for v in self.variables()])
-        os.replace(tmp, path / "state.npz")
-        (path / "loop.json").write_text(json.dumps(loop, indent=1, default=float))
+        with atomic_path(path / "state.npz", suffix=".npz") as tmp:
+            np.savez(tmp, *[np.asarray(v.numpy()) for v in self.variables()])
+        atomic_write(path / "loop.json", json.dumps(loop, indent=1, default=float))
 
     def restore(self, path: Path) -> dict:
         with np.load(path / "state.npz") as z:
@@ -686,10 +686,9 @@ def train_teacher(cfg: TeacherConfig, *, resume: bool = True, progress: bool = T
             if score > loop["best"]:
                 loop.update(best=float(score), best_epoch=epoch + 1, since_best=0)
                 if chief:
-                    tmp = run_dir / "best.tmp.npz"
-                    np.savez(tmp, *[np.asarray(v.numpy()) for v in
-                                    list(encoder.weights) + list(text_head.weights) + [logit_scale]])
-                    os.replace(tmp, best_path)
+                    with atomic_path(best_path, suffix=".npz") as tmp:
+                        np.savez(tmp, *[np.asarray(v.numpy()) for v in
+                                        list(encoder.weights) + list(text_head.weights) + [logit_scale]])
             else:
                 loop["since_best"] += tr.eval_every
             if loop["since_best"] >= tr.patience:

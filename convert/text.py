@@ -22,6 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
+from edge.atomicio import atomic_open
 from edge.errors import ConfigError
 from edge.paths import repo_root
 
@@ -138,10 +139,8 @@ def embed_texts(texts: Sequence[str], model=None, cache_dir=None, batch_size: in
         for k, v in zip(keys, emb):
             f = cdir / k[:2] / f"{k}.npy"
             f.parent.mkdir(parents=True, exist_ok=True)
-            tmp = f.with_suffix(f".{os.getpid()}.tmp")
-            with open(tmp, "wb") as fh:
+            with atomic_open(f, "wb") as fh:
                 np.save(fh, v)
-            os.replace(tmp, f)
             found[k] = v
     if not texts:
         return np.zeros((0, 0), dtype=np.float32)
