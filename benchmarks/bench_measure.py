@@ -1,9 +1,11 @@
 """Measurement accuracy on ludb-dev against the cardiologists' wave boundaries (docs/EVALUATION.md).
 
-    python benchmarks/bench_measure.py [--ludb ../shared/data/ludb-dev] [--json OUT]
+    python benchmarks/bench_measure.py [--ludb ../shared/data/ludb-dev] [--json OUT] [--per-record]
 
 Prints, per quantity (heart rate, PR, QRS, QT, axis class): mean difference (measured - reference), SD of the
-difference, MAE, n and missing; the IEC 60601-2-25 global-interval limits beside them.
+difference, MAE, n and missing; the IEC 60601-2-25 global-interval limits beside them. Then the rhythm of the
+whole answer (the shipped bundle's similar cases grounded in the measurements, ``edge.rhythm``) against the
+cardiologist's: all records, non-sinus ones, balanced over rhythms.
 """
 from __future__ import annotations
 
@@ -81,9 +83,35 @@ def main(argv=None) -> int:
                   f"axis={m['axis_deg']}/{r['axis_ref']}", r["findings"])
     print(f"ludb-dev measurement accuracy, {res['n_records']} records (reference: cardiologists' boundaries)")
     print(table(res))
+    rh = rhythm_agreement(a.ludb)
+    print(f"\nrhythm of the answer vs the cardiologist: all {rh['all']:.1%}, non-sinus {rh['non_sinus']:.1%} "
+          f"(n={rh['n_non_sinus']}), balanced over rhythms {rh['balanced']:.1%}; similar cases' top rhythm alone: "
+          f"{rh['retrieval_only_all']:.1%}; per rhythm (right/n): {rh['per_rhythm']}")
+    res["rhythm"] = rh
     if a.json:
         a.json.write_text(json.dumps({k: v for k, v in res.items()}, indent=1))
     return 0
+
+
+def rhythm_agreement(ludb: Path, bundle=None) -> dict:
+    """The answer's rhythm (``ecgret query``'s ``rhythm.label``) against the cardiologist's, on every record:
+    all, non-sinus (not SR), and balanced accuracy over the rhythms present."""
+    from edge.bundle import load_bundle
+    from edge.pipeline import Retriever
+    r = Retriever(load_bundle(bundle, allow_unsigned=True) if bundle else load_bundle(None))
+    rows = []
+    for c in load_cases(ludb):
+        res = r.query_record(read_record(c.path.with_suffix(".hea")))
+        rows.append((c.record, c.rhythm, res.rhythm.label, res.consensus.rhythm[0].label if res.consensus.rhythm else None))
+    right = [t == a for _, t, a, _ in rows]
+    non = [t == a for _, t, a, _ in rows if t != "SR"]
+    per = {}
+    for _, t, a, _ in rows:
+        per.setdefault(t, []).append(t == a)
+    return {"all": float(np.mean(right)), "non_sinus": float(np.mean(non)), "n_non_sinus": len(non),
+            "balanced": float(np.mean([np.mean(v) for v in per.values()])),
+            "per_rhythm": {k: [int(sum(v)), len(v)] for k, v in per.items()},
+            "retrieval_only_all": float(np.mean([t == rt for _, t, _, rt in rows])), "records": rows}
 
 
 if __name__ == "__main__":

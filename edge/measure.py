@@ -73,6 +73,7 @@ class Measurements:
     axis_deg: float | None = None
     n_beats: int = 0
     paced: bool = False
+    p_rel: float | None = None      # the P wave's magnitude over the QRS's (evidence of atrial activity; not output)
     fs: float = 0.0
     findings: tuple[str, ...] = ()
     peaks: np.ndarray | None = field(default=None, repr=False, compare=False)   # R peaks (native samples)
@@ -85,6 +86,7 @@ class Measurements:
                 v = round(v, 3 if k == "irregularity" else 1)
             out[k] = v
         out["paced"] = self.paced
+        out["p_wave_ratio"] = None if self.p_rel is None else round(self.p_rel, 3)
         return out
 
     @property
@@ -129,7 +131,11 @@ def _rr_stats(peaks: np.ndarray, fs: float):
     med = float(np.median(rr))
     nxt = np.append(rr[1:], np.inf)
     premature = (rr < PREMATURE * med) & (nxt > rr)
-    irr = float(np.median(np.abs(np.diff(rr))) / med) if rr.size >= 2 else None
+    # irregularity over the intervals that neither end in a premature beat nor follow one: isolated premature
+    # beats leave it low, atrial fibrillation (irregular throughout) keeps it high
+    keep = ~premature & ~np.concatenate([[False], premature[:-1]])
+    base = rr[keep] if keep.sum() >= 3 else rr
+    irr = float(np.median(np.abs(np.diff(base))) / med) if base.size >= 2 else None
     return rr, med, premature, irr
 
 
@@ -157,7 +163,7 @@ def measure(record: Record, *, duration_s: float = 10.0, notch_hz: float | None 
     if leads_present is not None:
         present = present & np.asarray(leads_present, dtype=bool)
     findings: list[str] = []
-    x = x - np.median(x[:n_use], axis=0)
+    x = x - x[:n_use].mean(axis=0)
     y = filter_resample(x, fs, fs, lo=0.5, hi=HI_HZ, notch_hz=notch_hz)[:n_use]
     y[:, ~present] = 0.0
     if not present.any():
@@ -221,7 +227,7 @@ def measure(record: Record, *, duration_s: float = 10.0, notch_hz: float | None 
         t_lo = qrs_off + int(round(0.06 * fs))
         if t_lo < mag.size - int(0.05 * fs):
             t_hi = min(mag.size, qrs_on + int(round(min(0.62, 0.80 * med_rr) * fs)))
-            tp = t_lo + int(np.argmax(mag[t_lo:t_hi]))
+            tp = t_lo + int(np.argmax(mag[t_lo:t_hi])) if t_hi > t_lo + 2 else t_hi
             amp = float(mag[tp])
             below = np.flatnonzero(mag[tp:t_hi] < T_DROP * amp)
             if below.size and tp < t_hi - 1:
@@ -248,6 +254,7 @@ def measure(record: Record, *, duration_s: float = 10.0, notch_hz: float | None 
             pp = p_lo + int(np.argmax(pm))
             p_amp = float(mag[pp])
             consistent = _p_consistent(seg, iso, p_lo, p_hi)
+            vals["p_rel"] = p_amp / qrs_mag if qrs_mag > 0 else 0.0
             if p_amp >= P_MIN_REL * qrs_mag and consistent:
                 lvl = float(np.min(mag[p_lo:pp + 1])) if pp > p_lo else 0.0
                 th_p = lvl + P_ON_FRAC * (p_amp - lvl)
@@ -300,7 +307,8 @@ def _paced(x: np.ndarray, peaks: np.ndarray, fs: float) -> bool:
     if fs < 250 or x.shape[1] < 3 or peaks.size < 2:
         return False
     d2 = np.abs(np.diff(x, 2, axis=0))
-    r = d2 > SPIKE_REL * np.maximum(np.percentile(d2, 99, axis=0), 1e-9)
+    p99 = np.partition(d2[::3], int(0.99 * (d2[::3].shape[0] - 1)), axis=0)[int(0.99 * (d2[::3].shape[0] - 1))]
+    r = d2 > SPIKE_REL * np.maximum(p99, 1e-9)
     a, b = int(0.12 * fs), int(0.02 * fs)
     hits = sum(int(r[max(0, p - a):p + b].any(axis=0).sum() >= 3) for p in peaks.tolist())
     return hits >= 0.5 * peaks.size

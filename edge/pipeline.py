@@ -1,4 +1,5 @@
-"""One query, end to end: record -> preprocess -> quality gate -> image -> encode -> search -> consensus.
+"""One query, end to end: record -> preprocess -> quality gate -> measure -> image -> encode -> search -> consensus
+-> rhythm grounded in the measurements.
 
 :class:`Retriever` holds a loaded bundle (encoder and index opened once) and an optional local overlay;
 ``query``, ``demo``, ``bench`` and ``listen`` all go through :meth:`Retriever.query_record`.
@@ -14,12 +15,16 @@ from .consensus import Consensus, vote
 from .errors import ConfigError, RecordError
 from .leads import LEADS12
 from .quality import QualityReport, assess
+from .measure import Measurements, check_plausible, measure
 from .record import Record
+from .rerank import features as rhythm_features
+from .rerank import distance
+from .rhythm import RhythmAnswer, ground
 from .signal import preprocess
 
 __all__ = ["Match", "QueryResult", "Retriever", "restrict_leads", "STAGES"]
 
-STAGES = ("preprocess", "quality", "image", "encode", "search")
+STAGES = ("preprocess", "quality", "measure", "image", "encode", "search")
 
 
 @dataclass(frozen=True)
@@ -48,9 +53,16 @@ class QueryResult:
     timings: dict = field(default_factory=dict)     # seconds per stage and "total"
     leads: tuple[str, ...] = ()                      # the leads the query used (after --leads)
     signal: np.ndarray | None = field(default=None, repr=False, compare=False)  # preprocessed (T, 12)
+    measurements: Measurements | None = None
+    rhythm: RhythmAnswer | None = None
 
     def to_dict(self) -> dict:
-        return {"query": self.query, "ok": True, "leads": list(self.leads), "quality": self.quality.to_dict(),
+        m = self.measurements
+        return {"query": self.query, "ok": True, "leads": list(self.leads),
+                "measurements": m.to_dict() if m is not None else None,
+                "measurement_findings": list(m.findings) if m is not None else [],
+                "rhythm": self.rhythm.to_dict() if self.rhythm is not None else None,
+                "quality": self.quality.to_dict(),
                 "consensus": self.consensus.to_dict(), "matches": [m.to_dict() for m in self.matches],
                 "timings_ms": {k: round(v * 1e3, 3) for k, v in self.timings.items()}}
 
@@ -76,6 +88,17 @@ def restrict_leads(record: Record, leads, lead_off: np.ndarray | None = None):
     return rec, (None if lead_off is None else np.asarray(lead_off)[:, keep])
 
 
+def _rerank_setting(bundle):
+    """(weight, pool, case features (n, 3)) from the manifest's ``rerank`` section and the cases' ``measured``
+    fields, or None when the bundle has no such section (then ranking is by cosine alone)."""
+    rr = bundle.manifest.get("rerank")
+    if not isinstance(rr, dict) or not rr.get("weight"):
+        return None
+    feats = np.stack([rhythm_features(c.get("measured") or {}) for c in bundle.cases]) if len(bundle.cases) else \
+        np.zeros((0, 3))
+    return float(rr["weight"]), int(rr.get("pool", 100)), feats
+
+
 class Retriever:
     """A bundle ready to answer queries (and an optional overlay searched with it)."""
 
@@ -94,47 +117,72 @@ class Retriever:
         self.notch_hz = pp.get("notch_hz", 50.0) if notch_hz is None else notch_hz
         self.target_fs = int(pp.get("target_fs", 100))
         self.duration_s = float(pp.get("duration_s", 10.0))
+        self._rerank = _rerank_setting(bundle)
         if self.config.fs != self.target_fs:
             raise ConfigError(f"bundle imaging fs {self.config.fs} differs from preprocessing target_fs {self.target_fs}")
 
     def embed_record(self, record: Record, leads=None, lead_off=None, timings: dict | None = None):
         """(embedding (D,), QualityReport, PreprocessedECG, leads used) for one record."""
-        t = {} if timings is None else timings
+        vec, quality, pre, rec, _ = self._embed(record, leads, lead_off, {} if timings is None else timings)
+        return vec, quality, pre, rec.leads
+
+    def _embed(self, record: Record, leads, lead_off, t: dict):
+        """(embedding, QualityReport, PreprocessedECG, the restricted record, Measurements); refuses a record
+        whose measured rhythm is impossible at its stated rate (:func:`edge.measure.check_plausible`)."""
         t0 = time.perf_counter()
         rec, lo = restrict_leads(record, leads, lead_off)
         pre = preprocess(rec, target_fs=self.target_fs, duration_s=self.duration_s, notch_hz=self.notch_hz or None)
         t1 = time.perf_counter()
         quality = assess(rec, pre, lo, expected=LEADS12)
         t2 = time.perf_counter()
-        from .imaging import ecg_image, peak_lead
         use = pre.present & quality.usable
+        meas = measure(rec, duration_s=self.duration_s, notch_hz=self.notch_hz or None, leads_present=use)
+        check_plausible(meas, rec.name or "record")
+        t3 = time.perf_counter()
+        from .imaging import ecg_image, peak_lead
         x = pre.signal if use.all() else np.where(use[None, :], pre.signal, np.float32(0))
         peaks = quality.peaks if quality.peak_lead == peak_lead(use) else None   # the same lead, found once
         img = ecg_image(x, use, self.config, pre.n_valid, peaks)
-        t3 = time.perf_counter()
-        vec = self.encoder.encode(img)
         t4 = time.perf_counter()
-        t.update(preprocess=t1 - t0, quality=t2 - t1, image=t3 - t2, encode=t4 - t3)
-        return vec, quality, pre, rec.leads
+        vec = self.encoder.encode(img)
+        t5 = time.perf_counter()
+        t.update(preprocess=t1 - t0, quality=t2 - t1, measure=t3 - t2, image=t4 - t3, encode=t5 - t4)
+        return vec, quality, pre, rec, meas
 
-    def search(self, vec: np.ndarray, top_k: int = 10) -> tuple[Match, ...]:
+    def search(self, vec: np.ndarray, top_k: int = 10, measurements: Measurements | None = None) -> tuple[Match, ...]:
+        """The ``top_k`` nearest cases; with a bundle that has a ``rerank`` section and a measured query, the
+        candidate pool re-ordered by :func:`edge.rerank.rerank` (scores stay cosines; local overlay cases,
+        which carry no measurements, rank by cosine among them)."""
         k = min(int(top_k), len(self.index)) if len(self.index) else 0
-        ids, scores = self.index.search(vec, k) if k else (np.zeros(0, int), np.zeros(0))
-        found = [_match(self.cases[i], s, "bundle") for i, s in zip(ids.tolist(), scores.tolist())]
+        rr = self._rerank
+        fq = rhythm_features(measurements) if (rr is not None and measurements is not None) else None
+        if fq is not None and k and np.isfinite(fq).any():
+            pool = min(max(k, rr[1]), len(self.index))
+            ids, scores = self.index.search(vec, pool)
+            keys = scores - rr[0] * distance(fq, rr[2][ids])
+            o = np.argsort(-keys, kind="stable")[:k]
+            ids, scores, keys = ids[o], scores[o], keys[o]
+        else:
+            ids, scores = self.index.search(vec, k) if k else (np.zeros(0, int), np.zeros(0))
+            keys = scores
+        found = [(float(key), _match(self.cases[i], s, "bundle"))
+                 for i, s, key in zip(ids.tolist(), scores.tolist(), np.asarray(keys).tolist())]
         if self.overlay is not None and len(self.overlay):
-            found += [_match(c, s, "overlay") for c, s in self.overlay.search(vec, top_k)]
-            found.sort(key=lambda m: -m.score)
-        return tuple(found[:top_k])
+            found += [(float(s), _match(c, s, "overlay")) for c, s in self.overlay.search(vec, top_k)]
+            found.sort(key=lambda km: -km[0])
+        return tuple(m for _, m in found[:top_k])
 
     def query_record(self, record: Record, leads=None, top_k: int = 10, lead_off=None) -> QueryResult:
         if top_k < 1:
             raise ConfigError(f"--top-k must be at least 1, got {top_k}")
         t = {}
         t0 = time.perf_counter()
-        vec, quality, pre, used = self.embed_record(record, leads, lead_off, t)
+        vec, quality, pre, rec, meas = self._embed(record, leads, lead_off, t)
+        used = rec.leads
         t1 = time.perf_counter()
-        matches = self.search(vec, top_k)
+        matches = self.search(vec, top_k, meas)
         t["search"] = time.perf_counter() - t1
         cons = vote(matches)
+        rhythm = ground(cons, meas)
         t["total"] = time.perf_counter() - t0
-        return QueryResult(record.name, quality, cons, matches, t, tuple(used), pre.signal)
+        return QueryResult(record.name, quality, cons, matches, t, tuple(used), pre.signal, meas, rhythm)

@@ -1,0 +1,153 @@
+"""The answer's rhythm: what the similar cases say, checked against what was measured.
+
+Retrieval alone answers sinus rhythm at 48 bpm and atrial fibrillation for isolated premature beats; a measurement
+settles both. The rules, in order (thresholds below; each is tested in tests/test_rhythm.py):
+
+1. Paced: pacemaker spikes before most QRS complexes -> the rules below name the atrial rhythm, and the note says
+   the ventricles are paced (PR, QRS, QT and axis are not measured then).
+2. Atrial fibrillation (measured): the RR series is irregular (irregularity >= ``IRREGULAR``, computed without the
+   premature beats and the intervals after them) and no P wave stands out (P magnitude < ``P_WEAK`` x QRS).
+   Irregular with P waves: atrial fibrillation only if the similar cases say so, otherwise sinus arrhythmia.
+3. Not irregular: atrial fibrillation retrieved is *not* reported ("regular apart from N premature beats"); the
+   rhythm is sinus (or atrial flutter, if the cases say so: a regular flutter cannot be told by the RR series).
+4. Sinus: the rate names it. Under ``BRADY_SURE`` bpm sinus bradycardia, over ``TACHY_SURE`` sinus tachycardia
+   (measured); between ``BRADY_SURE`` and 60, or 100 and ``TACHY_SURE``, the similar cases decide between the
+   neighbouring labels; 60-100 bpm is never bradycardia or tachycardia. A variable but not chaotic RR series
+   (RR SD >= ``SARRH_CV`` x mean, at most one premature beat, P waves present) is sinus arrhythmia.
+5. Nothing measurable (fewer than three beats): the similar cases' rhythm, marked as not measured.
+
+The answer says where its label comes from (``basis``: measured, retrieved, or both agreeing) and, when the cases
+and the measurement disagree, says so in words (``note``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["RhythmAnswer", "ground", "measured_rhythm", "RHYTHM_NAMES", "IRREGULAR", "P_WEAK", "BRADY_SURE", "TACHY_SURE"]
+
+IRREGULAR = 0.15     # median |successive RR difference| / median RR, premature beats left out
+P_WEAK = 0.06        # a P wave under this fraction of the QRS magnitude does not count as atrial activity
+BRADY_SURE = 55.0    # bpm
+TACHY_SURE = 105.0
+SARRH_CV = 0.12
+
+RHYTHM_NAMES = {
+    "SR": "sinus rhythm", "SBRAD": "sinus bradycardia", "STACH": "sinus tachycardia", "SARRH": "sinus arrhythmia",
+    "AFIB": "atrial fibrillation", "AFLT": "atrial flutter", "PACE": "paced rhythm", "SVARR": "supraventricular arrhythmia",
+    "SVTAC": "supraventricular tachycardia", "PSVT": "paroxysmal supraventricular tachycardia", "BIGU": "bigeminy",
+    "TRIGU": "trigeminy",
+}
+SINUS = ("SR", "SBRAD", "STACH", "SARRH")
+
+
+@dataclass(frozen=True)
+class RhythmAnswer:
+    label: str                   # PTB-XL rhythm code
+    basis: str                   # "measured", "retrieved", "measured and retrieved"
+    retrieved: str | None        # the similar cases' leading rhythm code (None if they carry none)
+    retrieved_support: float
+    note: str = ""               # the contradiction, in words, when there is one
+
+    @property
+    def name(self) -> str:
+        return RHYTHM_NAMES.get(self.label, self.label)
+
+    def to_dict(self) -> dict:
+        return {"label": self.label, "name": self.name, "basis": self.basis, "retrieved": self.retrieved,
+                "retrieved_name": RHYTHM_NAMES.get(self.retrieved, self.retrieved) if self.retrieved else None,
+                "retrieved_support": round(self.retrieved_support, 4), "note": self.note}
+
+    @property
+    def line(self) -> str:
+        s = f"rhythm: {self.name} [{self.label}] ({self.basis})"
+        return s + (f"; {self.note}" if self.note else "")
+
+
+def _support(votes, label: str) -> float:
+    return next((v.support for v in votes if v.label == label), 0.0)
+
+
+def ground(consensus, m) -> RhythmAnswer:
+    """The rhythm of the answer from the consensus (``edge.consensus.Consensus``) and the measurements
+    (``edge.measure.Measurements``, or None)."""
+    votes = tuple(consensus.rhythm) if consensus is not None else ()
+    top = votes[0].label if votes else None
+    top_s = votes[0].support if votes else 0.0
+
+    def answer(label: str, note: str = "", measured: bool = True) -> RhythmAnswer:
+        if not measured:
+            basis = "retrieved"
+        elif label == top:
+            basis = "measured and retrieved"
+        else:
+            basis = "measured"
+        if label != top and top and not note:
+            note = (f"the similar cases say {RHYTHM_NAMES.get(top, top)} ({top_s:.0%}); "
+                    f"measured: {RHYTHM_NAMES.get(label, label)}")
+        return RhythmAnswer(label, basis, top, top_s, note)
+
+    hr = getattr(m, "heart_rate_bpm", None) if m is not None else None
+    if m is not None and getattr(m, "paced", False):
+        a = _unpaced(consensus, m, answer, votes, top, top_s, hr)
+        note = "pacemaker spikes before most QRS complexes: ventricular pacing; the atrial rhythm is named"
+        return RhythmAnswer(a.label, a.basis, a.retrieved, a.retrieved_support, "; ".join(x for x in (note, a.note) if x))
+    return _unpaced(consensus, m, answer, votes, top, top_s, hr)
+
+
+def _unpaced(consensus, m, answer, votes, top, top_s, hr) -> RhythmAnswer:
+    if hr is None or m.irregularity is None:
+        return RhythmAnswer(top or "SR", "retrieved", top, top_s,
+                            "rate and rhythm could not be measured" + ("" if top else "; no rhythm retrieved"))
+    p_rel = getattr(m, "p_rel", None)
+    p_rel = p_rel if p_rel is not None else 0.0
+    irregular = m.irregularity >= IRREGULAR
+    afib_s = _support(votes, "AFIB")
+    if irregular and p_rel < P_WEAK:
+        return answer("AFIB", "" if top == "AFIB" else
+                      f"irregular RR series without P waves (irregularity {m.irregularity:.2f}): atrial fibrillation "
+                      f"(measured), the similar cases say {RHYTHM_NAMES.get(top, top or 'no rhythm')}")
+    if irregular:
+        if top == "AFIB":
+            return answer("AFIB", "irregular RR series; P-like waves present: confirm atrial fibrillation on the strip")
+        return answer("SARRH")
+    note = ""
+    if top in ("AFIB",) or afib_s >= 0.5:
+        pb = m.premature_beats or 0
+        note = ("the similar cases say atrial fibrillation, but the RR series is regular"
+                + (f" apart from {pb} premature beat{'s' if pb != 1 else ''}" if pb else "") + ": not atrial fibrillation")
+    if top == "AFLT" and p_rel < P_WEAK:
+        return answer("AFLT", note, measured=False)
+    rate_label = None
+    if hr < BRADY_SURE:
+        rate_label = "SBRAD"
+    elif hr < 60:
+        rate_label = "SBRAD" if top == "SBRAD" else "SR"
+    elif hr > TACHY_SURE:
+        rate_label = "STACH"
+    elif hr > 100:
+        rate_label = "STACH" if top == "STACH" else "SR"
+    else:
+        rate_label = "SR"
+    if rate_label == "SR":
+        cv = (m.rr_sd_ms or 0.0) / (m.rr_mean_ms or 1.0)
+        if (cv >= SARRH_CV and (m.premature_beats or 0) <= 1 and p_rel >= P_WEAK) or top == "SARRH":
+            rate_label = "SARRH"
+    if not note and rate_label != top and top in SINUS + ("AFIB",):
+        note = (f"the similar cases say {RHYTHM_NAMES.get(top, top)} ({top_s:.0%}); measured {hr:.0f} bpm"
+                f": {RHYTHM_NAMES[rate_label]}")
+    return answer(rate_label, note)
+
+
+class _M:
+    """Attribute view of a measurements dict (``Measurements.to_dict()``, as the bundle's cases carry it)."""
+
+    def __init__(self, d: dict):
+        self.__dict__.update(d)
+        self.p_rel = d.get("p_wave_ratio")
+
+
+def measured_rhythm(m) -> str:
+    """The rhythm the measurements alone name (rules 1-4 without similar cases); ``m`` an object or its dict."""
+    if isinstance(m, dict):
+        m = _M(m)
+    return ground(None, m).label
