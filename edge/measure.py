@@ -73,6 +73,7 @@ class Measurements:
     axis_deg: float | None = None
     n_beats: int = 0
     paced: bool = False
+    duration_s: float = 0.0         # the seconds measured
     p_rel: float | None = None      # the P wave's magnitude over the QRS's (evidence of atrial activity; not output)
     fs: float = 0.0
     findings: tuple[str, ...] = ()
@@ -142,6 +143,9 @@ def _rr_stats(peaks: np.ndarray, fs: float):
 def check_plausible(m: Measurements, where: str) -> None:
     """Refuse a record whose measured rhythm is impossible at the stated sampling rate (usually a wrong ``--fs``)."""
     hint = "check the sampling rate (--fs, or the header's rate)"
+    if m.heart_rate_bpm is None and m.n_beats < 3 and m.duration_s >= 8.0 and m.fs:
+        raise RecordError(f"{where}: only {m.n_beats} heartbeat{'s' if m.n_beats != 1 else ''} in "
+                          f"{m.duration_s:.0f} s at {m.fs:g} Hz (a rate under {MIN_RATE_BPM:.0f} bpm); {hint}")
     if m.heart_rate_bpm is not None and not MIN_RATE_BPM <= m.heart_rate_bpm <= MAX_RATE_BPM:
         raise RecordError(f"{where}: measured heart rate {m.heart_rate_bpm:.0f} bpm at {m.fs:g} Hz is outside "
                           f"{MIN_RATE_BPM:.0f}-{MAX_RATE_BPM:.0f} bpm; {hint}")
@@ -167,11 +171,11 @@ def measure(record: Record, *, duration_s: float = 10.0, notch_hz: float | None 
     y = filter_resample(x, fs, fs, lo=0.5, hi=HI_HZ, notch_hz=notch_hz)[:n_use]
     y[:, ~present] = 0.0
     if not present.any():
-        return Measurements(fs=fs, findings=("no usable lead: nothing measured",))
+        return Measurements(fs=fs, duration_s=n_use / fs, findings=("no usable lead: nothing measured",))
     pk = peak_lead(present)
     peaks = r_peaks(y[:, pk], int(round(fs))) if fs >= 50 else np.zeros(0, int)
     if peaks.size < 3:
-        return Measurements(fs=fs, n_beats=int(peaks.size), peaks=peaks,
+        return Measurements(fs=fs, n_beats=int(peaks.size), peaks=peaks, duration_s=n_use / fs,
                             findings=(f"fewer than 3 R peaks found on lead {LEADS12[pk]}: nothing measured",))
     rr, med_rr, premature, irr = _rr_stats(peaks, fs)
     paced = _paced(x[:n_use, present], peaks, fs)
@@ -182,7 +186,7 @@ def measure(record: Record, *, duration_s: float = 10.0, notch_hz: float | None 
         findings.append("irregularity needs at least 3 RR intervals")
     if paced:
         findings.append("pacemaker spikes before most QRS complexes: paced rhythm; PR, QRS, QT and axis not measured")
-        return Measurements(**vals, paced=True, fs=fs, findings=tuple(findings), peaks=peaks)
+        return Measurements(**vals, paced=True, fs=fs, duration_s=n_use / fs, findings=tuple(findings), peaks=peaks)
     # beats after a non-premature interval (the first beat: kept when its own interval is normal)
     before = int(round(min(0.40, 0.60 * med_rr) * fs))
     after = int(round(min(0.72, 0.92 * med_rr) * fs))
@@ -192,7 +196,7 @@ def measure(record: Record, *, duration_s: float = 10.0, notch_hz: float | None 
     beats_at = peaks[ok]
     if beats_at.size < 2:
         findings.append("fewer than 2 complete regular beats: intervals not measured")
-        return Measurements(**vals, fs=fs, findings=tuple(findings), peaks=peaks)
+        return Measurements(**vals, fs=fs, duration_s=n_use / fs, findings=tuple(findings), peaks=peaks)
     idx = beats_at[:, None] + np.arange(-before, after)[None, :]
     use = np.flatnonzero(present)
     seg = y[:, use][idx]                                   # (b, W, L)
@@ -275,7 +279,7 @@ def measure(record: Record, *, duration_s: float = 10.0, notch_hz: float | None 
         vals["qtc_bazett_ms"] = vals["qt_ms"] / np.sqrt(rr_s)
         vals["qtc_fridericia_ms"] = vals["qt_ms"] / np.cbrt(rr_s)
     return Measurements(**{k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in vals.items()},
-                        fs=fs, findings=tuple(findings), peaks=peaks)
+                        fs=fs, duration_s=n_use / fs, findings=tuple(findings), peaks=peaks)
 
 
 _LIMB_ANGLES = np.radians([0.0, 60.0, 120.0, -150.0, -30.0, 90.0])   # I, II, III, aVR, aVL, aVF
