@@ -5,7 +5,7 @@ DEVICE := .venv-device
 TFLITE := .venv-tflite
 PIP_FLAGS ?= -q
 
-.PHONY: demo test test-fast test-tflite teacher bundle evaluate bench clean
+.PHONY: demo test test-fast test-tflite teacher bundle evaluate bench wheel clean
 
 # --- environments -------------------------------------------------------------------------
 $(DEVICE)/.ok: pyproject.toml
@@ -53,6 +53,9 @@ bench: $(DEVICE)/.ok           ## the latency benchmark of EVALUATION.md on the 
 
 evaluate: $(DEV)/.ok
 	$(DEV)/bin/ecgret-convert evaluate
+
+wheel: $(DEVICE)/.ok           ## the wheel a Pi installs (bundle, sample records, configs inside) -> dist/
+	$(DEVICE)/bin/pip wheel $(PIP_FLAGS) . --no-deps -w dist
 
 clean:
 	rm -rf $(DEV) $(DEVICE) $(TFLITE) build dist *.egg-info .pytest_cache
