@@ -14,6 +14,7 @@ import sys
 import click
 
 from .errors import EcgretError
+from .termtext import printable as _printable
 
 ENV_BUNDLE = "ECGRET_BUNDLE"
 ENV_PORT = "ECGRET_PORT"
@@ -27,7 +28,7 @@ def _is_user_error(e: BaseException) -> bool:
 
 
 def _fail(msg: str, code: int = 1):
-    click.echo(f"ecgret: error: {msg}", err=True)
+    click.echo(f"ecgret: error: {_printable(msg)}", err=True)
     sys.exit(code)
 
 
@@ -81,7 +82,20 @@ def main(debug):
     """Offline ECG case retrieval: find the archived cases most like a recording."""
 
 
+def _trust_policy(ctx, param, allow):
+    """Every command that loads a bundle requires a trusted signature unless --allow-unsigned (or
+    $ECGRET_ALLOW_UNSIGNED) says otherwise; the flag is passed on to child processes (bench's cold starts)."""
+    from .bundle import ENV_ALLOW_UNSIGNED, set_trust_policy
+    set_trust_policy(require_trusted=not allow)
+    if allow:
+        os.environ[ENV_ALLOW_UNSIGNED] = "1"
+    return allow
+
+
 def bundle_option(f):
+    f = click.option("--allow-unsigned", is_flag=True, envvar="ECGRET_ALLOW_UNSIGNED", expose_value=False,
+                     callback=_trust_policy,
+                     help="Load a bundle that is not signed by a trusted publisher (env ECGRET_ALLOW_UNSIGNED=1).")(f)
     return click.option("--bundle", "bundle_path", envvar=ENV_BUNDLE, default=None, metavar="PATH",
                         help=f"Model bundle folder (default: the bundled one; env {ENV_BUNDLE}).")(f)
 
@@ -95,10 +109,16 @@ def _load(bundle_path, threads, overlay: bool = True):
     from .bundle import load_bundle
     from .pipeline import Retriever
     b = load_bundle(bundle_path, threads=threads)
+    if not b.trust.trusted:
+        click.echo(f"ecgret: warning: bundle {b.hash}: {b.trust.describe()} (loaded with --allow-unsigned)", err=True)
     ov = None
     if overlay:
         from .overlay import Overlay
-        ov = Overlay.for_bundle(b)
+        ov = Overlay.for_bundle(b, strict=False)
+        if ov.error:
+            click.echo(f"ecgret: warning: local overlay ignored: {ov.error}", err=True)
+        if ov.migrated_from:
+            click.echo(f"ecgret: note: local overlay copied from {ov.migrated_from} to {ov.file}", err=True)
     return Retriever(b, overlay=ov)
 
 
@@ -117,14 +137,23 @@ def _width() -> int:
 
 
 def _clip(s: str, n: int) -> str:
-    s = " ".join(str(s).split())
+    s = " ".join(_printable(s).split())
     return s if len(s) <= n else s[: max(0, n - 1)] + "…"
 
 
 def format_result(res, out=None) -> str:
-    """The human-readable answer to one query: quality first, then the table, then the consensus."""
+    """The human-readable answer to one query: the measurements and the rhythm first, then quality, the table of
+    similar cases and their consensus."""
     q = res.quality
     lines = [f"== {res.query}"]
+    m = getattr(res, "measurements", None)
+    if m is not None:
+        lines.append(f"measured: {m.line}")
+        for why in m.findings:
+            lines.append(f"  - {why}")
+    if getattr(res, "rhythm", None) is not None:
+        lines.append(res.rhythm.line)
+    lines.append("similar past cases follow: they are not a diagnosis")
     usable = q.usable_leads
     problems = q.problems
     info = [f for f in q.findings if f.kind in ("derived", "missing")]
@@ -153,7 +182,7 @@ def format_result(res, out=None) -> str:
     st = c.leading("statements")
     if st:
         lines.append("  statements: " + "; ".join(f"{v.label} ({v.support:.0%})" for v in st[:6]))
-    return "\n".join(lines)
+    return _printable("\n".join(lines), newlines=True)  # case text, file names, lead names: no escapes
 
 
 def _error_obj(query: str, e: BaseException) -> dict:
@@ -239,15 +268,18 @@ def info(as_json, bundle_path):
     from .overlay import Overlay
     rt = dict(runtime_report(), cpu=machine())   # never fails: a missing interpreter is reported, not raised
     b = load_bundle(bundle_path, threads=1, check_encoder=rt["interpreter"] is not None)
-    ov = Overlay.for_bundle(b)
+    ov = Overlay.for_bundle(b, strict=False)
     if as_json:
-        click.echo(json.dumps(dict(b.manifest, path=str(b.path), hash=b.hash,
-                                   overlay={"path": str(ov.file), "n_cases": len(ov)}, runtime=rt), indent=2))
+        click.echo(json.dumps(dict(b.manifest, path=str(b.path), hash=b.hash, id=b.id, trust=b.trust.to_dict(),
+                                   overlay={"path": str(ov.file), "n_cases": len(ov), "error": ov.error},
+                                   runtime=rt), indent=2))
         return
     m = b.manifest
     enc, idx, arc = m["encoder"], m["index"], m["archive"]
     size = {k: v["bytes"] for k, v in m["files"].items()}
-    lines = [f"bundle   {m['name']}  (format {m['format_version']}, hash {b.hash}, created {m['created']})",
+    lines = [f"bundle   {m['name']}  (format {m['format_version']}, id {b.hash}, created {m['created']})",
+             f"id       {b.id} (sha256 of manifest.json)",
+             f"signed   {b.trust.describe()}" + ("" if b.trust.trusted else "; loaded with --allow-unsigned"),
              f"path     {b.path}",
              f"runtime  {_runtime_text(rt)}",
              f"encoder  {enc['input_shape']} {enc['input_dtype']} -> {enc['output_shape']} {enc['output_dtype']}, "
@@ -263,7 +295,8 @@ def info(as_json, bundle_path):
              "         superclasses " + ", ".join(f"{k} {v}" for k, v in arc.get("super_class_counts", {}).items())]
     if arc.get("rhythm_counts"):
         lines.append("         rhythms " + ", ".join(f"{k} {v}" for k, v in list(arc["rhythm_counts"].items())[:8]))
-    lines.append(f"overlay  {len(ov)} enrolled case(s) in {ov.file}")
+    lines.append(f"overlay  {len(ov)} enrolled case(s) in {ov.file}"
+                 + (f"  [IGNORED: {ov.error}]" if ov.error else ""))
     ev = m.get("evaluation")
     if ev and ev.get("table_markdown"):
         lines += ["", "evaluation", ev["table_markdown"].rstrip()]
@@ -344,13 +377,22 @@ def _acquire_interruptible(progress_label: str, **kw):
 
 def _progress_cb(label: str):
     last = [-1]
+    label = _printable(label)
 
     def cb(done, total):
         pct = int(100 * done / max(total, 1))
         if pct // 10 != last[0] // 10:
             last[0] = pct
             click.echo(f"\r{label}: {pct:3d}%", err=True, nl=pct >= 100)
+            cb.open_line = pct < 100
+    cb.open_line = False  # a progress line without its newline yet
     return cb
+
+
+def _end_progress(cb) -> None:
+    if cb is not None and getattr(cb, "open_line", False):
+        click.echo("", err=True)
+        cb.open_line = False
 
 
 def _answer(r, rec, lead_off, leads, top_k, as_json, save_dir=None, stem=None):
@@ -360,63 +402,165 @@ def _answer(r, rec, lead_off, leads, top_k, as_json, save_dir=None, stem=None):
         obj = res.to_dict()
     except EcgretError as e:
         res, obj = None, _error_obj(rec.name, e)
-        click.echo(f"ecgret: error: {e}", err=True)
+        click.echo(f"ecgret: error: {_printable(e)}", err=True)
     if as_json:
         click.echo(json.dumps(obj, ensure_ascii=False))
     elif res is not None:
         click.echo(format_result(res))
         click.echo("")
     if save_dir:
-        from .io import write_wfdb
-        from pathlib import Path
-        d = Path(save_dir)
-        d.mkdir(parents=True, exist_ok=True)
-        import numpy as np
-
-        from .record import Record
-        gaps = int(np.isnan(rec.signal).any(axis=1).sum())
-        comments = {"source": rec.name, "gap_samples": gaps}  # WFDB format 16 here holds no NaN: gaps become 0
-        write_wfdb(Record(np.nan_to_num(rec.signal, nan=0.0), rec.fs, rec.leads, rec.name, {"comments": comments}),
-                   d, stem)
-        tmp = d / f".{stem}.json.tmp"
-        tmp.write_text(json.dumps(obj, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
-        os.replace(tmp, d / f"{stem}.json")
-        click.echo(f"saved {d / stem}.hea and {stem}.json", err=True)
+        _save_acquisition(rec, obj, save_dir, stem)
     return res
+
+
+def _save_acquisition(rec, obj: dict, save_dir, stem: str) -> None:
+    """``<save_dir>/<stem>.dat``, ``.json``, ``.hea``: each published whole (written in a private staging
+    folder, fsynced, then linked in without replacing anything that exists), the header last, so a reader that
+    finds the ``.hea`` finds the complete record. A name already taken gets ``-2``, ``-3``, ... ."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from .atomicio import atomic_write, publish, staging_dir
+    from .io import write_wfdb
+    from .record import Record
+    d = Path(save_dir)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise EcgretError(f"--save {d}: cannot create the folder ({e.strerror or e})") from None
+    gaps = int(np.isnan(rec.signal).any(axis=1).sum())
+    comments = {"source": _printable(rec.name), "gap_samples": gaps}  # format 16 holds no NaN: gaps become 0
+    for k in range(1, 1000):
+        name = stem if k == 1 else f"{stem}-{k}"
+        if any((d / f"{name}{ext}").exists() for ext in (".hea", ".dat", ".json")):
+            continue
+        try:
+            with staging_dir(d) as tmp:
+                write_wfdb(Record(np.nan_to_num(rec.signal, nan=0.0), rec.fs, rec.leads, rec.name,
+                                  {"comments": comments}), tmp, name)
+                publish(tmp / f"{name}.dat", d / f"{name}.dat", overwrite=False)
+                atomic_write(d / f"{name}.json", json.dumps(obj, ensure_ascii=False, indent=1) + "\n",
+                             overwrite=False)
+                publish(tmp / f"{name}.hea", d / f"{name}.hea", overwrite=False)
+            break
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise EcgretError(f"--save {d}: cannot save {name} ({e.strerror or e}: {e.filename})") from None
+    else:
+        raise EcgretError(f"--save {d}: {stem} and 998 variants of it exist already")
+    click.echo(f"saved {_printable(d / name)}.hea and {name}.json", err=True)
 
 
 @main.command()
 @click.option("--port", envvar=ENV_PORT, required=True, help=f"Serial port or pyserial URL (env {ENV_PORT}).")
 @click.option("--board", type=click.Choice(["native", "cyton", "ascii"]), default="native", show_default=True)
-@click.option("--seconds", type=click.FloatRange(min=2.0), default=10.0, show_default=True)
-@click.option("--loop", is_flag=True, help="Keep acquiring and answering until Ctrl-C.")
+@click.option("--seconds", type=click.FloatRange(min=2.0, max=3600.0), default=10.0, show_default=True,
+              help="Length of each recording (2 s to 1 h).")
+@click.option("--loop", is_flag=True, help="Keep acquiring and answering until Ctrl-C; a board error is reported "
+              "and the board reopened (with backoff) for the next recording.")
 @click.option("--save", "save_dir", type=click.Path(file_okay=False), default=None,
               help="Save every acquisition as a WFDB record plus its result JSON.")
-@click.option("--fs", type=float, default=None, help="Sampling rate of an ASCII board.")
+@click.option("--fs", type=float, default=None,
+              help="Sampling rate of an ASCII board that does not print it (must agree with one that does).")
 @click.option("--channels", default=None, help="Channel names of a board that does not tell them (comma list).")
 @click.option("--leads", "lead_spec", default=None, help="Leads actually attached (see `ecgret query --leads`).")
 @click.option("--top-k", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
+@click.option("--reconnect-timeout", type=click.FloatRange(min=0.0, max=600.0), default=10.0, show_default=True,
+              help="Seconds to wait for a board that vanished mid-recording to come back.")
 @bundle_option
 @threads_option
-def listen(port, board, seconds, loop, save_dir, fs, channels, lead_spec, top_k, as_json, bundle_path, threads):
-    """Acquire from a board and answer each recording like `ecgret query`."""
+def listen(port, board, seconds, loop, save_dir, fs, channels, lead_spec, top_k, as_json, reconnect_timeout,
+           bundle_path, threads):
+    """Acquire from a board and answer each recording like `ecgret query`.
+
+    A recording cut short (the board lost for good, silent, or Ctrl-C) is answered on what arrived if that is
+    at least 2 s, and saved with --save. Exit code 0 only when every recording was answered without a board
+    error; otherwise 1 (each problem is one `ecgret: error:` line, and an `ok: false` line with --json).
+    """
+    import math
     import time
+
+    from firmware_bridge.errors import BridgeError
+    from firmware_bridge.info import check_channel_names, check_fs
+
+    from .io import MIN_DURATION_S
+    names = tuple(c.strip() for c in channels.split(",")) if channels else None
+    if not math.isfinite(seconds):  # click's range lets NaN through
+        raise click.BadParameter(f"{seconds} is not a duration", param_hint="--seconds")
+    try:
+        if fs is not None:
+            check_fs(fs, "rate")
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--fs") from None
+    try:
+        if names:
+            check_channel_names(names)
+    except ValueError as e:
+        raise click.BadParameter(_printable(e), param_hint="--channels") from None
     leads = _lead_set(lead_spec)
     r = _load(bundle_path, threads)
-    names = tuple(c.strip() for c in channels.split(",")) if channels else None
-    n = 0
-    while True:
-        n += 1
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        acq, interrupted = _acquire_interruptible(
-            "acquiring", url=port, board=board, seconds=seconds, fs=fs, channel_names=names,
-            on_progress=None if as_json else _progress_cb(f"acquiring {seconds:g} s from {port}"))
-        if acq is not None and acq.n_samples > 0:
-            rec, lo = _acq_to_record(acq, f"{port}#{n}@{stamp}")
-            _answer(r, rec, lo, leads, top_k, as_json, save_dir, f"ecg-{stamp}-{n:03d}")
-        if interrupted or not loop:
-            break
+    n = answered = problems = 0
+    backoff = 1.0
+
+    def problem(query: str, msg, e=None) -> None:
+        nonlocal problems
+        problems += 1
+        click.echo(f"ecgret: error: {_printable(msg)}", err=True)
+        if as_json:
+            click.echo(json.dumps(_error_obj(query, e if e is not None else EcgretError(str(msg)))))
+
+    try:
+        while True:
+            n += 1
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            query = f"{port}#{n}@{stamp}"
+            cb = None if as_json else _progress_cb(f"acquiring {seconds:g} s from {port}")
+            err = None
+            try:
+                acq, interrupted = _acquire_interruptible(
+                    "acquiring", url=port, board=board, seconds=seconds, fs=fs, channel_names=names, on_progress=cb,
+                    reconnect_timeout=reconnect_timeout)
+            except BridgeError as e:
+                err, acq, interrupted = e, e.acquisition, False
+            _end_progress(cb)
+            got = acq.duration_s if acq is not None and acq.n_samples else 0.0
+            if err is not None and got < MIN_DURATION_S:
+                problem(query, err, err)
+            elif err is not None:
+                problems += 1
+                click.echo(f"ecgret: error: {_printable(err)}; answering on the {got:.1f} s acquired", err=True)
+            if got >= MIN_DURATION_S:
+                rec, lo = _acq_to_record(acq, query)
+                res = _answer(r, rec, lo, leads, top_k, as_json, save_dir, f"ecg-{stamp}-{n:03d}")
+                answered += res is not None
+                problems += res is None
+            elif acq is not None and acq.n_samples:
+                msg = f"{query}: only {got:.2f} s acquired, under the {MIN_DURATION_S:g} s minimum; not answered"
+                if save_dir:
+                    rec, _ = _acq_to_record(acq, query)
+                    _save_acquisition(rec, _error_obj(query, EcgretError(msg)), save_dir, f"ecg-{stamp}-{n:03d}")
+                if interrupted and answered:  # Ctrl-C just after a recording: nothing lost, nothing wrong
+                    click.echo(_printable(msg), err=True)
+                elif err is None:
+                    problem(query, msg)
+            elif err is None:
+                problem(query, f"{query}: the board delivered no samples"
+                        + (" before the interruption" if interrupted else ""))
+            if interrupted or not loop:
+                break
+            if err is not None:  # reopen the board after a pause that grows while it keeps failing
+                click.echo(f"retrying {_printable(port)} in {backoff:g} s (Ctrl-C to stop)", err=True)
+                time.sleep(backoff)
+                backoff = min(2 * backoff, 30.0)
+            else:
+                backoff = 1.0
+    except KeyboardInterrupt:
+        click.echo("\ninterrupted", err=True)
+    if problems or not answered:
+        sys.exit(1)
 
 
 @main.command()
@@ -443,8 +587,8 @@ def demo(record_path, board, seconds, speed, top_k, as_json, report_path, bundle
     cols = [src.leads.index(x) for x in LEADS8 if x in src.leads] or list(range(src.signal.shape[1]))
     from firmware_bridge.simulator import Simulator
     names = tuple(src.leads[j] for j in cols)
-    click.echo(f"demo: a simulated {board} board streams {os.path.basename(path)} ({', '.join(names)}, "
-               f"{src.fs:g} Hz) over a pty", err=True)
+    click.echo(_printable(f"demo: a simulated {board} board streams {os.path.basename(path)} ({', '.join(names)}, "
+                          f"{src.fs:g} Hz) over a pty"), err=True)
     with Simulator(src.signal[:, cols], src.fs, names, board=board, speed=speed) as sim:
         acq, _ = _acquire_interruptible(
             "acquiring", url=sim.port, board=board, seconds=seconds,
@@ -498,16 +642,44 @@ def enroll(file, text, labels, statements, case_id, fs, lead_spec, bundle_path, 
     """Add a confirmed local case to the overlay archive searched with the bundle."""
     import time
     from .io import read_record
+    text = _enroll_text(text, "--text", 20000, newlines=True)
+    statements = _enroll_text(statements, "--statements", 2000)
+    labels = _enroll_text(labels, "--labels", 2000)
+    case_id = _enroll_text(case_id, "--id", 64)
+    if case_id is not None and (not case_id or any(c.isspace() for c in case_id)):
+        raise click.BadParameter("a case id is 1..64 characters without spaces", param_hint="--id")
     r = _load(bundle_path, threads, overlay=True)
     rec = read_record(file, fs=fs)
     vec, quality, _, _ = r.embed_record(rec, _lead_set(lead_spec))
+    record = os.fsencode(os.path.abspath(file)).decode("utf-8", "replace")  # a file name need not be UTF-8
     case = dict(split_labels(labels), case_id=case_id, report=text, statements=statements or "",
-                source="local", record=os.path.abspath(file),
-                enrolled=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+                source="local", record=record, enrolled=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     if not case_id:
         case.pop("case_id")
     cid = r.overlay.enroll(case, vec, reserved_ids={c["case_id"] for c in r.cases})
-    click.echo(f"enrolled {cid} in {r.overlay.file} ({len(r.overlay)} local case(s))")
+    click.echo(_printable(f"enrolled {cid} in {r.overlay.file} ({len(r.overlay)} local case(s))"))
+
+
+def _enroll_text(value, option: str, limit: int, newlines: bool = False):
+    """A command-line string that becomes part of a clinical record: valid UTF-8 (undecodable bytes arrive as
+    lone surrogates), at most ``limit`` characters, and free of control characters, escape sequences and
+    bidi overrides (which would act on every terminal that later prints the case). Refused, not altered."""
+    if value is None:
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise click.BadParameter("is not valid UTF-8 text (check the terminal's or the script's encoding)",
+                                 param_hint=option) from None
+    if len(value) > limit:
+        raise click.BadParameter(f"is {len(value):,} characters long; at most {limit:,}", param_hint=option)
+    from .termtext import unsafe_chars
+    bad = unsafe_chars(value.replace("\t", " ").replace("\r\n", "\n"), allow_newlines=newlines)
+    if bad:
+        shown = ", ".join(sorted({f"U+{ord(c):04X}" for c in bad})[:5])
+        raise click.BadParameter(f"contains control characters ({shown}), e.g. a terminal escape sequence; "
+                                 "remove them", param_hint=option)
+    return value
 
 
 @main.command()
@@ -520,7 +692,7 @@ def forget(case_id, bundle_path):
     b = load_bundle(bundle_path, threads=1)
     ov = Overlay.for_bundle(b)
     ov.forget(case_id)
-    click.echo(f"forgot {case_id} ({len(ov)} local case(s) left in {ov.file})")
+    click.echo(_printable(f"forgot {case_id} ({len(ov)} local case(s) left in {ov.file})"))
 
 
 # ------------------------------------------------------------------------------------------- board verbs
