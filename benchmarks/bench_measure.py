@@ -21,7 +21,6 @@ sys.path.insert(0, str(ROOT))
 
 from convert.ludb import load_cases, reference  # noqa: E402
 from edge.io import read_record  # noqa: E402
-from edge.measure import measure  # noqa: E402
 
 LIMITS = {"heart_rate_bpm": "MAE <= 2 bpm", "pr_ms": "|mean| <= 10, SD <= 10", "qrs_ms": "|mean| <= 10, SD <= 10",
           "qt_ms": "|mean| <= 25, SD <= 30"}
@@ -33,13 +32,17 @@ def axis_of(deg):
     return "left" if deg < 0 else ("right" if deg > 90 else "normal")
 
 
-def evaluate(ludb: Path) -> dict:
+def evaluate(ludb: Path, retriever=None) -> dict:
+    """Accuracy of the measurements the query path makes (``Retriever.query_record``: the device's own)."""
+    r = retriever or _retriever()
     rows = []
     for c in load_cases(ludb):
-        rec = read_record(c.path.with_suffix(".hea"))
-        m = measure(rec)
+        res = r.query_record(read_record(c.path.with_suffix(".hea")))
+        m = res.measurements
         rows.append({"record": c.record, "ref": reference(c.path), "meas": m.to_dict(), "axis_ref": c.axis,
-                     "rhythm": c.rhythm, "findings": list(m.findings)})
+                     "rhythm": c.rhythm, "answer_rhythm": res.rhythm.label,
+                     "retrieved_rhythm": res.consensus.rhythm[0].label if res.consensus.rhythm else None,
+                     "findings": list(m.findings)})
     out = {"n_records": len(rows), "quantities": {}, "records": rows}
     for key in ("heart_rate_bpm", "pr_ms", "qrs_ms", "qt_ms"):
         pairs = [(r["meas"][key], r["ref"][key]) for r in rows if r["ref"][key] is not None]
@@ -83,7 +86,7 @@ def main(argv=None) -> int:
                   f"axis={m['axis_deg']}/{r['axis_ref']}", r["findings"])
     print(f"ludb-dev measurement accuracy, {res['n_records']} records (reference: cardiologists' boundaries)")
     print(table(res))
-    rh = rhythm_agreement(a.ludb)
+    rh = rhythm_agreement(res)
     print(f"\nrhythm of the answer vs the cardiologist: all {rh['all']:.1%}, non-sinus {rh['non_sinus']:.1%} "
           f"(n={rh['n_non_sinus']}), balanced over rhythms {rh['balanced']:.1%}; similar cases' top rhythm alone: "
           f"{rh['retrieval_only_all']:.1%}; per rhythm (right/n): {rh['per_rhythm']}")
@@ -93,16 +96,16 @@ def main(argv=None) -> int:
     return 0
 
 
-def rhythm_agreement(ludb: Path, bundle=None) -> dict:
-    """The answer's rhythm (``ecgret query``'s ``rhythm.label``) against the cardiologist's, on every record:
-    all, non-sinus (not SR), and balanced accuracy over the rhythms present."""
+def _retriever(bundle=None):
     from edge.bundle import load_bundle
     from edge.pipeline import Retriever
-    r = Retriever(load_bundle(bundle, allow_unsigned=True) if bundle else load_bundle(None))
-    rows = []
-    for c in load_cases(ludb):
-        res = r.query_record(read_record(c.path.with_suffix(".hea")))
-        rows.append((c.record, c.rhythm, res.rhythm.label, res.consensus.rhythm[0].label if res.consensus.rhythm else None))
+    return Retriever(load_bundle(bundle, threads=1))
+
+
+def rhythm_agreement(res: dict) -> dict:
+    """The answer's rhythm (``ecgret query``'s ``rhythm.label``) against the cardiologist's, on every record of an
+    :func:`evaluate` result: all, non-sinus (not SR), and balanced accuracy over the rhythms present."""
+    rows = [(r["record"], r["rhythm"], r["answer_rhythm"], r["retrieved_rhythm"]) for r in res["records"]]
     right = [t == a for _, t, a, _ in rows]
     non = [t == a for _, t, a, _ in rows if t != "SR"]
     per = {}

@@ -154,31 +154,43 @@ def check_plausible(m: Measurements, where: str) -> None:
 
 
 def measure(record: Record, *, duration_s: float = 10.0, notch_hz: float | None = 50.0,
-            leads_present: np.ndarray | None = None) -> Measurements:
+            leads_present: np.ndarray | None = None, pre=None, peaks_hint: tuple | None = None) -> Measurements:
     """Measure one record on its own sampling rate (see the module docstring). ``leads_present``: bool (12,)
-    in LEADS12 order, the leads to use (default: those the record holds, limb leads derived from I and II)."""
+    in LEADS12 order, the leads to use (default: those the record holds, limb leads derived from I and II).
+
+    The query path passes what it already has: ``pre``, the record preprocessed with ``keep_native`` (its
+    ``native`` signal is this module's step 1, from the same transform), and ``peaks_hint`` = (R peaks, their rate,
+    their LEADS12 lead), the quality gate's peaks at 100 Hz, refined here to the native rate."""
     fs = float(record.fs)
     n_use = min(record.signal.shape[0], int(round(duration_s * fs)))
-    n_pad = min(record.signal.shape[0], n_use + int(PAD_S * fs))
-    sub = Record(record.signal[:n_pad], fs, record.leads, record.name, record.meta)
-    x, present, derived = to_12_leads(sub)
-    if not np.all(np.isfinite(x)):
-        x = np.where(np.isfinite(x), x, 0.0)
+    if pre is not None and pre.native is not None and pre.native_fs == fs:
+        y = np.array(pre.native[:n_use], dtype=np.float64)
+        present = pre.present.copy()
+    else:
+        n_pad = min(record.signal.shape[0], n_use + int(PAD_S * fs))
+        sub = Record(record.signal[:n_pad], fs, record.leads, record.name, record.meta)
+        x, present, _ = to_12_leads(sub)
+        if not np.all(np.isfinite(x)):
+            x = np.where(np.isfinite(x), x, 0.0)
+        x = x - x[:n_use].mean(axis=0)
+        y = filter_resample(x, fs, fs, lo=0.5, hi=HI_HZ, notch_hz=notch_hz)[:n_use]
     if leads_present is not None:
         present = present & np.asarray(leads_present, dtype=bool)
     findings: list[str] = []
-    x = x - x[:n_use].mean(axis=0)
-    y = filter_resample(x, fs, fs, lo=0.5, hi=HI_HZ, notch_hz=notch_hz)[:n_use]
     y[:, ~present] = 0.0
     if not present.any():
         return Measurements(fs=fs, duration_s=n_use / fs, findings=("no usable lead: nothing measured",))
     pk = peak_lead(present)
-    peaks = r_peaks(y[:, pk], int(round(fs))) if fs >= 50 else np.zeros(0, int)
+    if peaks_hint is not None and peaks_hint[2] == pk and len(peaks_hint[0]):
+        peaks = _refine(y[:, pk], np.asarray(peaks_hint[0]), float(peaks_hint[1]), fs)
+    else:
+        peaks = r_peaks(y[:, pk], int(round(fs))) if fs >= 50 else np.zeros(0, int)
     if peaks.size < 3:
         return Measurements(fs=fs, n_beats=int(peaks.size), peaks=peaks, duration_s=n_use / fs,
                             findings=(f"fewer than 3 R peaks found on lead {LEADS12[pk]}: nothing measured",))
     rr, med_rr, premature, irr = _rr_stats(peaks, fs)
-    paced = _paced(x[:n_use, present], peaks, fs)
+    raw = np.asarray(record.signal[:n_use], dtype=np.float64)
+    paced = _paced(np.where(np.isfinite(raw), raw, 0.0), peaks, fs)
     hr = 60.0 / float(np.mean(rr))
     vals = dict(heart_rate_bpm=hr, rr_mean_ms=float(np.mean(rr)) * 1e3, rr_sd_ms=float(np.std(rr)) * 1e3,
                 irregularity=irr, premature_beats=int(premature.sum()), n_beats=int(peaks.size))
@@ -199,8 +211,8 @@ def measure(record: Record, *, duration_s: float = 10.0, notch_hz: float | None 
         return Measurements(**vals, fs=fs, duration_s=n_use / fs, findings=tuple(findings), peaks=peaks)
     idx = beats_at[:, None] + np.arange(-before, after)[None, :]
     use = np.flatnonzero(present)
-    seg = y[:, use][idx]                                   # (b, W, L)
-    mb = np.median(seg, axis=0)                            # (W, L)
+    yu = y[:, use]
+    mb = _median_beat(yu, idx)                             # (W, L)
     r0 = before
     ms = 1000.0 / fs
     # 4. QRS on the spatial velocity
@@ -257,7 +269,7 @@ def measure(record: Record, *, duration_s: float = 10.0, notch_hz: float | None 
             pm = mag[p_lo:p_hi]
             pp = p_lo + int(np.argmax(pm))
             p_amp = float(mag[pp])
-            consistent = _p_consistent(seg, iso, p_lo, p_hi)
+            consistent = _p_consistent(yu[idx[:, p_lo:p_hi]], iso)
             vals["p_rel"] = p_amp / qrs_mag if qrs_mag > 0 else 0.0
             if p_amp >= P_MIN_REL * qrs_mag and consistent:
                 lvl = float(np.min(mag[p_lo:pp + 1])) if pp > p_lo else 0.0
@@ -304,6 +316,27 @@ def _axis(q: np.ndarray, use: np.ndarray) -> float | None:
     return float(np.degrees(np.arctan2(v[1], v[0])))
 
 
+def _median_beat(y: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Sample-wise median over beats (``np.median(y[idx], axis=0)``, the same values) by one in-place sort of a
+    (W, L, b) array along its last, contiguous axis: twice as fast as ``np.median`` over the first axis."""
+    s = np.ascontiguousarray(y[idx].transpose(1, 2, 0))
+    s.sort(axis=-1)
+    k = s.shape[-1]
+    return s[..., k // 2] if k % 2 else 0.5 * (s[..., k // 2 - 1] + s[..., k // 2])
+
+
+def _refine(y: np.ndarray, peaks: np.ndarray, fs_hint: float, fs: float) -> np.ndarray:
+    """R peaks found at ``fs_hint`` moved to the dominant deflection of ``y`` (rate ``fs``) within 20 ms."""
+    if fs_hint == fs:
+        return peaks.astype(np.int64)
+    hi, lo = float(np.max(y)), float(np.min(y))
+    sign = 1.0 if hi >= -lo else -1.0
+    w = max(1, int(round(0.02 * fs)))
+    c = np.clip(np.rint(peaks * (fs / fs_hint)).astype(np.int64), 0, y.size - 1)
+    idx = np.clip(c[:, None] + np.arange(-w, w + 1)[None, :], 0, y.size - 1)
+    return np.unique(idx[np.arange(c.size), np.argmax(sign * y[idx], axis=1)])
+
+
 def _paced(x: np.ndarray, peaks: np.ndarray, fs: float) -> bool:
     """Pacemaker spikes: in at least half of the beats, three or more leads show, within 120 ms before the R peak,
     a second difference of the unfiltered signal over ``SPIKE_REL`` x its own 99th percentile (a spike is one or two
@@ -318,9 +351,9 @@ def _paced(x: np.ndarray, peaks: np.ndarray, fs: float) -> bool:
     return hits >= 0.5 * peaks.size
 
 
-def _p_consistent(seg: np.ndarray, iso: np.ndarray, lo: int, hi: int) -> bool:
+def _p_consistent(seg: np.ndarray, iso: np.ndarray) -> bool:
     """Whether the P window looks alike in most beats: an averaged P wave is real, fibrillatory waves are not."""
-    w = seg[:, lo:hi, :] - iso[None, None, :]
+    w = seg - iso[None, None, :]             # (b, P window, L)
     w = w - w.mean(axis=1, keepdims=True)
     ref = np.median(w, axis=0)
     num = np.sum(w * ref[None], axis=(1, 2))

@@ -102,7 +102,8 @@ def _rerank_setting(bundle):
 class Retriever:
     """A bundle ready to answer queries (and an optional overlay searched with it)."""
 
-    def __init__(self, bundle, threads: int | None = None, overlay=None, notch_hz: float | None = None):
+    def __init__(self, bundle, threads: int | None = None, overlay=None, notch_hz: float | None = None,
+                 measure: bool = True):
         self.bundle = bundle
         if threads is not None and bundle.threads != threads:
             from dataclasses import replace
@@ -117,6 +118,7 @@ class Retriever:
         self.notch_hz = pp.get("notch_hz", 50.0) if notch_hz is None else notch_hz
         self.target_fs = int(pp.get("target_fs", 100))
         self.duration_s = float(pp.get("duration_s", 10.0))
+        self.measure = bool(measure)          # False: the query path before measurements (the bench compares)
         self._rerank = _rerank_setting(bundle)
         if self.config.fs != self.target_fs:
             raise ConfigError(f"bundle imaging fs {self.config.fs} differs from preprocessing target_fs {self.target_fs}")
@@ -131,13 +133,17 @@ class Retriever:
         whose measured rhythm is impossible at its stated rate (:func:`edge.measure.check_plausible`)."""
         t0 = time.perf_counter()
         rec, lo = restrict_leads(record, leads, lead_off)
-        pre = preprocess(rec, target_fs=self.target_fs, duration_s=self.duration_s, notch_hz=self.notch_hz or None)
+        pre = preprocess(rec, target_fs=self.target_fs, duration_s=self.duration_s, notch_hz=self.notch_hz or None,
+                         keep_native=self.measure)
         t1 = time.perf_counter()
         quality = assess(rec, pre, lo, expected=LEADS12)
         t2 = time.perf_counter()
         use = pre.present & quality.usable
-        meas = measure(rec, duration_s=self.duration_s, notch_hz=self.notch_hz or None, leads_present=use)
-        check_plausible(meas, rec.name or "record")
+        meas = None
+        if self.measure:
+            meas = measure(rec, duration_s=self.duration_s, notch_hz=self.notch_hz or None, leads_present=use,
+                           pre=pre, peaks_hint=(quality.peaks, pre.fs, quality.peak_lead))
+            check_plausible(meas, rec.name or "record")
         t3 = time.perf_counter()
         from .imaging import ecg_image, peak_lead
         x = pre.signal if use.all() else np.where(use[None, :], pre.signal, np.float32(0))
@@ -183,6 +189,6 @@ class Retriever:
         matches = self.search(vec, top_k, meas)
         t["search"] = time.perf_counter() - t1
         cons = vote(matches)
-        rhythm = ground(cons, meas)
+        rhythm = ground(cons, meas) if self.measure else None
         t["total"] = time.perf_counter() - t0
         return QueryResult(record.name, quality, cons, matches, t, tuple(used), pre.signal, meas, rhythm)

@@ -16,7 +16,7 @@ scipy makes (``butter(4, [lo, hi], 'bandpass', fs=fs)`` through the bilinear tra
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from functools import lru_cache
 
@@ -41,6 +41,8 @@ class PreprocessedECG:
     present: bool (12,), leads that carry signal (measured or derived).
     derived: bool (12,), leads computed from I and II.
     n_valid: samples of real signal before zero padding (records shorter than ``duration_s``).
+    native: with ``keep_native``, the filtered signal (not z-scored; zeros where a lead is missing) on the
+        record's own rate ``native_fs``, first ``duration_s`` seconds: what :mod:`edge.measure` measures.
     """
 
     signal: np.ndarray
@@ -49,6 +51,8 @@ class PreprocessedECG:
     n_valid: int
     fs: int = TARGET_FS
     name: str = ""
+    native: np.ndarray | None = field(default=None, repr=False, compare=False)  # filtered (n, 12) at native_fs
+    native_fs: float = 0.0
 
 
 def butter_bandpass_gain2(f: np.ndarray, fs: float, lo: float = 0.5, hi: float = 40.0, order: int = 4) -> np.ndarray:
@@ -108,11 +112,14 @@ def _pad_lengths(n: int, fs: float, target_fs: float) -> tuple[int, int, Fractio
 
 
 def filter_resample(x: np.ndarray, fs: float, target_fs: float = TARGET_FS, *, lo: float = 0.5, hi: float = 40.0,
-                    order: int = 4, notch_hz: float | None = 50.0) -> np.ndarray:
+                    order: int = 4, notch_hz: float | None = 50.0, native: bool = False):
     """Zero-phase band-pass (and mains notch), then resampling to ``target_fs``, along axis 0, in one FFT pair.
 
     Equivalent to ``sosfiltfilt(butter(...))`` (odd padding over 3 s) followed by ``resample_poly``; the
-    two differ only in how the padded ends are treated. Returns float64 (round(n * target/fs), ...)."""
+    two differ only in how the padded ends are treated. Returns float64 (round(n * target/fs), ...).
+    ``native=True`` also returns the same filtered signal on the input's own rate (the measurements need it),
+    from the same forward transform: ``(y, y_native)``. Its band ends at the target's Nyquist frequency (50 Hz
+    for 100 Hz), which the 40 Hz band-pass has nearly emptied already."""
     x = np.asarray(x, dtype=np.float64)
     n = x.shape[0]
     pad, total, ratio = _pad_lengths(n, fs, target_fs)
@@ -131,7 +138,13 @@ def filter_resample(x: np.ndarray, fs: float, target_fs: float = TARGET_FS, *, l
     spec *= g.reshape((-1,) + (1,) * (x.ndim - 1))
     y = np.fft.irfft(spec, n=n_out_total, axis=0) * (n_out_total / total)
     start = int(pad * ratio)
-    return y[start:start + int(round(n * ratio))]
+    out = y[start:start + int(round(n * ratio))]
+    if not native:
+        return out
+    if n_out_total == total:
+        return out, out
+    yn = np.fft.irfft(spec, n=total, axis=0)
+    return out, yn[pad:pad + n]
 
 
 def zscore(x: np.ndarray, eps: float = 1e-8) -> tuple[np.ndarray, np.ndarray]:
@@ -182,7 +195,8 @@ def check_record(record: Record) -> None:
 
 
 def preprocess(record: Record, *, target_fs: int = TARGET_FS, duration_s: float = DURATION_S,
-               notch_hz: float | None = 50.0, lo: float = 0.5, hi: float = 40.0) -> PreprocessedECG:
+               notch_hz: float | None = 50.0, lo: float = 0.5, hi: float = 40.0,
+               keep_native: bool = False) -> PreprocessedECG:
     """Bring a record into the archive's space: 12 leads, 0.5-40 Hz, 100 Hz, 10 s, z-scored per lead.
 
     Order: derive limb leads, notch (mains, when below Nyquist), band-pass (Butterworth order 4,
@@ -195,7 +209,12 @@ def preprocess(record: Record, *, target_fs: int = TARGET_FS, duration_s: float 
     x = _fill_gaps(x)
     fs = float(record.fs)
     x = x - np.median(x, axis=0)
-    x = filter_resample(x, fs, target_fs, lo=lo, hi=hi, notch_hz=notch_hz)
+    native = None
+    if keep_native:
+        x, native = filter_resample(x, fs, target_fs, lo=lo, hi=hi, notch_hz=notch_hz, native=True)
+        native = native[:int(round(duration_s * fs))]
+    else:
+        x = filter_resample(x, fs, target_fs, lo=lo, hi=hi, notch_hz=notch_hz)
     n_out = int(round(duration_s * target_fs))
     n_valid = min(x.shape[0], n_out)
     z, ok = zscore(x[:n_valid])
@@ -203,7 +222,8 @@ def preprocess(record: Record, *, target_fs: int = TARGET_FS, duration_s: float 
     out = np.zeros((n_out, 12), dtype=np.float32)
     out[:n_valid] = z
     out[:, ~present] = 0.0
-    return PreprocessedECG(out, present, derived & present, n_valid, int(target_fs), record.name)
+    return PreprocessedECG(out, present, derived & present, n_valid, int(target_fs), record.name,
+                           native, fs if keep_native else 0.0)
 
 
 def _fill_gaps(x: np.ndarray) -> np.ndarray:

@@ -56,6 +56,13 @@ def test_label_table():
     assert axis_class("UNIpolar ventricular pacing.") is None
 
 
+def test_rhythm_of_the_answer_on_ludb(accuracy):
+    from bench_measure import rhythm_agreement
+    rh = rhythm_agreement(accuracy)
+    assert rh["all"] >= 0.85 and rh["non_sinus"] >= 0.60, rh
+    assert rh["all"] > rh["retrieval_only_all"]      # the measurements improve on the similar cases alone
+
+
 def test_heart_rate_accuracy(accuracy):
     q = accuracy["quantities"]["heart_rate_bpm"]
     assert q["missing"] == 0 and q["n"] == 49
