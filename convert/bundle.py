@@ -2,9 +2,16 @@
 
 ``edge.bundle.load_bundle`` is the reader; everything it verifies is written here. A bundle is built in a
 temporary folder beside the target and renamed into place, so a crash never leaves half a bundle.
+
+Signing (``ecgret-convert sign-bundle``, or ``write_bundle(sign_key=...)`` / ``$ECGRET_SIGNING_KEY``): an
+Ed25519 signature of the bundle id (the sha256 of ``manifest.json``, which hashes every other file) goes into
+``signature.json`` (format: :mod:`edge.trust`). The private key is a JSON file (``{"format":
+"ecgret-signing-key", "private_key": hex, "public_key": hex, ...}``, mode 0600) that lives with the
+publisher, never in the repository (``runs/`` and ``~/.config`` are the places; ``runs/`` is gitignored).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -15,14 +22,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
+import click
 import numpy as np
 
 from edge.bundle import (BUNDLE_FILES, CASES_FILE, ENCODER_FILE, FORMAT, FORMAT_VERSION, INDEX_FILE,
-                         MANIFEST_FILE, MODEL_CARD_FILE, METRIC, _sha256)
+                         MANIFEST_FILE, MODEL_CARD_FILE, METRIC, SIGNATURE_FILE, _sha256)
 from edge.encoder import kernels_choice, make_interpreter
 from edge.errors import ArchiveError, BundleError
 
-__all__ = ["write_bundle", "tune_index", "build_annoy", "exact_topk", "annoy_recall", "case_record"]
+__all__ = ["write_bundle", "tune_index", "build_annoy", "exact_topk", "annoy_recall", "case_record", "sign_bundle",
+           "generate_signing_key", "read_signing_key", "sign_bundle_command", "ENV_SIGNING_KEY"]
+
+ENV_SIGNING_KEY = "ECGRET_SIGNING_KEY"
+KEY_FORMAT = "ecgret-signing-key"
 
 _CASE_KEYS = ("case_id", "super_class", "sub_class", "form", "rhythm", "statements", "report", "source",
               "fold", "patient_id")
@@ -204,14 +216,15 @@ def _existing_files(out: Path) -> dict | None:
 def write_bundle(out_dir, *, tflite_bytes: bytes, embeddings: np.ndarray, cases: Sequence, preprocessing: dict,
                  imaging: dict, n_trees: int, search_k: int, recall_at_10: float, training: dict,
                  evaluation: dict | None, name: str, force: bool = False, seed: int = 0,
-                 encoder_stats: dict | None = None, items: dict | None = None) -> Path:
+                 encoder_stats: dict | None = None, items: dict | None = None, sign_key=None) -> Path:
     """Write a bundle to ``out_dir`` (see docs/BUNDLE.md) and return its path.
 
     embeddings: (N, D) float32, the L2-normalised embeddings of ``cases`` by this very encoder (row i =
     case i). cases: dicts or archive Cases (case ids must be unique). encoder_stats: optional
     ``{"params": int, "macs": int}``. items: what an index item is made of (``manifest.index.items``;
     default: the case's ECG embedding alone). An ``out_dir`` holding a different bundle (or anything else, if
-    not empty) is refused unless ``force``; an identical bundle is replaced silently.
+    not empty) is refused unless ``force``; an identical bundle is replaced silently. ``sign_key``: a signing
+    key file (default ``$ECGRET_SIGNING_KEY``; none: the bundle is written unsigned).
     """
     out = Path(out_dir)
     emb = np.asarray(embeddings, dtype=np.float32)
@@ -269,6 +282,9 @@ def write_bundle(out_dir, *, tflite_bytes: bytes, embeddings: np.ndarray, cases:
         for fn in BUNDLE_FILES + (MANIFEST_FILE,):
             with open(tmp / fn, "rb") as f:
                 os.fsync(f.fileno())
+        key = sign_key or os.environ.get(ENV_SIGNING_KEY) or None
+        if key:
+            sign_bundle(tmp, key)
         os.chmod(tmp, 0o755)
         _replace(out, tmp, manifest["files"], force)
     except BaseException:
@@ -299,3 +315,114 @@ def _replace(out: Path, tmp: Path, files: dict, force: bool) -> None:
         shutil.rmtree(trash, ignore_errors=True)
     else:
         os.replace(tmp, out)
+
+
+# ----------------------------------------------------------------------------------------------- signing
+
+def generate_signing_key(path, publisher: str) -> dict:
+    """Create a new Ed25519 signing key file at ``path`` (refused if it exists; mode 0600). Returns its
+    public part (``public_key``, ``key_id``, ``publisher``)."""
+    from edge.ed25519 import public_key_from_seed
+    from edge.trust import key_id
+    p = Path(path).expanduser()
+    p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    seed = os.urandom(32)
+    pub = public_key_from_seed(seed)
+    doc = {"format": KEY_FORMAT, "algorithm": "ed25519", "private_key": seed.hex(), "public_key": pub.hex(),
+           "key_id": key_id(pub), "publisher": str(publisher),
+           "created": datetime.now(timezone.utc).replace(microsecond=0).isoformat()}
+    try:
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    except FileExistsError:
+        raise BundleError(f"{p}: exists; a signing key is never overwritten") from None
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(json.dumps(doc, indent=1) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    return {k: doc[k] for k in ("public_key", "key_id", "publisher")}
+
+
+def read_signing_key(path) -> tuple[bytes, dict]:
+    """(32-byte private seed, the key file's public fields). A key readable by group or others is refused."""
+    from edge.ed25519 import public_key_from_seed
+    from edge.trust import key_id
+    p = Path(path).expanduser()
+    try:
+        st = os.stat(p)
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise BundleError(f"{p}: signing key unreadable ({e})") from None
+    if os.name == "posix" and st.st_mode & 0o077:
+        raise BundleError(f"{p}: signing key is readable by others (mode {st.st_mode & 0o777:o}); chmod 600 it")
+    if not isinstance(doc, dict) or doc.get("format") != KEY_FORMAT or doc.get("algorithm") != "ed25519":
+        raise BundleError(f"{p}: not an {KEY_FORMAT} file")
+    try:
+        seed = bytes.fromhex(doc["private_key"])
+        if len(seed) != 32:
+            raise ValueError
+    except (KeyError, TypeError, ValueError):
+        raise BundleError(f"{p}: private_key: not 64 hex digits") from None
+    pub = public_key_from_seed(seed)
+    if doc.get("public_key") not in (None, pub.hex()):
+        raise BundleError(f"{p}: public_key does not belong to private_key")
+    return seed, {"public_key": pub.hex(), "key_id": key_id(pub), "publisher": str(doc.get("publisher") or "")}
+
+
+def sign_bundle(bundle_dir, key_path) -> dict:
+    """Check the bundle at ``bundle_dir`` (everything ``load_bundle`` checks) and write its
+    ``signature.json`` with the key at ``key_path``. Returns the signature document."""
+    import hashlib
+
+    from edge.bundle import load_bundle
+    from edge.ed25519 import _sign, verify
+    from edge.trust import SIGNATURE_FORMAT, SIGNATURE_VERSION, signed_message
+    d = Path(bundle_dir)
+    seed, pub = read_signing_key(key_path)
+    b = load_bundle(d, threads=1, ignore_signature=True)    # never sign a bundle that does not load
+    mbytes = (d / MANIFEST_FILE).read_bytes()
+    if hashlib.sha256(mbytes).hexdigest() != b.id:
+        raise BundleError(f"{d / MANIFEST_FILE}: changed while it was being checked; sign again")
+    msg = signed_message(mbytes)
+    sig = _sign(seed, msg)
+    verify(bytes.fromhex(pub["public_key"]), msg, sig)
+    doc = {"format": SIGNATURE_FORMAT, "format_version": SIGNATURE_VERSION, "algorithm": "ed25519",
+           "bundle_id": hashlib.sha256(mbytes).hexdigest(), "public_key": pub["public_key"],
+           "key_id": pub["key_id"], "signature": sig.hex(), "publisher": pub["publisher"],
+           "signed": datetime.now(timezone.utc).replace(microsecond=0).isoformat()}
+    fd, tmp = tempfile.mkstemp(prefix=f".{SIGNATURE_FILE}.tmp-", dir=d)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(json.dumps(doc, indent=2) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, d / SIGNATURE_FILE)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    if (d / MANIFEST_FILE).read_bytes() != mbytes:
+        raise BundleError(f"{d / MANIFEST_FILE}: changed while it was being signed; sign again")
+    return doc
+
+
+@click.command("sign-bundle")
+@click.argument("bundle", type=click.Path(file_okay=False, exists=True))
+@click.option("--key", "key_path", envvar=ENV_SIGNING_KEY, required=True, type=click.Path(dir_okay=False),
+              help=f"The publisher's private signing key file (env {ENV_SIGNING_KEY}). Never commit it.")
+@click.option("--new-key", is_flag=True, help="Create the key file first (refused if it exists).")
+@click.option("--publisher", default="ecgret bundle publisher", show_default=True,
+              help="Name recorded in a new key file.")
+def sign_bundle_command(bundle, key_path, new_key, publisher):
+    """Sign BUNDLE (writes BUNDLE/signature.json) after checking that it loads. Devices load it without
+    --allow-unsigned once the key's public part is trusted (edge/trust.py or $ECGRET_TRUSTED_KEYS)."""
+    if new_key:
+        info = generate_signing_key(key_path, publisher)
+        click.echo(f"new signing key {key_path} (key id {info['key_id']}); public key {info['public_key']}",
+                   err=True)
+    doc = sign_bundle(bundle, key_path)
+    from edge.trust import trusted_keys
+    known = doc["key_id"] in trusted_keys()
+    click.echo(f"signed {bundle}: bundle id {doc['bundle_id']}, key {doc['key_id']}"
+               + ("" if known else " (not yet trusted by this ecgret: add its public key to edge/trust.py "
+                  "TRUSTED_KEYS or to a $ECGRET_TRUSTED_KEYS file)"))

@@ -11,6 +11,7 @@ from . import index_build as _index_build
 from . import pipeline as _pipeline
 from . import teacher as _teacher
 from . import text as _text
+from .bundle import sign_bundle_command as _sign_bundle_command
 from .evaluate import evaluate_cmd as _evaluate_cmd
 
 
@@ -58,6 +59,7 @@ for _cmd in (_teacher.train_teacher_command, _teacher.teacher_report_command, _t
              _pipeline.pipeline_command, _index_build.embed_archive_command, _index_build.merge_index_command,
              init_command):
     main.add_command(_cmd)
+main.add_command(_sign_bundle_command)
 
 if __name__ == "__main__":
     main()

@@ -1,10 +1,21 @@
 """Load and verify a model bundle (format: ``docs/BUNDLE.md``). ``convert.bundle`` writes them.
 
 Which bundle: ``--bundle PATH`` or ``$ECGRET_BUNDLE``, else the one shipped in the package
-(``edge/bundles/default/``). Loading verifies the format and version, the sha256 of every file, the
-encoder's real input/output details against the manifest, the index's metric, dimension and item count
-against the manifest and ``cases.jsonl``, and the imaging shape against the encoder input. Every failure
-is a :class:`~edge.errors.BundleError` naming the file and the field.
+(``edge/bundles/default/``). A bundle is verified as a whole before any native code (Annoy, the TFLite
+interpreter) sees a byte of it, in this order:
+
+1. ``manifest.json`` is read (a regular file, at most 4 MiB); its sha256 is the bundle id (:attr:`Bundle.id`).
+2. ``signature.json``, when present, must be a valid Ed25519 signature of that id (:mod:`edge.trust`); a
+   bundle that is not signed by a trusted key is refused unless unsigned bundles are allowed
+   (``--allow-unsigned``, ``$ECGRET_ALLOW_UNSIGNED``, or ``allow_unsigned=True``).
+3. The manifest is parsed within limits and checked against the schema (:mod:`edge.schema`).
+4. Every file is read (regular files only, no symlinks, at most the size the manifest declares) and its
+   sha256 checked; ``index.ann`` is checked structurally (:func:`edge.index.check_annoy`); ``cases.jsonl``
+   is parsed and its line count checked against the index.
+5. Only then are the encoder and the index opened, from sealed in-memory copies of the checked bytes
+   (:mod:`edge.sealed`), and the encoder's real input/output details compared with the manifest.
+
+Every failure is a :class:`~edge.errors.BundleError` naming the file and the field.
 """
 from __future__ import annotations
 
@@ -12,12 +23,14 @@ import hashlib
 import json
 import math
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .errors import BundleError
+from .trust import SIGNATURE_FILE, Trust, check_signature
 
 FORMAT = "ecgret-bundle"
 FORMAT_VERSION = 1
@@ -29,16 +42,34 @@ MANIFEST_FILE = "manifest.json"
 MODEL_CARD_FILE = "MODEL_CARD.md"
 BUNDLE_FILES = (ENCODER_FILE, INDEX_FILE, CASES_FILE, MODEL_CARD_FILE)
 ENV_VAR = "ECGRET_BUNDLE"
+ENV_ALLOW_UNSIGNED = "ECGRET_ALLOW_UNSIGNED"
 
-_REQUIRED = ("format", "format_version", "name", "created", "files", "preprocessing", "imaging", "encoder",
-             "index", "archive", "training", "tools")
-_ENCODER_KEYS = ("input_shape", "input_dtype", "input_scale", "input_zero_point", "output_shape", "output_dtype",
-                 "output_scale", "output_zero_point", "embedding_dim", "quantization")
-_INDEX_KEYS = ("metric", "dim", "n_items", "n_trees", "search_k", "recall_at_10")
 _CASE_LISTS = ("super_class", "sub_class", "form", "rhythm")
+_CASE_TEXT = ("statements", "report", "source")
 
-__all__ = ["Bundle", "load_bundle", "default_bundle_path", "resolve_bundle_path", "read_manifest",
-           "verify_files", "FORMAT", "FORMAT_VERSION"]
+__all__ = ["Bundle", "VerifiedBundle", "load_bundle", "verify_bundle", "default_bundle_path", "resolve_bundle_path", "read_manifest",
+           "parse_manifest", "verify_files", "bundle_id", "legacy_hash", "set_trust_policy", "unsigned_allowed",
+           "FORMAT", "FORMAT_VERSION", "SIGNATURE_FILE", "ENV_ALLOW_UNSIGNED"]
+
+# Whether a bundle must be signed by a trusted key when the caller does not say (allow_unsigned=None). The
+# library default is lenient (workstation tools load the bundles they just built); the ``ecgret`` CLI, the
+# device's entry point, sets it strict (edge.cli.bundle_option), so every command it runs enforces it.
+_POLICY = {"require_trusted": False}
+
+
+def set_trust_policy(*, require_trusted: bool) -> None:
+    """Make :func:`load_bundle` (with ``allow_unsigned=None``) require a trusted signature, or not."""
+    _POLICY["require_trusted"] = bool(require_trusted)
+
+
+def unsigned_allowed(allow_unsigned: bool | None = None) -> bool:
+    """The effective policy: ``allow_unsigned`` if given, else ``$ECGRET_ALLOW_UNSIGNED`` set to a true value,
+    else whether the process policy (:func:`set_trust_policy`) is lenient."""
+    if allow_unsigned is not None:
+        return bool(allow_unsigned)
+    if os.environ.get(ENV_ALLOW_UNSIGNED, "").strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    return not _POLICY["require_trusted"]
 
 
 def default_bundle_path() -> Path:
@@ -56,6 +87,19 @@ def resolve_bundle_path(path=None) -> Path:
     return default_bundle_path()
 
 
+def bundle_id(manifest_bytes: bytes) -> str:
+    """A bundle's identity: the sha256 (hex) of its ``manifest.json`` bytes, which hash every other file."""
+    return hashlib.sha256(manifest_bytes).hexdigest()
+
+
+def legacy_hash(manifest: dict) -> str:
+    """The identity ecgret used before bundle ids (it did not cover the manifest): the first 16 hex digits of
+    the sha256 over the sorted ``name:sha256`` lines of ``files``. Only for finding old overlays."""
+    files = manifest["files"]
+    h = hashlib.sha256("".join(f"{k}:{files[k]['sha256']}\n" for k in sorted(files)).encode())
+    return h.hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class Bundle:
     """A verified bundle. ``encoder`` and ``index`` are created on first use and kept (one per bundle)."""
@@ -64,6 +108,8 @@ class Bundle:
     manifest: dict
     cases: tuple[dict, ...]
     threads: int | None = None
+    id: str = ""                       # sha256 of manifest.json (hex)
+    trust: Trust = Trust("unsigned")
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -80,10 +126,12 @@ class Bundle:
 
     @property
     def hash(self) -> str:
-        """A short identity of the bundle's content: sha256 over the files' sha256 (16 hex digits)."""
-        files = self.manifest["files"]
-        h = hashlib.sha256("".join(f"{k}:{files[k]['sha256']}\n" for k in sorted(files)).encode())
-        return h.hexdigest()[:16]
+        """The short bundle id (16 hex digits) shown to users; :attr:`id` is the whole sha256."""
+        return self.id[:16] if self.id else legacy_hash(self.manifest)
+
+    @property
+    def legacy_hash(self) -> str:
+        return legacy_hash(self.manifest)
 
     @property
     def imaging_config(self):
@@ -96,7 +144,14 @@ class Bundle:
         enc = self._cache.get("encoder")
         if enc is None:
             from .encoder import Encoder
-            enc = self._cache["encoder"] = Encoder(self.path / ENCODER_FILE, threads=self.threads)
+            real = self.path / ENCODER_FILE
+            src = self._cache.get("encoder_sealed")
+            try:
+                enc = Encoder(src.path if src is not None else real, threads=self.threads)
+            except BundleError as e:
+                raise BundleError(str(e).replace(src.path, str(real)) if src is not None else str(e)) from None
+            enc.path = real
+            self._cache["encoder"] = enc
         return enc
 
     @property
@@ -105,7 +160,9 @@ class Bundle:
         if idx is None:
             from .index import CaseIndex
             m = self.manifest["index"]
-            idx = self._cache["index"] = CaseIndex(self.path / INDEX_FILE, m["dim"], m["metric"], m["search_k"])
+            idx = self._cache["index"] = CaseIndex(self.path / INDEX_FILE, m["dim"], m["metric"], m["search_k"],
+                                                   data=self._cache.pop("index_bytes", None),
+                                                   n_items=m["n_items"], n_trees=m["n_trees"])
         return idx
 
 
@@ -113,39 +170,65 @@ def _err(where, fld: str, msg: str) -> BundleError:
     return BundleError(f"{where}: {fld}: {msg}")
 
 
-def read_manifest(path) -> dict:
-    """Read and structurally check ``manifest.json`` (format, version, required keys)."""
-    mpath = Path(path) / MANIFEST_FILE
-    if not Path(path).is_dir():
-        raise BundleError(f"{path}: no bundle folder there")
+def _read_regular(p: Path, cap: int, size: int | None = None) -> bytes:
+    """The bytes of ``p``, a regular file (not a symlink, FIFO or device) of at most ``cap`` bytes (exactly
+    ``size`` when given), read without blocking and without reading past the limit."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
-        m = json.loads(mpath.read_text(encoding="utf-8"))
+        fd = os.open(p, flags)
     except FileNotFoundError:
-        raise BundleError(f"{mpath}: missing") from None
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise BundleError(f"{mpath}: unreadable JSON ({e})") from None
-    if not isinstance(m, dict):
-        raise _err(mpath, "manifest", "not a JSON object")
-    if m.get("format") != FORMAT:
-        raise _err(mpath, "format", f"{m.get('format')!r} is not {FORMAT!r}")
-    if m.get("format_version") != FORMAT_VERSION:
-        raise _err(mpath, "format_version", f"bundle format version {m.get('format_version')!r}; this ecgret "
-                   f"reads version {FORMAT_VERSION} (rebuild the bundle with a matching ecgret-convert)")
-    for k in _REQUIRED:
-        if k not in m:
-            raise _err(mpath, k, "missing")
-    for k in _ENCODER_KEYS:
-        if k not in m["encoder"]:
-            raise _err(mpath, f"encoder.{k}", "missing")
-    for k in _INDEX_KEYS:
-        if k not in m["index"]:
-            raise _err(mpath, f"index.{k}", "missing")
-    if not isinstance(m["files"], dict):
-        raise _err(mpath, "files", "not an object")
-    for fn in BUNDLE_FILES:
-        if fn not in m["files"]:
-            raise _err(mpath, f"files.{fn}", "missing")
+        raise _err(p, "file", "missing") from None
+    except OSError as e:
+        if os.path.islink(p):
+            raise _err(p, "file", "is a symbolic link (bundle files must be regular files)") from None
+        raise _err(p, "file", f"unreadable ({e.strerror or e})") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _err(p, "file", "not a regular file")
+        if size is not None and st.st_size != size:
+            raise _err(p, "bytes", f"{st.st_size} bytes, manifest says {size} (file changed or truncated)")
+        if st.st_size > cap:
+            raise _err(p, "bytes", f"{st.st_size:,} bytes, more than the {cap:,} allowed")
+        chunks, left = [], (st.st_size if size is None else size) + 1   # one more: a file that grew shows
+        while left > 0:
+            b = os.read(fd, min(left, 1 << 22))
+            if not b:
+                break
+            chunks.append(b)
+            left -= len(b)
+        data = b"".join(chunks)
+    except OSError as e:
+        raise _err(p, "file", f"unreadable ({e.strerror or e})") from None
+    finally:
+        os.close(fd)
+    if len(data) != st.st_size:
+        raise _err(p, "bytes", f"changed while it was read ({st.st_size} bytes stated, {len(data)} read)")
+    return data
+
+
+def parse_manifest(data: bytes, where) -> dict:
+    """Parse manifest bytes within limits and check them against the schema (:mod:`edge.schema`)."""
+    from .schema import JSONLimitError, loads_bounded, validate_manifest
+    try:
+        m = loads_bounded(data)
+    except JSONLimitError as e:
+        raise BundleError(f"{where}: {e}") from None
+    validate_manifest(m, where)
     return m
+
+
+def _read_manifest_bytes(d: Path) -> bytes:
+    from .schema import MAX_MANIFEST_BYTES
+    if not d.is_dir():
+        raise BundleError(f"{d}: no bundle folder there")
+    return _read_regular(d / MANIFEST_FILE, MAX_MANIFEST_BYTES)
+
+
+def read_manifest(path) -> dict:
+    """Read, parse and check ``manifest.json`` of the bundle folder ``path`` (no signature policy)."""
+    d = Path(path)
+    return parse_manifest(_read_manifest_bytes(d), d / MANIFEST_FILE)
 
 
 def _sha256(path: Path) -> str:
@@ -156,43 +239,58 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def verify_files(path, manifest: dict) -> None:
-    """Every listed file exists, has the listed size and sha256 (a tampered file is refused by name)."""
+def verify_files(path, manifest: dict) -> dict[str, bytes]:
+    """Every bundle file is a regular file of the listed size and sha256 (a tampered file is refused by
+    name). Returns the verified bytes by file name."""
     d = Path(path)
-    for fn, meta in manifest["files"].items():
-        if "/" in fn or "\\" in fn or fn.startswith("."):
-            raise _err(d / MANIFEST_FILE, f"files.{fn}", "not a plain file name")
+    out = {}
+    for fn in BUNDLE_FILES:
+        meta = manifest["files"][fn]
         p = d / fn
-        if not p.is_file():
-            raise _err(p, "file", "missing")
-        try:
-            size = p.stat().st_size
-            if "bytes" in meta and size != meta["bytes"]:
-                raise _err(p, "bytes", f"{size} bytes, manifest says {meta['bytes']} (file changed or truncated)")
-            if _sha256(p) != meta.get("sha256"):
-                raise _err(p, "sha256", "does not match the manifest (file changed or corrupted)")
-        except OSError as e:
-            raise _err(p, "file", f"unreadable ({e})") from None
+        data = _read_regular(p, int(meta["bytes"]), int(meta["bytes"]))
+        if hashlib.sha256(data).hexdigest() != meta["sha256"]:
+            raise _err(p, "sha256", "does not match the manifest (file changed or corrupted)")
+        out[fn] = data
+    return out
 
 
-def _read_cases(path: Path) -> tuple[dict, ...]:
-    out = []
+def _parse_cases(data: bytes, path: Path) -> tuple[dict, ...]:
+    from .schema import printable
     try:
-        with open(path, encoding="utf-8") as f:
-            for i, line in enumerate(f, 1):
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise _err(path, "file", f"not UTF-8 ({e.reason} at byte {e.start})") from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    cases, decode = [], json.JSONDecoder().decode
+    for i, line in enumerate(lines, 1):
+        try:
+            cases.append(decode(line))
+        except (ValueError, RecursionError) as e:
+            raise _err(path, f"line {i}", f"not JSON ({printable(e, 120)})") from None
+    seen = set()
+    for i, c in enumerate(cases, 1):
+        cid = c.get("case_id") if type(c) is dict else None
+        if type(cid) is not str or not 0 < len(cid) <= 200 or not cid.isprintable():
+            raise _err(path, f"line {i}.case_id", "missing, empty, too long or holding control characters")
+        if cid in seen:
+            raise _err(path, f"line {i}.case_id", f"duplicate case id {cid!r}")
+        seen.add(cid)
+        for k in _CASE_LISTS:
+            v = c.get(k)
+            if v is not None:
                 try:
-                    c = json.loads(line)
-                except ValueError as e:
-                    raise _err(path, f"line {i}", f"not JSON ({e})") from None
-                if not isinstance(c, dict) or not isinstance(c.get("case_id"), str):
-                    raise _err(path, f"line {i}", "no case_id")
-                for k in _CASE_LISTS:
-                    if not isinstance(c.get(k, []), list):
-                        raise _err(path, f"line {i}.{k}", "not a list")
-                out.append(c)
-    except (OSError, UnicodeDecodeError) as e:
-        raise _err(path, "file", f"unreadable ({e})") from None
-    return tuple(out)
+                    if type(v) is not list:
+                        raise TypeError
+                    "".join(v)            # TypeError unless every element is a string
+                except TypeError:
+                    raise _err(path, f"line {i}.{k}", "not a list of strings") from None
+        for k in _CASE_TEXT:
+            v = c.get(k)
+            if v is not None and type(v) is not str:
+                raise _err(path, f"line {i}.{k}", "not a string")
+    return tuple(cases)
 
 
 def _check_encoder(path: Path, want: dict, got: dict) -> None:
@@ -205,38 +303,66 @@ def _check_encoder(path: Path, want: dict, got: dict) -> None:
             raise _err(path, f"encoder.{k}", f"model has {got[k]!r}, manifest says {want[k]!r}")
 
 
-def load_bundle(path=None, *, threads: int | None = None, check_encoder: bool = True) -> Bundle:
-    """Load and verify the bundle at ``path`` (default: :func:`resolve_bundle_path`). The encoder and the
-    index are opened here (once) and kept on the returned :class:`Bundle`."""
+@dataclass(frozen=True)
+class VerifiedBundle:
+    """What :func:`verify_bundle` checked, before any native code: the folder, the manifest, its id, the
+    signature's verdict, the verified bytes of every file and the parsed cases."""
+
+    path: Path
+    manifest: dict
+    id: str
+    trust: Trust
+    data: dict
+    cases: tuple[dict, ...]
+
+
+def verify_bundle(path=None, *, allow_unsigned: bool | None = None, ignore_signature: bool = False) -> VerifiedBundle:
+    """Steps 1-4 of the module docstring (numpy and the stdlib only: no native parser sees the bundle).
+    ``allow_unsigned``: accept a bundle that is not signed by a trusted key (None: the process policy,
+    :func:`unsigned_allowed`). ``ignore_signature``: do not read ``signature.json`` (the signer, which
+    replaces it; implies an unsigned load)."""
+    from .index import check_annoy
+    from .trust import MAX_SIGNATURE_BYTES
     d = resolve_bundle_path(path)
-    m = read_manifest(d)
-    verify_files(d, m)
     mpath = d / MANIFEST_FILE
-    idx_m, enc_m, im = m["index"], m["encoder"], m["imaging"]
-    if idx_m["metric"] != METRIC:
-        raise _err(mpath, "index.metric", f"{idx_m['metric']!r}; only {METRIC!r} is supported")
-    if idx_m["dim"] != enc_m["embedding_dim"]:
-        raise _err(mpath, "index.dim", f"{idx_m['dim']} but encoder.embedding_dim is {enc_m['embedding_dim']}")
-    if list(im.get("shape", [])) != list(enc_m["input_shape"])[1:]:
-        raise _err(mpath, "imaging.shape", f"{im.get('shape')} but encoder.input_shape is {enc_m['input_shape']}")
-    cases = _read_cases(d / CASES_FILE)
+    mbytes = _read_manifest_bytes(d)
+    sig_path = d / SIGNATURE_FILE
+    if ignore_signature:
+        trust = Trust("unsigned")
+    else:
+        sig = _read_regular(sig_path, MAX_SIGNATURE_BYTES) if os.path.lexists(sig_path) else None
+        trust = check_signature(sig, mbytes, sig_path)
+    if not trust.trusted and not (ignore_signature or unsigned_allowed(allow_unsigned)):
+        raise _err(d, "signature", f"{trust.describe()}. Only bundles signed by a trusted publisher load by "
+                   f"default; to load this one anyway pass --allow-unsigned (or set {ENV_ALLOW_UNSIGNED}=1)")
+    m = parse_manifest(mbytes, mpath)
+    data = verify_files(d, m)
+    idx_m = m["index"]
+    check_annoy(data[INDEX_FILE], idx_m["dim"], idx_m["n_items"], idx_m["n_trees"], where=d / INDEX_FILE)
+    cases = _parse_cases(data[CASES_FILE], d / CASES_FILE)
     if len(cases) != idx_m["n_items"]:
         raise _err(d / CASES_FILE, "lines", f"{len(cases)} cases but index.n_items is {idx_m['n_items']}")
-    b = Bundle(d, m, cases, threads)
+    return VerifiedBundle(d, m, bundle_id(mbytes), trust, data, cases)
+
+
+def load_bundle(path=None, *, threads: int | None = None, check_encoder: bool = True,
+                allow_unsigned: bool | None = None, ignore_signature: bool = False) -> Bundle:
+    """Load and verify the bundle at ``path`` (default: :func:`resolve_bundle_path`): :func:`verify_bundle`,
+    then the encoder and the index are opened (once, from sealed copies of the verified bytes) and kept;
+    the encoder's real input/output details must match the manifest."""
+    from .sealed import sealed_copy
+    v = verify_bundle(path, allow_unsigned=allow_unsigned, ignore_signature=ignore_signature)
+    d, m = v.path, v.manifest
+    idx_m, enc_m = m["index"], m["encoder"]
+    cache = {"index_bytes": v.data[INDEX_FILE], "encoder_sealed": sealed_copy(v.data[ENCODER_FILE], ENCODER_FILE)}
+    b = Bundle(d, m, v.cases, threads, v.id, v.trust, cache)
     if check_encoder:
         enc = b.encoder
         _check_encoder(d / ENCODER_FILE, enc_m, enc.details())
-        from .imaging import ImagingConfig  # noqa: F401 - imaging config must build
         if tuple(b.imaging_config.shape) != tuple(enc.input_shape[1:]):
-            raise _err(mpath, "imaging", f"mode/tile give shape {b.imaging_config.shape} but the encoder "
-                       f"takes {enc.input_shape}")
+            raise _err(d / MANIFEST_FILE, "imaging", f"mode/tile give shape {b.imaging_config.shape} but the "
+                       f"encoder takes {enc.input_shape}")
     idx = b.index
     if len(idx) != idx_m["n_items"]:
         raise _err(d / INDEX_FILE, "n_items", f"index holds {len(idx)} items, manifest says {idx_m['n_items']}")
-    if len(idx):
-        probe = [0, len(idx) // 2, len(idx) - 1]
-        norms = np.array([np.linalg.norm(idx.item(i)) for i in probe])
-        if not np.all(np.abs(norms - 1.0) < 1e-2):
-            raise _err(d / INDEX_FILE, "dim", f"items are not unit vectors of dimension {idx_m['dim']} "
-                       f"(norms {np.round(norms, 3).tolist()}): wrong dimension or not this bundle's index")
     return b

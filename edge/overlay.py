@@ -1,11 +1,18 @@
 """The local overlay: confirmed cases enrolled on this device, searched together with the bundle's index.
 
-Location: ``$ECGRET_HOME/overlay/<bundle-hash>/`` if ``ECGRET_HOME`` is set, else
-``$XDG_DATA_HOME/ecgret/overlay/<bundle-hash>/`` (default ``~/.local/share/ecgret/overlay/<bundle-hash>/``).
-An overlay belongs to one bundle (its embeddings come from that bundle's encoder), hence the hash.
+Location: ``$ECGRET_HOME/overlay/<bundle-id>/`` if ``ECGRET_HOME`` is set, else
+``$XDG_DATA_HOME/ecgret/overlay/<bundle-id>/`` (default ``~/.local/share/ecgret/overlay/<bundle-id>/``).
+An overlay belongs to one bundle (its embeddings come from that bundle's encoder, preprocessing and imaging),
+hence the bundle id: the sha256 of the bundle's ``manifest.json``, which covers those settings and every file.
+Overlays of ecgret before bundle ids lived under the old 16-digit files hash (it did not cover the manifest);
+one of a *trusted* (signed) bundle is copied to the new place on first use (the old file is left as it was).
 
-One file, ``overlay.json``: ``{"format": "ecgret-overlay", "format_version": 1, "bundle": hash, "dim": D,
-"cases": [{case fields..., "embedding": [D floats]}]}``. Every change is a locked read-modify-write
+One file, ``overlay.json``: ``{"format": "ecgret-overlay", "format_version": 1, "bundle": id, "dim": D,
+"cases": [{case fields..., "embedding": [D floats]}]}``. Reading it is bounded (a regular file of at most
+64 MiB, :func:`edge.schema.loads_bounded`) and every case is checked (ids, types, a finite unit embedding of
+dimension D); a bad file is one :class:`~edge.errors.OverlayError` naming the field. ``strict=False`` (the
+query path) turns that into :attr:`Overlay.error` and an empty overlay, so a hand-corrupted file never stops
+queries; writes (enrol, forget) always re-read strictly and refuse to overwrite a file they cannot read. Every change is a locked read-modify-write
 (``fcntl.flock`` on ``overlay.lock``) that writes a temporary file in the same folder, fsyncs it, renames
 it over ``overlay.json`` (``os.replace``, atomic on POSIX) and fsyncs the folder: a process killed at any
 point leaves either the old or the new overlay, never a mix. A failed write (full disk) leaves the old
@@ -22,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import OverlayError
+from .schema import JSONLimitError, loads_bounded, printable
 
 FORMAT = "ecgret-overlay"
 FORMAT_VERSION = 1
@@ -30,6 +38,11 @@ LOCK = "overlay.lock"
 _TMP_PREFIX = ".overlay.json.tmp-"
 _CASE_FIELDS = ("case_id", "super_class", "sub_class", "form", "rhythm", "statements", "report", "source",
                 "enrolled", "record")
+_LIST_FIELDS = ("super_class", "sub_class", "form", "rhythm")
+_TEXT_FIELDS = ("statements", "report", "source", "enrolled", "record")
+MAX_BYTES = 64 << 20
+MAX_CASES = 100_000
+MAX_TEXT = 64 << 10
 
 __all__ = ["Overlay", "overlay_home", "overlay_dir", "atomic_write"]
 
@@ -57,17 +70,34 @@ def atomic_write(path: Path, data: bytes) -> None:
 class Overlay:
     """The enrolled cases of one bundle. ``cases`` (dicts without the embedding) and ``embeddings`` (n, D)."""
 
-    def __init__(self, directory, dim: int, bundle_hash: str):
+    def __init__(self, directory, dim: int, bundle_hash: str, *, strict: bool = True):
         self.dir = Path(directory)
         self.dim = int(dim)
         self.bundle_hash = str(bundle_hash)
         self.cases: tuple[dict, ...] = ()
         self.embeddings = np.zeros((0, self.dim), dtype=np.float32)
-        self._load()
+        self.error: str | None = None          # why the overlay was ignored (strict=False only)
+        self.migrated_from: Path | None = None
+        try:
+            self._load()
+        except OverlayError as e:
+            if strict:
+                raise
+            self.error = str(e)
 
     @classmethod
-    def for_bundle(cls, bundle) -> "Overlay":
-        return cls(overlay_dir(bundle.hash), bundle.dim, bundle.hash)
+    def for_bundle(cls, bundle, *, strict: bool = True) -> "Overlay":
+        """The overlay of ``bundle`` (keyed by its id). ``strict=False``: an unreadable overlay is ignored
+        (:attr:`error` says why) instead of raising."""
+        bid = getattr(bundle, "id", "") or bundle.hash
+        d = overlay_dir(bid)
+        migrated = None
+        trust = getattr(bundle, "trust", None)
+        if bid != bundle.hash and trust is not None and trust.trusted and not os.path.lexists(d / FILE):
+            migrated = _migrate_legacy(overlay_dir(bundle.legacy_hash), bundle.legacy_hash, d, bid, bundle.dim)
+        ov = cls(d, bundle.dim, bid, strict=strict)
+        ov.migrated_from = migrated
+        return ov
 
     @property
     def file(self) -> Path:
@@ -82,35 +112,10 @@ class Overlay:
         self.cases, self.embeddings = cases, emb
 
     def _read(self) -> tuple[tuple[dict, ...], np.ndarray]:
-        p = self.file
-        try:
-            raw = p.read_bytes()
-        except FileNotFoundError:
+        raw = _read_file(self.file)
+        if raw is None:
             return (), np.zeros((0, self.dim), dtype=np.float32)
-        except OSError as e:
-            raise OverlayError(f"{p}: unreadable ({e})") from None
-        try:
-            doc = json.loads(raw)
-        except ValueError as e:
-            raise OverlayError(f"{p}: not valid JSON ({e}); move it aside to start a new overlay") from None
-        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-            raise OverlayError(f"{p}: format: not an ecgret overlay")
-        if doc.get("format_version") != FORMAT_VERSION:
-            raise OverlayError(f"{p}: format_version: {doc.get('format_version')!r}, expected {FORMAT_VERSION}")
-        if doc.get("bundle") != self.bundle_hash:
-            raise OverlayError(f"{p}: bundle: overlay belongs to bundle {doc.get('bundle')!r}, not {self.bundle_hash}")
-        if doc.get("dim") != self.dim:
-            raise OverlayError(f"{p}: dim: {doc.get('dim')!r}, the bundle's encoder gives {self.dim}")
-        cases, vecs = [], []
-        for i, c in enumerate(doc.get("cases", [])):
-            e = c.get("embedding") if isinstance(c, dict) else None
-            if not isinstance(c, dict) or not isinstance(c.get("case_id"), str) or not isinstance(e, list) \
-                    or len(e) != self.dim:
-                raise OverlayError(f"{p}: cases[{i}]: malformed entry")
-            cases.append({k: v for k, v in c.items() if k != "embedding"})
-            vecs.append(e)
-        emb = np.asarray(vecs, dtype=np.float32).reshape(-1, self.dim)
-        return tuple(cases), emb
+        return parse_overlay(raw, self.file, self.bundle_hash, self.dim)
 
     # ------------------------------------------------------------------ searching
     def search(self, vec: np.ndarray, k: int) -> list[tuple[dict, float]]:
@@ -160,7 +165,11 @@ class Overlay:
         v = np.asarray(embedding, dtype=np.float32).reshape(-1)
         if v.size != self.dim or not np.all(np.isfinite(v)):
             raise OverlayError(f"embedding of dimension {v.size}, the overlay takes {self.dim}")
-        v = v / max(float(np.linalg.norm(v)), 1e-12)
+        n = float(np.linalg.norm(v))
+        if n < 1e-6:
+            raise OverlayError("embedding is zero: nothing to enrol")
+        v = v / n
+        _check_new_case(case)
         with self._locked():
             c = {k: case[k] for k in _CASE_FIELDS if k in case}
             cid = c.get("case_id") or self.next_id()
@@ -187,3 +196,139 @@ class Overlay:
             keep = [j for j in range(len(ids)) if j != i]
             self._write([self.cases[j] for j in keep], self.embeddings[keep])
         return gone
+
+
+# ------------------------------------------------------------------ reading and checking overlay.json
+
+def _read_file(p: Path) -> bytes | None:
+    """The bytes of ``overlay.json`` (None if there is none): a regular file, not a symlink, FIFO or device,
+    of at most :data:`MAX_BYTES`, read without blocking."""
+    import stat
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(p, flags)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise OverlayError(f"{p}: file: unreadable ({e.strerror or e}"
+                           + ("; a symbolic link is not followed" if os.path.islink(p) else "") + ")") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OverlayError(f"{p}: file: not a regular file")
+        if st.st_size > MAX_BYTES:
+            raise OverlayError(f"{p}: file: {st.st_size:,} bytes, more than the {MAX_BYTES:,} allowed")
+        chunks, left = [], MAX_BYTES + 1
+        while left > 0:
+            b = os.read(fd, min(left, 1 << 22))
+            if not b:
+                break
+            chunks.append(b)
+            left -= len(b)
+    except OSError as e:
+        raise OverlayError(f"{p}: file: unreadable ({e.strerror or e})") from None
+    finally:
+        os.close(fd)
+    raw = b"".join(chunks)
+    if len(raw) > MAX_BYTES:
+        raise OverlayError(f"{p}: file: more than {MAX_BYTES:,} bytes")
+    return raw
+
+
+def _bad(p, fld, msg) -> OverlayError:
+    return OverlayError(f"{p}: {fld}: {msg}")
+
+
+def parse_overlay(raw: bytes, p, bundle_id: str, dim: int) -> tuple[tuple[dict, ...], np.ndarray]:
+    """Check overlay.json bytes; (cases without embeddings, (n, dim) float32 unit embeddings)."""
+    try:
+        doc = loads_bounded(raw, max_bytes=MAX_BYTES, max_depth=8)
+    except JSONLimitError as e:
+        raise OverlayError(f"{p}: {e}; move it aside to start a new overlay") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise _bad(p, "format", "not an ecgret overlay")
+    if doc.get("format_version") != FORMAT_VERSION or isinstance(doc.get("format_version"), bool):
+        raise _bad(p, "format_version", f"{printable(repr(doc.get('format_version')), 20)}, expected {FORMAT_VERSION}")
+    if doc.get("bundle") != bundle_id:
+        raise _bad(p, "bundle", f"overlay belongs to bundle {printable(repr(doc.get('bundle')), 70)}, not {bundle_id}")
+    if doc.get("dim") != dim or isinstance(doc.get("dim"), bool):
+        raise _bad(p, "dim", f"{printable(repr(doc.get('dim')), 20)}, the bundle's encoder gives {dim}")
+    items = doc.get("cases", [])
+    if not isinstance(items, list):
+        raise _bad(p, "cases", "not an array")
+    if len(items) > MAX_CASES:
+        raise _bad(p, "cases", f"{len(items)} cases, more than the {MAX_CASES} allowed")
+    cases, seen = [], set()
+    emb = np.zeros((len(items), dim), dtype=np.float32)
+    for i, c in enumerate(items):
+        where = f"cases[{i}]"
+        if not isinstance(c, dict):
+            raise _bad(p, where, "malformed entry (not an object)")
+        cid = c.get("case_id")
+        if not isinstance(cid, str) or not 0 < len(cid) <= 200 or not cid.isprintable():
+            raise _bad(p, f"{where}.case_id", "malformed entry (missing, empty, too long or holding control "
+                       "characters)")
+        if cid in seen:
+            raise _bad(p, f"{where}.case_id", f"malformed entry (duplicate id {cid!r})")
+        seen.add(cid)
+        for k in _LIST_FIELDS:
+            v = c.get(k, [])
+            if not isinstance(v, list) or len(v) > 1000 or not all(isinstance(x, str) and len(x) <= 200 for x in v):
+                raise _bad(p, f"{where}.{k}", "malformed entry (not a list of short strings)")
+        for k in _TEXT_FIELDS:
+            v = c.get(k)
+            if v is not None and (not isinstance(v, str) or len(v) > MAX_TEXT):
+                raise _bad(p, f"{where}.{k}", f"malformed entry (not a string of at most {MAX_TEXT} characters)")
+        e = c.get("embedding")
+        if not isinstance(e, list) or len(e) != dim \
+                or not all(type(x) in (int, float) for x in e):
+            raise _bad(p, f"{where}.embedding", f"malformed entry (not {dim} numbers)")
+        v = np.asarray(e, dtype=np.float64)
+        n = float(np.sqrt(v @ v)) if np.all(np.isfinite(v)) else float("nan")
+        if not abs(n - 1.0) <= 1e-3:
+            raise _bad(p, f"{where}.embedding", f"malformed entry (norm {n:.4g}, enrolled embeddings have norm 1)")
+        emb[i] = v
+        cases.append({key: val for key, val in c.items() if key != "embedding"})
+    return tuple(cases), emb
+
+
+def _check_new_case(case: dict) -> None:
+    """A case to enrol: the fields overlay.json can hold, as text that encodes (no lone surrogates)."""
+    for k in _CASE_FIELDS:
+        v = case.get(k)
+        if v is None:
+            continue
+        vals = v if k in _LIST_FIELDS and isinstance(v, (list, tuple)) else [v]
+        for x in vals:
+            if not isinstance(x, str):
+                raise OverlayError(f"{k}: must be text, got {type(x).__name__}")
+            try:
+                x.encode("utf-8")
+            except UnicodeEncodeError:
+                raise OverlayError(f"{k}: not valid text (undecodable bytes in the argument?)") from None
+            if len(x) > (200 if k == "case_id" or k in _LIST_FIELDS else MAX_TEXT):
+                raise OverlayError(f"{k}: too long ({len(x)} characters)")
+    cid = case.get("case_id")
+    if cid is not None and (not cid or not cid.isprintable()):
+        raise OverlayError(f"case_id: {printable(repr(cid), 60)} is empty or holds control characters")
+
+
+def _migrate_legacy(old_dir: Path, old_hash: str, new_dir: Path, new_id: str, dim: int) -> Path | None:
+    """Copy an overlay kept under the old files hash to the bundle id's folder (once; the old file stays).
+    Returns the old file's path when it was copied; None when there was nothing (valid) to copy."""
+    old = old_dir / FILE
+    try:
+        raw = _read_file(old)
+        if raw is None:
+            return None
+        cases, emb = parse_overlay(raw, old, old_hash, dim)
+    except OverlayError:
+        return None       # a broken old overlay is left alone (and not migrated)
+    ov = Overlay(new_dir, dim, new_id, strict=False)
+    if ov.error is not None:
+        return None
+    with ov._locked():
+        if len(ov.cases) or os.path.lexists(ov.file):
+            return None   # another process migrated it first
+        ov._write(list(cases), emb)
+    return old

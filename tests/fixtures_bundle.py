@@ -60,10 +60,11 @@ def bundle_copy(test_bundle, tmp_path) -> Path:
 
 @pytest.fixture
 def ecgret_env(test_bundle, tmp_path) -> dict:
-    """Environment for running ``ecgret`` in a subprocess: the test bundle, a private ECGRET_HOME."""
+    """Environment for running ``ecgret`` in a subprocess: the test bundle, a private ECGRET_HOME, and
+    ECGRET_ALLOW_UNSIGNED=1 (the test bundle is not signed; tests/test_bundle_security.py checks the policy)."""
     home = tmp_path / "ecgret-home"
     return dict(os.environ, ECGRET_BUNDLE=str(test_bundle), ECGRET_HOME=str(home), PYTHONPATH=str(repo_root()),
-                TF_CPP_MIN_LOG_LEVEL="3")
+                TF_CPP_MIN_LOG_LEVEL="3", ECGRET_ALLOW_UNSIGNED="1")
 
 
 def run_ecgret(args, env, timeout=120, **kw) -> subprocess.CompletedProcess:
