@@ -146,6 +146,23 @@ def test_the_device_install_has_no_scipy_and_no_checkout(built):
     assert shared == "False"
 
 
+def test_the_simulator_resamples_an_odd_ratio_without_scipy(built):
+    """A 360 Hz recording played as a Cyton (250 Hz: 25/36) in the scipy-free venv equals scipy's resample_poly."""
+    sps = pytest.importorskip("scipy.signal")
+    import numpy as np
+    work = built[2]
+    _installed(built, "import numpy as np; from firmware_bridge.simulator import cyton_channels as c; "
+                      "t = np.arange(3600) / 360.0; x = np.stack([np.sin(2 * np.pi * (1 + k) * t) + 0.1 * k "
+                      "for k in range(12)], axis=1); "
+                      "y, names = c(x, 360.0, ('I','II','III','aVR','aVL','aVF','V1','V2','V3','V4','V5','V6')); "
+                      "np.save('cyton.npy', y); print(*names)")
+    t = np.arange(3600) / 360.0
+    x = np.stack([np.sin(2 * np.pi * (1 + k) * t) + 0.1 * k for k in range(12)], axis=1)
+    ref = sps.resample_poly(x[:, [0, 1, 6, 7, 8, 9, 10, 11]], 25, 36, axis=0)
+    got = np.load(work / "cyton.npy")
+    assert got.shape == ref.shape == (2500, 8) and np.allclose(got, ref, rtol=0, atol=1e-12)
+
+
 # ----------------------------------------------------------------------------------------------- the verbs
 
 def test_info_names_the_runtime(built):
