@@ -54,10 +54,44 @@ def init_command(folder: str, force: bool) -> None:
     click.echo(f"{len(files)} shipped configs in {dst}/; next: ecgret-convert train-teacher --config {dst / 'teacher.toml'}", err=True)
 
 
+@click.command("rerank")
+@click.argument("bundle", type=click.Path(exists=True, file_okay=False))
+@click.option("--data", "data_dir", default=None, type=click.Path(exists=True, file_okay=False),
+              help="The PTB-XL subset folder the bundle's archive came from (default: the shared data).")
+@click.option("--write", is_flag=True, help="Write the measurements and the chosen setting into BUNDLE "
+              "(cases.jsonl 'measured', manifest 'rerank'); sign it again afterwards with sign-bundle.")
+@click.option("--json-out", type=click.Path(dir_okay=False), default=None, help="Write the CV table and fold 9 here.")
+def rerank_command(bundle: str, data_dir: str | None, write: bool, json_out: str | None) -> None:
+    """Measure every archive case, choose the weight of the measured-rhythm re-ranking by cross-validation over
+    folds 1-8 (4 rotations of 2 query folds), and report fold 9 once for the chosen setting."""
+    import json
+    from pathlib import Path
+
+    from edge.paths import shared_data_dir
+
+    from .archive import Archive
+    from .rerank import add_to_bundle, choose
+    archive = Archive.from_ptbxl_subset(Path(data_dir) if data_dir else shared_data_dir() / "ptbxl-subset")
+    res, measured = choose(bundle, archive)
+    click.echo("| setting | " + " | ".join(("P@10", "macroP@10", "kNN_macroAUROC", "rhythmP@10_nonSR")) + " |")
+    click.echo("| --- | --- | --- | --- | --- |")
+    for name, v in res["cv"].items():
+        click.echo(f"| CV {name} | " + " | ".join(f"{a:.3f} ± {s:.3f}" for a, s in v.values()) + " |")
+    for name, v in res["fold9"].items():
+        click.echo(f"| fold 9, {name} | " + " | ".join(f"{x:.3f}" for x in v.values()) + " |")
+    click.echo(f"chosen: weight {res['weight']:g}, pool {res['pool']} ({res['rule']})")
+    if json_out:
+        atomic_write(json_out, json.dumps(res, indent=1) + "\n")
+    if write:
+        add_to_bundle(bundle, measured, res["weight"], res["pool"],
+                      {"rule": res["rule"], "fold9": res["fold9"]})
+        click.echo(f"wrote the measurements and the rerank setting into {bundle}; sign it again (sign-bundle)")
+
+
 for _cmd in (_teacher.train_teacher_command, _teacher.teacher_report_command, _text.embed_text_command,
              _evaluate_cmd, _pipeline.distill_command, _pipeline.quantize_command, _pipeline.bundle_command,
              _pipeline.pipeline_command, _index_build.embed_archive_command, _index_build.merge_index_command,
-             init_command):
+             init_command, rerank_command):
     main.add_command(_cmd)
 main.add_command(_sign_bundle_command)
 

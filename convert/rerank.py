@@ -101,3 +101,44 @@ def add_to_bundle(bundle_dir, measurements_by_id: dict, weight: float, pool: int
 
 def features_of(measured: list[dict]) -> np.ndarray:
     return np.stack([features(m) for m in measured])
+
+
+GRID_WEIGHTS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0)
+GRID_POOLS = (50, 100)
+MAX_AUROC_LOSS = 0.005   # the chosen weight may cost at most this much CV kNN_macroAUROC against weight 0
+
+
+def choose(bundle_dir, archive, weights=GRID_WEIGHTS, pools=GRID_POOLS, max_auroc_loss: float = MAX_AUROC_LOSS):
+    """Measure the archive, cross-validate every (weight, pool) on folds 1-8 with the bundle's own index vectors
+    (what the device searches), and choose: the highest CV mean rhythmP@10_nonSR among the settings whose CV mean
+    kNN_macroAUROC is within ``max_auroc_loss`` of cosine alone (ties: the smaller weight, then pool). Then, once,
+    fold 9 against folds 1-8 for the chosen setting and for cosine alone. Returns a dict (and the measurements)."""
+    from edge.bundle import load_bundle
+    b = load_bundle(bundle_dir, allow_unsigned=True)
+    pos = {c["case_id"]: i for i, c in enumerate(b.cases)}
+    missing = [i for i in archive.ids if i not in pos]
+    if missing:
+        raise ValueError(f"{len(missing)} archive cases are not in the bundle (e.g. {missing[0]})")
+    vecs = np.stack([b.index.item(pos[i]) for i in archive.ids])
+    measured = case_measurements(archive)
+    feats = features_of(measured)
+    cases = [{"fold": c.fold, "super_class": c.super_class, "rhythm": c.rhythm} for c in archive.cases]
+    cv = cross_validate(vecs, cases, feats, weights, pools)
+    base = cv[(0.0, pools[0])]["kNN_macroAUROC"][0] if (0.0, pools[0]) in cv else max(
+        v["kNN_macroAUROC"][0] for v in cv.values())
+    ok = [(k, v) for k, v in cv.items() if v["kNN_macroAUROC"][0] >= base - max_auroc_loss]
+    (w, pool), _ = max(ok, key=lambda kv: (round(kv[1]["rhythmP@10_nonSR"][0], 4), -kv[0][0], -kv[0][1]))
+    fold9 = {}
+    folds = np.array([c.fold for c in archive.cases])
+    qi, ai = np.flatnonzero(folds == 9), np.flatnonzero((folds >= 1) & (folds <= 8))
+    sup, rhy = _labels(cases, "super_class"), _labels(cases, "rhythm")
+    for name, ww in (("cosine", 0.0), ("measured rerank", w)):
+        idx, sims = ranked(vecs[qi], vecs[ai], feats[qi], feats[ai], ww, pool)
+        m = retrieval_metrics([sup[i] for i in qi], [rhy[i] for i in qi], [sup[i] for i in ai], [rhy[i] for i in ai],
+                              idx, sims)
+        fold9[name] = {k: m[k] for k in METRICS}
+    table = {f"w={k[0]:g} pool={k[1]}": {m: [round(a, 4), round(s, 4)] for m, (a, s) in v.items()}
+             for k, v in cv.items()}
+    return {"weight": w, "pool": pool, "cv": table, "fold9": fold9,
+            "rule": f"max CV rhythmP@10_nonSR with CV kNN_macroAUROC >= weight-0 value - {max_auroc_loss}"}, \
+        dict(zip(archive.ids, measured))

@@ -178,6 +178,10 @@ def run_bench(bundle_path=None, n_records: int = 200, warmup: int = 10, cold_run
         res["bundle_name"], res["bundle_hash"], res["interpreter"] = b.name, b.hash, b.encoder.backend
         res["kernels"] = b.encoder.kernels
         res["threads"][str(th)] = _time_queries(r, records, warmup)
+        if th == 1:   # the same queries without the measurement stage: the query path before measurements
+            say(f"bench: {len(records)} records, 1 thread, without measurements ...")
+            res["without_measurements"] = _time_queries(Retriever(b, measure=False), records, warmup)
+            res["with_measurements_again"] = _time_queries(r, records, warmup)   # both sides twice, interleaved
     res["bench_process_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)
     if cold_runs and paths:
         say(f"bench: {cold_runs} cold starts of `ecgret query` ...")
@@ -209,6 +213,13 @@ def format_bench(res: dict) -> str:
         lines.append(f"{'total ' + src:<12}" + "".join(
             f"{res['threads'][t]['by_source'][src]['p50_ms']:>12.2f}{res['threads'][t]['by_source'][src]['p95_ms']:>12.2f}"
             for t in ths))
+    wo, again = res.get("without_measurements"), res.get("with_measurements_again")
+    if wo and "1" in res["threads"]:
+        w1 = min(res["threads"]["1"]["total"]["p50_ms"], again["total"]["p50_ms"]) if again else \
+            res["threads"]["1"]["total"]["p50_ms"]
+        lines.append(f"{'1 thr, end to end p50/p95':<26} with measurements {w1:.2f}/"
+                     f"{res['threads']['1']['total']['p95_ms']:.2f} ms, without (the path before them) "
+                     f"{wo['total']['p50_ms']:.2f}/{wo['total']['p95_ms']:.2f} ms: +{w1 - wo['total']['p50_ms']:.2f} ms")
     cs = res.get("cold_start")
     if cs:
         lines.append("")

@@ -27,9 +27,10 @@ def test_raw_record_finds_its_processed_self(retriever, shared_data):
     assert len(res.matches) == 10
     assert [m.score for m in res.matches] == sorted((m.score for m in res.matches), reverse=True)
     assert res.quality.usable.all()
-    assert set(res.timings) == {"preprocess", "quality", "image", "encode", "search", "total"}
+    assert set(res.timings) == {"preprocess", "quality", "measure", "image", "encode", "search", "total"}
     d = res.to_dict()
-    assert set(d) >= {"query", "quality", "consensus", "matches"}
+    assert set(d) >= {"query", "quality", "consensus", "matches", "measurements", "rhythm"}
+    assert 80 <= d["measurements"]["heart_rate_bpm"] <= 90 and d["rhythm"]["label"] == "SR"
     assert set(d["matches"][0]) >= {"case_id", "score", "super_class", "sub_class", "rhythm", "statements", "report"}
 
 
