@@ -23,6 +23,8 @@ th,td{border:1px solid #ddd;padding:4px 6px;text-align:left;vertical-align:top} 
 td.num{text-align:right;font-variant-numeric:tabular-nums} .bar{display:inline-block;height:10px;background:#c33}
 .warn{color:#a40000} .ok{color:#0a6b20} .local{color:#06c;font-weight:600} svg{max-width:100%;height:auto;border:1px solid #e0a0a0}
 .note{font-size:12px;color:#666}
+.ecgrow{display:flex;gap:16px;align-items:flex-start;flex-wrap:wrap} .ecg{flex:3 1 480px;min-width:0}
+.meas{flex:1 1 220px;max-width:320px} .meas table{width:100%}
 """
 
 
@@ -81,13 +83,39 @@ def _e(s) -> str:
     return html.escape(str(s))
 
 
+_MEAS_ROWS = (("heart rate", "heart_rate_bpm", "bpm"), ("RR mean", "rr_mean_ms", "ms"), ("RR SD", "rr_sd_ms", "ms"),
+              ("irregularity", "irregularity", ""), ("premature beats", "premature_beats", ""), ("PR", "pr_ms", "ms"),
+              ("QRS", "qrs_ms", "ms"), ("QT", "qt_ms", "ms"), ("QTc Bazett", "qtc_bazett_ms", "ms"),
+              ("QTc Fridericia", "qtc_fridericia_ms", "ms"), ("frontal axis", "axis_deg", "°"), ("beats", "n_beats", ""))
+
+
+def _measurements(res) -> str:
+    """The measurement box beside the ECG: the values, why any is missing, and the rhythm of the answer."""
+    m = getattr(res, "measurements", None)
+    if m is None:
+        return ""
+    d = m.to_dict()
+    rows = []
+    for name, key, unit in _MEAS_ROWS:
+        v = d.get(key)
+        shown = "—" if v is None else (f"{v:.2f}" if key == "irregularity" else f"{v:.0f}")
+        rows.append(f"<tr><td>{_e(name)}</td><td class='num'>{shown} {_e(unit) if v is not None else ''}</td></tr>")
+    why = "".join(f"<li>{_e(f)}</li>" for f in m.findings)
+    rh = getattr(res, "rhythm", None)
+    rline = (f"<p><b>Rhythm: {_e(rh.name)}</b> [{_e(rh.label)}] ({_e(rh.basis)})"
+             + (f"<br><span class='note'>{_e(rh.note)}</span>" if rh.note else "") + "</p>") if rh else ""
+    return (f'<div class="meas"><h3>Measured</h3>{rline}<table>{"".join(rows)}</table>'
+            + (f"<ul class='note'>{why}</ul>" if why else "") + "</div>")
+
+
 def _section(res, i: int) -> str:
     q = res.quality
     out = [f'<h2 id="q{i}">Query {i}: {_e(res.query)}</h2>']
+    ecg = ""
     if res.signal is not None:
-        out.append(ecg_svg(res.signal, q.usable))
-        out.append('<p class="note">Preprocessed signal (0.5-40 Hz, 100 Hz, z-scored per lead); '
-                   '25 mm/s, 5 mm per standard deviation.</p>')
+        ecg = (ecg_svg(res.signal, q.usable) + '<p class="note">Preprocessed signal (0.5-40 Hz, 100 Hz, z-scored '
+               'per lead); 25 mm/s, 5 mm per standard deviation.</p>')
+    out.append(f'<div class="ecgrow"><div class="ecg">{ecg}</div>{_measurements(res)}</div>')
     out.append(f"<h3>Signal quality</h3><p>{len(q.usable_leads)} of 12 leads usable: {_e(', '.join(q.usable_leads))}</p>")
     if q.findings:
         out.append("<ul>" + "".join(
