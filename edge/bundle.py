@@ -222,6 +222,8 @@ def _read_manifest_bytes(d: Path) -> bytes:
     from .schema import MAX_MANIFEST_BYTES
     if not d.is_dir():
         raise BundleError(f"{d}: no bundle folder there")
+    if not os.path.lexists(d / MANIFEST_FILE):
+        raise BundleError(f"{d / MANIFEST_FILE}: missing")
     return _read_regular(d / MANIFEST_FILE, MAX_MANIFEST_BYTES)
 
 
@@ -338,10 +340,10 @@ def verify_bundle(path=None, *, allow_unsigned: bool | None = None, ignore_signa
     m = parse_manifest(mbytes, mpath)
     data = verify_files(d, m)
     idx_m = m["index"]
-    check_annoy(data[INDEX_FILE], idx_m["dim"], idx_m["n_items"], idx_m["n_trees"], where=d / INDEX_FILE)
     cases = _parse_cases(data[CASES_FILE], d / CASES_FILE)
     if len(cases) != idx_m["n_items"]:
         raise _err(d / CASES_FILE, "lines", f"{len(cases)} cases but index.n_items is {idx_m['n_items']}")
+    check_annoy(data[INDEX_FILE], idx_m["dim"], idx_m["n_items"], idx_m["n_trees"], where=d / INDEX_FILE)
     return VerifiedBundle(d, m, bundle_id(mbytes), trust, data, cases)
 
 

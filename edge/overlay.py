@@ -284,7 +284,8 @@ def parse_overlay(raw: bytes, p, bundle_id: str, dim: int) -> tuple[tuple[dict, 
                 or not all(type(x) in (int, float) for x in e):
             raise _bad(p, f"{where}.embedding", f"malformed entry (not {dim} numbers)")
         v = np.asarray(e, dtype=np.float64)
-        n = float(np.sqrt(v @ v)) if np.all(np.isfinite(v)) else float("nan")
+        with np.errstate(over="ignore", invalid="ignore"):
+            n = float(np.sqrt(v @ v)) if np.all(np.isfinite(v)) else float("nan")
         if not abs(n - 1.0) <= 1e-3:
             raise _bad(p, f"{where}.embedding", f"malformed entry (norm {n:.4g}, enrolled embeddings have norm 1)")
         emb[i] = v
