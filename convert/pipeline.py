@@ -334,6 +334,17 @@ def build_bundle(student_dir, out_dir, *, archive=None, folds=None, name: str = 
                        name=name, force=force, seed=index.seed,
                        encoder_stats={k: (report.get("deployed") or info).get(k) for k in ("params", "macs")},
                        items=items)
+    folds_here = {c.fold for c in arch.cases}
+    if set(range(1, 9)) <= folds_here:   # the measured re-ranking needs folds 1-8 to choose its weight by CV
+        import os
+
+        from .bundle import ENV_SIGNING_KEY, sign_bundle
+        from .rerank import add_to_bundle, choose
+        rr, measured = choose(out, arch)
+        add_to_bundle(out, measured, rr["weight"], rr["pool"], {"rule": rr["rule"], "fold9": rr["fold9"]})
+        say(f"bundle: measured re-ranking, weight {rr['weight']:g}, pool {rr['pool']} ({rr['rule']})")
+        if os.environ.get(ENV_SIGNING_KEY):
+            sign_bundle(out, os.environ[ENV_SIGNING_KEY])
     manifest = json.loads((Path(out) / "manifest.json").read_text())
     say(f"bundle: {out}: {len(arch)} cases, {n_trees} trees, search_k {search_k}, recall@10 {recall:.4f}")
     return manifest
