@@ -619,6 +619,14 @@ def _row_values(parts: list[str]) -> list[float]:
         return out
 
 
+def _parse_rows(rows: list[list[str]]) -> np.ndarray:
+    """Rows of cells (all of one width) as a float64 array; empty or non-numeric cells are NaN."""
+    try:
+        return np.array(rows, dtype=np.float64)  # numbers only: parsed in C
+    except ValueError:
+        return np.array([_row_values(r) for r in rows], dtype=np.float64)
+
+
 def read_csv(path, fs: float | None = None, leads: Sequence[str] | None = None, *,
              max_seconds: float = MAX_SECONDS) -> Record:
     """Read a CSV/TSV record (see the module docstring): at most ``max_seconds``, read line by line."""
@@ -661,14 +669,14 @@ def read_csv(path, fs: float | None = None, leads: Sequence[str] | None = None, 
         # rows to read: max_seconds at the given rate, else (time column) until max_seconds of time have passed
         cap = _n_max(fs, max_seconds) if fs is not None else _n_max(MAX_FS, max_seconds) + 1
         t_scale = 1000.0 if t_col in _TIME_MS else 1.0
-        chunks, buf, i, n, width, t0, rows_per_chunk, more = [], None, 0, 0, None, None, 1, False
+        chunks, rows, n, width, t0, rows_per_chunk, more = [], [], 0, None, None, 1, False
 
-        def rows():
+        def source():
             yield from pending
             for _, ln in lines:
                 yield ln
 
-        for ln in rows():
+        for ln in source():
             if n >= cap:
                 more = True
                 break
@@ -682,14 +690,12 @@ def read_csv(path, fs: float | None = None, leads: Sequence[str] | None = None, 
                 width = len(parts)
                 if has_header and width != len(head):
                     raise RecordError(f"{p}: header has {len(head)} column(s) but rows have {width}")
-                rows_per_chunk = max(1, min(_CHUNK_ROWS, (1 << 20) // width))
-                buf = np.empty((rows_per_chunk, width))
+                rows_per_chunk = max(1, min(_CHUNK_ROWS, (1 << 18) // width))
             elif len(parts) != width:
                 raise RecordError(f"{p}: rows have inconsistent numbers of columns "
                                   f"(row {n + 1} has {len(parts)}, the first row {width})")
-            vals = _row_values(parts)
             if timed and fs is None:
-                t = vals[0] / t_scale
+                t = _row_values(parts[:1])[0] / t_scale
                 if t0 is None:
                     t0 = t
                     if not math.isfinite(t0):
@@ -698,17 +704,18 @@ def read_csv(path, fs: float | None = None, leads: Sequence[str] | None = None, 
                 elif t - t0 >= max_seconds:
                     more = True
                     break
-            buf[i] = vals
-            i += 1
+            rows.append(parts)
             n += 1
-            if i == rows_per_chunk:
-                chunks.append(buf)
+            if len(rows) == rows_per_chunk:
                 _check_values(n, width, where)
-                buf, i = np.empty((rows_per_chunk, width)), 0
+                chunks.append(_parse_rows(rows))
+                rows = []
         if n == 0:
             raise RecordError(f"{p}: no samples in CSV file")
         _check_values(n, width, where)
-        chunks.append(buf[:i])
+        if rows:
+            chunks.append(_parse_rows(rows))
+        buf = rows = None
     data = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
     del chunks, buf
     meta = {"format": "csv", "path": where}
@@ -867,7 +874,9 @@ def read_npy(path, fs: float | None = None, leads: Sequence[str] | None = None, 
         meta["transposed"] = True
     if n < n_samp:
         meta["truncated"] = {"read_samples": n, "file_samples": n_samp}
-    return _finish(np.asarray(arr, dtype=np.float64), fs, names, p.stem, meta, where, None)
+    with np.errstate(all="ignore"):  # float16/float32 -> float64; non-finite values are refused in _finish
+        arr = np.asarray(arr, dtype=np.float64)
+    return _finish(arr, fs, names, p.stem, meta, where, None)
 
 # ----------------------------------------------------------------------------------------------- writing
 
