@@ -240,7 +240,7 @@ class NativeDriver(Driver):
         raw = np.concatenate(idx)
         counts = np.concatenate(cnt)
         lead = np.concatenate(lo)
-        if len(idx) > 1:
+        if raw.size > 1 and np.any(raw[1:] < raw[:-1]):  # layouts interleaved, or a board sending out of order
             o = np.argsort(raw, kind="stable")
             raw, counts, lead = raw[o], counts[o], lead[o]
         if self._offset is None:
