@@ -222,6 +222,7 @@ def query(files, fs, lead_spec, top_k, as_json, report_path, overlay, bundle_pat
             rec = read_record(path, fs=fs, max_seconds=max_seconds)
             res = replace(r.query_record(rec, leads=leads, top_k=top_k), query=shown)
             out = json.dumps(res.to_dict(), ensure_ascii=False) if as_json else format_result(res) + "\n"
+            out = out.encode("utf-8", "replace").decode("utf-8")  # a lone surrogate from a file name: "?"
         except Exception as e:  # noqa: BLE001 - user errors and bugs alike end this file only
             failed += 1
             msg = _error_text(e)
