@@ -244,8 +244,8 @@ def _n_max(fs: float, max_seconds: float) -> int:
     return int(math.ceil(max_seconds * fs - 1e-9))
 
 
-def _check_values(n: int, n_sig: int, where: str) -> None:
-    if n * n_sig > MAX_VALUES:
+def _check_values(n: int, n_sig: int, where: str, limit: int = MAX_VALUES) -> None:
+    if n * n_sig > limit:
         raise RecordError(f"{where}: {n:,} samples x {n_sig} signals is over the {MAX_VALUES:,} values "
                           f"a record may hold; refused")
 
@@ -399,7 +399,8 @@ def _parse_header(text: str, where: str):
 _MAT_DTYPES = {0: "f8", 1: "f4", 2: "i4", 3: "i2", 4: "u2", 5: "u1"}
 
 
-def _read_mat_v4(path: Path, n_sig: int, n_max: int, where: str, missing: str) -> tuple[np.ndarray, int]:
+def _read_mat_v4(path: Path, n_sig: int, n_max: int, where: str, missing: str,
+                 budget: int = MAX_VALUES) -> tuple[np.ndarray, int]:
     """The first ``n_max`` samples of the first matrix of a MATLAB v4 file: ((n, n_sig) array, samples in file).
 
     Only the 20-byte header and the needed bytes are read."""
@@ -432,13 +433,13 @@ def _read_mat_v4(path: Path, n_sig: int, n_max: int, where: str, missing: str) -
         if mrows == n_sig:  # column-major (n_sig, n_samples): samples are frame-interleaved
             total = ncols
             n = min(total, n_max)
-            _check_values(n, n_sig, where)
+            _check_values(n, n_sig, where, budget)
             buf = _pread(fd, start, n * n_sig * dtype.itemsize, where)
             return _array(buf, dtype, n * n_sig, where).reshape(n, n_sig), total
         if ncols == n_sig:  # (n_samples, n_sig) column-major: each signal is contiguous
             total = mrows
             n = min(total, n_max)
-            _check_values(n, n_sig, where)
+            _check_values(n, n_sig, where, budget)
             out = np.empty((n, n_sig), dtype=dtype)
             for j in range(n_sig):
                 buf = _pread(fd, start + j * mrows * dtype.itemsize, n * dtype.itemsize, where)
@@ -462,7 +463,7 @@ def _decode_212(buf: bytes, n_values: int) -> np.ndarray:
 
 
 def _read_signal_file(path: Path, fmt: int, offset: int, n_cols: int, n_samp: int, n_max: int, where: str,
-                      missing: str) -> tuple[np.ndarray, int]:
+                      missing: str, budget: int = MAX_VALUES) -> tuple[np.ndarray, int]:
     """The first ``n_max`` frames of a format 16/212 signal file: ((n, n_cols) digital samples, frames in file).
 
     The length is checked from the file size; only the needed byte range is read."""
@@ -477,7 +478,7 @@ def _read_signal_file(path: Path, fmt: int, offset: int, n_cols: int, n_samp: in
             raise RecordError(f"{where}: signal file {path.name} is shorter than the header says "
                               f"({avail} of {total} samples per signal)")
         n = min(total, n_max)
-        _check_values(n, n_cols, where)
+        _check_values(n, n_cols, where, budget)
         if fmt == 16:
             buf = _pread(fd, offset, n * n_cols * 2, where)
             return _array(buf, "<i2", n * n_cols, where).reshape(n, n_cols), total
@@ -508,13 +509,13 @@ def read_wfdb(header_path, fs: float | None = None, leads: Sequence[str] | None 
         groups.setdefault(s["file"], []).append(k)
     digital = [None] * n_sig
     invalid = [None] * n_sig
-    totals, lengths = set(), set()
-    for fname, ks in groups.items():
+    totals, lengths, used = set(), set(), 0
+    for fname, ks in groups.items():  # all files together hold at most MAX_VALUES samples
         spath = _signal_path(hea.parent, fname, where)
         fmt, off = sigs[ks[0]]["fmt"], sigs[ks[0]]["offset"]
         missing = f"{where}: signal file {repr(fname)[1:-1]} is missing"
         if spath.suffix.lower() == ".mat":
-            arr, total = _read_mat_v4(spath, len(ks), n_max, where, missing)
+            arr, total = _read_mat_v4(spath, len(ks), n_max, where, missing, MAX_VALUES - used)
             if n_samp and total < n_samp:
                 raise RecordError(f"{where}: signal file {fname} is shorter than the header says "
                                   f"({total} of {n_samp} samples per signal)")
@@ -523,8 +524,10 @@ def read_wfdb(header_path, fs: float | None = None, leads: Sequence[str] | None 
                 arr = arr[:n_samp]
             marker = -32768 if fmt == 16 else None
         else:
-            arr, total = _read_signal_file(spath, fmt, off, len(ks), n_samp, n_max, where, missing)
+            arr, total = _read_signal_file(spath, fmt, off, len(ks), n_samp, n_max, where, missing,
+                                           MAX_VALUES - used)
             marker = {16: -32768, 212: -2048}[fmt]
+        used += arr.size
         totals.add(total)
         lengths.add(arr.shape[0])
         for j, k in enumerate(ks):

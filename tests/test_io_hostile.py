@@ -604,3 +604,12 @@ def test_internal_errors_are_one_line_naming_the_file(monkeypatch, ecgret_env, t
     r = CliRunner().invoke(main, ["--debug", *args])
     assert r.exit_code == 1 and "Traceback" in r.stderr and "ZeroDivisionError: boom" in r.stderr
     assert len(_errors(r.stderr)) == 1 and "run with --debug" not in r.stderr
+
+
+def test_values_limit_counts_all_signal_files(tmp_path):
+    n = 13 * 100_000
+    lines = [f"r 14 100000 {n}"]
+    for k in range(14):  # 14 files of one signal each: 18.2 M values together
+        _sparse(tmp_path / f"s{k}.dat", b"", n * 2)
+        lines.append(f"s{k}.dat 16 1000(0)/mV 16 0 0 0 0 {LEADS12[k % 12]}")
+    refused(_hea(tmp_path, "\n".join(lines) + "\n", "r"), f"over the {eio.MAX_VALUES:,} values")
