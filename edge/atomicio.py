@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 
@@ -47,10 +48,10 @@ def _umask() -> int:
 def _final_mode(target: Path, mode: int | None) -> int:
     if mode is not None:
         return mode
-    try:  # replacing a file keeps its permissions
-        st = os.stat(target, follow_symlinks=False)
-        if not os.path.islink(target):
-            return st.st_mode & 0o7777
+    try:  # replacing a regular file keeps its permission bits (never set-id bits; a link's are not its target's)
+        st = os.lstat(target)
+        if stat.S_ISREG(st.st_mode):
+            return st.st_mode & 0o777
     except OSError:
         pass
     return 0o666 & ~_umask()
