@@ -40,7 +40,8 @@ the only exception a file can cause (error messages quote at most a few dozen ch
   device uses plus the 3 s filter padding of :mod:`edge.signal`) are read, binary signal files by seek and
   read of that byte range, CSV files line by line until enough rows are read; ``meta['truncated']`` records
   the file's own length when the record was cut. At most :data:`MAX_VALUES` samples x signals are held,
-  headers are at most :data:`MAX_HEADER_BYTES`, CSV lines at most :data:`MAX_LINE_CHARS`.
+  headers are at most :data:`MAX_HEADER_BYTES`, CSV lines at most :data:`MAX_LINE_CHARS` (and the rows
+  read at most :data:`MAX_CSV_CHARS`).
 * Rates, gains, counts and shapes are checked before anything is allocated: sampling rates finite and in
   (0, :data:`MAX_FS`] Hz, gains finite and positive (0, "uncalibrated", is refused: amplitudes are measured),
   at most :data:`MAX_SIGNALS` signals, MATLAB fields non-negative, NPY headers parsed here (magic, version,
@@ -73,6 +74,7 @@ MAX_SIGNALS = 64                   # signals of a WFDB record, leads of a CSV/NP
 MAX_VALUES = 1 << 24               # samples x signals held at once (128 MiB as float64)
 MAX_HEADER_BYTES = 64 * 1024       # a WFDB header
 MAX_LINE_CHARS = 1 << 20           # one CSV line
+MAX_CSV_CHARS = 256 << 20          # the CSV rows read for one record
 MAX_NPY_HEADER = 16 * 1024         # the dict of an NPY file (numpy itself writes ~128 bytes)
 
 _WFDB_EXT = {".hea", ".dat", ".mat"}
@@ -673,6 +675,7 @@ def read_csv(path, fs: float | None = None, leads: Sequence[str] | None = None, 
         cap = _n_max(fs, max_seconds) if fs is not None else _n_max(MAX_FS, max_seconds) + 1
         t_scale = 1000.0 if t_col in _TIME_MS else 1.0
         chunks, rows, n, width, t0, rows_per_chunk, more = [], [], 0, None, None, 1, False
+        chars = chunk_chars = 0
 
         def source():
             yield from pending
@@ -688,6 +691,10 @@ def read_csv(path, fs: float | None = None, leads: Sequence[str] | None = None, 
             ln = ln.split("#", 1)[0].strip(" \r\n")  # as numpy.genfromtxt: inline comments, blank rows
             if not ln:
                 continue
+            chars += len(ln)
+            chunk_chars += len(ln)
+            if chars > MAX_CSV_CHARS:
+                raise RecordError(f"{p}: over {MAX_CSV_CHARS >> 20} MiB of text in the rows read; refused")
             parts = ln.split(delim)
             if width is None:
                 width = len(parts)
@@ -709,10 +716,10 @@ def read_csv(path, fs: float | None = None, leads: Sequence[str] | None = None, 
                     break
             rows.append(parts)
             n += 1
-            if len(rows) == rows_per_chunk:
+            if len(rows) == rows_per_chunk or chunk_chars > 1 << 22:  # a chunk: 2^18 cells or 4 MiB of text
                 _check_values(n, width, where)
                 chunks.append(_parse_rows(rows))
-                rows = []
+                rows, chunk_chars = [], 0
         if n == 0:
             raise RecordError(f"{p}: no samples in CSV file")
         _check_values(n, width, where)
