@@ -280,7 +280,10 @@ def measure(record: Record, *, duration_s: float = 10.0, notch_hz: float | None 
             if "pr_ms" not in vals:
                 findings.append("no consistent P wave before the QRS: PR not measured")
         # 7. axis from the net QRS areas of I and aVF (physical units only)
-        if _zscored(y, present):
+        units = record.meta.get("units") if isinstance(record.meta, dict) else None
+        physical = isinstance(units, (list, tuple)) and len(units) > 0 and all(
+            str(u).lower() in ("mv", "uv", "µv", "v") for u in units)
+        if not physical and _zscored(y, present):
             findings.append("z-scored signal (no physical units): axis not measured")
         elif qrs_off is not None and present[0] and present[5]:
             vals["axis_deg"] = _axis(mb[qrs_on:qrs_off + 1] - iso, use)
