@@ -37,7 +37,7 @@ demo: $(DEVICE)/.ok            ## the main job: simulated board -> 10 s of a rea
 
 test: $(DEV)/.ok $(TFLITE)/.ok ## the whole test suite, both interpreters
 	$(DEV)/bin/python -m pytest -q tests
-	$(TFLITE)/bin/python -m pytest -q -p no:cacheprovider tests/test_tflite_runtime.py
+	$(TFLITE)/bin/python -m pytest -q -p no:cacheprovider tests/test_tflite_runtime.py tests/test_golden_answers.py
 
 test-fast: $(DEV)/.ok
 	$(DEV)/bin/python -m pytest -q -x -m "not slow" tests
