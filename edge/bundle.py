@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import BundleError
+from .schema import read_bounded
 from .trust import SIGNATURE_FILE, Trust, check_signature
 
 FORMAT = "ecgret-bundle"
@@ -190,14 +191,7 @@ def _read_regular(p: Path, cap: int, size: int | None = None) -> bytes:
             raise _err(p, "bytes", f"{st.st_size} bytes, manifest says {size} (file changed or truncated)")
         if st.st_size > cap:
             raise _err(p, "bytes", f"{st.st_size:,} bytes, more than the {cap:,} allowed")
-        chunks, left = [], (st.st_size if size is None else size) + 1   # one more: a file that grew shows
-        while left > 0:
-            b = os.read(fd, min(left, 1 << 22))
-            if not b:
-                break
-            chunks.append(b)
-            left -= len(b)
-        data = b"".join(chunks)
+        data = read_bounded(fd, (st.st_size if size is None else size) + 1)   # one more: a file that grew shows
     except OSError as e:
         raise _err(p, "file", f"unreadable ({e.strerror or e})") from None
     finally:

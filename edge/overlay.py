@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import OverlayError
-from .schema import JSONLimitError, loads_bounded, printable
+from .schema import JSONLimitError, loads_bounded, printable, read_bounded
 
 FORMAT = "ecgret-overlay"
 FORMAT_VERSION = 1
@@ -218,18 +218,12 @@ def _read_file(p: Path) -> bytes | None:
             raise OverlayError(f"{p}: file: not a regular file")
         if st.st_size > MAX_BYTES:
             raise OverlayError(f"{p}: file: {st.st_size:,} bytes, more than the {MAX_BYTES:,} allowed")
-        chunks, left = [], MAX_BYTES + 1
-        while left > 0:
-            b = os.read(fd, min(left, 1 << 22))
-            if not b:
-                break
-            chunks.append(b)
-            left -= len(b)
+        data = read_bounded(fd, MAX_BYTES + 1)
     except OSError as e:
         raise OverlayError(f"{p}: file: unreadable ({e.strerror or e})") from None
     finally:
         os.close(fd)
-    raw = b"".join(chunks)
+    raw = data
     if len(raw) > MAX_BYTES:
         raise OverlayError(f"{p}: file: more than {MAX_BYTES:,} bytes")
     return raw

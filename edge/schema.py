@@ -13,6 +13,8 @@ details, ``tools``) are only bounded (type, depth, size).
 """
 from __future__ import annotations
 
+import os
+
 import json
 import math
 import re
@@ -301,3 +303,16 @@ def validate_manifest(m, where) -> None:
         _check(m)
     except _Fail as e:
         raise BundleError(f"{where}: {e.field}: {e.msg}") from None
+
+
+def read_bounded(fd: int, limit: int) -> bytes:
+    """At most ``limit`` bytes from an open file descriptor, in 4 MiB reads (a file that grew past what its
+    ``fstat`` said shows as ``limit`` bytes: the caller asks for one more than it accepts)."""
+    chunks, left = [], int(limit)
+    while left > 0:
+        b = os.read(fd, min(left, 1 << 22))
+        if not b:
+            break
+        chunks.append(b)
+        left -= len(b)
+    return b"".join(chunks)
