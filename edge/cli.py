@@ -177,6 +177,9 @@ def format_result(res, out=None) -> str:
         tag = " [local]" if m.source == "overlay" else ""
         lines.append(f"{i:>4}  {_clip(m.case_id + tag, 16):<16} {m.score:>10.3f}  {_clip(diag, 22):<22} "
                      f"{_clip(text, max(10, w - 60))}")
+    if any(a.score < b.score for a, b in zip(res.matches, res.matches[1:])):
+        lines.append("  (ranked by ECG similarity and by how alike the measured rhythm is; the similarity column "
+                     "is the ECG similarity alone)")
     c = res.consensus
     lines += ["", f"consensus of {c.n_cases} cases (similarity-weighted): {c.summary}"]
     st = c.leading("statements")
