@@ -1,4 +1,4 @@
-"""The case archive the toolkit works on, and importers that build one.
+"""The case archive the toolkit works on: the data model and its streaming, resumable writer.
 
 A case archive is a folder:
 
@@ -11,19 +11,23 @@ A case archive is a folder:
   ``super_class``, ``sub_class``, ``form``, ``rhythm`` (lists of str), ``statements`` (str), ``report``
   (str, may be empty), ``source`` (str), ``n_samples`` (valid samples before padding).
 * ``archive.json``: ``format_version``, ``fs`` (100), ``leads``, ``n_cases``, ``T``, ``dtype``, ``importer``,
-  ``created`` (UTC ISO time) and importer details.
+  ``created`` (UTC ISO time), importer details and ``skipped`` (the records that could not be imported, each
+  ``{"case_id", "error"}``). It is written last: a folder without it is not (yet) an archive.
+* while an import runs (or after it was interrupted): ``import-parts/`` with ``plan.json`` (the importer and
+  its settings) and ``part-NNNNNN.npy`` + ``part-NNNNNN.jsonl`` (up to 64 records each, the ``.jsonl`` written
+  after its ``.npy``); see :func:`import_records`.
 
-Importers: :func:`import_ptbxl_subset` (the shared, already preprocessed subset; no copy),
-:func:`import_ptbxl` (the original PTB-XL download layout) and :func:`import_wfdb_folder` (any folder of WFDB
-records plus a CSV of texts). The last two read records with :func:`edge.io.read_record` and bring them into the
-archive's space with :func:`edge.signal.preprocess`, so the archive and the device share one signal path.
+The importers that read clinical sources (the PTB-XL subset and download, WFDB folders) are in
+:mod:`convert.importers`.
 """
 from __future__ import annotations
 
-import ast
+import contextlib
 import csv
 import datetime as _dt
 import json
+import os
+import shutil
 import sys
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -31,7 +35,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from edge.atomicio import atomic_open, atomic_path, atomic_write, publish, staging_dir
+from edge.atomicio import TMP_MARK, atomic_open, atomic_path, atomic_write
 from edge.errors import ArchiveError, EcgretError
 from edge.leads import LEADS12
 
@@ -41,9 +45,8 @@ SIGNALS_FILE = "signals.npy"
 CASES_FILE = "cases.jsonl"
 META_FILE = "archive.json"
 
-__all__ = ["Case", "Archive", "write_archive", "read_cases", "import_ptbxl_subset", "import_ptbxl",
-           "import_wfdb_folder", "read_scp_statements", "ptbxl_labels", "join_text", "split_labels",
-           "FORMAT_VERSION"]
+__all__ = ["Case", "Archive", "ImportSummary", "import_records", "write_archive", "read_cases", "join_text",
+           "split_labels", "FORMAT_VERSION", "PARTS_DIR"]
 
 _LIST_FIELDS = ("super_class", "sub_class", "form", "rhythm")
 
@@ -279,6 +282,9 @@ class Archive:
         if not d.is_dir():
             raise ArchiveError(f"{d}: not an archive folder (no such directory)")
         if not mpath.exists():
+            if (d / PARTS_DIR).is_dir():
+                raise ArchiveError(f"{mpath}: missing: the import into {d} did not finish; run the same import "
+                                   f"command again to finish it")
             raise ArchiveError(f"{mpath}: missing; {d} is not a case archive")
         try:
             meta = json.loads(mpath.read_text(encoding="utf-8"))
@@ -420,79 +426,239 @@ def _progress(it, total: int, desc: str, enabled: bool):
 
 # ------------------------------------------------------------------------------------------------ writing
 
-def write_archive(out_dir, cases: Sequence[Case], load: Callable[[int], tuple[np.ndarray, int]], *,
-                  T: int = 1000, dtype="float16", importer: str = "custom", extra_meta: dict | None = None,
-                  on_error: str = "raise", progress: bool = True, overwrite: bool = False) -> Archive:
-    """Write an archive folder, streaming: ``load(i)`` returns case i's (T, 12) signal and its valid length.
+PARTS_DIR = "import-parts"      # an import in progress: its committed chunks of records (see write_archive)
+PLAN_FILE = "plan.json"
+CHUNK = 64                       # records a part holds (1.5 MB of float16 at T=1000): what a kill can cost
 
-    ``on_error='raise'`` turns the first :class:`~edge.errors.EcgretError` into an ArchiveError (it names the
-    file); ``'skip'`` leaves such cases out and lists them in ``archive.json`` (``skipped``).
+
+@dataclass(frozen=True)
+class ImportSummary:
+    """What one run of :func:`import_records` did. ``failed``: ``{"case_id", "error"}`` of each record that
+    could not be imported in this run (it is tried again by the next run)."""
+
+    archive: "Archive"
+    n_listed: int                # records the source lists (after folds/limit)
+    n_new: int                   # imported by this run
+    n_already: int               # already in the folder (a resumed run skips them)
+    failed: tuple[dict, ...] = ()
+
+    @property
+    def n_failed(self) -> int:
+        return len(self.failed)
+
+
+def _plan(importer: str, T: int, dtype: np.dtype, extra_meta: dict) -> dict:
+    return {"importer": importer, "T": int(T), "dtype": str(dtype), **extra_meta}
+
+
+def _check_plan(out: Path, old: dict, new: dict, what: str) -> None:
+    for k in sorted(set(old) | set(new)):
+        if k in ("format", "created") or old.get(k) == new.get(k):
+            continue
+        raise ArchiveError(f"{out}: {what} was made with {k} = {old.get(k)!r}, this import has {new.get(k)!r}; "
+                           f"import into a new folder, or replace it (--overwrite)")
+
+
+def _read_parts(parts: Path) -> tuple[dict[str, tuple[Case, Path, int]], int]:
+    """The committed parts of an import in progress: {case_id: (case, part .npy, row)} and the highest part
+    number. A part counts once its ``.jsonl`` (written after its ``.npy``) is there; anything else (a part
+    whose ``.jsonl`` never came, temporary files of a killed run) is removed."""
+    done: dict[str, tuple[Case, Path, int]] = {}
+    top = -1
+    for p in sorted(parts.iterdir()):
+        if p.name.startswith(".") and TMP_MARK in p.name:
+            p.unlink(missing_ok=True)
+            continue
+        if not (p.name.startswith("part-") and p.suffix == ".npy"):
+            continue
+        mark = p.with_suffix(".jsonl")
+        if not mark.is_file():
+            p.unlink(missing_ok=True)
+            continue
+        top = max(top, int(p.stem.split("-")[1]))
+        for row, c in enumerate(read_cases(mark)):
+            done.setdefault(c.case_id, (c, p, row))
+    return done, top
+
+
+def _write_part(parts: Path, k: int, x: np.ndarray, cases: Sequence[Case]) -> None:
+    """Commit one part: its signals, then its cases (the mark that the part is complete)."""
+    base = parts / f"part-{k:06d}"
+    with atomic_path(base.with_suffix(".npy"), suffix=".npy") as tmp:
+        np.save(tmp, x, allow_pickle=False)
+    with atomic_open(base.with_suffix(".jsonl"), "w", encoding="utf-8") as f:
+        for c in cases:
+            f.write(json.dumps(c.to_dict(), ensure_ascii=False) + "\n")
+
+
+def _reopen_as_part(out: Path, parts: Path) -> None:
+    """Turn a finished archive into part 0 of a new import run (a hard link: no copy, and the archive stays
+    readable, unchanged, until the run finishes)."""
+    meta = json.loads((out / META_FILE).read_text(encoding="utf-8"))
+    if meta.get("signals_path") or meta.get("rows") is not None:
+        raise ArchiveError(f"{out}: references another signals file; it cannot be added to (import into a new "
+                           f"folder)")
+    dst = parts / "part-000000.npy"
+    dst.unlink(missing_ok=True)
+    os.link(out / SIGNALS_FILE, dst)
+    with atomic_open(parts / "part-000000.jsonl", "w", encoding="utf-8") as f:
+        f.write((out / CASES_FILE).read_text(encoding="utf-8"))
+
+
+def _finish(out: Path, parts: Path, cases: Sequence[Case], done: dict, T: int, dtype: np.dtype,
+            meta: dict) -> None:
+    """Publish the archive from the committed parts, in the order of ``cases``; then remove the parts. Until
+    ``archive.json`` is written again the folder is an unfinished import (a rerun finishes it)."""
+    keep = [done[c.case_id] for c in cases if c.case_id in done]
+    (out / META_FILE).unlink(missing_ok=True)
+    with atomic_path(out / SIGNALS_FILE, suffix=".npy") as tmp:
+        mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(len(keep), T, 12))
+        src: dict[Path, np.ndarray] = {}
+        for k, (_, part, row) in enumerate(keep):
+            if part not in src:
+                src = {part: np.load(part, mmap_mode="r", allow_pickle=False)}   # parts come in order
+            mm[k] = src[part][row]
+            if k % 1024 == 1023:
+                mm.flush()
+        mm.flush()
+        del mm, src
+    _write_meta_and_cases(out, [c for c, _, _ in keep], meta)
+    shutil.rmtree(parts, ignore_errors=True)
+
+
+def _say(bar, say, line: str) -> None:
+    """Print a line above a running progress bar (tqdm's external write mode), or just print it."""
+    ext = getattr(bar, "external_write_mode", None)
+    if ext is None:
+        say(line)
+        return
+    with ext(file=sys.stderr):
+        say(line)
+
+
+def import_records(out_dir, cases: Sequence[Case], load: Callable[[int], tuple[np.ndarray, int]], *,
+                   T: int = 1000, dtype="float16", importer: str = "custom", extra_meta: dict | None = None,
+                   on_error: str = "raise", progress: bool = True, overwrite: bool = False, resume: bool = False,
+                   report: Callable[[str], None] | None = None, chunk: int = CHUNK) -> ImportSummary:
+    """Write an archive folder, streaming: ``load(i)`` returns case i's preprocessed (T, 12) signal and its
+    valid length. At most ``chunk`` records are held in memory.
+
+    Records are committed ``chunk`` at a time into ``<out>/import-parts/`` (each part written atomically: its
+    ``.npy``, then its ``.jsonl``); when every record was tried, the archive (``signals.npy``, ``cases.jsonl``
+    in the order of ``cases``, then ``archive.json``, the mark that it is complete) is published from the parts
+    and the parts are removed. ``resume=True`` continues what the folder holds (an interrupted import, or a
+    finished archive made with the same importer and settings): records already there are skipped, the others
+    (including those that failed before) are tried. A killed run loses at most the records of its unfinished
+    part; an exception or Ctrl-C commits the loaded records first.
+
+    ``on_error='raise'`` turns the first :class:`~edge.errors.EcgretError` of ``load`` into an ArchiveError
+    naming the case; ``'skip'`` reports it (``report(line)``), leaves the case out, and lists it in
+    ``archive.json`` (``skipped``). Without ``resume``, a folder that already holds an archive or an import is
+    refused unless ``overwrite``, and a failed run leaves nothing behind.
     """
     if on_error not in ("raise", "skip"):
         raise ValueError("on_error must be 'raise' or 'skip'")
     dtype = np.dtype(dtype)
     if dtype not in (np.float16, np.float32):
         raise ArchiveError(f"archive dtype must be float16 or float32, not {dtype}")
-    out = _prepare_out(out_dir, overwrite)
+    out = Path(out_dir)
     _check_unique(cases, str(out))
-    for name in (SIGNALS_FILE, CASES_FILE, META_FILE):
-        if (out / name).exists():
-            (out / name).unlink()
-    n = len(cases)
-    kept: list[Case] = []
-    skipped: list[dict] = []
-    with staging_dir(out) as scratch:  # a private folder: removed, with the partial file, if anything fails
-        tmp = scratch / SIGNALS_FILE
-        mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(n, T, 12))
-        for i in _progress(range(n), n, f"importing {out.name}", progress):
+    parts = out / PARTS_DIR
+    extra = dict(extra_meta or {})
+    plan = _plan(importer, T, dtype, extra)
+    if out.exists() and not out.is_dir():
+        raise ArchiveError(f"{out}: exists and is not a folder")
+    if overwrite:
+        shutil.rmtree(parts, ignore_errors=True)
+        for name in (META_FILE, CASES_FILE, SIGNALS_FILE):
+            (out / name).unlink(missing_ok=True)
+    elif not resume and ((out / META_FILE).exists() or parts.exists()):
+        held = "an archive" if (out / META_FILE).exists() else "an unfinished import"
+        raise ArchiveError(f"{out}: already holds {held} (pass overwrite=True to replace it, or resume=True "
+                           f"to continue it)")
+    out.mkdir(parents=True, exist_ok=True)
+    fresh = not parts.exists()
+    reopen = False
+    if not fresh:
+        if (parts / PLAN_FILE).is_file():          # (absent only if a run was killed before its first part)
+            _check_plan(out, json.loads((parts / PLAN_FILE).read_text(encoding="utf-8")), plan,
+                        "the unfinished import there")
+    elif (out / META_FILE).exists():
+        meta_old = json.loads((out / META_FILE).read_text(encoding="utf-8"))
+        _check_plan(out, {k: meta_old.get(k) for k in plan}, plan, "the archive there")
+        if {c.case_id for c in read_cases(out / CASES_FILE)} == {c.case_id for c in cases}:
+            return ImportSummary(Archive.open(out), len(cases), 0, len(cases))   # nothing to add or drop
+        reopen = True
+    parts.mkdir(exist_ok=True)
+    atomic_write(parts / PLAN_FILE, json.dumps({"format": "ecgret-import", **plan}, indent=1) + "\n")
+    if reopen:
+        _reopen_as_part(out, parts)
+    done, top = _read_parts(parts)
+    n_already = sum(c.case_id in done for c in cases)
+    todo = [i for i, c in enumerate(cases) if c.case_id not in done]
+    failed: list[dict] = []
+    say = report or (lambda line: None)
+    buf = np.zeros((max(1, int(chunk)), T, 12), dtype=dtype)
+    got: list[Case] = []
+
+    def commit():
+        nonlocal top
+        if got:
+            top += 1
+            _write_part(parts, top, buf[:len(got)], got)
+            part = parts / f"part-{top:06d}.npy"
+            for row, c in enumerate(got):
+                done[c.case_id] = (c, part, row)
+            got.clear()
+
+    bar = _progress(todo, len(todo), f"importing {out.name}", progress)
+    try:
+        for i in bar:
             c = cases[i]
             try:
                 x, n_valid = load(i)
             except EcgretError as e:
                 if on_error == "raise":
                     raise ArchiveError(f"{c.case_id}: {e}") from None
-                skipped.append({"case_id": c.case_id, "error": str(e)})
+                failed.append({"case_id": c.case_id, "error": str(e)})
+                _say(bar, say, f"{c.case_id}: {e}")
                 continue
             x = np.asarray(x, dtype=np.float32)
             if x.shape != (T, 12):
                 raise ArchiveError(f"{c.case_id}: preprocessed signal has shape {x.shape}, expected ({T}, 12)")
-            mm[len(kept)] = x
-            kept.append(replace(c, n_samples=int(n_valid)))
-        mm.flush()
-        del mm
-        if len(kept) < n:  # compact: copy the kept rows into a right-sized file, chunk by chunk
-            src = np.load(tmp, mmap_mode="r")
-            with atomic_path(out / SIGNALS_FILE, suffix=".npy") as small:
-                dst = np.lib.format.open_memmap(small, mode="w+", dtype=dtype, shape=(len(kept), T, 12))
-                for a in range(0, len(kept), 512):
-                    dst[a:a + 512] = src[a:min(a + 512, len(kept))]
-                dst.flush()
-                del dst, src
-        else:
-            publish(tmp, out / SIGNALS_FILE)
-    meta = _meta(importer, n_cases=len(kept), T=T, dtype=str(dtype), **(extra_meta or {}))
-    if skipped:
-        meta["skipped"] = skipped
-    _write_meta_and_cases(out, kept, meta)
-    return Archive.open(out)
+            buf[len(got)] = x
+            got.append(replace(c, n_samples=int(n_valid)))
+            if len(got) == len(buf):
+                commit()
+        commit()
+    except BaseException:
+        if resume:
+            with contextlib.suppress(Exception):
+                commit()                             # what was read is kept for the next run
+        elif fresh:
+            shutil.rmtree(parts, ignore_errors=True)
+        raise
+    finally:
+        close = getattr(bar, "close", None)
+        if close is not None:
+            close()
+    meta = _meta(importer, n_cases=sum(c.case_id in done for c in cases), T=T, dtype=str(dtype), **extra)
+    if failed:
+        meta["skipped"] = failed
+    _finish(out, parts, cases, done, T, dtype, meta)
+    return ImportSummary(Archive.open(out), len(cases), len(cases) - n_already - len(failed), n_already,
+                         tuple(failed))
 
 
-def _preprocess_loader(paths: Sequence[Path], *, fs: float | None, notch_hz: float | None, T: int):
-    from edge.io import read_record
-    from edge.signal import preprocess
-
-    def load(i: int):
-        p = paths[i]
-        if not (p.exists() or p.with_name(p.name + ".hea").exists()):
-            raise ArchiveError(f"{p}: record file missing")
-        rec = read_record(p, fs=fs)
-        pre = preprocess(rec, target_fs=FS, duration_s=T / FS, notch_hz=notch_hz)
-        return pre.signal, pre.n_valid
-
-    return load
+def write_archive(out_dir, cases: Sequence[Case], load: Callable[[int], tuple[np.ndarray, int]], *,
+                  T: int = 1000, dtype="float16", importer: str = "custom", extra_meta: dict | None = None,
+                  on_error: str = "raise", progress: bool = True, overwrite: bool = False) -> Archive:
+    """Write an archive folder in one go (:func:`import_records` without resuming); returns the archive."""
+    return import_records(out_dir, cases, load, T=T, dtype=dtype, importer=importer, extra_meta=extra_meta,
+                          on_error=on_error, progress=progress, overwrite=overwrite).archive
 
 
-# ------------------------------------------------------------------------------------------------ PTB-XL subset
+# ------------------------------------------------------------------------------------------------ PTB-XL subset listing
 
 def _read_csv_rows(path: Path) -> tuple[list[str], list[dict]]:
     try:
@@ -549,175 +715,11 @@ def _subset_cases(d: Path) -> tuple[list[Case], np.ndarray]:
     return cases, rows_arr
 
 
-def import_ptbxl_subset(data_dir, out_dir=None, *, overwrite: bool = False) -> Archive:
-    """The shared PTB-XL subset (already preprocessed: z-scored, 0.5-40 Hz, 100 Hz) as an archive.
-
-    With ``out_dir=None`` nothing is written (same as :meth:`Archive.from_ptbxl_subset`). With ``out_dir``, an
-    archive folder is written whose ``archive.json`` references the shared npy (``signals_path``, ``rows``):
-    the 39 MB of signals are never copied.
-    """
-    arc = Archive.from_ptbxl_subset(data_dir)
-    if out_dir is None:
-        return arc
-    out = _prepare_out(out_dir, overwrite)
-    d = Path(data_dir)
-    _, rows = _subset_cases(d)
-    meta = arc.meta
-    meta["rows"] = rows.tolist()
-    _write_meta_and_cases(out, arc.cases, meta)
-    if (out / SIGNALS_FILE).exists():
-        (out / SIGNALS_FILE).unlink()
-    return Archive.open(out)
+_MOVED = ("import_ptbxl_subset", "import_ptbxl", "import_wfdb_folder", "read_scp_statements", "ptbxl_labels")
 
 
-# ------------------------------------------------------------------------------------------------ PTB-XL original
-
-def _truthy(s) -> bool:
-    s = (s or "").strip()
-    try:
-        return float(s) == 1.0
-    except ValueError:
-        return False
-
-
-def read_scp_statements(path) -> dict[str, dict]:
-    """PTB-XL's ``scp_statements.csv`` as {code: {description, diagnostic, form, rhythm, class, subclass}}."""
-    p = Path(path)
-    cols, rows = _read_csv_rows(p)
-    code_col = cols[0] if cols else ""
-    _need_columns(p, cols, ["description", "diagnostic", "form", "rhythm", "diagnostic_class",
-                            "diagnostic_subclass"])
-    out = {}
-    for r in rows:
-        code = (r[code_col] or "").strip()
-        if not code:
-            continue
-        out[code] = {"description": (r["description"] or "").strip(), "diagnostic": _truthy(r["diagnostic"]),
-                     "form": _truthy(r["form"]), "rhythm": _truthy(r["rhythm"]),
-                     "class": (r["diagnostic_class"] or "").strip(),
-                     "subclass": (r["diagnostic_subclass"] or "").strip()}
-    return out
-
-
-def _norm_label(code: str) -> str:
-    """PTB-XL codes and subclasses without their padding underscores (``NST_`` -> ``NST``, ``_AVB`` -> ``AVB``),
-    the spelling the shared subset's labels use."""
-    return code.strip().strip("_")
-
-
-def ptbxl_labels(scp_codes: dict, statements: dict[str, dict]) -> dict:
-    """Labels and the statement text of one PTB-XL record from its ``scp_codes`` dict.
-
-    Label names drop PTB-XL's padding underscores (``NST_`` -> ``NST``) to match the shared subset.
-
-    All codes count, whatever their likelihood (PTB-XL gives 0 to non-diagnostic statements). super_class and
-    sub_class: the diagnostic class/subclass of the diagnostic codes; form: codes with form == 1; rhythm:
-    codes with rhythm == 1 (each sorted). Statements: the codes' descriptions joined by ``'; '``, rhythm
-    first, then diagnostic, then form-only codes, each in the record's order. Unknown codes are ignored.
-    """
-    known = [c for c in scp_codes if c in statements]
-    n = _norm_label
-    sup = sorted({n(statements[c]["class"]) for c in known
-                  if statements[c]["diagnostic"] and statements[c]["class"]})
-    sub = sorted({n(statements[c]["subclass"]) for c in known
-                  if statements[c]["diagnostic"] and statements[c]["subclass"]})
-    form = sorted({n(c) for c in known if statements[c]["form"]})
-    rhythm = sorted({n(c) for c in known if statements[c]["rhythm"]})
-    order = ([c for c in known if statements[c]["rhythm"]] + [c for c in known if statements[c]["diagnostic"]]
-             + [c for c in known if statements[c]["form"] and not statements[c]["diagnostic"]])
-    seen, desc = set(), []
-    for c in order:
-        if c not in seen and statements[c]["description"]:
-            seen.add(c)
-            desc.append(statements[c]["description"])
-    return {"super_class": tuple(sup), "sub_class": tuple(sub), "form": tuple(form), "rhythm": tuple(rhythm),
-            "statements": "; ".join(desc)}
-
-
-def import_ptbxl(ptbxl_dir, out_dir, *, resolution: str = "lr", folds: Iterable[int] | None = None,
-                 limit: int | None = None, dtype="float16", notch_hz: float | None = None,
-                 on_error: str = "raise", progress: bool = True, overwrite: bool = False) -> Archive:
-    """Import the original PTB-XL download (``ptbxl_database.csv``, ``scp_statements.csv``, ``records100/`` or
-    ``records500/``) into an archive folder.
-
-    ``resolution``: ``'lr'`` reads ``filename_lr`` (records100), ``'hr'`` ``filename_hr`` (records500); both
-    are preprocessed to the archive's 100 Hz, 10 s, z-scored 12 leads by :func:`edge.signal.preprocess`
-    (``notch_hz`` defaults to None, as PTB-XL's own processing used no notch). Case ids ``ptbxl:<ecg_id>``.
-    """
-    d = Path(ptbxl_dir)
-    if resolution not in ("lr", "hr"):
-        raise ValueError("resolution must be 'lr' or 'hr'")
-    db = d / "ptbxl_database.csv"
-    cols, rows = _read_csv_rows(db)
-    fcol = f"filename_{resolution}"
-    _need_columns(db, cols, ["ecg_id", "patient_id", "scp_codes", "strat_fold", fcol])
-    statements = read_scp_statements(d / "scp_statements.csv")
-    fold_set = None if folds is None else {int(f) for f in folds}
-    cases, paths = [], []
-    for k, r in enumerate(rows):
-        where = f"{db}:{k + 2}"
-        fold = _int_or_none(r["strat_fold"], where, "strat_fold")
-        if fold_set is not None and fold not in fold_set:
-            continue
-        try:
-            codes = ast.literal_eval(r["scp_codes"] or "{}")
-        except (ValueError, SyntaxError):
-            raise ArchiveError(f"{where}: scp_codes is not a dict literal: {r['scp_codes']!r}") from None
-        if not isinstance(codes, dict):
-            raise ArchiveError(f"{where}: scp_codes is not a dict literal: {r['scp_codes']!r}")
-        lab = ptbxl_labels(codes, statements)
-        pid = _int_or_none(r["patient_id"], where, "patient_id")
-        cases.append(Case(case_id=f"ptbxl:{_int_or_none(r['ecg_id'], where, 'ecg_id')}",
-                          patient_id=None if pid is None else str(pid), fold=fold,
-                          report=(r.get("report") or "").strip(), source="ptbxl", **lab))
-        paths.append(d / r[fcol].strip())
-        if limit is not None and len(cases) >= limit:
-            break
-    _check_unique(cases, str(db))
-    T = 1000
-    load = _preprocess_loader(paths, fs=None, notch_hz=notch_hz, T=T)
-    return write_archive(out_dir, cases, load, T=T, dtype=dtype, importer="ptbxl", on_error=on_error,
-                         progress=progress, overwrite=overwrite,
-                         extra_meta={"source_dir": str(d.resolve()), "resolution": resolution,
-                                     "notch_hz": notch_hz})
-
-
-# ------------------------------------------------------------------------------------------------ generic WFDB
-
-def import_wfdb_folder(folder, texts_csv, out_dir, *, source: str = "wfdb", dtype="float16",
-                       duration_s: float = 10.0, notch_hz: float | None = 50.0, on_error: str = "raise",
-                       progress: bool = True, overwrite: bool = False) -> Archive:
-    """Import a folder of WFDB records described by a CSV of texts into an archive folder.
-
-    CSV columns: ``record`` (the file stem, or a path relative to ``folder``), ``text`` or ``report`` (the
-    report text), and optionally ``statements``, ``super_class``, ``sub_class``, ``form``, ``rhythm``
-    (``;``-separated), ``patient_id``, ``fold``. Case ids are ``<source>:<record>``.
-    """
-    folder = Path(folder)
-    tpath = Path(texts_csv)
-    cols, rows = _read_csv_rows(tpath)
-    _need_columns(tpath, cols, ["record"])
-    if "text" not in cols and "report" not in cols and "statements" not in cols:
-        raise ArchiveError(f"{tpath}: needs a 'text' or 'report' column")
-    cases, paths = [], []
-    for k, r in enumerate(rows):
-        where = f"{tpath}:{k + 2}"
-        rec = (r.get("record") or "").strip()
-        if not rec:
-            raise ArchiveError(f"{where}: empty 'record'")
-        stem = rec[:-4] if rec.lower().endswith((".hea", ".mat", ".dat")) else rec
-        pid = (r.get("patient_id") or "").strip() or None
-        cases.append(Case(case_id=f"{source}:{stem}", patient_id=pid,
-                          fold=_int_or_none(r.get("fold"), where, "fold"),
-                          super_class=split_labels(r.get("super_class")), sub_class=split_labels(r.get("sub_class")),
-                          form=split_labels(r.get("form")), rhythm=split_labels(r.get("rhythm")),
-                          statements=(r.get("statements") or "").strip(),
-                          report=((r.get("text") or r.get("report")) or "").strip(), source=source))
-        paths.append(folder / stem)
-    _check_unique(cases, str(tpath))
-    T = int(round(duration_s * FS))
-    load = _preprocess_loader(paths, fs=None, notch_hz=notch_hz, T=T)
-    return write_archive(out_dir, cases, load, T=T, dtype=dtype, importer="wfdb_folder", on_error=on_error,
-                         progress=progress, overwrite=overwrite,
-                         extra_meta={"source_dir": str(folder.resolve()), "texts_csv": str(tpath.resolve()),
-                                     "notch_hz": notch_hz})
+def __getattr__(name):  # the importers moved to convert.importers; old imports of them keep working
+    if name in _MOVED:
+        from . import importers
+        return getattr(importers, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,4 +1,5 @@
-"""convert.archive: the PTB-XL subset archive, the importers (on fixtures built from real records), validation."""
+"""convert.archive and convert.importers: the PTB-XL subset archive, the importers (on fixtures built from real
+records), validation. The import commands, resuming and bad records: tests/test_import.py."""
 from __future__ import annotations
 
 import csv
@@ -9,8 +10,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from convert.archive import (Archive, Case, import_ptbxl, import_ptbxl_subset, import_wfdb_folder, ptbxl_labels,
-                             read_scp_statements, write_archive)
+from convert.archive import Archive, Case, write_archive
+from convert.importers import import_ptbxl, import_ptbxl_subset, import_wfdb_folder, ptbxl_labels, read_scp_statements
 from edge.errors import ArchiveError
 from edge.io import read_record, write_wfdb
 from edge.leads import LEADS12
@@ -139,7 +140,7 @@ def ptbxl_layout(tmp_path_factory, shared_data):
 
 def test_import_ptbxl_layout(tmp_path, ptbxl_layout):
     root, picked, sig = ptbxl_layout
-    a = import_ptbxl(root, tmp_path / "arc", progress=False)
+    a = import_ptbxl(root, tmp_path / "arc", progress=False).archive
     assert len(a) == 12 and a.meta["importer"] == "ptbxl"
     b = Archive.open(tmp_path / "arc")
     assert b.ids == a.ids and isinstance(b.signals, np.memmap) and b.signals.dtype == np.float16
@@ -165,10 +166,10 @@ def test_import_ptbxl_layout(tmp_path, ptbxl_layout):
 def test_import_ptbxl_folds_and_limit(tmp_path, ptbxl_layout):
     root, picked, _ = ptbxl_layout
     fold = int(picked[0]["strat_fold"])
-    a = import_ptbxl(root, tmp_path / "f", folds=[fold], progress=False)
+    a = import_ptbxl(root, tmp_path / "f", folds=[fold], progress=False).archive
     assert {c.fold for c in a.cases} == {fold}
     assert len(a) == sum(int(r["strat_fold"]) == fold for r in picked)
-    assert len(import_ptbxl(root, tmp_path / "l", limit=3, progress=False)) == 3
+    assert len(import_ptbxl(root, tmp_path / "l", limit=3, progress=False).archive) == 3
 
 
 def test_import_ptbxl_missing_record(tmp_path, ptbxl_layout):
@@ -180,7 +181,7 @@ def test_import_ptbxl_missing_record(tmp_path, ptbxl_layout):
     with pytest.raises(ArchiveError, match=rf"ptbxl:{picked[2]['ecg_id']}: .*{victim.name} is missing"):
         import_ptbxl(broken, tmp_path / "out", progress=False)
     assert not (tmp_path / "out" / "signals.npy").exists()
-    a = import_ptbxl(broken, tmp_path / "out2", on_error="skip", progress=False)
+    a = import_ptbxl(broken, tmp_path / "out2", on_error="skip", progress=False).archive
     assert len(a) == 11 and f"ptbxl:{picked[2]['ecg_id']}" not in a.ids
     assert a.meta["skipped"][0]["case_id"] == f"ptbxl:{picked[2]['ecg_id']}"
     broken2 = tmp_path / "broken2"
@@ -224,7 +225,7 @@ def wfdb_folder(tmp_path, shared_data):
 def test_import_wfdb_folder(tmp_path, wfdb_folder):
     from edge.signal import preprocess
     folder, texts, names = wfdb_folder
-    a = import_wfdb_folder(folder, texts, tmp_path / "arc", source="cinc", progress=False)
+    a = import_wfdb_folder(folder, texts, tmp_path / "arc", source="cinc", progress=False).archive
     assert a.ids == ("cinc:HR06005", "cinc:E07500", "cinc:JS20000")
     assert a.cases[0].fold == 3 and a.cases[1].fold is None and a.cases[2].super_class == ("NORM", "CD")
     assert a.cases[1].patient_id == "p2" and a.cases[2].patient_id is None
