@@ -62,8 +62,8 @@ def init_command(folder: str, force: bool) -> None:
               "(cases.jsonl 'measured', manifest 'rerank'); sign it again afterwards with sign-bundle.")
 @click.option("--json-out", type=click.Path(dir_okay=False), default=None, help="Write the CV table and fold 9 here.")
 def rerank_command(bundle: str, data_dir: str | None, write: bool, json_out: str | None) -> None:
-    """Measure every archive case, choose the weight of the measured-rhythm re-ranking by cross-validation over
-    folds 1-8 (4 rotations of 2 query folds), and report fold 9 once for the chosen setting."""
+    """Measure every archive case, choose the measured-rhythm re-ranking (weight, pool, rhythm bonus) by
+    cross-validation over folds 1-8 (4 rotations of 2 query folds), and report fold 9 once for the chosen setting."""
     import json
     from pathlib import Path
 
@@ -79,7 +79,8 @@ def rerank_command(bundle: str, data_dir: str | None, write: bool, json_out: str
         click.echo(f"| CV {name} | " + " | ".join(f"{a:.3f} ± {s:.3f}" for a, s in v.values()) + " |")
     for name, v in res["fold9"].items():
         click.echo(f"| fold 9, {name} | " + " | ".join(f"{x:.3f}" for x in v.values()) + " |")
-    click.echo(f"chosen: weight {res['weight']:g}, pool {res['pool']} ({res['rule']})")
+    click.echo(f"chosen: weight {res['weight']:g}, pool {res['pool']}, rhythm bonus {res['rhythm_bonus']:g} "
+               f"({res['rule']})")
     if json_out:
         atomic_write(json_out, json.dumps(res, indent=1) + "\n")
     if write:

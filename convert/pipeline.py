@@ -341,8 +341,10 @@ def build_bundle(student_dir, out_dir, *, archive=None, folds=None, name: str = 
         from .bundle import ENV_SIGNING_KEY, sign_bundle
         from .rerank import add_to_bundle, choose
         rr, measured = choose(out, arch)
-        add_to_bundle(out, measured, rr["weight"], rr["pool"], {"rule": rr["rule"], "fold9": rr["fold9"]})
-        say(f"bundle: measured re-ranking, weight {rr['weight']:g}, pool {rr['pool']} ({rr['rule']})")
+        add_to_bundle(out, measured, rr["weight"], rr["pool"], {"rule": rr["rule"], "fold9": rr["fold9"]},
+                      rhythm_bonus=rr["rhythm_bonus"])
+        say(f"bundle: measured re-ranking, weight {rr['weight']:g}, pool {rr['pool']}, rhythm bonus "
+            f"{rr['rhythm_bonus']:g} ({rr['rule']})")
         if os.environ.get(ENV_SIGNING_KEY):
             sign_bundle(out, os.environ[ENV_SIGNING_KEY])
     manifest = json.loads((Path(out) / "manifest.json").read_text())

@@ -17,8 +17,7 @@ from .leads import LEADS12
 from .quality import QualityReport, assess
 from .measure import Measurements, check_plausible, measure
 from .record import Record
-from .rerank import features as rhythm_features
-from .rerank import distance
+from .rerank import Ranker, features, setting_of
 from .rhythm import RhythmAnswer, ground
 from .signal import preprocess
 
@@ -55,6 +54,10 @@ class QueryResult:
     signal: np.ndarray | None = field(default=None, repr=False, compare=False)  # preprocessed (T, 12)
     measurements: Measurements | None = None
     rhythm: RhythmAnswer | None = None
+    # for the report (edge.report): the filtered signal in the record's units at its own rate, and its metadata
+    native: np.ndarray | None = field(default=None, repr=False, compare=False)  # (n, 12) at native_fs
+    native_fs: float = 0.0
+    meta: dict = field(default_factory=dict, repr=False, compare=False)      # Record.meta (units, age, sex, ...)
 
     def to_dict(self) -> dict:
         m = self.measurements
@@ -88,15 +91,18 @@ def restrict_leads(record: Record, leads, lead_off: np.ndarray | None = None):
     return rec, (None if lead_off is None else np.asarray(lead_off)[:, keep])
 
 
-def _rerank_setting(bundle):
-    """(weight, pool, case features (n, 3)) from the manifest's ``rerank`` section and the cases' ``measured``
-    fields, or None when the bundle has no such section (then ranking is by cosine alone)."""
-    rr = bundle.manifest.get("rerank")
-    if not isinstance(rr, dict) or not rr.get("weight"):
+def _ranker(bundle):
+    """The bundle's :class:`edge.rerank.Ranker` (from the manifest's ``rerank`` section and the cases'
+    ``measured`` fields), or None when the bundle ranks by cosine alone."""
+    st = setting_of(bundle.manifest)
+    if st is None or not len(bundle.cases):
         return None
-    feats = np.stack([rhythm_features(c.get("measured") or {}) for c in bundle.cases]) if len(bundle.cases) else \
-        np.zeros((0, 3))
-    return float(rr["weight"]), int(rr.get("pool", 100)), feats
+    index = bundle.index
+
+    def vectors_of(ids):
+        v = np.stack([index.item(i) for i in ids.tolist()])
+        return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+    return Ranker(bundle.cases, vectors_of, st)
 
 
 class Retriever:
@@ -119,7 +125,7 @@ class Retriever:
         self.target_fs = int(pp.get("target_fs", 100))
         self.duration_s = float(pp.get("duration_s", 10.0))
         self.measure = bool(measure)          # False: the query path before measurements (the bench compares)
-        self._rerank = _rerank_setting(bundle)
+        self._ranker = _ranker(bundle)
         if self.config.fs != self.target_fs:
             raise ConfigError(f"bundle imaging fs {self.config.fs} differs from preprocessing target_fs {self.target_fs}")
 
@@ -157,26 +163,28 @@ class Retriever:
 
     def search(self, vec: np.ndarray, top_k: int = 10, measurements: Measurements | None = None) -> tuple[Match, ...]:
         """The ``top_k`` nearest cases; with a bundle that has a ``rerank`` section and a measured query, the
-        candidate pool re-ordered by :func:`edge.rerank.rerank` (scores stay cosines; local overlay cases,
-        which carry no measurements, rank by cosine among them)."""
+        candidate pool ordered by :class:`edge.rerank.Ranker` (scores stay cosines; local overlay cases, which
+        carry no measurements, rank by cosine among them)."""
+        return self._search(vec, top_k, measurements)[0]
+
+    def _search(self, vec, top_k, measurements):
+        """(matches, the RhythmAnswer the ranking grounded, or None)."""
         k = min(int(top_k), len(self.index)) if len(self.index) else 0
-        rr = self._rerank
-        fq = rhythm_features(measurements) if (rr is not None and measurements is not None) else None
-        if fq is not None and k and np.isfinite(fq).any():
-            pool = min(max(k, rr[1]), len(self.index))
+        rk = self._ranker
+        answer = None
+        if rk is not None and measurements is not None and k and np.isfinite(features(measurements)).any():
+            pool = min(max(k, rk.setting.pool), len(self.index))
             ids, scores = self.index.search(vec, pool)
-            keys = scores - rr[0] * distance(fq, rr[2][ids])
-            o = np.argsort(-keys, kind="stable")[:k]
-            ids, scores, keys = ids[o], scores[o], keys[o]
+            ids, scores, keys, answer = rk.rank(vec, ids, scores, measurements, k)
         else:
             ids, scores = self.index.search(vec, k) if k else (np.zeros(0, int), np.zeros(0))
             keys = scores
         found = [(float(key), _match(self.cases[i], s, "bundle"))
-                 for i, s, key in zip(ids.tolist(), scores.tolist(), np.asarray(keys).tolist())]
+                 for i, s, key in zip(ids.tolist(), np.asarray(scores).tolist(), np.asarray(keys).tolist())]
         if self.overlay is not None and len(self.overlay):
             found += [(float(s), _match(c, s, "overlay")) for c, s in self.overlay.search(vec, top_k)]
             found.sort(key=lambda km: -km[0])
-        return tuple(m for _, m in found[:top_k])
+        return tuple(m for _, m in found[:top_k]), answer
 
     def query_record(self, record: Record, leads=None, top_k: int = 10, lead_off=None) -> QueryResult:
         if top_k < 1:
@@ -186,9 +194,11 @@ class Retriever:
         vec, quality, pre, rec, meas = self._embed(record, leads, lead_off, t)
         used = rec.leads
         t1 = time.perf_counter()
-        matches = self.search(vec, top_k, meas)
+        matches, rhythm = self._search(vec, top_k, meas)
         t["search"] = time.perf_counter() - t1
         cons = vote(matches)
-        rhythm = ground(cons, meas) if self.measure else None
+        if self.measure and rhythm is None:
+            rhythm = ground(cons, meas)
         t["total"] = time.perf_counter() - t0
-        return QueryResult(record.name, quality, cons, matches, t, tuple(used), pre.signal, meas, rhythm)
+        return QueryResult(record.name, quality, cons, matches, t, tuple(used), pre.signal, meas, rhythm,
+                           pre.native, pre.native_fs, dict(record.meta) if isinstance(record.meta, dict) else {})

@@ -37,6 +37,10 @@ MAX_SIGNATURE_BYTES = 64 << 10
 TRUSTED_KEYS: dict[str, tuple[str, str]] = {
     "2f0a9bc3c4f15ac2": ("ad6a2e963c0015e9e1b0bedb8af4afeae5c079eda1a437afaba845786752bf0b",
                          "ecgret default bundle publisher (2026)"),
+    # the second default-bundle key (2026-12): the first key's private part was not carried to the build machine
+    # that re-made the bundle; it is not compromised, so bundles it signed stay trusted (docs/BUNDLE.md)
+    "f2a363d8735b6ace": ("2fa8e7845d473a9031dbadd8ac60e8c45bfde0f9b4c2f6efec7d4bf33529c664",
+                         "ecgret default bundle publisher (2026, key 2)"),
 }
 REVOKED_KEYS: frozenset[str] = frozenset()   # key ids; see docs/BUNDLE.md "Rotating keys"
 

@@ -15,7 +15,7 @@ from edge.consensus import vote
 from edge.errors import RecordError
 from edge.io import read_record
 from edge.measure import FIELDS, Measurements, check_plausible, measure  # noqa: F401
-from edge.rhythm import IRREGULAR, P_WEAK, ground
+from edge.rhythm import BRADY_SURE, IRREGULAR, P_CLEAR, P_WEAK, TACHY_SURE, ground
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -132,7 +132,18 @@ def test_rule_sinus_bradycardia_from_the_rate():
 
 def test_rule_sinus_tachycardia_from_the_rate():
     assert ground(_cons([("SR",)] * 10), _m(heart_rate_bpm=123.0)).label == "STACH"
-    assert ground(_cons([("SR",)] * 10), _m(heart_rate_bpm=103.0)).label == "SR"
+    assert ground(_cons([("SR",)] * 10), _m(heart_rate_bpm=TACHY_SURE + 3)).label == "STACH"
+    assert ground(_cons([("STACH",)] * 10), _m(heart_rate_bpm=98.0)).label == "SR"     # never tachy under 100
+    assert ground(_cons([("SR",)] * 10), _m(heart_rate_bpm=BRADY_SURE - 3)).label == "SBRAD"
+
+
+def test_rule_irregular_with_clear_p_waves_is_not_af():
+    """Frequent premature atrial beats (CinC JS20011: P/QRS 0.22) make the RR series irregular; clear P waves say
+    it is not atrial fibrillation, whatever the similar cases say."""
+    a = ground(_cons([("AFIB",)] * 10), _m(irregularity=IRREGULAR + 0.1, p_rel=P_CLEAR + 0.05))
+    assert a.label == "SARRH" and "P waves precede" in a.note
+    weak = ground(_cons([("AFIB",)] * 10), _m(irregularity=IRREGULAR + 0.1, p_rel=(P_WEAK + P_CLEAR) / 2))
+    assert weak.label == "AFIB" and "confirm" in weak.note
 
 
 def test_rule_no_af_for_a_regular_series_with_premature_beats():
