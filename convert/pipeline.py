@@ -576,32 +576,56 @@ def quantize_command(student_dir, config_path, teacher_run, no_progress):
 
 
 @click.command("bundle")
-@click.argument("student_dir", type=click.Path())
+@click.argument("student_dir", type=click.Path(), required=False)
 @click.option("--out", "out_dir", type=click.Path(), required=True, help="the bundle folder to write")
-@click.option("--archive", default=None, help="an archive folder (default: the shared PTB-XL subset)")
-@click.option("--folds", default="1-9", show_default=True, help="archive folds to index: 1-9, or 1,2,3, or all")
-@click.option("--name", default="ptbxl-default", show_default=True)
-@click.option("--target-recall", type=float, default=0.99, show_default=True)
-@click.option("--max-auroc-drop", type=float, default=0.01, show_default=True)
+@click.option("--encoder", "encoder_bundle", type=click.Path(file_okay=False), default=None,
+              help="re-index with the encoder of this existing bundle (e.g. edge/bundles/default) instead of a "
+                   "student: numpy and the TFLite interpreter only, no TensorFlow; needs --archive")
+@click.option("--archive", default=None, help="an archive folder (`ecgret-convert import` writes one; default "
+                                              "with STUDENT_DIR: the shared PTB-XL subset)")
+@click.option("--folds", default=None, help="archive folds to index: 1-9, or 1,2,3, or all (default: 1-9 with "
+                                            "STUDENT_DIR, all with --encoder)")
+@click.option("--name", default=None, help="bundle name (default: ptbxl-default, or the --out folder's name "
+                                           "with --encoder)")
+@click.option("--target-recall", type=float, default=0.99, show_default=True,
+              help="recall@10 of the Annoy index against exact search to reach")
+@click.option("--max-auroc-drop", type=float, default=0.01, show_default=True,
+              help="quality gate of a student's int8 encoder (kNN_macroAUROC lost against float32)")
+@click.option("--allow-unsigned", is_flag=True, help="accept an --encoder bundle that is not signed by a trusted "
+                                                     "key")
 @click.option("--force", is_flag=True, help="write even if int8 fails the quality gate or the folder holds a "
                                             "different bundle")
-@click.option("--no-progress", is_flag=True)
-def bundle_command(student_dir, out_dir, archive, folds, name, target_recall, max_auroc_drop, force, no_progress):
-    """Write a bundle (encoder, index, cases, manifest, model card) from a quantized student."""
+@click.option("--no-progress", is_flag=True, help="no progress bars")
+def bundle_command(student_dir, out_dir, encoder_bundle, archive, folds, name, target_recall, max_auroc_drop,
+                   allow_unsigned, force, no_progress):
+    """Write a bundle (encoder, index, cases, manifest, model card): from a quantized student (STUDENT_DIR),
+    or, with --encoder EXISTING_BUNDLE --archive ARCHIVE, by re-indexing an archive with a shipped encoder."""
     try:
         fl = None
-        if folds != "all":
+        spec = folds or ("1-9" if encoder_bundle is None else "all")
+        if spec != "all":
             try:
-                if "-" in folds:
-                    a, b = folds.split("-")
+                if "-" in spec:
+                    a, b = spec.split("-")
                     fl = tuple(range(int(a), int(b) + 1))
                 else:
-                    fl = tuple(int(x) for x in folds.split(","))
+                    fl = tuple(int(x) for x in spec.split(","))
             except ValueError:
-                raise ConfigError(f"--folds {folds!r}: expected e.g. 1-9, 1,2,3 or all") from None
-        m = build_bundle(student_dir, out_dir, archive=open_archive(archive), folds=fl, name=name,
-                         index=IndexConfig(target_recall=target_recall), max_auroc_drop=max_auroc_drop,
-                         force=force, progress=not no_progress)
+                raise ConfigError(f"--folds {spec!r}: expected e.g. 1-9, 1,2,3 or all") from None
+        if encoder_bundle is not None:
+            if student_dir is not None or archive is None or fl is not None:
+                raise click.UsageError("--encoder takes --archive ARCHIVE and --out NEW_BUNDLE, without "
+                                       "STUDENT_DIR or --folds")
+            from .bundle import reindex_bundle
+            m = reindex_bundle(encoder_bundle, open_archive(archive), out_dir, name=name,
+                               target_recall=target_recall, force=force, allow_unsigned=allow_unsigned,
+                               progress=not no_progress)
+        else:
+            if student_dir is None:
+                raise click.UsageError("give STUDENT_DIR (a quantized student) or --encoder EXISTING_BUNDLE")
+            m = build_bundle(student_dir, out_dir, archive=open_archive(archive), folds=fl,
+                             name=name or "ptbxl-default", index=IndexConfig(target_recall=target_recall),
+                             max_auroc_drop=max_auroc_drop, force=force, progress=not no_progress)
     except EcgretError as e:
         _fail(e)
     click.echo(json.dumps({"bundle": out_dir, "index": m["index"], "files": m["files"]}))

@@ -108,8 +108,12 @@ def test_inconsistent_manifest_names_the_field(bundle_copy, path, value, field):
         node = node[k]
     node[path[-1]] = value
     if path == ("index", "dim"):
-        m["encoder"]["embedding_dim"] = 65
-        m["encoder"]["output_shape"] = [1, 65]
+        # a wrong dimension whose node size does not divide the file (65 does when the index has 272 nodes)
+        from edge.index import node_size
+        size = (bundle_copy / "index.ann").stat().st_size
+        wrong = next(d for d in range(value, value + 16) if size % node_size(d))
+        m["index"]["dim"] = m["encoder"]["embedding_dim"] = wrong
+        m["encoder"]["output_shape"] = [1, wrong]
         field = "index.ann: dim"     # the index is checked (in numpy) before the encoder is opened
     _save_manifest(bundle_copy, m)
     with pytest.raises(BundleError, match=field.replace(".", r"\.")):
@@ -215,3 +219,43 @@ def test_tune_index_recall_against_exact(test_bundle):
 def test_copy_elsewhere_still_loads(test_bundle, tmp_path):
     shutil.copytree(test_bundle, tmp_path / "moved")
     assert load_bundle(tmp_path / "moved", threads=1).hash == load_bundle(test_bundle, threads=1).hash
+
+
+def test_model_card_sections_from_the_manifest():
+    """The card written for the default bundle's manifest: attribution, intended use, the evaluation figures and
+    the limitations, with the numbers taken from the manifest."""
+    from convert.bundle import _model_card
+    m = json.loads((default_bundle_path() / MANIFEST_FILE).read_text())
+    card = _model_card(m)
+    for heading in ("## Intended use", "## Data, licences and attribution", "## Evaluation", "## Known limitations",
+                    "## Training"):
+        assert heading in card
+    assert "CC BY 4.0" in card and "Wagner P, Strodthoff N" in card and "*Scientific Data* 2020" in card
+    assert "Similar past cases, not a diagnosis" in card
+    int8 = m["evaluation"]["metrics"]["student int8 (int8 in/out, LiteRT)"]
+    assert f"P@10 {int8['P@10']:.3f}" in card and f"kNN macro-AUROC {int8['kNN_macroAUROC']:.3f}" in card
+    assert "AFLT 1" in card and "(SVARR, BIGU, SVTAC, PSVT, AFLT)" in card      # rhythm classes with few cases
+    assert "z-scored per lead" in card and "1,625 cases" in card
+    # a clinic's archive: its own source named, PTB-XL still credited for the encoder, no figures invented
+    m2 = dict(m, archive=dict(m["archive"], sources={"clinic": 50}, n_cases=50, rhythm_counts={"SR": 50}),
+              training={"encoder_training": m["training"], "reindexed": {"encoder_from": {"name": "ptbxl-default"}}})
+    m2.pop("evaluation")
+    card2 = _model_card(m2)
+    assert "50 cases of source `clinic`" in card2 and "Encoder training data: PTB-XL" in card2
+    assert "No evaluation figures" in card2 and "Encoder not trained on this archive" in card2
+
+
+def test_small_archive_is_one_leaf_and_loads(test_bundle, tmp_path):
+    """At most K items (Annoy's leaf capacity): one tree, exact, and the bundle loads and finds itself."""
+    from convert.bundle import leaf_capacity, tune_index, write_bundle
+    kw = _inputs(test_bundle)
+    n = leaf_capacity(kw["embeddings"].shape[1])
+    emb, cases = kw["embeddings"][:n], kw["cases"][:n]
+    nt, sk, r = tune_index(emb)
+    assert nt == 1 and r == 1.0
+    with pytest.raises(ArchiveError, match="must be built with 1 tree"):
+        write_bundle(tmp_path / "bad", **dict(kw, embeddings=emb, cases=cases, n_trees=8))
+    b = load_bundle(write_bundle(tmp_path / "b", **dict(kw, embeddings=emb, cases=cases, n_trees=nt,
+                                                        search_k=sk, recall_at_10=r)), threads=1)
+    ids, scores = b.index.search(emb[5], 3)
+    assert ids[0] == 5 and scores[0] > 0.999
