@@ -14,6 +14,7 @@ from . import text as _text
 from .bundle import sign_bundle_command as _sign_bundle_command
 from .evaluate import evaluate_cmd as _evaluate_cmd
 from .importers import import_command as _import_command
+from .waveforms import add_waveforms_command as _add_waveforms_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -97,6 +98,7 @@ for _cmd in (_teacher.train_teacher_command, _teacher.teacher_report_command, _t
     main.add_command(_cmd)
 main.add_command(_sign_bundle_command)
 main.add_command(_import_command)
+main.add_command(_add_waveforms_command)
 
 if __name__ == "__main__":
     main()

@@ -11,7 +11,8 @@ interpreter) sees a byte of it, in this order:
 3. The manifest is parsed within limits and checked against the schema (:mod:`edge.schema`).
 4. Every file is read (regular files only, no symlinks, at most the size the manifest declares) and its
    sha256 checked; ``index.ann`` is checked structurally (:func:`edge.index.check_annoy`); ``cases.jsonl``
-   is parsed and its line count checked against the index.
+   is parsed and its line count checked against the index. The optional ``waveforms.bin`` (the cases'
+   compact waveforms for the report) is checked the same way when it is first used (:attr:`Bundle.waveforms`).
 5. Only then are the encoder and the index opened, from sealed in-memory copies of the checked bytes
    (:mod:`edge.sealed`), and the encoder's real input/output details compared with the manifest.
 
@@ -42,15 +43,18 @@ CASES_FILE = "cases.jsonl"
 MANIFEST_FILE = "manifest.json"
 MODEL_CARD_FILE = "MODEL_CARD.md"
 BUNDLE_FILES = (ENCODER_FILE, INDEX_FILE, CASES_FILE, MODEL_CARD_FILE)
+WAVEFORMS_FILE = "waveforms.bin"
+OPTIONAL_FILES = (WAVEFORMS_FILE,)     # listed in the manifest's "files" when present; checked when first used
+WAVEFORM_ARRAYS = {"median_beats": 3, "rhythm_II": 2}   # the arrays waveforms.bin may hold, and their ndim
 ENV_VAR = "ECGRET_BUNDLE"
 ENV_ALLOW_UNSIGNED = "ECGRET_ALLOW_UNSIGNED"
 
 _CASE_LISTS = ("super_class", "sub_class", "form", "rhythm")
 _CASE_TEXT = ("statements", "report", "source")
 
-__all__ = ["Bundle", "VerifiedBundle", "load_bundle", "verify_bundle", "default_bundle_path", "resolve_bundle_path", "read_manifest",
+__all__ = ["Bundle", "CaseWaveforms", "VerifiedBundle", "load_bundle", "verify_bundle", "default_bundle_path", "resolve_bundle_path", "read_manifest",
            "parse_manifest", "verify_files", "bundle_id", "legacy_hash", "set_trust_policy", "unsigned_allowed",
-           "FORMAT", "FORMAT_VERSION", "SIGNATURE_FILE", "ENV_ALLOW_UNSIGNED"]
+           "FORMAT", "FORMAT_VERSION", "SIGNATURE_FILE", "ENV_ALLOW_UNSIGNED", "WAVEFORMS_FILE"]
 
 # Whether a bundle must be signed by a trusted key when the caller does not say (allow_unsigned=None). The
 # library default is lenient (workstation tools load the bundles they just built); the ``ecgret`` CLI, the
@@ -156,6 +160,14 @@ class Bundle:
         return enc
 
     @property
+    def waveforms(self) -> CaseWaveforms | None:
+        """The cases' compact waveforms (``waveforms.bin``), read and checked on first use; None when this bundle
+        carries none. A file that does not match the manifest is a :class:`BundleError`."""
+        if "waveforms" not in self._cache:
+            self._cache["waveforms"] = _load_waveforms(self.path, self.manifest)
+        return self._cache["waveforms"]
+
+    @property
     def index(self):
         idx = self._cache.get("index")
         if idx is None:
@@ -165,6 +177,58 @@ class Bundle:
                                                    data=self._cache.pop("index_bytes", None),
                                                    n_items=m["n_items"], n_trees=m["n_trees"])
         return idx
+
+
+@dataclass(frozen=True)
+class CaseWaveforms:
+    """The compact waveform of every archived case (the optional ``waveforms.bin``; ``docs/BUNDLE.md``), row i
+    being case i: int8 arrays, value = int8 x ``scale`` in ``units``, at ``fs`` Hz.
+
+    median_beats: (n, 12, L), each lead's median beat in LEADS12 order, the R peak at sample ``r_index``;
+    rhythm_II: (n, T), lead II over the whole record. Either may be None when the file does not hold it."""
+
+    median_beats: np.ndarray | None
+    rhythm_II: np.ndarray | None
+    scale: float
+    fs: int
+    r_index: int
+    units: str
+    source: str
+
+    def __len__(self) -> int:
+        a = self.median_beats if self.median_beats is not None else self.rhythm_II
+        return 0 if a is None else int(a.shape[0])
+
+    def median(self, i: int) -> np.ndarray | None:
+        """Case i's median beats, float32 (L, 12) in ``units`` (None when the file holds none)."""
+        a = self.median_beats
+        return None if a is None else a[int(i)].T.astype(np.float32) * np.float32(self.scale)
+
+    def strip(self, i: int) -> np.ndarray | None:
+        """Case i's lead II rhythm strip, float32 (T,) in ``units`` (None when the file holds none)."""
+        a = self.rhythm_II
+        return None if a is None else a[int(i)].astype(np.float32) * np.float32(self.scale)
+
+
+def _load_waveforms(d: Path, m: dict) -> CaseWaveforms | None:
+    """Read and check ``waveforms.bin`` against the manifest (size and sha256; layout already checked by the
+    schema): a :class:`BundleError` naming the file, never a crash. None when the bundle has none."""
+    wf = m.get("waveforms")
+    meta = m["files"].get(WAVEFORMS_FILE)
+    if wf is None or meta is None:
+        return None
+    p = d / WAVEFORMS_FILE
+    data = _read_regular(p, int(meta["bytes"]), int(meta["bytes"]))
+    if hashlib.sha256(data).hexdigest() != meta["sha256"]:
+        raise _err(p, "sha256", "does not match the manifest (file changed or corrupted)")
+    arrays = {}
+    for name, a in wf["arrays"].items():
+        shape = tuple(a["shape"])
+        n = int(np.prod(shape))
+        arrays[name] = np.frombuffer(data, dtype=np.int8, count=n, offset=int(a["offset"])).reshape(shape)
+    mb = wf["arrays"].get("median_beats") or {}
+    return CaseWaveforms(arrays.get("median_beats"), arrays.get("rhythm_II"), float(wf["scale"]), int(wf["fs"]),
+                         int(mb.get("r_index", 0)), str(wf["units"]), str(wf.get("source", "")))
 
 
 def _err(where, fld: str, msg: str) -> BundleError:

@@ -11,7 +11,9 @@ Supported inputs of :func:`read_record`:
   One sample per frame per signal; several signal files per record are supported. Physical value =
   (digital - baseline) / gain; units of uV or V are converted to mV. Invalid samples (-32768 in format 16,
   -2048 in format 212) become NaN and are then rejected like any other NaN. Header comments ``# Key: value``
-  go into ``meta['comments']`` (a dict) and ``meta['comment_lines']``. If ``fs`` is given it must agree
+  go into ``meta['comments']`` (a dict) and ``meta['comment_lines']``; age and sex found there go into
+  ``meta['age']`` (int) and ``meta['sex']`` (``male``/``female``), and the record line's base time and date
+  into ``meta['acquired']`` (all optional: :func:`patient_meta`). If ``fs`` is given it must agree
   with the header; if ``leads`` is given those leads are selected, in that order.
 * **CSV** (``.csv``, ``.txt``, ``.tsv``): a header row of lead names, one row per sample, delimiter comma,
   semicolon or tab (detected from the header row; with ``;`` a decimal comma is accepted). An optional first
@@ -81,7 +83,7 @@ _WFDB_EXT = {".hea", ".dat", ".mat"}
 _CSV_EXT = {".csv", ".txt", ".tsv"}
 _NPY_EXT = {".npy"}
 
-__all__ = ["read_record", "write_wfdb", "read_wfdb", "read_csv", "read_npy", "check_fs", "MIN_FS",
+__all__ = ["read_record", "write_wfdb", "read_wfdb", "read_csv", "read_npy", "check_fs", "patient_meta", "MIN_FS",
            "MIN_DURATION_S", "MAX_FS", "MAX_SECONDS", "MAX_SIGNALS", "MAX_VALUES"]
 
 
@@ -395,7 +397,30 @@ def _parse_header(text: str, where: str):
                          skew=int(fm.group("skew") or 0), offset=int(fm.group("off") or 0),
                          gain=gain, baseline=(adczero or 0) if base is None else base, units=units,
                          initval=initval, checksum=checksum, desc=desc))
-    return m.group("name"), n_sig, fs, n_samp, sigs, comments
+    return m.group("name"), n_sig, fs, n_samp, sigs, comments, _base_time(tokens[4:6])
+
+
+_TIME_RE = re.compile(r"([0-9]{1,2}):([0-9]{2})(?::([0-9]{2})(?:\.[0-9]{1,6})?)?", re.ASCII)
+_DATE_RE = re.compile(r"([0-9]{1,2})/([0-9]{1,2})/([0-9]{4})", re.ASCII)
+
+
+def _base_time(tokens: list[str]) -> str | None:
+    """The acquisition time of a WFDB record line's optional ``base_time [base_date]`` fields
+    (``HH:MM:SS``, ``DD/MM/YYYY``) as ``YYYY-MM-DD HH:MM:SS`` (or ``HH:MM:SS`` without a date); None when
+    absent or not a valid time (this is metadata: it never refuses the record)."""
+    if not tokens:
+        return None
+    t = _TIME_RE.fullmatch(tokens[0][:20])
+    if not t:
+        return None
+    hh, mm, ss = int(t.group(1)), int(t.group(2)), int(t.group(3) or 0)
+    if hh > 23 or mm > 59 or ss > 60:
+        return None
+    clock = f"{hh:02d}:{mm:02d}:{ss:02d}"
+    d = _DATE_RE.fullmatch(tokens[1][:20]) if len(tokens) > 1 else None
+    if d and 1 <= int(d.group(1)) <= 31 and 1 <= int(d.group(2)) <= 12:
+        return f"{d.group(3)}-{int(d.group(2)):02d}-{int(d.group(1)):02d} {clock}"
+    return clock
 
 
 _MAT_DTYPES = {0: "f8", 1: "f4", 2: "i4", 3: "i2", 4: "u2", 5: "u1"}
@@ -499,7 +524,7 @@ def read_wfdb(header_path, fs: float | None = None, leads: Sequence[str] | None 
     fs = _given(fs, where)
     raw = _read_small(hea, MAX_HEADER_BYTES, where, "WFDB header", missing=f"{hea}: no such WFDB header")
     text = raw.decode("utf-8", errors="replace")
-    name, n_sig, hfs, n_samp, sigs, comments = _parse_header(text, where)
+    name, n_sig, hfs, n_samp, sigs, comments, acquired = _parse_header(text, where)
     _check_fs(fs, hfs, where, "header")
     for s in sigs:
         if s["spf"] != 1:
@@ -559,8 +584,11 @@ def read_wfdb(header_path, fs: float | None = None, leads: Sequence[str] | None 
         raise RecordError(f"{where}: signal line(s) without a lead name "
                           f"(lines {', '.join(str(k + 1) for k, d in enumerate(names) if not d)})")
     lead_names = _canonical_leads(names, where)
+    parsed = _parse_comments(comments)
     meta = {"format": "wfdb", "path": str(hea), "record_name": name, "units": units_out,
-            "comment_lines": comments, "comments": _parse_comments(comments)}
+            "comment_lines": comments, "comments": parsed, **patient_meta(parsed)}
+    if acquired:
+        meta["acquired"] = acquired
     if total > n:
         meta["truncated"] = {"read_samples": n, "file_samples": total}
     return _finish(signal, hfs, lead_names, name, meta, where, leads)
@@ -581,6 +609,31 @@ def _parse_comments(lines: list[str]) -> dict[str, str]:
 _TIME_S = {"time", "t", "time_s", "times", "seconds", "sec", "s", "time (s)", "time[s]"}
 _TIME_MS = {"time_ms", "ms", "t_ms", "time (ms)", "time[ms]", "milliseconds"}
 _CHUNK_ROWS = 4096
+
+
+_SEX = {"m": "male", "male": "male", "man": "male", "f": "female", "female": "female", "woman": "female"}
+
+
+def patient_meta(comments: dict) -> dict:
+    """Age and sex from a WFDB header's comments (``# Age: 63`` / ``# Sex: Male`` as in CinC 2021,
+    ``#<age>: 76`` / ``#<sex>: F`` as in LUDB), as optional metadata: ``{"age": int, "sex": "male"|"female"}``
+    with only what was found and plausible (age 0-130 years; anything else, e.g. ``NaN`` or ``Unknown``, is
+    left out). Bounded: only keys and values of at most 40 characters are looked at; it never raises."""
+    out: dict = {}
+    if not isinstance(comments, dict):
+        return out
+    for k, v in comments.items():
+        if not isinstance(k, str) or not isinstance(v, str) or len(k) > 40 or len(v) > 40:
+            continue
+        key = k.strip().strip("<>").strip().lower()
+        val = v.strip().lower()
+        if key == "age" and "age" not in out:
+            a = re.fullmatch(r"([0-9]{1,3})(?:\.0+)?", val, re.ASCII)
+            if a and int(a.group(1)) <= 130:
+                out["age"] = int(a.group(1))
+        elif key in ("sex", "gender") and "sex" not in out and val in _SEX:
+            out["sex"] = _SEX[val]
+    return out
 
 
 def _is_number(s: str) -> bool:

@@ -40,6 +40,7 @@ __all__ = ["Measurements", "measure", "FIELDS", "MIN_RATE_BPM", "MAX_RATE_BPM", 
 FIELDS = ("heart_rate_bpm", "rr_mean_ms", "rr_sd_ms", "irregularity", "premature_beats", "pr_ms", "qrs_ms",
           "qt_ms", "qtc_bazett_ms", "qtc_fridericia_ms", "axis_deg", "n_beats")
 MIN_RATE_BPM, MAX_RATE_BPM = 25.0, 300.0
+STRETCH_PR_MS, STRETCH_QRS_MS, STRETCH_QTC_MS = 240.0, 120.0, 480.0   # see _stretched
 PREMATURE = 0.85          # an RR under this fraction of the median RR (and followed by a longer one) is premature
 HI_HZ = 40.0              # the measurement band's upper edge (clipped below Nyquist on 100 Hz records)
 SV_SMOOTH_S = 0.016
@@ -138,6 +139,23 @@ def _rr_stats(peaks: np.ndarray, fs: float):
     base = rr[keep] if keep.sum() >= 3 else rr
     irr = _median(np.abs(np.diff(base))) / med if base.size >= 2 else None
     return rr, med, premature, irr
+
+
+def _stretched(vals: dict) -> str | None:
+    """A warning when every interval is long at once (PR >= ``STRETCH_PR_MS``, QRS >= ``STRETCH_QRS_MS`` and the
+    T end out of reach or QTc >= ``STRETCH_QTC_MS``): what a record read at half its sampling rate looks like
+    (CinC E07501, 123 bpm at 500 Hz, read as 250 Hz: 62 bpm, PR 256, QRS 140 ms, no T end). A first-degree AV
+    block with a bundle-branch block looks the same, so it is a warning, not a refusal (8 of the 1,625 archive
+    cases at 100 Hz, none of ludb-dev's 50 or the 48 CinC records at their right rates)."""
+    pr, qrs, qt = vals.get("pr_ms"), vals.get("qrs_ms"), vals.get("qt_ms")
+    qtc = vals.get("qtc_bazett_ms")
+    if pr is None or qrs is None or pr < STRETCH_PR_MS or qrs < STRETCH_QRS_MS:
+        return None
+    if qt is not None and (qtc is None or qtc < STRETCH_QTC_MS):
+        return None
+    t = "no T end found" if qt is None else f"QTc {qtc:.0f} ms"
+    return (f"PR {pr:.0f} ms, QRS {qrs:.0f} ms and {t}, all long at once: check the sampling rate (--fs): a record "
+            f"read at half its rate looks like this")
 
 
 def check_plausible(m: Measurements, where: str) -> None:
@@ -293,6 +311,9 @@ def measure(record: Record, *, duration_s: float = 10.0, notch_hz: float | None 
     if "qt_ms" in vals:
         vals["qtc_bazett_ms"] = vals["qt_ms"] / np.sqrt(rr_s)
         vals["qtc_fridericia_ms"] = vals["qt_ms"] / np.cbrt(rr_s)
+    stretched = _stretched(vals)
+    if stretched:
+        findings.append(stretched)
     return Measurements(**{k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in vals.items()},
                         fs=fs, duration_s=n_use / fs, findings=tuple(findings), peaks=peaks)
 

@@ -9,7 +9,8 @@ value (``index.search_k``), so the caller wraps it into its own :class:`~edge.er
 cross-field rules the runtime relies on) and raises one :class:`~edge.errors.BundleError` naming the field:
 ``.../manifest.json: index.search_k: must be an integer, got str``. The runtime may then index the manifest
 without further checks. Sections the device does not interpret (``training``, ``evaluation``, ``archive``
-details, ``tools``) are only bounded (type, depth, size).
+details, ``tools``) are only bounded (type, depth, size). The optional ``waveforms`` section (with its file
+``waveforms.bin``) is checked in full: names, dtype, shapes against the index, and a layout that fills the file.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ MAX_DEPTH = 32                     # the default manifest nests 6 deep
 MAX_INT_DIGITS = 40
 # the most each bundle file may hold: they are read into memory to be hashed and checked before use
 MAX_FILE_BYTES = {"encoder.tflite": 256 << 20, "index.ann": 1 << 30, "cases.jsonl": 512 << 20,
-                  "MODEL_CARD.md": 4 << 20}
+                  "MODEL_CARD.md": 4 << 20, "waveforms.bin": 64 << 20}
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
@@ -181,7 +182,7 @@ def _req(d, f, k):
 
 
 def _check(m: dict) -> None:
-    from .bundle import BUNDLE_FILES, FORMAT, FORMAT_VERSION, METRIC
+    from .bundle import BUNDLE_FILES, FORMAT, FORMAT_VERSION, METRIC, OPTIONAL_FILES
     from .encoder import KERNELS
     from .imaging import MODES, RR_SCALES, ImagingConfig
     from .signal import MIN_DURATION_S
@@ -196,10 +197,10 @@ def _check(m: dict) -> None:
 
     files = _obj(_req(m, "", "files"), "files")
     for fn in files:
-        if fn not in BUNDLE_FILES:
+        if fn not in BUNDLE_FILES + OPTIONAL_FILES:
             raise _Fail(f"files.{printable(fn, 60)}", f"not a file of this bundle format (files: "
-                        f"{', '.join(BUNDLE_FILES)})")
-    for fn in BUNDLE_FILES:
+                        f"{', '.join(BUNDLE_FILES + OPTIONAL_FILES)})")
+    for fn in BUNDLE_FILES + tuple(f for f in OPTIONAL_FILES if f in files):
         meta = _obj(_req(files, "files", fn), f"files.{fn}")
         _str(_req(meta, f"files.{fn}", "sha256"), f"files.{fn}.sha256", 64, pattern=_HEX64)
         _int(_req(meta, f"files.{fn}", "bytes"), f"files.{fn}.bytes", 1, MAX_FILE_BYTES[fn])
@@ -291,10 +292,61 @@ def _check(m: dict) -> None:
     for k, v in _obj(_req(m, "", "tools"), "tools").items():
         _str(k, "tools key", 60)
         _str(v, f"tools.{printable(k, 60)}", 120)
+    _check_waveforms(m, files, idx["n_items"])
     if m.get("evaluation") is not None:
         ev = _obj(m["evaluation"], "evaluation")
         if ev.get("table_markdown") is not None and not isinstance(ev["table_markdown"], str):
             raise _Fail("evaluation.table_markdown", f"must be a string, got {_tname(ev['table_markdown'])}")
+
+
+def _check_waveforms(m: dict, files: dict, n_items: int) -> None:
+    """The optional ``waveforms`` section and its file (``docs/BUNDLE.md``): int8 arrays of known names, one row
+    per index item, laid end to end from offset 0 and filling ``files.waveforms.bin.bytes`` exactly."""
+    from .bundle import WAVEFORM_ARRAYS, WAVEFORMS_FILE
+    wf = m.get("waveforms")
+    if (wf is None) != (WAVEFORMS_FILE not in files):
+        raise _Fail("waveforms" if wf is None else f"files.{WAVEFORMS_FILE}",
+                    f"the waveforms section and files.{WAVEFORMS_FILE} go together (one is missing)")
+    if wf is None:
+        return
+    _obj(wf, "waveforms")
+    _str(_req(wf, "waveforms", "file"), "waveforms.file", 40, choices=(WAVEFORMS_FILE,))
+    _str(_req(wf, "waveforms", "dtype"), "waveforms.dtype", 10, choices=("int8",))
+    _num(_req(wf, "waveforms", "scale"), "waveforms.scale", 0.0, 1e3, lo_open=True)
+    _int(_req(wf, "waveforms", "fs"), "waveforms.fs", 50, 1000)
+    _str(_req(wf, "waveforms", "units"), "waveforms.units", 40)
+    if "source" in wf:
+        _str(wf["source"], "waveforms.source", 400)
+    arrays = _obj(_req(wf, "waveforms", "arrays"), "waveforms.arrays")
+    if not arrays:
+        raise _Fail("waveforms.arrays", "holds no array")
+    spans = []
+    for name, a in arrays.items():
+        f = f"waveforms.arrays.{printable(name, 40)}"
+        if name not in WAVEFORM_ARRAYS:
+            raise _Fail(f, f"not an array of this format ({', '.join(WAVEFORM_ARRAYS)})")
+        _obj(a, f)
+        nd = WAVEFORM_ARRAYS[name]
+        shape = _ints(_req(a, f, "shape"), f"{f}.shape", nd, 1, 50_000_000)
+        if shape[0] != n_items:
+            raise _Fail(f"{f}.shape", f"{shape[0]} rows but index.n_items is {n_items}")
+        if name == "median_beats":
+            if shape[1] != 12:
+                raise _Fail(f"{f}.shape", f"{shape[1]} leads; median beats hold the 12 leads")
+            _int(shape[2], f"{f}.shape[2]", 10, 1000)
+            _int(_req(a, f, "r_index"), f"{f}.r_index", 0, shape[2] - 1)
+        else:
+            _int(shape[1], f"{f}.shape[1]", 10, 60_000)
+        off = _int(_req(a, f, "offset"), f"{f}.offset", 0, MAX_FILE_BYTES[WAVEFORMS_FILE])
+        spans.append((off, math.prod(shape), f))
+    pos = 0
+    for off, size, f in sorted(spans):
+        if off != pos:
+            raise _Fail(f"{f}.offset", f"{off}, but the arrays are laid end to end: {pos} expected")
+        pos += size
+    if pos != files[WAVEFORMS_FILE]["bytes"]:
+        raise _Fail(f"files.{WAVEFORMS_FILE}.bytes", f"{files[WAVEFORMS_FILE]['bytes']} but the arrays of the "
+                    f"waveforms section hold {pos} bytes")
 
 
 def validate_manifest(m, where) -> None:

@@ -198,3 +198,15 @@ def test_measure_never_raises_on_noise_and_odd_shapes():
                 leads = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")[:x.shape[1]]
                 m = measure(Record(x, fs, leads, "noise"))
                 assert isinstance(m.to_dict(), dict)
+
+
+def test_half_rate_reading_is_flagged_and_right_rates_are_not(shared_data):
+    """CinC E07501 (sinus tachycardia, 500 Hz) read at 250 Hz measures a plausible 62 bpm; the intervals, all
+    long at once, say to check --fs. None of the 48 CinC records at their own rates gets that warning."""
+    cinc = shared_data / "cinc2021-sample"
+    rec = read_record(cinc / "E07501.hea")
+    half = measure(replace(rec, fs=rec.fs / 2))
+    assert 55 < half.heart_rate_bpm < 70 and any("check the sampling rate" in f for f in half.findings)
+    for f in sorted(cinc.glob("*.hea")):
+        m = measure(read_record(f))
+        assert not any("check the sampling rate" in x for x in m.findings), f.stem
