@@ -382,7 +382,7 @@ def import_ptbxl_command(ptbxl_dir, out, resolution, folds, limit, notch_hz, dty
               help="Name of this archive's source: case ids are SOURCE:RECORD.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N records of the CSV.")
 @click.option("--notch-hz", type=float, default=50.0, show_default=True,
-              help="Mains notch of the preprocessing (60 in the Americas; the bundles query with 50).")
+              help="Mains notch of the preprocessing; keep the bundle's (50 Hz) so that archive and queries agree.")
 @_common
 def import_wfdb_command(folder, out, reports, source, limit, notch_hz, dtype, overwrite, no_progress):
     """Import the WFDB records of FOLDER listed in --reports into the archive folder OUT."""
