@@ -56,7 +56,7 @@ svg.ecg{display:block;margin:2px 0}
 .case svg{flex:0 0 auto} .case .txt{min-width:0;flex:1 1 auto;font-size:11px}
 .case .txt .hd{font-size:12px} .local{color:#06c;font-weight:600}
 h2{font-size:13px;margin:3px 0 1px}
-@page{size:A4 landscape;margin:6mm}
+@page{size:landscape;margin:6mm}
 @media print{
  body{margin:0;font-size:9pt} .query{width:auto;margin:0;break-after:page;page-break-after:always}
  .query:last-child{break-after:auto;page-break-after:auto}
