@@ -77,9 +77,16 @@ def test_interval_accuracy_iec_limits(accuracy, key, mean_lim, sd_lim):
 
 
 def test_axis_class_accuracy(accuracy):
+    """Target >= 90 % (issue 10); 83 % holds, and it is the ceiling of the reference: the axis computed from the
+    cardiologists' own QRS boundaries gets the same 83 %, and the device's class equals that one on every record
+    (the 8 records it misses are the 8 whose stated class contradicts their own boundaries)."""
     q = accuracy["quantities"]["axis_class"]
-    # target >= 0.90 (issue 10); measured 0.83 on ludb-dev: asserted at what holds so a regression fails
     assert q["accuracy"] >= 0.80, q
+    assert q["accuracy"] >= q["reference_boundaries_accuracy"] - 0.03, q
+    from bench_measure import axis_of
+    wrong = {r["record"] for r in accuracy["records"] if r["axis_ref"] is not None
+             and axis_of(r["meas"]["axis_deg"]) != r["axis_ref"]}
+    assert len(wrong - set(q["reference_boundaries_disagree"])) <= 1, (wrong, q)
 
 
 def test_paced_records_are_flagged_not_measured(ludb):
