@@ -1,7 +1,10 @@
 """``ecgret``: query ECG records against a case archive, offline, on the device.
 
-Verbs: ``query``, ``info``, ``bench``, ``demo``, ``enroll``, ``forget``, ``listen`` (and ``simulate``,
-``ports`` from :mod:`edge.cli_board`). Imports are lazy: the process must start fast on a Pi.
+Verbs: ``query``, ``info``, ``bench``, ``demo``, ``listen``, ``enroll``, ``forget``, ``cases list|reembed|codes``
+(and ``simulate``, ``ports`` from :mod:`edge.cli_board`). Click code only: the answer's wording is
+:mod:`edge.answer`, acquisition :mod:`edge.acquire`, saving :mod:`edge.save`, labels :mod:`edge.labels`, the
+shared options :mod:`edge.cli_types`. Imports are lazy: the process must start fast on a Pi.
+A closed stdout (``ecgret query ... | head -1``) ends the command quietly, exit code 0.
 Every error a user can cause (:class:`~edge.errors.EcgretError`, the bridge's ``BridgeError``) is one line
 on stderr and exit code 1; usage errors exit 2 (click).
 """
@@ -13,6 +16,8 @@ import sys
 
 import click
 
+from .cli_types import (BOARD_RATE, CHANNELS, SPEED, baud_option, board_option, fs_option, json_option,
+                        leads_option, overlay_option, report_option, save_option, seconds_option, top_k_option)
 from .errors import EcgretError
 from .termtext import printable as _printable
 
@@ -25,6 +30,16 @@ def _is_user_error(e: BaseException) -> bool:
         return True
     fb = sys.modules.get("firmware_bridge.errors")
     return fb is not None and isinstance(e, fb.BridgeError)
+
+
+def _quiet_exit():
+    """End quietly after the reader of stdout went away: later writes (and the flush at exit) go nowhere."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    sys.exit(0)
 
 
 def _fail(msg: str, code: int = 1):
@@ -68,6 +83,8 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
+        except BrokenPipeError:   # the reader went away (`| head -1`): nothing to say, nobody to say it to
+            _quiet_exit()
         except Exception as e:  # noqa: BLE001 - the one catch-all: it names the error and says it is a bug
             if not (_is_user_error(e) or isinstance(e, OSError)) and (ctx.params or {}).get("debug"):
                 import traceback
@@ -93,6 +110,7 @@ def _trust_policy(ctx, param, allow):
 
 
 def bundle_option(f):
+    """``--bundle PATH`` (env ECGRET_BUNDLE) and ``--allow-unsigned``: every verb that loads a bundle."""
     f = click.option("--allow-unsigned", is_flag=True, envvar="ECGRET_ALLOW_UNSIGNED", expose_value=False,
                      callback=_trust_policy,
                      help="Load a bundle that is not signed by a trusted publisher (env ECGRET_ALLOW_UNSIGNED=1).")(f)
@@ -101,11 +119,14 @@ def bundle_option(f):
 
 
 def threads_option(f):
+    """``--threads N``: every verb that runs the encoder."""
     return click.option("--threads", type=click.IntRange(min=1), default=None,
                         help="Interpreter threads (default 1: the small encoder gains nothing from more).")(f)
 
 
 def _load(bundle_path, threads, overlay: bool = True):
+    """A :class:`~edge.pipeline.Retriever` of the bundle, with the local overlay unless ``overlay`` is False
+    (warnings about the bundle's trust and the overlay on stderr)."""
     from .bundle import load_bundle
     from .pipeline import Retriever
     b = load_bundle(bundle_path, threads=threads)
@@ -122,109 +143,85 @@ def _load(bundle_path, threads, overlay: bool = True):
     return Retriever(b, overlay=ov)
 
 
-def _lead_set(spec):
-    if not spec:
-        return None
-    from .leads import parse_lead_set
-    return parse_lead_set(spec)
-
-
 # ------------------------------------------------------------------------------------------- printing
 
 def _width() -> int:
+    """The terminal's width (COLUMNS, else the terminal, else 100), 60 to 200 columns."""
     import shutil
-    return max(60, min(shutil.get_terminal_size((120, 24)).columns, 200))
+    return max(60, min(shutil.get_terminal_size((100, 24)).columns, 200))
 
 
-def _clip(s: str, n: int) -> str:
-    s = " ".join(_printable(s).split())
-    return s if len(s) <= n else s[: max(0, n - 1)] + "…"
+def _say(msg: str) -> None:
+    """A status line on stderr."""
+    click.echo(_printable(msg), err=True)
 
 
-def format_result(res, out=None) -> str:
-    """The human-readable answer to one query: the measurements and the rhythm first, then quality, the table of
-    similar cases and their consensus."""
-    q = res.quality
-    lines = [f"== {res.query}"]
-    m = getattr(res, "measurements", None)
-    if m is not None:
-        lines.append(f"measured: {m.line}")
-        for why in m.findings:
-            lines.append(f"  - {why}")
-    if getattr(res, "rhythm", None) is not None:
-        lines.append(res.rhythm.line)
-    lines.append("similar past cases follow: they are not a diagnosis")
-    usable = q.usable_leads
-    problems = q.problems
-    info = [f for f in q.findings if f.kind in ("derived", "missing")]
-    lines.append(f"quality: {len(usable)} of 12 leads usable" + ("" if problems else ", no problems found"))
-    for f in problems:
-        lines.append(f"  ! {f}")
-    if info:
-        by = {}
-        for f in info:
-            by.setdefault(f.kind, []).append(f.lead)
-        for kind, leads in by.items():
-            lines.append(f"  {kind}: {', '.join(leads)}")
-    w = _width()
-    head = f"{'rank':>4}  {'case id':<16} {'similarity':>10}  {'diagnoses':<22} report"
-    lines += ["", head, "-" * min(w, len(head) + 40)]
-    for i, m in enumerate(res.matches, 1):
-        diag = " ".join(m.super_class) or "-"
-        if m.rhythm:
-            diag += " / " + " ".join(m.rhythm)
-        text = m.report or m.statements
-        tag = " [local]" if m.source == "overlay" else ""
-        lines.append(f"{i:>4}  {_clip(m.case_id + tag, 16):<16} {m.score:>10.3f}  {_clip(diag, 22):<22} "
-                     f"{_clip(text, max(10, w - 60))}")
-    if any(a.score < b.score for a, b in zip(res.matches, res.matches[1:])):
-        lines.append("  (ranked by ECG similarity and by how alike the measured rhythm is; the similarity column "
-                     "is the ECG similarity alone)")
-    c = res.consensus
-    lines += ["", f"consensus of {c.n_cases} cases (similarity-weighted): {c.summary}"]
-    st = c.leading("statements")
-    if st:
-        lines.append("  statements: " + "; ".join(f"{v.label} ({v.support:.0%})" for v in st[:6]))
-    return _printable("\n".join(lines), newlines=True)  # case text, file names, lead names: no escapes
+def _echo_json(obj: dict) -> None:
+    """One JSON object on one line of stdout (NDJSON)."""
+    out = json.dumps(obj, ensure_ascii=False)
+    click.echo(out.encode("utf-8", "replace").decode("utf-8"))  # a lone surrogate from a file name: "?"
 
 
-def _error_obj(query: str, e: BaseException) -> dict:
-    return {"query": query, "ok": False, "error": str(e), "error_type": type(e).__name__}
+def _error_obj(query: str, e: BaseException, st: dict | None = None) -> dict:
+    return dict({"query": query, "ok": False, "error": str(e), "error_type": type(e).__name__}, **(st or {}))
+
+
+def _note_top_k(r, top_k: int) -> None:
+    """Say so when --top-k asks for more cases than the archive (and the overlay) hold."""
+    n_bundle, n_local = len(r.index), len(r.overlay) if r.overlay is not None else 0
+    if top_k > n_bundle + n_local:
+        _say(f"ecgret: note: --top-k {top_k}: the archive holds {n_bundle:,} cases"
+             + (f" and the overlay {n_local:,} local ones" if n_local else "")
+             + f"; each answer lists all {n_bundle + n_local:,}")
+
+
+def _write_report(report_path, results, bundle) -> None:
+    from .report import write_report
+    write_report(report_path, results, bundle)
+    _say(f"report written to {report_path}")
+
+
+def _case_ids(r) -> set:
+    return {c["case_id"] for c in r.cases}
 
 
 # ------------------------------------------------------------------------------------------- query
 
 @main.command()
 @click.argument("files", nargs=-1, required=True)
-@click.option("--fs", type=float, default=None, help="Sampling rate in Hz (CSV/NPY files without one).")
-@click.option("--leads", "lead_spec", default=None,
-              help="Leads actually recorded: a set (12, limb6, 3, I, II) or a list like I,II,V2; the rest are missing.")
-@click.option("--top-k", type=click.IntRange(min=1), default=10, show_default=True, help="Cases to retrieve.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per query (NDJSON) on stdout.")
-@click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
-              help="Also write a self-contained HTML page of the results.")
-@click.option("--overlay/--no-overlay", default=True, show_default=True, help="Search the locally enrolled cases too.")
+@fs_option()
+@leads_option()
+@top_k_option
+@json_option
+@report_option
+@overlay_option
 @bundle_option
 @threads_option
-def query(files, fs, lead_spec, top_k, as_json, report_path, overlay, bundle_path, threads):
-    """Find the archived cases most like each FILE (WFDB .hea/.mat/.dat, CSV or NPY)."""
-    leads = _lead_set(lead_spec)
+def query(files, fs, leads, top_k, as_json, report_path, overlay, bundle_path, threads):
+    """Find the archived cases most like each FILE (WFDB .hea/.mat/.dat, CSV or NPY).
+
+    Each answer leads with what was measured and the rhythm, then the similar past cases (not a diagnosis).
+    A bad file gets one `ecgret: error:` line and the others are still answered; exit code 1 if any failed.
+    """
     r = _load(bundle_path, threads, overlay)
+    _note_top_k(r, top_k)
     from dataclasses import replace
 
-    from .io import MAX_FS, read_record
+    from .answer import archive_twin, format_result, result_dict, stamp
+    from .io import read_record
     from .signal import PAD_S
-    if fs is not None and not (fs > 0 and fs <= MAX_FS):  # impossible for any file (NaN too); under 100 Hz: per file
-        raise click.BadParameter(f"{fs:g} Hz: a sampling rate must be positive and at most {MAX_FS:g} Hz",
-                                 param_hint="'--fs'")
     max_seconds = r.duration_s + PAD_S  # the seconds the device uses plus the filter's padding: no more is read
+    ids, width = _case_ids(r), _width()
     results, failed = [], 0
     for path in files:  # every file is answered or gets one error line; the batch always goes on
         shown = _short(path)
+        st = stamp(r.bundle)
         try:
             rec = read_record(path, fs=fs, max_seconds=max_seconds)
             res = replace(r.query_record(rec, leads=leads, top_k=top_k), query=shown)
-            out = json.dumps(res.to_dict(), ensure_ascii=False) if as_json else format_result(res) + "\n"
+            twin = archive_twin(res, os.path.basename(str(path)), ids)
+            out = json.dumps(result_dict(res, st=st, twin=twin), ensure_ascii=False) if as_json else \
+                format_result(res, width=width, st=st, twin=twin) + "\n"
             out = out.encode("utf-8", "replace").decode("utf-8")  # a lone surrogate from a file name: "?"
         except Exception as e:  # noqa: BLE001 - user errors and bugs alike end this file only
             failed += 1
@@ -236,14 +233,12 @@ def query(files, fs, lead_spec, top_k, as_json, report_path, overlay, bundle_pat
                 traceback.print_exc()
             click.echo(f"ecgret: error: {msg}", err=True)
             if as_json:
-                click.echo(json.dumps(dict(_error_obj(shown, e), error=msg)))
+                _echo_json(dict(_error_obj(shown, e, st), error=msg))
             continue
         results.append(res)
         click.echo(out)
     if report_path:
-        from .report import write_report
-        write_report(report_path, results, r.bundle)
-        click.echo(f"report written to {report_path}", err=True)
+        _write_report(report_path, results, r.bundle)
     if failed:
         sys.exit(1)
 
@@ -262,7 +257,7 @@ def _runtime_text(rt: dict) -> str:
 
 
 @main.command()
-@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest, runtime and overlay as one JSON line.")
 @bundle_option
 def info(as_json, bundle_path):
     """Show the bundle card: model, sizes, archive composition, evaluation."""
@@ -274,9 +269,10 @@ def info(as_json, bundle_path):
     b = load_bundle(bundle_path, threads=1, check_encoder=rt["interpreter"] is not None)
     ov = Overlay.for_bundle(b, strict=False)
     if as_json:
-        click.echo(json.dumps(dict(b.manifest, path=str(b.path), hash=b.hash, id=b.id, trust=b.trust.to_dict(),
-                                   overlay={"path": str(ov.file), "n_cases": len(ov), "error": ov.error},
-                                   runtime=rt), indent=2))
+        from .answer import stamp
+        _echo_json(dict(b.manifest, path=str(b.path), hash=b.hash, id=b.id, trust=b.trust.to_dict(),
+                        overlay={"path": str(ov.file), "n_cases": len(ov), "error": ov.error},
+                        runtime=rt, **stamp(b)))
         return
     m = b.manifest
     enc, idx, arc = m["encoder"], m["index"], m["archive"]
@@ -314,222 +310,135 @@ def info(as_json, bundle_path):
 @main.command()
 @click.option("--n", "n_records", type=click.IntRange(min=1), default=200, show_default=True,
               help="Real records to time (after a warm-up).")
-@click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True)
+@click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True,
+              help="Queries run before timing starts (not timed).")
 @click.option("--cold-runs", type=click.IntRange(min=0), default=5, show_default=True,
               help="Cold starts to time (each spawns `ecgret query`).")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @bundle_option
 def bench(n_records, warmup, cold_runs, as_json, bundle_path):
     """Latency benchmark on real records: per stage, end to end, 1 thread and all cores, RSS, cold start."""
+    from .answer import stamp
     from .bench import format_bench, run_bench
+    from .bundle import load_bundle
+    st = stamp(load_bundle(bundle_path, threads=1, check_encoder=False))
     res = run_bench(bundle_path, n_records=n_records, warmup=warmup, cold_runs=cold_runs,
                     progress=lambda s: click.echo(s, err=True))
-    click.echo(json.dumps(res, indent=2) if as_json else format_bench(res))
+    if as_json:
+        _echo_json(dict(res, **st))
+    else:
+        from .answer import stamp_line
+        click.echo(stamp_line(st) + "\n" + format_bench(res))
 
 
 # ------------------------------------------------------------------------------------------- acquisition
 
-def _acq_to_record(acq, name: str):
-    import numpy as np
-
-    from .leads import canonical_lead
-    from .record import Record
-    names = []
-    for c in acq.channel_names:
-        lead = canonical_lead(c)
-        names.append(lead or str(c))
-    if not any(canonical_lead(n) for n in names) and len(names) == 1:
-        names = ["II"]  # a single unnamed channel (Arduino + AD8232) is taken as lead II
-    rec = Record(np.asarray(acq.signal_mv, dtype=np.float64), float(acq.fs), tuple(names), name,
-                 {"units": "mV", "board": dict(acq.device_info or {}), "stats": dict(acq.stats or {})})
-    return rec, np.asarray(acq.lead_off, dtype=bool)
-
-
-def _acquire_interruptible(progress_label: str, **kw):
-    """Run ``firmware_bridge.acquire.acquire`` in a thread; Ctrl-C stops it and keeps what arrived.
-    Returns (acquisition or None, interrupted)."""
-    import threading
-
-    from firmware_bridge.acquire import acquire
-    stop = threading.Event()
-    done = threading.Event()   # not Thread.join: a join interrupted by Ctrl-C can wrongly report the thread dead
-    box: dict = {}
-
-    def work():
-        try:
-            box["acq"] = acquire(stop_event=stop, **kw)
-        except BaseException as e:  # noqa: BLE001 - re-raised in the main thread
-            box["err"] = e
-        finally:
-            done.set()
-
-    t = threading.Thread(target=work, daemon=True)
-    t.start()
-    interrupted = False
+def _acquire(url, board, seconds, *, baud=None, fs=None, channel_names=None, reconnect_timeout=10.0):
+    """Acquire with progress on a terminal and the acquisition line after; (acquisition, interrupted)."""
+    from .acquire import Progress, acquire_interruptible, summary_line
+    prog = Progress(f"acquiring {seconds:g} s from {url}")
     try:
-        while not done.wait(0.1):
-            pass
-    except KeyboardInterrupt:
-        interrupted = True
-        click.echo("\ninterrupted: stopping the acquisition ...", err=True)
-        stop.set()
-        done.wait(15)
-    if "err" in box:
-        raise box["err"]
-    return box.get("acq"), interrupted
+        acq, interrupted = acquire_interruptible(
+            on_interrupt=lambda: click.echo("\ninterrupted: stopping the acquisition ...", err=True),
+            url=url, board=board, seconds=seconds, baud=baud, fs=fs, channel_names=channel_names,
+            on_progress=prog, reconnect_timeout=reconnect_timeout)
+    finally:
+        prog.close()
+    if acq is not None and acq.n_samples:
+        _say(summary_line(acq))
+    return acq, interrupted
 
 
-def _progress_cb(label: str):
-    last = [-1]
-    label = _printable(label)
-
-    def cb(done, total):
-        pct = int(100 * done / max(total, 1))
-        if pct // 10 != last[0] // 10:
-            last[0] = pct
-            click.echo(f"\r{label}: {pct:3d}%", err=True, nl=pct >= 100)
-            cb.open_line = pct < 100
-    cb.open_line = False  # a progress line without its newline yet
-    return cb
-
-
-def _end_progress(cb) -> None:
-    if cb is not None and getattr(cb, "open_line", False):
-        click.echo("", err=True)
-        cb.open_line = False
-
-
-def _answer(r, rec, lead_off, leads, top_k, as_json, save_dir=None, stem=None):
-    """Query an acquired record, print it like `ecgret query`, optionally save record + result."""
+def _answer(r, rec, lead_off, leads, top_k, as_json, save_dir=None, stem=None, twin_ids=()):
+    """Query an acquired record, print it like `ecgret query`, optionally save record + result. The result
+    (or None when it could not be answered)."""
+    from .answer import archive_twin, format_result, result_dict, stamp
+    st = stamp(r.bundle)
     try:
         res = r.query_record(rec, leads=leads, top_k=top_k, lead_off=lead_off)
-        obj = res.to_dict()
+        twin = archive_twin(res, rec.name.split(":", 1)[-1], twin_ids) if twin_ids else None
+        obj = result_dict(res, st=st, twin=twin)
     except EcgretError as e:
-        res, obj = None, _error_obj(rec.name, e)
+        res, twin, obj = None, None, _error_obj(rec.name, e, st)
         click.echo(f"ecgret: error: {_printable(e)}", err=True)
     if as_json:
-        click.echo(json.dumps(obj, ensure_ascii=False))
+        _echo_json(obj)
     elif res is not None:
-        click.echo(format_result(res))
+        click.echo(format_result(res, width=_width(), st=st, twin=twin))
         click.echo("")
     if save_dir:
-        _save_acquisition(rec, obj, save_dir, stem)
+        _save(rec, obj, save_dir, stem)
     return res
 
 
-def _save_acquisition(rec, obj: dict, save_dir, stem: str) -> None:
-    """``<save_dir>/<stem>.dat``, ``.json``, ``.hea``: each published whole (written in a private staging
-    folder, fsynced, then linked in without replacing anything that exists), the header last, so a reader that
-    finds the ``.hea`` finds the complete record. A name already taken gets ``-2``, ``-3``, ... ."""
-    from pathlib import Path
-
-    import numpy as np
-
-    from .atomicio import atomic_write, publish, staging_dir
-    from .io import write_wfdb
-    from .record import Record
-    d = Path(save_dir)
-    try:
-        d.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise EcgretError(f"--save {d}: cannot create the folder ({e.strerror or e})") from None
-    gaps = int(np.isnan(rec.signal).any(axis=1).sum())
-    comments = {"source": _printable(rec.name), "gap_samples": gaps}  # format 16 holds no NaN: gaps become 0
-    for k in range(1, 1000):
-        name = stem if k == 1 else f"{stem}-{k}"
-        if any((d / f"{name}{ext}").exists() for ext in (".hea", ".dat", ".json")):
-            continue
-        try:
-            with staging_dir(d) as tmp:
-                write_wfdb(Record(np.nan_to_num(rec.signal, nan=0.0), rec.fs, rec.leads, rec.name,
-                                  {"comments": comments}), tmp, name)
-                publish(tmp / f"{name}.dat", d / f"{name}.dat", overwrite=False)
-                atomic_write(d / f"{name}.json", json.dumps(obj, ensure_ascii=False, indent=1) + "\n",
-                             overwrite=False)
-                publish(tmp / f"{name}.hea", d / f"{name}.hea", overwrite=False)
-            break
-        except FileExistsError:
-            continue
-        except OSError as e:
-            raise EcgretError(f"--save {d}: cannot save {name} ({e.strerror or e}: {e.filename})") from None
-    else:
-        raise EcgretError(f"--save {d}: {stem} and 998 variants of it exist already")
-    click.echo(f"saved {_printable(d / name)}.hea and {name}.json", err=True)
+def _save(rec, obj, save_dir, stem) -> None:
+    from .save import save_acquisition
+    p = save_acquisition(rec, obj, save_dir, stem)
+    _say(f"saved {p}.hea and {p.name}.json")
 
 
 @main.command()
-@click.option("--port", envvar=ENV_PORT, required=True, help=f"Serial port or pyserial URL (env {ENV_PORT}).")
-@click.option("--board", type=click.Choice(["native", "cyton", "ascii"]), default="native", show_default=True)
-@click.option("--seconds", type=click.FloatRange(min=2.0, max=3600.0), default=10.0, show_default=True,
-              help="Length of each recording (2 s to 1 h).")
+@click.option("--port", envvar=ENV_PORT, required=True, metavar="URL",
+              help=f"Serial port or pyserial URL (env {ENV_PORT}).")
+@board_option()
+@baud_option
+@seconds_option()
 @click.option("--loop", is_flag=True, help="Keep acquiring and answering until Ctrl-C; a board error is reported "
               "and the board reopened (with backoff) for the next recording.")
-@click.option("--save", "save_dir", type=click.Path(file_okay=False), default=None,
-              help="Save every acquisition as a WFDB record plus its result JSON.")
-@click.option("--fs", type=float, default=None,
-              help="Sampling rate of an ASCII board that does not print it (must agree with one that does).")
-@click.option("--channels", default=None, help="Channel names of a board that does not tell them (comma list).")
-@click.option("--leads", "lead_spec", default=None, help="Leads actually attached (see `ecgret query --leads`).")
-@click.option("--top-k", type=click.IntRange(min=1), default=10, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@save_option
+@click.option("--fs", type=BOARD_RATE, default=None,
+              metavar="HZ", help="Sampling rate of an ASCII board that does not print it (must agree with one "
+              "that does).")
+@click.option("--channels", type=CHANNELS, default=None,
+              help="Channel names of a board that does not tell them (comma list).")
+@leads_option("Leads actually attached (see `ecgret query --leads`); the others are treated as missing.")
+@top_k_option
+@json_option
+@report_option
+@overlay_option
 @click.option("--reconnect-timeout", type=click.FloatRange(min=0.0, max=600.0), default=10.0, show_default=True,
               help="Seconds to wait for a board that vanished mid-recording to come back.")
 @bundle_option
 @threads_option
-def listen(port, board, seconds, loop, save_dir, fs, channels, lead_spec, top_k, as_json, reconnect_timeout,
-           bundle_path, threads):
+def listen(port, board, baud, seconds, loop, save_dir, fs, channels, leads, top_k, as_json, report_path, overlay,
+           reconnect_timeout, bundle_path, threads):
     """Acquire from a board and answer each recording like `ecgret query`.
 
     A recording cut short (the board lost for good, silent, or Ctrl-C) is answered on what arrived if that is
     at least 2 s, and saved with --save. Exit code 0 only when every recording was answered without a board
     error; otherwise 1 (each problem is one `ecgret: error:` line, and an `ok: false` line with --json).
     """
-    import math
     import time
 
     from firmware_bridge.errors import BridgeError
-    from firmware_bridge.info import check_channel_names, check_fs
 
+    from .acquire import acq_to_record
+    from .answer import stamp
     from .io import MIN_DURATION_S
-    names = tuple(c.strip() for c in channels.split(",")) if channels else None
-    if not math.isfinite(seconds):  # click's range lets NaN through
-        raise click.BadParameter(f"{seconds} is not a duration", param_hint="--seconds")
-    try:
-        if fs is not None:
-            check_fs(fs, "rate")
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="--fs") from None
-    try:
-        if names:
-            check_channel_names(names)
-    except ValueError as e:
-        raise click.BadParameter(_printable(e), param_hint="--channels") from None
-    leads = _lead_set(lead_spec)
-    r = _load(bundle_path, threads)
+    r = _load(bundle_path, threads, overlay)
+    _note_top_k(r, top_k)
     n = answered = problems = 0
     backoff = 1.0
+    results = []
 
     def problem(query: str, msg, e=None) -> None:
         nonlocal problems
         problems += 1
         click.echo(f"ecgret: error: {_printable(msg)}", err=True)
         if as_json:
-            click.echo(json.dumps(_error_obj(query, e if e is not None else EcgretError(str(msg)))))
+            _echo_json(_error_obj(query, e if e is not None else EcgretError(str(msg)), stamp(r.bundle)))
 
     try:
         while True:
             n += 1
-            stamp = time.strftime("%Y%m%d-%H%M%S")
-            query = f"{port}#{n}@{stamp}"
-            cb = None if as_json else _progress_cb(f"acquiring {seconds:g} s from {port}")
+            stamp_s = time.strftime("%Y%m%d-%H%M%S")
+            query = f"{port}#{n}@{stamp_s}"
             err = None
             try:
-                acq, interrupted = _acquire_interruptible(
-                    "acquiring", url=port, board=board, seconds=seconds, fs=fs, channel_names=names, on_progress=cb,
-                    reconnect_timeout=reconnect_timeout)
+                acq, interrupted = _acquire(port, board, seconds, baud=baud, fs=fs, channel_names=channels,
+                                            reconnect_timeout=reconnect_timeout)
             except BridgeError as e:
                 err, acq, interrupted = e, e.acquisition, False
-            _end_progress(cb)
             got = acq.duration_s if acq is not None and acq.n_samples else 0.0
             if err is not None and got < MIN_DURATION_S:
                 problem(query, err, err)
@@ -537,17 +446,22 @@ def listen(port, board, seconds, loop, save_dir, fs, channels, lead_spec, top_k,
                 problems += 1
                 click.echo(f"ecgret: error: {_printable(err)}; answering on the {got:.1f} s acquired", err=True)
             if got >= MIN_DURATION_S:
-                rec, lo = _acq_to_record(acq, query)
-                res = _answer(r, rec, lo, leads, top_k, as_json, save_dir, f"ecg-{stamp}-{n:03d}")
+                rec, lo = acq_to_record(acq, query)
+                res = _answer(r, rec, lo, leads, top_k, as_json, save_dir, f"ecg-{stamp_s}-{n:03d}")
                 answered += res is not None
                 problems += res is None
+                if res is not None and report_path:
+                    results.append(res)
+                    from .report import write_report
+                    write_report(report_path, results, r.bundle)   # rewritten whole after every recording
             elif acq is not None and acq.n_samples:
                 msg = f"{query}: only {got:.2f} s acquired, under the {MIN_DURATION_S:g} s minimum; not answered"
                 if save_dir:
-                    rec, _ = _acq_to_record(acq, query)
-                    _save_acquisition(rec, _error_obj(query, EcgretError(msg)), save_dir, f"ecg-{stamp}-{n:03d}")
+                    rec, _ = acq_to_record(acq, query)
+                    _save(rec, _error_obj(query, EcgretError(msg), stamp(r.bundle)), save_dir,
+                          f"ecg-{stamp_s}-{n:03d}")
                 if interrupted and answered:  # Ctrl-C just after a recording: nothing lost, nothing wrong
-                    click.echo(_printable(msg), err=True)
+                    _say(msg)
                 elif err is None:
                     problem(query, msg)
             elif err is None:
@@ -556,112 +470,130 @@ def listen(port, board, seconds, loop, save_dir, fs, channels, lead_spec, top_k,
             if interrupted or not loop:
                 break
             if err is not None:  # reopen the board after a pause that grows while it keeps failing
-                click.echo(f"retrying {_printable(port)} in {backoff:g} s (Ctrl-C to stop)", err=True)
+                _say(f"retrying {port} in {backoff:g} s (Ctrl-C to stop)")
                 time.sleep(backoff)
                 backoff = min(2 * backoff, 30.0)
             else:
                 backoff = 1.0
     except KeyboardInterrupt:
         click.echo("\ninterrupted", err=True)
+    if report_path and results:
+        _say(f"report written to {report_path} ({len(results)} recording(s))")
     if problems or not answered:
         sys.exit(1)
 
 
 @main.command()
-@click.option("--record", "record_path", default=None,
+@click.option("--record", "record_path", default=None, metavar="PATH",
               help="Recording the simulated board plays (default: the shipped sample E07506, not in the archive).")
-@click.option("--board", type=click.Choice(["native", "cyton"]), default="native", show_default=True)
-@click.option("--seconds", type=click.FloatRange(min=2.0), default=10.0, show_default=True)
-@click.option("--speed", type=float, default=1.0, show_default=True,
-              help="Playback speed of the simulated board (0: as fast as it is read).")
-@click.option("--top-k", type=click.IntRange(min=1), default=10, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
-@click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None)
+@board_option("Board the simulator impersonates: native, cyton (8 leads each) or ascii (lead II alone).")
+@baud_option
+@seconds_option()
+@click.option("--speed", type=SPEED, default=1.0,
+              show_default=True, help="Playback speed of the simulated board (0: as fast as it is read).")
+@leads_option("Leads to query with (see `ecgret query --leads`); the others are treated as missing.")
+@top_k_option
+@json_option
+@report_option
+@save_option
+@overlay_option
 @bundle_option
 @threads_option
-def demo(record_path, board, seconds, speed, top_k, as_json, report_path, bundle_path, threads):
+def demo(record_path, board, baud, seconds, speed, leads, top_k, as_json, report_path, save_dir, overlay,
+         bundle_path, threads):
     """The whole job without hardware: a simulated board streams a real recording over a pty, ecgret
     acquires it, queries the archive and prints the answer."""
+    from firmware_bridge.simulator import Simulator
+
+    from .acquire import acq_to_record, pick_channels
     from .io import read_record
-    from .leads import LEADS8
-    from .paths import default_record
+    from .paths import DEFAULT_SAMPLE, default_record
     path = record_path or str(default_record())
     src = read_record(path)
-    r = _load(bundle_path, threads)
-    cols = [src.leads.index(x) for x in LEADS8 if x in src.leads] or list(range(src.signal.shape[1]))
-    from firmware_bridge.simulator import Simulator
+    r = _load(bundle_path, threads, overlay)
+    _note_top_k(r, top_k)
+    cols = pick_channels(src.leads, board)
     names = tuple(src.leads[j] for j in cols)
-    click.echo(_printable(f"demo: a simulated {board} board streams {os.path.basename(path)} ({', '.join(names)}, "
-                          f"{src.fs:g} Hz) over a pty"), err=True)
+    name = os.path.basename(path).split(".")[0]
+    _say(f"demo: a simulated {board} board streams {name} ({', '.join(names)}, {src.fs:g} Hz) over a "
+         "pseudo-terminal; ecgret acquires it and answers")
+    if record_path is None:
+        _say(f"demo: {DEFAULT_SAMPLE} is a CinC 2021 Georgia recording (sinus rhythm) that is not in the shipped "
+             "archive, as a new patient's would be")
     with Simulator(src.signal[:, cols], src.fs, names, board=board, speed=speed) as sim:
-        acq, _ = _acquire_interruptible(
-            "acquiring", url=sim.port, board=board, seconds=seconds,
-            on_progress=None if as_json else _progress_cb(f"acquiring {seconds:g} s from {sim.port}"))
+        acq, _ = _acquire(sim.port, board, seconds, baud=baud)
     if acq is None or acq.n_samples == 0:
         _fail("the simulated board delivered nothing")
-    st = acq.stats or {}
-    click.echo(f"acquired {acq.n_samples} samples at {acq.fs:g} Hz, {acq.signal_mv.shape[1]} channels "
-               f"({st.get('frames', '?')} frames, {st.get('crc_errors', 0)} CRC errors, "
-               f"{st.get('gap_samples', 0)} gap samples)", err=True)
-    rec, lo = _acq_to_record(acq, f"demo:{os.path.basename(path)}")
-    res = _answer(r, rec, lo, None, top_k, as_json)
-    if report_path and res is not None:
-        from .report import write_report
-        write_report(report_path, [res], r.bundle)
-        click.echo(f"report written to {report_path}", err=True)
+    rec, lo = acq_to_record(acq, f"demo:{name}")
+    res = _answer(r, rec, lo, leads, top_k, as_json, save_dir, f"demo-{name}", twin_ids=_case_ids(r))
     if res is None:
         sys.exit(1)
+    from .answer import archive_twin
+    if archive_twin(res, name, _case_ids(r)) is None:
+        top = next((m for m in res.matches if m.source == "bundle"), None)
+        _say(f"demo: {name} is not in the archive" + (f" (its most similar archive case, {top.case_id}, has "
+                                                       f"similarity {top.score:.3f})" if top else ""))
+    if report_path:
+        _write_report(report_path, [res], r.bundle)
 
 
-# ------------------------------------------------------------------------------------------- overlay
+# ------------------------------------------------------------------------------------------- local cases
 
-_SUPER = {"NORM", "MI", "STTC", "CD", "HYP"}
-_RHYTHM = {"SR", "AFIB", "STACH", "SBRAD", "SARRH", "AFLT", "PSVT", "SVTAC", "SVARR", "BIGU", "TRIGU", "PACE"}
-
-
-def split_labels(spec: str | None) -> dict:
-    """``--labels "MI,AFIB,IMI"`` -> super_class / rhythm / sub_class lists (PTB-XL codes)."""
-    out = {"super_class": [], "sub_class": [], "rhythm": []}
-    for lab in (spec or "").replace(";", ",").split(","):
-        lab = lab.strip()
-        if not lab:
-            continue
-        up = lab.upper()
-        key = "super_class" if up in _SUPER else "rhythm" if up in _RHYTHM else "sub_class"
-        out[key].append(up if key != "sub_class" else lab)
-    return out
+def _labels(ctx, param, value):
+    """``--labels``: checked against the PTB-XL vocabulary (:func:`edge.labels.parse_labels`)."""
+    value = _enroll_text(value, "--labels", 2000)
+    if value is None:
+        return None
+    from .labels import LabelError, parse_labels
+    try:
+        return parse_labels(value)
+    except LabelError as e:
+        raise click.BadParameter(str(e), ctx=ctx, param=param) from None
 
 
 @main.command()
 @click.argument("file")
-@click.option("--text", required=True, help="The confirmed report of this recording.")
-@click.option("--labels", default=None, help="Comma-separated codes, e.g. MI,IMI,SR (superclass, subclass, rhythm).")
-@click.option("--statements", default=None, help="Statement line, e.g. 'sinus rhythm; inferior MI' (default: --text).")
-@click.option("--id", "case_id", default=None, help="Case id (default: local:<n>).")
-@click.option("--fs", type=float, default=None)
-@click.option("--leads", "lead_spec", default=None)
+@click.option("--text", required=True, help="The confirmed report of this recording (not empty).")
+@click.option("--labels", callback=_labels, default=None, metavar="CODES",
+              help="Comma-separated PTB-XL codes, e.g. IMI,SR or ASMI,1AVB,AFIB: superclasses, subclasses, "
+              "statements, rhythms (a subclass brings its superclass; `ecgret cases codes` lists them).")
+@click.option("--statements", default=None, help="Statement line, e.g. 'sinus rhythm; inferior myocardial "
+              "infarction' (default: the PTB-XL descriptions of --labels).")
+@click.option("--id", "case_id", default=None, help="Case id (default: local:<n>, n never used before).")
+@click.option("--force", is_flag=True, help="Enrol even if the same recording is enrolled already.")
+@fs_option()
+@leads_option()
 @bundle_option
 @threads_option
-def enroll(file, text, labels, statements, case_id, fs, lead_spec, bundle_path, threads):
+def enroll(file, text, labels, statements, case_id, force, fs, leads, bundle_path, threads):
     """Add a confirmed local case to the overlay archive searched with the bundle."""
     import time
+
     from .io import read_record
+    from .labels import describe
+    from .overlay import stored_signal
     text = _enroll_text(text, "--text", 20000, newlines=True)
+    if not text.strip():
+        raise click.BadParameter("is empty: give the confirmed report of this recording", param_hint="--text")
     statements = _enroll_text(statements, "--statements", 2000)
-    labels = _enroll_text(labels, "--labels", 2000)
     case_id = _enroll_text(case_id, "--id", 64)
     if case_id is not None and (not case_id or any(c.isspace() for c in case_id)):
         raise click.BadParameter("a case id is 1..64 characters without spaces", param_hint="--id")
+    lab = labels or {"super_class": [], "sub_class": [], "form": [], "rhythm": [], "statements": ""}
     r = _load(bundle_path, threads, overlay=True)
     rec = read_record(file, fs=fs)
-    vec, quality, _, _ = r.embed_record(rec, _lead_set(lead_spec))
+    vec, quality, pre, _ = r.embed_record(rec, leads)
     record = os.fsencode(os.path.abspath(file)).decode("utf-8", "replace")  # a file name need not be UTF-8
-    case = dict(split_labels(labels), case_id=case_id, report=text, statements=statements or "",
-                source="local", record=record, enrolled=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    if not case_id:
-        case.pop("case_id")
-    cid = r.overlay.enroll(case, vec, reserved_ids={c["case_id"] for c in r.cases})
-    click.echo(_printable(f"enrolled {cid} in {r.overlay.file} ({len(r.overlay)} local case(s))"))
+    case = dict(super_class=lab["super_class"], sub_class=lab["sub_class"], form=lab["form"], rhythm=lab["rhythm"],
+                report=text, statements=statements if statements is not None else lab["statements"],
+                source="local", record=record, enrolled=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                signal=stored_signal(pre))
+    if case_id:
+        case["case_id"] = case_id
+    cid = r.overlay.enroll(case, vec, reserved_ids=_case_ids(r), force=force)
+    codes = [*lab["rhythm"], *lab["super_class"], *lab["sub_class"], *lab["form"]]
+    click.echo(_printable(f"enrolled {cid} in {r.overlay.file} ({len(r.overlay)} local case(s))"
+                          + (f": {', '.join(describe(c) for c in codes)}" if codes else "")))
 
 
 def _enroll_text(value, option: str, limit: int, newlines: bool = False):
@@ -687,16 +619,122 @@ def _enroll_text(value, option: str, limit: int, newlines: bool = False):
 
 
 @main.command()
-@click.argument("case_id")
+@click.argument("case_ids", nargs=-1, required=True)
 @bundle_option
-def forget(case_id, bundle_path):
-    """Remove one enrolled case from the overlay."""
+def forget(case_ids, bundle_path):
+    """Remove enrolled cases from the overlay (all the CASE_IDS or, if one is unknown, none)."""
     from .bundle import load_bundle
     from .overlay import Overlay
     b = load_bundle(bundle_path, threads=1)
     ov = Overlay.for_bundle(b)
-    ov.forget(case_id)
-    click.echo(_printable(f"forgot {case_id} ({len(ov)} local case(s) left in {ov.file})"))
+    ov.forget(*case_ids)
+    click.echo(_printable(f"forgot {', '.join(case_ids)} ({len(ov)} local case(s) left in {ov.file})"))
+
+
+@main.group(cls=_Group)
+def cases():
+    """The local cases: list them, move them to a new bundle, list the label codes."""
+
+
+def _case_summary(c: dict) -> dict:
+    """An enrolled case for `cases list --json`: its fields with plain names, the signal described, not held."""
+    from .labels import plain_name
+    d = {k: v for k, v in c.items() if k != "signal"}
+    codes = [*c.get("rhythm", []), *c.get("super_class", []), *c.get("sub_class", []), *c.get("form", [])]
+    d["names"] = {x: plain_name(x) for x in codes}
+    sig = c.get("signal")
+    d["signal"] = ({"fs": sig["fs"], "leads": sig["leads"], "seconds": round(sig["shape"][0] / sig["fs"], 2)}
+                   if sig else None)
+    return d
+
+
+@cases.command("list")
+@json_option
+@bundle_option
+def cases_list(as_json, bundle_path):
+    """List the enrolled cases of the bundle's overlay."""
+    from .answer import stamp
+    from .bundle import load_bundle
+    from .overlay import Overlay
+    b = load_bundle(bundle_path, threads=1)
+    ov = Overlay.for_bundle(b)
+    if as_json:
+        st = stamp(b)
+        for c in ov.cases:
+            _echo_json(dict(_case_summary(c), **st))
+        return
+    if not len(ov):
+        _say(f"no enrolled cases in {ov.file}")
+        return
+    from .answer import _wrap
+    from .labels import describe
+    w = _width()
+    click.echo(_printable(f"{len(ov)} enrolled case(s) in {ov.file}"))
+    for c in ov.cases:
+        d = _case_summary(c)
+        sig = d["signal"]
+        click.echo(_printable(f"{c['case_id']}  enrolled {c.get('enrolled') or '?'}  "
+                              + (f"signal {', '.join(sig['leads'])} {sig['seconds']:g} s" if sig else
+                                 "no signal stored (cannot be re-embedded)")))
+        labels = ", ".join(describe(x) for x in d["names"]) or "no labels"
+        for line in _wrap(labels, w - 4) + _wrap("report: " + (c.get("report") or ""), w - 4, 2):
+            click.echo("    " + line)
+
+
+@cases.command("reembed")
+@click.option("--from", "source", default=None, metavar="BUNDLE_ID|DIR",
+              help="The overlay to move from: another bundle's id (or its overlay folder); default: the only "
+              "other overlay that holds cases.")
+@bundle_option
+@threads_option
+def cases_reembed(source, bundle_path, threads):
+    """Move the local cases of another bundle (e.g. before an upgrade) to this bundle, embedding their stored
+    signals with this bundle's encoder. The old overlay is left as it was."""
+    from pathlib import Path
+
+    from .bundle import load_bundle
+    from .overlay import Overlay, other_overlays, overlay_dir, reembed
+    from .pipeline import Retriever
+    b = load_bundle(bundle_path, threads=threads or 1)
+    target = Overlay.for_bundle(b)
+    if source:
+        src = Path(source) if os.sep in source or Path(source).is_dir() else overlay_dir(source)
+        if not (src / "overlay.json").is_file():
+            _fail(f"--from {source}: no overlay at {src}")
+    else:
+        found = other_overlays(b.id)
+        if not found:
+            _say(f"no other bundle's overlay with cases under {overlay_dir(b.id).parent}: nothing to move")
+            return
+        if len(found) > 1:
+            _fail("several overlays hold cases; choose one with --from: "
+                  + "; ".join(f"{d.name} ({n} case(s))" for d, n in found))
+        src = found[0][0]
+    if src.resolve() == target.dir.resolve():
+        _fail(f"--from {source}: that is this bundle's own overlay")
+    rep = reembed(target, Retriever(b, measure=False), src, reserved_ids={c["case_id"] for c in b.cases})
+    click.echo(_printable(f"moved {len(rep['moved'])} case(s) from {src} to {target.file}"
+                          + (f": {', '.join(rep['moved'])}" if rep["moved"] else "")))
+    if rep["present"]:
+        _say(f"already here: {', '.join(rep['present'])}")
+    for cid, why in rep["failed"]:
+        click.echo(f"ecgret: error: {_printable(cid)}: not moved: {_printable(why)}", err=True)
+    if rep["failed"]:
+        sys.exit(1)
+
+
+@cases.command("codes")
+@json_option
+def cases_codes(as_json):
+    """List the PTB-XL codes `enroll --labels` takes, with their plain names."""
+    from .labels import all_codes
+    rows = all_codes()
+    if as_json:
+        for code, kind, name in rows:
+            _echo_json({"code": code, "kind": kind, "name": name})
+        return
+    for code, kind, name in rows:
+        click.echo(f"{code:<9} {kind:<22} {name}")
 
 
 # ------------------------------------------------------------------------------------------- board verbs
@@ -707,6 +745,20 @@ try:  # owned by the firmware bridge work; absent in older trees
     main.add_command(ports_cmd)
 except ImportError:  # pragma: no cover
     pass
+
+
+def __getattr__(name):
+    """Names older code imported from here, now in library modules (one implementation each)."""
+    if name == "_save_acquisition":
+        from .save import save_acquisition
+        return lambda rec, obj, save_dir, stem: save_acquisition(rec, obj, save_dir, stem) and None
+    if name == "_clip":
+        from .answer import clip
+        return clip
+    if name == "format_result":
+        from .answer import format_result
+        return format_result
+    raise AttributeError(name)
 
 
 if __name__ == "__main__":  # pragma: no cover

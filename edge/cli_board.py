@@ -12,8 +12,8 @@ import threading
 
 import click
 
-DEFAULT_RECORD = "cinc2021-sample/HR06005"
-LEADS8 = ("I", "II", "V1", "V2", "V3", "V4", "V5", "V6")
+from edge.cli_types import SECONDS as _SECONDS
+from edge.cli_types import SPEED, board_option, deprecated_alias
 
 
 def _default_record() -> str:
@@ -22,26 +22,11 @@ def _default_record() -> str:
     return str(default_record())
 
 
-def _pick_channels(leads: tuple[str, ...], board: str, channels: str | None) -> list[int]:
-    if channels:
-        want = [c.strip() for c in channels.split(",") if c.strip()]
-        missing = [c for c in want if c not in leads]
-        if missing:
-            raise click.ClickException(f"the record has no lead(s) {', '.join(missing)}; it has {', '.join(leads)}")
-        return [leads.index(c) for c in want]
-    if board == "ascii":  # an Arduino + AD8232 prints one lead
-        return [leads.index("II") if "II" in leads else 0]
-    if all(x in leads for x in LEADS8):
-        return [leads.index(x) for x in LEADS8]
-    return list(range(len(leads)))
-
-
 @click.command("simulate")
-@click.option("--board", type=click.Choice(["native", "cyton", "ascii"]), default="native", show_default=True,
-              help="Which board to impersonate.")
-@click.option("--record", "record_path", default=None,
+@board_option("Which board to impersonate: native, cyton (8 leads each) or ascii (lead II alone).")
+@click.option("--record", "record_path", default=None, metavar="PATH",
               help="Recording to stream (WFDB/CSV/NPY; default: the shipped sample E07506).")
-@click.option("--speed", type=float, default=1.0, show_default=True,
+@click.option("--speed", type=SPEED, default=1.0, show_default=True,
               help="Playback speed relative to real time; 0 streams as fast as the reader takes it.")
 @click.option("--faults", default="", help="Faults to inject, e.g. bitflip:0.001,drop:0.001,insert:0.001,"
               "leadoff:V1@2-4s,disconnect:5s or disconnect:5s+2s.")
@@ -54,9 +39,11 @@ def _pick_channels(leads: tuple[str, ...], board: str, channels: str | None) -> 
               help="Native board: samples per channel in one data frame.")
 @click.option("--link", default=None, help="Path of the stable symlink to the pty (default: a temp folder).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the fault generator.")
-@click.option("--duration", type=float, default=None, help="Quit after this many seconds (default: run until Ctrl-C).")
+@click.option("--seconds", type=_SECONDS, default=None,
+              help="Quit after this many seconds (2 s to 1 h; default: run until Ctrl-C).")
+@deprecated_alias("--duration", "--seconds", type=click.FloatRange(min=0.0))
 def simulate_cmd(board, record_path, speed, faults, loop, channels, sample_bits, samples_per_frame, link, seed,
-                 duration):
+                 seconds, duration):
     """Open a pty and stream a real recording through it as a native, Cyton or ASCII board.
 
     Prints the port path on stdout (point `ecgret listen --port PATH` at it); status goes to stderr.
@@ -69,12 +56,15 @@ def simulate_cmd(board, record_path, speed, faults, loop, channels, sample_bits,
 
     from edge.termtext import printable
 
+    from edge.acquire import pick_channels
+
+    seconds = seconds if seconds is not None else duration
     path = record_path or _default_record()
     try:
         rec = read_record(path)
+        cols = pick_channels(tuple(rec.leads), board, channels.split(",") if channels else None)
     except EcgretError as e:
         raise click.ClickException(printable(e)) from None
-    cols = _pick_channels(tuple(rec.leads), board, channels)
     # SIGTERM (kill, systemd, a test harness) and SIGHUP (the terminal closed) end the simulator like Ctrl-C
     # does: as an exception, so the pty, the port link and the temp folder are removed on the way out
     previous = {s: signal.signal(s, _exit_on_signal) for s in (signal.SIGTERM, signal.SIGHUP)}
@@ -99,8 +89,8 @@ def simulate_cmd(board, record_path, speed, faults, loop, channels, sample_bits,
                  f"{'max' if speed <= 0 else f'{speed:g}x'}; pty {sim.pts}; Ctrl-C to stop")
 
         threading.Thread(target=started, daemon=True).start()
-        if duration is not None:
-            t = threading.Timer(duration, sim.stop_event.set)
+        if seconds is not None:
+            t = threading.Timer(seconds, sim.stop_event.set)
             t.daemon = True
             t.start()
         try:

@@ -7,10 +7,15 @@ hence the bundle id: the sha256 of the bundle's ``manifest.json``, which covers 
 Overlays of ecgret before bundle ids lived under the old 16-digit files hash (it did not cover the manifest);
 one of a *trusted* (signed) bundle is copied to the new place on first use (the old file is left as it was).
 
-One file, ``overlay.json``: ``{"format": "ecgret-overlay", "format_version": 1, "bundle": id, "dim": D,
-"cases": [{case fields..., "embedding": [D floats]}]}``. Reading it is bounded (a regular file of at most
-64 MiB, :func:`edge.schema.loads_bounded`) and every case is checked (ids, types, a finite unit embedding of
-dimension D); a bad file is one :class:`~edge.errors.OverlayError` naming the field. ``strict=False`` (the
+One file, ``overlay.json``: ``{"format": "ecgret-overlay", "format_version": 2, "bundle": id, "dim": D,
+"next_id": n, "cases": [{case fields..., "embedding": [D floats], "signal": {...}}]}``. ``next_id`` is the
+number the next ``local:<n>`` id takes: ids are never reused, not even after ``forget``. ``signal`` is the
+case's preprocessed recording (the leads it was recorded on, z-scored, at the bundle's rate; float16, base64),
+so that ``ecgret cases reembed`` can move the case to another bundle (:func:`reembed`); version 1 files (no
+``next_id``, no signals) are read and written back as version 2. Reading it is bounded (a regular file of at
+most 64 MiB, :func:`edge.schema.loads_bounded`) and every case is checked (ids, types, a finite unit embedding
+of dimension D, a signal that decodes to its declared shape); a bad file is one
+:class:`~edge.errors.OverlayError` naming the field. ``strict=False`` (the
 query path) turns that into :attr:`Overlay.error` and an empty overlay, so a hand-corrupted file never stops
 queries; writes (enrol, forget) always re-read strictly and refuse to overwrite a file they cannot read. Every change is a locked read-modify-write
 (``fcntl.flock`` on ``overlay.lock``) that writes a temporary file in the same folder, fsyncs it, renames
@@ -32,19 +37,25 @@ from .errors import OverlayError
 from .schema import JSONLimitError, loads_bounded, printable, read_bounded
 
 FORMAT = "ecgret-overlay"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READ_VERSIONS = (1, 2)
 FILE = "overlay.json"
 LOCK = "overlay.lock"
 _TMP_PREFIX = ".overlay.json.tmp-"
 _CASE_FIELDS = ("case_id", "super_class", "sub_class", "form", "rhythm", "statements", "report", "source",
-                "enrolled", "record")
+                "enrolled", "record", "signal")
 _LIST_FIELDS = ("super_class", "sub_class", "form", "rhythm")
 _TEXT_FIELDS = ("statements", "report", "source", "enrolled", "record")
 MAX_BYTES = 64 << 20
 MAX_CASES = 100_000
 MAX_TEXT = 64 << 10
 
-__all__ = ["Overlay", "overlay_home", "overlay_dir", "atomic_write"]
+__all__ = ["Overlay", "overlay_home", "overlay_dir", "atomic_write", "stored_signal", "decode_signal", "reembed",
+           "other_overlays", "DUPLICATE_R", "DUPLICATE_COS"]
+
+DUPLICATE_R = 0.99      # a recording whose preprocessed signal correlates this well with an enrolled one is the same
+DUPLICATE_COS = 0.998   # (for cases enrolled without a signal) an embedding this close is the same recording
+MAX_SIGNAL_VALUES = 32 * 10_000   # up to 32 leads x 10,000 samples
 
 
 def overlay_home() -> Path:
@@ -76,6 +87,7 @@ class Overlay:
         self.bundle_hash = str(bundle_hash)
         self.cases: tuple[dict, ...] = ()
         self.embeddings = np.zeros((0, self.dim), dtype=np.float32)
+        self.next_n = 1                        # the number of the next local:<n> id (never reused)
         self.error: str | None = None          # why the overlay was ignored (strict=False only)
         self.migrated_from: Path | None = None
         try:
@@ -108,14 +120,11 @@ class Overlay:
 
     # ------------------------------------------------------------------ reading
     def _load(self) -> None:
-        cases, emb = self._read()
-        self.cases, self.embeddings = cases, emb
-
-    def _read(self) -> tuple[tuple[dict, ...], np.ndarray]:
         raw = _read_file(self.file)
         if raw is None:
-            return (), np.zeros((0, self.dim), dtype=np.float32)
-        return parse_overlay(raw, self.file, self.bundle_hash, self.dim)
+            self.cases, self.embeddings, self.next_n = (), np.zeros((0, self.dim), dtype=np.float32), 1
+            return
+        self.cases, self.embeddings, self.next_n = _parse(raw, self.file, self.bundle_hash, self.dim)
 
     # ------------------------------------------------------------------ searching
     def search(self, vec: np.ndarray, k: int) -> list[tuple[dict, float]]:
@@ -145,8 +154,10 @@ class Overlay:
         finally:
             os.close(fd)
 
-    def _write(self, cases: list[dict], emb: np.ndarray) -> None:
+    def _write(self, cases: list[dict], emb: np.ndarray, next_n: int | None = None) -> None:
+        next_n = max(self.next_n if next_n is None else next_n, _max_local(cases) + 1)
         doc = {"format": FORMAT, "format_version": FORMAT_VERSION, "bundle": self.bundle_hash, "dim": self.dim,
+               "next_id": next_n,
                "cases": [dict(c, embedding=[float(x) for x in e]) for c, e in zip(cases, emb)]}
         data = (json.dumps(doc, ensure_ascii=False) + "\n").encode("utf-8")
         try:
@@ -155,13 +166,35 @@ class Overlay:
             raise OverlayError(f"{self.file}: could not write the overlay ({e.strerror or e}); "
                                "nothing was changed") from None
         self.cases, self.embeddings = tuple(cases), np.asarray(emb, dtype=np.float32).reshape(-1, self.dim)
+        self.next_n = next_n
 
     def next_id(self) -> str:
-        n = [int(m.group(1)) for c in self.cases if (m := re.fullmatch(r"local:(\d+)", c["case_id"]))]
-        return f"local:{max(n, default=0) + 1}"
+        """The id the next case without ``--id`` gets: ``local:<n>``, n never given before in this overlay."""
+        return f"local:{max(self.next_n, _max_local(self.cases) + 1)}"
 
-    def enroll(self, case: dict, embedding: np.ndarray, reserved_ids=()) -> str:
-        """Add a case (fields of cases.jsonl; ``case_id`` optional: ``local:<n>``). Returns its id."""
+    def duplicate_of(self, embedding: np.ndarray, signal: dict | None = None) -> tuple[str, str] | None:
+        """(case id, why) of an enrolled case that is the same recording: preprocessed signals that correlate
+        at >= :data:`DUPLICATE_R` over their common leads, or (a case without a signal) embeddings of cosine
+        >= :data:`DUPLICATE_COS`. None when there is none."""
+        v = np.asarray(embedding, dtype=np.float32).reshape(-1)
+        v = v / max(float(np.linalg.norm(v)), 1e-12)
+        new = decode_signal(signal) if signal else None
+        for c, e in zip(self.cases, self.embeddings):
+            old = decode_signal(c["signal"]) if c.get("signal") else None
+            if new is not None and old is not None:
+                r = _correlation(new, old)
+                if r is not None and r >= DUPLICATE_R:
+                    return c["case_id"], f"its signal correlates {r:.3f} with {c['case_id']}"
+                continue
+            cos = float(e @ v)
+            if cos >= DUPLICATE_COS:
+                return c["case_id"], f"its embedding has similarity {cos:.3f} with {c['case_id']}"
+        return None
+
+    def enroll(self, case: dict, embedding: np.ndarray, reserved_ids=(), *, force: bool = False) -> str:
+        """Add a case (fields of cases.jsonl; ``case_id`` optional: ``local:<n>``; ``signal`` optional, from
+        :func:`stored_signal`). A recording already enrolled (:meth:`duplicate_of`) is refused unless ``force``.
+        Returns its id."""
         v = np.asarray(embedding, dtype=np.float32).reshape(-1)
         if v.size != self.dim or not np.all(np.isfinite(v)):
             raise OverlayError(f"embedding of dimension {v.size}, the overlay takes {self.dim}")
@@ -175,6 +208,10 @@ class Overlay:
             cid = c.get("case_id") or self.next_id()
             if cid in {x["case_id"] for x in self.cases} or cid in reserved_ids:
                 raise OverlayError(f"case id {cid!r} already exists; choose another --id")
+            dup = None if force else self.duplicate_of(v, c.get("signal"))
+            if dup is not None:
+                raise OverlayError(f"this recording is already enrolled as {dup[0]} ({dup[1]}); "
+                                   "enrol it again only with --force")
             c["case_id"] = cid
             for k in ("super_class", "sub_class", "form", "rhythm"):
                 c[k] = list(c.get(k, []))
@@ -184,18 +221,22 @@ class Overlay:
             self._write(list(self.cases) + [c], np.vstack([self.embeddings, v[None]]))
         return cid
 
-    def forget(self, case_id: str) -> dict:
-        """Remove one enrolled case; returns it. Unknown ids raise OverlayError."""
+    def forget(self, *case_ids: str) -> dict | list[dict]:
+        """Remove enrolled cases, all or none: an unknown id raises OverlayError and nothing is removed.
+        Returns the removed case (one id) or the list of them. Their ids are not given again."""
         with self._locked():
             ids = [c["case_id"] for c in self.cases]
-            if case_id not in ids:
-                raise OverlayError(f"no enrolled case {case_id!r} in {self.file}"
-                                   + (f" (enrolled: {', '.join(ids[:10])})" if ids else " (the overlay is empty)"))
-            i = ids.index(case_id)
-            gone = self.cases[i]
-            keep = [j for j in range(len(ids)) if j != i]
+            unknown = [c for c in dict.fromkeys(case_ids) if c not in ids]
+            if unknown or not case_ids:
+                names = ", ".join(repr(c) for c in unknown) or "(none given)"
+                raise OverlayError(f"no enrolled case {names} in {self.file}"
+                                   + (f" (enrolled: {', '.join(ids[:10])}{', ...' if len(ids) > 10 else ''})"
+                                      if ids else " (the overlay is empty)") + "; nothing was removed")
+            drop = {ids.index(c) for c in case_ids}
+            gone = [self.cases[i] for i in sorted(drop)]
+            keep = [j for j in range(len(ids)) if j not in drop]
             self._write([self.cases[j] for j in keep], self.embeddings[keep])
-        return gone
+        return gone[0] if len(case_ids) == 1 else gone
 
 
 # ------------------------------------------------------------------ reading and checking overlay.json
@@ -233,16 +274,27 @@ def _bad(p, fld, msg) -> OverlayError:
     return OverlayError(f"{p}: {fld}: {msg}")
 
 
+def _max_local(cases) -> int:
+    return max((int(m.group(1)) for c in cases if (m := re.fullmatch(r"local:(\d+)", c["case_id"]))), default=0)
+
+
 def parse_overlay(raw: bytes, p, bundle_id: str, dim: int) -> tuple[tuple[dict, ...], np.ndarray]:
     """Check overlay.json bytes; (cases without embeddings, (n, dim) float32 unit embeddings)."""
+    cases, emb, _ = _parse(raw, p, bundle_id, dim)
+    return cases, emb
+
+
+def _parse(raw: bytes, p, bundle_id: str, dim: int) -> tuple[tuple[dict, ...], np.ndarray, int]:
+    """:func:`parse_overlay` and the next local id number."""
     try:
         doc = loads_bounded(raw, max_bytes=MAX_BYTES, max_depth=8)
     except JSONLimitError as e:
         raise OverlayError(f"{p}: {e}; move it aside to start a new overlay") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise _bad(p, "format", "not an ecgret overlay")
-    if doc.get("format_version") != FORMAT_VERSION or isinstance(doc.get("format_version"), bool):
-        raise _bad(p, "format_version", f"{printable(repr(doc.get('format_version')), 20)}, expected {FORMAT_VERSION}")
+    if doc.get("format_version") not in READ_VERSIONS or isinstance(doc.get("format_version"), bool):
+        raise _bad(p, "format_version", f"{printable(repr(doc.get('format_version')), 20)}, expected one of "
+                   f"{', '.join(map(str, READ_VERSIONS))}")
     if doc.get("bundle") != bundle_id:
         raise _bad(p, "bundle", f"overlay belongs to bundle {printable(repr(doc.get('bundle')), 70)}, not {bundle_id}")
     if doc.get("dim") != dim or isinstance(doc.get("dim"), bool):
@@ -282,9 +334,157 @@ def parse_overlay(raw: bytes, p, bundle_id: str, dim: int) -> tuple[tuple[dict, 
             n = float(np.sqrt(v @ v)) if np.all(np.isfinite(v)) else float("nan")
         if not abs(n - 1.0) <= 1e-3:
             raise _bad(p, f"{where}.embedding", f"malformed entry (norm {n:.4g}, enrolled embeddings have norm 1)")
+        if c.get("signal") is not None:
+            try:
+                decode_signal(c["signal"])
+            except (ValueError, TypeError, KeyError) as err:
+                raise _bad(p, f"{where}.signal", f"malformed entry ({printable(err, 120)})") from None
         emb[i] = v
         cases.append({key: val for key, val in c.items() if key != "embedding"})
-    return tuple(cases), emb
+    nxt = doc.get("next_id", 1)
+    if isinstance(nxt, bool) or not isinstance(nxt, int) or not 1 <= nxt <= 10**12:
+        raise _bad(p, "next_id", f"{printable(repr(nxt), 20)}, expected a positive integer")
+    return tuple(cases), emb, max(nxt, _max_local(cases) + 1)
+
+
+# ------------------------------------------------------------------ stored signals and moving to another bundle
+
+def stored_signal(pre) -> dict:
+    """The preprocessed recording of an :class:`edge.signal.PreprocessedECG` as the overlay stores it: the
+    leads that were recorded (not the derived ones, not the missing ones), float16, base64, with its rate."""
+    import base64
+
+    from .leads import LEADS12
+    keep = [j for j in range(len(LEADS12)) if pre.present[j] and not pre.derived[j]]
+    x = np.ascontiguousarray(pre.signal[: max(int(pre.n_valid), 1), keep], dtype="<f2")
+    return {"fs": float(pre.fs), "leads": [LEADS12[j] for j in keep], "dtype": "float16", "shape": list(x.shape),
+            "data": base64.b64encode(x.tobytes()).decode("ascii")}
+
+
+def decode_signal(sig: dict) -> tuple[np.ndarray, float, tuple[str, ...]]:
+    """(float32 (T, n) signal, rate, lead names) of a stored signal; ValueError when it is malformed."""
+    import base64
+    import binascii
+
+    from .leads import LEADS12
+    if not isinstance(sig, dict):
+        raise ValueError("not an object")
+    fs, leads, shape, data = sig.get("fs"), sig.get("leads"), sig.get("shape"), sig.get("data")
+    if sig.get("dtype") != "float16":
+        raise ValueError("dtype must be float16")
+    if isinstance(fs, bool) or not isinstance(fs, (int, float)) or not 10 <= fs <= 32000:
+        raise ValueError("fs must be a rate in Hz")
+    if not isinstance(leads, list) or not leads or not all(x in LEADS12 for x in leads) or len(set(leads)) != len(leads):
+        raise ValueError("leads must be distinct lead names")
+    if (not isinstance(shape, list) or len(shape) != 2 or not all(type(n) is int and n > 0 for n in shape)
+            or shape[1] != len(leads) or shape[0] * shape[1] > MAX_SIGNAL_VALUES):
+        raise ValueError("shape must be [samples, leads]")
+    if not isinstance(data, str) or len(data) > 4 * MAX_SIGNAL_VALUES:
+        raise ValueError("data must be base64 text")
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("data is not base64") from None
+    if len(raw) != 2 * shape[0] * shape[1]:
+        raise ValueError(f"data holds {len(raw)} bytes, the shape needs {2 * shape[0] * shape[1]}")
+    x = np.frombuffer(raw, dtype="<f2").reshape(shape).astype(np.float32)
+    if not np.all(np.isfinite(x)):
+        raise ValueError("data holds NaN or Inf")
+    return x, float(fs), tuple(leads)
+
+
+def _correlation(a, b) -> float | None:
+    """Pearson correlation of two decoded signals over their common leads and samples (None: nothing shared)."""
+    (xa, fa, la), (xb, fb, lb) = a, b
+    common = [x for x in la if x in lb]
+    n = min(len(xa), len(xb))
+    if fa != fb or not common or n < 10:
+        return None
+    u = np.stack([xa[:n, la.index(x)] for x in common]).ravel().astype(np.float64)
+    w = np.stack([xb[:n, lb.index(x)] for x in common]).ravel().astype(np.float64)
+    u, w = u - u.mean(), w - w.mean()
+    den = float(np.sqrt((u @ u) * (w @ w)))
+    return float(u @ w / den) if den > 0 else None
+
+
+def other_overlays(bundle_id: str) -> list[tuple[Path, int]]:
+    """(folder, number of cases) of the overlays of other bundles under :func:`overlay_home` that hold cases."""
+    out = []
+    home = overlay_home()
+    for d in sorted(home.iterdir()) if home.is_dir() else []:
+        if d.name == bundle_id or not (d / FILE).is_file():
+            continue
+        try:
+            src = _open_any(d)
+        except OverlayError:
+            continue
+        if len(src[0]):
+            out.append((d, len(src[0])))
+    return out
+
+
+def _open_any(d: Path) -> tuple[tuple[dict, ...], np.ndarray]:
+    """The cases of the overlay in folder ``d``, whatever bundle and dimension it belongs to."""
+    raw = _read_file(Path(d) / FILE)
+    if raw is None:
+        raise OverlayError(f"{d}: no {FILE} there")
+    try:
+        doc = loads_bounded(raw, max_bytes=MAX_BYTES, max_depth=8)
+    except JSONLimitError as e:
+        raise OverlayError(f"{Path(d) / FILE}: {e}") from None
+    dim = doc.get("dim") if isinstance(doc, dict) else None
+    if isinstance(dim, bool) or not isinstance(dim, int) or not 0 < dim <= 100_000:
+        raise _bad(Path(d) / FILE, "dim", "not a dimension")
+    cases, emb, _ = _parse(raw, Path(d) / FILE, str(doc.get("bundle")), dim)
+    return cases, emb
+
+
+def reembed(target: "Overlay", retriever, source_dir, *, reserved_ids=()) -> dict:
+    """Move the cases of the overlay in ``source_dir`` (another bundle's) to ``target``: each stored signal is
+    embedded again by ``retriever`` (an :class:`edge.pipeline.Retriever` of the target's bundle). A case
+    without a signal is embedded from its original file (``record``) if that is still readable. Cases whose id
+    the target already holds are left (a rerun moves nothing twice). The source is not changed.
+    Returns ``{"moved": [ids], "present": [ids], "failed": [(id, why)]}``."""
+    from .errors import EcgretError
+    from .record import Record
+    cases, _ = _open_any(Path(source_dir))
+    have = {c["case_id"] for c in target.cases}
+    moved, present, failed = [], [], []
+    new_cases, new_vecs = [], []
+    for c in cases:
+        cid = c["case_id"]
+        if cid in have:
+            present.append(cid)
+            continue
+        if cid in reserved_ids:
+            failed.append((cid, "the new bundle's archive has a case of this id"))
+            continue
+        try:
+            if c.get("signal"):
+                x, fs, leads = decode_signal(c["signal"])
+                rec = Record(x.astype(np.float64), fs, leads, cid, {})
+            elif c.get("record"):
+                from .io import read_record
+                rec = read_record(c["record"])
+            else:
+                raise EcgretError("no stored signal and no original file (enrolled before signals were kept)")
+            vec, _, pre, _ = retriever.embed_record(rec)
+        except (EcgretError, OSError, ValueError) as e:
+            failed.append((cid, printable(e, 200)))
+            continue
+        v = np.asarray(vec, dtype=np.float32)
+        new_cases.append(dict(c, signal=stored_signal(pre)))
+        new_vecs.append(v / max(float(np.linalg.norm(v)), 1e-12))
+        moved.append(cid)
+    if new_cases:
+        with target._locked():
+            taken = {c["case_id"] for c in target.cases}
+            keep = [(c, v) for c, v in zip(new_cases, new_vecs) if c["case_id"] not in taken]
+            moved = [c["case_id"] for c, _ in keep]
+            target._write(list(target.cases) + [c for c, _ in keep],
+                          np.vstack([target.embeddings] + [v[None] for _, v in keep]),
+                          max(target.next_n, _max_local(cases) + 1))
+    return {"moved": moved, "present": present, "failed": failed}
 
 
 def _check_new_case(case: dict) -> None:
@@ -292,6 +492,12 @@ def _check_new_case(case: dict) -> None:
     for k in _CASE_FIELDS:
         v = case.get(k)
         if v is None:
+            continue
+        if k == "signal":
+            try:
+                decode_signal(v)
+            except (ValueError, TypeError, KeyError) as e:
+                raise OverlayError(f"signal: {e}") from None
             continue
         vals = v if k in _LIST_FIELDS and isinstance(v, (list, tuple)) else [v]
         for x in vals:

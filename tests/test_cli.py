@@ -48,6 +48,13 @@ def test_query_many_files_one_bad_does_not_stop_the_others(ecgret_env, cinc, tmp
     good = out[0]
     assert set(good) >= {"query", "quality", "consensus", "matches"}
     assert good["matches"][0]["case_id"] == "ptbxl:6005"
+    # the recording is PTB-XL 6005, which is in the archive: the answer says so
+    assert good["archive_twin"]["case_id"] == "ptbxl:6005" and "in the archive" in good["archive_twin"]["why"]
+    import edge
+    assert good["ecgret_version"] == edge.__version__ and len(good["bundle_id"]) == 64
+    assert good["utc"].endswith("Z") and out[1]["bundle_id"] == good["bundle_id"]   # error lines too
+    assert good["matches"][0]["names"]["NORM"] == "normal ECG"
+    assert {"label", "support", "count", "name"} <= set(good["consensus"]["super_class"][0])
     assert set(good["matches"][0]) >= {"case_id", "score", "super_class", "sub_class", "rhythm", "statements",
                                        "report"}
     assert len(good["matches"]) == 3
@@ -62,13 +69,19 @@ def test_query_many_files_one_bad_does_not_stop_the_others(ecgret_env, cinc, tmp
 
 
 def test_query_human_output(ecgret_env, cinc):
-    p = run_ecgret(["query", "--top-k", "4", "--leads", "I,II,V2", cinc / "HR06005"], ecgret_env)
+    import re
+    p = run_ecgret(["query", "--top-k", "4", "--leads", "I,II,V2", cinc / "E07509"], ecgret_env)
     assert p.returncode == 0, p.stderr
     out = p.stdout
+    im, inot, isim = out.index("measured:"), out.index("NOT A DIAGNOSIS"), out.index(" of 4 similar cases: ")
+    ilim = out.index("only leads I, II, III, aVR, aVL, aVF, V2 usable: these leads cannot")
     iq, it, ic = out.index("quality:"), out.index("rank"), out.index("consensus of 4 cases")
-    assert iq < it < ic
+    assert im < inot < isim < ilim < iq < it < ic
+    assert re.search(r"\d of 4 similar cases: .*\w \[[A-Z/]+\]", out)      # plain words, codes in brackets
+    assert "left ventricular hypertrophy [LVH" in out or "[HYP" in out          # V5/V6 missing: not shown
     assert "missing: V1, V3, V4, V5, V6" in out
-    rows = [line for line in out.splitlines() if line.strip()[:1].isdigit()]
+    assert re.search(r"^ecgret \S+, bundle [0-9a-f]{16}, \d{4}-\d\d-\d\dT[\d:]{8}Z$", out, re.M)
+    rows = [line for line in out.splitlines() if re.match(r"^\s+\d+\s+\S+:\S+\s+\d\.\d{3}\s", line)]
     assert len(rows) == 4
 
 
@@ -104,7 +117,7 @@ def test_bad_bundle_is_one_line(bundle_copy, ecgret_env, cinc, damage, needle):
 
 def test_usage_errors(ecgret_env, cinc):
     p = run_ecgret(["query", "--leads", "I,QQ", cinc / "HR06005"], ecgret_env)
-    assert p.returncode == 1 and "unknown lead name 'QQ'" in _one_line_errors(p.stderr)[0]
+    assert p.returncode == 2 and "unknown lead name 'QQ'" in p.stderr and "Traceback" not in p.stderr
     p = run_ecgret(["query", "--top-k", "0", cinc / "HR06005"], ecgret_env)
     assert p.returncode == 2
 
@@ -129,7 +142,7 @@ def test_enroll_query_forget(ecgret_env, cinc, tmp_path):
 
     def cap():
         resource.setrlimit(resource.RLIMIT_FSIZE, (len(before) + 64, len(before) + 64))
-    p = run_ecgret(["enroll", rec, "--text", "y" * 3000], dict(ecgret_env, PYTHONDONTWRITEBYTECODE="1"),
+    p = run_ecgret(["enroll", rec, "--text", "y" * 3000, "--force"], dict(ecgret_env, PYTHONDONTWRITEBYTECODE="1"),
                    preexec_fn=cap)
     assert p.returncode == 1
     assert "could not write the overlay" in _one_line_errors(p.stderr)[0]
@@ -140,13 +153,75 @@ def test_enroll_query_forget(ecgret_env, cinc, tmp_path):
     assert p.returncode == 1 and "no enrolled case" in _one_line_errors(p.stderr)[0]
 
 
+def test_enroll_checks_labels_text_and_duplicates(ecgret_env, cinc, tmp_path):
+    a, b = cinc / "JS20001", cinc / "E07509"
+    p = run_ecgret(["enroll", a, "--text", "x", "--labels", "AFIBB,norm"], ecgret_env)
+    assert p.returncode == 2 and "'AFIBB' is not a PTB-XL code; did you mean AFIB" in p.stderr, p.stderr
+    p = run_ecgret(["enroll", a, "--text", "  "], ecgret_env)
+    assert p.returncode == 2 and "--text" in p.stderr and "empty" in p.stderr
+    p = run_ecgret(["enroll", a, "--text", "left atrial enlargement", "--labels", "LAO/LAE,norm,sr"], ecgret_env)
+    assert p.returncode == 0, p.stderr
+    assert "enrolled local:1" in p.stdout and "left atrial overload or enlargement [LAO/LAE]" in p.stdout
+    p = run_ecgret(["enroll", a, "--text", "the same again"], ecgret_env)      # the same recording: refused
+    assert p.returncode == 1 and "already enrolled as local:1" in _one_line_errors(p.stderr)[0]
+    assert "--force" in p.stderr
+    p = run_ecgret(["enroll", b, "--text", "RBBB, confirmed", "--labels", "CRBBB,SBRAD"], ecgret_env)
+    assert p.returncode == 0 and "enrolled local:2" in p.stdout, p.stderr
+    listed = _lines(run_ecgret(["cases", "list", "--json"], ecgret_env).stdout)
+    assert [c["case_id"] for c in listed] == ["local:1", "local:2"]
+    one = listed[0]
+    assert one["super_class"] == ["HYP", "NORM"] and one["sub_class"] == ["LAO/LAE", "NORM"]
+    assert one["rhythm"] == ["SR"] and one["statements"] == "sinus rhythm; left atrial overload/enlargement; normal ECG"
+    assert one["names"]["LAO/LAE"] == "left atrial overload or enlargement"
+    from edge.leads import LEADS12
+    assert one["signal"] == {"fs": 100.0, "leads": list(LEADS12), "seconds": 10.0}   # the 12 leads recorded
+    assert listed[1]["super_class"] == ["CD"] and listed[1]["sub_class"] == ["CRBBB"]
+    text = " ".join(run_ecgret(["cases", "list"], ecgret_env).stdout.split())
+    assert "local:2" in text and "complete right bundle branch block [CRBBB]" in text
+    # forget of several ids is all or nothing; ids are never given twice
+    p = run_ecgret(["forget", "local:1", "local:9"], ecgret_env)
+    assert p.returncode == 1 and "nothing was removed" in p.stderr
+    p = run_ecgret(["forget", "local:1", "local:2"], ecgret_env)
+    assert p.returncode == 0 and "forgot local:1, local:2 (0 local case(s) left" in p.stdout
+    p = run_ecgret(["enroll", b, "--text", "RBBB, confirmed"], ecgret_env)
+    assert "enrolled local:3" in p.stdout, p.stderr
+
+
+def test_cases_reembed_moves_local_cases_to_a_new_bundle(ecgret_env, bundle_copy, cinc, test_bundle):
+    from edge.bundle import load_bundle
+    p = run_ecgret(["enroll", cinc / "E07509", "--text", "RBBB, confirmed", "--labels", "CRBBB"], ecgret_env)
+    assert p.returncode == 0, p.stderr
+    # a "new" bundle: another manifest (so another id), the same encoder
+    m = json.loads((bundle_copy / "manifest.json").read_text())
+    m["name"] = "test-bundle-upgraded"
+    (bundle_copy / "manifest.json").write_text(json.dumps(m))
+    new = dict(ecgret_env, ECGRET_BUNDLE=str(bundle_copy))
+    old_id, new_id = load_bundle(test_bundle).id, load_bundle(bundle_copy).id
+    assert old_id != new_id
+    assert _lines(run_ecgret(["cases", "list", "--json"], new).stdout) == []
+    p = run_ecgret(["cases", "reembed"], new)
+    assert p.returncode == 0, p.stderr
+    assert "moved 1 case(s)" in p.stdout and "local:1" in p.stdout
+    moved = _lines(run_ecgret(["cases", "list", "--json"], new).stdout)
+    assert [c["case_id"] for c in moved] == ["local:1"] and moved[0]["sub_class"] == ["CRBBB"]
+    assert moved[0]["bundle_id"] == new_id
+    # the same encoder: the re-embedded case answers its own recording at similarity ~1
+    top = _lines(run_ecgret(["query", "--json", cinc / "E07509"], new).stdout)[0]["matches"][0]
+    assert top["case_id"] == "local:1" and top["source"] == "overlay" and top["score"] > 0.99
+    p = run_ecgret(["cases", "reembed", "--from", old_id], new)   # a rerun moves nothing twice
+    assert p.returncode == 0 and "moved 0 case(s)" in p.stdout and "already here: local:1" in p.stderr
+
+
 def test_demo_runs_the_simulated_board(ecgret_env):
     p = run_ecgret(["demo", "--speed", "0", "--json", "--top-k", "5"], ecgret_env, timeout=180)
     assert p.returncode == 0, p.stderr
     res = _lines(p.stdout)[0]
     assert res["ok"] and res["query"] == "demo:E07506" and len(res["matches"]) == 5
     assert res["leads"] == ["I", "II", "V1", "V2", "V3", "V4", "V5", "V6"]
-    assert "acquired 5000 samples at 500 Hz" in p.stderr
+    assert "acquired 5000 samples (10.0 s) at 500 Hz, 8 channels (" in p.stderr and "CRC errors" in p.stderr
+    assert "not in the shipped archive" in p.stderr and "demo: E07506 is not in the archive" in p.stderr
+    assert "\r" not in p.stderr                      # no progress lines when stderr is not a terminal
+    assert res["archive_twin"] is None and res["bundle_id"]
 
 
 def test_listen_saves_wfdb_and_result(ecgret_env, cinc, tmp_path):
@@ -168,6 +243,8 @@ def test_listen_saves_wfdb_and_result(ecgret_env, cinc, tmp_path):
     assert saved.signal.shape == (2000, 8) and saved.fs == 500
     assert np.allclose(saved.signal, src.signal[:2000, cols], atol=2e-3)
     assert json.loads(heas[0].with_suffix(".json").read_text())["matches"] == res["matches"]
+    assert json.loads(heas[0].with_suffix(".json").read_text())["bundle_id"] == res["bundle_id"]
+    assert "acquired 2000 samples (4.0 s) at 500 Hz, 8 channels (" in p.stderr   # as demo says it
 
 
 def test_bench_reports(ecgret_env):

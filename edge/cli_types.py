@@ -1,0 +1,159 @@
+"""The options the ``ecgret`` verbs share, each defined once so that it means the same thing on every verb
+(``--seconds``, ``--leads``, ``--save``, ``--report``, ``--no-overlay``, ``--baud``, ``--board``, ``--json``,
+``--top-k``, ``--fs``), and the click types that validate their values (a bad value is a usage error, exit 2).
+
+Click code only; :mod:`edge.cli` and :mod:`edge.cli_board` use it.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import click
+
+__all__ = ["RATE", "SECONDS", "LEADS", "CHANNELS", "SPEED", "BAUD", "seconds_option", "leads_option",
+           "save_option", "report_option", "overlay_option", "baud_option", "board_option", "json_option",
+           "top_k_option", "fs_option", "BOARDS", "deprecated_alias"]
+
+BOARDS = ("native", "cyton", "ascii")
+MAX_QUERY_FS = 100_000.0      # edge.io.MAX_FS: no file can state more
+MAX_SECONDS = 3600.0
+
+
+class _Float(click.ParamType):
+    """A finite float within [lo, hi] (``lo_open``: lo itself refused), named ``what`` in the message."""
+
+    def __init__(self, name: str, what: str, lo: float, hi: float, lo_open: bool = False, unit: str = ""):
+        self.name, self.what, self.lo, self.hi, self.lo_open, self.unit = name, what, lo, hi, lo_open, unit
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float):
+            x = value
+        else:
+            try:
+                x = float(str(value).strip())
+            except ValueError:
+                self.fail(f"{value!r} is not a number", param, ctx)
+        ok = math.isfinite(x) and (x > self.lo if self.lo_open else x >= self.lo) and x <= self.hi
+        if not ok:
+            lo = f"more than {self.lo:g}" if self.lo_open else f"at least {self.lo:g}"
+            self.fail(f"{value}: {self.what} must be {lo} and at most {self.hi:g}{self.unit}", param, ctx)
+        return x
+
+
+RATE = _Float("hz", "a sampling rate", 0.0, MAX_QUERY_FS, lo_open=True, unit=" Hz")
+BOARD_RATE = _Float("hz", "a board's sampling rate", 10.0, 32000.0, unit=" Hz")
+SECONDS = _Float("seconds", "a recording", 2.0, MAX_SECONDS, unit=" s")
+SPEED = _Float("x", "the playback speed (0: as fast as it is read)", 0.0, 1000.0)
+BAUD = click.IntRange(50, 12_000_000)
+
+
+class _LeadSet(click.ParamType):
+    """``--leads``: a named set (12, limb6, 3, I, II) or a comma list of lead names -> tuple of leads."""
+    name = "set"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        from .errors import ConfigError
+        from .leads import parse_lead_set
+        try:
+            return parse_lead_set(str(value).strip())
+        except ConfigError as e:
+            self.fail(str(e), param, ctx)
+
+
+class _Channels(click.ParamType):
+    """``--channels``: comma-separated channel names a board does not tell (checked like a board's own)."""
+    name = "names"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        from firmware_bridge.info import check_channel_names
+
+        from .termtext import printable
+        names = tuple(c.strip() for c in str(value).split(","))
+        try:
+            return check_channel_names(names)
+        except ValueError as e:
+            self.fail(printable(e), param, ctx)
+
+
+LEADS = _LeadSet()
+CHANNELS = _Channels()
+
+
+def _report_path(ctx, param, value):
+    """The report must be writable where it is asked for: its folder must exist (checked before any work)."""
+    if value is None:
+        return None
+    folder = os.path.dirname(os.path.abspath(value)) or "."
+    if not os.path.isdir(folder):
+        raise click.BadParameter(f"{value}: the folder {folder} does not exist", ctx=ctx, param=param)
+    if os.path.isdir(value):
+        raise click.BadParameter(f"{value} is a folder; give a file name such as report.html", ctx=ctx, param=param)
+    return value
+
+
+def fs_option(help: str = "Sampling rate in Hz of files that do not state one (CSV/NPY); must agree with one that "
+              "does."):
+    return click.option("--fs", type=RATE, default=None, metavar="HZ", help=help)
+
+
+def seconds_option(default: float = 10.0, help: str = "Seconds of each recording (2 s to 1 h)."):
+    return click.option("--seconds", type=SECONDS, default=default, show_default=True, help=help)
+
+
+def leads_option(help: str = "Leads actually recorded: a set (12, limb6, 3 = I,II,V2, I, II) or a list like "
+                 "I,II,V2; the others are treated as missing."):
+    return click.option("--leads", "leads", type=LEADS, default=None, metavar="SET", help=help)
+
+
+def top_k_option(f):
+    return click.option("--top-k", type=click.IntRange(min=1), default=10, show_default=True,
+                        help="Similar cases to retrieve (at most the archive's size; a larger value says so).")(f)
+
+
+def json_option(f):
+    return click.option("--json", "as_json", is_flag=True,
+                        help="Print one JSON object per line (NDJSON) on stdout instead of text.")(f)
+
+
+def report_option(f):
+    return click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
+                        callback=_report_path, metavar="FILE.html",
+                        help="Also write the answers as one self-contained HTML page.")(f)
+
+
+def save_option(f):
+    return click.option("--save", "save_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
+                        help="Keep each acquisition as a WFDB record plus its result JSON in DIR (never over an "
+                        "existing file).")(f)
+
+
+def overlay_option(f):
+    return click.option("--overlay/--no-overlay", default=True, show_default=True,
+                        help="Search the locally enrolled cases too.")(f)
+
+
+def baud_option(f):
+    return click.option("--baud", type=BAUD, default=None, metavar="BPS",
+                        help="Serial baud rate (default per board: native 230400, cyton 115200, ascii 115200; a "
+                        "pseudo-terminal ignores it).")(f)
+
+
+def board_option(help: str = "Board protocol: native (ecgret framed), cyton (OpenBCI), ascii (one number per "
+                 "sample and channel, e.g. Arduino + AD8232)."):
+    return click.option("--board", type=click.Choice(BOARDS), default="native", show_default=True, help=help)
+
+
+def deprecated_alias(old: str, new: str, type=None):
+    """A hidden option ``old`` (its value passed as ``old`` without dashes) that warns it is deprecated in
+    favour of ``new``; the command takes its value when ``new`` is not given."""
+    def cb(ctx, param, value):
+        if value is not None:
+            click.echo(f"ecgret: warning: {old} is deprecated; use {new}", err=True)
+        return value
+    return click.option(old, old.lstrip("-").replace("-", "_"), type=type, default=None, hidden=True,
+                        callback=cb, help=f"Deprecated spelling of {new}.")
