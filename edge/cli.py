@@ -168,11 +168,23 @@ def _error_obj(query: str, e: BaseException, st: dict | None = None) -> dict:
 
 def _note_top_k(r, top_k: int) -> None:
     """Say so when --top-k asks for more cases than the archive (and the overlay) hold."""
-    n_bundle, n_local = len(r.index), len(r.overlay) if r.overlay is not None else 0
-    if top_k > n_bundle + n_local:
-        _say(f"ecgret: note: --top-k {top_k}: the archive holds {n_bundle:,} cases"
-             + (f" and the overlay {n_local:,} local ones" if n_local else "")
-             + f"; each answer lists all {n_bundle + n_local:,}")
+    n = _n_cases(r)
+    if top_k > n:
+        n_local = len(r.overlay) if r.overlay is not None else 0
+        _say(f"ecgret: note: --top-k {top_k}: the archive holds {len(r.index):,} cases"
+             + (f" and the overlay {n_local:,} local ones" if n_local else "") + f"; an answer lists at most {n:,}")
+
+
+def _n_cases(r) -> int:
+    return len(r.index) + (len(r.overlay) if r.overlay is not None else 0)
+
+
+def _note_fewer(res, top_k: int, r) -> None:
+    """Say so when the approximate index gave fewer cases than asked for (and than the archive holds)."""
+    want = min(top_k, _n_cases(r))
+    if len(res.matches) < want:
+        _say(f"ecgret: note: {res.query}: the index returned {len(res.matches)} of the {want} cases asked for "
+             "(Annoy's search is approximate)")
 
 
 def _write_report(report_path, results, bundle) -> None:
@@ -219,6 +231,7 @@ def query(files, fs, leads, top_k, as_json, report_path, overlay, bundle_path, t
         try:
             rec = read_record(path, fs=fs, max_seconds=max_seconds)
             res = replace(r.query_record(rec, leads=leads, top_k=top_k), query=shown)
+            _note_fewer(res, top_k, r)
             twin = archive_twin(res, os.path.basename(str(path)), ids)
             out = json.dumps(result_dict(res, st=st, twin=twin), ensure_ascii=False) if as_json else \
                 format_result(res, width=width, st=st, twin=twin) + "\n"
@@ -257,7 +270,7 @@ def _runtime_text(rt: dict) -> str:
 
 
 @main.command()
-@click.option("--json", "as_json", is_flag=True, help="Print the manifest, runtime and overlay as one JSON line.")
+@json_option
 @bundle_option
 def info(as_json, bundle_path):
     """Show the bundle card: model, sizes, archive composition, evaluation."""
@@ -356,6 +369,7 @@ def _answer(r, rec, lead_off, leads, top_k, as_json, save_dir=None, stem=None, t
     st = stamp(r.bundle)
     try:
         res = r.query_record(rec, leads=leads, top_k=top_k, lead_off=lead_off)
+        _note_fewer(res, top_k, r)
         twin = archive_twin(res, rec.name.split(":", 1)[-1], twin_ids) if twin_ids else None
         obj = result_dict(res, st=st, twin=twin)
     except EcgretError as e:

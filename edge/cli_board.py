@@ -13,7 +13,7 @@ import threading
 import click
 
 from edge.cli_types import SECONDS as _SECONDS
-from edge.cli_types import SPEED, board_option, deprecated_alias
+from edge.cli_types import SPEED, board_option, deprecated_alias, json_option
 
 
 def _default_record() -> str:
@@ -113,7 +113,7 @@ def _exit_on_signal(signum, frame):
 
 
 @click.command("ports")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per port, one per line.")
+@json_option
 @click.option("--all", "all_ports", is_flag=True, help="Also list legacy UARTs that report no hardware.")
 def ports_cmd(as_json, all_ports):
     """List candidate serial ports with their descriptions."""

@@ -38,7 +38,7 @@ SUBCLASSES: dict[str, tuple[str, str]] = {
     "NST": ("STTC", "non-specific ST changes"),
     "ISC": ("STTC", "non-specific ischemia"),
     "ISCA": ("STTC", "ischemia in anterior or lateral leads"),
-    "ISCI": ("STTC", "ischemia in inferior leads"),
+    "ISCI": ("STTC", "ischemia in inferior or inferolateral leads"),
     "AMI": ("MI", "anterior myocardial infarction"),
     "IMI": ("MI", "inferior myocardial infarction"),
     "LMI": ("MI", "lateral myocardial infarction"),
