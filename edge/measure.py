@@ -33,7 +33,7 @@ from .errors import RecordError
 from .imaging import _percentiles, peak_lead, r_peaks
 from .leads import LEADS12
 from .record import Record
-from .signal import PAD_S, filter_resample, to_12_leads
+from .signal import PAD_S, filter_resample, measure_step, to_12_leads
 
 __all__ = ["Measurements", "measure", "FIELDS", "MIN_RATE_BPM", "MAX_RATE_BPM", "check_plausible"]
 
@@ -120,6 +120,18 @@ def _runs_below(v: np.ndarray, th: float, start: int, stop: int, step: int, hold
     return None
 
 
+def _cross(v: np.ndarray, th: float, i0: int, step: int) -> float:
+    """Where ``v`` crosses ``th`` between sample ``i0 - step`` (at or above) and ``i0`` (below, as
+    :func:`_runs_below` found it), by linear interpolation: a boundary to a fraction of a sample, so the intervals
+    do not depend on the grid they were measured on."""
+    prev = i0 - step
+    if not 0 <= prev < v.size:
+        return float(i0)
+    a, b = float(v[prev]), float(v[i0])
+    t = (a - th) / (a - b) if a > b else 1.0
+    return prev + step * min(1.0, max(0.0, t))
+
+
 def _zscored(x: np.ndarray, present: np.ndarray) -> bool:
     """True when every present lead has mean ~0 and SD ~1: per-lead z-scored data carries no amplitudes."""
     cols = x[:, present]
@@ -181,8 +193,9 @@ def measure(record: Record, *, duration_s: float = 10.0, notch_hz: float | None 
     their LEADS12 lead), the quality gate's peaks at 100 Hz, refined here to the native rate."""
     fs = float(record.fs)
     n_use = min(record.signal.shape[0], int(round(duration_s * fs)))
-    if pre is not None and pre.native is not None and pre.native_fs == fs:
-        y = np.array(pre.native[:n_use], dtype=np.float64)
+    fs_in, step = fs, measure_step(fs)
+    if pre is not None and pre.native is not None and pre.native_fs * step == fs:
+        y = np.array(pre.native[:-(-n_use // step)], dtype=np.float64)
         present = pre.present.copy()
     else:
         n_pad = min(record.signal.shape[0], n_use + int(PAD_S * fs))
@@ -191,24 +204,26 @@ def measure(record: Record, *, duration_s: float = 10.0, notch_hz: float | None 
         if not np.all(np.isfinite(x)):
             x = np.where(np.isfinite(x), x, 0.0)
         x = x - x[:n_use].mean(axis=0)
-        y = filter_resample(x, fs, fs, lo=0.5, hi=HI_HZ, notch_hz=notch_hz)[:n_use]
+        y = filter_resample(x, fs, fs, lo=0.5, hi=HI_HZ, notch_hz=notch_hz)[:n_use:step]
+    fs = fs_in / step               # the measurement grid (edge.signal.measure_step)
+    n_m = y.shape[0]
     if leads_present is not None:
         present = present & np.asarray(leads_present, dtype=bool)
     findings: list[str] = []
     y[:, ~present] = 0.0
     if not present.any():
-        return Measurements(fs=fs, duration_s=n_use / fs, findings=("no usable lead: nothing measured",))
+        return Measurements(fs=fs_in, duration_s=n_use / fs_in, findings=("no usable lead: nothing measured",))
     pk = peak_lead(present)
     if peaks_hint is not None and peaks_hint[2] == pk and len(peaks_hint[0]):
         peaks = _refine(y[:, pk], np.asarray(peaks_hint[0]), float(peaks_hint[1]), fs)
     else:
         peaks = r_peaks(y[:, pk], int(round(fs))) if fs >= 50 else np.zeros(0, int)
     if peaks.size < 3:
-        return Measurements(fs=fs, n_beats=int(peaks.size), peaks=peaks, duration_s=n_use / fs,
+        return Measurements(fs=fs_in, n_beats=int(peaks.size), peaks=peaks * step, duration_s=n_use / fs_in,
                             findings=(f"fewer than 3 R peaks found on lead {LEADS12[pk]}: nothing measured",))
     rr, med_rr, premature, irr = _rr_stats(peaks, fs)
     raw = np.asarray(record.signal[:n_use], dtype=np.float64)
-    paced = _paced(np.where(np.isfinite(raw), raw, 0.0), peaks, fs)
+    paced = _paced(np.where(np.isfinite(raw), raw, 0.0), peaks * step, fs_in)
     hr = 60.0 / float(np.mean(rr))
     vals = dict(heart_rate_bpm=hr, rr_mean_ms=float(np.mean(rr)) * 1e3, rr_sd_ms=float(np.std(rr)) * 1e3,
                 irregularity=irr, premature_beats=int(premature.sum()), n_beats=int(peaks.size))
@@ -216,17 +231,18 @@ def measure(record: Record, *, duration_s: float = 10.0, notch_hz: float | None 
         findings.append("irregularity needs at least 3 RR intervals")
     if paced:
         findings.append("pacemaker spikes before most QRS complexes: paced rhythm; PR, QRS, QT and axis not measured")
-        return Measurements(**vals, paced=True, fs=fs, duration_s=n_use / fs, findings=tuple(findings), peaks=peaks)
+        return Measurements(**vals, paced=True, fs=fs_in, duration_s=n_use / fs_in, findings=tuple(findings),
+                            peaks=peaks * step)
     # beats after a non-premature interval (the first beat: kept when its own interval is normal)
     before = int(round(min(0.40, 0.60 * med_rr) * fs))
     after = int(round(min(0.72, 0.92 * med_rr) * fs))
     ok = np.ones(peaks.size, dtype=bool)
     ok[1:] = ~premature
-    ok &= (peaks - before >= 0) & (peaks + after < n_use)
+    ok &= (peaks - before >= 0) & (peaks + after < n_m)
     beats_at = peaks[ok]
     if beats_at.size < 2:
         findings.append("fewer than 2 complete regular beats: intervals not measured")
-        return Measurements(**vals, fs=fs, duration_s=n_use / fs, findings=tuple(findings), peaks=peaks)
+        return Measurements(**vals, fs=fs_in, duration_s=n_use / fs_in, findings=tuple(findings), peaks=peaks * step)
     idx = beats_at[:, None] + np.arange(-before, after)[None, :]
     use = np.flatnonzero(present)
     yu = y[:, use]
@@ -251,7 +267,8 @@ def measure(record: Record, *, duration_s: float = 10.0, notch_hz: float | None 
         findings.append("QRS boundaries not found: QRS, QT and axis not measured")
     else:
         qrs_on, qrs_off = on, off
-        vals["qrs_ms"] = (qrs_off - qrs_on) * ms
+        on_f, off_f = _cross(sv, th, on, -1), _cross(sv, th, off, 1)
+        vals["qrs_ms"] = (off_f - on_f) * ms
     # baseline per lead: the PR segment just before the QRS onset (or the beat's start)
     if qrs_on is not None:
         a = max(0, qrs_on - int(round(0.03 * fs)))
@@ -274,7 +291,7 @@ def measure(record: Record, *, duration_s: float = 10.0, notch_hz: float | None 
                     lvl = np.flatnonzero(mag[tp:t_hi] < T_LEVEL * amp)
                     t_end = tp + (int(lvl[0]) if lvl.size else t_hi - tp)
                 t_end = min(float(t_end), float(t_hi))
-                vals["qt_ms"] = (t_end - qrs_on) * ms + T_BIAS_MS
+                vals["qt_ms"] = (t_end - on_f) * ms + T_BIAS_MS
             if "qt_ms" not in vals:
                 findings.append("T-wave end not found: QT not measured")
         else:
@@ -294,7 +311,7 @@ def measure(record: Record, *, duration_s: float = 10.0, notch_hz: float | None 
                 th_p = lvl + P_ON_FRAC * (p_amp - lvl)
                 p_on = _runs_below(mag, th_p, pp, p_lo - 1, -1, max(2, int(round(0.006 * fs))))
                 if p_on is not None:
-                    vals["pr_ms"] = (qrs_on - p_on) * ms
+                    vals["pr_ms"] = (on_f - _cross(mag, th_p, p_on, -1)) * ms
             if "pr_ms" not in vals:
                 findings.append("no consistent P wave before the QRS: PR not measured")
         # 7. axis from the net QRS areas of I and aVF (physical units only)
@@ -315,7 +332,7 @@ def measure(record: Record, *, duration_s: float = 10.0, notch_hz: float | None 
     if stretched:
         findings.append(stretched)
     return Measurements(**{k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in vals.items()},
-                        fs=fs, duration_s=n_use / fs, findings=tuple(findings), peaks=peaks)
+                        fs=fs_in, duration_s=n_use / fs_in, findings=tuple(findings), peaks=peaks * step)
 
 
 _LIMB_ANGLES = np.radians([0.0, 60.0, 120.0, -150.0, -30.0, 90.0])   # I, II, III, aVR, aVL, aVF

@@ -31,6 +31,7 @@ DURATION_S = 10.0
 MIN_DURATION_S = 2.0
 MIN_FS = 100.0
 PAD_S = 3.0
+MEASURE_FS = 250.0   # records at >= 2x this rate keep their "native" copy on every k-th sample (k = fs // 250)
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,8 @@ class PreprocessedECG:
     derived: bool (12,), leads computed from I and II.
     n_valid: samples of real signal before zero padding (records shorter than ``duration_s``).
     native: with ``keep_native``, the filtered signal (not z-scored; zeros where a lead is missing) on the
-        record's own rate ``native_fs``, first ``duration_s`` seconds: what :mod:`edge.measure` measures.
+        measurement grid ``native_fs`` (the record's own rate, or every k-th sample of it at >= 500 Hz:
+        :func:`measure_step`), first ``duration_s`` seconds: what :mod:`edge.measure` measures.
     """
 
     signal: np.ndarray
@@ -111,15 +113,22 @@ def _pad_lengths(n: int, fs: float, target_fs: float) -> tuple[int, int, Fractio
     return pad, total, ratio
 
 
+def measure_step(fs: float) -> int:
+    """The decimation of the measurement grid: 1 below 2 x ``MEASURE_FS``, else ``fs // MEASURE_FS``. The filtered
+    signal holds nothing above the target's Nyquist frequency, so every k-th sample loses nothing."""
+    return int(fs // MEASURE_FS) if fs >= 2 * MEASURE_FS else 1
+
+
 def filter_resample(x: np.ndarray, fs: float, target_fs: float = TARGET_FS, *, lo: float = 0.5, hi: float = 40.0,
-                    order: int = 4, notch_hz: float | None = 50.0, native: bool = False):
+                    order: int = 4, notch_hz: float | None = 50.0, native: bool = False, native_step: int = 1):
     """Zero-phase band-pass (and mains notch), then resampling to ``target_fs``, along axis 0, in one FFT pair.
 
     Equivalent to ``sosfiltfilt(butter(...))`` (odd padding over 3 s) followed by ``resample_poly``; the
     two differ only in how the padded ends are treated. Returns float64 (round(n * target/fs), ...).
     ``native=True`` also returns the same filtered signal on the input's own rate (the measurements need it),
     from the same forward transform: ``(y, y_native)``. Its band ends at the target's Nyquist frequency (50 Hz
-    for 100 Hz), which the 40 Hz band-pass has nearly emptied already."""
+    for 100 Hz), which the 40 Hz band-pass has nearly emptied already. ``native_step`` k > 1: that signal on every
+    k-th sample (the inverse transform made k times shorter; the same values as ``y_native[::k]`` to rounding)."""
     x = np.asarray(x, dtype=np.float64)
     n = x.shape[0]
     pad, total, ratio = _pad_lengths(n, fs, target_fs)
@@ -143,8 +152,12 @@ def filter_resample(x: np.ndarray, fs: float, target_fs: float = TARGET_FS, *, l
         return out
     if n_out_total == total:
         return out, out
+    k = int(native_step)
+    if k > 1 and total % k == 0 and pad % k == 0 and total // k >= 2 * (keep - 1):
+        yn = np.fft.irfft(spec, n=total // k, axis=0) * (1.0 / k)
+        return out, yn[pad // k:pad // k + -(-n // k)]
     yn = np.fft.irfft(spec, n=total, axis=0)
-    return out, yn[pad:pad + n]
+    return out, (yn[pad:pad + n] if k <= 1 else yn[pad:pad + n:k])
 
 
 def zscore(x: np.ndarray, eps: float = 1e-8) -> tuple[np.ndarray, np.ndarray]:
@@ -210,9 +223,10 @@ def preprocess(record: Record, *, target_fs: int = TARGET_FS, duration_s: float 
     fs = float(record.fs)
     x = x - np.median(x, axis=0)
     native = None
+    step = measure_step(fs)
     if keep_native:
-        x, native = filter_resample(x, fs, target_fs, lo=lo, hi=hi, notch_hz=notch_hz, native=True)
-        native = native[:int(round(duration_s * fs))]
+        x, native = filter_resample(x, fs, target_fs, lo=lo, hi=hi, notch_hz=notch_hz, native=True, native_step=step)
+        native = native[:-(-int(round(duration_s * fs)) // step)]
     else:
         x = filter_resample(x, fs, target_fs, lo=lo, hi=hi, notch_hz=notch_hz)
     n_out = int(round(duration_s * target_fs))
@@ -223,7 +237,7 @@ def preprocess(record: Record, *, target_fs: int = TARGET_FS, duration_s: float 
     out[:n_valid] = z
     out[:, ~present] = 0.0
     return PreprocessedECG(out, present, derived & present, n_valid, int(target_fs), record.name,
-                           native, fs if keep_native else 0.0)
+                           native, fs / step if keep_native else 0.0)
 
 
 def _fill_gaps(x: np.ndarray) -> np.ndarray:
