@@ -334,6 +334,8 @@ def build_bundle(student_dir, out_dir, *, archive=None, folds=None, name: str = 
                        name=name, force=force, seed=index.seed,
                        encoder_stats={k: (report.get("deployed") or info).get(k) for k in ("params", "macs")},
                        items=items)
+    from .waveforms import add_waveforms
+    add_waveforms(out, arch)           # the cases' small ECGs for the report (before any signing)
     folds_here = {c.fold for c in arch.cases}
     if set(range(1, 9)) <= folds_here:   # the measured re-ranking needs folds 1-8 to choose its weight by CV
         import os
