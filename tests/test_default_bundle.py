@@ -32,7 +32,7 @@ def test_archive_is_the_ptbxl_subset(bundle, ptbxl_subset):
 def test_sizes_and_format(bundle):
     files = {p.name: p.stat().st_size for p in default_bundle_path().iterdir() if p.is_file()}
     assert set(files) == {"encoder.tflite", "index.ann", "cases.jsonl", "manifest.json", "MODEL_CARD.md",
-                          "signature.json"}
+                          "signature.json", "waveforms.bin"}
     assert bundle.trust.trusted and bundle.trust.key_id in TRUSTED_KEYS     # signature.json, by the shipped key
     assert files["encoder.tflite"] <= 1_000_000
     assert sum(files.values()) <= 8_000_000
