@@ -21,11 +21,10 @@ from edge.measure import measure
 from edge.record import Record
 from edge.rerank import FEATURES, Ranker, Setting
 
-from .evaluate import l2n, retrieval_metrics
+from .evaluate import ROTATIONS, cross_validate as _cv_rotations, l2n, mean_sd, retrieval_metrics
 
 __all__ = ["case_measurements", "cross_validate", "ranked", "choose", "ROTATIONS", "add_to_bundle"]
 
-ROTATIONS = ((1, 2), (3, 4), (5, 6), (7, 8))
 METRICS = ("P@10", "macroP@10", "kNN_macroAUROC", "rhythmP@10_nonSR")
 GRID_WEIGHTS = (0.0, 0.1, 0.2, 0.3)
 GRID_POOLS = (50,)
@@ -82,15 +81,8 @@ def cross_validate(vectors: np.ndarray, cases, measured, settings, rotations=ROT
     ``rhythm`` (and ``statements``); ``vectors`` (n, D) the archive embeddings; ``measured`` their measurement
     dicts. Folds 1-8 only."""
     folds = np.array([c["fold"] for c in cases])
-    res = {}
-    for st in settings:
-        per = []
-        for qf in rotations:
-            qi = np.flatnonzero(np.isin(folds, qf))
-            ai = np.flatnonzero(np.isin(folds, [f for f in range(1, 9) if f not in qf]))
-            per.append(_metrics(vectors, cases, measured, qi, ai, st))
-        res[st] = {k: (float(np.mean([p[k] for p in per])), float(np.std([p[k] for p in per]))) for k in METRICS}
-    return res
+    return {st: mean_sd(_cv_rotations(lambda qi, ai: _metrics(vectors, cases, measured, qi, ai, st), folds, rotations),
+                        METRICS) for st in settings}
 
 
 def add_to_bundle(bundle_dir, measurements_by_id: dict, weight: float, pool: int, cv: dict | None = None,

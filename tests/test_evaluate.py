@@ -92,3 +92,64 @@ def test_evaluate_command_prints_table_and_writes_json(tmp_path, shared_data):
     bad = CliRunner().invoke(main, ["evaluate", "--data", str(shared_data / "ptbxl-subset"),
                                     "--embeddings", "x=" + str(tmp_path / "none.npy")])
     assert bad.exit_code == 2 and "cannot read" in bad.output and bad.exception is None or isinstance(bad.exception, SystemExit)
+
+
+# ------------------------------------------------------------------------------------------- cross-validation
+
+def test_cv_rotations_cover_folds_1_to_8_once_and_never_fold_9(ptbxl_subset):
+    from convert import rerank
+    from convert.evaluate import CV_FOLDS, ROTATIONS, cv_splits
+    assert rerank.ROTATIONS is ROTATIONS           # one rotation constant: the re-ranking choice uses these
+    folds = np.array([c.fold for c in ptbxl_subset.cases])
+    sp = cv_splits(folds)
+    assert [qf for qf, _, _ in sp] == [(1, 2), (3, 4), (5, 6), (7, 8)]
+    seen = np.concatenate([qi for _, qi, _ in sp])
+    np.testing.assert_array_equal(np.sort(seen), ptbxl_subset.select(folds=CV_FOLDS))   # each case a query once
+    for qf, qi, ai in sp:
+        assert set(folds[qi]) == set(qf) and set(folds[ai]) == set(CV_FOLDS) - set(qf)
+        assert 9 not in set(folds[qi]) | set(folds[ai])
+        pq = {ptbxl_subset.cases[int(i)].patient_id for i in qi} - {None}
+        pa = {ptbxl_subset.cases[int(i)].patient_id for i in ai} - {None}
+        assert not pq & pa                          # PTB-XL folds are patient-disjoint
+    with pytest.raises(ValueError, match="outside"):
+        cv_splits(folds, rotations=((8, 9),))
+
+
+def test_evaluate_cv_is_the_mean_and_sd_of_the_rotations(ptbxl_subset):
+    from convert.evaluate import METRICS, cv_splits, cv_table, evaluate_cv
+    emb = baselines(ptbxl_subset)
+    res = evaluate_cv(ptbxl_subset, emb)
+    folds = np.array([c.fold for c in ptbxl_subset.cases])
+    per = [evaluate(ptbxl_subset, emb, qi, ai) for _, qi, ai in cv_splits(folds)]
+    for name in ("random", "raw-signal"):
+        for m in METRICS:
+            v = [p[name][m] for p in per]
+            assert res[name]["mean"][m] == pytest.approx(np.mean(v)) and res[name]["sd"][m] == pytest.approx(np.std(v))
+        assert [r["n_queries"] for r in res[name]["per_rotation"]] == [p[name]["n_queries"] for p in per]
+        assert res[name]["mean"]["AUROC_NORM"] == pytest.approx(np.mean([p[name]["per_class"]["NORM"]["AUROC"]
+                                                                          for p in per]))
+    # raw signal above chance in every rotation, and the SD is a real spread (rotations differ)
+    assert all(p["raw-signal"]["kNN_macroAUROC"] > p["random"]["kNN_macroAUROC"] + 0.1 for p in per)
+    assert 0 < res["raw-signal"]["sd"]["P@10"] < 0.05
+    t = cv_table(res, "h")
+    assert f"| raw-signal | {res['raw-signal']['mean']['P@1']:.3f} ± {res['raw-signal']['sd']['P@1']:.3f} |" in t
+
+
+def test_evaluate_command_cv(tmp_path, shared_data):
+    import json
+
+    from click.testing import CliRunner
+
+    from convert.cli import main
+    out = tmp_path / "cv.json"
+    data = ["--data", str(shared_data / "ptbxl-subset")]
+    r = CliRunner().invoke(main, ["evaluate", "--cv", *data, "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "4 rotations (query folds 1+2 3+4 5+6 7+8)" in r.output and "357/367/373/345 queries" in r.output
+    d = json.loads(out.read_text())
+    assert [x["query_folds"] for x in d["rotations"]] == [[1, 2], [3, 4], [5, 6], [7, 8]]
+    assert sum(x["n_queries"] for x in d["rotations"]) == 1442
+    assert all(9 not in x["archive_folds"] for x in d["rotations"])
+    assert set(d["variants"]["raw-signal"]["mean"]) >= {"P@1", "mAP@10", "kNN_macroAUROC", "rhythmP@10_nonSR"}
+    bad = CliRunner().invoke(main, ["evaluate", "--cv", *data, "--query-folds", "9"])
+    assert bad.exit_code == 2 and "--cv and --external choose their own" in bad.output
