@@ -12,6 +12,14 @@
   picks the tree count and ``search_k`` that reach the target recall@10 against exact search (computed in
   chunks) and records them in ``index.json``.
 
+* ``embed-archive --scheduler ADDRESS|local``: the same shards as Dask tasks (``dask.distributed``; the
+  ``convert`` extra): ``local`` starts a :class:`distributed.LocalCluster` of single-threaded worker processes on
+  this machine; an address (``tcp://host:8786``) uses a running scheduler, e.g. ``dask scheduler`` with
+  ``dask worker`` on every node, or a SLURM / PBS / Kubernetes cluster started by dask-jobqueue or
+  dask-kubernetes (its ``scheduler_address``). Every task runs :func:`embed_archive` for one row range, so the
+  shards are byte for byte those of ``--shard i/N``; with ``--index OUT`` a last task runs :func:`merge_index`
+  on a worker. The archive, the encoder and the output folder must be paths every worker can read (and write).
+
 Memory: one chunk of images (chunk x H x W x 3 float16) plus the interpreter while embedding; one chunk of
 the embedding matrix while measuring recall; Annoy's on-disk build otherwise.
 """
@@ -33,7 +41,8 @@ from edge.errors import ArchiveError, ConfigError
 from edge.imaging import ImagingConfig
 
 __all__ = ["parse_shard", "shard_range", "archive_fingerprint", "embed_archive", "read_shards", "merge_index",
-           "exact_topk_stream", "build_annoy_stream", "tune_stream", "shard_name"]
+           "exact_topk_stream", "build_annoy_stream", "tune_stream", "shard_name", "open_client",
+           "embed_archive_distributed"]
 
 EMB_FILE = "embeddings.npy"
 CASES_FILE = "cases.jsonl"
@@ -324,6 +333,116 @@ def merge_index(shard_dir, out_dir, archive=None, *, k: int = 10, target_recall:
     return info
 
 
+# ============================================================================================ Dask
+
+def _peak_rss_mb() -> float | None:
+    """This process's peak resident set (VmHWM), MB; None where /proc is not there."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
+def _embed_task(archive_path, encoder_path, out_dir, imaging: ImagingConfig, shard, chunk: int, threads: int) -> dict:
+    """One Dask task: :func:`embed_archive` of one shard, in a worker process; returns what it did and the
+    worker's peak memory so far."""
+    t0 = time.time()
+    p = embed_archive(_open_archive(archive_path), encoder_path, out_dir, imaging, tuple(shard), chunk=chunk,
+                      threads=threads, progress=False)
+    return {"shard": f"{shard[0]}/{shard[1]}", "path": str(p), "seconds": round(time.time() - t0, 2),
+            "pid": os.getpid(), "host": os.uname().nodename, "peak_rss_mb": _peak_rss_mb()}
+
+
+def _merge_task(shard_dir, index_dir, archive_path, target_recall: float, seed: int) -> dict:
+    """The last Dask task: :func:`merge_index` on a worker; returns index.json's content and the peak memory."""
+    t0 = time.time()
+    info = merge_index(shard_dir, index_dir, _open_archive(archive_path), target_recall=target_recall, seed=seed,
+                       progress=False)
+    return {"index": info, "seconds": round(time.time() - t0, 2), "pid": os.getpid(), "host": os.uname().nodename,
+            "peak_rss_mb": _peak_rss_mb()}
+
+
+def open_client(scheduler: str, n_workers: int | None = None):
+    """(dask client, the LocalCluster it started or None). ``scheduler``: ``"local"`` (``n_workers``
+    single-threaded worker processes here; default one per core) or a scheduler address."""
+    try:
+        import logging
+
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise ConfigError("--scheduler needs dask.distributed: pip install 'ecgret[convert]' (or "
+                          "'dask[distributed]')") from None
+    if scheduler == "local":
+        cluster = LocalCluster(n_workers=int(n_workers or os.cpu_count() or 1), threads_per_worker=1,
+                               processes=True, dashboard_address=None, silence_logs=logging.WARNING)
+        return Client(cluster), cluster
+    if n_workers is not None:
+        raise ConfigError("--workers sizes a local cluster only; a scheduler at an address has its own workers")
+    try:
+        return Client(scheduler, timeout="30s"), None
+    except (OSError, TimeoutError, ValueError) as e:
+        raise ConfigError(f"--scheduler {scheduler}: cannot connect ({e})") from None
+
+
+def embed_archive_distributed(archive_path, encoder_path, out_dir, imaging: ImagingConfig, scheduler: str = "local",
+                              *, n_workers: int | None = None, tasks: int | None = None, chunk: int = 256,
+                              threads: int = 1, index_dir=None, target_recall: float = 0.99, seed: int = 0,
+                              progress: bool = True) -> dict:
+    """Embed the archive at ``archive_path`` (None: the shared PTB-XL subset) on a Dask cluster: ``tasks`` shards
+    (default: two per worker thread) of :func:`embed_archive` as tasks, written into ``out_dir``; then, with
+    ``index_dir``, :func:`merge_index` as one more task. Returns the tasks' reports (seconds, worker pid, peak
+    RSS), the peak RSS per worker process, wall times and, with ``index_dir``, index.json's content."""
+    client, cluster = open_client(scheduler, n_workers)
+    t0 = time.time()
+    try:
+        client.wait_for_workers(1, timeout=60)
+        nthreads = sum(client.nthreads().values())
+        n_tasks = int(tasks or 2 * max(1, nthreads))
+        if n_tasks < 1:
+            raise ConfigError(f"--tasks {tasks}: need at least 1")
+        out = str(Path(out_dir).resolve())
+        arch = str(Path(archive_path).resolve()) if archive_path else None
+        enc = str(Path(encoder_path).resolve())
+        from distributed import as_completed
+        futs = [client.submit(_embed_task, arch, enc, out, imaging, (i, n_tasks), chunk, threads, pure=False,
+                              key=f"embed-{shard_name(i, n_tasks)}-{time.time_ns()}") for i in range(n_tasks)]
+        bar = _bar(n_tasks, f"embedding on {len(client.nthreads())} Dask workers", progress)
+        done = []
+        try:
+            for f in as_completed(futs):
+                done.append(f.result())          # a task's exception is raised here, as it was raised there
+                if bar is not None:
+                    bar.update(1)
+        except BaseException:
+            for f in futs:
+                f.cancel()
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+        done.sort(key=lambda r: int(r["shard"].split("/")[0]))
+        res = {"scheduler": "local" if cluster is not None else scheduler, "workers": len(client.nthreads()),
+               "worker_threads": nthreads, "tasks": done, "embed_wall_seconds": round(time.time() - t0, 1)}
+        if index_dir is not None:
+            t1 = time.time()
+            m = client.submit(_merge_task, out, str(Path(index_dir).resolve()), arch, target_recall, seed,
+                              pure=False).result()
+            res.update(index=m["index"], merge_task=m, merge_wall_seconds=round(time.time() - t1, 1))
+        peaks: dict[str, float] = {}
+        for r in done + ([res["merge_task"]] if "merge_task" in res else []):
+            k = f"{r.get('host', '')}:{r['pid']}"
+            peaks[k] = max(peaks.get(k, 0.0), r["peak_rss_mb"] or 0.0)
+        res["peak_rss_mb_per_worker"] = peaks
+        return res
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
 # ============================================================================================ CLI
 import click  # noqa: E402
 
@@ -340,36 +459,62 @@ def _open_archive(path):
 @click.option("--encoder", "encoder_path", type=click.Path(), required=True, help="the encoder .tflite")
 @click.option("--archive", default=None, help="an archive folder (default: the shared PTB-XL subset)")
 @click.option("--out", "out_dir", type=click.Path(), required=True, help="the shard folder")
-@click.option("--shard", default="0/1", show_default=True, help="i/N: embed the i-th of N row ranges (0-based)")
+@click.option("--shard", default=None, help="i/N: embed the i-th of N row ranges (0-based)  [default: 0/1]")
+@click.option("--scheduler", default=None, metavar="ADDRESS|local",
+              help="embed every shard as a Dask task instead: 'local' starts a cluster of worker processes here "
+                   "(--workers), an address (tcp://host:8786) uses a running scheduler (dask scheduler / dask "
+                   "worker, dask-jobqueue, dask-kubernetes); paths must be readable by every worker")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="--scheduler local: worker processes, one thread each (default: one per core)")
+@click.option("--tasks", type=click.IntRange(min=1), default=None,
+              help="--scheduler: number of shards (default: two per worker thread)")
+@click.option("--index", "index_dir", type=click.Path(), default=None,
+              help="--scheduler: then merge the shards into this new index folder (merge-index, as a task)")
+@click.option("--target-recall", type=float, default=0.99, show_default=True, help="--index: recall@10 target")
 @click.option("--mode", default="rhythm", show_default=True, help="imaging mode the encoder was trained on")
-@click.option("--tile", type=int, default=32, show_default=True)
+@click.option("--tile", type=int, default=32, show_default=True, help="imaging tile size the encoder was trained on")
 @click.option("--rr-scale", type=click.Choice(["angle", "linear"]), default="angle", show_default=True,
               help="mode rhythm: the RR map the encoder was trained with (bundles before it existed: linear)")
 @click.option("--threads", type=int, default=1, show_default=True, help="interpreter threads")
-@click.option("--chunk", type=int, default=256, show_default=True)
-@click.option("--no-progress", is_flag=True)
-def embed_archive_command(encoder_path, archive, out_dir, shard, mode, tile, rr_scale, threads, chunk, no_progress):
-    """Embed one shard of an archive with a TFLite encoder (run N of these anywhere, then merge-index)."""
+@click.option("--chunk", type=int, default=256, show_default=True, help="cases imaged per chunk (bounds memory)")
+@click.option("--no-progress", is_flag=True, help="no progress bar on stderr")
+def embed_archive_command(encoder_path, archive, out_dir, shard, scheduler, workers, tasks, index_dir, target_recall,
+                          mode, tile, rr_scale, threads, chunk, no_progress):
+    """Embed one shard of an archive with a TFLite encoder (run N of these anywhere, then merge-index), or all
+    shards on a Dask cluster (--scheduler, optionally merged with --index)."""
     from edge.errors import EcgretError
     try:
-        i, n = parse_shard(shard)
         if not Path(encoder_path).is_file():
             raise ConfigError(f"{encoder_path}: encoder file not found")
-        arch = _open_archive(archive)
-        p = embed_archive(arch, encoder_path, out_dir, ImagingConfig(mode=mode, tile=tile, rr_scale=rr_scale), (i, n),
-                          chunk=chunk, threads=threads, progress=not no_progress)
+        imaging = ImagingConfig(mode=mode, tile=tile, rr_scale=rr_scale)
+        if scheduler is None:
+            for opt, v in (("--workers", workers), ("--tasks", tasks), ("--index", index_dir)):
+                if v is not None:
+                    raise ConfigError(f"{opt} goes with --scheduler")
+            i, n = parse_shard(shard or "0/1")
+            p = embed_archive(_open_archive(archive), encoder_path, out_dir, imaging, (i, n), chunk=chunk,
+                              threads=threads, progress=not no_progress)
+            click.echo(str(p))
+            return
+        if shard is not None:
+            raise ConfigError("--shard and --scheduler exclude each other: the scheduler runs every shard")
+        if archive:
+            _open_archive(archive)              # a clear error here, not in every task
+        res = embed_archive_distributed(archive, encoder_path, out_dir, imaging, scheduler, n_workers=workers,
+                                        tasks=tasks, chunk=chunk, threads=threads, index_dir=index_dir,
+                                        target_recall=target_recall, progress=not no_progress)
     except EcgretError as e:
         raise click.ClickException(str(e)) from None
-    click.echo(str(p))
+    click.echo(json.dumps(res))
 
 
 @click.command("merge-index")
 @click.option("--shards", "shard_dir", type=click.Path(), required=True, help="the folder of embed-archive shards")
 @click.option("--archive", default=None, help="the archive the shards came from (for cases.jsonl and a check)")
 @click.option("--out", "out_dir", type=click.Path(), required=True, help="a new folder for the merged index")
-@click.option("--target-recall", type=float, default=0.99, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--no-progress", is_flag=True)
+@click.option("--target-recall", type=float, default=0.99, show_default=True, help="recall@10 target")
+@click.option("--seed", type=int, default=0, show_default=True, help="Annoy seed and recall query sample seed")
+@click.option("--no-progress", is_flag=True, help="no progress bar on stderr")
 def merge_index_command(shard_dir, archive, out_dir, target_recall, seed, no_progress):
     """Merge embedding shards into one Annoy index tuned to a recall@10 target against exact search."""
     from edge.errors import EcgretError
