@@ -79,7 +79,7 @@ def test_answer_leads_with_measurements_then_similar_cases(results):
 
 
 def test_physical_record_is_drawn_in_mV_with_calibration(results):
-    """HR06005 (CinC, mV): the native filtered signal at 500 Hz, 25 mm/s, a 1 mV pulse on all 4 rows drawn at
+    """HR06005 (CinC, mV): the filtered signal on the 250 Hz measurement grid (a 500 Hz record), 25 mm/s, a 1 mV pulse on all 4 rows drawn at
     the stated gains, and each gain is the largest step at which the leads fit their rows."""
     b, res = results
     r = res[0]
@@ -89,7 +89,7 @@ def test_physical_record_is_drawn_in_mV_with_calibration(results):
     gl, gc = cal[0]
     assert gl in (10.0, 5.0, 2.5) and gc in (10.0, 5.0, 2.5)
     want = (f"{gl:g} mm/mV" if gl == gc else f"limb {gl:g} mm/mV, chest {gc:g} mm/mV")
-    assert want in svg and "500 Hz" in svg and "25 mm/s" in svg and "z-scored" not in svg
+    assert want in svg and "250 Hz" in svg and "25 mm/s" in svg and "z-scored" not in svg
     # the gain is the first step that fits: at twice the gain the leads would not fit (unless already 10)
     x = r.native
     ext = lambda ks: max(np.percentile(np.abs(x[c * 1250:(c + 1) * 1250, k] - np.median(x[c * 1250:(c + 1) * 1250, k])),
