@@ -91,8 +91,8 @@ def test_physical_record_is_drawn_in_mV_with_calibration(results):
     want = (f"{gl:g} mm/mV" if gl == gc else f"limb {gl:g} mm/mV, chest {gc:g} mm/mV")
     assert want in svg and "250 Hz" in svg and "25 mm/s" in svg and "z-scored" not in svg
     # the gain is the first step that fits: at twice the gain the leads would not fit (unless already 10)
-    x = r.native
-    ext = lambda ks: max(np.percentile(np.abs(x[c * 1250:(c + 1) * 1250, k] - np.median(x[c * 1250:(c + 1) * 1250, k])),
+    x, w = r.native, int(round(2.5 * r.native_fs))
+    ext = lambda ks: max(np.percentile(np.abs(x[c * w:(c + 1) * w, k] - np.median(x[c * w:(c + 1) * w, k])),
                                        99.8) for k in ks for c in range(4))
     for g, ks in ((gl, range(6)), (gc, range(6, 12))):
         assert ext(ks) * g <= 20 / 2 - 0.6
