@@ -28,7 +28,7 @@ from dataclasses import dataclass
 __all__ = ["RhythmAnswer", "ground", "measured_rhythm", "as_measurements", "RHYTHM_NAMES", "IRREGULAR", "P_WEAK", "P_CLEAR", "BRADY_SURE", "TACHY_SURE"]
 
 # Chosen by cross-validation over PTB-XL folds 1-8 (the archive cases' own measurements, 100 Hz; the grid and the
-# figures are in docs/TRAINING.md, "Rhythm rules"), checked on ludb-dev and the CinC premature-beat records.
+# figures are in the README, "Measurements and the rhythm of the answer"), checked on ludb-dev and CinC.
 IRREGULAR = 0.08     # median |successive RR difference| / median RR, premature beats left out
 P_WEAK = 0.07        # a P wave under this fraction of the QRS magnitude does not count as atrial activity
 P_CLEAR = 0.14       # a P wave over this fraction is clear atrial activity: never atrial fibrillation
