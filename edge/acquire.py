@@ -41,8 +41,12 @@ def acq_to_record(acq, name: str):
     names = [canonical_lead(c) or str(c) for c in acq.channel_names]
     if not any(canonical_lead(n) for n in names) and len(names) == 1:
         names = ["II"]
-    rec = Record(np.asarray(acq.signal_mv, dtype=np.float64), float(acq.fs), tuple(names), name,
-                 {"units": "mV", "board": dict(acq.device_info or {}), "stats": dict(acq.stats or {})})
+    from datetime import datetime, timedelta, timezone
+    x = np.asarray(acq.signal_mv, dtype=np.float64)
+    start = datetime.now(timezone.utc) - timedelta(seconds=x.shape[0] / float(acq.fs) if acq.fs else 0.0)
+    rec = Record(x, float(acq.fs), tuple(names), name,
+                 {"units": "mV", "board": dict(acq.device_info or {}), "stats": dict(acq.stats or {}),
+                  "acquired": start.strftime("%Y-%m-%d %H:%M:%S UTC"), "format": "acquisition"})
     return rec, np.asarray(acq.lead_off, dtype=bool)
 
 
