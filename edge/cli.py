@@ -753,26 +753,10 @@ def cases_codes(as_json):
 
 # ------------------------------------------------------------------------------------------- board verbs
 
-try:  # owned by the firmware bridge work; absent in older trees
-    from .cli_board import ports_cmd, simulate_cmd
-    main.add_command(simulate_cmd)
-    main.add_command(ports_cmd)
-except ImportError:  # pragma: no cover
-    pass
+from .cli_board import ports_cmd, simulate_cmd  # noqa: E402  (registered after the group exists)
 
-
-def __getattr__(name):
-    """Names older code imported from here, now in library modules (one implementation each)."""
-    if name == "_save_acquisition":
-        from .save import save_acquisition
-        return lambda rec, obj, save_dir, stem: save_acquisition(rec, obj, save_dir, stem) and None
-    if name == "_clip":
-        from .answer import clip
-        return clip
-    if name == "format_result":
-        from .answer import format_result
-        return format_result
-    raise AttributeError(name)
+main.add_command(simulate_cmd)
+main.add_command(ports_cmd)
 
 
 if __name__ == "__main__":  # pragma: no cover

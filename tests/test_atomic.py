@@ -155,7 +155,7 @@ def test_report_write_is_atomic_and_names_the_report(tmp_path, monkeypatch):
 
 
 def test_save_acquisition_publishes_whole_records_and_never_clobbers(tmp_path, shared_data):
-    from edge.cli import _save_acquisition
+    from edge.save import save_acquisition as _save_acquisition
     from edge.io import read_record
     rec = read_record(shared_data / "cinc2021-sample" / "HR06005")
     sig = rec.signal[:1000].copy()
@@ -206,7 +206,7 @@ def test_printable_strips_escapes_controls_and_bidi():
 
 
 def test_format_result_strips_escapes_from_case_text():
-    from edge.cli import _clip
+    from edge.answer import clip as _clip
     assert _clip("\x1b[2Jreport \x1b]0;x\x07text", 40) == "report text"
 
 
