@@ -414,9 +414,9 @@ def _section(res, i: int, bundle=None, head: str = "") -> str:
 def render_report(results, bundle=None) -> str:
     """The HTML page (a string) for a list of :class:`~edge.pipeline.QueryResult`; ``bundle`` (the
     :class:`~edge.bundle.Bundle` that answered) names the archive and gives the cases' waveforms."""
-    import time
-    head = (f"bundle {_e(bundle.name)} ({_e(bundle.hash)}), {len(bundle.cases)} archived cases; " if bundle else "")
-    head += f"generated {_e(time.strftime('%Y-%m-%d %H:%M:%S'))}"
+    from .answer import stamp, stamp_line
+    st = stamp(bundle)
+    head = _e(stamp_line(st)) + (f"; bundle {_e(bundle.name)}, {len(bundle.cases)} archived cases" if bundle else "")
     body = [_section(r, i, bundle, head) for i, r in enumerate(results, 1)]
     if not results:
         body = ['<section class="query"><p class="notice">Similar past cases, not a diagnosis.</p>'

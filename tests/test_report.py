@@ -267,3 +267,16 @@ def test_default_bundle_with_waveforms_stays_under_8_mb(tmp_path):
 def test_record_without_units_is_not_physical():
     assert physical_units({"units": ["mV"] * 12}) and physical_units({"units": "mV"})
     assert not physical_units({}) and not physical_units({"units": ["mV", "adu"]}) and not physical_units(None)
+
+
+def test_every_query_page_carries_version_bundle_id_and_utc(results):
+    """Issue 13: every saved or printed result names the ecgret version, the bundle id and a UTC timestamp."""
+    import re
+
+    from edge import __version__
+    b, res = results
+    page = render_report(res[:2], b)
+    heads = re.findall(r'<span class="meta">([^<]*)</span>', page)
+    assert len(heads) >= 2
+    for h in heads[:2]:
+        assert f"ecgret {__version__}" in h and b.id[:16] in h and re.search(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", h)
