@@ -6,14 +6,17 @@ from pathlib import Path
 import pytest
 
 from edge.paths import shared_data_dir
+from tests.shared import missing_data
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The shared data directory (``$ECGRET_DATA`` or ``<repo>/../shared/data``); skips if it is missing."""
+    """The shared data directory (``$ECGRET_DATA`` or ``<repo>/../shared/data``). Missing, it is an error for
+    every test that needs it (CI must not pass by skipping them); ``ECGRET_TESTS_WITHOUT_DATA=1`` skips them
+    instead, on a machine that deliberately has no data."""
     d = shared_data_dir()
     if not (d / "ptbxl-subset").is_dir() or not (d / "cinc2021-sample").is_dir():
-        pytest.skip(f"shared data not found at {d} (set ECGRET_DATA)")
+        missing_data(f"shared data not found at {d}")
     return d
 
 

@@ -29,7 +29,8 @@ def _cache_root() -> Path:
 def build_or_get_bundle() -> Path:
     from tests.bundle_factory import factory_key
     if not (shared_data_dir() / "ptbxl-subset" / "signals_100hz.npy").exists():
-        pytest.skip(f"shared data not found at {shared_data_dir()} (set ECGRET_DATA)")
+        from tests.shared import missing_data
+        missing_data(f"shared data not found at {shared_data_dir()}")
     out = _cache_root() / f"bundle-{factory_key()}"
     if (out / "manifest.json").exists():
         return out

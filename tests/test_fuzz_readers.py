@@ -170,7 +170,8 @@ def seeds(shared_data, tmp_path_factory) -> dict:
                                "rec.mat": (cinc / f"{name}.mat").read_bytes()}
     ludb = shared_data / "ludb-dev" / "data"
     if not ludb.is_dir():
-        pytest.skip("ludb-dev not in the shared data")
+        from tests.shared import missing_data
+        missing_data(f"ludb-dev not in the shared data at {shared_data}")
     for name in sorted(p.stem for p in ludb.glob("*.hea"))[:3]:
         hea = (ludb / f"{name}.hea").read_text()
         hea = "\n".join(ln.replace(f"{name}.dat", "rec.dat") if i else ln.replace(name, "rec", 1)

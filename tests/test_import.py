@@ -37,7 +37,8 @@ def ludb_reports(path: Path, records=None) -> list[str]:
     from convert.ludb import load_cases
     root = shared_data_dir() / "ludb-dev"
     if not (root / "cases.csv").is_file():
-        pytest.skip(f"ludb-dev not found in {shared_data_dir()}")
+        from tests.shared import missing_data
+        missing_data(f"ludb-dev not found in {shared_data_dir()}")
     cases = [c for c in load_cases(root) if records is None or c.record in records]
     with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)

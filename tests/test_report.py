@@ -252,7 +252,8 @@ def test_default_bundle_with_waveforms_stays_under_8_mb(tmp_path):
     from edge.bundle import default_bundle_path
     from edge.paths import shared_data_dir
     if not (shared_data_dir() / "ptbxl-subset" / "signals_100hz.npy").exists():
-        pytest.skip("shared data not found (set ECGRET_DATA)")
+        from tests.shared import missing_data
+        missing_data(f"shared data not found at {shared_data_dir()}")
     from convert.waveforms import add_waveforms
     d = tmp_path / "default"
     shutil.copytree(default_bundle_path(), d)

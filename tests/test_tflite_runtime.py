@@ -64,7 +64,8 @@ def _records() -> list[str]:
     from edge.paths import shared_data_dir
     d = shared_data_dir() / "cinc2021-sample"
     if not d.is_dir():
-        pytest.skip(f"shared data not found at {d}")
+        from tests.shared import missing_data
+        missing_data(f"shared data not found at {d}")
     return [str(p.with_suffix("")) for p in sorted(d.glob("*.hea"))][:N_RECORDS]
 
 
