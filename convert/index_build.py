@@ -86,11 +86,11 @@ def _sha256(path) -> str:
     return h.hexdigest()
 
 
-def _bar(total: int, desc: str, enabled: bool):
+def _bar(total: int, desc: str, enabled: bool, unit: str = "case"):
     if not enabled:
         return None
     from tqdm import tqdm
-    return tqdm(total=total, desc=desc, unit="case", file=sys.stderr, leave=False)
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, leave=False)
 
 
 # ============================================================================================ embedding
@@ -409,7 +409,7 @@ def embed_archive_distributed(archive_path, encoder_path, out_dir, imaging: Imag
         from distributed import as_completed
         futs = [client.submit(_embed_task, arch, enc, out, imaging, (i, n_tasks), chunk, threads, pure=False,
                               key=f"embed-{shard_name(i, n_tasks)}-{time.time_ns()}") for i in range(n_tasks)]
-        bar = _bar(n_tasks, f"embedding on {len(client.nthreads())} Dask workers", progress)
+        bar = _bar(n_tasks, f"embedding on {len(client.nthreads())} Dask workers", progress, unit="shard")
         done = []
         try:
             for f in as_completed(futs):

