@@ -26,6 +26,7 @@ Every channel is mapped to [-1, 1]: GASF as is, RP as 1 - |xi - xj| (1 on the di
 """
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -34,10 +35,14 @@ import numpy as np
 from .leads import LEADS12
 
 BEFORE, AFTER = 35, 65  # samples at 100 Hz around the R peak (paper)
+_WINDOW = np.arange(-BEFORE, AFTER)[None, :]  # the beat's samples relative to its R peak
 GRID = ((0, 3, 6, 9), (1, 4, 7, 10), (2, 5, 8, 11))  # rows x columns of lead indices in LEADS12
+_GRID_ORDER = np.array(GRID).ravel()                              # the 12 lead tiles in row-major image order
+_GRID_ORDER_RHYTHM = np.concatenate([_GRID_ORDER, np.arange(12, 16)])   # + the rhythm row (series 12..15)
 MODES = ("paper", "rhythm")
 RR_MIN, RR_MAX = 0.2, 2.0  # seconds, the absolute scale of the RR channel
 RR_SCALES = ("angle", "linear")
+_ATRIAL_LEADS = tuple(LEADS12.index(nm) for nm in ("V1", "V2", "II", "III", "aVF", "I"))  # the 4th rhythm tile's lead
 
 
 @dataclass(frozen=True)
@@ -93,7 +98,10 @@ def quantile_bins(x: np.ndarray, n_bins: int = 4) -> np.ndarray:
     hi = np.minimum(lo + 1, n - 1)
     frac = pos - lo
     edges = xs[..., lo] + (xs[..., hi] - xs[..., lo]) * frac  # (..., n_bins - 1)
-    return np.sum(x[..., :, None] > edges[..., None, :], axis=-1)
+    out = np.zeros(x.shape, dtype=np.intp)
+    for k in range(n_bins - 1):                                # count the edges below each value
+        out += x > edges[..., k:k + 1]
+    return out
 
 
 def mtf(x: np.ndarray, n_bins: int = 4) -> np.ndarray:
@@ -168,12 +176,14 @@ def tile_fields(x: np.ndarray, size: int, n_bins: int = 4) -> np.ndarray:
     float32 (|error| <= 2**-12 against the unrounded plot, far below one int8 input step of 2/255)."""
     x = np.clip(np.atleast_2d(np.asarray(x, dtype=np.float32)), -1.0, 1.0)
     b, n = x.shape
-    m = _area_matrix(n, size).astype(np.float64)
+    m = _area_matrix64(n, size)
     x64 = x.astype(np.float64)
     s = np.sqrt(np.clip(1.0 - x64 * x64, 0.0, 1.0))
     mx, ms = x64 @ m.T, s @ m.T                                        # (b, size)
     out = np.empty((b, size, size, 3), dtype=np.float32)
-    out[..., 0] = mx[:, :, None] * mx[:, None, :] - ms[:, :, None] * ms[:, None, :]
+    g = mx[:, :, None] * mx[:, None, :]
+    g -= ms[:, :, None] * ms[:, None, :]
+    out[..., 0] = g
     w_units, unit_scale, q = _area_units(n, size)
     xg = np.rint(x * np.float32(2 ** q))                                 # whole numbers of grid steps
     rp = xg[:, :, None] - xg[:, None, :]
@@ -184,11 +194,17 @@ def tile_fields(x: np.ndarray, size: int, n_bins: int = 4) -> np.ndarray:
     codes = (np.arange(b)[:, None] * n_bins * n_bins + bins[:, :-1] * n_bins + bins[:, 1:]).ravel()
     w = np.bincount(codes, minlength=b * n_bins * n_bins).reshape(b, n_bins, n_bins).astype(np.float32)
     sums = w.sum(axis=2, keepdims=True)
-    w = np.divide(w, sums, out=np.zeros_like(w), where=sums > 0)
+    w = np.divide(w, sums, out=np.zeros_like(w), where=sums > 0)       # float32, as mtf() makes it
     onehot = (bins[:, :, None] == np.arange(n_bins)).astype(np.float64)  # (b, n, n_bins)
     me = m @ onehot                                                    # (b, size, n_bins)
     out[..., 2] = 2.0 * (me @ w.astype(np.float64) @ np.swapaxes(me, 1, 2)) - 1.0
     return out
+
+
+@lru_cache(maxsize=32)
+def _area_matrix64(n_in: int, n_out: int) -> np.ndarray:
+    """``_area_matrix`` in float64 (the same values), made once."""
+    return _area_matrix(n_in, n_out).astype(np.float64)
 
 
 # ----------------------------------------------------------------------------- beats and rhythm
@@ -215,12 +231,15 @@ def r_peaks(x: np.ndarray, fs: int = 100) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     if x.size < fs or not np.any(x):
         return np.zeros(0, dtype=int)
-    d = np.diff(x, prepend=x[0])
+    d = np.empty_like(x)                          # np.diff(x, prepend=x[0])
+    d[0] = 0.0
+    np.subtract(x[1:], x[:-1], out=d[1:])
     win = max(1, int(0.12 * fs))
-    c = np.concatenate([[0.0], np.cumsum(d * d)])
-    e = np.empty_like(x)
-    lo = np.clip(np.arange(x.size) - win // 2, 0, x.size)
-    e[:] = (c[np.clip(lo + win, 0, x.size)] - c[lo]) / win
+    c = np.empty(x.size + 1)                      # [0, cumsum(d^2)]
+    c[0] = 0.0
+    np.cumsum(d * d, out=c[1:])
+    lo, hi = _window_bounds(x.size, win)
+    e = (c[hi] - c[lo]) / win
     cand, ref = _energy_peaks(e, int(0.25 * fs))
     if ref <= 0:
         return np.zeros(0, dtype=int)
@@ -243,24 +262,41 @@ def _energy_peaks(e: np.ndarray, distance: int, top: int = 8, frac: float = 0.25
     i = np.flatnonzero((e[1:-1] > e[:-2]) & (e[1:-1] >= e[2:])) + 1
     if i.size == 0:
         return i, 0.0
-    order = np.argsort(-e[i], kind="stable")
-    keep = np.ones(i.size, dtype=bool)
+    ei = e[i]
+    order = np.argsort(-ei, kind="stable").tolist()
+    il, el = i.tolist(), ei.tolist()              # the loop runs on Python lists (bisect, not np.searchsorted)
+    keep = bytearray(b"\x01") * len(il)
     kept: list[int] = []
     ref = None
     for j in order:
-        if ref is not None and e[i[j]] < frac * ref:
+        if ref is not None and el[j] < frac * ref:
             break
         if keep[j]:
-            lo, hi = np.searchsorted(i, [i[j] - distance + 1, i[j] + distance])
-            keep[lo:hi] = False
-            keep[j] = True
-            kept.append(int(j))
+            lo, hi = bisect_left(il, il[j] - distance + 1), bisect_left(il, il[j] + distance)
+            keep[lo:hi] = bytes(hi - lo)
+            keep[j] = 1
+            kept.append(j)
             if len(kept) == top:
-                ref = float(np.median(e[i[kept]]))
+                ref = _median_of([el[k] for k in kept])
     if ref is None:                               # fewer than ``top`` peaks: all maxima were visited
-        ref = float(np.median(e[i[kept]]))
-    sel = np.sort(np.asarray(kept, dtype=np.int64))
-    return i[sel[e[i[sel]] >= frac * ref]], ref
+        ref = _median_of([el[k] for k in kept])
+    kept.sort()
+    return np.asarray([il[k] for k in kept if el[k] >= frac * ref], dtype=i.dtype), ref
+
+
+def _median_of(values: list[float]) -> float:
+    """``float(np.median(values))`` of a short list of floats (the same value: the middle one, or the mean of the
+    two middle ones)."""
+    v = sorted(values)
+    k = len(v) // 2
+    return v[k] if len(v) % 2 else (v[k - 1] + v[k]) / 2.0
+
+
+@lru_cache(maxsize=16)
+def _window_bounds(n: int, win: int) -> tuple[np.ndarray, np.ndarray]:
+    """The bounds [lo, hi) of the centred ``win``-sample window at every sample of an n-sample series."""
+    lo = np.clip(np.arange(n) - win // 2, 0, n)
+    return lo, np.clip(lo + win, 0, n)
 
 
 def _percentiles(x: np.ndarray, *qs: float) -> list[float]:
@@ -298,8 +334,15 @@ def median_beat(x: np.ndarray, peaks: np.ndarray, n_valid: int | None = None) ->
             return np.zeros((BEFORE + AFTER,) + x.shape[1:], dtype=np.float32)
         lead0 = x[:n] if x.ndim == 1 else x[:n, 0]
         ok = np.array([int(np.clip(np.argmax(np.abs(lead0)), BEFORE, n - AFTER))])
-    idx = ok[:, None] + np.arange(-BEFORE, AFTER)[None, :]
-    return np.median(x[idx], axis=0).astype(np.float32)
+    return median_of_beats(x[ok[:, None] + _WINDOW]).astype(np.float32, copy=False)
+
+
+def median_of_beats(beats: np.ndarray) -> np.ndarray:
+    """``np.median(beats, axis=0)`` (the same values) from one sort along the beats: the middle beat, or the mean
+    of the two middle ones."""
+    s = np.sort(beats, axis=0)
+    k = s.shape[0] // 2
+    return s[k] if s.shape[0] % 2 else (s[k - 1] + s[k]) / 2
 
 
 def maxabs(x: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -311,8 +354,13 @@ def maxabs(x: np.ndarray, axis: int = -1) -> np.ndarray:
 
 def envelope(x: np.ndarray, n_out: int) -> np.ndarray:
     """Max |x| over n_out equal windows: keeps where the QRS complexes fall in a 10 s strip."""
-    edges = np.linspace(0, x.shape[0], n_out + 1).astype(int)
-    return np.maximum.reduceat(np.abs(x), edges[:-1]).astype(np.float32)
+    return np.maximum.reduceat(np.abs(x), _window_starts(x.shape[0], n_out)).astype(np.float32)
+
+
+@lru_cache(maxsize=16)
+def _window_starts(n: int, n_out: int) -> np.ndarray:
+    """The first sample of each of ``n_out`` equal windows over n samples."""
+    return np.linspace(0, n, n_out + 1).astype(int)[:-1]
 
 
 def rr_series(peaks: np.ndarray, n_valid: int, n_out: int, fs: int = 100) -> np.ndarray | None:
@@ -341,7 +389,6 @@ def ecg_image(signal: np.ndarray, present: np.ndarray | None = None, config: Ima
     n = x.shape[0] if n_valid is None else int(n_valid)
     t = config.tile
     h, w, _ = config.shape
-    img = np.zeros((h, w, 3), dtype=np.float32)
     pk = peak_lead(present)
     if peaks is None:
         peaks = r_peaks(x[:n, pk], config.fs)
@@ -350,15 +397,14 @@ def ecg_image(signal: np.ndarray, present: np.ndarray | None = None, config: Ima
         rhythm, use = _rhythm_series(x, present, peaks, pk, n, config)
         series = np.concatenate([series, rhythm])
     tiles = tile_fields(series, t, config.mtf_bins)                   # one batched call: (12 or 16, t, t, 3)
-    for r, row in enumerate(GRID):
-        for c, k in enumerate(row):
-            if present[k]:
-                img[r * t:(r + 1) * t, c * t:(c + 1) * t] = tiles[k]
+    order, shown = _GRID_ORDER, np.asarray(present, dtype=bool)[_GRID_ORDER]
     if config.mode == "rhythm":
-        for c in range(4):
-            if use[c]:
-                img[3 * t:, c * t:(c + 1) * t] = tiles[12 + c]
-    return img
+        order, shown = _GRID_ORDER_RHYTHM, np.concatenate([shown, use])
+    tiles = tiles[order]                                               # tiles in row-major grid order
+    tiles[~shown] = 0.0                                                # absent leads and rhythm series: blank
+    rows = h // t
+    img = tiles.reshape(rows, 4, t, t, 3).transpose(0, 2, 1, 3, 4).reshape(h, w, 3)
+    return np.ascontiguousarray(img)
 
 
 def _rhythm_series(x, present, peaks, pk, n, config) -> tuple[np.ndarray, np.ndarray]:
@@ -372,10 +418,12 @@ def _rhythm_series(x, present, peaks, pk, n, config) -> tuple[np.ndarray, np.nda
     if rr is not None:
         t = np.clip((rr - RR_MIN) / (RR_MAX - RR_MIN), 0, 1)
         series[1] = np.cos(np.float32(np.pi / 2) * t) if config.rr_scale == "angle" else 2 * t - 1
-        series[2] = np.clip(np.diff(rr, prepend=rr[0]) / 0.5, -1, 1)  # +-0.5 s change fills the scale
+        drr = np.empty_like(rr)                                        # np.diff(rr, prepend=rr[0])
+        drr[0] = 0.0
+        np.subtract(rr[1:], rr[:-1], out=drr[1:])
+        series[2] = np.clip(drr / 0.5, -1, 1)                          # +-0.5 s change fills the scale
         use[1:3] = True
-    atrial = next((k for k in (LEADS12.index(nm) for nm in ("V1", "V2", "II", "III", "aVF", "I"))
-                   if present[k] and k != pk), None)
+    atrial = next((k for k in _ATRIAL_LEADS if present[k] and k != pk), None)
     if atrial is not None:
         series[3], use[3] = 2 * maxabs(envelope(x[:n, atrial], n_strip)) - 1, True
     return series, use
