@@ -7,10 +7,16 @@ written to disk as a normal archive folder (float16, ~2.4 GB for 100k) and then 
     ecgret-convert embed-archive --shard i/N   (N processes at once, 1 interpreter thread each)
     ecgret-convert merge-index                 (on-disk Annoy build, recall@10 against exact search)
 
-Reported: wall time of each phase, per-shard seconds, peak RSS of every process (``os.wait4``), the index
-settings and its measured recall, the machine. A benchmark reports; it asserts nothing about timings.
+or, with ``--scheduler``, on Dask (the same shards as tasks, then the merge as a task on a worker):
+
+    ecgret-convert embed-archive --scheduler local --workers W --tasks T --index OUT
+
+Reported: wall time of each phase, per-shard seconds, peak RSS of every process (VmHWM; on Dask: of every worker
+process, reported by its tasks, and of the client), the index settings and its measured recall, the machine. A
+benchmark reports; it asserts nothing about timings.
 
     python benchmarks/bench_scale.py --n 100000 --shards 2 [--work /tmp/ecgret-scale] [--encoder PATH]
+    python benchmarks/bench_scale.py --n 100000 --scheduler local --workers 2 [--tasks 8]
 """
 from __future__ import annotations
 
@@ -98,7 +104,7 @@ def run_procs(cmds: list[list[str]], log_dir: Path) -> list[dict]:
                              f"{(log_dir / 'proc-0.log').read_text()[-2000:] if log_dir.exists() else ''}")
         hwm = [int(l.split()[1]) for l in stdout.splitlines() if l.startswith("PEAK_RSS_KB")]
         out.append({"cmd": " ".join(p.args[3:5]), "peak_rss_mb": round(hwm[-1] / 1024, 1) if hwm else None,
-                    "seconds": round(time.time() - t0, 1), "stdout": stdout.strip()[-500:]})
+                    "seconds": round(time.time() - t0, 1), "stdout": stdout.strip()})
     return out
 
 
@@ -112,6 +118,10 @@ def main() -> None:
     ap.add_argument("--tile", type=int, default=32)
     ap.add_argument("--keep", action="store_true", help="keep the work folder (the 100k archive is ~2.4 GB)")
     ap.add_argument("--reuse-archive", action="store_true", help="reuse an archive already in --work")
+    ap.add_argument("--scheduler", default=None, help="run on Dask instead of --shards processes: 'local' or an "
+                    "address (embed-archive --scheduler)")
+    ap.add_argument("--workers", type=int, default=2, help="--scheduler local: worker processes (1 thread each)")
+    ap.add_argument("--tasks", type=int, default=None, help="--scheduler: shards as tasks (default: 2 per worker)")
     args = ap.parse_args()
 
     work = Path(args.work)
@@ -128,6 +138,11 @@ def main() -> None:
     else:
         res["archive_seconds"] = round(make_archive(arch, args.n), 1)
     cli = [sys.executable, "-c", WRAP]
+    if args.scheduler:
+        dask_run(args, res, cli, arch, shards, idx, logs)
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+        return
     t0 = time.time()
     emb = run_procs([cli + ["embed-archive", "--encoder", args.encoder, "--archive", str(arch), "--out", str(shards),
                             "--shard", f"{i}/{args.shards}", "--mode", args.mode, "--tile", str(args.tile),
@@ -153,6 +168,38 @@ def main() -> None:
     print(f"\nmachine: {res['machine']}")
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def dask_run(args, res: dict, cli: list[str], arch: Path, shards: Path, idx: Path, logs: Path) -> None:
+    """The Dask variant: one ``embed-archive --scheduler`` client process; the tasks report their workers' peaks."""
+    cmd = cli + ["embed-archive", "--encoder", args.encoder, "--archive", str(arch), "--out", str(shards),
+                 "--scheduler", args.scheduler, "--index", str(idx), "--mode", args.mode, "--tile", str(args.tile),
+                 "--threads", "1"]
+    if args.scheduler == "local":
+        cmd += ["--workers", str(args.workers)]
+    if args.tasks:
+        cmd += ["--tasks", str(args.tasks)]
+    t0 = time.time()
+    (client,) = run_procs([cmd], logs)
+    res["wall_seconds"] = round(time.time() - t0, 1)
+    rep = json.loads([l for l in client["stdout"].splitlines() if l.startswith("{")][-1])
+    res.update(engine="dask", scheduler=rep["scheduler"], workers=rep["workers"], shards=len(rep["tasks"]),
+               embed_wall_seconds=rep["embed_wall_seconds"], merge_wall_seconds=rep["merge_wall_seconds"],
+               client_peak_rss_mb=client["peak_rss_mb"], peak_rss_mb_per_worker=rep["peak_rss_mb_per_worker"],
+               tasks=[{k: t[k] for k in ("shard", "seconds", "pid", "peak_rss_mb")} for t in rep["tasks"]],
+               merge_task_seconds=rep["merge_task"]["seconds"], index=rep["index"])
+    res["embed_per_case_ms"] = round(1000 * sum(t["seconds"] for t in rep["tasks"]) / args.n, 2)
+    res["embeddings_bytes"] = (idx / "embeddings.npy").stat().st_size
+    res["index_bytes"] = (idx / "index.ann").stat().st_size
+    print(json.dumps(res, indent=1))
+    ix = res["index"]
+    print(f"\n| phase (Dask, {rep['workers']} workers, {len(rep['tasks'])} tasks) | wall s | peak RSS MB |\n|---|---|---|")
+    print(f"| embed ({args.n} cases) | {res['embed_wall_seconds']} | per worker: "
+          f"{', '.join(str(v) for v in res['peak_rss_mb_per_worker'].values())} |")
+    print(f"| merge + index task ({ix['n_trees']} trees, search_k {ix['search_k']}, recall@10 {ix['recall_at_10']:.4f})"
+          f" | {res['merge_wall_seconds']} | (the worker's, above) |")
+    print(f"| client process | {res['wall_seconds']} | {res['client_peak_rss_mb']} |")
+    print(f"\nmachine: {res['machine']}")
 
 
 if __name__ == "__main__":
