@@ -35,7 +35,7 @@ import numpy as np
 from .leads import LEADS12
 
 BEFORE, AFTER = 35, 65  # samples at 100 Hz around the R peak (paper)
-_WINDOW = np.arange(-BEFORE, AFTER)[None, :]  # the beat's samples relative to its R peak
+BEAT_WINDOW = np.arange(-BEFORE, AFTER)[None, :]  # the beat's samples relative to its R peak
 GRID = ((0, 3, 6, 9), (1, 4, 7, 10), (2, 5, 8, 11))  # rows x columns of lead indices in LEADS12
 _GRID_ORDER = np.array(GRID).ravel()                              # the 12 lead tiles in row-major image order
 _GRID_ORDER_RHYTHM = np.concatenate([_GRID_ORDER, np.arange(12, 16)])   # + the rhythm row (series 12..15)
@@ -334,7 +334,7 @@ def median_beat(x: np.ndarray, peaks: np.ndarray, n_valid: int | None = None) ->
             return np.zeros((BEFORE + AFTER,) + x.shape[1:], dtype=np.float32)
         lead0 = x[:n] if x.ndim == 1 else x[:n, 0]
         ok = np.array([int(np.clip(np.argmax(np.abs(lead0)), BEFORE, n - AFTER))])
-    return median_of_beats(x[ok[:, None] + _WINDOW]).astype(np.float32, copy=False)
+    return median_of_beats(x[ok[:, None] + BEAT_WINDOW]).astype(np.float32, copy=False)
 
 
 def median_of_beats(beats: np.ndarray) -> np.ndarray:

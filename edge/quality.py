@@ -12,7 +12,7 @@ from functools import lru_cache
 import numpy as np
 
 from .errors import QualityError
-from .imaging import AFTER, BEFORE, peak_lead, r_peaks
+from .imaging import AFTER, BEFORE, BEAT_WINDOW, median_of_beats, peak_lead, r_peaks
 from .leads import LEADS12
 from .record import Record
 from .signal import PreprocessedECG, butter_bandpass_gain2, butter_highpass_gain2, check_record, preprocess
@@ -104,10 +104,11 @@ def assess(record: Record, pre: PreprocessedECG | None = None, lead_off: np.ndar
         findings.append(Finding(lead, kind, detail))
         bad.setdefault(lead, kind)
 
+    n_missing = np.zeros(raw.shape[1], dtype=np.int64) if filled is raw else n - finite.sum(axis=0)
     for j, lead in enumerate(record.leads):
         if lead not in LEADS12:
             continue
-        n_bad = int((~finite[:, j]).sum())
+        n_bad = int(n_missing[j])
         if n_bad > gap_frac * n:
             flag(lead, "gaps", f"{n_bad / n:.0%} of samples missing")
         if lead_off is not None and lead_off[:, j].mean() > gap_frac:
@@ -123,12 +124,12 @@ def assess(record: Record, pre: PreprocessedECG | None = None, lead_off: np.ndar
     all_peaks = r_peaks(pre.signal[:pre.n_valid, pk])
     peaks = all_peaks[(all_peaks >= BEFORE) & (all_peaks + AFTER <= pre.n_valid)]
     if peaks.size >= 3:
-        beats = pre.signal[peaks[:, None] + np.arange(-BEFORE, AFTER)[None, :]]   # (b, 100, 12)
+        beats = pre.signal[peaks[:, None] + BEAT_WINDOW]                    # (b, 100, 12)
         beats = beats - beats.mean(axis=1, keepdims=True)
-        tmpl = np.median(beats, axis=0)
+        tmpl = median_of_beats(beats)                                   # np.median(beats, axis=0)
         num = np.einsum("btl,tl->bl", beats, tmpl)
         den = np.sqrt(np.einsum("btl,btl->bl", beats, beats) * np.einsum("tl,tl->l", tmpl, tmpl)[None]) + 1e-12
-        corr = np.median(num / den, axis=0)
+        corr = median_of_beats(num / den)
         for k in np.flatnonzero(pre.present & ~derived):
             if LEADS12[k] not in bad and corr[k] < min_beat_corr:
                 flag(LEADS12[k], "noisy", f"beats inconsistent (median correlation {corr[k]:.2f})")
