@@ -58,5 +58,8 @@ def build_small_bundle(out: Path, n: int = 400, n_trees: int = 4, seed: int = 0)
     m["archive"] = {"n_cases": n, "folds": [1], "sources": {"synthetic": n}, "super_class_counts": {"NORM": n},
                     "rhythm_counts": {"SR": n}}
     m.pop("evaluation", None)
+    m.pop("waveforms", None)             # the default bundle's cases' waveforms are not these cases'
+    m.pop("rerank", None)                # nor their measurements
+    m["files"].pop("waveforms.bin", None)
     write_manifest(out, rehash(out, m))
     return out
