@@ -562,7 +562,7 @@ def test_query_fs_impossible_is_a_usage_error(ecgret_env, rec_dir):
     for fs in ("-5", "0", "200001", "nan", "inf"):
         p = run_ecgret(["query", "--fs", fs, rec_dir / "rec.hea"], ecgret_env)
         assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
-        assert "--fs" in p.stderr and "must be positive and at most 100000 Hz" in p.stderr, p.stderr
+        assert "--fs" in p.stderr and "must be more than 0 and at most 100000 Hz" in p.stderr, p.stderr
 
 
 def test_query_invalid_utf8_names_do_not_traceback(ecgret_env, rec_dir, tmp_path, hr):

@@ -227,7 +227,7 @@ def test_demo_streams_a_shipped_record_that_is_not_in_the_archive(built):
     (res,) = _ndjson(p.stdout)
     assert res["ok"] and res["query"] == "demo:E07506"
     assert not any(m["case_id"].endswith(":E07506") for m in res["matches"])
-    assert "acquired 5000 samples at 500 Hz" in p.stderr
+    assert "acquired 5000 samples (10.0 s) at 500 Hz" in p.stderr
 
 
 def test_convert_configs_ship_and_init_writes_them(built):
