@@ -121,14 +121,18 @@ def peak_rss_mb(cmd, env) -> float:
 
 def cold_start(bundle_path, record: Path, runs: int = 5) -> dict:
     """Spawn ``ecgret query --json RECORD`` ``runs`` times: wall time to the first result line and total
-    wall time; and its peak RSS (:func:`peak_rss_mb`)."""
+    wall time; and its peak RSS (:func:`peak_rss_mb`). As an installed package runs: with its bytecode cached
+    (pip compiles it at install; one untimed spawn first writes it where ``$PYTHONDONTWRITEBYTECODE`` kept
+    an editable checkout from having it)."""
     env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     if bundle_path:
         env["ECGRET_BUNDLE"] = str(bundle_path)
     script = Path(sys.executable).parent / "ecgret"   # the console script, as a user runs it
     cmd = [str(script)] if script.exists() else [sys.executable, "-m", "edge.cli"]
     cmd += ["query", "--json", "--no-overlay", str(record)]
     first, total = [], []
+    subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, check=False)
     for _ in range(runs):
         t0 = time.perf_counter()
         p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)

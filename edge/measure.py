@@ -23,6 +23,7 @@ Method (the global-interval approach of 12-lead cardiographs, IEC 60601-2-25):
 QTc: Bazett QT / sqrt(RR) and Fridericia QT / RR^(1/3), RR in seconds (the median non-premature RR).
 A value that cannot be measured is ``None`` and the reason is a finding.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -30,31 +31,43 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import RecordError
-from .imaging import _percentiles, peak_lead, r_peaks
+from .imaging import _percentiles, peak_lead, r_peaks, unique_sorted
 from .leads import LEADS12
 from .record import Record
 from .signal import PAD_S, filter_resample, measure_step, to_12_leads
 
 __all__ = ["Measurements", "measure", "FIELDS", "MIN_RATE_BPM", "MAX_RATE_BPM", "check_plausible"]
 
-FIELDS = ("heart_rate_bpm", "rr_mean_ms", "rr_sd_ms", "irregularity", "premature_beats", "pr_ms", "qrs_ms",
-          "qt_ms", "qtc_bazett_ms", "qtc_fridericia_ms", "axis_deg", "n_beats")
+FIELDS = (
+    "heart_rate_bpm",
+    "rr_mean_ms",
+    "rr_sd_ms",
+    "irregularity",
+    "premature_beats",
+    "pr_ms",
+    "qrs_ms",
+    "qt_ms",
+    "qtc_bazett_ms",
+    "qtc_fridericia_ms",
+    "axis_deg",
+    "n_beats",
+)
 MIN_RATE_BPM, MAX_RATE_BPM = 25.0, 300.0
-STRETCH_PR_MS, STRETCH_QRS_MS, STRETCH_QTC_MS = 240.0, 120.0, 480.0   # see _stretched
-PREMATURE = 0.85          # an RR under this fraction of the median RR (and followed by a longer one) is premature
-HI_HZ = 40.0              # the measurement band's upper edge (clipped below Nyquist on 100 Hz records)
+STRETCH_PR_MS, STRETCH_QRS_MS, STRETCH_QTC_MS = 240.0, 120.0, 480.0  # see _stretched
+PREMATURE = 0.85  # an RR under this fraction of the median RR (and followed by a longer one) is premature
+HI_HZ = 40.0  # the measurement band's upper edge (clipped below Nyquist on 100 Hz records)
 SV_SMOOTH_S = 0.016
 QRS_HOLD_S = 0.01
 P_ON_FRAC = 0.2
-QRS_FRAC = 0.08           # the QRS is where the spatial velocity stays above this fraction of its peak (above base)
-P_MIN_REL = 0.04          # a P wave must reach this fraction of the QRS magnitude ...
+QRS_FRAC = 0.08  # the QRS is where the spatial velocity stays above this fraction of its peak (above base)
+P_MIN_REL = 0.04  # a P wave must reach this fraction of the QRS magnitude ...
 T_END = "tangent"
 T_LEVEL = 0.0
 T_BIAS_MS = 0.0
-T_DROP = 0.25            # the T wave's descent ends where its magnitude falls under this fraction of the T peak
-SPIKE_REL = 12.0         # a pacing spike's second difference, over the lead's 99th percentile
+T_DROP = 0.25  # the T wave's descent ends where its magnitude falls under this fraction of the T peak
+SPIKE_REL = 12.0  # a pacing spike's second difference, over the lead's 99th percentile
 AXIS_METHOD = "area"
-P_CONSIST = 0.5           # ... and correlate with the median P wave in at least half of the beats at this level
+P_CONSIST = 0.5  # ... and correlate with the median P wave in at least half of the beats at this level
 
 
 @dataclass(frozen=True)
@@ -74,11 +87,11 @@ class Measurements:
     axis_deg: float | None = None
     n_beats: int = 0
     paced: bool = False
-    duration_s: float = 0.0         # the seconds measured
-    p_rel: float | None = None      # the P wave's magnitude over the QRS's (evidence of atrial activity; not output)
+    duration_s: float = 0.0  # the seconds measured
+    p_rel: float | None = None  # the P wave's magnitude over the QRS's (evidence of atrial activity; not output)
     fs: float = 0.0
     findings: tuple[str, ...] = ()
-    peaks: np.ndarray | None = field(default=None, repr=False, compare=False)   # R peaks (native samples)
+    peaks: np.ndarray | None = field(default=None, repr=False, compare=False)  # R peaks (native samples)
 
     def to_dict(self) -> dict:
         out = {}
@@ -94,13 +107,18 @@ class Measurements:
     @property
     def line(self) -> str:
         """One line, as a cardiograph prints it: ``HR 72 bpm  RR 833±20 ms  PR 160  QRS 92  QT/QTc 380/416 ms  axis 45°``."""
+
         def f(v, fmt="{:.0f}"):
             return "—" if v is None else fmt.format(v)
-        parts = [f"HR {f(self.heart_rate_bpm)} bpm",
-                 f"RR {f(self.rr_mean_ms)}±{f(self.rr_sd_ms)} ms",
-                 f"PR {f(self.pr_ms)} ms", f"QRS {f(self.qrs_ms)} ms",
-                 f"QT/QTcB/QTcF {f(self.qt_ms)}/{f(self.qtc_bazett_ms)}/{f(self.qtc_fridericia_ms)} ms",
-                 f"axis {f(self.axis_deg)}°" if self.axis_deg is not None else "axis —"]
+
+        parts = [
+            f"HR {f(self.heart_rate_bpm)} bpm",
+            f"RR {f(self.rr_mean_ms)}±{f(self.rr_sd_ms)} ms",
+            f"PR {f(self.pr_ms)} ms",
+            f"QRS {f(self.qrs_ms)} ms",
+            f"QT/QTcB/QTcF {f(self.qt_ms)}/{f(self.qtc_bazett_ms)}/{f(self.qtc_fridericia_ms)} ms",
+            f"axis {f(self.axis_deg)}°" if self.axis_deg is not None else "axis —",
+        ]
         if self.premature_beats:
             parts.append(f"{self.premature_beats} premature")
         return "  ".join(parts)
@@ -166,25 +184,38 @@ def _stretched(vals: dict) -> str | None:
     if qt is not None and (qtc is None or qtc < STRETCH_QTC_MS):
         return None
     t = "no T end found" if qt is None else f"QTc {qtc:.0f} ms"
-    return (f"PR {pr:.0f} ms, QRS {qrs:.0f} ms and {t}, all long at once: check the sampling rate (--fs): a record "
-            f"read at half its rate looks like this")
+    return (
+        f"PR {pr:.0f} ms, QRS {qrs:.0f} ms and {t}, all long at once: check the sampling rate (--fs): a record "
+        f"read at half its rate looks like this"
+    )
 
 
 def check_plausible(m: Measurements, where: str) -> None:
     """Refuse a record whose measured rhythm is impossible at the stated sampling rate (usually a wrong ``--fs``)."""
     hint = "check the sampling rate (--fs, or the header's rate)"
     if m.heart_rate_bpm is None and m.n_beats < 3 and m.duration_s >= 8.0 and m.fs:
-        raise RecordError(f"{where}: only {m.n_beats} heartbeat{'s' if m.n_beats != 1 else ''} in "
-                          f"{m.duration_s:.0f} s at {m.fs:g} Hz (a rate under {MIN_RATE_BPM:.0f} bpm); {hint}")
+        raise RecordError(
+            f"{where}: only {m.n_beats} heartbeat{'s' if m.n_beats != 1 else ''} in "
+            f"{m.duration_s:.0f} s at {m.fs:g} Hz (a rate under {MIN_RATE_BPM:.0f} bpm); {hint}"
+        )
     if m.heart_rate_bpm is not None and not MIN_RATE_BPM <= m.heart_rate_bpm <= MAX_RATE_BPM:
-        raise RecordError(f"{where}: measured heart rate {m.heart_rate_bpm:.0f} bpm at {m.fs:g} Hz is outside "
-                          f"{MIN_RATE_BPM:.0f}-{MAX_RATE_BPM:.0f} bpm; {hint}")
+        raise RecordError(
+            f"{where}: measured heart rate {m.heart_rate_bpm:.0f} bpm at {m.fs:g} Hz is outside "
+            f"{MIN_RATE_BPM:.0f}-{MAX_RATE_BPM:.0f} bpm; {hint}"
+        )
     if m.qrs_ms is not None and m.qrs_ms > 260:
         raise RecordError(f"{where}: measured QRS duration {m.qrs_ms:.0f} ms at {m.fs:g} Hz is impossible; {hint}")
 
 
-def measure(record: Record, *, duration_s: float = 10.0, notch_hz: float | None = 50.0,
-            leads_present: np.ndarray | None = None, pre=None, peaks_hint: tuple | None = None) -> Measurements:
+def measure(
+    record: Record,
+    *,
+    duration_s: float = 10.0,
+    notch_hz: float | None = 50.0,
+    leads_present: np.ndarray | None = None,
+    pre=None,
+    peaks_hint: tuple | None = None,
+) -> Measurements:
     """Measure one record on its own sampling rate (see the module docstring). ``leads_present``: bool (12,)
     in LEADS12 order, the leads to use (default: those the record holds, limb leads derived from I and II).
 
@@ -195,7 +226,7 @@ def measure(record: Record, *, duration_s: float = 10.0, notch_hz: float | None 
     n_use = min(record.signal.shape[0], int(round(duration_s * fs)))
     fs_in, step = fs, measure_step(fs)
     if pre is not None and pre.native is not None and pre.native_fs * step == fs:
-        y = np.array(pre.native[:-(-n_use // step)], dtype=np.float64)
+        y = np.array(pre.native[: -(-n_use // step)], dtype=np.float64)
         present = pre.present.copy()
     else:
         n_pad = min(record.signal.shape[0], n_use + int(PAD_S * fs))
@@ -205,7 +236,7 @@ def measure(record: Record, *, duration_s: float = 10.0, notch_hz: float | None 
             x = np.where(np.isfinite(x), x, 0.0)
         x = x - x[:n_use].mean(axis=0)
         y = filter_resample(x, fs, fs, lo=0.5, hi=HI_HZ, notch_hz=notch_hz)[:n_use:step]
-    fs = fs_in / step               # the measurement grid (edge.signal.measure_step)
+    fs = fs_in / step  # the measurement grid (edge.signal.measure_step)
     n_m = y.shape[0]
     if leads_present is not None:
         present = present & np.asarray(leads_present, dtype=bool)
@@ -219,20 +250,32 @@ def measure(record: Record, *, duration_s: float = 10.0, notch_hz: float | None 
     else:
         peaks = r_peaks(y[:, pk], int(round(fs))) if fs >= 50 else np.zeros(0, int)
     if peaks.size < 3:
-        return Measurements(fs=fs_in, n_beats=int(peaks.size), peaks=peaks * step, duration_s=n_use / fs_in,
-                            findings=(f"fewer than 3 R peaks found on lead {LEADS12[pk]}: nothing measured",))
+        return Measurements(
+            fs=fs_in,
+            n_beats=int(peaks.size),
+            peaks=peaks * step,
+            duration_s=n_use / fs_in,
+            findings=(f"fewer than 3 R peaks found on lead {LEADS12[pk]}: nothing measured",),
+        )
     rr, med_rr, premature, irr = _rr_stats(peaks, fs)
     raw = np.asarray(record.signal[:n_use], dtype=np.float64)
     paced = _paced(np.where(np.isfinite(raw), raw, 0.0), peaks * step, fs_in)
     hr = 60.0 / float(np.mean(rr))
-    vals = dict(heart_rate_bpm=hr, rr_mean_ms=float(np.mean(rr)) * 1e3, rr_sd_ms=float(np.std(rr)) * 1e3,
-                irregularity=irr, premature_beats=int(premature.sum()), n_beats=int(peaks.size))
+    vals = dict(
+        heart_rate_bpm=hr,
+        rr_mean_ms=float(np.mean(rr)) * 1e3,
+        rr_sd_ms=float(np.std(rr)) * 1e3,
+        irregularity=irr,
+        premature_beats=int(premature.sum()),
+        n_beats=int(peaks.size),
+    )
     if irr is None:
         findings.append("irregularity needs at least 3 RR intervals")
     if paced:
         findings.append("pacemaker spikes before most QRS complexes: paced rhythm; PR, QRS, QT and axis not measured")
-        return Measurements(**vals, paced=True, fs=fs_in, duration_s=n_use / fs_in, findings=tuple(findings),
-                            peaks=peaks * step)
+        return Measurements(
+            **vals, paced=True, fs=fs_in, duration_s=n_use / fs_in, findings=tuple(findings), peaks=peaks * step
+        )
     # beats after a non-premature interval (the first beat: kept when its own interval is normal)
     before = int(round(min(0.40, 0.60 * med_rr) * fs))
     after = int(round(min(0.72, 0.92 * med_rr) * fs))
@@ -246,7 +289,7 @@ def measure(record: Record, *, duration_s: float = 10.0, notch_hz: float | None 
     idx = beats_at[:, None] + np.arange(-before, after)[None, :]
     use = np.flatnonzero(present)
     yu = y[:, use]
-    mb = _median_beat(yu, idx)                             # (W, L)
+    mb = _median_beat(yu, idx)  # (W, L)
     r0 = before
     ms = 1000.0 / fs
     # 4. QRS on the spatial velocity
@@ -256,7 +299,7 @@ def measure(record: Record, *, duration_s: float = 10.0, notch_hz: float | None 
     if k > 1:
         sv = np.convolve(sv, np.ones(k) / k, mode="same")
     w60 = int(round(0.06 * fs))
-    peak_sv = float(np.max(sv[max(0, r0 - w60):r0 + w60 + 1]))
+    peak_sv = float(np.max(sv[max(0, r0 - w60) : r0 + w60 + 1]))
     base_sv = _percentiles(sv, 10.0)[0]
     th = base_sv + QRS_FRAC * (peak_sv - base_sv)
     hold = max(2, int(round(QRS_HOLD_S * fs)))
@@ -272,7 +315,7 @@ def measure(record: Record, *, duration_s: float = 10.0, notch_hz: float | None 
     # baseline per lead: the PR segment just before the QRS onset (or the beat's start)
     if qrs_on is not None:
         a = max(0, qrs_on - int(round(0.03 * fs)))
-        iso = _median_rows(mb[a:qrs_on + 1])
+        iso = _median_rows(mb[a : qrs_on + 1])
         mag = np.sqrt(np.mean((mb - iso) ** 2, axis=1))
         # 5. T end: tangent at the steepest descent after the T peak
         t_lo = qrs_off + int(round(0.06 * fs))
@@ -283,11 +326,11 @@ def measure(record: Record, *, duration_s: float = 10.0, notch_hz: float | None 
             below = np.flatnonzero(mag[tp:t_hi] < T_DROP * amp)
             if below.size and tp < t_hi - 1:
                 stop = tp + int(below[0])
-                slope = np.diff(mag[tp:stop + 1])
+                slope = np.diff(mag[tp : stop + 1])
                 j = int(np.argmin(slope)) if slope.size else 0
                 if T_END == "tangent" and slope.size and slope[j] < 0:
                     t_end = tp + j + (mag[tp + j] - T_LEVEL * amp) / (-slope[j])
-                else:                                   # the crossing of T_LEVEL x the T peak
+                else:  # the crossing of T_LEVEL x the T peak
                     lvl = np.flatnonzero(mag[tp:t_hi] < T_LEVEL * amp)
                     t_end = tp + (int(lvl[0]) if lvl.size else t_hi - tp)
                 t_end = min(float(t_end), float(t_hi))
@@ -299,7 +342,7 @@ def measure(record: Record, *, duration_s: float = 10.0, notch_hz: float | None 
         # 6. P wave before the QRS
         p_lo = max(0, qrs_on - int(round(min(0.32, 0.55 * med_rr) * fs)))
         p_hi = qrs_on - int(round(0.03 * fs))
-        qrs_mag = float(np.max(mag[qrs_on:qrs_off + 1])) if qrs_off is not None else float(np.max(mag))
+        qrs_mag = float(np.max(mag[qrs_on : qrs_off + 1])) if qrs_off is not None else float(np.max(mag))
         if p_hi - p_lo > int(0.04 * fs):
             pm = mag[p_lo:p_hi]
             pp = p_lo + int(np.argmax(pm))
@@ -307,7 +350,7 @@ def measure(record: Record, *, duration_s: float = 10.0, notch_hz: float | None 
             consistent = _p_consistent(yu[idx[:, p_lo:p_hi]], iso)
             vals["p_rel"] = p_amp / qrs_mag if qrs_mag > 0 else 0.0
             if p_amp >= P_MIN_REL * qrs_mag and consistent:
-                lvl = float(np.min(mag[p_lo:pp + 1])) if pp > p_lo else 0.0
+                lvl = float(np.min(mag[p_lo : pp + 1])) if pp > p_lo else 0.0
                 th_p = lvl + P_ON_FRAC * (p_amp - lvl)
                 p_on = _runs_below(mag, th_p, pp, p_lo - 1, -1, max(2, int(round(0.006 * fs))))
                 if p_on is not None:
@@ -316,12 +359,15 @@ def measure(record: Record, *, duration_s: float = 10.0, notch_hz: float | None 
                 findings.append("no consistent P wave before the QRS: PR not measured")
         # 7. axis from the net QRS areas of I and aVF (physical units only)
         units = record.meta.get("units") if isinstance(record.meta, dict) else None
-        physical = isinstance(units, (list, tuple)) and len(units) > 0 and all(
-            str(u).lower() in ("mv", "uv", "µv", "v") for u in units)
+        physical = (
+            isinstance(units, (list, tuple))
+            and len(units) > 0
+            and all(str(u).lower() in ("mv", "uv", "µv", "v") for u in units)
+        )
         if not physical and _zscored(y, present):
             findings.append("z-scored signal (no physical units): axis not measured")
         elif qrs_off is not None and present[0] and present[5]:
-            vals["axis_deg"] = _axis(mb[qrs_on:qrs_off + 1] - iso, use)
+            vals["axis_deg"] = _axis(mb[qrs_on : qrs_off + 1] - iso, use)
         else:
             findings.append("axis needs leads I and aVF (or I and II)")
     rr_s = med_rr
@@ -331,11 +377,16 @@ def measure(record: Record, *, duration_s: float = 10.0, notch_hz: float | None 
     stretched = _stretched(vals)
     if stretched:
         findings.append(stretched)
-    return Measurements(**{k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in vals.items()},
-                        fs=fs_in, duration_s=n_use / fs_in, findings=tuple(findings), peaks=peaks * step)
+    return Measurements(
+        **{k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in vals.items()},
+        fs=fs_in,
+        duration_s=n_use / fs_in,
+        findings=tuple(findings),
+        peaks=peaks * step,
+    )
 
 
-_LIMB_ANGLES = np.radians([0.0, 60.0, 120.0, -150.0, -30.0, 90.0])   # I, II, III, aVR, aVL, aVF
+_LIMB_ANGLES = np.radians([0.0, 60.0, 120.0, -150.0, -30.0, 90.0])  # I, II, III, aVR, aVL, aVF
 
 
 def _axis(q: np.ndarray, use: np.ndarray) -> float | None:
@@ -343,7 +394,7 @@ def _axis(q: np.ndarray, use: np.ndarray) -> float | None:
     from leads I and aVF when both are there, else the least-squares frontal vector whose projections on the hexaxial leads best match their net QRS deflections
     (area, or largest positive plus negative deflection, by ``AXIS_METHOD``)."""
     limb = [j for j, k in enumerate(use.tolist()) if k < 6]
-    if 0 in use and 5 in use:                     # I and aVF: the two orthogonal leads of the hexaxial system
+    if 0 in use and 5 in use:  # I and aVF: the two orthogonal leads of the hexaxial system
         limb = [int(np.flatnonzero(use == 0)[0]), int(np.flatnonzero(use == 5)[0])]
     if len(limb) < 2:
         return None
@@ -389,7 +440,7 @@ def _refine(y: np.ndarray, peaks: np.ndarray, fs_hint: float, fs: float) -> np.n
     w = max(1, int(round(0.02 * fs)))
     c = np.clip(np.rint(peaks * (fs / fs_hint)).astype(np.int64), 0, y.size - 1)
     idx = np.clip(c[:, None] + np.arange(-w, w + 1)[None, :], 0, y.size - 1)
-    return np.unique(idx[np.arange(c.size), np.argmax(sign * y[idx], axis=1)])
+    return unique_sorted(idx[np.arange(c.size), np.argmax(sign * y[idx], axis=1)])
 
 
 def _paced(x: np.ndarray, peaks: np.ndarray, fs: float) -> bool:
@@ -402,13 +453,13 @@ def _paced(x: np.ndarray, peaks: np.ndarray, fs: float) -> bool:
     p99 = np.partition(d2[::3], int(0.99 * (d2[::3].shape[0] - 1)), axis=0)[int(0.99 * (d2[::3].shape[0] - 1))]
     r = d2 > SPIKE_REL * np.maximum(p99, 1e-9)
     a, b = int(0.12 * fs), int(0.02 * fs)
-    hits = sum(int(r[max(0, p - a):p + b].any(axis=0).sum() >= 3) for p in peaks.tolist())
+    hits = sum(int(r[max(0, p - a) : p + b].any(axis=0).sum() >= 3) for p in peaks.tolist())
     return hits >= 0.5 * peaks.size
 
 
 def _p_consistent(seg: np.ndarray, iso: np.ndarray) -> bool:
     """Whether the P window looks alike in most beats: an averaged P wave is real, fibrillatory waves are not."""
-    w = seg - iso[None, None, :]             # (b, P window, L)
+    w = seg - iso[None, None, :]  # (b, P window, L)
     w = w - w.mean(axis=1, keepdims=True)
     ref = _median_rows(w)
     num = np.sum(w * ref[None], axis=(1, 2))

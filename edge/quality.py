@@ -12,7 +12,7 @@ from functools import lru_cache
 import numpy as np
 
 from .errors import QualityError
-from .imaging import AFTER, BEFORE, BEAT_WINDOW, median_of_beats, peak_lead, r_peaks
+from .imaging import AFTER, BEFORE, BEAT_WINDOW, _median_of, median_of_beats, peak_lead, r_peaks
 from .leads import LEADS12
 from .record import Record
 from .signal import PreprocessedECG, butter_bandpass_gain2, butter_highpass_gain2, check_record, preprocess
@@ -85,7 +85,8 @@ def assess(record: Record, pre: PreprocessedECG | None = None, lead_off: np.ndar
     xt = np.ascontiguousarray(filled.T)                 # (leads, n): per-lead reductions run on contiguous rows
     mx, mn = xt.max(axis=1), xt.min(axis=1)
     ptp = mx - mn
-    med_ptp = float(np.median(ptp[ptp > 0])) if np.any(ptp > 0) else 0.0
+    # the same value as np.median, without its first call importing numpy.ma (24 ms of every cold start)
+    med_ptp = float(_median_of(ptp[ptp > 0].tolist())) if np.any(ptp > 0) else 0.0
     same = np.count_nonzero(xt[:, 1:] == xt[:, :-1], axis=1) / max(n - 1, 1)
     tol = (1e-6 * np.maximum(ptp, 1e-12))[:, None]
     at_rail = np.maximum(np.count_nonzero(xt >= mx[:, None] - tol, axis=1),

@@ -33,6 +33,7 @@ the cosine similarity: the measurements re-order, they do not inflate similarity
 The same :class:`Ranker` orders the device's Annoy candidates and the cross-validation's exact ones
 (``convert/rerank.py``), so the setting chosen is the setting run.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -50,10 +51,16 @@ SCALES = np.array([0.15, 0.10, 0.10])
 
 def features(m) -> np.ndarray:
     """The rhythm feature vector (3,) of a Measurements object or its dict (NaN where not measured)."""
-    get = (m.get if isinstance(m, dict) else (lambda k, d=None: getattr(m, k, d)))
+    get = m.get if isinstance(m, dict) else (lambda k, d=None: getattr(m, k, d))
     hr, irr, sd, mean = get("heart_rate_bpm"), get("irregularity"), get("rr_sd_ms"), get("rr_mean_ms")
-    return np.array([np.log(hr) if hr else np.nan, irr if irr is not None else np.nan,
-                     (sd / mean) if sd is not None and mean else np.nan], dtype=np.float64)
+    return np.array(
+        [
+            np.log(hr) if hr else np.nan,
+            irr if irr is not None else np.nan,
+            (sd / mean) if sd is not None and mean else np.nan,
+        ],
+        dtype=np.float64,
+    )
 
 
 def distance(fq: np.ndarray, fc: np.ndarray) -> np.ndarray:
@@ -95,9 +102,22 @@ def setting_of(manifest: dict) -> Setting | None:
         return None
     if not isinstance(sec, dict):
         raise BundleError(f"manifest.json: rerank: must be an object, got {type(sec).__name__}")
-    s = Setting(float(_num(sec, "weight", 0.0, 10.0, 0.0)), int(_num(sec, "pool", 1, 100_000, 100, integer=True)),
-                float(_num(sec, "rhythm_bonus", 0.0, 10.0, 0.0)))
+    s = Setting(
+        float(_num(sec, "weight", 0.0, 10.0, 0.0)),
+        int(_num(sec, "pool", 1, 100_000, 100, integer=True)),
+        float(_num(sec, "rhythm_bonus", 0.0, 10.0, 0.0)),
+    )
     return s if (s.weight or s.rhythm_bonus) else None
+
+
+def _member(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``np.isin(a, b)`` for 1-D integer arrays (the same result), without np.isin's first call importing
+    ``numpy.ma`` (about 25 ms of a device's cold start)."""
+    b = np.sort(b)
+    if not b.size:
+        return np.zeros(a.shape, dtype=bool)
+    j = np.minimum(np.searchsorted(b, a), b.size - 1)
+    return b[j] == a
 
 
 class _Vote:
@@ -119,8 +139,7 @@ class Ranker:
         self.cases = cases
         self.setting = setting
         self._vectors_of = vectors_of
-        self.feats = (np.stack([features(c.get("measured") or {}) for c in cases]) if len(cases)
-                      else np.zeros((0, 3)))
+        self.feats = np.stack([features(c.get("measured") or {}) for c in cases]) if len(cases) else np.zeros((0, 3))
         self._by_rhythm: dict[str, list[int]] = {}
         for i, c in enumerate(cases):
             for r in c.get("rhythm", ()) or ():
@@ -156,19 +175,21 @@ class Ranker:
         if self.setting.rhythm_bonus:
             from .consensus import vote
             from .rhythm import as_measurements, ground
-            answer = ground(vote([_Vote(self.cases[i], float(s)) for i, s in zip(ids[o[:k]].tolist(),
-                                                                                 cos[o[:k]].tolist())]),
-                            as_measurements(measurements))
+
+            answer = ground(
+                vote([_Vote(self.cases[i], float(s)) for i, s in zip(ids[o[:k]].tolist(), cos[o[:k]].tolist())]),
+                as_measurements(measurements),
+            )
             label = answer.label
             if label and label != "SR":
                 rid, rvec = self._rhythm_cases(label)
                 if rid.size:
-                    new = ~np.isin(rid, ids)
+                    new = ~_member(rid, ids)
                     if new.any():
                         ids = np.concatenate([ids, rid[new]])
                         cos = np.concatenate([cos, rvec[new] @ np.asarray(vec, dtype=np.float32)])
                         keys = self._keys(fq, ids, cos)
-                    has = np.isin(ids, rid)
+                    has = _member(ids, rid)
                     keys = keys + self.setting.rhythm_bonus * has
                     o = np.argsort(-keys, kind="stable")
         o = o[:k]
