@@ -1,17 +1,25 @@
 """The image encoder on the device: a TFLite model run by the lightest interpreter available.
 
-Interpreter choice: ``ai_edge_litert`` (LiteRT), then ``tflite_runtime``, then ``tf.lite`` only when
-TensorFlow is already installed (imported lazily, inside :func:`interpreter_class`, as a last resort;
-the device never needs it). Note: TF 2.21's own ``tf.lite.Interpreter`` gives wrong int8 attention
-outputs with XNNPACK, so LiteRT is preferred everywhere.
+Interpreter choice (:func:`interpreter_order`): ``ai_edge_litert`` (LiteRT), then ``tflite_runtime`` (in a
+64-bit ARM process ``tflite_runtime`` first, see below), then ``tf.lite`` only when TensorFlow is already
+installed (imported lazily, inside :func:`interpreter_class`, as a last resort; the device never needs it).
+Note: TF 2.21's own ``tf.lite.Interpreter`` gives wrong int8 attention outputs with XNNPACK.
 
-Kernels: the interpreter runs its built-in kernels without the default XNNPACK delegate
-(``KERNELS = "builtin"``). The built-in integer kernels compute the same int8 arithmetic (TFLite's
-fixed-point requantization) in LiteRT and in tflite-runtime 2.14, so a query gets bit-identical embeddings
-and therefore the same top-10 on both; XNNPACK requantizes in float32 and rounds differently (about 40 % of
-the int8 outputs moved by 1-2 steps, enough to swap near-tied neighbours). ``ECGRET_KERNELS=xnnpack``
-selects the delegate (about 1 ms faster per query here) for benchmarking; answers may then differ from
-another device's in near ties.
+Kernels (``ECGRET_KERNELS``, :data:`KERNELS`): by default (``"builtin"``) the interpreter runs built-in
+kernels without the default XNNPACK delegate, so that every machine computes the workstation's int8 outputs
+bit for bit. The built-in integer kernels compute the same int8 arithmetic (TFLite's fixed-point
+requantization) in LiteRT and tflite-runtime 2.14 on x86_64 and in tflite-runtime 2.14 on aarch64 and armv7l:
+bit-identical int8 outputs for all 48 raw CinC records (``benchmarks/pi_check.py`` under qemu, README "Emulated
+Raspberry Pi check"). LiteRT's *optimized* int8 kernels on 64-bit ARM (ai-edge-litert 2.3.0) round differently:
+24 to 54 of the 128 outputs moved by 1 step on every one of those records. So on aarch64 the dependency markers
+install tflite-runtime (Python 3.11, as on Pi OS Bookworm) and :func:`interpreter_order` prefers it; where only
+LiteRT is there (Python >= 3.12), ``"builtin"`` means LiteRT's reference kernels (``BUILTIN_REF``,
+:func:`op_resolver_name`): the same outputs as x86 on 47 of the 48 records (one output of one record moves by
+1 step, as it does between the reference and optimized kernels on x86 itself), about 3x slower than the
+optimized ones. ``"optimized"`` forces the optimized built-in kernels and ``"reference"`` the reference kernels
+on any machine; ``"xnnpack"`` selects the delegate (about 1 ms faster per query here; it requantizes in
+float32: about 40 % of the int8 outputs moved by 1-2 steps). Answers under those three may differ from another
+device's in near ties: they are for benchmarking.
 
 The float image in [-1, 1] is quantized on the host with the input tensor's scale and zero point, the
 int8 output is dequantized, and the embedding is L2-normalised on the host (the int8
@@ -29,9 +37,10 @@ import numpy as np
 from .errors import BundleError
 
 __all__ = ["Encoder", "interpreter_class", "make_interpreter", "l2_normalise", "KERNELS", "kernels_choice",
-           "runtime_report"]
+           "interpreter_order", "op_resolver_name", "runtime_report"]
 
-KERNELS = ("builtin", "xnnpack")
+# The kernel sets ECGRET_KERNELS may name (the manifest's encoder.kernels records the one a bundle was built with).
+KERNELS = ("builtin", "optimized", "reference", "xnnpack")
 # One interpreter thread by default: the 13.9 M-MAC student gains nothing from more, and the built-in int8
 # kernels lose to thread hand-offs (encode p50 2.1 ms at 1 thread, 10 ms at 2, on the 2-core dev machine).
 DEFAULT_THREADS = 1
@@ -45,18 +54,60 @@ def kernels_choice(kernels: str | None = None) -> str:
     return k
 
 
+def _is_64bit_arm(machine: str | None = None, pointer_bits: int | None = None) -> bool:
+    """Whether this process runs 64-bit ARM code. ``platform.machine()`` alone is not enough: a 32-bit userland
+    on a 64-bit kernel (32-bit Pi OS on a Pi 4/5) says ``aarch64`` too, so the pointer size decides as well."""
+    import platform
+    m = (platform.machine() if machine is None else machine).lower()
+    bits = (64 if sys.maxsize > 2 ** 32 else 32) if pointer_bits is None else pointer_bits
+    return m in ("aarch64", "arm64", "armv8b", "aarch64_be") and bits == 64
+
+
+def op_resolver_name(kernels: str | None = None, backend: str | None = None, machine: str | None = None,
+                     pointer_bits: int | None = None) -> str | None:
+    """The ``OpResolverType`` member the interpreter is created with for a kernel set, or None for the
+    interpreter's default (its XNNPACK delegate).
+
+    ``"builtin"``: ``BUILTIN_REF`` for LiteRT (``backend == "ai-edge-litert"``) in a 64-bit ARM process, whose
+    optimized int8 kernels round differently from x86's; ``BUILTIN_WITHOUT_DEFAULT_DELEGATES`` everywhere else
+    (x86_64, and tflite-runtime on any machine, which agree bit for bit). ``"optimized"``:
+    ``BUILTIN_WITHOUT_DEFAULT_DELEGATES``; ``"reference"``: ``BUILTIN_REF``; ``"xnnpack"``: None. ``backend``
+    defaults to :func:`interpreter_class`'s, ``machine`` and ``pointer_bits`` to this process's.
+    """
+    k = kernels_choice(kernels)
+    if k == "xnnpack":
+        return None
+    if k == "reference":
+        return "BUILTIN_REF"
+    if k == "builtin":
+        if backend is None:
+            _, backend = interpreter_class()
+        if backend == "ai-edge-litert" and _is_64bit_arm(machine, pointer_bits):
+            return "BUILTIN_REF"
+    return "BUILTIN_WITHOUT_DEFAULT_DELEGATES"
+
+
+def interpreter_order(machine: str | None = None, pointer_bits: int | None = None) -> tuple[str, ...]:
+    """The backends :func:`interpreter_class` tries, in order: LiteRT first, except in a 64-bit ARM process,
+    where tflite-runtime 2.14 (whose optimized int8 kernels compute x86's outputs bit for bit, unlike LiteRT's)
+    comes first; ``tensorflow`` last."""
+    first = ("tflite-runtime", "ai-edge-litert") if _is_64bit_arm(machine, pointer_bits) else (
+        "ai-edge-litert", "tflite-runtime")
+    return (*first, "tensorflow")
+
+
 def interpreter_class():
-    """Return (Interpreter class, backend name): LiteRT, tflite-runtime, or tf.lite as a last resort."""
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-        return Interpreter, "ai-edge-litert"
-    except ImportError:
-        pass
-    try:
-        from tflite_runtime.interpreter import Interpreter
-        return Interpreter, "tflite-runtime"
-    except ImportError:
-        pass
+    """Return (Interpreter class, backend name), trying :func:`interpreter_order`: LiteRT and tflite-runtime,
+    tf.lite as a last resort."""
+    for backend in interpreter_order()[:2]:
+        try:
+            if backend == "ai-edge-litert":
+                from ai_edge_litert.interpreter import Interpreter
+            else:
+                from tflite_runtime.interpreter import Interpreter
+            return Interpreter, backend
+        except ImportError:
+            pass
     import importlib
     import importlib.util
     if importlib.util.find_spec("tensorflow") is not None:
@@ -74,7 +125,8 @@ def runtime_report() -> dict:
     """What this machine would run the encoder with, never raising (``ecgret info``, a doctor-style check).
 
     ``{"interpreter": backend name or None, "interpreter_version", "kernels": the kernel set a query would use
-    ("builtin" or "xnnpack"; "default" where the interpreter cannot leave out its default delegates), "kernels_env":
+    (one of :data:`KERNELS`; "default" where the interpreter cannot leave out its default delegates),
+    "op_resolver": the ``OpResolverType`` member it is created with (None: the default delegates), "kernels_env":
     $ECGRET_KERNELS, "installed": {distribution: version or None}, "numpy", "python", "error": why not, or None}``.
     TensorFlow is only named if it is installed; it is not imported unless it would be the interpreter.
     """
@@ -88,7 +140,7 @@ def runtime_report() -> dict:
                 break
             except metadata.PackageNotFoundError:
                 installed[dist] = None
-    out = {"interpreter": None, "interpreter_version": None, "kernels": None,
+    out = {"interpreter": None, "interpreter_version": None, "kernels": None, "op_resolver": None,
            "kernels_env": os.environ.get("ECGRET_KERNELS") or None, "installed": installed,
            "numpy": np.__version__, "python": platform.python_version(), "error": None}
     try:
@@ -105,9 +157,10 @@ def runtime_report() -> dict:
     except BundleError as e:
         out["error"] = str(e)
         return out
-    if k == "builtin" and getattr(sys.modules.get(cls.__module__), "OpResolverType", None) is None:
-        k = "default"   # no OpResolverType: the interpreter applies its default delegates (XNNPACK)
-    out["kernels"] = k
+    resolver = op_resolver_name(k, backend)
+    if resolver is not None and getattr(sys.modules.get(cls.__module__), "OpResolverType", None) is None:
+        k, resolver = "default", None   # no OpResolverType: the interpreter applies its default delegates (XNNPACK)
+    out["kernels"], out["op_resolver"] = k, resolver
     return out
 
 
@@ -136,15 +189,16 @@ def quiet_native_stderr():
 
 def make_interpreter(model_path=None, model_content: bytes | None = None, threads: int | None = None,
                      kernels: str | None = None):
-    """An allocated interpreter for a model file or bytes, on ``threads`` threads (None: 1), with
-    the built-in kernels (default) or the XNNPACK delegate (see :func:`kernels_choice`)."""
-    cls, _ = interpreter_class()
+    """An allocated interpreter for a model file or bytes, on ``threads`` threads (None: 1), with the kernel
+    set ``kernels`` (None: ``$ECGRET_KERNELS``, else ``"builtin"``; the op resolver: :func:`op_resolver_name`)."""
+    cls, backend = interpreter_class()
     n = int(threads) if threads else DEFAULT_THREADS
     kw = {"model_path": str(model_path)} if model_path is not None else {"model_content": model_content}
-    if kernels_choice(kernels) == "builtin":
+    name = op_resolver_name(kernels, backend)
+    if name is not None:
         resolver = getattr(sys.modules[cls.__module__], "OpResolverType", None)
         if resolver is not None:
-            kw["experimental_op_resolver_type"] = resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+            kw["experimental_op_resolver_type"] = getattr(resolver, name)
     with quiet_native_stderr():
         interp = cls(num_threads=n, **kw)
         interp.allocate_tensors()
@@ -171,6 +225,7 @@ class Encoder:
         except Exception as e:  # noqa: BLE001 - the interpreter raises ValueError/RuntimeError on bad models
             raise BundleError(f"{self.path}: the interpreter cannot load the encoder ({e})") from None
         _, self.backend = interpreter_class()
+        self.op_resolver = op_resolver_name(self.kernels, self.backend)   # what the interpreter was created with
         ins, outs = self._interp.get_input_details(), self._interp.get_output_details()
         if len(ins) != 1 or len(outs) != 1:
             raise BundleError(f"{self.path}: expected 1 input and 1 output, got {len(ins)} and {len(outs)}")
