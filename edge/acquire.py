@@ -3,6 +3,7 @@ acquisition line, and the acquired signal as a :class:`~edge.record.Record` to q
 
 ``ecgret demo`` and ``ecgret listen`` share all of it (:mod:`edge.cli` only parses options and prints).
 """
+
 from __future__ import annotations
 
 import sys
@@ -17,6 +18,7 @@ def pick_channels(leads, board: str, channels=None) -> list[int]:
     ASCII board (an Arduino + AD8232 prints one lead), else the 8 independent leads I, II, V1-V6 when the
     record has them, else all. A named channel the record lacks raises :class:`~edge.errors.EcgretError`."""
     from .errors import EcgretError
+
     leads = tuple(leads)
     if channels:
         want = [c.strip() for c in channels if c.strip()]
@@ -38,15 +40,27 @@ def acq_to_record(acq, name: str):
 
     from .leads import canonical_lead
     from .record import Record
+
     names = [canonical_lead(c) or str(c) for c in acq.channel_names]
     if not any(canonical_lead(n) for n in names) and len(names) == 1:
         names = ["II"]
     from datetime import datetime, timedelta, timezone
+
     x = np.asarray(acq.signal_mv, dtype=np.float64)
     start = datetime.now(timezone.utc) - timedelta(seconds=x.shape[0] / float(acq.fs) if acq.fs else 0.0)
-    rec = Record(x, float(acq.fs), tuple(names), name,
-                 {"units": "mV", "board": dict(acq.device_info or {}), "stats": dict(acq.stats or {}),
-                  "acquired": start.strftime("%Y-%m-%d %H:%M:%S UTC"), "format": "acquisition"})
+    rec = Record(
+        x,
+        float(acq.fs),
+        tuple(names),
+        name,
+        {
+            "units": "mV",
+            "board": dict(acq.device_info or {}),
+            "stats": dict(acq.stats or {}),
+            "acquired": start.strftime("%Y-%m-%d %H:%M:%S UTC"),
+            "format": "acquisition",
+        },
+    )
     return rec, np.asarray(acq.lead_off, dtype=bool)
 
 
@@ -57,8 +71,9 @@ def acquire_interruptible(on_interrupt=None, **kw):
     import threading
 
     from firmware_bridge.acquire import acquire
+
     stop = threading.Event()
-    done = threading.Event()   # not Thread.join: a join interrupted by Ctrl-C can wrongly report the thread dead
+    done = threading.Event()  # not Thread.join: a join interrupted by Ctrl-C can wrongly report the thread dead
     box: dict = {}
 
     def work():
@@ -92,6 +107,7 @@ class Progress:
 
     def __init__(self, label: str, stream=None):
         from .termtext import printable
+
         self.stream = stream if stream is not None else sys.stderr
         self.label = printable(label)
         self.last = -1
@@ -122,6 +138,8 @@ def summary_line(acq) -> str:
     """``acquired 5000 samples (10.0 s) at 500 Hz, 8 channels (501 frames, 0 CRC errors, 0 gap samples)``."""
     st = acq.stats or {}
     n = acq.n_samples
-    return (f"acquired {n} samples ({n / acq.fs if acq.fs else 0:.1f} s) at {acq.fs:g} Hz, "
-            f"{acq.signal_mv.shape[1]} channels ({st.get('frames', '?')} frames, {st.get('crc_errors', 0)} CRC "
-            f"errors, {st.get('gap_samples', 0)} gap samples)")
+    return (
+        f"acquired {n} samples ({n / acq.fs if acq.fs else 0:.1f} s) at {acq.fs:g} Hz, "
+        f"{acq.signal_mv.shape[1]} channels ({st.get('frames', '?')} frames, {st.get('crc_errors', 0)} CRC "
+        f"errors, {st.get('gap_samples', 0)} gap samples)"
+    )

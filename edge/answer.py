@@ -6,6 +6,7 @@ past cases, not a diagnosis, then the similar cases' findings in plain words wit
 the table of cases (wrapped to the terminal's width, 80 columns included) and the statements they carry.
 Every answer carries the ecgret version, the bundle id and a UTC timestamp (:func:`stamp`).
 """
+
 from __future__ import annotations
 
 import textwrap
@@ -14,19 +15,31 @@ import time
 from .labels import describe, not_shown, plain_name
 from .termtext import printable
 
-__all__ = ["NOTICE", "TWIN_SCORE", "stamp", "stamp_line", "lead_limits", "archive_twin", "result_dict",
-           "format_result", "clip"]
+__all__ = [
+    "NOTICE",
+    "TWIN_SCORE",
+    "stamp",
+    "stamp_line",
+    "lead_limits",
+    "archive_twin",
+    "result_dict",
+    "format_result",
+    "clip",
+]
 
-NOTICE = ("NOT A DIAGNOSIS: these are similar past cases from the archive and what their reports said; "
-          "a clinician reads the ECG")
-TWIN_SCORE = 0.975   # a bundle case this similar, and standing out from the next by TWIN_MARGIN, is the same
-TWIN_MARGIN = 0.05   # recording (default bundle: HR06005 -> ptbxl:6005 0.988, next 0.856; the highest of the 47
+NOTICE = (
+    "NOT A DIAGNOSIS: these are similar past cases from the archive and what their reports said; "
+    "a clinician reads the ECG"
+)
+TWIN_SCORE = 0.975  # a bundle case this similar, and standing out from the next by TWIN_MARGIN, is the same
+TWIN_MARGIN = 0.05  # recording (default bundle: HR06005 -> ptbxl:6005 0.988, next 0.856; the highest of the 47
 #                      other CinC sample records is 0.960)
 
 
 def stamp(bundle) -> dict:
     """``{"ecgret_version", "bundle_id", "utc": "2025-01-31T12:00:00Z"}`` for one result."""
     from . import __version__
+
     bid = (getattr(bundle, "id", None) or getattr(bundle, "hash", None)) if bundle is not None else None
     return {"ecgret_version": __version__, "bundle_id": bid, "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
@@ -47,12 +60,16 @@ def lead_limits(res) -> dict | None:
     "cannot_show": [codes of the superclasses and subclasses], "similar_cases_cannot_show": [the leading codes
     of the similar cases among them]}``."""
     from .labels import SUBCLASSES, SUPERCLASSES
+
     usable = list(res.quality.usable_leads)
     if len(usable) >= 12:
         return None
     every = list(SUPERCLASSES) + [c for c in SUBCLASSES if c not in SUPERCLASSES]
-    return {"leads": usable, "cannot_show": not_shown(every, usable),
-            "similar_cases_cannot_show": not_shown(_codes(res.consensus), usable)}
+    return {
+        "leads": usable,
+        "cannot_show": not_shown(every, usable),
+        "similar_cases_cannot_show": not_shown(_codes(res.consensus), usable),
+    }
 
 
 def archive_twin(res, record_name: str = "", case_ids=()) -> dict | None:
@@ -62,17 +79,24 @@ def archive_twin(res, record_name: str = "", case_ids=()) -> dict | None:
     nothing). Then the answer
     looks better than it would for a new patient, and says so. ``{"case_id", "score", "why"}``."""
     import re
+
     m = re.fullmatch(r"HR0*(\d+)", str(record_name or "").rsplit("/", 1)[-1].split(".")[0])
     if m and f"ptbxl:{int(m.group(1))}" in set(case_ids):
         cid = f"ptbxl:{int(m.group(1))}"
         hit = next((x for x in res.matches if x.case_id == cid), None)
-        return {"case_id": cid, "score": round(hit.score, 4) if hit else None,
-                "why": f"{record_name} is PTB-XL record {int(m.group(1))}, which is in the archive"}
+        return {
+            "case_id": cid,
+            "score": round(hit.score, 4) if hit else None,
+            "why": f"{record_name} is PTB-XL record {int(m.group(1))}, which is in the archive",
+        }
     bundle = sorted((x.score for x in res.matches if x.source == "bundle"), reverse=True)
     top = next((x for x in res.matches if x.source == "bundle" and x.score == bundle[0]), None) if bundle else None
     if top is not None and top.score >= TWIN_SCORE and (len(bundle) < 2 or top.score - bundle[1] >= TWIN_MARGIN):
-        return {"case_id": top.case_id, "score": round(top.score, 4),
-                "why": f"the most similar archive case is near-identical (similarity {top.score:.3f})"}
+        return {
+            "case_id": top.case_id,
+            "score": round(top.score, 4),
+            "why": f"the most similar archive case is near-identical (similarity {top.score:.3f})",
+        }
     return None
 
 
@@ -96,8 +120,9 @@ def clip(s: str, n: int) -> str:
 
 
 def _wrap(text: str, width: int, max_lines: int | None = None) -> list[str]:
-    lines = textwrap.wrap(" ".join(printable(text).split()), max(8, width), break_long_words=True,
-                          break_on_hyphens=False) or [""]
+    lines = textwrap.wrap(
+        " ".join(printable(text).split()), max(8, width), break_long_words=True, break_on_hyphens=False
+    ) or [""]
     if max_lines is not None and len(lines) > max_lines:
         lines = lines[:max_lines]
         last = lines[-1]
@@ -107,19 +132,21 @@ def _wrap(text: str, width: int, max_lines: int | None = None) -> list[str]:
 
 def _para(text: str, width: int, indent: str = "", first: str = "") -> list[str]:
     """A paragraph wrapped to ``width``: the first line starts with ``first``, the others with ``indent``."""
-    return textwrap.wrap(printable(text), max(20, width), initial_indent=first,
-                         subsequent_indent=indent, break_on_hyphens=False) or [first.rstrip()]
+    return textwrap.wrap(
+        printable(text), max(20, width), initial_indent=first, subsequent_indent=indent, break_on_hyphens=False
+    ) or [first.rstrip()]
 
 
 _ID, _SIM, _DIAG = 16, 10, 22
-_FIXED = 4 + 2 + _ID + 1 + _SIM + 2 + _DIAG + 1   # the report column starts here
-_MIN_REPORT = 40                                  # narrower than this: the report goes under its row
+_FIXED = 4 + 2 + _ID + 1 + _SIM + 2 + _DIAG + 1  # the report column starts here
+_MIN_REPORT = 40  # narrower than this: the report goes under its row
 
 
 def _table(matches, width: int) -> list[str]:
     inline = width - _FIXED >= _MIN_REPORT
-    head = f"{'rank':>4}  {'case id':<{_ID}} {'similarity':>{_SIM}}  {'diagnoses':<{_DIAG}}" + \
-        (" report" if inline else "")
+    head = f"{'rank':>4}  {'case id':<{_ID}} {'similarity':>{_SIM}}  {'diagnoses':<{_DIAG}}" + (
+        " report" if inline else ""
+    )
     out = [head.rstrip(), "-" * min(width, max(len(head), 60))]
     for i, m in enumerate(matches, 1):
         diag = " ".join(m.super_class) or "-"
@@ -131,8 +158,12 @@ def _table(matches, width: int) -> list[str]:
         text = m.report or m.statements or ""
         reps = _wrap(text, width - _FIXED, 3) if inline else []
         for j in range(max(len(ids), len(diags), len(reps))):
-            left = (f"{i:>4}  " if j == 0 else " " * 6) + f"{ids[j] if j < len(ids) else '':<{_ID}} " + \
-                (f"{m.score:>{_SIM}.3f}" if j == 0 else " " * _SIM) + f"  {diags[j] if j < len(diags) else '':<{_DIAG}}"
+            left = (
+                (f"{i:>4}  " if j == 0 else " " * 6)
+                + f"{ids[j] if j < len(ids) else '':<{_ID}} "
+                + (f"{m.score:>{_SIM}.3f}" if j == 0 else " " * _SIM)
+                + f"  {diags[j] if j < len(diags) else '':<{_DIAG}}"
+            )
             out.append((left + (" " + reps[j] if j < len(reps) else "")).rstrip())
         if not inline and text:
             out += [" " * 6 + x for x in _wrap(text, width - 6, 3)]
@@ -142,14 +173,20 @@ def _table(matches, width: int) -> list[str]:
 def _grouped(codes) -> str:
     """Codes by superclass: ``myocardial infarction [MI: AMI, IMI], hypertrophy [HYP: LVH]``."""
     from .labels import SUBCLASSES, SUPERCLASSES
+
     groups: dict[str, list[str]] = {}
     for c in codes:
         sup = c if c in SUPERCLASSES else SUBCLASSES.get(c, (c, ""))[0]
         groups.setdefault(sup, [])
         if c != sup:
             groups[sup].append(c)
-    return ", ".join((f"{plain_name(s)} [{s}" if s in codes else f"some kinds of {plain_name(s)} [")
-                     + (": " if s in codes and subs else "") + ", ".join(subs) + "]" for s, subs in groups.items())
+    return ", ".join(
+        (f"{plain_name(s)} [{s}" if s in codes else f"some kinds of {plain_name(s)} [")
+        + (": " if s in codes and subs else "")
+        + ", ".join(subs)
+        + "]"
+        for s, subs in groups.items()
+    )
 
 
 def format_result(res, *, width: int = 100, st: dict | None = None, twin: dict | None = None) -> str:
@@ -168,8 +205,12 @@ def format_result(res, *, width: int = 100, st: dict | None = None, twin: dict |
         lines += _para(res.rhythm.line, width, "  ")
     lines += _para(NOTICE, width, "  ")
     if twin:
-        lines += _para(f"NOTE: {twin['why']}: this recording is probably in the archive itself, so the answer "
-                       "looks better than it would for a new patient", width, "  ")
+        lines += _para(
+            f"NOTE: {twin['why']}: this recording is probably in the archive itself, so the answer "
+            "looks better than it would for a new patient",
+            width,
+            "  ",
+        )
     for ln in res.consensus.plain_lines():
         lines += _para(ln, width, "    ")
     lim = lead_limits(res)
@@ -177,13 +218,22 @@ def format_result(res, *, width: int = 100, st: dict | None = None, twin: dict |
         n = len(lim["leads"])
         leads = ("only lead " if n == 1 else "only leads ") + ", ".join(lim["leads"]) if n else "no lead"
         if lim["similar_cases_cannot_show"]:
-            lines += _para(f"{leads} usable: these leads cannot show "
-                           + ", ".join(describe(c) for c in lim["similar_cases_cannot_show"])
-                           + ", which the similar cases carry: this recording does not confirm them", width, "  ")
+            lines += _para(
+                f"{leads} usable: these leads cannot show "
+                + ", ".join(describe(c) for c in lim["similar_cases_cannot_show"])
+                + ", which the similar cases carry: this recording does not confirm them",
+                width,
+                "  ",
+            )
         rest = _grouped([c for c in lim["cannot_show"] if c not in lim["similar_cases_cannot_show"]])
         if rest:
-            lines += _para(("nor can they" if lim["similar_cases_cannot_show"] else
-                            f"{leads} usable: these leads cannot") + " show " + rest, width, "  ")
+            lines += _para(
+                ("nor can they" if lim["similar_cases_cannot_show"] else f"{leads} usable: these leads cannot")
+                + " show "
+                + rest,
+                width,
+                "  ",
+            )
     usable, problems = q.usable_leads, q.problems
     lines.append(f"quality: {len(usable)} of 12 leads usable" + ("" if problems else ", no problems found"))
     for f in problems:
@@ -196,12 +246,18 @@ def format_result(res, *, width: int = 100, st: dict | None = None, twin: dict |
         lines.append(f"  {kind}: {', '.join(leads)}")
     lines += ["", *_table(res.matches, width)]
     if any(a.score < b.score for a, b in zip(res.matches, res.matches[1:])):
-        lines += _para("(ranked by ECG similarity and by how alike the measured rhythm is; the similarity column "
-                       "is the ECG similarity alone)", width, "   ", "  ")
+        lines += _para(
+            "(ranked by ECG similarity and by how alike the measured rhythm is; the similarity column "
+            "is the ECG similarity alone)",
+            width,
+            "   ",
+            "  ",
+        )
     c = res.consensus
     st_votes = c.leading("statements")
     lines += [""] + _para(f"consensus of {c.n_cases} cases (similarity-weighted): {c.summary}", width, "  ")
     if st_votes:
-        lines += _para("statements: " + "; ".join(f"{v.label} ({v.support:.0%})" for v in st_votes[:6]), width,
-                       "    ", "  ")
+        lines += _para(
+            "statements: " + "; ".join(f"{v.label} ({v.support:.0%})" for v in st_votes[:6]), width, "    ", "  "
+        )
     return printable("\n".join(lines), newlines=True)  # case text, file names, lead names: no escapes

@@ -18,6 +18,7 @@ and raises an :class:`OSError` of the same kind that names the *target* (not the
 Only the standard library: usable from :mod:`edge` and :mod:`convert` alike (the firmware bridge may not
 import :mod:`edge`, and it writes nothing users rely on).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -127,8 +128,15 @@ def atomic_path(path, *, suffix: str = "", mode: int | None = None, overwrite: b
 
 
 @contextlib.contextmanager
-def atomic_open(path, mode: str = "wb", *, encoding: str | None = None, newline: str | None = None,
-                file_mode: int | None = None, overwrite: bool = True):
+def atomic_open(
+    path,
+    mode: str = "wb",
+    *,
+    encoding: str | None = None,
+    newline: str | None = None,
+    file_mode: int | None = None,
+    overwrite: bool = True,
+):
     """``open()`` for writing, atomically: yields a file object on a fresh temporary file next to ``path``;
     a clean exit fsyncs it and renames it to ``path``, an exception removes it. ``mode`` is ``"w"`` or ``"wb"``."""
     if mode not in ("w", "wb", "wt"):

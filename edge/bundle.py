@@ -18,6 +18,7 @@ interpreter) sees a byte of it, in this order:
 
 Every failure is a :class:`~edge.errors.BundleError` naming the file and the field.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -44,17 +45,35 @@ MANIFEST_FILE = "manifest.json"
 MODEL_CARD_FILE = "MODEL_CARD.md"
 BUNDLE_FILES = (ENCODER_FILE, INDEX_FILE, CASES_FILE, MODEL_CARD_FILE)
 WAVEFORMS_FILE = "waveforms.bin"
-OPTIONAL_FILES = (WAVEFORMS_FILE,)     # listed in the manifest's "files" when present; checked when first used
-WAVEFORM_ARRAYS = {"median_beats": 3, "rhythm_II": 2}   # the arrays waveforms.bin may hold, and their ndim
+OPTIONAL_FILES = (WAVEFORMS_FILE,)  # listed in the manifest's "files" when present; checked when first used
+WAVEFORM_ARRAYS = {"median_beats": 3, "rhythm_II": 2}  # the arrays waveforms.bin may hold, and their ndim
 ENV_VAR = "ECGRET_BUNDLE"
 ENV_ALLOW_UNSIGNED = "ECGRET_ALLOW_UNSIGNED"
 
 _CASE_LISTS = ("super_class", "sub_class", "form", "rhythm")
 _CASE_TEXT = ("statements", "report", "source")
 
-__all__ = ["Bundle", "CaseWaveforms", "VerifiedBundle", "load_bundle", "verify_bundle", "default_bundle_path", "resolve_bundle_path", "read_manifest",
-           "parse_manifest", "verify_files", "bundle_id", "legacy_hash", "set_trust_policy", "unsigned_allowed",
-           "FORMAT", "FORMAT_VERSION", "SIGNATURE_FILE", "ENV_ALLOW_UNSIGNED", "WAVEFORMS_FILE"]
+__all__ = [
+    "Bundle",
+    "CaseWaveforms",
+    "VerifiedBundle",
+    "load_bundle",
+    "verify_bundle",
+    "default_bundle_path",
+    "resolve_bundle_path",
+    "read_manifest",
+    "parse_manifest",
+    "verify_files",
+    "bundle_id",
+    "legacy_hash",
+    "set_trust_policy",
+    "unsigned_allowed",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "SIGNATURE_FILE",
+    "ENV_ALLOW_UNSIGNED",
+    "WAVEFORMS_FILE",
+]
 
 # Whether a bundle must be signed by a trusted key when the caller does not say (allow_unsigned=None). The
 # library default is lenient (workstation tools load the bundles they just built); the ``ecgret`` CLI, the
@@ -113,7 +132,7 @@ class Bundle:
     manifest: dict
     cases: tuple[dict, ...]
     threads: int | None = None
-    id: str = ""                       # sha256 of manifest.json (hex)
+    id: str = ""  # sha256 of manifest.json (hex)
     trust: Trust = Trust("unsigned")
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
@@ -141,6 +160,7 @@ class Bundle:
     @property
     def imaging_config(self):
         from .imaging import ImagingConfig
+
         im = self.manifest["imaging"]
         return ImagingConfig.from_dict(im)
 
@@ -149,6 +169,7 @@ class Bundle:
         enc = self._cache.get("encoder")
         if enc is None:
             from .encoder import Encoder
+
             real = self.path / ENCODER_FILE
             src = self._cache.get("encoder_sealed")
             try:
@@ -172,10 +193,17 @@ class Bundle:
         idx = self._cache.get("index")
         if idx is None:
             from .index import CaseIndex
+
             m = self.manifest["index"]
-            idx = self._cache["index"] = CaseIndex(self.path / INDEX_FILE, m["dim"], m["metric"], m["search_k"],
-                                                   data=self._cache.pop("index_bytes", None),
-                                                   n_items=m["n_items"], n_trees=m["n_trees"])
+            idx = self._cache["index"] = CaseIndex(
+                self.path / INDEX_FILE,
+                m["dim"],
+                m["metric"],
+                m["search_k"],
+                data=self._cache.pop("index_bytes", None),
+                n_items=m["n_items"],
+                n_trees=m["n_trees"],
+            )
         return idx
 
 
@@ -227,8 +255,15 @@ def _load_waveforms(d: Path, m: dict) -> CaseWaveforms | None:
         n = int(np.prod(shape))
         arrays[name] = np.frombuffer(data, dtype=np.int8, count=n, offset=int(a["offset"])).reshape(shape)
     mb = wf["arrays"].get("median_beats") or {}
-    return CaseWaveforms(arrays.get("median_beats"), arrays.get("rhythm_II"), float(wf["scale"]), int(wf["fs"]),
-                         int(mb.get("r_index", 0)), str(wf["units"]), str(wf.get("source", "")))
+    return CaseWaveforms(
+        arrays.get("median_beats"),
+        arrays.get("rhythm_II"),
+        float(wf["scale"]),
+        int(wf["fs"]),
+        int(mb.get("r_index", 0)),
+        str(wf["units"]),
+        str(wf.get("source", "")),
+    )
 
 
 def _err(where, fld: str, msg: str) -> BundleError:
@@ -255,7 +290,7 @@ def _read_regular(p: Path, cap: int, size: int | None = None) -> bytes:
             raise _err(p, "bytes", f"{st.st_size} bytes, manifest says {size} (file changed or truncated)")
         if st.st_size > cap:
             raise _err(p, "bytes", f"{st.st_size:,} bytes, more than the {cap:,} allowed")
-        data = read_bounded(fd, (st.st_size if size is None else size) + 1)   # one more: a file that grew shows
+        data = read_bounded(fd, (st.st_size if size is None else size) + 1)  # one more: a file that grew shows
     except OSError as e:
         raise _err(p, "file", f"unreadable ({e.strerror or e})") from None
     finally:
@@ -268,6 +303,7 @@ def _read_regular(p: Path, cap: int, size: int | None = None) -> bytes:
 def parse_manifest(data: bytes, where) -> dict:
     """Parse manifest bytes within limits and check them against the schema (:mod:`edge.schema`)."""
     from .schema import JSONLimitError, loads_bounded, validate_manifest
+
     try:
         m = loads_bounded(data)
     except JSONLimitError as e:
@@ -278,6 +314,7 @@ def parse_manifest(data: bytes, where) -> dict:
 
 def _read_manifest_bytes(d: Path) -> bytes:
     from .schema import MAX_MANIFEST_BYTES
+
     if not d.is_dir():
         raise BundleError(f"{d}: no bundle folder there")
     if not os.path.lexists(d / MANIFEST_FILE):
@@ -316,6 +353,7 @@ def verify_files(path, manifest: dict) -> dict[str, bytes]:
 
 def _parse_cases(data: bytes, path: Path) -> tuple[dict, ...]:
     from .schema import printable
+
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -343,7 +381,7 @@ def _parse_cases(data: bytes, path: Path) -> tuple[dict, ...]:
                 try:
                     if type(v) is not list:
                         raise TypeError
-                    "".join(v)            # TypeError unless every element is a string
+                    "".join(v)  # TypeError unless every element is a string
                 except TypeError:
                     raise _err(path, f"line {i}.{k}", "not a list of strings") from None
         for k in _CASE_TEXT:
@@ -354,8 +392,15 @@ def _parse_cases(data: bytes, path: Path) -> tuple[dict, ...]:
 
 
 def _check_encoder(path: Path, want: dict, got: dict) -> None:
-    for k in ("input_shape", "input_dtype", "input_zero_point", "output_shape", "output_dtype",
-              "output_zero_point", "embedding_dim"):
+    for k in (
+        "input_shape",
+        "input_dtype",
+        "input_zero_point",
+        "output_shape",
+        "output_dtype",
+        "output_zero_point",
+        "embedding_dim",
+    ):
         if want[k] != got[k]:
             raise _err(path, f"encoder.{k}", f"model has {got[k]!r}, manifest says {want[k]!r}")
     for k in ("input_scale", "output_scale"):
@@ -383,6 +428,7 @@ def verify_bundle(path=None, *, allow_unsigned: bool | None = None, ignore_signa
     replaces it; implies an unsigned load)."""
     from .index import check_annoy
     from .trust import MAX_SIGNATURE_BYTES
+
     d = resolve_bundle_path(path)
     mpath = d / MANIFEST_FILE
     mbytes = _read_manifest_bytes(d)
@@ -393,8 +439,12 @@ def verify_bundle(path=None, *, allow_unsigned: bool | None = None, ignore_signa
         sig = _read_regular(sig_path, MAX_SIGNATURE_BYTES) if os.path.lexists(sig_path) else None
         trust = check_signature(sig, mbytes, sig_path)
     if not trust.trusted and not (ignore_signature or unsigned_allowed(allow_unsigned)):
-        raise _err(d, "signature", f"{trust.describe()}. Only bundles signed by a trusted publisher load by "
-                   f"default; to load this one anyway pass --allow-unsigned (or set {ENV_ALLOW_UNSIGNED}=1)")
+        raise _err(
+            d,
+            "signature",
+            f"{trust.describe()}. Only bundles signed by a trusted publisher load by "
+            f"default; to load this one anyway pass --allow-unsigned (or set {ENV_ALLOW_UNSIGNED}=1)",
+        )
     m = parse_manifest(mbytes, mpath)
     data = verify_files(d, m)
     idx_m = m["index"]
@@ -405,12 +455,19 @@ def verify_bundle(path=None, *, allow_unsigned: bool | None = None, ignore_signa
     return VerifiedBundle(d, m, bundle_id(mbytes), trust, data, cases)
 
 
-def load_bundle(path=None, *, threads: int | None = None, check_encoder: bool = True,
-                allow_unsigned: bool | None = None, ignore_signature: bool = False) -> Bundle:
+def load_bundle(
+    path=None,
+    *,
+    threads: int | None = None,
+    check_encoder: bool = True,
+    allow_unsigned: bool | None = None,
+    ignore_signature: bool = False,
+) -> Bundle:
     """Load and verify the bundle at ``path`` (default: :func:`resolve_bundle_path`): :func:`verify_bundle`,
     then the encoder and the index are opened (once, from sealed copies of the verified bytes) and kept;
     the encoder's real input/output details must match the manifest."""
     from .sealed import sealed_copy
+
     v = verify_bundle(path, allow_unsigned=allow_unsigned, ignore_signature=ignore_signature)
     d, m = v.path, v.manifest
     idx_m, enc_m = m["index"], m["encoder"]
@@ -420,8 +477,11 @@ def load_bundle(path=None, *, threads: int | None = None, check_encoder: bool = 
         enc = b.encoder
         _check_encoder(d / ENCODER_FILE, enc_m, enc.details())
         if tuple(b.imaging_config.shape) != tuple(enc.input_shape[1:]):
-            raise _err(d / MANIFEST_FILE, "imaging", f"mode/tile give shape {b.imaging_config.shape} but the "
-                       f"encoder takes {enc.input_shape}")
+            raise _err(
+                d / MANIFEST_FILE,
+                "imaging",
+                f"mode/tile give shape {b.imaging_config.shape} but the encoder takes {enc.input_shape}",
+            )
     idx = b.index
     if len(idx) != idx_m["n_items"]:
         raise _err(d / INDEX_FILE, "n_items", f"index holds {len(idx)} items, manifest says {idx_m['n_items']}")

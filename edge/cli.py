@@ -8,6 +8,7 @@ A closed stdout (``ecgret query ... | head -1``) ends the command quietly, exit 
 Every error a user can cause (:class:`~edge.errors.EcgretError`, the bridge's ``BridgeError``) is one line
 on stderr and exit code 1; usage errors exit 2 (click).
 """
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,21 @@ import sys
 
 import click
 
-from .cli_types import (BOARD_RATE, CHANNELS, SPEED, baud_option, board_option, fs_option, json_option,
-                        leads_option, overlay_option, report_option, save_option, seconds_option, top_k_option)
+from .cli_types import (
+    BOARD_RATE,
+    CHANNELS,
+    SPEED,
+    baud_option,
+    board_option,
+    fs_option,
+    json_option,
+    leads_option,
+    overlay_option,
+    report_option,
+    save_option,
+    seconds_option,
+    top_k_option,
+)
 from .errors import EcgretError
 from .termtext import printable as _printable
 
@@ -54,7 +68,7 @@ def _short(msg: str) -> str:
     """An error message as one printable line of bounded length (messages can quote files and arguments)."""
     msg = str(msg).encode("utf-8", "surrogateescape").decode("utf-8", "replace")  # undecodable bytes: U+FFFD
     msg = " ".join("".join(c if c.isprintable() else " " for c in msg).split())  # no escapes, no line breaks
-    return msg if len(msg) <= _MAX_ERROR_CHARS else msg[:_MAX_ERROR_CHARS - 1] + "…"
+    return msg if len(msg) <= _MAX_ERROR_CHARS else msg[: _MAX_ERROR_CHARS - 1] + "…"
 
 
 def _debug() -> bool:
@@ -70,8 +84,10 @@ def _error_text(e: BaseException) -> str:
     if isinstance(e, OSError):
         return _short(f"{e.strerror or e}" + (f": {e.filename}" if getattr(e, "filename", None) else ""))
     what = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
-    return _short(f"internal error ({what[:200]}); this is a bug in ecgret, please report it"
-                  + ("" if _debug() else " (run with --debug for the traceback)"))
+    return _short(
+        f"internal error ({what[:200]}); this is a bug in ecgret, please report it"
+        + ("" if _debug() else " (run with --debug for the traceback)")
+    )
 
 
 class _Group(click.Group):
@@ -83,11 +99,12 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
-        except BrokenPipeError:   # the reader went away (`| head -1`): nothing to say, nobody to say it to
+        except BrokenPipeError:  # the reader went away (`| head -1`): nothing to say, nobody to say it to
             _quiet_exit()
         except Exception as e:  # noqa: BLE001 - the one catch-all: it names the error and says it is a bug
             if not (_is_user_error(e) or isinstance(e, OSError)) and (ctx.params or {}).get("debug"):
                 import traceback
+
                 traceback.print_exc()
             _fail(_error_text(e))
 
@@ -103,6 +120,7 @@ def _trust_policy(ctx, param, allow):
     """Every command that loads a bundle requires a trusted signature unless --allow-unsigned (or
     $ECGRET_ALLOW_UNSIGNED) says otherwise; the flag is passed on to child processes (bench's cold starts)."""
     from .bundle import ENV_ALLOW_UNSIGNED, set_trust_policy
+
     set_trust_policy(require_trusted=not allow)
     if allow:
         os.environ[ENV_ALLOW_UNSIGNED] = "1"
@@ -111,17 +129,32 @@ def _trust_policy(ctx, param, allow):
 
 def bundle_option(f):
     """``--bundle PATH`` (env ECGRET_BUNDLE) and ``--allow-unsigned``: every verb that loads a bundle."""
-    f = click.option("--allow-unsigned", is_flag=True, envvar="ECGRET_ALLOW_UNSIGNED", expose_value=False,
-                     callback=_trust_policy,
-                     help="Load a bundle that is not signed by a trusted publisher (env ECGRET_ALLOW_UNSIGNED=1).")(f)
-    return click.option("--bundle", "bundle_path", envvar=ENV_BUNDLE, default=None, metavar="PATH",
-                        help=f"Model bundle folder (default: the bundled one; env {ENV_BUNDLE}).")(f)
+    f = click.option(
+        "--allow-unsigned",
+        is_flag=True,
+        envvar="ECGRET_ALLOW_UNSIGNED",
+        expose_value=False,
+        callback=_trust_policy,
+        help="Load a bundle that is not signed by a trusted publisher (env ECGRET_ALLOW_UNSIGNED=1).",
+    )(f)
+    return click.option(
+        "--bundle",
+        "bundle_path",
+        envvar=ENV_BUNDLE,
+        default=None,
+        metavar="PATH",
+        help=f"Model bundle folder (default: the bundled one; env {ENV_BUNDLE}).",
+    )(f)
 
 
 def threads_option(f):
     """``--threads N``: every verb that runs the encoder."""
-    return click.option("--threads", type=click.IntRange(min=1), default=None,
-                        help="Interpreter threads (default 1: the small encoder gains nothing from more).")(f)
+    return click.option(
+        "--threads",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Interpreter threads (default 1: the small encoder gains nothing from more).",
+    )(f)
 
 
 def _load(bundle_path, threads, overlay: bool = True):
@@ -129,12 +162,14 @@ def _load(bundle_path, threads, overlay: bool = True):
     (warnings about the bundle's trust and the overlay on stderr)."""
     from .bundle import load_bundle
     from .pipeline import Retriever
+
     b = load_bundle(bundle_path, threads=threads)
     if not b.trust.trusted:
         click.echo(f"ecgret: warning: bundle {b.hash}: {b.trust.describe()} (loaded with --allow-unsigned)", err=True)
     ov = None
     if overlay:
         from .overlay import Overlay
+
         ov = Overlay.for_bundle(b, strict=False)
         if ov.error:
             click.echo(f"ecgret: warning: local overlay ignored: {ov.error}", err=True)
@@ -145,9 +180,11 @@ def _load(bundle_path, threads, overlay: bool = True):
 
 # ------------------------------------------------------------------------------------------- printing
 
+
 def _width() -> int:
     """The terminal's width (COLUMNS, else the terminal, else 100), 60 to 200 columns."""
     import shutil
+
     return max(60, min(shutil.get_terminal_size((100, 24)).columns, 200))
 
 
@@ -171,8 +208,11 @@ def _note_top_k(r, top_k: int) -> None:
     n = _n_cases(r)
     if top_k > n:
         n_local = len(r.overlay) if r.overlay is not None else 0
-        _say(f"ecgret: note: --top-k {top_k}: the archive holds {len(r.index):,} cases"
-             + (f" and the overlay {n_local:,} local ones" if n_local else "") + f"; an answer lists at most {n:,}")
+        _say(
+            f"ecgret: note: --top-k {top_k}: the archive holds {len(r.index):,} cases"
+            + (f" and the overlay {n_local:,} local ones" if n_local else "")
+            + f"; an answer lists at most {n:,}"
+        )
 
 
 def _n_cases(r) -> int:
@@ -183,12 +223,15 @@ def _note_fewer(res, top_k: int, r) -> None:
     """Say so when the approximate index gave fewer cases than asked for (and than the archive holds)."""
     want = min(top_k, _n_cases(r))
     if len(res.matches) < want:
-        _say(f"ecgret: note: {res.query}: the index returned {len(res.matches)} of the {want} cases asked for "
-             "(Annoy's search is approximate)")
+        _say(
+            f"ecgret: note: {res.query}: the index returned {len(res.matches)} of the {want} cases asked for "
+            "(Annoy's search is approximate)"
+        )
 
 
 def _write_report(report_path, results, bundle) -> None:
     from .report import write_report
+
     write_report(report_path, results, bundle)
     _say(f"report written to {report_path}")
 
@@ -198,6 +241,7 @@ def _case_ids(r) -> set:
 
 
 # ------------------------------------------------------------------------------------------- query
+
 
 @main.command()
 @click.argument("files", nargs=-1, required=True)
@@ -222,6 +266,7 @@ def query(files, fs, leads, top_k, as_json, report_path, overlay, bundle_path, t
     from .answer import archive_twin, format_result, result_dict, stamp
     from .io import read_record
     from .signal import PAD_S
+
     max_seconds = r.duration_s + PAD_S  # the seconds the device uses plus the filter's padding: no more is read
     ids, width = _case_ids(r), _width()
     results, failed = [], 0
@@ -233,8 +278,11 @@ def query(files, fs, leads, top_k, as_json, report_path, overlay, bundle_path, t
             res = replace(r.query_record(rec, leads=leads, top_k=top_k), query=shown)
             _note_fewer(res, top_k, r)
             twin = archive_twin(res, os.path.basename(str(path)), ids)
-            out = json.dumps(result_dict(res, st=st, twin=twin), ensure_ascii=False) if as_json else \
-                format_result(res, width=width, st=st, twin=twin) + "\n"
+            out = (
+                json.dumps(result_dict(res, st=st, twin=twin), ensure_ascii=False)
+                if as_json
+                else format_result(res, width=width, st=st, twin=twin) + "\n"
+            )
             out = out.encode("utf-8", "replace").decode("utf-8")  # a lone surrogate from a file name: "?"
         except Exception as e:  # noqa: BLE001 - user errors and bugs alike end this file only
             failed += 1
@@ -243,6 +291,7 @@ def query(files, fs, leads, top_k, as_json, report_path, overlay, bundle_path, t
                 msg = f"{shown}: {msg}"
             if _debug() and not (_is_user_error(e) or isinstance(e, OSError)):
                 import traceback
+
                 traceback.print_exc()
             click.echo(f"ecgret: error: {msg}", err=True)
             if as_json:
@@ -258,14 +307,19 @@ def query(files, fs, leads, top_k, as_json, report_path, overlay, bundle_path, t
 
 # ------------------------------------------------------------------------------------------- info
 
+
 def _runtime_text(rt: dict) -> str:
     """One line of :func:`edge.encoder.runtime_report` plus the CPU (``ecgret info``)."""
     cpu = rt.get("cpu") or {}
     interp = f"{rt['interpreter']} {rt['interpreter_version'] or ''}".strip() if rt["interpreter"] else "NONE"
-    line = (f"interpreter {interp}, kernels {rt['kernels'] or '-'}, numpy {rt['numpy']}, Python {rt['python']}, "
-            f"CPU {cpu.get('cpu', '?')} ({cpu.get('cores', '?')} cores, {cpu.get('machine', '?')})")
+    line = (
+        f"interpreter {interp}, kernels {rt['kernels'] or '-'}, numpy {rt['numpy']}, Python {rt['python']}, "
+        f"CPU {cpu.get('cpu', '?')} ({cpu.get('cores', '?')} cores, {cpu.get('machine', '?')})"
+    )
     if rt.get("error"):
-        line += f"\n         ! {rt['error']}; queries cannot run until one is installed (the card below is the manifest's)"
+        line += (
+            f"\n         ! {rt['error']}; queries cannot run until one is installed (the card below is the manifest's)"
+        )
     return line
 
 
@@ -278,38 +332,50 @@ def info(as_json, bundle_path):
     from .bundle import load_bundle
     from .encoder import runtime_report
     from .overlay import Overlay
-    rt = dict(runtime_report(), cpu=machine())   # never fails: a missing interpreter is reported, not raised
+
+    rt = dict(runtime_report(), cpu=machine())  # never fails: a missing interpreter is reported, not raised
     b = load_bundle(bundle_path, threads=1, check_encoder=rt["interpreter"] is not None)
     ov = Overlay.for_bundle(b, strict=False)
     if as_json:
         from .answer import stamp
-        _echo_json(dict(b.manifest, path=str(b.path), hash=b.hash, id=b.id, trust=b.trust.to_dict(),
-                        overlay={"path": str(ov.file), "n_cases": len(ov), "error": ov.error},
-                        runtime=rt, **stamp(b)))
+
+        _echo_json(
+            dict(
+                b.manifest,
+                path=str(b.path),
+                hash=b.hash,
+                id=b.id,
+                trust=b.trust.to_dict(),
+                overlay={"path": str(ov.file), "n_cases": len(ov), "error": ov.error},
+                runtime=rt,
+                **stamp(b),
+            )
+        )
         return
     m = b.manifest
     enc, idx, arc = m["encoder"], m["index"], m["archive"]
     size = {k: v["bytes"] for k, v in m["files"].items()}
-    lines = [f"bundle   {m['name']}  (format {m['format_version']}, id {b.hash}, created {m['created']})",
-             f"id       {b.id} (sha256 of manifest.json)",
-             f"signed   {b.trust.describe()}" + ("" if b.trust.trusted else "; loaded with --allow-unsigned"),
-             f"path     {b.path}",
-             f"runtime  {_runtime_text(rt)}",
-             f"encoder  {enc['input_shape']} {enc['input_dtype']} -> {enc['output_shape']} {enc['output_dtype']}, "
-             f"{enc['quantization']}, {size['encoder.tflite'] / 1024:.0f} KiB"
-             + (f", {enc['params']:,} params" if enc.get("params") else "")
-             + (f", {enc['macs'] / 1e6:.1f} M MACs" if enc.get("macs") else "")
-             + f"  [interpreter: {rt['interpreter'] or 'none'}]",
-             f"imaging  mode {m['imaging'].get('mode')}, tile {m['imaging'].get('tile')}, shape {m['imaging'].get('shape')}",
-             f"index    Annoy {idx['metric']}, dim {idx['dim']}, {idx['n_items']} items, {idx['n_trees']} trees, "
-             f"search_k {idx['search_k']}, recall@10 {idx['recall_at_10']:.3f}, {size['index.ann'] / 1024:.0f} KiB",
-             f"archive  {arc['n_cases']} cases, folds {arc.get('folds')}, sources "
-             + ", ".join(f"{k} {v}" for k, v in arc.get("sources", {}).items()),
-             "         superclasses " + ", ".join(f"{k} {v}" for k, v in arc.get("super_class_counts", {}).items())]
+    lines = [
+        f"bundle   {m['name']}  (format {m['format_version']}, id {b.hash}, created {m['created']})",
+        f"id       {b.id} (sha256 of manifest.json)",
+        f"signed   {b.trust.describe()}" + ("" if b.trust.trusted else "; loaded with --allow-unsigned"),
+        f"path     {b.path}",
+        f"runtime  {_runtime_text(rt)}",
+        f"encoder  {enc['input_shape']} {enc['input_dtype']} -> {enc['output_shape']} {enc['output_dtype']}, "
+        f"{enc['quantization']}, {size['encoder.tflite'] / 1024:.0f} KiB"
+        + (f", {enc['params']:,} params" if enc.get("params") else "")
+        + (f", {enc['macs'] / 1e6:.1f} M MACs" if enc.get("macs") else "")
+        + f"  [interpreter: {rt['interpreter'] or 'none'}]",
+        f"imaging  mode {m['imaging'].get('mode')}, tile {m['imaging'].get('tile')}, shape {m['imaging'].get('shape')}",
+        f"index    Annoy {idx['metric']}, dim {idx['dim']}, {idx['n_items']} items, {idx['n_trees']} trees, "
+        f"search_k {idx['search_k']}, recall@10 {idx['recall_at_10']:.3f}, {size['index.ann'] / 1024:.0f} KiB",
+        f"archive  {arc['n_cases']} cases, folds {arc.get('folds')}, sources "
+        + ", ".join(f"{k} {v}" for k, v in arc.get("sources", {}).items()),
+        "         superclasses " + ", ".join(f"{k} {v}" for k, v in arc.get("super_class_counts", {}).items()),
+    ]
     if arc.get("rhythm_counts"):
         lines.append("         rhythms " + ", ".join(f"{k} {v}" for k, v in list(arc["rhythm_counts"].items())[:8]))
-    lines.append(f"overlay  {len(ov)} enrolled case(s) in {ov.file}"
-                 + (f"  [IGNORED: {ov.error}]" if ov.error else ""))
+    lines.append(f"overlay  {len(ov)} enrolled case(s) in {ov.file}" + (f"  [IGNORED: {ov.error}]" if ov.error else ""))
     ev = m.get("evaluation")
     if ev and ev.get("table_markdown"):
         lines += ["", "evaluation", ev["table_markdown"].rstrip()]
@@ -320,13 +386,30 @@ def info(as_json, bundle_path):
 
 # ------------------------------------------------------------------------------------------- bench
 
+
 @main.command()
-@click.option("--n", "n_records", type=click.IntRange(min=1), default=200, show_default=True,
-              help="Real records to time (after a warm-up).")
-@click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True,
-              help="Queries run before timing starts (not timed).")
-@click.option("--cold-runs", type=click.IntRange(min=0), default=5, show_default=True,
-              help="Cold starts to time (each spawns `ecgret query`).")
+@click.option(
+    "--n",
+    "n_records",
+    type=click.IntRange(min=1),
+    default=200,
+    show_default=True,
+    help="Real records to time (after a warm-up).",
+)
+@click.option(
+    "--warmup",
+    type=click.IntRange(min=0),
+    default=10,
+    show_default=True,
+    help="Queries run before timing starts (not timed).",
+)
+@click.option(
+    "--cold-runs",
+    type=click.IntRange(min=0),
+    default=5,
+    show_default=True,
+    help="Cold starts to time (each spawns `ecgret query`).",
+)
 @json_option
 @bundle_option
 def bench(n_records, warmup, cold_runs, as_json, bundle_path):
@@ -334,27 +417,39 @@ def bench(n_records, warmup, cold_runs, as_json, bundle_path):
     from .answer import stamp
     from .bench import format_bench, run_bench
     from .bundle import load_bundle
+
     st = stamp(load_bundle(bundle_path, threads=1, check_encoder=False))
-    res = run_bench(bundle_path, n_records=n_records, warmup=warmup, cold_runs=cold_runs,
-                    progress=lambda s: click.echo(s, err=True))
+    res = run_bench(
+        bundle_path, n_records=n_records, warmup=warmup, cold_runs=cold_runs, progress=lambda s: click.echo(s, err=True)
+    )
     if as_json:
         _echo_json(dict(res, **st))
     else:
         from .answer import stamp_line
+
         click.echo(stamp_line(st) + "\n" + format_bench(res))
 
 
 # ------------------------------------------------------------------------------------------- acquisition
 
+
 def _acquire(url, board, seconds, *, baud=None, fs=None, channel_names=None, reconnect_timeout=10.0):
     """Acquire with progress on a terminal and the acquisition line after; (acquisition, interrupted)."""
     from .acquire import Progress, acquire_interruptible, summary_line
+
     prog = Progress(f"acquiring {seconds:g} s from {url}")
     try:
         acq, interrupted = acquire_interruptible(
             on_interrupt=lambda: click.echo("\ninterrupted: stopping the acquisition ...", err=True),
-            url=url, board=board, seconds=seconds, baud=baud, fs=fs, channel_names=channel_names,
-            on_progress=prog, reconnect_timeout=reconnect_timeout)
+            url=url,
+            board=board,
+            seconds=seconds,
+            baud=baud,
+            fs=fs,
+            channel_names=channel_names,
+            on_progress=prog,
+            reconnect_timeout=reconnect_timeout,
+        )
     finally:
         prog.close()
     if acq is not None and acq.n_samples:
@@ -366,6 +461,7 @@ def _answer(r, rec, lead_off, leads, top_k, as_json, save_dir=None, stem=None, t
     """Query an acquired record, print it like `ecgret query`, optionally save record + result. The result
     (or None when it could not be answered)."""
     from .answer import archive_twin, format_result, result_dict, stamp
+
     st = stamp(r.bundle)
     try:
         res = r.query_record(rec, leads=leads, top_k=top_k, lead_off=lead_off)
@@ -387,35 +483,67 @@ def _answer(r, rec, lead_off, leads, top_k, as_json, save_dir=None, stem=None, t
 
 def _save(rec, obj, save_dir, stem) -> None:
     from .save import save_acquisition
+
     p = save_acquisition(rec, obj, save_dir, stem)
     _say(f"saved {p}.hea and {p.name}.json")
 
 
 @main.command()
-@click.option("--port", envvar=ENV_PORT, required=True, metavar="URL",
-              help=f"Serial port or pyserial URL (env {ENV_PORT}).")
+@click.option(
+    "--port", envvar=ENV_PORT, required=True, metavar="URL", help=f"Serial port or pyserial URL (env {ENV_PORT})."
+)
 @board_option()
 @baud_option
 @seconds_option()
-@click.option("--loop", is_flag=True, help="Keep acquiring and answering until Ctrl-C; a board error is reported "
-              "and the board reopened (with backoff) for the next recording.")
+@click.option(
+    "--loop",
+    is_flag=True,
+    help="Keep acquiring and answering until Ctrl-C; a board error is reported "
+    "and the board reopened (with backoff) for the next recording.",
+)
 @save_option
-@click.option("--fs", type=BOARD_RATE, default=None,
-              metavar="HZ", help="Sampling rate of an ASCII board that does not print it (must agree with one "
-              "that does).")
-@click.option("--channels", type=CHANNELS, default=None,
-              help="Channel names of a board that does not tell them (comma list).")
+@click.option(
+    "--fs",
+    type=BOARD_RATE,
+    default=None,
+    metavar="HZ",
+    help="Sampling rate of an ASCII board that does not print it (must agree with one that does).",
+)
+@click.option(
+    "--channels", type=CHANNELS, default=None, help="Channel names of a board that does not tell them (comma list)."
+)
 @leads_option("Leads actually attached (see `ecgret query --leads`); the others are treated as missing.")
 @top_k_option
 @json_option
 @report_option
 @overlay_option
-@click.option("--reconnect-timeout", type=click.FloatRange(min=0.0, max=600.0), default=10.0, show_default=True,
-              help="Seconds to wait for a board that vanished mid-recording to come back.")
+@click.option(
+    "--reconnect-timeout",
+    type=click.FloatRange(min=0.0, max=600.0),
+    default=10.0,
+    show_default=True,
+    help="Seconds to wait for a board that vanished mid-recording to come back.",
+)
 @bundle_option
 @threads_option
-def listen(port, board, baud, seconds, loop, save_dir, fs, channels, leads, top_k, as_json, report_path, overlay,
-           reconnect_timeout, bundle_path, threads):
+def listen(
+    port,
+    board,
+    baud,
+    seconds,
+    loop,
+    save_dir,
+    fs,
+    channels,
+    leads,
+    top_k,
+    as_json,
+    report_path,
+    overlay,
+    reconnect_timeout,
+    bundle_path,
+    threads,
+):
     """Acquire from a board and answer each recording like `ecgret query`.
 
     A recording cut short (the board lost for good, silent, or Ctrl-C) is answered on what arrived if that is
@@ -429,6 +557,7 @@ def listen(port, board, baud, seconds, loop, save_dir, fs, channels, leads, top_
     from .acquire import acq_to_record
     from .answer import stamp
     from .io import MIN_DURATION_S
+
     r = _load(bundle_path, threads, overlay)
     _note_top_k(r, top_k)
     n = answered = problems = 0
@@ -449,8 +578,9 @@ def listen(port, board, baud, seconds, loop, save_dir, fs, channels, leads, top_
             query = f"{port}#{n}@{stamp_s}"
             err = None
             try:
-                acq, interrupted = _acquire(port, board, seconds, baud=baud, fs=fs, channel_names=channels,
-                                            reconnect_timeout=reconnect_timeout)
+                acq, interrupted = _acquire(
+                    port, board, seconds, baud=baud, fs=fs, channel_names=channels, reconnect_timeout=reconnect_timeout
+                )
             except BridgeError as e:
                 err, acq, interrupted = e, e.acquisition, False
             got = acq.duration_s if acq is not None and acq.n_samples else 0.0
@@ -467,20 +597,22 @@ def listen(port, board, baud, seconds, loop, save_dir, fs, channels, leads, top_
                 if res is not None and report_path:
                     results.append(res)
                     from .report import write_report
-                    write_report(report_path, results, r.bundle)   # rewritten whole after every recording
+
+                    write_report(report_path, results, r.bundle)  # rewritten whole after every recording
             elif acq is not None and acq.n_samples:
                 msg = f"{query}: only {got:.2f} s acquired, under the {MIN_DURATION_S:g} s minimum; not answered"
                 if save_dir:
                     rec, _ = acq_to_record(acq, query)
-                    _save(rec, _error_obj(query, EcgretError(msg), stamp(r.bundle)), save_dir,
-                          f"ecg-{stamp_s}-{n:03d}")
+                    _save(rec, _error_obj(query, EcgretError(msg), stamp(r.bundle)), save_dir, f"ecg-{stamp_s}-{n:03d}")
                 if interrupted and answered:  # Ctrl-C just after a recording: nothing lost, nothing wrong
                     _say(msg)
                 elif err is None:
                     problem(query, msg)
             elif err is None:
-                problem(query, f"{query}: the board delivered no samples"
-                        + (" before the interruption" if interrupted else ""))
+                problem(
+                    query,
+                    f"{query}: the board delivered no samples" + (" before the interruption" if interrupted else ""),
+                )
             if interrupted or not loop:
                 break
             if err is not None:  # reopen the board after a pause that grows while it keeps failing
@@ -498,13 +630,23 @@ def listen(port, board, baud, seconds, loop, save_dir, fs, channels, leads, top_
 
 
 @main.command()
-@click.option("--record", "record_path", default=None, metavar="PATH",
-              help="Recording the simulated board plays (default: the shipped sample E07506, not in the archive).")
+@click.option(
+    "--record",
+    "record_path",
+    default=None,
+    metavar="PATH",
+    help="Recording the simulated board plays (default: the shipped sample E07506, not in the archive).",
+)
 @board_option("Board the simulator impersonates: native, cyton (8 leads each) or ascii (lead II alone).")
 @baud_option
 @seconds_option()
-@click.option("--speed", type=SPEED, default=1.0,
-              show_default=True, help="Playback speed of the simulated board (0: as fast as it is read).")
+@click.option(
+    "--speed",
+    type=SPEED,
+    default=1.0,
+    show_default=True,
+    help="Playback speed of the simulated board (0: as fast as it is read).",
+)
 @leads_option("Leads to query with (see `ecgret query --leads`); the others are treated as missing.")
 @top_k_option
 @json_option
@@ -513,8 +655,21 @@ def listen(port, board, baud, seconds, loop, save_dir, fs, channels, leads, top_
 @overlay_option
 @bundle_option
 @threads_option
-def demo(record_path, board, baud, seconds, speed, leads, top_k, as_json, report_path, save_dir, overlay,
-         bundle_path, threads):
+def demo(
+    record_path,
+    board,
+    baud,
+    seconds,
+    speed,
+    leads,
+    top_k,
+    as_json,
+    report_path,
+    save_dir,
+    overlay,
+    bundle_path,
+    threads,
+):
     """The whole job without hardware: a simulated board streams a real recording over a pty, ecgret
     acquires it, queries the archive and prints the answer."""
     from firmware_bridge.simulator import Simulator
@@ -522,6 +677,7 @@ def demo(record_path, board, baud, seconds, speed, leads, top_k, as_json, report
     from .acquire import acq_to_record, pick_channels
     from .io import read_record
     from .paths import DEFAULT_SAMPLE, default_record
+
     path = record_path or str(default_record())
     src = read_record(path)
     r = _load(bundle_path, threads, overlay)
@@ -529,11 +685,15 @@ def demo(record_path, board, baud, seconds, speed, leads, top_k, as_json, report
     cols = pick_channels(src.leads, board)
     names = tuple(src.leads[j] for j in cols)
     name = os.path.basename(path).split(".")[0]
-    _say(f"demo: a simulated {board} board streams {name} ({', '.join(names)}, {src.fs:g} Hz) over a "
-         "pseudo-terminal; ecgret acquires it and answers")
+    _say(
+        f"demo: a simulated {board} board streams {name} ({', '.join(names)}, {src.fs:g} Hz) over a "
+        "pseudo-terminal; ecgret acquires it and answers"
+    )
     if record_path is None:
-        _say(f"demo: {DEFAULT_SAMPLE} is a CinC 2021 Georgia recording (sinus rhythm) that is not in the shipped "
-             "archive, as a new patient's would be")
+        _say(
+            f"demo: {DEFAULT_SAMPLE} is a CinC 2021 Georgia recording (sinus rhythm) that is not in the shipped "
+            "archive, as a new patient's would be"
+        )
     with Simulator(src.signal[:, cols], src.fs, names, board=board, speed=speed) as sim:
         acq, _ = _acquire(sim.port, board, seconds, baud=baud)
     if acq is None or acq.n_samples == 0:
@@ -543,15 +703,19 @@ def demo(record_path, board, baud, seconds, speed, leads, top_k, as_json, report
     if res is None:
         sys.exit(1)
     from .answer import archive_twin
+
     if archive_twin(res, name, _case_ids(r)) is None:
         top = next((m for m in res.matches if m.source == "bundle"), None)
-        _say(f"demo: {name} is not in the archive" + (f" (its most similar archive case, {top.case_id}, has "
-                                                       f"similarity {top.score:.3f})" if top else ""))
+        _say(
+            f"demo: {name} is not in the archive"
+            + (f" (its most similar archive case, {top.case_id}, has similarity {top.score:.3f})" if top else "")
+        )
     if report_path:
         _write_report(report_path, [res], r.bundle)
 
 
 # ------------------------------------------------------------------------------------------- local cases
+
 
 def _labels(ctx, param, value):
     """``--labels``: checked against the PTB-XL vocabulary (:func:`edge.labels.parse_labels`)."""
@@ -559,6 +723,7 @@ def _labels(ctx, param, value):
     if value is None:
         return None
     from .labels import LabelError, parse_labels
+
     try:
         return parse_labels(value)
     except LabelError as e:
@@ -568,11 +733,20 @@ def _labels(ctx, param, value):
 @main.command()
 @click.argument("file")
 @click.option("--text", required=True, help="The confirmed report of this recording (not empty).")
-@click.option("--labels", callback=_labels, default=None, metavar="CODES",
-              help="Comma-separated PTB-XL codes, e.g. IMI,SR or ASMI,1AVB,AFIB: superclasses, subclasses, "
-              "statements, rhythms (a subclass brings its superclass; `ecgret cases codes` lists them).")
-@click.option("--statements", default=None, help="Statement line, e.g. 'sinus rhythm; inferior myocardial "
-              "infarction' (default: the PTB-XL descriptions of --labels).")
+@click.option(
+    "--labels",
+    callback=_labels,
+    default=None,
+    metavar="CODES",
+    help="Comma-separated PTB-XL codes, e.g. IMI,SR or ASMI,1AVB,AFIB: superclasses, subclasses, "
+    "statements, rhythms (a subclass brings its superclass; `ecgret cases codes` lists them).",
+)
+@click.option(
+    "--statements",
+    default=None,
+    help="Statement line, e.g. 'sinus rhythm; inferior myocardial "
+    "infarction' (default: the PTB-XL descriptions of --labels).",
+)
 @click.option("--id", "case_id", default=None, help="Case id (default: local:<n>, n never used before).")
 @click.option("--force", is_flag=True, help="Enrol even if the same recording is enrolled already.")
 @fs_option()
@@ -586,6 +760,7 @@ def enroll(file, text, labels, statements, case_id, force, fs, leads, bundle_pat
     from .io import read_record
     from .labels import describe
     from .overlay import stored_signal
+
     text = _enroll_text(text, "--text", 20000, newlines=True)
     if not text.strip():
         raise click.BadParameter("is empty: give the confirmed report of this recording", param_hint="--text")
@@ -598,16 +773,28 @@ def enroll(file, text, labels, statements, case_id, force, fs, leads, bundle_pat
     rec = read_record(file, fs=fs)
     vec, quality, pre, _ = r.embed_record(rec, leads)
     record = os.fsencode(os.path.abspath(file)).decode("utf-8", "replace")  # a file name need not be UTF-8
-    case = dict(super_class=lab["super_class"], sub_class=lab["sub_class"], form=lab["form"], rhythm=lab["rhythm"],
-                report=text, statements=statements if statements is not None else lab["statements"],
-                source="local", record=record, enrolled=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                signal=stored_signal(pre))
+    case = dict(
+        super_class=lab["super_class"],
+        sub_class=lab["sub_class"],
+        form=lab["form"],
+        rhythm=lab["rhythm"],
+        report=text,
+        statements=statements if statements is not None else lab["statements"],
+        source="local",
+        record=record,
+        enrolled=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        signal=stored_signal(pre),
+    )
     if case_id:
         case["case_id"] = case_id
     cid = r.overlay.enroll(case, vec, reserved_ids=_case_ids(r), force=force)
     codes = [*lab["rhythm"], *lab["super_class"], *lab["sub_class"], *lab["form"]]
-    click.echo(_printable(f"enrolled {cid} in {r.overlay.file} ({len(r.overlay)} local case(s))"
-                          + (f": {', '.join(describe(c) for c in codes)}" if codes else "")))
+    click.echo(
+        _printable(
+            f"enrolled {cid} in {r.overlay.file} ({len(r.overlay)} local case(s))"
+            + (f": {', '.join(describe(c) for c in codes)}" if codes else "")
+        )
+    )
 
 
 def _enroll_text(value, option: str, limit: int, newlines: bool = False):
@@ -619,16 +806,19 @@ def _enroll_text(value, option: str, limit: int, newlines: bool = False):
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise click.BadParameter("is not valid UTF-8 text (check the terminal's or the script's encoding)",
-                                 param_hint=option) from None
+        raise click.BadParameter(
+            "is not valid UTF-8 text (check the terminal's or the script's encoding)", param_hint=option
+        ) from None
     if len(value) > limit:
         raise click.BadParameter(f"is {len(value):,} characters long; at most {limit:,}", param_hint=option)
     from .termtext import unsafe_chars
+
     bad = unsafe_chars(value.replace("\t", " ").replace("\r\n", "\n"), allow_newlines=newlines)
     if bad:
         shown = ", ".join(sorted({f"U+{ord(c):04X}" for c in bad})[:5])
-        raise click.BadParameter(f"contains control characters ({shown}), e.g. a terminal escape sequence; "
-                                 "remove them", param_hint=option)
+        raise click.BadParameter(
+            f"contains control characters ({shown}), e.g. a terminal escape sequence; remove them", param_hint=option
+        )
     return value
 
 
@@ -639,6 +829,7 @@ def forget(case_ids, bundle_path):
     """Remove enrolled cases from the overlay (all the CASE_IDS or, if one is unknown, none)."""
     from .bundle import load_bundle
     from .overlay import Overlay
+
     b = load_bundle(bundle_path, threads=1)
     ov = Overlay.for_bundle(b)
     ov.forget(*case_ids)
@@ -653,12 +844,14 @@ def cases():
 def _case_summary(c: dict) -> dict:
     """An enrolled case for `cases list --json`: its fields with plain names, the signal described, not held."""
     from .labels import plain_name
+
     d = {k: v for k, v in c.items() if k != "signal"}
     codes = [*c.get("rhythm", []), *c.get("super_class", []), *c.get("sub_class", []), *c.get("form", [])]
     d["names"] = {x: plain_name(x) for x in codes}
     sig = c.get("signal")
-    d["signal"] = ({"fs": sig["fs"], "leads": sig["leads"], "seconds": round(sig["shape"][0] / sig["fs"], 2)}
-                   if sig else None)
+    d["signal"] = (
+        {"fs": sig["fs"], "leads": sig["leads"], "seconds": round(sig["shape"][0] / sig["fs"], 2)} if sig else None
+    )
     return d
 
 
@@ -670,6 +863,7 @@ def cases_list(as_json, bundle_path):
     from .answer import stamp
     from .bundle import load_bundle
     from .overlay import Overlay
+
     b = load_bundle(bundle_path, threads=1)
     ov = Overlay.for_bundle(b)
     if as_json:
@@ -682,23 +876,36 @@ def cases_list(as_json, bundle_path):
         return
     from .answer import _wrap
     from .labels import describe
+
     w = _width()
     click.echo(_printable(f"{len(ov)} enrolled case(s) in {ov.file}"))
     for c in ov.cases:
         d = _case_summary(c)
         sig = d["signal"]
-        click.echo(_printable(f"{c['case_id']}  enrolled {c.get('enrolled') or '?'}  "
-                              + (f"signal {', '.join(sig['leads'])} {sig['seconds']:g} s" if sig else
-                                 "no signal stored (cannot be re-embedded)")))
+        click.echo(
+            _printable(
+                f"{c['case_id']}  enrolled {c.get('enrolled') or '?'}  "
+                + (
+                    f"signal {', '.join(sig['leads'])} {sig['seconds']:g} s"
+                    if sig
+                    else "no signal stored (cannot be re-embedded)"
+                )
+            )
+        )
         labels = ", ".join(describe(x) for x in d["names"]) or "no labels"
         for line in _wrap(labels, w - 4) + _wrap("report: " + (c.get("report") or ""), w - 4, 2):
             click.echo("    " + line)
 
 
 @cases.command("reembed")
-@click.option("--from", "source", default=None, metavar="BUNDLE_ID|DIR",
-              help="The overlay to move from: another bundle's id (or its overlay folder); default: the only "
-              "other overlay that holds cases.")
+@click.option(
+    "--from",
+    "source",
+    default=None,
+    metavar="BUNDLE_ID|DIR",
+    help="The overlay to move from: another bundle's id (or its overlay folder); default: the only "
+    "other overlay that holds cases.",
+)
 @bundle_option
 @threads_option
 def cases_reembed(source, bundle_path, threads):
@@ -709,6 +916,7 @@ def cases_reembed(source, bundle_path, threads):
     from .bundle import load_bundle
     from .overlay import Overlay, other_overlays, overlay_dir, reembed
     from .pipeline import Retriever
+
     b = load_bundle(bundle_path, threads=threads or 1)
     target = Overlay.for_bundle(b)
     if source:
@@ -721,14 +929,20 @@ def cases_reembed(source, bundle_path, threads):
             _say(f"no other bundle's overlay with cases under {overlay_dir(b.id).parent}: nothing to move")
             return
         if len(found) > 1:
-            _fail("several overlays hold cases; choose one with --from: "
-                  + "; ".join(f"{d.name} ({n} case(s))" for d, n in found))
+            _fail(
+                "several overlays hold cases; choose one with --from: "
+                + "; ".join(f"{d.name} ({n} case(s))" for d, n in found)
+            )
         src = found[0][0]
     if src.resolve() == target.dir.resolve():
         _fail(f"--from {source}: that is this bundle's own overlay")
     rep = reembed(target, Retriever(b, measure=False), src, reserved_ids={c["case_id"] for c in b.cases})
-    click.echo(_printable(f"moved {len(rep['moved'])} case(s) from {src} to {target.file}"
-                          + (f": {', '.join(rep['moved'])}" if rep["moved"] else "")))
+    click.echo(
+        _printable(
+            f"moved {len(rep['moved'])} case(s) from {src} to {target.file}"
+            + (f": {', '.join(rep['moved'])}" if rep["moved"] else "")
+        )
+    )
     if rep["present"]:
         _say(f"already here: {', '.join(rep['present'])}")
     for cid, why in rep["failed"]:
@@ -742,6 +956,7 @@ def cases_reembed(source, bundle_path, threads):
 def cases_codes(as_json):
     """List the PTB-XL codes `enroll --labels` takes, with their plain names."""
     from .labels import all_codes
+
     rows = all_codes()
     if as_json:
         for code, kind, name in rows:

@@ -3,6 +3,7 @@
 Plain :class:`click.Command` objects (``simulate_cmd``, ``ports_cmd``); the ``ecgret`` group in
 :mod:`edge.cli` adds them with ``add_command``.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,26 +25,58 @@ def _default_record() -> str:
 
 @click.command("simulate")
 @board_option("Which board to impersonate: native, cyton (8 leads each) or ascii (lead II alone).")
-@click.option("--record", "record_path", default=None, metavar="PATH",
-              help="Recording to stream (WFDB/CSV/NPY; default: the shipped sample E07506).")
-@click.option("--speed", type=SPEED, default=1.0, show_default=True,
-              help="Playback speed relative to real time; 0 streams as fast as the reader takes it.")
-@click.option("--faults", default="", help="Faults to inject, e.g. bitflip:0.001,drop:0.001,insert:0.001,"
-              "leadoff:V1@2-4s,disconnect:5s or disconnect:5s+2s.")
+@click.option(
+    "--record",
+    "record_path",
+    default=None,
+    metavar="PATH",
+    help="Recording to stream (WFDB/CSV/NPY; default: the shipped sample E07506).",
+)
+@click.option(
+    "--speed",
+    type=SPEED,
+    default=1.0,
+    show_default=True,
+    help="Playback speed relative to real time; 0 streams as fast as the reader takes it.",
+)
+@click.option(
+    "--faults",
+    default="",
+    help="Faults to inject, e.g. bitflip:0.001,drop:0.001,insert:0.001,"
+    "leadoff:V1@2-4s,disconnect:5s or disconnect:5s+2s.",
+)
 @click.option("--loop/--no-loop", default=False, help="Repeat the recording forever.")
-@click.option("--channels", default=None, help="Comma-separated leads to stream (default: I,II,V1-V6 for "
-              "native and cyton, II for ascii).")
-@click.option("--sample-bits", type=click.Choice(["24", "16"]), default="24", show_default=True,
-              help="Native board: bits per sample on the wire.")
-@click.option("--samples-per-frame", type=click.IntRange(1, 32), default=1, show_default=True,
-              help="Native board: samples per channel in one data frame.")
+@click.option(
+    "--channels",
+    default=None,
+    help="Comma-separated leads to stream (default: I,II,V1-V6 for native and cyton, II for ascii).",
+)
+@click.option(
+    "--sample-bits",
+    type=click.Choice(["24", "16"]),
+    default="24",
+    show_default=True,
+    help="Native board: bits per sample on the wire.",
+)
+@click.option(
+    "--samples-per-frame",
+    type=click.IntRange(1, 32),
+    default=1,
+    show_default=True,
+    help="Native board: samples per channel in one data frame.",
+)
 @click.option("--link", default=None, help="Path of the stable symlink to the pty (default: a temp folder).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the fault generator.")
-@click.option("--seconds", type=_SECONDS, default=None,
-              help="Quit after this many seconds (2 s to 1 h; default: run until Ctrl-C).")
+@click.option(
+    "--seconds",
+    type=_SECONDS,
+    default=None,
+    help="Quit after this many seconds (2 s to 1 h; default: run until Ctrl-C).",
+)
 @deprecated_alias("--duration", "--seconds", type=click.FloatRange(min=0.0))
-def simulate_cmd(board, record_path, speed, faults, loop, channels, sample_bits, samples_per_frame, link, seed,
-                 seconds, duration):
+def simulate_cmd(
+    board, record_path, speed, faults, loop, channels, sample_bits, samples_per_frame, link, seed, seconds, duration
+):
     """Open a pty and stream a real recording through it as a native, Cyton or ASCII board.
 
     Prints the port path on stdout (point `ecgret listen --port PATH` at it); status goes to stderr.
@@ -71,10 +104,20 @@ def simulate_cmd(board, record_path, speed, faults, loop, channels, sample_bits,
     sim = None
     try:
         try:
-            sim = Simulator(rec.signal[:, cols], rec.fs, [rec.leads[i] for i in cols], board=board, speed=speed,
-                            faults=faults or None, loop=loop, seed=seed, sample_bits=int(sample_bits),
-                            samples_per_frame=samples_per_frame, link_path=link,
-                            description=f"ecgret simulator ({rec.name or path})")
+            sim = Simulator(
+                rec.signal[:, cols],
+                rec.fs,
+                [rec.leads[i] for i in cols],
+                board=board,
+                speed=speed,
+                faults=faults or None,
+                loop=loop,
+                seed=seed,
+                sample_bits=int(sample_bits),
+                samples_per_frame=samples_per_frame,
+                link_path=link,
+                description=f"ecgret simulator ({rec.name or path})",
+            )
         except (BridgeError, ValueError) as e:
             raise click.ClickException(printable(e)) from None
         info = sim.info
@@ -84,9 +127,11 @@ def simulate_cmd(board, record_path, speed, faults, loop, channels, sample_bits,
             sim.ready.wait(5.0)
             click.echo(printable(sim.port))
             sys.stdout.flush()
-            echo(f"{board} board: {rec.name or path}, {info.n_channels} channel(s) {','.join(info.channel_names)} "
-                 f"at {info.fs:g} Hz, {sim.n / info.fs:.1f} s{' looped' if loop else ''}, speed "
-                 f"{'max' if speed <= 0 else f'{speed:g}x'}; pty {sim.pts}; Ctrl-C to stop")
+            echo(
+                f"{board} board: {rec.name or path}, {info.n_channels} channel(s) {','.join(info.channel_names)} "
+                f"at {info.fs:g} Hz, {sim.n / info.fs:.1f} s{' looped' if loop else ''}, speed "
+                f"{'max' if speed <= 0 else f'{speed:g}x'}; pty {sim.pts}; Ctrl-C to stop"
+            )
 
         threading.Thread(target=started, daemon=True).start()
         if seconds is not None:
@@ -99,8 +144,10 @@ def simulate_cmd(board, record_path, speed, faults, loop, channels, sample_bits,
             pass
         except OSError as e:
             raise click.ClickException(printable(f"simulator failed: {e}")) from None
-        echo(f"simulator stopped: {sim.stats['samples']} samples, {sim.stats['frames']} frames, "
-             f"{sim.stats['damaged_frames']} damaged")
+        echo(
+            f"simulator stopped: {sim.stats['samples']} samples, {sim.stats['frames']} frames, "
+            f"{sim.stats['damaged_frames']} damaged"
+        )
     finally:
         if sim is not None:
             sim.cleanup()

@@ -4,6 +4,7 @@
 
 Click code only; :mod:`edge.cli` and :mod:`edge.cli_board` use it.
 """
+
 from __future__ import annotations
 
 import math
@@ -11,12 +12,29 @@ import os
 
 import click
 
-__all__ = ["RATE", "SECONDS", "LEADS", "CHANNELS", "SPEED", "BAUD", "seconds_option", "leads_option",
-           "save_option", "report_option", "overlay_option", "baud_option", "board_option", "json_option",
-           "top_k_option", "fs_option", "BOARDS", "deprecated_alias"]
+__all__ = [
+    "RATE",
+    "SECONDS",
+    "LEADS",
+    "CHANNELS",
+    "SPEED",
+    "BAUD",
+    "seconds_option",
+    "leads_option",
+    "save_option",
+    "report_option",
+    "overlay_option",
+    "baud_option",
+    "board_option",
+    "json_option",
+    "top_k_option",
+    "fs_option",
+    "BOARDS",
+    "deprecated_alias",
+]
 
 BOARDS = ("native", "cyton", "ascii")
-MAX_QUERY_FS = 100_000.0      # edge.io.MAX_FS: no file can state more
+MAX_QUERY_FS = 100_000.0  # edge.io.MAX_FS: no file can state more
 MAX_SECONDS = 3600.0
 
 
@@ -50,6 +68,7 @@ BAUD = click.IntRange(50, 12_000_000)
 
 class _LeadSet(click.ParamType):
     """``--leads``: a named set (12, limb6, 3, I, II) or a comma list of lead names -> tuple of leads."""
+
     name = "set"
 
     def convert(self, value, param, ctx):
@@ -57,6 +76,7 @@ class _LeadSet(click.ParamType):
             return value
         from .errors import ConfigError
         from .leads import parse_lead_set
+
         try:
             return parse_lead_set(str(value).strip())
         except ConfigError as e:
@@ -65,6 +85,7 @@ class _LeadSet(click.ParamType):
 
 class _Channels(click.ParamType):
     """``--channels``: comma-separated channel names a board does not tell (checked like a board's own)."""
+
     name = "names"
 
     def convert(self, value, param, ctx):
@@ -73,6 +94,7 @@ class _Channels(click.ParamType):
         from firmware_bridge.info import check_channel_names
 
         from .termtext import printable
+
         names = tuple(c.strip() for c in str(value).split(","))
         try:
             return check_channel_names(names)
@@ -96,8 +118,9 @@ def _report_path(ctx, param, value):
     return value
 
 
-def fs_option(help: str = "Sampling rate in Hz of files that do not state one (CSV/NPY); must agree with one that "
-              "does."):
+def fs_option(
+    help: str = "Sampling rate in Hz of files that do not state one (CSV/NPY); must agree with one that does.",
+):
     return click.option("--fs", type=RATE, default=None, metavar="HZ", help=help)
 
 
@@ -105,55 +128,91 @@ def seconds_option(default: float = 10.0, help: str = "Seconds of each recording
     return click.option("--seconds", type=SECONDS, default=default, show_default=True, help=help)
 
 
-def leads_option(help: str = "Leads actually recorded: a set (12, limb6, 3 = I,II,V2, I, II) or a list like "
-                 "I,II,V2; the others are treated as missing."):
+def leads_option(
+    help: str = "Leads actually recorded: a set (12, limb6, 3 = I,II,V2, I, II) or a list like "
+    "I,II,V2; the others are treated as missing.",
+):
     return click.option("--leads", "leads", type=LEADS, default=None, metavar="SET", help=help)
 
 
 def top_k_option(f):
-    return click.option("--top-k", type=click.IntRange(min=1), default=10, show_default=True,
-                        help="Similar cases to retrieve (at most the archive's size; a larger value says so).")(f)
+    return click.option(
+        "--top-k",
+        type=click.IntRange(min=1),
+        default=10,
+        show_default=True,
+        help="Similar cases to retrieve (at most the archive's size; a larger value says so).",
+    )(f)
 
 
 def json_option(f):
-    return click.option("--json", "as_json", is_flag=True,
-                        help="Print one JSON object per line (NDJSON) on stdout instead of text.")(f)
+    return click.option(
+        "--json", "as_json", is_flag=True, help="Print one JSON object per line (NDJSON) on stdout instead of text."
+    )(f)
 
 
 def report_option(f):
-    return click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
-                        callback=_report_path, metavar="FILE.html",
-                        help="Also write the answers as one self-contained HTML page.")(f)
+    return click.option(
+        "--report",
+        "report_path",
+        type=click.Path(dir_okay=False),
+        default=None,
+        callback=_report_path,
+        metavar="FILE.html",
+        help="Also write the answers as one self-contained HTML page.",
+    )(f)
 
 
 def save_option(f):
-    return click.option("--save", "save_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
-                        help="Keep each acquisition as a WFDB record plus its result JSON in DIR (never over an "
-                        "existing file).")(f)
+    return click.option(
+        "--save",
+        "save_dir",
+        type=click.Path(file_okay=False),
+        default=None,
+        metavar="DIR",
+        help="Keep each acquisition as a WFDB record plus its result JSON in DIR (never over an existing file).",
+    )(f)
 
 
 def overlay_option(f):
-    return click.option("--overlay/--no-overlay", default=True, show_default=True,
-                        help="Search the locally enrolled cases too.")(f)
+    return click.option(
+        "--overlay/--no-overlay", default=True, show_default=True, help="Search the locally enrolled cases too."
+    )(f)
 
 
 def baud_option(f):
-    return click.option("--baud", type=BAUD, default=None, metavar="BPS",
-                        help="Serial baud rate (default per board: native 230400, cyton 115200, ascii 115200; a "
-                        "pseudo-terminal ignores it).")(f)
+    return click.option(
+        "--baud",
+        type=BAUD,
+        default=None,
+        metavar="BPS",
+        help="Serial baud rate (default per board: native 230400, cyton 115200, ascii 115200; a "
+        "pseudo-terminal ignores it).",
+    )(f)
 
 
-def board_option(help: str = "Board protocol: native (ecgret framed), cyton (OpenBCI), ascii (one number per "
-                 "sample and channel, e.g. Arduino + AD8232)."):
+def board_option(
+    help: str = "Board protocol: native (ecgret framed), cyton (OpenBCI), ascii (one number per "
+    "sample and channel, e.g. Arduino + AD8232).",
+):
     return click.option("--board", type=click.Choice(BOARDS), default="native", show_default=True, help=help)
 
 
 def deprecated_alias(old: str, new: str, type=None):
     """A hidden option ``old`` (its value passed as ``old`` without dashes) that warns it is deprecated in
     favour of ``new``; the command takes its value when ``new`` is not given."""
+
     def cb(ctx, param, value):
         if value is not None:
             click.echo(f"ecgret: warning: {old} is deprecated; use {new}", err=True)
         return value
-    return click.option(old, old.lstrip("-").replace("-", "_"), type=type, default=None, hidden=True,
-                        callback=cb, help=f"Deprecated spelling of {new}.")
+
+    return click.option(
+        old,
+        old.lstrip("-").replace("-", "_"),
+        type=type,
+        default=None,
+        hidden=True,
+        callback=cb,
+        help=f"Deprecated spelling of {new}.",
+    )

@@ -5,6 +5,7 @@ statement phrases (``statements`` split at ``;``) with weight max(similarity, FL
 of the weights of the cases that carry it over the sum of all weights (0..1), the same score as the
 ``kNN_macroAUROC`` metric of docs/EVALUATION.md. Labels with support >= ``LEAD`` lead the summary.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -19,14 +20,15 @@ __all__ = ["Vote", "Consensus", "vote", "split_statements", "FLOOR", "LEAD"]
 @dataclass(frozen=True)
 class Vote:
     label: str
-    support: float      # weighted share of the retrieved cases carrying the label, 0..1
-    count: int          # how many retrieved cases carry it
+    support: float  # weighted share of the retrieved cases carrying the label, 0..1
+    count: int  # how many retrieved cases carry it
 
     def to_dict(self, named: bool = False) -> dict:
         """``{"label", "support", "count"}``, and the plain ``name`` of a PTB-XL code when ``named``."""
         d = {"label": self.label, "support": round(self.support, 4), "count": self.count}
         if named:
             from .labels import plain_name
+
             d["name"] = plain_name(self.label)
         return d
 
@@ -59,6 +61,7 @@ class Consensus:
         ``"7 of 10 similar cases: sinus bradycardia [SBRAD], conduction disturbance [CD]"``. Subclasses that
         only repeat their superclass (NORM, STTC) are left out."""
         from .labels import describe
+
         if not self.n_cases:
             return ["no similar cases were retrieved"]
         by_count: dict[int, list[str]] = {}
@@ -66,17 +69,23 @@ class Consensus:
         lead += [v for v in self.sub_class if v.support >= LEAD and v.label not in ("NORM", "STTC")]
         for v in lead:
             by_count.setdefault(v.count, []).append(describe(v.label))
-        return [f"{n} of {self.n_cases} similar cases: {', '.join(names)}"
-                for n, names in sorted(by_count.items(), key=lambda kv: -kv[0])]
+        return [
+            f"{n} of {self.n_cases} similar cases: {', '.join(names)}"
+            for n, names in sorted(by_count.items(), key=lambda kv: -kv[0])
+        ]
 
     def to_dict(self) -> dict:
         """The votes with their codes (``label``) and plain names (``name``); ``summary`` in codes,
         ``plain`` the :meth:`plain_lines`."""
-        return {"summary": self.summary, "plain": self.plain_lines(), "n_cases": self.n_cases,
-                "super_class": [v.to_dict(True) for v in self.super_class],
-                "sub_class": [v.to_dict(True) for v in self.sub_class],
-                "rhythm": [v.to_dict(True) for v in self.rhythm],
-                "statements": [v.to_dict() for v in self.statements]}
+        return {
+            "summary": self.summary,
+            "plain": self.plain_lines(),
+            "n_cases": self.n_cases,
+            "super_class": [v.to_dict(True) for v in self.super_class],
+            "sub_class": [v.to_dict(True) for v in self.sub_class],
+            "rhythm": [v.to_dict(True) for v in self.rhythm],
+            "statements": [v.to_dict() for v in self.statements],
+        }
 
 
 def split_statements(s: str) -> tuple[str, ...]:
@@ -98,14 +107,17 @@ def _tally(labels: Sequence[Iterable[str]], weights: Sequence[float]) -> tuple[V
 def vote(matches: Sequence) -> Consensus:
     """Consensus of matches (objects or dicts with ``score``, ``super_class``, ``rhythm``, ``statements`` and
     optionally ``sub_class``)."""
+
     def get(m, k, default=None):
         if isinstance(m, dict):
             return m[k] if default is None else m.get(k, default)
         return getattr(m, k) if default is None else getattr(m, k, default)
+
     w = [max(float(get(m, "score")), FLOOR) for m in matches]
     return Consensus(
         super_class=_tally([get(m, "super_class") for m in matches], w),
         rhythm=_tally([get(m, "rhythm") for m in matches], w),
         statements=_tally([split_statements(get(m, "statements")) for m in matches], w),
         n_cases=len(matches),
-        sub_class=_tally([get(m, "sub_class", ()) for m in matches], w))
+        sub_class=_tally([get(m, "sub_class", ()) for m in matches], w),
+    )

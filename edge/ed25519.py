@@ -16,14 +16,15 @@ The signing side (:func:`_sign`, used by ``ecgret-convert sign-bundle`` on the p
 here only so that both sides share one implementation of the curve; it is not constant-time and is never
 called on the device.
 """
+
 from __future__ import annotations
 
 import hashlib
 
 __all__ = ["verify", "public_key_from_seed", "BadSignature"]
 
-_P = 2 ** 255 - 19
-_L = 2 ** 252 + 27742317777372353535851937790883648493
+_P = 2**255 - 19
+_L = 2**252 + 27742317777372353535851937790883648493
 _D = -121665 * pow(121666, _P - 2, _P) % _P
 _SQRT_M1 = pow(2, (_P - 1) // 4, _P)
 _GY = 4 * pow(5, _P - 2, _P) % _P
@@ -137,6 +138,7 @@ def verify(public_key: bytes, message: bytes, signature: bytes) -> None:
 
 
 # ------------------------------------------------------------------ publisher side (workstation only)
+
 
 def _expand(seed: bytes) -> tuple[int, bytes]:
     if len(seed) != 32:

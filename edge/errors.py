@@ -3,6 +3,7 @@
 Every error a clinic user can cause derives from :class:`EcgretError`; the CLI turns
 those into one clear line and a non-zero exit, never a traceback.
 """
+
 from __future__ import annotations
 
 

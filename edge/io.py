@@ -50,6 +50,7 @@ the only exception a file can cause (error messages quote at most a few dozen ch
   bounded length, a literal dict with exactly ``descr``/``fortran_order``/``shape``, integer or float dtypes
   only, bounded shape); NPY files are never unpickled and ZIP (``.npz``) files are named as such.
 """
+
 from __future__ import annotations
 
 import ast
@@ -70,27 +71,42 @@ from .record import Record
 
 MIN_FS = 100.0
 MIN_DURATION_S = 2.0
-MAX_FS = 100_000.0                 # Hz; a header, a time column or fs= above this is refused
-MAX_SECONDS = 13.0                 # default read limit: 10 s used (manifest duration_s) + 3 s (edge.signal.PAD_S)
-MAX_SIGNALS = 64                   # signals of a WFDB record, leads of a CSV/NPY file
-MAX_VALUES = 1 << 24               # samples x signals held at once (128 MiB as float64)
-MAX_HEADER_BYTES = 64 * 1024       # a WFDB header
-MAX_LINE_CHARS = 1 << 20           # one CSV line
-MAX_CSV_CHARS = 256 << 20          # the CSV rows read for one record
-MAX_NPY_HEADER = 16 * 1024         # the dict of an NPY file (numpy itself writes ~128 bytes)
+MAX_FS = 100_000.0  # Hz; a header, a time column or fs= above this is refused
+MAX_SECONDS = 13.0  # default read limit: 10 s used (manifest duration_s) + 3 s (edge.signal.PAD_S)
+MAX_SIGNALS = 64  # signals of a WFDB record, leads of a CSV/NPY file
+MAX_VALUES = 1 << 24  # samples x signals held at once (128 MiB as float64)
+MAX_HEADER_BYTES = 64 * 1024  # a WFDB header
+MAX_LINE_CHARS = 1 << 20  # one CSV line
+MAX_CSV_CHARS = 256 << 20  # the CSV rows read for one record
+MAX_NPY_HEADER = 16 * 1024  # the dict of an NPY file (numpy itself writes ~128 bytes)
 
 _WFDB_EXT = {".hea", ".dat", ".mat"}
 _CSV_EXT = {".csv", ".txt", ".tsv"}
 _NPY_EXT = {".npy"}
 
-__all__ = ["read_record", "write_wfdb", "read_wfdb", "read_csv", "read_npy", "check_fs", "patient_meta", "MIN_FS",
-           "MIN_DURATION_S", "MAX_FS", "MAX_SECONDS", "MAX_SIGNALS", "MAX_VALUES"]
+__all__ = [
+    "read_record",
+    "write_wfdb",
+    "read_wfdb",
+    "read_csv",
+    "read_npy",
+    "check_fs",
+    "patient_meta",
+    "MIN_FS",
+    "MIN_DURATION_S",
+    "MAX_FS",
+    "MAX_SECONDS",
+    "MAX_SIGNALS",
+    "MAX_VALUES",
+]
 
 
 # ----------------------------------------------------------------------------------------------- dispatch
 
-def read_record(path, fs: float | None = None, leads: Sequence[str] | None = None, *,
-                max_seconds: float = MAX_SECONDS) -> Record:
+
+def read_record(
+    path, fs: float | None = None, leads: Sequence[str] | None = None, *, max_seconds: float = MAX_SECONDS
+) -> Record:
     """Read an ECG record from ``path`` (WFDB, CSV or NPY; see the module docstring) and validate it.
 
     At most the first ``max_seconds`` of signal are read (the rest of the file is not touched)."""
@@ -108,11 +124,14 @@ def read_record(path, fs: float | None = None, leads: Sequence[str] | None = Non
         return read_csv(p, fs=fs, leads=leads, max_seconds=max_seconds)
     if ext in _NPY_EXT:
         return read_npy(p, fs=fs, leads=leads, max_seconds=max_seconds)
-    raise RecordError(f"{p}: unknown record format {_q(ext) if ext else '(no extension)'}; "
-                      f"supported: WFDB (.hea/.dat/.mat), CSV (.csv/.tsv/.txt), NPY (.npy)")
+    raise RecordError(
+        f"{p}: unknown record format {_q(ext) if ext else '(no extension)'}; "
+        f"supported: WFDB (.hea/.dat/.mat), CSV (.csv/.tsv/.txt), NPY (.npy)"
+    )
 
 
 # ----------------------------------------------------------------------------------------------- safe files
+
 
 def _q(s, n: int = 40) -> str:
     """A short, escaped quotation of text taken from a file, for error messages."""
@@ -134,15 +153,26 @@ def _oserr(e: OSError) -> str:
 
 
 def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symbolic link")):
+    for test, name in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISLNK, "a symbolic link"),
+    ):
         if test(mode):
             return name
     return "not a regular file"
 
 
-_O_READ = (os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
-           | getattr(os, "O_CLOEXEC", 0))
+_O_READ = (
+    os.O_RDONLY
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_NOCTTY", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+)
 
 
 def _open_regular(path: Path, where: str, what: str, missing: str | None = None) -> tuple[int, int]:
@@ -185,7 +215,7 @@ def _pread(fd: int, offset: int, n: int, where: str) -> bytearray:
             raise RecordError(f"{where}: read error ({_oserr(e)})") from None
         if not chunk:
             break
-        buf[got:got + len(chunk)] = chunk
+        buf[got : got + len(chunk)] = chunk
         got += len(chunk)
     del buf[got:]
     return buf
@@ -195,8 +225,9 @@ def _array(buf, dtype, count: int, where: str) -> np.ndarray:
     """``count`` items of ``dtype`` from ``buf``; a file that shrank while it was read is an error, not a crash."""
     dtype = np.dtype(dtype)
     if len(buf) < count * dtype.itemsize:
-        raise RecordError(f"{where}: the file ended early while it was read ({len(buf)} of "
-                          f"{count * dtype.itemsize} bytes)")
+        raise RecordError(
+            f"{where}: the file ended early while it was read ({len(buf)} of {count * dtype.itemsize} bytes)"
+        )
     return np.frombuffer(buf, dtype=dtype, count=count)
 
 
@@ -214,6 +245,7 @@ def _read_small(path: Path, limit: int, where: str, what: str, missing: str | No
 
 
 # ----------------------------------------------------------------------------------------------- checks
+
 
 def check_fs(fs, where: str = "fs", source: str | None = None) -> float:
     """``fs`` as a float if it is a usable sampling rate (finite, positive, at most :data:`MAX_FS`, at least
@@ -250,8 +282,9 @@ def _n_max(fs: float, max_seconds: float) -> int:
 
 def _check_values(n: int, n_sig: int, where: str, limit: int = MAX_VALUES) -> None:
     if n * n_sig > limit:
-        raise RecordError(f"{where}: {n:,} samples x {n_sig} signals is over the {MAX_VALUES:,} values "
-                          f"a record may hold; refused")
+        raise RecordError(
+            f"{where}: {n:,} samples x {n_sig} signals is over the {MAX_VALUES:,} values a record may hold; refused"
+        )
 
 
 def _canonical_leads(names: Sequence[str], where: str) -> tuple[str, ...]:
@@ -264,7 +297,9 @@ def _canonical_leads(names: Sequence[str], where: str) -> tuple[str, ...]:
             unknown.append(str(n).strip())
         out.append(c)
     if unknown:
-        shown = ", ".join(_q(u, 20) for u in unknown[:6]) + (f" and {len(unknown) - 6} more" if len(unknown) > 6 else "")
+        shown = ", ".join(_q(u, 20) for u in unknown[:6]) + (
+            f" and {len(unknown) - 6} more" if len(unknown) > 6 else ""
+        )
         raise RecordError(f"{where}: unknown lead name(s) {shown}; known: {', '.join(LEADS12)}")
     dup = sorted(c for c, k in Counter(out).items() if k > 1)
     if dup:
@@ -292,8 +327,10 @@ def _validate(signal: np.ndarray, fs: float, leads: tuple[str, ...], where: str)
         raise RecordError(f"{where}: sampling rate {fs:g} Hz is under the minimum of {MIN_FS:g} Hz")
     dur = signal.shape[0] / fs
     if dur < MIN_DURATION_S:
-        raise RecordError(f"{where}: only {dur:.2f} s of signal ({signal.shape[0]} samples at {fs:g} Hz); "
-                          f"need at least {MIN_DURATION_S:g} s")
+        raise RecordError(
+            f"{where}: only {dur:.2f} s of signal ({signal.shape[0]} samples at {fs:g} Hz); "
+            f"need at least {MIN_DURATION_S:g} s"
+        )
     bad = ~np.isfinite(signal)
     if bad.any():
         per = bad.sum(axis=0)
@@ -322,18 +359,29 @@ def _given(fs, where: str) -> float | None:
 _NUM = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,4})?"
 _NAME_TOKEN_RE = re.compile(r"(?P<name>[^\s/]+)(?:/(?P<nseg>[0-9]+))?", re.ASCII)
 _FS_RE = re.compile(rf"(?P<fs>{_NUM})(?:/{_NUM})?(?:\({_NUM}\))?", re.ASCII)
-_FMT_RE = re.compile(r"(?P<fmt>[0-9]{1,4})(?:x(?P<spf>[0-9]{1,6}))?(?::(?P<skew>[0-9]{1,9}))?"
-                     r"(?:\+(?P<off>[0-9]{1,15}))?", re.ASCII)
+_FMT_RE = re.compile(
+    r"(?P<fmt>[0-9]{1,4})(?:x(?P<spf>[0-9]{1,6}))?(?::(?P<skew>[0-9]{1,9}))?"
+    r"(?:\+(?P<off>[0-9]{1,15}))?",
+    re.ASCII,
+)
 _GAIN_RE = re.compile(rf"(?P<gain>{_NUM})(?:\((?P<base>[+-]?[0-9]{{1,12}})\))?(?:/(?P<units>\S+))?", re.ASCII)
 _INT_RE = re.compile(r"[+-]?[0-9]{1,18}", re.ASCII)
 
 
 def _signal_path(folder: Path, fname: str, where: str) -> Path:
     """The signal file ``fname`` of a header in ``folder``: a plain name there, never a path elsewhere."""
-    if (not fname or fname in (".", "..", "-") or "/" in fname or "\\" in fname or "\0" in fname
-            or len(fname.encode("utf-8", "surrogatepass")) > 255):
-        raise RecordError(f"{where}: signal file {_q(fname)} is not a plain file name in the header's folder; "
-                          f"refused (signal files must lie next to their header)")
+    if (
+        not fname
+        or fname in (".", "..", "-")
+        or "/" in fname
+        or "\\" in fname
+        or "\0" in fname
+        or len(fname.encode("utf-8", "surrogatepass")) > 255
+    ):
+        raise RecordError(
+            f"{where}: signal file {_q(fname)} is not a plain file name in the header's folder; "
+            f"refused (signal files must lie next to their header)"
+        )
     return folder / fname
 
 
@@ -365,10 +413,11 @@ def _parse_header(text: str, where: str):
             raise RecordError(f"{where}: bad number of samples {_q(tokens[3], 20)} in the record line")
         n_samp = int(tokens[3])
     if len(body) - 1 < n_sig:
-        raise RecordError(f"{where}: header declares {n_sig} signals but has {len(body) - 1} signal line(s) "
-                          f"(truncated header?)")
+        raise RecordError(
+            f"{where}: header declares {n_sig} signals but has {len(body) - 1} signal line(s) (truncated header?)"
+        )
     sigs = []
-    for k, ln in enumerate(body[1:1 + n_sig]):
+    for k, ln in enumerate(body[1 : 1 + n_sig]):
         f = ln.split(None, 8)
         if len(f) < 2:
             raise RecordError(f"{where}: signal line {k + 1} is incomplete: {_q(ln)}")
@@ -382,8 +431,10 @@ def _parse_header(text: str, where: str):
                 raise RecordError(f"{where}: signal line {k + 1}: bad gain field {_q(f[2], 20)}")
             gain = float(gm.group("gain"))
             if not math.isfinite(gain) or gain <= 0:
-                raise RecordError(f"{where}: signal line {k + 1}: gain {_q(gm.group('gain'), 20)} is not a positive "
-                                  f"finite number of adu per unit (0, uncalibrated, is refused)")
+                raise RecordError(
+                    f"{where}: signal line {k + 1}: gain {_q(gm.group('gain'), 20)} is not a positive "
+                    f"finite number of adu per unit (0, uncalibrated, is refused)"
+                )
             base = int(gm.group("base")) if gm.group("base") is not None else None
             units = gm.group("units") or "mV"
         ints = []
@@ -393,10 +444,21 @@ def _parse_header(text: str, where: str):
             ints.append(int(f[j]) if len(f) > j else None)
         adczero, initval, checksum = ints
         desc = f[8].strip() if len(f) > 8 else ""
-        sigs.append(dict(file=f[0], fmt=int(fm.group("fmt")), spf=int(fm.group("spf") or 1),
-                         skew=int(fm.group("skew") or 0), offset=int(fm.group("off") or 0),
-                         gain=gain, baseline=(adczero or 0) if base is None else base, units=units,
-                         initval=initval, checksum=checksum, desc=desc))
+        sigs.append(
+            dict(
+                file=f[0],
+                fmt=int(fm.group("fmt")),
+                spf=int(fm.group("spf") or 1),
+                skew=int(fm.group("skew") or 0),
+                offset=int(fm.group("off") or 0),
+                gain=gain,
+                baseline=(adczero or 0) if base is None else base,
+                units=units,
+                initval=initval,
+                checksum=checksum,
+                desc=desc,
+            )
+        )
     return m.group("name"), n_sig, fs, n_samp, sigs, comments, _base_time(tokens[4:6])
 
 
@@ -426,8 +488,9 @@ def _base_time(tokens: list[str]) -> str | None:
 _MAT_DTYPES = {0: "f8", 1: "f4", 2: "i4", 3: "i2", 4: "u2", 5: "u1"}
 
 
-def _read_mat_v4(path: Path, n_sig: int, n_max: int, where: str, missing: str,
-                 budget: int = MAX_VALUES) -> tuple[np.ndarray, int]:
+def _read_mat_v4(
+    path: Path, n_sig: int, n_max: int, where: str, missing: str, budget: int = MAX_VALUES
+) -> tuple[np.ndarray, int]:
     """The first ``n_max`` samples of the first matrix of a MATLAB v4 file: ((n, n_sig) array, samples in file).
 
     Only the 20-byte header and the needed bytes are read."""
@@ -449,14 +512,16 @@ def _read_mat_v4(path: Path, n_sig: int, n_max: int, where: str, missing: str,
         if dt is None:
             raise RecordError(f"{path}: unsupported MATLAB v4 precision code {p_}")
         if mrows < 0 or ncols < 0 or namlen < 0:
-            raise RecordError(f"{path}: MATLAB v4 header has a negative field "
-                              f"(rows {mrows}, columns {ncols}, name length {namlen})")
+            raise RecordError(
+                f"{path}: MATLAB v4 header has a negative field (rows {mrows}, columns {ncols}, name length {namlen})"
+            )
         dtype = np.dtype((">" if m_ == 1 else "<") + dt)
         start = 20 + namlen
         need = mrows * ncols * dtype.itemsize
         if size - start < need:
-            raise RecordError(f"{path}: signal file is shorter than its MATLAB header says "
-                              f"({max(0, size - start)} of {need} bytes)")
+            raise RecordError(
+                f"{path}: signal file is shorter than its MATLAB header says ({max(0, size - start)} of {need} bytes)"
+            )
         if mrows == n_sig:  # column-major (n_sig, n_samples): samples are frame-interleaved
             total = ncols
             n = min(total, n_max)
@@ -489,8 +554,17 @@ def _decode_212(buf: bytes, n_values: int) -> np.ndarray:
     return out[:n_values]
 
 
-def _read_signal_file(path: Path, fmt: int, offset: int, n_cols: int, n_samp: int, n_max: int, where: str,
-                      missing: str, budget: int = MAX_VALUES) -> tuple[np.ndarray, int]:
+def _read_signal_file(
+    path: Path,
+    fmt: int,
+    offset: int,
+    n_cols: int,
+    n_samp: int,
+    n_max: int,
+    where: str,
+    missing: str,
+    budget: int = MAX_VALUES,
+) -> tuple[np.ndarray, int]:
     """The first ``n_max`` frames of a format 16/212 signal file: ((n, n_cols) digital samples, frames in file).
 
     The length is checked from the file size; only the needed byte range is read."""
@@ -502,8 +576,10 @@ def _read_signal_file(path: Path, fmt: int, offset: int, n_cols: int, n_samp: in
         avail = avail_bytes // (2 * n_cols) if fmt == 16 else (avail_bytes * 2 // 3) // n_cols
         total = n_samp or avail
         if avail < total:
-            raise RecordError(f"{where}: signal file {path.name} is shorter than the header says "
-                              f"({avail} of {total} samples per signal)")
+            raise RecordError(
+                f"{where}: signal file {path.name} is shorter than the header says "
+                f"({avail} of {total} samples per signal)"
+            )
         n = min(total, n_max)
         _check_values(n, n_cols, where, budget)
         if fmt == 16:
@@ -515,8 +591,9 @@ def _read_signal_file(path: Path, fmt: int, offset: int, n_cols: int, n_samp: in
         os.close(fd)
 
 
-def read_wfdb(header_path, fs: float | None = None, leads: Sequence[str] | None = None, *,
-              max_seconds: float = MAX_SECONDS) -> Record:
+def read_wfdb(
+    header_path, fs: float | None = None, leads: Sequence[str] | None = None, *, max_seconds: float = MAX_SECONDS
+) -> Record:
     """Read a WFDB record given its ``.hea`` path (see the module docstring): at most ``max_seconds``."""
     hea = Path(header_path)
     where = str(hea)
@@ -544,15 +621,16 @@ def read_wfdb(header_path, fs: float | None = None, leads: Sequence[str] | None 
         if spath.suffix.lower() == ".mat":
             arr, total = _read_mat_v4(spath, len(ks), n_max, where, missing, MAX_VALUES - used)
             if n_samp and total < n_samp:
-                raise RecordError(f"{where}: signal file {fname} is shorter than the header says "
-                                  f"({total} of {n_samp} samples per signal)")
+                raise RecordError(
+                    f"{where}: signal file {fname} is shorter than the header says "
+                    f"({total} of {n_samp} samples per signal)"
+                )
             if n_samp:
                 total = n_samp
                 arr = arr[:n_samp]
             marker = -32768 if fmt == 16 else None
         else:
-            arr, total = _read_signal_file(spath, fmt, off, len(ks), n_samp, n_max, where, missing,
-                                           MAX_VALUES - used)
+            arr, total = _read_signal_file(spath, fmt, off, len(ks), n_samp, n_max, where, missing, MAX_VALUES - used)
             marker = {16: -32768, 212: -2048}[fmt]
         used += arr.size
         totals.add(total)
@@ -581,12 +659,21 @@ def read_wfdb(header_path, fs: float | None = None, leads: Sequence[str] | None 
     del digital
     names = [s["desc"] for s in sigs]
     if any(not d for d in names):
-        raise RecordError(f"{where}: signal line(s) without a lead name "
-                          f"(lines {', '.join(str(k + 1) for k, d in enumerate(names) if not d)})")
+        raise RecordError(
+            f"{where}: signal line(s) without a lead name "
+            f"(lines {', '.join(str(k + 1) for k, d in enumerate(names) if not d)})"
+        )
     lead_names = _canonical_leads(names, where)
     parsed = _parse_comments(comments)
-    meta = {"format": "wfdb", "path": str(hea), "record_name": name, "units": units_out,
-            "comment_lines": comments, "comments": parsed, **patient_meta(parsed)}
+    meta = {
+        "format": "wfdb",
+        "path": str(hea),
+        "record_name": name,
+        "units": units_out,
+        "comment_lines": comments,
+        "comments": parsed,
+        **patient_meta(parsed),
+    }
     if acquired:
         meta["acquired"] = acquired
     if total > n:
@@ -685,8 +772,9 @@ def _parse_rows(rows: list[list[str]]) -> np.ndarray:
         return np.array([_row_values(r) for r in rows], dtype=np.float64)
 
 
-def read_csv(path, fs: float | None = None, leads: Sequence[str] | None = None, *,
-             max_seconds: float = MAX_SECONDS) -> Record:
+def read_csv(
+    path, fs: float | None = None, leads: Sequence[str] | None = None, *, max_seconds: float = MAX_SECONDS
+) -> Record:
     """Read a CSV/TSV record (see the module docstring): at most ``max_seconds``, read line by line."""
     p = Path(path)
     where = str(p)
@@ -708,8 +796,10 @@ def read_csv(path, fs: float | None = None, leads: Sequence[str] | None = None, 
             raise RecordError(f"{p}: malformed CSV header row ({_q(e, 60)})") from None
         has_header = not all(_is_number(c) for c in head if c)
         if has_header and len(head) > MAX_SIGNALS + 1:
-            raise RecordError(f"{p}: header row has {len(head):,} columns; at most {MAX_SIGNALS} leads "
-                              f"(and a time column) are supported")
+            raise RecordError(
+                f"{p}: header row has {len(head):,} columns; at most {MAX_SIGNALS} leads "
+                f"(and a time column) are supported"
+            )
         pending = [] if has_header else [first]
         for _, ln in lines:
             pending.append(ln)
@@ -755,15 +845,18 @@ def read_csv(path, fs: float | None = None, leads: Sequence[str] | None = None, 
                     raise RecordError(f"{p}: header has {len(head)} column(s) but rows have {width}")
                 rows_per_chunk = max(1, min(_CHUNK_ROWS, (1 << 18) // width))
             elif len(parts) != width:
-                raise RecordError(f"{p}: rows have inconsistent numbers of columns "
-                                  f"(row {n + 1} has {len(parts)}, the first row {width})")
+                raise RecordError(
+                    f"{p}: rows have inconsistent numbers of columns "
+                    f"(row {n + 1} has {len(parts)}, the first row {width})"
+                )
             if timed and fs is None:
                 t = _row_values(parts[:1])[0] / t_scale
                 if t0 is None:
                     t0 = t
                     if not math.isfinite(t0):
-                        raise RecordError(f"{p}: time column {_q(head[0], 20)} is not increasing "
-                                          f"(first value {_q(parts[0], 20)})")
+                        raise RecordError(
+                            f"{p}: time column {_q(head[0], 20)} is not increasing (first value {_q(parts[0], 20)})"
+                        )
                 elif t - t0 >= max_seconds:
                     more = True
                     break
@@ -813,6 +906,7 @@ def read_csv(path, fs: float | None = None, leads: Sequence[str] | None = None, 
 
 # ----------------------------------------------------------------------------------------------- NPY
 
+
 def _array_layout(shape: tuple[int, ...], fs, leads, where) -> tuple[bool, tuple[str, ...]]:
     """(transposed, lead names) of an array of ``shape``: samples x leads, or leads x samples."""
     if len(shape) != 2:
@@ -827,15 +921,18 @@ def _array_layout(shape: tuple[int, ...], fs, leads, where) -> tuple[bool, tuple
     n_leads = shown[1]
     if leads is not None:
         if n_leads != len(leads):
-            raise RecordError(f"{where}: array has {n_leads} column(s) but {len(leads)} lead name(s) "
-                              f"were given (shape {shown})")
+            raise RecordError(
+                f"{where}: array has {n_leads} column(s) but {len(leads)} lead name(s) were given (shape {shown})"
+            )
         return transposed, _canonical_leads(leads, where)
     if n_leads == 12:
         return transposed, LEADS12
     if n_leads == 8:
         return transposed, LEADS8
-    raise RecordError(f"{where}: array of shape {shown} has {n_leads} column(s); name them with "
-                      f"leads (--leads), since only 12 (LEADS12) or 8 (I, II, V1-V6) columns have a default")
+    raise RecordError(
+        f"{where}: array of shape {shown} has {n_leads} column(s); name them with "
+        f"leads (--leads), since only 12 (LEADS12) or 8 (I, II, V1-V6) columns have a default"
+    )
 
 
 def _named_array(arr: np.ndarray, fs, leads, name, meta, where, max_seconds: float = MAX_SECONDS) -> Record:
@@ -856,8 +953,10 @@ _NPY_DESCR_RE = re.compile(r"[<>|=]?[fiu][1248]", re.ASCII)
 
 def _parse_npy_header(b: bytes, where: str) -> tuple[np.dtype, bool, tuple[int, ...], int]:
     """(dtype, fortran_order, shape, data offset) from the first bytes of an NPY file, parsed strictly."""
+
     def bad(why):
         return RecordError(f"{where}: unreadable NPY file ({why})")
+
     if b[:4] == b"PK\x03\x04":
         raise bad("it is a ZIP archive, such as an .npz; save a single array with numpy.save")
     if len(b) < 10 or b[:6] != _NPY_MAGIC:
@@ -874,7 +973,7 @@ def _parse_npy_header(b: bytes, where: str) -> tuple[np.dtype, bool, tuple[int, 
     if len(b) < start + hlen:
         raise bad("the file ends inside its header")
     try:
-        text = bytes(b[start:start + hlen]).decode("utf-8" if major == 3 else "latin1")
+        text = bytes(b[start : start + hlen]).decode("utf-8" if major == 3 else "latin1")
     except UnicodeDecodeError:
         raise bad("header is not valid text") from None
     text = text.strip()
@@ -888,22 +987,23 @@ def _parse_npy_header(b: bytes, where: str) -> tuple[np.dtype, bool, tuple[int, 
         raise bad("header must be a dictionary of exactly 'descr', 'fortran_order' and 'shape'")
     descr, fortran, shape = d["descr"], d["fortran_order"], d["shape"]
     if not isinstance(descr, str) or not _NPY_DESCR_RE.fullmatch(descr):
-        raise RecordError(f"{where}: NPY array has unsupported dtype {_q(descr, 30)} "
-                          f"(integer or floating-point numbers only)")
+        raise RecordError(
+            f"{where}: NPY array has unsupported dtype {_q(descr, 30)} (integer or floating-point numbers only)"
+        )
     try:
         dtype = np.dtype(descr)
     except TypeError:
         raise RecordError(f"{where}: NPY array has unsupported dtype {_q(descr, 30)}") from None
     if type(fortran) is not bool:
         raise bad("'fortran_order' is not True or False")
-    if (type(shape) is not tuple or len(shape) > 32
-            or any(type(v) is not int or v < 0 or v > 1 << 40 for v in shape)):
+    if type(shape) is not tuple or len(shape) > 32 or any(type(v) is not int or v < 0 or v > 1 << 40 for v in shape):
         raise bad(f"bad shape {_q(shape, 40)}")
     return dtype, fortran, shape, start + hlen
 
 
-def read_npy(path, fs: float | None = None, leads: Sequence[str] | None = None, *,
-             max_seconds: float = MAX_SECONDS) -> Record:
+def read_npy(
+    path, fs: float | None = None, leads: Sequence[str] | None = None, *, max_seconds: float = MAX_SECONDS
+) -> Record:
     """Read an NPY record (see the module docstring): the header is parsed here, never unpickled, and only
     the first ``max_seconds`` of samples are read."""
     p = Path(path)
@@ -915,8 +1015,10 @@ def read_npy(path, fs: float | None = None, leads: Sequence[str] | None = None, 
         dtype, fortran, shape, start = _parse_npy_header(bytes(_pread(fd, 0, 12 + MAX_NPY_HEADER, where)), where)
         n_items = math.prod(shape)
         if size - start < n_items * dtype.itemsize:
-            raise RecordError(f"{where}: unreadable NPY file (shorter than its header says: "
-                              f"{max(0, size - start):,} of {n_items * dtype.itemsize:,} bytes)")
+            raise RecordError(
+                f"{where}: unreadable NPY file (shorter than its header says: "
+                f"{max(0, size - start):,} of {n_items * dtype.itemsize:,} bytes)"
+            )
         transposed, names = _array_layout(shape, fs, leads, where)
         rows, cols = shape
         n_samp, n_lead = (cols, rows) if transposed else (rows, cols)
@@ -940,6 +1042,7 @@ def read_npy(path, fs: float | None = None, leads: Sequence[str] | None = None, 
     with np.errstate(all="ignore"):  # float16/float32 -> float64; non-finite values are refused in _finish
         arr = np.asarray(arr, dtype=np.float64)
     return _finish(arr, fs, names, p.stem, meta, where, None)
+
 
 # ----------------------------------------------------------------------------------------------- writing
 

@@ -15,6 +15,7 @@ leads", "Wolf-Parkinson-White" -> "Wolff-Parkinson-White"); rhythms take the nam
 :data:`edge.rhythm.RHYTHM_NAMES`, the names the measured rhythm is given, so one rhythm has one name everywhere.
 ``tests/test_labels.py`` checks the table against ``../shared/data/ptbxl-subset/scp_statements.csv``.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -23,11 +24,24 @@ from dataclasses import dataclass
 from .errors import ConfigError
 from .rhythm import RHYTHM_NAMES
 
-__all__ = ["SUPERCLASSES", "SUBCLASSES", "STATEMENTS", "Statement", "plain_name", "describe", "parse_labels",
-           "LabelError", "not_shown", "derived_leads"]
+__all__ = [
+    "SUPERCLASSES",
+    "SUBCLASSES",
+    "STATEMENTS",
+    "Statement",
+    "plain_name",
+    "describe",
+    "parse_labels",
+    "LabelError",
+    "not_shown",
+    "derived_leads",
+]
 
 SUPERCLASSES: dict[str, str] = {
-    "NORM": "normal ECG", "MI": "myocardial infarction", "STTC": "ST/T change", "CD": "conduction disturbance",
+    "NORM": "normal ECG",
+    "MI": "myocardial infarction",
+    "STTC": "ST/T change",
+    "CD": "conduction disturbance",
     "HYP": "hypertrophy",
 }
 
@@ -63,6 +77,7 @@ SUBCLASSES: dict[str, tuple[str, str]] = {
 class Statement:
     """One SCP statement: its code (no padding underscores), PTB-XL's description, the plain name, the kind
     flags and, for a diagnostic statement, its subclass."""
+
     code: str
     description: str
     name: str
@@ -77,8 +92,7 @@ class Statement:
 
 
 def _s(code, description, kind, subclass=None, form=False, name=None) -> Statement:
-    return Statement(code, description, name or description, kind == "d", form or kind == "f", kind == "r",
-                     subclass)
+    return Statement(code, description, name or description, kind == "d", form or kind == "f", kind == "r", subclass)
 
 
 # (code, PTB-XL description, kind d/f/r, subclass, also a form statement, plain name where it differs)
@@ -95,8 +109,13 @@ _TABLE = (
     _s("ISC", "non-specific ischemic", "d", "ISC", name="non-specific ischemia"),
     _s("IRBBB", "incomplete right bundle branch block", "d", "IRBBB"),
     _s("1AVB", "first degree AV block", "d", "AVB", name="first degree atrioventricular block"),
-    _s("IVCD", "non-specific intraventricular conduction disturbance (block)", "d", "IVCD",
-       name="non-specific intraventricular conduction disturbance"),
+    _s(
+        "IVCD",
+        "non-specific intraventricular conduction disturbance (block)",
+        "d",
+        "IVCD",
+        name="non-specific intraventricular conduction disturbance",
+    ),
     _s("ISCAL", "ischemic in anterolateral leads", "d", "ISCA", name="ischemia in anterolateral leads"),
     _s("CRBBB", "complete right bundle branch block", "d", "CRBBB"),
     _s("CLBBB", "complete left bundle branch block", "d", "CLBBB"),
@@ -113,11 +132,21 @@ _TABLE = (
     _s("INJAL", "subendocardial injury in anterolateral leads", "d", "AMI"),
     _s("ISCLA", "ischemic in lateral leads", "d", "ISCA", name="ischemia in lateral leads"),
     _s("RVH", "right ventricular hypertrophy", "d", "RVH"),
-    _s("ANEUR", "ST-T changes compatible with ventricular aneurysm", "d", "STTC",
-       name="ST/T changes compatible with a ventricular aneurysm"),
+    _s(
+        "ANEUR",
+        "ST-T changes compatible with ventricular aneurysm",
+        "d",
+        "STTC",
+        name="ST/T changes compatible with a ventricular aneurysm",
+    ),
     _s("RAO/RAE", "right atrial overload/enlargement", "d", "RAO/RAE", name="right atrial overload or enlargement"),
-    _s("EL", "electrolytic disturbance or drug (former EDIS)", "d", "STTC",
-       name="electrolyte disturbance or drug effect"),
+    _s(
+        "EL",
+        "electrolytic disturbance or drug (former EDIS)",
+        "d",
+        "STTC",
+        name="electrolyte disturbance or drug effect",
+    ),
     _s("WPW", "Wolf-Parkinson-White syndrome", "d", "WPW", name="Wolff-Parkinson-White syndrome"),
     _s("ILBBB", "incomplete left bundle branch block", "d", "ILBBB"),
     _s("IPLMI", "inferoposterolateral myocardial infarction", "d", "IMI"),
@@ -133,8 +162,12 @@ _TABLE = (
     _s("ABQRS", "abnormal QRS", "f"),
     _s("PVC", "ventricular premature complex", "f", name="ventricular premature beats"),
     _s("STD", "non-specific ST depression", "f"),
-    _s("VCLVH", "voltage criteria (QRS) for left ventricular hypertrophy", "f",
-       name="QRS voltage criteria for left ventricular hypertrophy"),
+    _s(
+        "VCLVH",
+        "voltage criteria (QRS) for left ventricular hypertrophy",
+        "f",
+        name="QRS voltage criteria for left ventricular hypertrophy",
+    ),
     _s("QWAVE", "Q waves present", "f"),
     _s("LOWT", "low amplitude T-waves", "f", name="low T waves"),
     _s("NT", "non-specific T-wave changes", "f", name="non-specific T wave changes"),
@@ -160,8 +193,11 @@ _TABLE = (
     _s("TRIGU", "trigeminal pattern (unknown origin, SV or Ventricular)", "r"),
 )
 STATEMENTS: dict[str, Statement] = {
-    s.code: (s if not s.rhythm else Statement(s.code, s.description, RHYTHM_NAMES.get(s.code, s.name), False,
-                                              False, True)) for s in _TABLE}
+    s.code: (
+        s if not s.rhythm else Statement(s.code, s.description, RHYTHM_NAMES.get(s.code, s.name), False, False, True)
+    )
+    for s in _TABLE
+}
 
 
 def plain_name(code: str) -> str:
@@ -184,6 +220,7 @@ def describe(code: str) -> str:
 
 # ------------------------------------------------------------------------------------------- enrolment labels
 
+
 class LabelError(ConfigError):
     """A label that is not a PTB-XL code (the message suggests the nearest ones)."""
 
@@ -191,7 +228,7 @@ class LabelError(ConfigError):
 def _vocabulary() -> dict[str, str]:
     """Every accepted spelling (exact) -> its code."""
     v = {c: c for c in (*SUPERCLASSES, *SUBCLASSES, *STATEMENTS)}
-    for raw in ("NST_", "ISC_", "STD_", "NT_", "TAB_", "STE_", "_AVB"):   # PTB-XL's own spellings
+    for raw in ("NST_", "ISC_", "STD_", "NT_", "TAB_", "STE_", "_AVB"):  # PTB-XL's own spellings
         v[raw] = raw.strip("_")
     return v
 
@@ -228,9 +265,11 @@ def resolve(label: str) -> str:
         raise LabelError(f"label {lab!r} is ambiguous: it may mean {', '.join(sorted(codes))}; give the code")
     near = difflib.get_close_matches(lab.upper(), sorted(set(_VOCAB.values())), n=3, cutoff=0.6)
     hint = f"; did you mean {' or '.join(near)}?" if near else ""
-    raise LabelError(f"label {lab!r} is not a PTB-XL code{hint} (superclasses {', '.join(SUPERCLASSES)}; "
-                     f"subclasses such as IMI, LVH, CRBBB; statements such as ASMI, 1AVB; rhythms such as SR, "
-                     f"AFIB, SBRAD: `ecgret cases codes` lists them all)")
+    raise LabelError(
+        f"label {lab!r} is not a PTB-XL code{hint} (superclasses {', '.join(SUPERCLASSES)}; "
+        f"subclasses such as IMI, LVH, CRBBB; statements such as ASMI, 1AVB; rhythms such as SR, "
+        f"AFIB, SBRAD: `ecgret cases codes` lists them all)"
+    )
 
 
 def parse_labels(spec: str | None) -> dict:
@@ -249,6 +288,7 @@ def parse_labels(spec: str | None) -> dict:
     def add(lst, x):
         if x and x not in lst:
             lst.append(x)
+
     for part in (spec or "").replace(";", ",").split(","):
         if not part.strip():
             continue
@@ -269,8 +309,13 @@ def parse_labels(spec: str | None) -> dict:
             add(desc["r" if st.rhythm else "d" if st.diagnostic else "f"], st.description)
         elif subclass:
             add(desc["d"], SUBCLASSES[subclass][1])
-    return {"super_class": sorted(sup), "sub_class": sorted(sub), "form": sorted(form), "rhythm": sorted(rhythm),
-            "statements": "; ".join(desc["r"] + desc["d"] + desc["f"])}
+    return {
+        "super_class": sorted(sup),
+        "sub_class": sorted(sub),
+        "form": sorted(form),
+        "rhythm": sorted(rhythm),
+        "statements": "; ".join(desc["r"] + desc["d"] + desc["f"]),
+    }
 
 
 def all_codes() -> list[tuple[str, str, str]]:
@@ -294,17 +339,23 @@ _ALL12 = LIMB + ("V1", "V2", "V3", "V4", "V5", "V6")
 # what a finding is read from: every clause (leads, k) must have at least k of its leads present. A finding
 # not listed (rhythms, AV block, non-specific ST/T changes) can be seen on any one lead.
 _NEEDS: dict[str, tuple[tuple[tuple[str, ...], int], ...]] = {
-    "NORM": ((_ALL12, 12),),                                  # a normal ECG is a statement about all 12 leads
-    "IMI": ((_INFERIOR, 2),), "ISCI": ((_INFERIOR, 2),),     # two contiguous leads of a territory
-    "AMI": ((_ANTERIOR, 2),), "LMI": ((_LATERAL, 2),), "PMI": ((("V1", "V2", "V3"), 2),),
+    "NORM": ((_ALL12, 12),),  # a normal ECG is a statement about all 12 leads
+    "IMI": ((_INFERIOR, 2),),
+    "ISCI": ((_INFERIOR, 2),),  # two contiguous leads of a territory
+    "AMI": ((_ANTERIOR, 2),),
+    "LMI": ((_LATERAL, 2),),
+    "PMI": ((("V1", "V2", "V3"), 2),),
     "ISCA": ((_ANTERIOR + _LATERAL, 2),),
-    "CRBBB": ((("V1", "V2"), 1), (("I", "V5", "V6"), 1)), "IRBBB": ((("V1", "V2"), 1), (("I", "V5", "V6"), 1)),
+    "CRBBB": ((("V1", "V2"), 1), (("I", "V5", "V6"), 1)),
+    "IRBBB": ((("V1", "V2"), 1), (("I", "V5", "V6"), 1)),
     "CLBBB": ((("V1", "V2"), 1), (("I", "aVL", "V5", "V6"), 1)),
     "ILBBB": ((("V1", "V2"), 1), (("I", "aVL", "V5", "V6"), 1)),
-    "LAFB/LPFB": ((("I",), 1), (("aVF",), 1)),               # the frontal axis
-    "LVH": ((("V1", "V2"), 1), (("V5", "V6"), 1)), "RVH": ((("V1",), 1), (("V5", "V6"), 1)),
+    "LAFB/LPFB": ((("I",), 1), (("aVF",), 1)),  # the frontal axis
+    "LVH": ((("V1", "V2"), 1), (("V5", "V6"), 1)),
+    "RVH": ((("V1",), 1), (("V5", "V6"), 1)),
     "SEHYP": ((("V1", "V2"), 1),),
-    "LAO/LAE": ((("II",), 1), (("V1",), 1)), "RAO/RAE": ((("II",), 1), (("V1",), 1)),
+    "LAO/LAE": ((("II",), 1), (("V1",), 1)),
+    "RAO/RAE": ((("II",), 1), (("V1",), 1)),
     "WPW": ((_ALL12, 2),),
 }
 # a superclass is shown when one of its subclasses can be

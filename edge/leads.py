@@ -1,10 +1,10 @@
 """Lead names, their canonical order, and derivation of limb leads (Einthoven/Goldberger)."""
+
 from __future__ import annotations
 
 import numpy as np
 
-LEADS12: tuple[str, ...] = ("I", "II", "III", "aVR", "aVL", "aVF",
-                            "V1", "V2", "V3", "V4", "V5", "V6")
+LEADS12: tuple[str, ...] = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 LEADS8: tuple[str, ...] = ("I", "II", "V1", "V2", "V3", "V4", "V5", "V6")
 
 # Named lead sets a query may declare (``--leads``).
@@ -17,9 +17,22 @@ LEAD_SETS: dict[str, tuple[str, ...]] = {
 }
 
 _ALIASES = {
-    "i": "I", "ii": "II", "iii": "III", "avr": "aVR", "avl": "aVL", "avf": "aVF",
-    "v1": "V1", "v2": "V2", "v3": "V3", "v4": "V4", "v5": "V5", "v6": "V6",
-    "lead i": "I", "lead ii": "II", "lead iii": "III", "mlii": "II",
+    "i": "I",
+    "ii": "II",
+    "iii": "III",
+    "avr": "aVR",
+    "avl": "aVL",
+    "avf": "aVF",
+    "v1": "V1",
+    "v2": "V2",
+    "v3": "V3",
+    "v4": "V4",
+    "v5": "V5",
+    "v6": "V6",
+    "lead i": "I",
+    "lead ii": "II",
+    "lead iii": "III",
+    "mlii": "II",
 }
 
 
@@ -36,12 +49,15 @@ def parse_lead_set(spec: str) -> tuple[str, ...]:
     if spec in LEAD_SETS:
         return LEAD_SETS[spec]
     from .errors import ConfigError
+
     out = []
     for part in spec.split(","):
         lead = canonical_lead(part)
         if lead is None:
-            raise ConfigError(f"unknown lead name {part.strip()!r} in --leads {spec!r}; "
-                              f"known: {', '.join(LEADS12)} or a set {', '.join(LEAD_SETS)}")
+            raise ConfigError(
+                f"unknown lead name {part.strip()!r} in --leads {spec!r}; "
+                f"known: {', '.join(LEADS12)} or a set {', '.join(LEAD_SETS)}"
+            )
         out.append(lead)
     return tuple(out)
 

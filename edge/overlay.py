@@ -23,6 +23,7 @@ it over ``overlay.json`` (``os.replace``, atomic on POSIX) and fsyncs the folder
 point leaves either the old or the new overlay, never a mix. A failed write (full disk) leaves the old
 one and raises :class:`~edge.errors.OverlayError`. Search over the overlay is exact (cosine).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -42,20 +43,41 @@ READ_VERSIONS = (1, 2)
 FILE = "overlay.json"
 LOCK = "overlay.lock"
 _TMP_PREFIX = ".overlay.json.tmp-"
-_CASE_FIELDS = ("case_id", "super_class", "sub_class", "form", "rhythm", "statements", "report", "source",
-                "enrolled", "record", "signal")
+_CASE_FIELDS = (
+    "case_id",
+    "super_class",
+    "sub_class",
+    "form",
+    "rhythm",
+    "statements",
+    "report",
+    "source",
+    "enrolled",
+    "record",
+    "signal",
+)
 _LIST_FIELDS = ("super_class", "sub_class", "form", "rhythm")
 _TEXT_FIELDS = ("statements", "report", "source", "enrolled", "record")
 MAX_BYTES = 64 << 20
 MAX_CASES = 100_000
 MAX_TEXT = 64 << 10
 
-__all__ = ["Overlay", "overlay_home", "overlay_dir", "atomic_write", "stored_signal", "decode_signal", "reembed",
-           "other_overlays", "DUPLICATE_R", "DUPLICATE_COS"]
+__all__ = [
+    "Overlay",
+    "overlay_home",
+    "overlay_dir",
+    "atomic_write",
+    "stored_signal",
+    "decode_signal",
+    "reembed",
+    "other_overlays",
+    "DUPLICATE_R",
+    "DUPLICATE_COS",
+]
 
-DUPLICATE_R = 0.99      # a recording whose preprocessed signal correlates this well with an enrolled one is the same
-DUPLICATE_COS = 0.998   # (for cases enrolled without a signal) an embedding this close is the same recording
-MAX_SIGNAL_VALUES = 32 * 10_000   # up to 32 leads x 10,000 samples
+DUPLICATE_R = 0.99  # a recording whose preprocessed signal correlates this well with an enrolled one is the same
+DUPLICATE_COS = 0.998  # (for cases enrolled without a signal) an embedding this close is the same recording
+MAX_SIGNAL_VALUES = 32 * 10_000  # up to 32 leads x 10,000 samples
 
 
 def overlay_home() -> Path:
@@ -87,8 +109,8 @@ class Overlay:
         self.bundle_hash = str(bundle_hash)
         self.cases: tuple[dict, ...] = ()
         self.embeddings = np.zeros((0, self.dim), dtype=np.float32)
-        self.next_n = 1                        # the number of the next local:<n> id (never reused)
-        self.error: str | None = None          # why the overlay was ignored (strict=False only)
+        self.next_n = 1  # the number of the next local:<n> id (never reused)
+        self.error: str | None = None  # why the overlay was ignored (strict=False only)
         self.migrated_from: Path | None = None
         try:
             self._load()
@@ -145,6 +167,7 @@ class Overlay:
             raise OverlayError(f"{self.dir}: cannot create the overlay folder ({e})") from None
         try:
             import fcntl
+
             fcntl.flock(fd, fcntl.LOCK_EX)
             for stale in self.dir.glob(_TMP_PREFIX + "*"):  # left by a writer killed mid-write
                 with contextlib.suppress(OSError):
@@ -156,15 +179,21 @@ class Overlay:
 
     def _write(self, cases: list[dict], emb: np.ndarray, next_n: int | None = None) -> None:
         next_n = max(self.next_n if next_n is None else next_n, _max_local(cases) + 1)
-        doc = {"format": FORMAT, "format_version": FORMAT_VERSION, "bundle": self.bundle_hash, "dim": self.dim,
-               "next_id": next_n,
-               "cases": [dict(c, embedding=[float(x) for x in e]) for c, e in zip(cases, emb)]}
+        doc = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "bundle": self.bundle_hash,
+            "dim": self.dim,
+            "next_id": next_n,
+            "cases": [dict(c, embedding=[float(x) for x in e]) for c, e in zip(cases, emb)],
+        }
         data = (json.dumps(doc, ensure_ascii=False) + "\n").encode("utf-8")
         try:
             atomic_write(self.file, data)
         except OSError as e:
-            raise OverlayError(f"{self.file}: could not write the overlay ({e.strerror or e}); "
-                               "nothing was changed") from None
+            raise OverlayError(
+                f"{self.file}: could not write the overlay ({e.strerror or e}); nothing was changed"
+            ) from None
         self.cases, self.embeddings = tuple(cases), np.asarray(emb, dtype=np.float32).reshape(-1, self.dim)
         self.next_n = next_n
 
@@ -210,8 +239,9 @@ class Overlay:
                 raise OverlayError(f"case id {cid!r} already exists; choose another --id")
             dup = None if force else self.duplicate_of(v, c.get("signal"))
             if dup is not None:
-                raise OverlayError(f"this recording is already enrolled as {dup[0]} ({dup[1]}); "
-                                   "enrol it again only with --force")
+                raise OverlayError(
+                    f"this recording is already enrolled as {dup[0]} ({dup[1]}); enrol it again only with --force"
+                )
             c["case_id"] = cid
             for k in ("super_class", "sub_class", "form", "rhythm"):
                 c[k] = list(c.get(k, []))
@@ -229,9 +259,15 @@ class Overlay:
             unknown = [c for c in dict.fromkeys(case_ids) if c not in ids]
             if unknown or not case_ids:
                 names = ", ".join(repr(c) for c in unknown) or "(none given)"
-                raise OverlayError(f"no enrolled case {names} in {self.file}"
-                                   + (f" (enrolled: {', '.join(ids[:10])}{', ...' if len(ids) > 10 else ''})"
-                                      if ids else " (the overlay is empty)") + "; nothing was removed")
+                raise OverlayError(
+                    f"no enrolled case {names} in {self.file}"
+                    + (
+                        f" (enrolled: {', '.join(ids[:10])}{', ...' if len(ids) > 10 else ''})"
+                        if ids
+                        else " (the overlay is empty)"
+                    )
+                    + "; nothing was removed"
+                )
             drop = {ids.index(c) for c in case_ids}
             gone = [self.cases[i] for i in sorted(drop)]
             keep = [j for j in range(len(ids)) if j not in drop]
@@ -241,18 +277,23 @@ class Overlay:
 
 # ------------------------------------------------------------------ reading and checking overlay.json
 
+
 def _read_file(p: Path) -> bytes | None:
     """The bytes of ``overlay.json`` (None if there is none): a regular file, not a symlink, FIFO or device,
     of at most :data:`MAX_BYTES`, read without blocking."""
     import stat
+
     flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
         fd = os.open(p, flags)
     except FileNotFoundError:
         return None
     except OSError as e:
-        raise OverlayError(f"{p}: file: unreadable ({e.strerror or e}"
-                           + ("; a symbolic link is not followed" if os.path.islink(p) else "") + ")") from None
+        raise OverlayError(
+            f"{p}: file: unreadable ({e.strerror or e}"
+            + ("; a symbolic link is not followed" if os.path.islink(p) else "")
+            + ")"
+        ) from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -293,8 +334,11 @@ def _parse(raw: bytes, p, bundle_id: str, dim: int) -> tuple[tuple[dict, ...], n
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise _bad(p, "format", "not an ecgret overlay")
     if doc.get("format_version") not in READ_VERSIONS or isinstance(doc.get("format_version"), bool):
-        raise _bad(p, "format_version", f"{printable(repr(doc.get('format_version')), 20)}, expected one of "
-                   f"{', '.join(map(str, READ_VERSIONS))}")
+        raise _bad(
+            p,
+            "format_version",
+            f"{printable(repr(doc.get('format_version')), 20)}, expected one of {', '.join(map(str, READ_VERSIONS))}",
+        )
     if doc.get("bundle") != bundle_id:
         raise _bad(p, "bundle", f"overlay belongs to bundle {printable(repr(doc.get('bundle')), 70)}, not {bundle_id}")
     if doc.get("dim") != dim or isinstance(doc.get("dim"), bool):
@@ -312,8 +356,9 @@ def _parse(raw: bytes, p, bundle_id: str, dim: int) -> tuple[tuple[dict, ...], n
             raise _bad(p, where, "malformed entry (not an object)")
         cid = c.get("case_id")
         if not isinstance(cid, str) or not 0 < len(cid) <= 200 or not cid.isprintable():
-            raise _bad(p, f"{where}.case_id", "malformed entry (missing, empty, too long or holding control "
-                       "characters)")
+            raise _bad(
+                p, f"{where}.case_id", "malformed entry (missing, empty, too long or holding control characters)"
+            )
         if cid in seen:
             raise _bad(p, f"{where}.case_id", f"malformed entry (duplicate id {cid!r})")
         seen.add(cid)
@@ -326,8 +371,7 @@ def _parse(raw: bytes, p, bundle_id: str, dim: int) -> tuple[tuple[dict, ...], n
             if v is not None and (not isinstance(v, str) or len(v) > MAX_TEXT):
                 raise _bad(p, f"{where}.{k}", f"malformed entry (not a string of at most {MAX_TEXT} characters)")
         e = c.get("embedding")
-        if not isinstance(e, list) or len(e) != dim \
-                or not all(type(x) in (int, float) for x in e):
+        if not isinstance(e, list) or len(e) != dim or not all(type(x) in (int, float) for x in e):
             raise _bad(p, f"{where}.embedding", f"malformed entry (not {dim} numbers)")
         v = np.asarray(e, dtype=np.float64)
         with np.errstate(over="ignore", invalid="ignore"):
@@ -349,16 +393,23 @@ def _parse(raw: bytes, p, bundle_id: str, dim: int) -> tuple[tuple[dict, ...], n
 
 # ------------------------------------------------------------------ stored signals and moving to another bundle
 
+
 def stored_signal(pre) -> dict:
     """The preprocessed recording of an :class:`edge.signal.PreprocessedECG` as the overlay stores it: the
     leads that were recorded (not the derived ones, not the missing ones), float16, base64, with its rate."""
     import base64
 
     from .leads import LEADS12
+
     keep = [j for j in range(len(LEADS12)) if pre.present[j] and not pre.derived[j]]
     x = np.ascontiguousarray(pre.signal[: max(int(pre.n_valid), 1), keep], dtype="<f2")
-    return {"fs": float(pre.fs), "leads": [LEADS12[j] for j in keep], "dtype": "float16", "shape": list(x.shape),
-            "data": base64.b64encode(x.tobytes()).decode("ascii")}
+    return {
+        "fs": float(pre.fs),
+        "leads": [LEADS12[j] for j in keep],
+        "dtype": "float16",
+        "shape": list(x.shape),
+        "data": base64.b64encode(x.tobytes()).decode("ascii"),
+    }
 
 
 def decode_signal(sig: dict) -> tuple[np.ndarray, float, tuple[str, ...]]:
@@ -367,6 +418,7 @@ def decode_signal(sig: dict) -> tuple[np.ndarray, float, tuple[str, ...]]:
     import binascii
 
     from .leads import LEADS12
+
     if not isinstance(sig, dict):
         raise ValueError("not an object")
     fs, leads, shape, data = sig.get("fs"), sig.get("leads"), sig.get("shape"), sig.get("data")
@@ -374,10 +426,20 @@ def decode_signal(sig: dict) -> tuple[np.ndarray, float, tuple[str, ...]]:
         raise ValueError("dtype must be float16")
     if isinstance(fs, bool) or not isinstance(fs, (int, float)) or not 10 <= fs <= 32000:
         raise ValueError("fs must be a rate in Hz")
-    if not isinstance(leads, list) or not leads or not all(x in LEADS12 for x in leads) or len(set(leads)) != len(leads):
+    if (
+        not isinstance(leads, list)
+        or not leads
+        or not all(x in LEADS12 for x in leads)
+        or len(set(leads)) != len(leads)
+    ):
         raise ValueError("leads must be distinct lead names")
-    if (not isinstance(shape, list) or len(shape) != 2 or not all(type(n) is int and n > 0 for n in shape)
-            or shape[1] != len(leads) or shape[0] * shape[1] > MAX_SIGNAL_VALUES):
+    if (
+        not isinstance(shape, list)
+        or len(shape) != 2
+        or not all(type(n) is int and n > 0 for n in shape)
+        or shape[1] != len(leads)
+        or shape[0] * shape[1] > MAX_SIGNAL_VALUES
+    ):
         raise ValueError("shape must be [samples, leads]")
     if not isinstance(data, str) or len(data) > 4 * MAX_SIGNAL_VALUES:
         raise ValueError("data must be base64 text")
@@ -447,6 +509,7 @@ def reembed(target: "Overlay", retriever, source_dir, *, reserved_ids=()) -> dic
     Returns ``{"moved": [ids], "present": [ids], "failed": [(id, why)]}``."""
     from .errors import EcgretError
     from .record import Record
+
     cases, _ = _open_any(Path(source_dir))
     have = {c["case_id"] for c in target.cases}
     moved, present, failed = [], [], []
@@ -465,6 +528,7 @@ def reembed(target: "Overlay", retriever, source_dir, *, reserved_ids=()) -> dic
                 rec = Record(x.astype(np.float64), fs, leads, cid, {})
             elif c.get("record"):
                 from .io import read_record
+
                 rec = read_record(c["record"])
             else:
                 raise EcgretError("no stored signal and no original file (enrolled before signals were kept)")
@@ -481,9 +545,11 @@ def reembed(target: "Overlay", retriever, source_dir, *, reserved_ids=()) -> dic
             taken = {c["case_id"] for c in target.cases}
             keep = [(c, v) for c, v in zip(new_cases, new_vecs) if c["case_id"] not in taken]
             moved = [c["case_id"] for c, _ in keep]
-            target._write(list(target.cases) + [c for c, _ in keep],
-                          np.vstack([target.embeddings] + [v[None] for _, v in keep]),
-                          max(target.next_n, _max_local(cases) + 1))
+            target._write(
+                list(target.cases) + [c for c, _ in keep],
+                np.vstack([target.embeddings] + [v[None] for _, v in keep]),
+                max(target.next_n, _max_local(cases) + 1),
+            )
     return {"moved": moved, "present": present, "failed": failed}
 
 
@@ -524,12 +590,12 @@ def _migrate_legacy(old_dir: Path, old_hash: str, new_dir: Path, new_id: str, di
             return None
         cases, emb = parse_overlay(raw, old, old_hash, dim)
     except OverlayError:
-        return None       # a broken old overlay is left alone (and not migrated)
+        return None  # a broken old overlay is left alone (and not migrated)
     ov = Overlay(new_dir, dim, new_id, strict=False)
     if ov.error is not None:
         return None
     with ov._locked():
         if len(ov.cases) or os.path.lexists(ov.file):
-            return None   # another process migrated it first
+            return None  # another process migrated it first
         ov._write(list(cases), emb)
     return old

@@ -1,5 +1,6 @@
 """Where things live: the repository root, the shared (read-only) data directory, and the sample recordings
 shipped inside the package (``edge/samples/``, CC BY 4.0 CinC 2021 records; see its README.md)."""
+
 from __future__ import annotations
 
 import os

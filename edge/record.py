@@ -1,4 +1,5 @@
 """The in-memory ECG record every reader returns and every later stage consumes."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

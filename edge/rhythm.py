@@ -21,25 +21,45 @@ settles both. The rules, in order (thresholds below; each is tested in tests/tes
 The answer says where its label comes from (``basis``: measured, retrieved, or both agreeing) and, when the cases
 and the measurement disagree, says so in words (``note``).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["RhythmAnswer", "ground", "measured_rhythm", "as_measurements", "RHYTHM_NAMES", "IRREGULAR", "P_WEAK", "P_CLEAR", "BRADY_SURE", "TACHY_SURE"]
+__all__ = [
+    "RhythmAnswer",
+    "ground",
+    "measured_rhythm",
+    "as_measurements",
+    "RHYTHM_NAMES",
+    "IRREGULAR",
+    "P_WEAK",
+    "P_CLEAR",
+    "BRADY_SURE",
+    "TACHY_SURE",
+]
 
 # Chosen by cross-validation over PTB-XL folds 1-8 (the archive cases' own measurements, 100 Hz; the grid and the
 # figures are in the README, "Measurements and the rhythm of the answer"), checked on ludb-dev and CinC.
-IRREGULAR = 0.08     # median |successive RR difference| / median RR, premature beats left out
-P_WEAK = 0.07        # a P wave under this fraction of the QRS magnitude does not count as atrial activity
-P_CLEAR = 0.14       # a P wave over this fraction is clear atrial activity: never atrial fibrillation
-BRADY_SURE = 58.0    # bpm
+IRREGULAR = 0.08  # median |successive RR difference| / median RR, premature beats left out
+P_WEAK = 0.07  # a P wave under this fraction of the QRS magnitude does not count as atrial activity
+P_CLEAR = 0.14  # a P wave over this fraction is clear atrial activity: never atrial fibrillation
+BRADY_SURE = 58.0  # bpm
 TACHY_SURE = 100.0
 SARRH_CV = 0.12
 
 RHYTHM_NAMES = {
-    "SR": "sinus rhythm", "SBRAD": "sinus bradycardia", "STACH": "sinus tachycardia", "SARRH": "sinus arrhythmia",
-    "AFIB": "atrial fibrillation", "AFLT": "atrial flutter", "PACE": "paced rhythm", "SVARR": "supraventricular arrhythmia",
-    "SVTAC": "supraventricular tachycardia", "PSVT": "paroxysmal supraventricular tachycardia", "BIGU": "bigeminy",
+    "SR": "sinus rhythm",
+    "SBRAD": "sinus bradycardia",
+    "STACH": "sinus tachycardia",
+    "SARRH": "sinus arrhythmia",
+    "AFIB": "atrial fibrillation",
+    "AFLT": "atrial flutter",
+    "PACE": "paced rhythm",
+    "SVARR": "supraventricular arrhythmia",
+    "SVTAC": "supraventricular tachycardia",
+    "PSVT": "paroxysmal supraventricular tachycardia",
+    "BIGU": "bigeminy",
     "TRIGU": "trigeminy",
 }
 SINUS = ("SR", "SBRAD", "STACH", "SARRH")
@@ -47,20 +67,26 @@ SINUS = ("SR", "SBRAD", "STACH", "SARRH")
 
 @dataclass(frozen=True)
 class RhythmAnswer:
-    label: str                   # PTB-XL rhythm code
-    basis: str                   # "measured", "retrieved", "measured and retrieved"
-    retrieved: str | None        # the similar cases' leading rhythm code (None if they carry none)
+    label: str  # PTB-XL rhythm code
+    basis: str  # "measured", "retrieved", "measured and retrieved"
+    retrieved: str | None  # the similar cases' leading rhythm code (None if they carry none)
     retrieved_support: float
-    note: str = ""               # the contradiction, in words, when there is one
+    note: str = ""  # the contradiction, in words, when there is one
 
     @property
     def name(self) -> str:
         return RHYTHM_NAMES.get(self.label, self.label)
 
     def to_dict(self) -> dict:
-        return {"label": self.label, "name": self.name, "basis": self.basis, "retrieved": self.retrieved,
-                "retrieved_name": RHYTHM_NAMES.get(self.retrieved, self.retrieved) if self.retrieved else None,
-                "retrieved_support": round(self.retrieved_support, 4), "note": self.note}
+        return {
+            "label": self.label,
+            "name": self.name,
+            "basis": self.basis,
+            "retrieved": self.retrieved,
+            "retrieved_name": RHYTHM_NAMES.get(self.retrieved, self.retrieved) if self.retrieved else None,
+            "retrieved_support": round(self.retrieved_support, 4),
+            "note": self.note,
+        }
 
     @property
     def line(self) -> str:
@@ -87,42 +113,61 @@ def ground(consensus, m) -> RhythmAnswer:
         else:
             basis = "measured"
         if label != top and top and not note:
-            note = (f"the similar cases say {RHYTHM_NAMES.get(top, top)} ({top_s:.0%}); "
-                    f"measured: {RHYTHM_NAMES.get(label, label)}")
+            note = (
+                f"the similar cases say {RHYTHM_NAMES.get(top, top)} ({top_s:.0%}); "
+                f"measured: {RHYTHM_NAMES.get(label, label)}"
+            )
         return RhythmAnswer(label, basis, top, top_s, note)
 
     hr = getattr(m, "heart_rate_bpm", None) if m is not None else None
     if m is not None and getattr(m, "paced", False):
         a = _unpaced(consensus, m, answer, votes, top, top_s, hr)
         note = "pacemaker spikes before most QRS complexes: ventricular pacing; the atrial rhythm is named"
-        return RhythmAnswer(a.label, a.basis, a.retrieved, a.retrieved_support, "; ".join(x for x in (note, a.note) if x))
+        return RhythmAnswer(
+            a.label, a.basis, a.retrieved, a.retrieved_support, "; ".join(x for x in (note, a.note) if x)
+        )
     return _unpaced(consensus, m, answer, votes, top, top_s, hr)
 
 
 def _unpaced(consensus, m, answer, votes, top, top_s, hr) -> RhythmAnswer:
     if hr is None or m.irregularity is None:
-        return RhythmAnswer(top or "SR", "retrieved", top, top_s,
-                            "rate and rhythm could not be measured" + ("" if top else "; no rhythm retrieved"))
+        return RhythmAnswer(
+            top or "SR",
+            "retrieved",
+            top,
+            top_s,
+            "rate and rhythm could not be measured" + ("" if top else "; no rhythm retrieved"),
+        )
     p_rel = getattr(m, "p_rel", None)
     p_rel = p_rel if p_rel is not None else 0.0
     irregular = m.irregularity >= IRREGULAR
     afib_s = _support(votes, "AFIB")
     if irregular and p_rel < P_WEAK:
-        return answer("AFIB", "" if top == "AFIB" else
-                      f"irregular RR series without P waves (irregularity {m.irregularity:.2f}): atrial fibrillation "
-                      f"(measured), the similar cases say {RHYTHM_NAMES.get(top, top or 'no rhythm')}")
+        return answer(
+            "AFIB",
+            ""
+            if top == "AFIB"
+            else f"irregular RR series without P waves (irregularity {m.irregularity:.2f}): atrial fibrillation "
+            f"(measured), the similar cases say {RHYTHM_NAMES.get(top, top or 'no rhythm')}",
+        )
     if irregular:
         if top == "AFIB" and p_rel < P_CLEAR:
             return answer("AFIB", "irregular RR series; P-like waves present: confirm atrial fibrillation on the strip")
         if top == "AFIB" or afib_s >= 0.5:
-            return answer("SARRH", f"the similar cases say atrial fibrillation, but P waves precede the QRS complexes "
-                          f"(P/QRS {p_rel:.2f}): an irregular sinus rhythm (premature beats?); confirm on the strip")
+            return answer(
+                "SARRH",
+                f"the similar cases say atrial fibrillation, but P waves precede the QRS complexes "
+                f"(P/QRS {p_rel:.2f}): an irregular sinus rhythm (premature beats?); confirm on the strip",
+            )
         return answer("SARRH")
     note = ""
     if top in ("AFIB",) or afib_s >= 0.5:
         pb = m.premature_beats or 0
-        note = ("the similar cases say atrial fibrillation, but the RR series is regular"
-                + (f" apart from {pb} premature beat{'s' if pb != 1 else ''}" if pb else "") + ": not atrial fibrillation")
+        note = (
+            "the similar cases say atrial fibrillation, but the RR series is regular"
+            + (f" apart from {pb} premature beat{'s' if pb != 1 else ''}" if pb else "")
+            + ": not atrial fibrillation"
+        )
     if top == "AFLT" and p_rel < P_WEAK:
         return answer("AFLT", note, measured=False)
     rate_label = None
@@ -141,8 +186,10 @@ def _unpaced(consensus, m, answer, votes, top, top_s, hr) -> RhythmAnswer:
         if (cv >= SARRH_CV and (m.premature_beats or 0) <= 1 and p_rel >= P_WEAK) or top == "SARRH":
             rate_label = "SARRH"
     if not note and rate_label != top and top in SINUS + ("AFIB",):
-        note = (f"the similar cases say {RHYTHM_NAMES.get(top, top)} ({top_s:.0%}); measured {hr:.0f} bpm"
-                f": {RHYTHM_NAMES[rate_label]}")
+        note = (
+            f"the similar cases say {RHYTHM_NAMES.get(top, top)} ({top_s:.0%}); measured {hr:.0f} bpm"
+            f": {RHYTHM_NAMES[rate_label]}"
+        )
     return answer(rate_label, note)
 
 

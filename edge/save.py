@@ -4,6 +4,7 @@
 The result JSON is the same object ``--json`` prints (:func:`edge.answer.result_dict`: with the ecgret version,
 the bundle id and a UTC timestamp).
 """
+
 from __future__ import annotations
 
 import json
@@ -25,6 +26,7 @@ def save_acquisition(rec, obj: dict, save_dir, stem: str) -> Path:
     from .io import write_wfdb
     from .record import Record
     from .termtext import printable
+
     d = Path(save_dir)
     try:
         d.mkdir(parents=True, exist_ok=True)
@@ -38,11 +40,13 @@ def save_acquisition(rec, obj: dict, save_dir, stem: str) -> Path:
             continue
         try:
             with staging_dir(d) as tmp:
-                write_wfdb(Record(np.nan_to_num(rec.signal, nan=0.0), rec.fs, rec.leads, rec.name,
-                                  {"comments": comments}), tmp, name)
+                write_wfdb(
+                    Record(np.nan_to_num(rec.signal, nan=0.0), rec.fs, rec.leads, rec.name, {"comments": comments}),
+                    tmp,
+                    name,
+                )
                 publish(tmp / f"{name}.dat", d / f"{name}.dat", overwrite=False)
-                atomic_write(d / f"{name}.json", json.dumps(obj, ensure_ascii=False, indent=1) + "\n",
-                             overwrite=False)
+                atomic_write(d / f"{name}.json", json.dumps(obj, ensure_ascii=False, indent=1) + "\n", overwrite=False)
                 publish(tmp / f"{name}.hea", d / f"{name}.hea", overwrite=False)
             return d / name
         except FileExistsError:

@@ -12,6 +12,7 @@ without further checks. Sections the device does not interpret (``training``, ``
 details, ``tools``) are only bounded (type, depth, size). The optional ``waveforms`` section (with its file
 ``waveforms.bin``) is checked in full: names, dtype, shapes against the index, and a layout that fills the file.
 """
+
 from __future__ import annotations
 
 import os
@@ -22,15 +23,27 @@ import re
 
 from .errors import BundleError
 
-__all__ = ["JSONLimitError", "loads_bounded", "validate_manifest", "MAX_MANIFEST_BYTES", "MAX_FILE_BYTES",
-           "MAX_DEPTH", "printable"]
+__all__ = [
+    "JSONLimitError",
+    "loads_bounded",
+    "validate_manifest",
+    "MAX_MANIFEST_BYTES",
+    "MAX_FILE_BYTES",
+    "MAX_DEPTH",
+    "printable",
+]
 
-MAX_MANIFEST_BYTES = 4 << 20       # the default manifest is 28 KB (its evaluation tables included)
-MAX_DEPTH = 32                     # the default manifest nests 6 deep
+MAX_MANIFEST_BYTES = 4 << 20  # the default manifest is 28 KB (its evaluation tables included)
+MAX_DEPTH = 32  # the default manifest nests 6 deep
 MAX_INT_DIGITS = 40
 # the most each bundle file may hold: they are read into memory to be hashed and checked before use
-MAX_FILE_BYTES = {"encoder.tflite": 256 << 20, "index.ann": 1 << 30, "cases.jsonl": 512 << 20,
-                  "MODEL_CARD.md": 4 << 20, "waveforms.bin": 64 << 20}
+MAX_FILE_BYTES = {
+    "encoder.tflite": 256 << 20,
+    "index.ann": 1 << 30,
+    "cases.jsonl": 512 << 20,
+    "MODEL_CARD.md": 4 << 20,
+    "waveforms.bin": 64 << 20,
+}
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
@@ -78,8 +91,9 @@ def _path(parts) -> str:
     return out or "(top level)"
 
 
-def loads_bounded(data: bytes | str, *, max_bytes: int = MAX_MANIFEST_BYTES, max_depth: int = MAX_DEPTH,
-                  root: str = ""):
+def loads_bounded(
+    data: bytes | str, *, max_bytes: int = MAX_MANIFEST_BYTES, max_depth: int = MAX_DEPTH, root: str = ""
+):
     """Parse ``data`` within the limits above; ``root`` prefixes the paths in messages."""
     if len(data) > max_bytes:
         raise JSONLimitError(f"{len(data):,} bytes, more than the {max_bytes:,} allowed")
@@ -89,8 +103,9 @@ def loads_bounded(data: bytes | str, *, max_bytes: int = MAX_MANIFEST_BYTES, max
         except UnicodeDecodeError as e:
             raise JSONLimitError(f"not UTF-8 ({e.reason} at byte {e.start})") from None
     try:
-        doc = json.loads(data, object_pairs_hook=_pairs, parse_int=_parse_int, parse_float=_parse_float,
-                         parse_constant=_Bad)
+        doc = json.loads(
+            data, object_pairs_hook=_pairs, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_Bad
+        )
     except JSONLimitError:
         raise
     except RecursionError:
@@ -121,14 +136,20 @@ def printable(s, n: int = 200) -> str:
 
 # ------------------------------------------------------------------ manifest schema
 
+
 class _Fail(Exception):
     def __init__(self, field, msg):
         self.field, self.msg = field, msg
 
 
 def _tname(v) -> str:
-    return "null" if v is None else {bool: "boolean", int: "integer", float: "number", str: "string",
-                                     list: "array", dict: "object"}.get(type(v), type(v).__name__)
+    return (
+        "null"
+        if v is None
+        else {bool: "boolean", int: "integer", float: "number", str: "string", list: "array", dict: "object"}.get(
+            type(v), type(v).__name__
+        )
+    )
 
 
 def _obj(v, f):
@@ -186,20 +207,26 @@ def _check(m: dict) -> None:
     from .encoder import KERNELS
     from .imaging import MODES, RR_SCALES, ImagingConfig
     from .signal import MIN_DURATION_S
+
     _obj(m, "manifest")
     if m.get("format") != FORMAT:
         raise _Fail("format", f"{printable(repr(m.get('format')), 40)} is not {FORMAT!r}")
     if m.get("format_version") != FORMAT_VERSION or isinstance(m.get("format_version"), bool):
-        raise _Fail("format_version", f"bundle format version {printable(repr(m.get('format_version')), 20)}; this "
-                    f"ecgret reads version {FORMAT_VERSION} (rebuild the bundle with a matching ecgret-convert)")
+        raise _Fail(
+            "format_version",
+            f"bundle format version {printable(repr(m.get('format_version')), 20)}; this "
+            f"ecgret reads version {FORMAT_VERSION} (rebuild the bundle with a matching ecgret-convert)",
+        )
     _str(_req(m, "", "name"), "name", 120)
     _str(_req(m, "", "created"), "created", 64)
 
     files = _obj(_req(m, "", "files"), "files")
     for fn in files:
         if fn not in BUNDLE_FILES + OPTIONAL_FILES:
-            raise _Fail(f"files.{printable(fn, 60)}", f"not a file of this bundle format (files: "
-                        f"{', '.join(BUNDLE_FILES + OPTIONAL_FILES)})")
+            raise _Fail(
+                f"files.{printable(fn, 60)}",
+                f"not a file of this bundle format (files: {', '.join(BUNDLE_FILES + OPTIONAL_FILES)})",
+            )
     for fn in BUNDLE_FILES + tuple(f for f in OPTIONAL_FILES if f in files):
         meta = _obj(_req(files, "files", fn), f"files.{fn}")
         _str(_req(meta, f"files.{fn}", "sha256"), f"files.{fn}.sha256", 64, pattern=_HEX64)
@@ -215,8 +242,11 @@ def _check(m: dict) -> None:
     # answered with other filters than its index was built with, so it is refused
     if "bandpass_hz" in pp:
         bp = pp["bandpass_hz"]
-        if not isinstance(bp, list) or len(bp) != 2 \
-                or [_num(x, f"preprocessing.bandpass_hz[{i}]", 0, 1e4) for i, x in enumerate(bp)] != [0.5, 40.0]:
+        if (
+            not isinstance(bp, list)
+            or len(bp) != 2
+            or [_num(x, f"preprocessing.bandpass_hz[{i}]", 0, 1e4) for i, x in enumerate(bp)] != [0.5, 40.0]
+        ):
             raise _Fail("preprocessing.bandpass_hz", f"{printable(bp, 60)}: this ecgret applies [0.5, 40.0] only")
     if "order" in pp and (_int(pp["order"], "preprocessing.order", 1, 16) != 4):
         raise _Fail("preprocessing.order", f"{pp['order']}: this ecgret applies order 4 only")
@@ -245,8 +275,9 @@ def _check(m: dict) -> None:
     if outs != [1, dim]:
         raise _Fail("encoder.output_shape", f"{outs} but encoder.embedding_dim is {dim} (batch 1)")
     for side in ("input", "output"):
-        dt = _str(_req(enc, "encoder", f"{side}_dtype"), f"encoder.{side}_dtype", 10,
-                  choices=("int8", "uint8", "float32"))
+        dt = _str(
+            _req(enc, "encoder", f"{side}_dtype"), f"encoder.{side}_dtype", 10, choices=("int8", "uint8", "float32")
+        )
         lo = 0.0 if dt == "float32" else 1e-12
         _num(_req(enc, "encoder", f"{side}_scale"), f"encoder.{side}_scale", lo, 1e6)
         _int(_req(enc, "encoder", f"{side}_zero_point"), f"encoder.{side}_zero_point", -128, 255)
@@ -255,7 +286,7 @@ def _check(m: dict) -> None:
         _str(enc["kernels"], "encoder.kernels", 20, choices=KERNELS)
     for k in ("params", "macs"):
         if enc.get(k) is not None:
-            _int(enc[k], f"encoder.{k}", 0, 10 ** 15)
+            _int(enc[k], f"encoder.{k}", 0, 10**15)
 
     idx = _obj(_req(m, "", "index"), "index")
     _str(_req(idx, "index", "metric"), "index.metric", 20, choices=(METRIC,))
@@ -263,12 +294,12 @@ def _check(m: dict) -> None:
         raise _Fail("index.dim", f"{idx['dim']} but encoder.embedding_dim is {dim}")
     _int(_req(idx, "index", "n_items"), "index.n_items", 1, 50_000_000)
     _int(_req(idx, "index", "n_trees"), "index.n_trees", 1, 4096)
-    sk = _int(_req(idx, "index", "search_k"), "index.search_k", -1, 2 ** 31 - 1)
+    sk = _int(_req(idx, "index", "search_k"), "index.search_k", -1, 2**31 - 1)
     if sk == 0 or sk < -1:
         raise _Fail("index.search_k", f"{sk}: must be -1 (Annoy's default) or positive")
     _num(_req(idx, "index", "recall_at_10"), "index.recall_at_10", 0.0, 1.0)
     if "seed" in idx:
-        _int(idx["seed"], "index.seed", 0, 2 ** 63 - 1)
+        _int(idx["seed"], "index.seed", 0, 2**63 - 1)
     if "items" in idx:
         it = _obj(idx["items"], "index.items")
         for k in ("ecg_weight", "report_weight"):
@@ -303,10 +334,13 @@ def _check_waveforms(m: dict, files: dict, n_items: int) -> None:
     """The optional ``waveforms`` section and its file (``docs/BUNDLE.md``): int8 arrays of known names, one row
     per index item, laid end to end from offset 0 and filling ``files.waveforms.bin.bytes`` exactly."""
     from .bundle import WAVEFORM_ARRAYS, WAVEFORMS_FILE
+
     wf = m.get("waveforms")
     if (wf is None) != (WAVEFORMS_FILE not in files):
-        raise _Fail("waveforms" if wf is None else f"files.{WAVEFORMS_FILE}",
-                    f"the waveforms section and files.{WAVEFORMS_FILE} go together (one is missing)")
+        raise _Fail(
+            "waveforms" if wf is None else f"files.{WAVEFORMS_FILE}",
+            f"the waveforms section and files.{WAVEFORMS_FILE} go together (one is missing)",
+        )
     if wf is None:
         return
     _obj(wf, "waveforms")
@@ -345,8 +379,10 @@ def _check_waveforms(m: dict, files: dict, n_items: int) -> None:
             raise _Fail(f"{f}.offset", f"{off}, but the arrays are laid end to end: {pos} expected")
         pos += size
     if pos != files[WAVEFORMS_FILE]["bytes"]:
-        raise _Fail(f"files.{WAVEFORMS_FILE}.bytes", f"{files[WAVEFORMS_FILE]['bytes']} but the arrays of the "
-                    f"waveforms section hold {pos} bytes")
+        raise _Fail(
+            f"files.{WAVEFORMS_FILE}.bytes",
+            f"{files[WAVEFORMS_FILE]['bytes']} but the arrays of the waveforms section hold {pos} bytes",
+        )
 
 
 def validate_manifest(m, where) -> None:

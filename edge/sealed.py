@@ -8,6 +8,7 @@ bytes go into an anonymous, sealed in-memory file (Linux ``memfd_create`` with `
 the life of the process. Where memfd is unavailable (not Linux) :func:`sealed_copy` returns None and the
 caller falls back to the file itself (docs/BUNDLE.md says so).
 """
+
 from __future__ import annotations
 
 import os
@@ -41,6 +42,7 @@ def sealed_copy(data, name: str) -> SealedFile | None:
         return None
     try:
         import fcntl
+
         seals = fcntl.F_SEAL_WRITE | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_SEAL
         fd = memfd(f"ecgret:{name}", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
     except (AttributeError, OSError):

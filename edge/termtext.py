@@ -7,6 +7,7 @@ line read differently from what it holds ("Trojan Source"). :func:`printable` re
 printers pass every such string through it. JSON output needs none of this (``json.dumps`` escapes C0
 controls; a JSON consumer is not a terminal).
 """
+
 from __future__ import annotations
 
 import re
@@ -16,17 +17,18 @@ __all__ = ["printable", "unsafe_chars"]
 # ESC-introduced sequences: CSI (ESC [ ... final), OSC/DCS/SOS/PM/APC strings (ended by BEL or ST), and
 # two-byte escapes; plus the 8-bit C1 forms of CSI (U+009B) and of the string introducers.
 _ESCAPES = re.compile(
-    r"\x1b\[[0-?]*[ -/]*[@-~]?"                        # CSI
-    r"|\x1b[\]PX^_].*?(?:\x07|\x1b\\|$)"               # OSC, DCS, SOS, PM, APC
-    r"|\x1b[ -/]*[0-~]?"                               # other escapes (and a lone ESC)
-    r"|\x9b[0-?]*[ -/]*[@-~]?"                         # 8-bit CSI
+    r"\x1b\[[0-?]*[ -/]*[@-~]?"  # CSI
+    r"|\x1b[\]PX^_].*?(?:\x07|\x1b\\|$)"  # OSC, DCS, SOS, PM, APC
+    r"|\x1b[ -/]*[0-~]?"  # other escapes (and a lone ESC)
+    r"|\x9b[0-?]*[ -/]*[@-~]?"  # 8-bit CSI
     r"|[\x90\x98\x9d\x9e\x9f].*?(?:\x07|\x9c|\x1b\\|$)",  # 8-bit string introducers
     re.DOTALL,
 )
 # C0 (but tab and newline), DEL, C1, bidi embeddings/overrides/isolates and marks, line/paragraph separators,
 # and lone surrogates (what undecodable bytes become under surrogateescape)
-_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
-                     "\ud800-\udfff]")
+_UNSAFE = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
+)
 _LINE_BREAKS = re.compile(r"\r\n?|\n")
 
 

@@ -13,6 +13,7 @@ Trusted keys: :data:`TRUSTED_KEYS` (shipped with ecgret) plus the public keys li
 ``$ECGRET_TRUSTED_KEYS`` (one hex key a line, ``#`` comments; for a clinic that publishes its own bundles).
 :data:`REVOKED_KEYS` are never trusted, wherever they are listed. Key rotation: ``docs/BUNDLE.md``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -23,8 +24,17 @@ from pathlib import Path
 
 from .errors import BundleError
 
-__all__ = ["Trust", "TRUSTED_KEYS", "REVOKED_KEYS", "SIGNATURE_FILE", "check_signature", "signed_message",
-           "key_id", "trusted_keys", "ENV_TRUSTED_KEYS"]
+__all__ = [
+    "Trust",
+    "TRUSTED_KEYS",
+    "REVOKED_KEYS",
+    "SIGNATURE_FILE",
+    "check_signature",
+    "signed_message",
+    "key_id",
+    "trusted_keys",
+    "ENV_TRUSTED_KEYS",
+]
 
 SIGNATURE_FILE = "signature.json"
 SIGNATURE_FORMAT = "ecgret-bundle-signature"
@@ -35,14 +45,18 @@ MAX_SIGNATURE_BYTES = 64 << 10
 
 # key id (first 16 hex digits of sha256 of the raw public key) -> (public key hex, who holds it)
 TRUSTED_KEYS: dict[str, tuple[str, str]] = {
-    "2f0a9bc3c4f15ac2": ("ad6a2e963c0015e9e1b0bedb8af4afeae5c079eda1a437afaba845786752bf0b",
-                         "ecgret default bundle publisher (2026)"),
+    "2f0a9bc3c4f15ac2": (
+        "ad6a2e963c0015e9e1b0bedb8af4afeae5c079eda1a437afaba845786752bf0b",
+        "ecgret default bundle publisher (2026)",
+    ),
     # the second default-bundle key (2026-12): the first key's private part was not carried to the build machine
     # that re-made the bundle; it is not compromised, so bundles it signed stay trusted (docs/BUNDLE.md)
-    "f2a363d8735b6ace": ("2fa8e7845d473a9031dbadd8ac60e8c45bfde0f9b4c2f6efec7d4bf33529c664",
-                         "ecgret default bundle publisher (2026, key 2)"),
+    "f2a363d8735b6ace": (
+        "2fa8e7845d473a9031dbadd8ac60e8c45bfde0f9b4c2f6efec7d4bf33529c664",
+        "ecgret default bundle publisher (2026, key 2)",
+    ),
 }
-REVOKED_KEYS: frozenset[str] = frozenset()   # key ids; see docs/BUNDLE.md "Rotating keys"
+REVOKED_KEYS: frozenset[str] = frozenset()  # key ids; see docs/BUNDLE.md "Rotating keys"
 
 _HEX = re.compile(r"[0-9a-f]+\Z")
 
@@ -118,6 +132,7 @@ def check_signature(sig_bytes: bytes | None, manifest_bytes: bytes, where) -> Tr
         return Trust("unsigned")
     from .ed25519 import BadSignature, verify
     from .schema import JSONLimitError, loads_bounded
+
     try:
         doc = loads_bounded(sig_bytes, max_bytes=MAX_SIGNATURE_BYTES, max_depth=4)
     except JSONLimitError as e:
@@ -132,8 +147,10 @@ def check_signature(sig_bytes: bytes | None, manifest_bytes: bytes, where) -> Tr
     pub = _hexfield(doc, "public_key", 32, where)
     sig = _hexfield(doc, "signature", 64, where)
     if bid != hashlib.sha256(manifest_bytes).digest():
-        raise BundleError(f"{where}: bundle_id: the signature is for another manifest (manifest.json was changed "
-                          "after signing, or the signature belongs to another bundle)")
+        raise BundleError(
+            f"{where}: bundle_id: the signature is for another manifest (manifest.json was changed "
+            "after signing, or the signature belongs to another bundle)"
+        )
     kid = key_id(pub)
     if doc.get("key_id") not in (None, kid):
         raise BundleError(f"{where}: key_id: does not match public_key")

@@ -20,6 +20,7 @@ What a board declares is bounded before anything is sized from it (:mod:`firmwar
 rate, channels, gain, names, and samples x channels of one recording): a board announcing
 10^8 Hz is an :class:`~firmware_bridge.errors.IncompatibleDeviceError`, not gigabytes of buffers.
 """
+
 from __future__ import annotations
 
 import math
@@ -76,19 +77,36 @@ def _check(info, accept_fs, accept_channels, url: str) -> None:
         ok = [float(f) for f in accept_fs]
         if not any(abs(info.fs - f) <= 1e-6 * max(1.0, f) for f in ok):
             raise IncompatibleDeviceError(
-                f"board on {url} samples at {info.fs:g} Hz; usable rates: {', '.join(f'{f:g}' for f in ok)} Hz")
+                f"board on {url} samples at {info.fs:g} Hz; usable rates: {', '.join(f'{f:g}' for f in ok)} Hz"
+            )
     if accept_channels is not None:
         ok = sorted(int(c) for c in accept_channels)
         if info.n_channels not in ok:
             raise IncompatibleDeviceError(
-                f"board on {url} has {info.n_channels} channel(s); usable: {', '.join(map(str, ok))}")
+                f"board on {url} has {info.n_channels} channel(s); usable: {', '.join(map(str, ok))}"
+            )
 
 
-def acquire(url: str, board: str, seconds: float, *, baud: int | None = None, timeout: float = 3.0,
-            fs: float | None = None, channel_names=None, accept_fs=None, accept_channels=None,
-            on_progress=None, stop_event: threading.Event | None = None, reconnect: bool = True,
-            reconnect_timeout: float = 10.0, max_wall_s: float | None = None, scale_mv: float = 1.0,
-            cyton_gain: int = 24, exclusive: bool = True) -> Acquisition:
+def acquire(
+    url: str,
+    board: str,
+    seconds: float,
+    *,
+    baud: int | None = None,
+    timeout: float = 3.0,
+    fs: float | None = None,
+    channel_names=None,
+    accept_fs=None,
+    accept_channels=None,
+    on_progress=None,
+    stop_event: threading.Event | None = None,
+    reconnect: bool = True,
+    reconnect_timeout: float = 10.0,
+    max_wall_s: float | None = None,
+    scale_mv: float = 1.0,
+    cyton_gain: int = 24,
+    exclusive: bool = True,
+) -> Acquisition:
     """Record ``seconds`` of signal from the board at ``url``.
 
     url: a pyserial URL: a device (``/dev/ttyACM0``, ``COM3``), a pty, ``loop://``, ``socket://h:p``.
@@ -143,15 +161,24 @@ def acquire(url: str, board: str, seconds: float, *, baud: int | None = None, ti
             s, lo, f = (sig[: top + 1], lead[: top + 1], filled[: top + 1]) if cut else (sig, lead, filled)
             gap = ~f
             stats = drv.all_stats()
-            stats.update({
-                "reconnects": reconnects,
-                "samples": int(f.sum()),
-                "gap_samples": int(gap.sum()),
-                "lead_off_samples": int(lo.any(axis=1).sum()),
-                "wall_s": round(time.monotonic() - t0, 3),
-            })
-            return Acquisition(signal_mv=s, fs=float(info.fs), channel_names=tuple(info.channel_names),
-                               lead_off=lo, gap_mask=gap, stats=stats, device_info=info.as_dict())
+            stats.update(
+                {
+                    "reconnects": reconnects,
+                    "samples": int(f.sum()),
+                    "gap_samples": int(gap.sum()),
+                    "lead_off_samples": int(lo.any(axis=1).sum()),
+                    "wall_s": round(time.monotonic() - t0, 3),
+                }
+            )
+            return Acquisition(
+                signal_mv=s,
+                fs=float(info.fs),
+                channel_names=tuple(info.channel_names),
+                lead_off=lo,
+                gap_mask=gap,
+                stats=stats,
+                device_info=info.as_dict(),
+            )
 
         try:
             while top < n - 1:
@@ -160,8 +187,10 @@ def acquire(url: str, board: str, seconds: float, *, baud: int | None = None, ti
                     stopped_early = True
                     break
                 if now - t0 > wall_limit:
-                    raise NoSignalError(f"board on {url} delivered {top + 1} of {n} samples in {wall_limit:.0f} s "
-                                        f"(slower than its declared {info.fs:g} Hz?)")
+                    raise NoSignalError(
+                        f"board on {url} delivered {top + 1} of {n} samples in {wall_limit:.0f} s "
+                        f"(slower than its declared {info.fs:g} Hz?)"
+                    )
                 if small_read:  # a slow stream: gather ~10 ms per read (cheap on a Pi), a fast one is not held
                     time.sleep(max(0.0, last_read + BATCH_S - time.monotonic()))
                 try:
@@ -202,8 +231,10 @@ def acquire(url: str, board: str, seconds: float, *, baud: int | None = None, ti
                         break  # the board ended its stream: what is missing stays a flagged gap
                 if time.monotonic() - last_valid > timeout:
                     if heard_since_valid:
-                        raise NoSignalError(f"no valid frame from {url} for {timeout:g} s ({heard_since_valid} "
-                                            f"bytes of noise); wrong board type or baud rate?")
+                        raise NoSignalError(
+                            f"no valid frame from {url} for {timeout:g} s ({heard_since_valid} "
+                            f"bytes of noise); wrong board type or baud rate?"
+                        )
                     raise NoSignalError(f"board on {url} stopped sending for {timeout:g} s")
                 if on_progress is not None and now >= next_report:
                     on_progress(top + 1, n)
@@ -250,7 +281,8 @@ def _reconnect(url, baud, drv: Driver, info, timeout, reconnect_timeout, stop_ev
             if new.fs != info.fs or new.n_channels != info.n_channels:
                 raise IncompatibleDeviceError(
                     f"board on {url} came back with {new.n_channels} channels at {new.fs:g} Hz "
-                    f"(was {info.n_channels} at {info.fs:g} Hz)")
+                    f"(was {info.n_channels} at {info.fs:g} Hz)"
+                )
             drv.resume(time.monotonic() - t_drop)
             drv.start(s)
             return s
@@ -263,5 +295,4 @@ def _reconnect(url, baud, drv: Driver, info, timeout, reconnect_timeout, stop_ev
                 s.close()
             except Exception:
                 pass
-    raise DisconnectedError(f"lost the board on {url} and could not reconnect within {reconnect_timeout:g} s "
-                            f"({last})")
+    raise DisconnectedError(f"lost the board on {url} and could not reconnect within {reconnect_timeout:g} s ({last})")

@@ -6,6 +6,7 @@ channel names (the simulator prints one every second; real sketches may print on
 A line that does not parse as the expected number of values is a one-sample gap. A line ``!``
 (what the common AD8232 sketches print while LO+ or LO- is high) is a lead-off sample.
 """
+
 from __future__ import annotations
 
 import re
@@ -17,7 +18,7 @@ from .info import MAX_CHANNELS
 
 MAX_LINE = 512
 MAX_VALUES = MAX_CHANNELS  # values a line may carry
-MAX_ABS = 1.0e9       # a printed value beyond this is not a sample
+MAX_ABS = 1.0e9  # a printed value beyond this is not a sample
 _HEADER = re.compile(rb"fs\s*=\s*([0-9.]+)(?:.*?channels\s*=\s*([A-Za-z0-9_,]+))?")
 
 
@@ -55,9 +56,16 @@ class AsciiParser:
     """
 
     n_channels: int | None = None
-    stats: dict = field(default_factory=lambda: {
-        "bytes": 0, "frames": 0, "bad_lines": 0, "comments": 0, "bytes_skipped": 0, "dropped_samples": 0,
-    })
+    stats: dict = field(
+        default_factory=lambda: {
+            "bytes": 0,
+            "frames": 0,
+            "bad_lines": 0,
+            "comments": 0,
+            "bytes_skipped": 0,
+            "dropped_samples": 0,
+        }
+    )
     header_fs: float | None = None
     header_channels: tuple[str, ...] | None = None
     _buf: bytes = b""

@@ -6,6 +6,7 @@ object opened by :func:`open_port`); decoding is done by the I/O-free parsers of
 index on a continuous timeline, so lost frames leave holes that the caller flags as gaps
 instead of joining the samples on either side.
 """
+
 from __future__ import annotations
 
 import errno
@@ -106,8 +107,10 @@ class Driver:
         info = _checked(info, where)
         want = self.fs_declared
         if want is not None and abs(info.fs - want) > 1e-4 * want:
-            raise IncompatibleDeviceError(f"the board says it samples at {info.fs:g} Hz but {want:g} Hz was "
-                                          f"declared (--fs); drop --fs or make it agree")
+            raise IncompatibleDeviceError(
+                f"the board says it samples at {info.fs:g} Hz but {want:g} Hz was "
+                f"declared (--fs); drop --fs or make it agree"
+            )
         return info
 
     # --- I/O
@@ -179,8 +182,9 @@ class NativeDriver(Driver):
             if info is not None:
                 return info
         if heard:
-            raise NoSignalError(f"no valid frame within {timeout:g} s, only noise ({heard} bytes); "
-                                f"wrong board type or baud rate?")
+            raise NoSignalError(
+                f"no valid frame within {timeout:g} s, only noise ({heard} bytes); wrong board type or baud rate?"
+            )
         raise HandshakeError(f"board did not answer the native handshake within {timeout:g} s (received nothing)")
 
     def handshake_reset(self) -> None:
@@ -282,10 +286,12 @@ class CytonDriver(Driver):
             if info is not None:
                 return info
         if self._banner:
-            raise NoSignalError(f"no Cyton banner ('v' -> '...$$$') within {timeout:g} s, only noise; "
-                                f"wrong board type or baud rate?")
-        raise HandshakeError(f"board did not answer the Cyton handshake ('v' -> '...$$$') within {timeout:g} s "
-                             f"(received nothing)")
+            raise NoSignalError(
+                f"no Cyton banner ('v' -> '...$$$') within {timeout:g} s, only noise; wrong board type or baud rate?"
+            )
+        raise HandshakeError(
+            f"board did not answer the Cyton handshake ('v' -> '...$$$') within {timeout:g} s (received nothing)"
+        )
 
     def handshake_reset(self) -> None:
         self.parser.reset()
@@ -311,10 +317,19 @@ class CytonDriver(Driver):
                     names = None  # a garbled or hostile banner: generic names, as for a banner without any
         if not names or len(names) != cy.N_CHANNELS:
             names = tuple(f"ch{i + 1}" for i in range(cy.N_CHANNELS))
-        self.info = self._accept(DeviceInfo(
-            board="cyton", fs=cy.FS, channel_names=names, gain_uv=cy.scale_uv(self.gain),
-            adc_bits=24, sample_bits=24, samples_per_frame=1, description=banner.strip()[:MAX_DESCRIPTION],
-        ), "Cyton settings")
+        self.info = self._accept(
+            DeviceInfo(
+                board="cyton",
+                fs=cy.FS,
+                channel_names=names,
+                gain_uv=cy.scale_uv(self.gain),
+                adc_bits=24,
+                sample_bits=24,
+                samples_per_frame=1,
+                description=banner.strip()[:MAX_DESCRIPTION],
+            ),
+            "Cyton settings",
+        )
         return self.info
 
     def start(self, ser) -> None:
@@ -401,8 +416,8 @@ class AsciiDriver(Driver):
         names = self.names_declared or self.parser.header_channels
         if self.names_declared and len(self.names_declared) != ch:
             raise IncompatibleDeviceError(
-                f"the ASCII board prints {ch} value(s) per line but {len(self.names_declared)} channel "
-                f"names were given")
+                f"the ASCII board prints {ch} value(s) per line but {len(self.names_declared)} channel names were given"
+            )
         if not names or len(names) != ch:
             names = tuple(f"ch{i + 1}" for i in range(ch))
         elif not self.names_declared:
@@ -410,9 +425,17 @@ class AsciiDriver(Driver):
                 names = check_channel_names(names)
             except ValueError:
                 names = tuple(f"ch{i + 1}" for i in range(ch))
-        self.info = self._accept(DeviceInfo(board="ascii", fs=float(fs), channel_names=tuple(names),
-                                        gain_uv=1000.0 * self.scale_mv, adc_bits=0, description="ascii lines"),
-                             "ASCII settings")
+        self.info = self._accept(
+            DeviceInfo(
+                board="ascii",
+                fs=float(fs),
+                channel_names=tuple(names),
+                gain_uv=1000.0 * self.scale_mv,
+                adc_bits=0,
+                description="ascii lines",
+            ),
+            "ASCII settings",
+        )
         return self.info
 
     def _check_header_fs(self) -> None:
@@ -427,8 +450,9 @@ class AsciiDriver(Driver):
         want = self.fs_declared if self.fs_declared else (self.info.fs if self.info else None)
         if want and abs(hf - want) > 1e-4 * want:
             who = "--fs (fs)" if self.fs_declared else "its earlier header"
-            raise IncompatibleDeviceError(f"the ASCII board's header says fs={hf:g} Hz but {who} says "
-                                          f"{want:g} Hz; drop --fs or make it agree")
+            raise IncompatibleDeviceError(
+                f"the ASCII board's header says fs={hf:g} Hz but {who} says {want:g} Hz; drop --fs or make it agree"
+            )
 
     def start(self, ser) -> None:
         pass
@@ -450,8 +474,11 @@ class AsciiDriver(Driver):
             if parts:
                 from .ascii_lines import AsciiBatch
 
-                b = AsciiBatch(np.concatenate([x.values for x in parts]), np.concatenate([x.bad for x in parts]),
-                               np.concatenate([x.lead_off for x in parts]))
+                b = AsciiBatch(
+                    np.concatenate([x.values for x in parts]),
+                    np.concatenate([x.bad for x in parts]),
+                    np.concatenate([x.lead_off for x in parts]),
+                )
         ch = self.info.n_channels
         if len(b) == 0:
             return _empty(ch)

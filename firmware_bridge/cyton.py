@@ -10,6 +10,7 @@ streaming, ``s`` stops. The packet has no checksum: a corrupted value inside a p
 header and footer survive cannot be detected; the parser rejects misframed packets and
 counts gaps from the sample number.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -24,12 +25,7 @@ FS = 250.0
 DEFAULT_GAIN = 24
 BAUD = 115200
 RAIL = (1 << 23) - 1
-BANNER = (
-    "OpenBCI V3 8-16 channel\n"
-    "On Board ADS1299 Device ID: 0x3E\n"
-    "LIS3DH Device ID: 0x33\n"
-    "Firmware: v3.1.2\n"
-)
+BANNER = "OpenBCI V3 8-16 channel\nOn Board ADS1299 Device ID: 0x3E\nLIS3DH Device ID: 0x33\nFirmware: v3.1.2\n"
 
 
 def scale_uv(gain: int = DEFAULT_GAIN) -> float:
@@ -37,8 +33,9 @@ def scale_uv(gain: int = DEFAULT_GAIN) -> float:
     return 4.5e6 / float(gain) / float((1 << 23) - 1)
 
 
-def encode_packets(sample_numbers: np.ndarray, counts: np.ndarray, aux: np.ndarray | None = None,
-                   footer: int = FOOTER) -> bytes:
+def encode_packets(
+    sample_numbers: np.ndarray, counts: np.ndarray, aux: np.ndarray | None = None, footer: int = FOOTER
+) -> bytes:
     """Packets for ``counts`` (m, 8) int with sample numbers (m,) (taken mod 256)."""
     c = np.asarray(counts, dtype=np.int64)
     m = c.shape[0]
@@ -94,9 +91,16 @@ class CytonParser:
     one more byte.
     """
 
-    stats: dict = field(default_factory=lambda: {
-        "bytes": 0, "frames": 0, "bytes_skipped": 0, "resyncs": 0, "seq_gaps": 0, "dropped_samples": 0,
-    })
+    stats: dict = field(
+        default_factory=lambda: {
+            "bytes": 0,
+            "frames": 0,
+            "bytes_skipped": 0,
+            "resyncs": 0,
+            "seq_gaps": 0,
+            "dropped_samples": 0,
+        }
+    )
     _buf: bytes = b""
     _last_sn: int | None = None
     _garbage_pending: bool = False

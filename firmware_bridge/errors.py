@@ -3,6 +3,7 @@
 The bridge cannot import :mod:`edge`, so it has its own base class; a CLI turns any
 :class:`BridgeError` into one clear line and a non-zero exit.
 """
+
 from __future__ import annotations
 
 

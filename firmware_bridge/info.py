@@ -1,4 +1,5 @@
 """What a board says about itself: the result of every board's handshake."""
+
 from __future__ import annotations
 
 import math
@@ -8,15 +9,15 @@ from dataclasses import asdict, dataclass
 # What a board may declare before the host believes it. A board that lies (fs = 3e7 in a header, 1e8 in an
 # INFO frame, 0, NaN) would otherwise size the host's buffers or stall it; these bounds are checked on every
 # handshake and on every recording's size before any buffer is allocated.
-MIN_FS = 10.0            # Hz; ECG needs far more, but the bridge only refuses the absurd
-MAX_FS = 32000.0         # Hz; the fastest ECG/EEG front ends (ADS1298: 32 kSPS)
-MAX_CHANNELS = 32        # the native protocol's lead-off mask is 32 bits
+MIN_FS = 10.0  # Hz; ECG needs far more, but the bridge only refuses the absurd
+MAX_FS = 32000.0  # Hz; the fastest ECG/EEG front ends (ADS1298: 32 kSPS)
+MAX_CHANNELS = 32  # the native protocol's lead-off mask is 32 bits
 MAX_NAME_LEN = 32
-MAX_GAIN_UV = 1.0e6      # uV per count (1 V a count); what an ASCII board prints may be coarse
+MAX_GAIN_UV = 1.0e6  # uV per count (1 V a count); what an ASCII board prints may be coarse
 MAX_ADC_BITS = 32
-MAX_SECONDS = 3600.0     # one acquisition
-MAX_CELLS = 1 << 24      # samples x channels of one acquisition (16.8 M: ~150 MB of buffers)
-MAX_DESCRIPTION = 1024   # characters kept of a board's banner
+MAX_SECONDS = 3600.0  # one acquisition
+MAX_CELLS = 1 << 24  # samples x channels of one acquisition (16.8 M: ~150 MB of buffers)
+MAX_DESCRIPTION = 1024  # characters kept of a board's banner
 _NAME_OK = re.compile(r"[A-Za-z0-9_+\-.:/()](?:[ A-Za-z0-9_+\-.:/()]*[A-Za-z0-9_+\-.:/()])?")
 
 
@@ -74,8 +75,10 @@ def check_channel_names(names) -> tuple[str, ...]:
         raise ValueError(f"{len(names)} channels declared; 1..{MAX_CHANNELS} are possible")
     for i, n in enumerate(names):
         if not isinstance(n, str) or len(n) > MAX_NAME_LEN or not _NAME_OK.fullmatch(n):
-            raise ValueError(f"channel {i + 1} name {str(n)[:40]!r} is not 1..{MAX_NAME_LEN} characters of "
-                             f"letters, digits, inner spaces and _+-.:/()")
+            raise ValueError(
+                f"channel {i + 1} name {str(n)[:40]!r} is not 1..{MAX_NAME_LEN} characters of "
+                f"letters, digits, inner spaces and _+-.:/()"
+            )
     if len(set(names)) != len(names):
         dup = next(n for n in names if names.count(n) > 1)
         raise ValueError(f"channel name {dup!r} is declared twice")
@@ -112,8 +115,10 @@ def check_recording(seconds, fs: float, n_channels: int) -> int:
     if n < 1:
         raise ValueError(f"{s:g} s at {f:g} Hz is not one sample")
     if n * max(1, int(n_channels)) > MAX_CELLS:
-        raise ValueError(f"{s:g} s x {f:g} Hz x {n_channels} channels = {n * n_channels:,} samples, over the "
-                         f"limit of {MAX_CELLS:,} for one acquisition (record for less time)")
+        raise ValueError(
+            f"{s:g} s x {f:g} Hz x {n_channels} channels = {n * n_channels:,} samples, over the "
+            f"limit of {MAX_CELLS:,} for one acquisition (record for less time)"
+        )
     return n
 
 

@@ -1,4 +1,5 @@
 """Candidate serial ports, with descriptions (pyserial's ``serial.tools.list_ports``)."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -44,10 +45,17 @@ def list_ports(include_links: bool = False, all_ports: bool = False) -> list[Por
     for p in lp.comports(include_links=include_links):
         if not all_ports and (p.hwid or "n/a") == "n/a":
             continue
-        out.append(PortInfo(
-            device=p.device, description=p.description or "", hwid=p.hwid or "", vid=p.vid, pid=p.pid,
-            serial_number=p.serial_number, manufacturer=p.manufacturer,
-            likely=_KNOWN_VID.get(p.vid, "") if p.vid is not None else "",
-        ))
+        out.append(
+            PortInfo(
+                device=p.device,
+                description=p.description or "",
+                hwid=p.hwid or "",
+                vid=p.vid,
+                pid=p.pid,
+                serial_number=p.serial_number,
+                manufacturer=p.manufacturer,
+                likely=_KNOWN_VID.get(p.vid, "") if p.vid is not None else "",
+            )
+        )
     out.sort(key=lambda q: (q.vid is None, q.device))
     return out

@@ -13,6 +13,7 @@ computed over the protocol version byte followed by ``type .. payload``; the ver
 byte is never transmitted, so a peer speaking another version fails every CRC (the
 "CRC extra" idea of MAVLink).
 """
+
 from __future__ import annotations
 
 import bisect
@@ -133,7 +134,7 @@ def decode_info(payload: bytes) -> DeviceInfo:
         raise ValueError(f"INFO declares protocol version {ver}; this host speaks {PROTOCOL_VERSION}")
     if sb not in (2, 3):
         raise ValueError(f"INFO declares {sb}-byte samples; 2 or 3 are possible")
-    rest = payload[INFO_HEAD.size:]
+    rest = payload[INFO_HEAD.size :]
     names_b, _, desc = rest.partition(b"\x00")
     names = tuple(x.strip() for x in names_b.decode("ascii", "replace").split(",")) if names_b else ()
     if len(names) != n_ch:
@@ -213,7 +214,7 @@ class FrameBatch:
 
     def __iter__(self):
         for s, t, q, n in zip(self.starts.tolist(), self.types.tolist(), self.seqs.tolist(), self.lengths.tolist()):
-            yield Frame(t, q, self.buf[s + HEADER_LEN: s + HEADER_LEN + n])
+            yield Frame(t, q, self.buf[s + HEADER_LEN : s + HEADER_LEN + n])
 
     def messages(self) -> list[Frame]:
         """Every frame that is not DATA (INFO, STATUS, ERROR, PONG, commands)."""
@@ -272,8 +273,10 @@ def _crcs(a: np.ndarray, buf: bytes, starts: np.ndarray, lens: np.ndarray, init:
     about 1 us a frame; column-wise numpy CRCs measured no faster on this data)."""
     mv = memoryview(buf)
     return np.fromiter(
-        (crc_hqx(mv[s + 2: s + 7 + n], init) for s, n in zip(starts.tolist(), lens.tolist())),
-        dtype=np.int64, count=starts.size)
+        (crc_hqx(mv[s + 2 : s + 7 + n], init) for s, n in zip(starts.tolist(), lens.tolist())),
+        dtype=np.int64,
+        count=starts.size,
+    )
 
 
 def _resolve_overlaps(a: np.ndarray, vs: np.ndarray, ve: np.ndarray) -> np.ndarray:
@@ -291,7 +294,7 @@ def _resolve_overlaps(a: np.ndarray, vs: np.ndarray, ve: np.ndarray) -> np.ndarr
     # the chosen frames never overlap, so a candidate need only be checked against its neighbours in start
     # order: O(k log k) (a hostile board can pack thousands of nested CRC-valid frames into one read)
     starts: list[int] = []  # sorted starts of the chosen frames
-    ends: list[int] = []    # their ends, in the same order
+    ends: list[int] = []  # their ends, in the same order
     chosen: list[int] = []
     for i in order:
         s, e = int(vs[i]), int(ve[i])
@@ -318,10 +321,20 @@ class NativeParser:
     """
 
     version: int = PROTOCOL_VERSION
-    stats: dict = field(default_factory=lambda: {
-        "bytes": 0, "frames": 0, "data_frames": 0, "crc_errors": 0, "bad_headers": 0,
-        "bytes_skipped": 0, "resyncs": 0, "seq_gaps": 0, "frames_missing": 0, "dropped_samples": 0,
-    })
+    stats: dict = field(
+        default_factory=lambda: {
+            "bytes": 0,
+            "frames": 0,
+            "data_frames": 0,
+            "crc_errors": 0,
+            "bad_headers": 0,
+            "bytes_skipped": 0,
+            "resyncs": 0,
+            "seq_gaps": 0,
+            "frames_missing": 0,
+            "dropped_samples": 0,
+        }
+    )
     _buf: bytes = b""
     _last_seq: int | None = None
     _next_sample: int | None = None
@@ -428,19 +441,31 @@ class NativeParser:
         if dsel.any():
             st["data_frames"] += int(np.count_nonzero(dsel))
             p = vs[dsel] + HEADER_LEN
-            first = (a[p].astype(np.int64) | a[p + 1].astype(np.int64) << 8
-                     | a[p + 2].astype(np.int64) << 16 | a[p + 3].astype(np.int64) << 24)
+            first = (
+                a[p].astype(np.int64)
+                | a[p + 1].astype(np.int64) << 8
+                | a[p + 2].astype(np.int64) << 16
+                | a[p + 3].astype(np.int64) << 24
+            )
             nsm = a[p + 5].astype(np.int64)
-            expected = np.concatenate([[self._next_sample if self._next_sample is not None else first[0]],
-                                       (first + nsm)[:-1]])
+            expected = np.concatenate(
+                [[self._next_sample if self._next_sample is not None else first[0]], (first + nsm)[:-1]]
+            )
             diff = first - expected
             st["dropped_samples"] += int(diff[diff > 0].sum())
             self._next_sample = int(first[-1] + nsm[-1])
         return batch
 
 
-def encode_data_frames(seq0: int, first0: int, counts: np.ndarray, lead_off: np.ndarray | None = None,
-                       sample_bits: int = 24, *, version: int = PROTOCOL_VERSION) -> tuple[bytes, int]:
+def encode_data_frames(
+    seq0: int,
+    first0: int,
+    counts: np.ndarray,
+    lead_off: np.ndarray | None = None,
+    sample_bits: int = 24,
+    *,
+    version: int = PROTOCOL_VERSION,
+) -> tuple[bytes, int]:
     """Many DATA frames at once (vectorised twin of :func:`encode_data`).
 
     counts: (m, n_samp, n_ch) integer counts; frame i has seq ``seq0 + i`` and first_sample
@@ -467,14 +492,15 @@ def encode_data_frames(seq0: int, first0: int, counts: np.ndarray, lead_off: np.
     for k in range(4):
         out[:, 15 + k] = (lo >> (8 * k)) & 0xFF
     u = (c & ((1 << (8 * sb)) - 1)).reshape(m, ns * ch)
-    body = out[:, 19: 19 + ns * ch * sb].reshape(m, ns * ch, sb)
+    body = out[:, 19 : 19 + ns * ch * sb].reshape(m, ns * ch, sb)
     for k in range(sb):
         body[:, :, k] = (u >> (8 * k)) & 0xFF
-    out[:, 19: 19 + ns * ch * sb] = body.reshape(m, -1)
+    out[:, 19 : 19 + ns * ch * sb] = body.reshape(m, -1)
     init = crc_init(version)
     raw = out.tobytes()
     mv = memoryview(raw)
-    crcs = np.fromiter((crc_hqx(mv[i * flen + 2: (i + 1) * flen - 2], init) for i in range(m)),
-                       dtype=np.int64, count=m)
+    crcs = np.fromiter(
+        (crc_hqx(mv[i * flen + 2 : (i + 1) * flen - 2], init) for i in range(m)), dtype=np.int64, count=m
+    )
     out[:, flen - 2], out[:, flen - 1] = crcs & 0xFF, crcs >> 8
     return out.tobytes(), flen

@@ -15,6 +15,7 @@ or in the foreground (``Simulator(...).run()``, what ``ecgret simulate`` does).
 ``speed`` is the playback speed relative to real time; ``speed <= 0`` streams as fast as the
 reader takes the bytes (no sample is ever dropped for lack of a reader then).
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -96,8 +97,10 @@ def parse_faults(spec: str | None) -> Faults:
         except FaultSpecError:
             raise
         except ValueError:
-            raise FaultSpecError(f"cannot read fault {part!r} (examples: bitflip:0.001, drop:0.001, "
-                                 f"leadoff:V1@2-4s, disconnect:5s or disconnect:5s+2s)") from None
+            raise FaultSpecError(
+                f"cannot read fault {part!r} (examples: bitflip:0.001, drop:0.001, "
+                f"leadoff:V1@2-4s, disconnect:5s or disconnect:5s+2s)"
+            ) from None
     kw["leadoff"] = tuple(kw["leadoff"])
     kw["disconnect"] = tuple(sorted(kw["disconnect"]))
     return Faults(**kw)
@@ -144,11 +147,11 @@ def _resample_poly(x: np.ndarray, up: int, down: int) -> np.ndarray:
     half = 10 * rate
     n = np.arange(2 * half + 1) - half
     h = np.sinc(n / rate) / rate * np.kaiser(2 * half + 1, 5.0)
-    h *= up / h.sum()                                   # unit gain at DC after the zero insertion
+    h *= up / h.sum()  # unit gain at DC after the zero insertion
     n_in = x.shape[0]
     n_out = -(-n_in * up // down)
-    t = np.arange(n_out) * down + half                  # position of output m in h's frame, before k*up
-    k0 = -(-(t - 2 * half) // up)                       # first input sample with a tap: t - k*up <= 2*half
+    t = np.arange(n_out) * down + half  # position of output m in h's frame, before k*up
+    k0 = -(-(t - 2 * half) // up)  # first input sample with a tap: t - k*up <= 2*half
     taps = 2 * half // up + 2
     k = k0[:, None] + np.arange(taps)[None, :]
     j = t[:, None] - k * up
@@ -171,10 +174,25 @@ def _decimate(x: np.ndarray, q: int) -> np.ndarray:
 class Simulator:
     """A simulated board on a pty. See the module docstring."""
 
-    def __init__(self, signal_mv, fs: float, channel_names, board: str = "native", *, speed: float = 1.0,
-                 faults: Faults | str | None = None, loop: bool = False, seed: int = 0, sample_bits: int = 24,
-                 samples_per_frame: int = 1, gain_uv: float | None = None, cyton_gain: int = cy.DEFAULT_GAIN,
-                 link_path: str | None = None, description: str = "ecgret simulator", announce_fs: bool = True):
+    def __init__(
+        self,
+        signal_mv,
+        fs: float,
+        channel_names,
+        board: str = "native",
+        *,
+        speed: float = 1.0,
+        faults: Faults | str | None = None,
+        loop: bool = False,
+        seed: int = 0,
+        sample_bits: int = 24,
+        samples_per_frame: int = 1,
+        gain_uv: float | None = None,
+        cyton_gain: int = cy.DEFAULT_GAIN,
+        link_path: str | None = None,
+        description: str = "ecgret simulator",
+        announce_fs: bool = True,
+    ):
         x = np.asarray(signal_mv, dtype=np.float64)
         if x.ndim == 1:
             x = x[:, None]
@@ -193,24 +211,47 @@ class Simulator:
         if board == "native":
             spf = int(samples_per_frame)
             gain = gain_uv if gain_uv is not None else (0.1 if sample_bits == 24 else 1.0)
-            self.info = pr.f32_info(DeviceInfo(
-                board="native", fs=float(fs), channel_names=names, gain_uv=gain, adc_bits=sample_bits,
-                protocol_version=pr.PROTOCOL_VERSION, sample_bits=sample_bits, samples_per_frame=spf,
-                description=description))
+            self.info = pr.f32_info(
+                DeviceInfo(
+                    board="native",
+                    fs=float(fs),
+                    channel_names=names,
+                    gain_uv=gain,
+                    adc_bits=sample_bits,
+                    protocol_version=pr.PROTOCOL_VERSION,
+                    sample_bits=sample_bits,
+                    samples_per_frame=spf,
+                    description=description,
+                )
+            )
             lim = (1 << (sample_bits - 1)) - 1
             self.source = np.clip(np.round(x * 1000.0 / self.info.gain_uv), -lim - 1, lim).astype(np.int64)
         elif board == "cyton":
             x8, names8 = cyton_channels(x, fs, names)
-            self.info = DeviceInfo(board="cyton", fs=cy.FS, channel_names=names8, gain_uv=cy.scale_uv(cyton_gain),
-                                   adc_bits=24, sample_bits=24, samples_per_frame=1, description=cy.BANNER)
+            self.info = DeviceInfo(
+                board="cyton",
+                fs=cy.FS,
+                channel_names=names8,
+                gain_uv=cy.scale_uv(cyton_gain),
+                adc_bits=24,
+                sample_bits=24,
+                samples_per_frame=1,
+                description=cy.BANNER,
+            )
             self.source = np.clip(np.round(x8 * 1000.0 / self.info.gain_uv), -cy.RAIL, cy.RAIL).astype(np.int64)
         else:
             self.info = DeviceInfo(board="ascii", fs=float(fs), channel_names=names, gain_uv=1000.0, adc_bits=0)
             self.source = np.round(x, 4)
         self.n = self.source.shape[0]
         self.fs = self.info.fs
-        self._lo_rows = [(self.info.channel_names.index(c) if c in self.info.channel_names else None,
-                          int(round(a * self.fs)), int(round(b * self.fs))) for c, a, b in self.faults.leadoff]
+        self._lo_rows = [
+            (
+                self.info.channel_names.index(c) if c in self.info.channel_names else None,
+                int(round(a * self.fs)),
+                int(round(b * self.fs)),
+            )
+            for c, a, b in self.faults.leadoff
+        ]
         for (ci, _, _), (c, _, _) in zip(self._lo_rows, self.faults.leadoff):
             if ci is None:
                 raise FaultSpecError(f"lead-off channel {c!r} is not one of {', '.join(self.info.channel_names)}")
@@ -233,9 +274,19 @@ class Simulator:
         self.ready = threading.Event()
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None
-        self.stats = {"bytes": 0, "frames": 0, "samples": 0, "damaged_frames": 0, "flipped_bits": 0,
-                      "dropped_bytes": 0, "inserted_bytes": 0, "disconnects": 0, "handshakes": 0, "starts": 0,
-                      "overrun_samples": 0}
+        self.stats = {
+            "bytes": 0,
+            "frames": 0,
+            "samples": 0,
+            "damaged_frames": 0,
+            "flipped_bits": 0,
+            "dropped_bytes": 0,
+            "inserted_bytes": 0,
+            "disconnects": 0,
+            "handshakes": 0,
+            "starts": 0,
+            "overrun_samples": 0,
+        }
         self.damaged_rows: list[int] = []  # board clock index of the first sample of each damaged frame
 
     # ------------------------------------------------------------------ expected output
@@ -446,8 +497,9 @@ class Simulator:
             counts[lo] = 0
             m = clock.size // spf
             bits = (lo.reshape(m, spf, -1).any(axis=1) * (1 << np.arange(lo.shape[1]))).sum(axis=1)
-            data, flen = pr.encode_data_frames(self._seq, int(clock[0]), counts.reshape(m, spf, -1), bits,
-                                               self.info.sample_bits)
+            data, flen = pr.encode_data_frames(
+                self._seq, int(clock[0]), counts.reshape(m, spf, -1), bits, self.info.sample_bits
+            )
             self._seq = (self._seq + m) & 0xFFFF
             self.stats["frames"] += m
             return self._inject(data, flen, clock[::spf])
@@ -464,7 +516,7 @@ class Simulator:
         for i in range(clock.size):
             if self.announce_fs and (clock[i] - self._play0) % period == 0:
                 out.append(header_line(self.fs, self.info.channel_names))
-            out.append(b"!\n" if lo[i].any() else format_lines(vals[i:i + 1]))
+            out.append(b"!\n" if lo[i].any() else format_lines(vals[i : i + 1]))
         self.stats["frames"] += clock.size
         return b"".join(out)
 
@@ -581,12 +633,12 @@ class Simulator:
         buf = self._cyton_cmd + data
         i = 0
         while i < len(buf):
-            c = buf[i:i + 1]
+            c = buf[i : i + 1]
             if c == b"x":
                 if len(buf) - i < 9:
                     break
                 if not self._streaming:
-                    self._out += f"Success: Channel set for {buf[i + 1:i + 2].decode('ascii', 'replace')}$$$".encode()
+                    self._out += f"Success: Channel set for {buf[i + 1 : i + 2].decode('ascii', 'replace')}$$$".encode()
                 i += 9
                 continue
             if c == b"~":
