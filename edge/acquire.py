@@ -44,10 +44,10 @@ def acq_to_record(acq, name: str):
     names = [canonical_lead(c) or str(c) for c in acq.channel_names]
     if not any(canonical_lead(n) for n in names) and len(names) == 1:
         names = ["II"]
-    from datetime import datetime, timedelta, timezone
+    from datetime import UTC, datetime, timedelta
 
     x = np.asarray(acq.signal_mv, dtype=np.float64)
-    start = datetime.now(timezone.utc) - timedelta(seconds=x.shape[0] / float(acq.fs) if acq.fs else 0.0)
+    start = datetime.now(UTC) - timedelta(seconds=x.shape[0] / float(acq.fs) if acq.fs else 0.0)
     rec = Record(
         x,
         float(acq.fs),

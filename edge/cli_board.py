@@ -81,15 +81,12 @@ def simulate_cmd(
 
     Prints the port path on stdout (point `ecgret listen --port PATH` at it); status goes to stderr.
     """
-    from firmware_bridge.errors import BridgeError
-    from firmware_bridge.simulator import Simulator
-
+    from edge.acquire import pick_channels
     from edge.errors import EcgretError
     from edge.io import read_record
-
     from edge.termtext import printable
-
-    from edge.acquire import pick_channels
+    from firmware_bridge.errors import BridgeError
+    from firmware_bridge.simulator import Simulator
 
     seconds = seconds if seconds is not None else duration
     path = record_path or _default_record()

@@ -8,8 +8,8 @@ of the weights of the cases that carry it over the sum of all weights (0..1), th
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 FLOOR = 1e-3
 LEAD = 0.5

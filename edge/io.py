@@ -60,8 +60,8 @@ import os
 import re
 import stat
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -781,7 +781,7 @@ def read_csv(
     max_seconds = _check_max_seconds(max_seconds)
     fs = _given(fs, where)
     fd, _ = _open_regular(p, where, "CSV file", missing=f"{p}: no such file")
-    with open(fd, "r", encoding="utf-8-sig", errors="replace", newline=None, closefd=True) as f:
+    with open(fd, encoding="utf-8-sig", errors="replace", newline=None, closefd=True) as f:
         lines = _csv_lines(f, where)
         try:
             _, first = next(lines)

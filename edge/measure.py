@@ -4,8 +4,8 @@ Measured on the record's own sampling rate (before the resampling to 100 Hz of t
 first ``duration_s`` seconds the retrieval uses, with numpy only.
 
 Method (the global-interval approach of 12-lead cardiographs, IEC 60601-2-25):
-1. Filter every lead zero-phase, 0.5-``hi`` Hz with the mains notch, in one FFT pair (:func:`edge.signal.filter_resample`
-   at the native rate).
+1. Filter every lead zero-phase, 0.5-``hi`` Hz with the mains notch, in one FFT pair
+   (:func:`edge.signal.filter_resample` at the native rate).
 2. R peaks on the R-peak lead (:func:`edge.imaging.peak_lead`) with the detector of the imaging path; RR intervals,
    heart rate = 60 / mean RR, RR SD, irregularity = median |successive RR difference| / median RR (robust to
    isolated premature beats, high in atrial fibrillation), premature beats = RR shorter than 85 % of the median
@@ -106,7 +106,8 @@ class Measurements:
 
     @property
     def line(self) -> str:
-        """One line, as a cardiograph prints it: ``HR 72 bpm  RR 833±20 ms  PR 160  QRS 92  QT/QTc 380/416 ms  axis 45°``."""
+        """One line, as a cardiograph prints it:
+        ``HR 72 bpm  RR 833±20 ms  PR 160  QRS 92  QT/QTc 380/416 ms  axis 45°``."""
 
         def f(v, fmt="{:.0f}"):
             return "—" if v is None else fmt.format(v)
@@ -391,8 +392,9 @@ _LIMB_ANGLES = np.radians([0.0, 60.0, 120.0, -150.0, -30.0, 90.0])  # I, II, III
 
 def _axis(q: np.ndarray, use: np.ndarray) -> float | None:
     """Frontal-plane axis (degrees, -180..180] from the baseline-corrected median QRS (W, L) of the leads ``use``:
-    from leads I and aVF when both are there, else the least-squares frontal vector whose projections on the hexaxial leads best match their net QRS deflections
-    (area, or largest positive plus negative deflection, by ``AXIS_METHOD``)."""
+    from leads I and aVF when both are there, else the least-squares frontal vector whose projections on the hexaxial
+    leads best match their net QRS deflections (area, or largest positive plus negative deflection, by
+    ``AXIS_METHOD``)."""
     limb = [j for j, k in enumerate(use.tolist()) if k < 6]
     if 0 in use and 5 in use:  # I and aVF: the two orthogonal leads of the hexaxial system
         limb = [int(np.flatnonzero(use == 0)[0]), int(np.flatnonzero(use == 5)[0])]

@@ -15,12 +15,12 @@ so that ``ecgret cases reembed`` can move the case to another bundle (:func:`ree
 ``next_id``, no signals) are read and written back as version 2. Reading it is bounded (a regular file of at
 most 64 MiB, :func:`edge.schema.loads_bounded`) and every case is checked (ids, types, a finite unit embedding
 of dimension D, a signal that decodes to its declared shape); a bad file is one
-:class:`~edge.errors.OverlayError` naming the field. ``strict=False`` (the
-query path) turns that into :attr:`Overlay.error` and an empty overlay, so a hand-corrupted file never stops
-queries; writes (enrol, forget) always re-read strictly and refuse to overwrite a file they cannot read. Every change is a locked read-modify-write
-(``fcntl.flock`` on ``overlay.lock``) that writes a temporary file in the same folder, fsyncs it, renames
-it over ``overlay.json`` (``os.replace``, atomic on POSIX) and fsyncs the folder: a process killed at any
-point leaves either the old or the new overlay, never a mix. A failed write (full disk) leaves the old
+:class:`~edge.errors.OverlayError` naming the field. ``strict=False`` (the query path) turns that into
+:attr:`Overlay.error` and an empty overlay, so a hand-corrupted file never stops queries; writes (enrol, forget)
+always re-read strictly and refuse to overwrite a file they cannot read. Every change is a locked
+read-modify-write (``fcntl.flock`` on ``overlay.lock``) that writes a temporary file in the same folder, fsyncs
+it, renames it over ``overlay.json`` (``os.replace``, atomic on POSIX) and fsyncs the folder: a process killed
+at any point leaves either the old or the new overlay, never a mix. A failed write (full disk) leaves the old
 one and raises :class:`~edge.errors.OverlayError`. Search over the overlay is exact (cosine).
 """
 
@@ -120,7 +120,7 @@ class Overlay:
             self.error = str(e)
 
     @classmethod
-    def for_bundle(cls, bundle, *, strict: bool = True) -> "Overlay":
+    def for_bundle(cls, bundle, *, strict: bool = True) -> Overlay:
         """The overlay of ``bundle`` (keyed by its id). ``strict=False``: an unreadable overlay is ignored
         (:attr:`error` says why) instead of raising."""
         bid = getattr(bundle, "id", "") or bundle.hash
@@ -501,7 +501,7 @@ def _open_any(d: Path) -> tuple[tuple[dict, ...], np.ndarray]:
     return cases, emb
 
 
-def reembed(target: "Overlay", retriever, source_dir, *, reserved_ids=()) -> dict:
+def reembed(target: Overlay, retriever, source_dir, *, reserved_ids=()) -> dict:
     """Move the cases of the overlay in ``source_dir`` (another bundle's) to ``target``: each stored signal is
     embedded again by ``retriever`` (an :class:`edge.pipeline.Retriever` of the target's bundle). A case
     without a signal is embedded from its original file (``record``) if that is still readable. Cases whose id

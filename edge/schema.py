@@ -15,10 +15,9 @@ details, ``tools``) are only bounded (type, depth, size). The optional ``wavefor
 
 from __future__ import annotations
 
-import os
-
 import json
 import math
+import os
 import re
 
 from .errors import BundleError

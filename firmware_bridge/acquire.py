@@ -35,7 +35,6 @@ from .boards import DEFAULT_BAUD, Driver, make_driver, open_port, read_some
 from .errors import BridgeError, DisconnectedError, IncompatibleDeviceError, NoSignalError, PortError
 from .info import MAX_SECONDS, check_recording
 
-
 PAUSE_S = 0.1  # a silent line for this long releases a packet the parser held back
 BATCH_S = 0.03  # least time between two small reads
 SMALL_READ = 2048  # bytes; a busy pty hands over ~4 KiB a read, a real-time board ~700 B per 30 ms

@@ -24,8 +24,8 @@ import re
 import secrets
 import select
 import struct
-import termios
 import tempfile
+import termios
 import threading
 import time
 import tty
@@ -347,7 +347,7 @@ class Simulator:
             self._thread.join(5.0)
             self._thread = None
 
-    def __enter__(self) -> "Simulator":
+    def __enter__(self) -> Simulator:
         self.start()
         return self
 
