@@ -5,7 +5,7 @@ DEVICE := .venv-device
 TFLITE := .venv-tflite
 PIP_FLAGS ?= -q
 
-.PHONY: demo test test-fast test-tflite teacher bundle evaluate bench wheel clean
+.PHONY: demo test test-fast test-tflite teacher bundle evaluate bench wheel pi-check clean
 
 # --- environments -------------------------------------------------------------------------
 $(DEVICE)/.ok: pyproject.toml
@@ -56,6 +56,11 @@ evaluate: $(DEV)/.ok
 
 wheel: $(DEVICE)/.ok           ## the wheel a Pi installs (bundle, sample records, configs inside) -> dist/
 	$(DEVICE)/bin/pip wheel $(PIP_FLAGS) . --no-deps -w dist
+
+# Release check (root, x86_64 Debian host, 17.5 min with the root filesystems cached, +15 min to build them; README "Emulated Raspberry Pi check"): the wheel on Debian 12
+# arm64 and armhf under qemu-user must give the x86 answers bit for bit. Root filesystems cached in /var/cache/ecgret-pi.
+pi-check: $(DEVICE)/.ok wheel  ## the wheel on emulated Pi userlands (arm64, armhf, 32-bit on a 64-bit kernel) vs x86
+	$(DEVICE)/bin/python benchmarks/pi_check.py     # installs the newest dist/ecgret-*.whl (just written)
 
 clean:
 	rm -rf $(DEV) $(DEVICE) $(TFLITE) build dist *.egg-info .pytest_cache
