@@ -242,8 +242,8 @@ def format_result(res, *, width: int = 100, st: dict | None = None, twin: dict |
     for f in q.findings:
         if f.kind in ("derived", "missing"):
             by.setdefault(f.kind, []).append(f.lead)
-    for kind, leads in by.items():
-        lines.append(f"  {kind}: {', '.join(leads)}")
+    for kind, names in by.items():
+        lines.append(f"  {kind}: {', '.join(names)}")
     lines += ["", *_table(res.matches, width)]
     if any(a.score < b.score for a, b in zip(res.matches, res.matches[1:])):
         lines += _para(

@@ -27,6 +27,7 @@ import shutil
 import stat
 import tempfile
 from pathlib import Path
+from typing import IO, Any
 
 __all__ = ["atomic_write", "atomic_open", "atomic_path", "publish", "staging_dir", "fsync_dir", "TMP_MARK"]
 
@@ -144,6 +145,7 @@ def atomic_open(
     target = Path(path)
     final = _final_mode(target, file_mode)
     fd, tmp = _mkstemp(target)
+    f: IO[Any]
     try:
         if "b" in mode:
             f = os.fdopen(fd, "wb")

@@ -62,6 +62,7 @@ import stat
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -290,12 +291,14 @@ def _check_values(n: int, n_sig: int, where: str, limit: int = MAX_VALUES) -> No
 def _canonical_leads(names: Sequence[str], where: str) -> tuple[str, ...]:
     if len(names) > MAX_SIGNALS:
         raise RecordError(f"{where}: {len(names):,} lead names; at most {MAX_SIGNALS} are supported")
-    out, unknown = [], []
+    out: list[str] = []
+    unknown: list[str] = []
     for n in names:
         c = canonical_lead(n)
         if c is None:
             unknown.append(str(n).strip())
-        out.append(c)
+        else:
+            out.append(c)
     if unknown:
         shown = ", ".join(_q(u, 20) for u in unknown[:6]) + (
             f" and {len(unknown) - 6} more" if len(unknown) > 6 else ""
@@ -542,7 +545,7 @@ def _read_mat_v4(
     raise RecordError(f"{where}: {path.name} holds a {mrows}x{ncols} matrix but the header has {n_sig} signals")
 
 
-def _decode_212(buf: bytes, n_values: int) -> np.ndarray:
+def _decode_212(buf: bytes | bytearray, n_values: int) -> np.ndarray:
     b = np.frombuffer(buf, dtype=np.uint8)
     n_pairs = (n_values + 1) // 2
     b = np.concatenate([b, np.zeros(max(0, n_pairs * 3 - b.size), np.uint8)])[: n_pairs * 3]
@@ -611,8 +614,8 @@ def read_wfdb(
     groups: dict[str, list[int]] = {}
     for k, s in enumerate(sigs):
         groups.setdefault(s["file"], []).append(k)
-    digital = [None] * n_sig
-    invalid = [None] * n_sig
+    digital: dict[int, np.ndarray] = {}  # signal k -> its digital samples (every k of sigs is in one group)
+    invalid: dict[int, int | None] = {}  # signal k -> the marker of a missing sample, if its format has one
     totals, lengths, used = set(), set(), 0
     for fname, ks in groups.items():  # all files together hold at most MAX_VALUES samples
         spath = _signal_path(hea.parent, fname, where)
@@ -868,23 +871,24 @@ def read_csv(
                 rows, chunk_chars = [], 0
         if n == 0:
             raise RecordError(f"{p}: no samples in CSV file")
+        assert width is not None  # the first of the n > 0 rows set it
         _check_values(n, width, where)
         if rows:
             chunks.append(_parse_rows(rows))
-        buf = rows = None
+        del rows
     data = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
-    del chunks, buf
-    meta = {"format": "csv", "path": where}
+    del chunks
+    meta: dict[str, Any] = {"format": "csv", "path": where}
     if more:
         meta["truncated"] = {"read_samples": n, "file_samples": None}  # the rest of the file was not read
     if not has_header:
         return _named_array(data, fs, leads, p.stem, meta, where, max_seconds)
     found_fs = None
     if timed:
-        t = data[:, 0] / t_scale
+        times = data[:, 0] / t_scale
         with np.errstate(all="ignore"):
-            dt = np.diff(t)
-            if t.size < 2 or not np.all(np.isfinite(dt)) or np.median(dt) <= 0:
+            dt = np.diff(times)
+            if times.size < 2 or not np.all(np.isfinite(dt)) or np.median(dt) <= 0:
                 raise RecordError(f"{p}: time column {_q(head[0], 20)} is not increasing")
             found_fs = 1.0 / float(np.median(dt))
         found_fs = check_fs(found_fs, where, "time column")
@@ -894,6 +898,7 @@ def read_csv(
         _check_fs(fs, found_fs, where, "time column")
         use_fs = float(fs) if fs is not None else found_fs
     else:
+        assert fs is not None  # without a time column the rate was required above
         use_fs = float(fs)
     keep = _n_max(use_fs, max_seconds)
     if data.shape[0] > keep:
@@ -1020,6 +1025,7 @@ def read_npy(
                 f"{max(0, size - start):,} of {n_items * dtype.itemsize:,} bytes)"
             )
         transposed, names = _array_layout(shape, fs, leads, where)
+        assert fs is not None  # _array_layout refused a missing rate
         rows, cols = shape
         n_samp, n_lead = (cols, rows) if transposed else (rows, cols)
         n = min(n_samp, _n_max(fs, max_seconds))
@@ -1034,7 +1040,7 @@ def read_npy(
                 arr[:, j] = _array(_pread(fd, start + j * stride, n * isz, where), dtype, n, where)
     finally:
         os.close(fd)
-    meta = {"format": "npy", "path": str(p)}
+    meta: dict[str, Any] = {"format": "npy", "path": str(p)}
     if transposed:
         meta["transposed"] = True
     if n < n_samp:

@@ -27,6 +27,7 @@ A value that cannot be measured is ``None`` and the reason is a finding.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -262,7 +263,7 @@ def measure(
     raw = np.asarray(record.signal[:n_use], dtype=np.float64)
     paced = _paced(np.where(np.isfinite(raw), raw, 0.0), peaks * step, fs_in)
     hr = 60.0 / float(np.mean(rr))
-    vals = dict(
+    vals: dict[str, Any] = dict(  # Measurements' fields, by name
         heart_rate_bpm=hr,
         rr_mean_ms=float(np.mean(rr)) * 1e3,
         rr_sd_ms=float(np.std(rr)) * 1e3,
@@ -314,7 +315,7 @@ def measure(
         on_f, off_f = _cross(sv, th, on, -1), _cross(sv, th, off, 1)
         vals["qrs_ms"] = (off_f - on_f) * ms
     # baseline per lead: the PR segment just before the QRS onset (or the beat's start)
-    if qrs_on is not None:
+    if qrs_on is not None and qrs_off is not None:  # both found or neither
         a = max(0, qrs_on - int(round(0.03 * fs)))
         iso = _median_rows(mb[a : qrs_on + 1])
         mag = np.sqrt(np.mean((mb - iso) ** 2, axis=1))
@@ -351,8 +352,8 @@ def measure(
             consistent = _p_consistent(yu[idx[:, p_lo:p_hi]], iso)
             vals["p_rel"] = p_amp / qrs_mag if qrs_mag > 0 else 0.0
             if p_amp >= P_MIN_REL * qrs_mag and consistent:
-                lvl = float(np.min(mag[p_lo : pp + 1])) if pp > p_lo else 0.0
-                th_p = lvl + P_ON_FRAC * (p_amp - lvl)
+                p_base = float(np.min(mag[p_lo : pp + 1])) if pp > p_lo else 0.0
+                th_p = p_base + P_ON_FRAC * (p_amp - p_base)
                 p_on = _runs_below(mag, th_p, pp, p_lo - 1, -1, max(2, int(round(0.006 * fs))))
                 if p_on is not None:
                     vals["pr_ms"] = (on_f - _cross(mag, th_p, p_on, -1)) * ms
@@ -378,8 +379,9 @@ def measure(
     stretched = _stretched(vals)
     if stretched:
         findings.append(stretched)
+    plain: dict[str, Any] = {k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in vals.items()}
     return Measurements(
-        **{k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in vals.items()},
+        **plain,
         fs=fs_in,
         duration_s=n_use / fs_in,
         findings=tuple(findings),

@@ -370,10 +370,10 @@ def _parse(raw: bytes, p, bundle_id: str, dim: int) -> tuple[tuple[dict, ...], n
             v = c.get(k)
             if v is not None and (not isinstance(v, str) or len(v) > MAX_TEXT):
                 raise _bad(p, f"{where}.{k}", f"malformed entry (not a string of at most {MAX_TEXT} characters)")
-        e = c.get("embedding")
-        if not isinstance(e, list) or len(e) != dim or not all(type(x) in (int, float) for x in e):
+        listed = c.get("embedding")
+        if not isinstance(listed, list) or len(listed) != dim or not all(type(x) in (int, float) for x in listed):
             raise _bad(p, f"{where}.embedding", f"malformed entry (not {dim} numbers)")
-        v = np.asarray(e, dtype=np.float64)
+        v = np.asarray(listed, dtype=np.float64)
         with np.errstate(over="ignore", invalid="ignore"):
             n = float(np.sqrt(v @ v)) if np.all(np.isfinite(v)) else float("nan")
         if not abs(n - 1.0) <= 1e-3:

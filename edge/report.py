@@ -364,7 +364,7 @@ def _ecg(res, uid: str) -> tuple[str, set[int]]:
     labels = {LEADS12.index(k): v.replace("_", " ") for k, v in kinds.items()}
     meta = res.meta if isinstance(getattr(res, "meta", None), dict) else {}
     native = getattr(res, "native", None)
-    if native is not None and physical_units(meta) and getattr(res, "native_fs", 0):
+    if native is not None and physical_units(meta) and getattr(res, "native_fs", None):
         sig, fs, units = native, float(res.native_fs), "mV"
         cap = "filtered 0.5-40 Hz"
     elif res.signal is not None:

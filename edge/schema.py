@@ -19,6 +19,7 @@ import json
 import math
 import os
 import re
+from typing import Any
 
 from .errors import BundleError
 
@@ -112,7 +113,7 @@ def loads_bounded(
     except ValueError as e:
         raise JSONLimitError(f"not valid JSON ({printable(str(e), 200)})") from None
     # one iterative walk: depth, and the numbers the hooks marked
-    stack = [(doc, [root] if root else [], 1)]
+    stack: list[tuple[Any, list[str | int], int]] = [(doc, [root] if root else [], 1)]
     while stack:
         v, path, depth = stack.pop()
         if isinstance(v, (dict, list)):

@@ -131,6 +131,12 @@ class Driver:
         """Samples a parser holds back until it sees more bytes, released after a pause."""
         return _empty(self.info.n_channels if self.info else 0)
 
+    def _device(self) -> DeviceInfo:
+        """The board's description, for decoding samples: the handshake sets it before any :meth:`feed`."""
+        if self.info is None:
+            raise RuntimeError(f"{type(self).__name__}: samples fed before the handshake")
+        return self.info
+
     def resume(self, elapsed_s: float) -> None:
         """After a reconnect: the next samples start about ``elapsed_s`` after the last ones."""
         fs = self.info.fs if self.info else 0.0
@@ -218,7 +224,8 @@ class NativeDriver(Driver):
         return dict(self.parser.stats)
 
     def feed(self, data: bytes) -> Chunk:
-        ch = self.info.n_channels
+        info = self._device()
+        ch = info.n_channels
         batch = self.parser.feed(data)
         if len(batch) and np.any(batch.types != pr.T_DATA):
             for f in batch.messages():
@@ -255,7 +262,7 @@ class NativeDriver(Driver):
             self._resume = None
         index = raw + self._offset
         self._next = int(index[-1]) + 1
-        return Chunk(index, counts_to_mv(counts, self.info.gain_uv), lead)
+        return Chunk(index, counts_to_mv(counts, info.gain_uv), lead)
 
 
 class CytonDriver(Driver):
@@ -359,7 +366,7 @@ class CytonDriver(Driver):
         self._last_sn = int(sn[-1])
         self._next = int(index[-1]) + 1
         lead = np.abs(b.counts) >= cy.RAIL
-        return Chunk(index.astype(np.int64), counts_to_mv(b.counts, self.info.gain_uv), lead)
+        return Chunk(index.astype(np.int64), counts_to_mv(b.counts, self._device().gain_uv), lead)
 
 
 class AsciiDriver(Driver):
@@ -479,7 +486,7 @@ class AsciiDriver(Driver):
                     np.concatenate([x.bad for x in parts]),
                     np.concatenate([x.lead_off for x in parts]),
                 )
-        ch = self.info.n_channels
+        ch = self._device().n_channels
         if len(b) == 0:
             return _empty(ch)
         first = self._resume if self._resume is not None else self._next

@@ -6,6 +6,11 @@ The bridge cannot import :mod:`edge`, so it has its own base class; a CLI turns 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # for the annotation only: acquire imports this module
+    from .acquire import Acquisition
+
 
 class BridgeError(Exception):
     """Base class of every error the bridge raises on purpose.
@@ -14,7 +19,7 @@ class BridgeError(Exception):
     be), the :class:`~firmware_bridge.acquire.Acquisition` of what had arrived, cut there; else None.
     """
 
-    acquisition = None
+    acquisition: Acquisition | None = None
 
 
 class PortError(BridgeError):

@@ -257,8 +257,12 @@ class Simulator:
                 raise FaultSpecError(f"lead-off channel {c!r} is not one of {', '.join(self.info.channel_names)}")
         self._disc = [(int(round(t * self.fs)), d) for t, d in self.faults.disconnect]
         # state
-        self._dir = None if link_path else tempfile.mkdtemp(prefix="ecgret-sim-")
-        self.port = link_path or os.path.join(self._dir, "tty")
+        self._dir: str | None = None  # the temporary folder of the default port path, removed on cleanup
+        if link_path:
+            self.port = link_path
+        else:
+            self._dir = tempfile.mkdtemp(prefix="ecgret-sim-")
+            self.port = os.path.join(self._dir, "tty")
         self.pts = ""
         self._master = self._slave = -1
         self._out = bytearray()
@@ -435,6 +439,7 @@ class Simulator:
     def _target_row(self) -> int:
         if self.speed <= 0:
             return self._row + (512 if len(self._out) < MAX_BACKLOG else 0)
+        assert self._t_ref is not None  # rows fall due only once a playback has begun (_begin_playback)
         return self._play0 + int((time.monotonic() - self._t_ref) * self.fs * self.speed)
 
     def _produce(self) -> None:
@@ -497,9 +502,9 @@ class Simulator:
             counts[lo] = 0
             m = clock.size // spf
             bits = (lo.reshape(m, spf, -1).any(axis=1) * (1 << np.arange(lo.shape[1]))).sum(axis=1)
-            data, flen = pr.encode_data_frames(
-                self._seq, int(clock[0]), counts.reshape(m, spf, -1), bits, self.info.sample_bits
-            )
+            sample_bits = self.info.sample_bits
+            assert sample_bits is not None  # a native board's DeviceInfo is built with its sample size
+            data, flen = pr.encode_data_frames(self._seq, int(clock[0]), counts.reshape(m, spf, -1), bits, sample_bits)
             self._seq = (self._seq + m) & 0xFFFF
             self.stats["frames"] += m
             return self._inject(data, flen, clock[::spf])
