@@ -87,7 +87,7 @@ def rerank_command(bundle: str, data_dir: str | None, write: bool, json_out: str
         atomic_write(json_out, json.dumps(res, indent=1) + "\n")
     if write:
         add_to_bundle(bundle, measured, res["weight"], res["pool"],
-                      {"rule": res["rule"], "fold9": res["fold9"]})
+                      {"rule": res["rule"], "fold9": res["fold9"]}, rhythm_bonus=res["rhythm_bonus"])
         click.echo(f"wrote the measurements and the rerank setting into {bundle}; sign it again (sign-bundle)")
 
 
