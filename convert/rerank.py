@@ -19,6 +19,7 @@ import numpy as np
 from edge.leads import LEADS12
 from edge.measure import measure
 from edge.record import Record
+from edge.index import cosines
 from edge.rerank import FEATURES, Ranker, Setting
 
 from .evaluate import ROTATIONS, cross_validate as _cv_rotations, l2n, mean_sd, retrieval_metrics
@@ -55,7 +56,8 @@ def ranked(q: np.ndarray, a: np.ndarray, q_measured, a_cases, setting: Setting |
     idx, part = np.take_along_axis(idx, order, axis=1), np.take_along_axis(part, order, axis=1)
     if setting is None or not (setting.weight or setting.rhythm_bonus):
         return idx[:, :k].astype(np.int64), part[:, :k]
-    rk = Ranker(a_cases, lambda ids: an[ids], setting)
+    a64 = an.astype(np.float64)
+    rk = Ranker(a_cases, lambda vec, ids: cosines(a64, vec, ids), setting)
     out_i, out_s = np.empty((len(q), k), dtype=np.int64), np.empty((len(q), k))
     for r in range(len(q)):
         out_i[r], out_s[r], _, _ = rk.rank(qn[r], idx[r], part[r], q_measured[r], k)

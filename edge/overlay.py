@@ -153,7 +153,8 @@ class Overlay:
         """Exact cosine search: the top ``k`` (case, score), best first."""
         if not len(self.cases) or k <= 0:
             return []
-        s = self.embeddings @ np.asarray(vec, dtype=np.float32)
+        from .index import cosines
+        s = cosines(self.embeddings.astype(np.float64), vec)   # the device's one cosine (float64, CPU-independent)
         order = np.argsort(-s, kind="stable")[:k]
         return [(self.cases[i], float(s[i])) for i in order]
 

@@ -97,12 +97,7 @@ def _ranker(bundle):
     st = setting_of(bundle.manifest)
     if st is None or not len(bundle.cases):
         return None
-    index = bundle.index
-
-    def vectors_of(ids):
-        v = np.stack([index.item(i) for i in ids.tolist()])
-        return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
-    return Ranker(bundle.cases, vectors_of, st)
+    return Ranker(bundle.cases, bundle.index.cosines, st)
 
 
 class Retriever:

@@ -132,26 +132,26 @@ class _Vote:
 
 class Ranker:
     """Orders candidates for one archive: ``cases`` (dicts with ``measured``, ``rhythm``, ``super_class``,
-    ``statements``), ``vectors_of(ids) -> (m, D)`` unit vectors of cases (the index's items), and a
-    :class:`Setting`. Each rhythm's case list and vectors are gathered once, on first use."""
+    ``statements``), ``cosines_of(vec, ids) -> (m,)`` float64 cosines of a unit query with the cases ``ids``
+    (:meth:`edge.index.CaseIndex.cosines` on the device, :func:`edge.index.cosines` in the cross-validation), and
+    a :class:`Setting`. Each rhythm's case list is gathered once, on first use."""
 
-    def __init__(self, cases: Sequence[dict], vectors_of: Callable[[np.ndarray], np.ndarray], setting: Setting):
+    def __init__(self, cases: Sequence[dict], cosines_of: Callable[[np.ndarray, np.ndarray], np.ndarray],
+                 setting: Setting):
         self.cases = cases
         self.setting = setting
-        self._vectors_of = vectors_of
+        self._cosines_of = cosines_of
         self.feats = np.stack([features(c.get("measured") or {}) for c in cases]) if len(cases) else np.zeros((0, 3))
         self._by_rhythm: dict[str, list[int]] = {}
         for i, c in enumerate(cases):
             for r in c.get("rhythm", ()) or ():
                 self._by_rhythm.setdefault(r, []).append(i)
-        self._rhythm_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._rhythm_cache: dict[str, np.ndarray] = {}
 
-    def _rhythm_cases(self, label: str) -> tuple[np.ndarray, np.ndarray]:
+    def _rhythm_cases(self, label: str) -> np.ndarray:
         got = self._rhythm_cache.get(label)
         if got is None:
-            ids = np.asarray(self._by_rhythm.get(label, ()), dtype=np.int64)
-            vecs = self._vectors_of(ids) if ids.size else np.zeros((0, 0), dtype=np.float32)
-            got = self._rhythm_cache[label] = (ids, np.asarray(vecs, dtype=np.float32))
+            got = self._rhythm_cache[label] = np.asarray(self._by_rhythm.get(label, ()), dtype=np.int64)
         return got
 
     def _keys(self, fq, ids, cos):
@@ -182,12 +182,12 @@ class Ranker:
             )
             label = answer.label
             if label and label != "SR":
-                rid, rvec = self._rhythm_cases(label)
+                rid = self._rhythm_cases(label)
                 if rid.size:
                     new = ~_member(rid, ids)
                     if new.any():
                         ids = np.concatenate([ids, rid[new]])
-                        cos = np.concatenate([cos, rvec[new] @ np.asarray(vec, dtype=np.float32)])
+                        cos = np.concatenate([cos, np.asarray(self._cosines_of(vec, rid[new]), dtype=np.float64)])
                         keys = self._keys(fq, ids, cos)
                     has = _member(ids, rid)
                     keys = keys + self.setting.rhythm_bonus * has

@@ -35,10 +35,10 @@ def test_step_two_brings_in_the_measured_rhythm():
     q, vec, cases = _archive()
     pool = np.argsort(-(vec @ q))[:10]          # the Annoy pool: only sinus-rhythm cases
     assert all(cases[i]["rhythm"] == ("SR",) for i in pool)
-    plain = Ranker(cases, lambda ids: vec[ids], Setting(0.1, 10, 0.0))
+    plain = Ranker(cases, lambda v, ids: vec[ids].astype(np.float64) @ v, Setting(0.1, 10, 0.0))
     ids, cos, _, ans = plain.rank(q, pool, vec[pool] @ q, _brady(), 5)
     assert ans is None and all(cases[i]["rhythm"] == ("SR",) for i in ids)
-    rk = Ranker(cases, lambda ids: vec[ids], Setting(0.1, 10, 0.5))
+    rk = Ranker(cases, lambda v, ids: vec[ids].astype(np.float64) @ v, Setting(0.1, 10, 0.5))
     ids, cos, keys, ans = rk.rank(q, pool, vec[pool] @ q, _brady(), 5)
     assert ans.label == "SBRAD" and ans.retrieved == "SR"        # grounded in step 1: the cases said SR
     assert [cases[i]["rhythm"][0] for i in ids[:3]] == ["SBRAD"] * 3
@@ -49,7 +49,7 @@ def test_step_two_brings_in_the_measured_rhythm():
 def test_unmeasured_query_keeps_the_cosine_order():
     q, vec, cases = _archive()
     pool = np.argsort(-(vec @ q))[:10]
-    rk = Ranker(cases, lambda ids: vec[ids], Setting(0.1, 10, 0.5))
+    rk = Ranker(cases, lambda v, ids: vec[ids].astype(np.float64) @ v, Setting(0.1, 10, 0.5))
     ids, cos, _, ans = rk.rank(q, pool, vec[pool] @ q, Measurements(findings=("fewer than 3 R peaks",)), 5)
     assert ans is None and list(ids) == list(pool[:5])
 
