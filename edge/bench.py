@@ -8,6 +8,7 @@ search) and end to end (read excluded; reported separately): p50 and p95 after a
 on 1 thread and on all cores. Peak RSS and cold start (process start to the first result line) come from
 spawning ``ecgret query --json FILE`` as a subprocess. The machine is named (CPU model, cores).
 """
+
 from __future__ import annotations
 
 import os
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -35,21 +37,30 @@ def machine() -> dict:
                     break
     except OSError:
         pass
-    return {"cpu": model or platform.processor() or platform.machine(), "cores": os.cpu_count(),
-            "machine": platform.machine(), "system": f"{platform.system()} {platform.release()}",
-            "python": platform.python_version()}
+    return {
+        "cpu": model or platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "machine": platform.machine(),
+        "system": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+    }
 
 
 def bench_data() -> dict:
     """Where the benchmark's records come from: the shared data if its raw CinC records are there, else the
     samples shipped in the package. ``{"from": "shared" | "samples", "dir", "raw": [WFDB header paths]}``."""
     from .paths import sample_records, samples_dir, shared_data_dir
+
     d = shared_data_dir()
     raw = sorted((d / "cinc2021-sample").glob("*.hea"))
     if raw:
         return {"from": "shared", "dir": d, "raw": raw}
-    return {"from": "samples", "dir": samples_dir(), "raw": [p.with_suffix(".hea") for p in sample_records()],
-            "missing": d}
+    return {
+        "from": "samples",
+        "dir": samples_dir(),
+        "raw": [p.with_suffix(".hea") for p in sample_records()],
+        "missing": d,
+    }
 
 
 def bench_records(n_records: int, data: dict | None = None):
@@ -58,9 +69,10 @@ def bench_records(n_records: int, data: dict | None = None):
     from .io import read_record
     from .leads import LEADS12
     from .record import Record
+
     data = data or bench_data()
     d = data["dir"]
-    out = []
+    out: list[tuple[str, Record]] = []
     paths = []
     for p in data["raw"]:
         if len(out) >= n_records:
@@ -85,14 +97,18 @@ def bench_records(n_records: int, data: dict | None = None):
 
 def _stats(xs) -> dict:
     a = np.asarray(xs, dtype=np.float64) * 1e3
-    return {"p50_ms": round(float(np.percentile(a, 50)), 3), "p95_ms": round(float(np.percentile(a, 95)), 3),
-            "mean_ms": round(float(a.mean()), 3), "n": int(a.size)}
+    return {
+        "p50_ms": round(float(np.percentile(a, 50)), 3),
+        "p95_ms": round(float(np.percentile(a, 95)), 3),
+        "mean_ms": round(float(a.mean()), 3),
+        "n": int(a.size),
+    }
 
 
 def _time_queries(retriever, records, warmup: int) -> dict:
     for _, rec in records[:warmup]:
         retriever.query_record(rec)
-    per = {k: [] for k in STAGES + ("total",)}
+    per: dict[str, list[float]] = {k: [] for k in STAGES + ("total",)}
     by_source: dict[str, list] = {}
     for src, rec in records:
         res = retriever.query_record(rec)
@@ -104,9 +120,11 @@ def _time_queries(retriever, records, warmup: int) -> dict:
     return out
 
 
-_RSS_PROBE = ("import resource, subprocess, sys\n"
-              "r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
-              "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n")
+_RSS_PROBE = (
+    "import resource, subprocess, sys\n"
+    "r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+    "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+)
 
 
 def peak_rss_mb(cmd, env) -> float:
@@ -128,7 +146,7 @@ def cold_start(bundle_path, record: Path, runs: int = 5) -> dict:
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     if bundle_path:
         env["ECGRET_BUNDLE"] = str(bundle_path)
-    script = Path(sys.executable).parent / "ecgret"   # the console script, as a user runs it
+    script = Path(sys.executable).parent / "ecgret"  # the console script, as a user runs it
     cmd = [str(script)] if script.exists() else [sys.executable, "-m", "edge.cli"]
     cmd += ["query", "--json", "--no-overlay", str(record)]
     first, total = [], []
@@ -136,6 +154,7 @@ def cold_start(bundle_path, record: Path, runs: int = 5) -> dict:
     for _ in range(runs):
         t0 = time.perf_counter()
         p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+        assert p.stdout is not None  # stdout=PIPE
         line = p.stdout.readline()
         t1 = time.perf_counter()
         p.stdout.read()
@@ -149,8 +168,13 @@ def cold_start(bundle_path, record: Path, runs: int = 5) -> dict:
         rss = max(peak_rss_mb(cmd, env) for _ in range(min(runs, 3)))
     except RuntimeError as e:
         return {"error": str(e)}
-    return {"first_result": _stats(first), "process": _stats(total), "peak_rss_mb": round(rss, 1),
-            "runs": runs, "command": " ".join(["ecgret"] + cmd[cmd.index("query"):])}
+    return {
+        "first_result": _stats(first),
+        "process": _stats(total),
+        "peak_rss_mb": round(rss, 1),
+        "runs": runs,
+        "command": " ".join(["ecgret"] + cmd[cmd.index("query") :]),
+    }
 
 
 def run_bench(bundle_path=None, n_records: int = 200, warmup: int = 10, cold_runs: int = 5, progress=None) -> dict:
@@ -158,22 +182,38 @@ def run_bench(bundle_path=None, n_records: int = 200, warmup: int = 10, cold_run
 
     from .bundle import load_bundle, resolve_bundle_path
     from .pipeline import Retriever
+
     say = progress or (lambda s: None)
     data = bench_data()
     records, paths = bench_records(n_records, data)
     if not records:
         from .errors import ConfigError
-        raise ConfigError(f"no benchmark records: none in the shared data ({data.get('missing', data['dir'])}; "
-                          "set ECGRET_DATA) and no samples shipped in the package")
+
+        raise ConfigError(
+            f"no benchmark records: none in the shared data ({data.get('missing', data['dir'])}; "
+            "set ECGRET_DATA) and no samples shipped in the package"
+        )
     distinct = len({id(r) for _, r in records})
-    res = {"machine": machine(), "bundle": str(resolve_bundle_path(bundle_path)), "n_records": len(records),
-           "warmup": warmup, "sources": {s: sum(1 for x, _ in records if x == s) for s in {x for x, _ in records}},
-           "data": {"from": data["from"], "dir": str(data["dir"]), "distinct_records": distinct,
-                    "records": [p.stem for p in paths] if data["from"] == "samples" else None},
-           "threads": {}}
+    res: dict[str, Any] = {
+        "machine": machine(),
+        "bundle": str(resolve_bundle_path(bundle_path)),
+        "n_records": len(records),
+        "warmup": warmup,
+        "sources": {s: sum(1 for x, _ in records if x == s) for s in {x for x, _ in records}},
+        "data": {
+            "from": data["from"],
+            "dir": str(data["dir"]),
+            "distinct_records": distinct,
+            "records": [p.stem for p in paths] if data["from"] == "samples" else None,
+        },
+        "threads": {},
+    }
+    threads: dict[str, dict] = res["threads"]
     if data["from"] == "samples":
-        say(f"bench: no shared data at {data['missing']} (set ECGRET_DATA); using the {distinct} sample records "
-            f"shipped in the package: {', '.join(p.stem for p in paths)}")
+        say(
+            f"bench: no shared data at {data['missing']} (set ECGRET_DATA); using the {distinct} sample records "
+            f"shipped in the package: {', '.join(p.stem for p in paths)}"
+        )
     cores = os.cpu_count() or 1
     for th in sorted({1, cores}):
         say(f"bench: {len(records)} records, {th} thread(s) ...")
@@ -181,11 +221,11 @@ def run_bench(bundle_path=None, n_records: int = 200, warmup: int = 10, cold_run
         r = Retriever(b)
         res["bundle_name"], res["bundle_hash"], res["interpreter"] = b.name, b.hash, b.encoder.backend
         res["kernels"] = b.encoder.kernels
-        res["threads"][str(th)] = _time_queries(r, records, warmup)
-        if th == 1:   # the same queries without the measurement stage: the query path before measurements
+        threads[str(th)] = _time_queries(r, records, warmup)
+        if th == 1:  # the same queries without the measurement stage: the query path before measurements
             say(f"bench: {len(records)} records, 1 thread, without measurements ...")
             res["without_measurements"] = _time_queries(Retriever(b, measure=False), records, warmup)
-            res["with_measurements_again"] = _time_queries(r, records, warmup)   # both sides twice, interleaved
+            res["with_measurements_again"] = _time_queries(r, records, warmup)  # both sides twice, interleaved
     res["bench_process_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)
     if cold_runs and paths:
         say(f"bench: {cold_runs} cold starts of `ecgret query` ...")
@@ -195,15 +235,19 @@ def run_bench(bundle_path=None, n_records: int = 200, warmup: int = 10, cold_run
 
 def format_bench(res: dict) -> str:
     m = res["machine"]
-    lines = [f"machine: {m['cpu']}, {m['cores']} cores ({m['machine']}, {m['system']}, Python {m['python']})",
-             f"bundle: {res.get('bundle_name')} ({res.get('bundle_hash')}), interpreter {res.get('interpreter')} "
-             f"({res.get('kernels', 'builtin')} kernels)",
-             f"records: {res['n_records']} real ({', '.join(f'{k} {v}' for k, v in sorted(res['sources'].items()))}), "
-             f"after {res['warmup']} warm-up queries"]
+    lines = [
+        f"machine: {m['cpu']}, {m['cores']} cores ({m['machine']}, {m['system']}, Python {m['python']})",
+        f"bundle: {res.get('bundle_name')} ({res.get('bundle_hash')}), interpreter {res.get('interpreter')} "
+        f"({res.get('kernels', 'builtin')} kernels)",
+        f"records: {res['n_records']} real ({', '.join(f'{k} {v}' for k, v in sorted(res['sources'].items()))}), "
+        f"after {res['warmup']} warm-up queries",
+    ]
     data = res.get("data") or {}
     if data.get("from") == "samples":
-        lines.append(f"data: the {data['distinct_records']} sample records shipped in the package "
-                     f"({', '.join(data['records'])}), queried in turn; no shared data (set ECGRET_DATA)")
+        lines.append(
+            f"data: the {data['distinct_records']} sample records shipped in the package "
+            f"({', '.join(data['records'])}), queried in turn; no shared data (set ECGRET_DATA)"
+        )
     elif data:
         lines.append(f"data: {data['dir']}")
     lines.append("")
@@ -211,27 +255,40 @@ def format_bench(res: dict) -> str:
     head = f"{'stage':<12}" + "".join(f"{f'{t} thr p50':>12}{f'{t} thr p95':>12}" for t in ths)
     lines += [head + "   (ms)", "-" * len(head)]
     for k in STAGES + ("total",):
-        lines.append(f"{k:<12}" + "".join(f"{res['threads'][t][k]['p50_ms']:>12.2f}{res['threads'][t][k]['p95_ms']:>12.2f}"
-                                          for t in ths))
+        lines.append(
+            f"{k:<12}"
+            + "".join(f"{res['threads'][t][k]['p50_ms']:>12.2f}{res['threads'][t][k]['p95_ms']:>12.2f}" for t in ths)
+        )
     for src in sorted(res["threads"][ths[0]]["by_source"]):
-        lines.append(f"{'total ' + src:<12}" + "".join(
-            f"{res['threads'][t]['by_source'][src]['p50_ms']:>12.2f}{res['threads'][t]['by_source'][src]['p95_ms']:>12.2f}"
-            for t in ths))
+        lines.append(
+            f"{'total ' + src:<12}"
+            + "".join(
+                f"{res['threads'][t]['by_source'][src]['p50_ms']:>12.2f}{res['threads'][t]['by_source'][src]['p95_ms']:>12.2f}"
+                for t in ths
+            )
+        )
     wo, again = res.get("without_measurements"), res.get("with_measurements_again")
     if wo and "1" in res["threads"]:
-        w1 = min(res["threads"]["1"]["total"]["p50_ms"], again["total"]["p50_ms"]) if again else \
-            res["threads"]["1"]["total"]["p50_ms"]
-        lines.append(f"{'1 thr, end to end p50/p95':<26} with measurements {w1:.2f}/"
-                     f"{res['threads']['1']['total']['p95_ms']:.2f} ms, without (the path before them) "
-                     f"{wo['total']['p50_ms']:.2f}/{wo['total']['p95_ms']:.2f} ms: +{w1 - wo['total']['p50_ms']:.2f} ms")
+        w1 = (
+            min(res["threads"]["1"]["total"]["p50_ms"], again["total"]["p50_ms"])
+            if again
+            else res["threads"]["1"]["total"]["p50_ms"]
+        )
+        lines.append(
+            f"{'1 thr, end to end p50/p95':<26} with measurements {w1:.2f}/"
+            f"{res['threads']['1']['total']['p95_ms']:.2f} ms, without (the path before them) "
+            f"{wo['total']['p50_ms']:.2f}/{wo['total']['p95_ms']:.2f} ms: +{w1 - wo['total']['p50_ms']:.2f} ms"
+        )
     cs = res.get("cold_start")
     if cs:
         lines.append("")
         if "error" in cs:
             lines.append(f"cold start: {cs['error']}")
         else:
-            lines.append(f"cold start (process start to first result, `{cs['command']}`, {cs['runs']} runs): "
-                         f"p50 {cs['first_result']['p50_ms'] / 1e3:.2f} s, p95 {cs['first_result']['p95_ms'] / 1e3:.2f} s")
+            lines.append(
+                f"cold start (process start to first result, `{cs['command']}`, {cs['runs']} runs): "
+                f"p50 {cs['first_result']['p50_ms'] / 1e3:.2f} s, p95 {cs['first_result']['p95_ms'] / 1e3:.2f} s"
+            )
             lines.append(f"peak RSS of `ecgret query`: {cs['peak_rss_mb']:.1f} MB")
     lines.append(f"peak RSS of this benchmark process: {res['bench_process_peak_rss_mb']:.1f} MB")
     return "\n".join(lines)

@@ -24,6 +24,7 @@ The image becomes square (4T x 4T). Missing leads give zero tiles.
 Every channel is mapped to [-1, 1]: GASF as is, RP as 1 - |xi - xj| (1 on the diagonal), MTF as
 2p - 1. Fields are computed at full resolution then resized with a fixed linear (area) operator.
 """
+
 from __future__ import annotations
 
 from bisect import bisect_left
@@ -37,8 +38,8 @@ from .leads import LEADS12
 BEFORE, AFTER = 35, 65  # samples at 100 Hz around the R peak (paper)
 BEAT_WINDOW = np.arange(-BEFORE, AFTER)[None, :]  # the beat's samples relative to its R peak
 GRID = ((0, 3, 6, 9), (1, 4, 7, 10), (2, 5, 8, 11))  # rows x columns of lead indices in LEADS12
-_GRID_ORDER = np.array(GRID).ravel()                              # the 12 lead tiles in row-major image order
-_GRID_ORDER_RHYTHM = np.concatenate([_GRID_ORDER, np.arange(12, 16)])   # + the rhythm row (series 12..15)
+_GRID_ORDER = np.array(GRID).ravel()  # the 12 lead tiles in row-major image order
+_GRID_ORDER_RHYTHM = np.concatenate([_GRID_ORDER, np.arange(12, 16)])  # + the rhythm row (series 12..15)
 MODES = ("paper", "rhythm")
 RR_MIN, RR_MAX = 0.2, 2.0  # seconds, the absolute scale of the RR channel
 RR_SCALES = ("angle", "linear")
@@ -48,17 +49,22 @@ _ATRIAL_LEADS = tuple(LEADS12.index(nm) for nm in ("V1", "V2", "II", "III", "aVF
 @dataclass(frozen=True)
 class ImagingConfig:
     mode: str = "rhythm"
-    tile: int = 32          # pixels per lead tile (square)
+    tile: int = 32  # pixels per lead tile (square)
     mtf_bins: int = 4
     fs: int = 100
     rr_scale: str = "angle"  # mode "rhythm": how the RR interval maps to the series (see the module docstring)
 
     @classmethod
-    def from_dict(cls, d) -> "ImagingConfig":
+    def from_dict(cls, d) -> ImagingConfig:
         """From a manifest's or a run's ``imaging`` section; one written before ``rr_scale`` existed used
         the ``"linear"`` map."""
-        return cls(mode=str(d.get("mode", "rhythm")), tile=int(d.get("tile", 32)), mtf_bins=int(d.get("mtf_bins", 4)),
-                   fs=int(d.get("fs", 100)), rr_scale=str(d.get("rr_scale", "linear")))
+        return cls(
+            mode=str(d.get("mode", "rhythm")),
+            tile=int(d.get("tile", 32)),
+            mtf_bins=int(d.get("mtf_bins", 4)),
+            fs=int(d.get("fs", 100)),
+            rr_scale=str(d.get("rr_scale", "linear")),
+        )
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -66,11 +72,18 @@ class ImagingConfig:
         return (rows * self.tile, 4 * self.tile, 3)
 
     def to_dict(self) -> dict:
-        return {"mode": self.mode, "tile": self.tile, "mtf_bins": self.mtf_bins, "fs": self.fs,
-                "rr_scale": self.rr_scale, "shape": list(self.shape)}
+        return {
+            "mode": self.mode,
+            "tile": self.tile,
+            "mtf_bins": self.mtf_bins,
+            "fs": self.fs,
+            "rr_scale": self.rr_scale,
+            "shape": list(self.shape),
+        }
 
 
 # ----------------------------------------------------------------------------- fields
+
 
 def gasf(x: np.ndarray) -> np.ndarray:
     """Gramian angular summation field of series in [-1, 1]: cos(phi_i + phi_j), phi = arccos(x).
@@ -99,8 +112,8 @@ def quantile_bins(x: np.ndarray, n_bins: int = 4) -> np.ndarray:
     frac = pos - lo
     edges = xs[..., lo] + (xs[..., hi] - xs[..., lo]) * frac  # (..., n_bins - 1)
     out = np.zeros(x.shape, dtype=np.intp)
-    for k in range(n_bins - 1):                                # count the edges below each value
-        out += x > edges[..., k:k + 1]
+    for k in range(n_bins - 1):  # count the edges below each value
+        out += x > edges[..., k : k + 1]
     return out
 
 
@@ -116,7 +129,7 @@ def mtf(x: np.ndarray, n_bins: int = 4) -> np.ndarray:
     w = np.bincount(codes, minlength=nb * n_bins * n_bins).reshape(nb, n_bins, n_bins).astype(np.float32)
     sums = w.sum(axis=2, keepdims=True)
     w = np.divide(w, sums, out=np.zeros_like(w), where=sums > 0)
-    rows = np.take_along_axis(w, b[:, :, None], axis=1)          # (nb, n, n_bins): W[b_i, :]
+    rows = np.take_along_axis(w, b[:, :, None], axis=1)  # (nb, n, n_bins): W[b_i, :]
     out = np.take_along_axis(rows, np.broadcast_to(b[:, None, :], (nb, b.shape[1], b.shape[1])), axis=2)
     return out[0] if single else out
 
@@ -146,9 +159,10 @@ def _area_units(n_in: int, n_out: int) -> tuple[np.ndarray, float, int]:
     multiples of n_in / n_out, so every overlap is a multiple of one unit), and the finest grid 2**-q for the
     recurrence plot's input at which both resize passes over |x_i - x_j| <= 2 are exact in float32."""
     from fractions import Fraction
-    unit = Fraction(n_in, n_out).denominator           # overlaps are multiples of 1/unit samples
+
+    unit = Fraction(n_in, n_out).denominator  # overlaps are multiples of 1/unit samples
     m = _area_matrix(n_in, n_out).astype(np.float64)
-    per_row = n_in * unit / n_out                       # the units in one output cell
+    per_row = n_in * unit / n_out  # the units in one output cell
     w = np.rint(m * per_row)
     q = int(min(12, np.floor(23 - 2 * np.log2(max(per_row, 1.0)))))
     return w.astype(np.float32), float(1.0 / per_row), q
@@ -157,8 +171,8 @@ def _area_units(n_in: int, n_out: int) -> tuple[np.ndarray, float, int]:
 def resize_field(f: np.ndarray, size: int) -> np.ndarray:
     """Resize (n, n, c) or (b, n, n, c) fields to size x size with a separable area operator."""
     m = _area_matrix(f.shape[-2], size)
-    g = np.moveaxis(f, -1, -3)              # (..., c, n, n)
-    g = m @ g @ m.T                         # (..., c, size, size)
+    g = np.moveaxis(f, -1, -3)  # (..., c, n, n)
+    g = m @ g @ m.T  # (..., c, size, size)
     return np.ascontiguousarray(np.moveaxis(g, -3, -1))
 
 
@@ -179,24 +193,24 @@ def tile_fields(x: np.ndarray, size: int, n_bins: int = 4) -> np.ndarray:
     m = _area_matrix64(n, size)
     x64 = x.astype(np.float64)
     s = np.sqrt(np.clip(1.0 - x64 * x64, 0.0, 1.0))
-    mx, ms = x64 @ m.T, s @ m.T                                        # (b, size)
+    mx, ms = x64 @ m.T, s @ m.T  # (b, size)
     out = np.empty((b, size, size, 3), dtype=np.float32)
     g = mx[:, :, None] * mx[:, None, :]
     g -= ms[:, :, None] * ms[:, None, :]
     out[..., 0] = g
     w_units, unit_scale, q = _area_units(n, size)
-    xg = np.rint(x * np.float32(2 ** q))                                 # whole numbers of grid steps
+    xg = np.rint(x * np.float32(2**q))  # whole numbers of grid steps
     rp = xg[:, :, None] - xg[:, None, :]
     np.abs(rp, out=rp)
-    exact = w_units @ rp @ w_units.T                                   # whole numbers, exact in float32
-    out[..., 1] = 1.0 - exact * np.float32(unit_scale * unit_scale * 2.0 ** -q)
+    exact = w_units @ rp @ w_units.T  # whole numbers, exact in float32
+    out[..., 1] = 1.0 - exact * np.float32(unit_scale * unit_scale * 2.0**-q)
     bins = quantile_bins(x, n_bins)
     codes = (np.arange(b)[:, None] * n_bins * n_bins + bins[:, :-1] * n_bins + bins[:, 1:]).ravel()
     w = np.bincount(codes, minlength=b * n_bins * n_bins).reshape(b, n_bins, n_bins).astype(np.float32)
     sums = w.sum(axis=2, keepdims=True)
-    w = np.divide(w, sums, out=np.zeros_like(w), where=sums > 0)       # float32, as mtf() makes it
+    w = np.divide(w, sums, out=np.zeros_like(w), where=sums > 0)  # float32, as mtf() makes it
     onehot = (bins[:, :, None] == np.arange(n_bins)).astype(np.float64)  # (b, n, n_bins)
-    me = m @ onehot                                                    # (b, size, n_bins)
+    me = m @ onehot  # (b, size, n_bins)
     out[..., 2] = 2.0 * (me @ w.astype(np.float64) @ np.swapaxes(me, 1, 2)) - 1.0
     return out
 
@@ -208,6 +222,7 @@ def _area_matrix64(n_in: int, n_out: int) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- beats and rhythm
+
 
 def local_maxima(e: np.ndarray, distance: int) -> np.ndarray:
     """Indices of local maxima at least ``distance`` samples apart, the higher kept first
@@ -231,15 +246,15 @@ def r_peaks(x: np.ndarray, fs: int = 100) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     if x.size < fs or not np.any(x):
         return np.zeros(0, dtype=int)
-    d = np.empty_like(x)                          # np.diff(x, prepend=x[0])
+    d = np.empty_like(x)  # np.diff(x, prepend=x[0])
     d[0] = 0.0
     np.subtract(x[1:], x[:-1], out=d[1:])
     win = max(1, int(0.12 * fs))
-    c = np.empty(x.size + 1)                      # [0, cumsum(d^2)]
+    c = np.empty(x.size + 1)  # [0, cumsum(d^2)]
     c[0] = 0.0
     np.cumsum(d * d, out=c[1:])
-    lo, hi = _window_bounds(x.size, win)
-    e = (c[hi] - c[lo]) / win
+    w_lo, w_hi = _window_bounds(x.size, win)
+    e = (c[w_hi] - c[w_lo]) / win
     cand, ref = _energy_peaks(e, int(0.25 * fs))
     if ref <= 0:
         return np.zeros(0, dtype=int)
@@ -276,7 +291,7 @@ def _energy_peaks(e: np.ndarray, distance: int, top: int = 8, frac: float = 0.25
         return i, 0.0
     ei = e[i]
     order = np.argsort(-ei, kind="stable").tolist()
-    il, el = i.tolist(), ei.tolist()              # the loop runs on Python lists (bisect, not np.searchsorted)
+    il, el = i.tolist(), ei.tolist()  # the loop runs on Python lists (bisect, not np.searchsorted)
     keep = bytearray(b"\x01") * len(il)
     kept: list[int] = []
     ref = None
@@ -290,7 +305,7 @@ def _energy_peaks(e: np.ndarray, distance: int, top: int = 8, frac: float = 0.25
             kept.append(j)
             if len(kept) == top:
                 ref = _median_of([el[k] for k in kept])
-    if ref is None:                               # fewer than ``top`` peaks: all maxima were visited
+    if ref is None:  # fewer than ``top`` peaks: all maxima were visited
         ref = _median_of([el[k] for k in kept])
     kept.sort()
     return np.asarray([il[k] for k in kept if el[k] >= frac * ref], dtype=i.dtype), ref
@@ -387,8 +402,14 @@ def rr_series(peaks: np.ndarray, n_valid: int, n_out: int, fs: int = 100) -> np.
 
 # ----------------------------------------------------------------------------- the image
 
-def ecg_image(signal: np.ndarray, present: np.ndarray | None = None, config: ImagingConfig = ImagingConfig(),
-              n_valid: int | None = None, peaks: np.ndarray | None = None) -> np.ndarray:
+
+def ecg_image(
+    signal: np.ndarray,
+    present: np.ndarray | None = None,
+    config: ImagingConfig = ImagingConfig(),
+    n_valid: int | None = None,
+    peaks: np.ndarray | None = None,
+) -> np.ndarray:
     """Image a preprocessed ECG (T, 12) at 100 Hz into float32 (H, W, 3) in [-1, 1]. ``peaks``: the R peaks
     of lead ``peak_lead(present)`` when already known (the quality gate finds them), else found here."""
     if config.mode not in MODES:
@@ -404,16 +425,16 @@ def ecg_image(signal: np.ndarray, present: np.ndarray | None = None, config: Ima
     pk = peak_lead(present)
     if peaks is None:
         peaks = r_peaks(x[:n, pk], config.fs)
-    series = maxabs(median_beat(x, peaks, n).T)                      # (12, 100): the median beats
-    if config.mode == "rhythm":                                        # + 4 rhythm series of 100 points
+    series = maxabs(median_beat(x, peaks, n).T)  # (12, 100): the median beats
+    if config.mode == "rhythm":  # + 4 rhythm series of 100 points
         rhythm, use = _rhythm_series(x, present, peaks, pk, n, config)
         series = np.concatenate([series, rhythm])
-    tiles = tile_fields(series, t, config.mtf_bins)                   # one batched call: (12 or 16, t, t, 3)
+    tiles = tile_fields(series, t, config.mtf_bins)  # one batched call: (12 or 16, t, t, 3)
     order, shown = _GRID_ORDER, np.asarray(present, dtype=bool)[_GRID_ORDER]
     if config.mode == "rhythm":
         order, shown = _GRID_ORDER_RHYTHM, np.concatenate([shown, use])
-    tiles = tiles[order]                                               # tiles in row-major grid order
-    tiles[~shown] = 0.0                                                # absent leads and rhythm series: blank
+    tiles = tiles[order]  # tiles in row-major grid order
+    tiles[~shown] = 0.0  # absent leads and rhythm series: blank
     rows = h // t
     img = tiles.reshape(rows, 4, t, t, 3).transpose(0, 2, 1, 3, 4).reshape(h, w, 3)
     return np.ascontiguousarray(img)
@@ -430,10 +451,10 @@ def _rhythm_series(x, present, peaks, pk, n, config) -> tuple[np.ndarray, np.nda
     if rr is not None:
         t = np.clip((rr - RR_MIN) / (RR_MAX - RR_MIN), 0, 1)
         series[1] = np.cos(np.float32(np.pi / 2) * t) if config.rr_scale == "angle" else 2 * t - 1
-        drr = np.empty_like(rr)                                        # np.diff(rr, prepend=rr[0])
+        drr = np.empty_like(rr)  # np.diff(rr, prepend=rr[0])
         drr[0] = 0.0
         np.subtract(rr[1:], rr[:-1], out=drr[1:])
-        series[2] = np.clip(drr / 0.5, -1, 1)                          # +-0.5 s change fills the scale
+        series[2] = np.clip(drr / 0.5, -1, 1)  # +-0.5 s change fills the scale
         use[1:3] = True
     atrial = next((k for k in _ATRIAL_LEADS if present[k] and k != pk), None)
     if atrial is not None:

@@ -28,6 +28,7 @@ children[0] and [1]. Hence the rules checked here, in the order a search relies 
   (0 <= id < n_items); a split node's two children point *below it* (0 <= child < i: Annoy writes children
   before their parent, so this also rules out cycles) and its plane normal is finite with norm <= 1.01.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -38,8 +39,8 @@ from .errors import BundleError
 
 __all__ = ["CaseIndex", "check_annoy", "AnnoyLayout", "cosines", "node_size", "unit_items"]
 
-_NODE_HEAD = 12          # offsetof(Node, v): n_descendants + children[2] (int32)
-MAX_NODES = 2 ** 31 - 1
+_NODE_HEAD = 12  # offsetof(Node, v): n_descendants + children[2] (int32)
+MAX_NODES = 2**31 - 1
 
 
 def unit_items(data, dim: int, n_items: int) -> np.ndarray:
@@ -52,7 +53,7 @@ def unit_items(data, dim: int, n_items: int) -> np.ndarray:
     numbers are exact in float64 and a 128-term float64 sum is off by ~1e-16, far below the 4 decimals shown."""
     s = node_size(dim)
     flts = np.frombuffer(memoryview(data).cast("B"), dtype="<f4", count=n_items * s // 4).reshape(n_items, s // 4)
-    v = flts[:, _NODE_HEAD // 4:].astype(np.float64)
+    v = flts[:, _NODE_HEAD // 4 :].astype(np.float64)
     return v / np.maximum(np.sqrt(np.einsum("ij,ij->i", v, v)), 1e-300)[:, None]
 
 
@@ -84,8 +85,9 @@ def _bad(where, fld, msg):
     return BundleError(f"{where}: {fld}: {msg}")
 
 
-def check_annoy(data, dim: int, n_items: int | None = None, n_trees: int | None = None,
-                where="index.ann") -> AnnoyLayout:
+def check_annoy(
+    data, dim: int, n_items: int | None = None, n_trees: int | None = None, where="index.ann"
+) -> AnnoyLayout:
     """Check an angular Annoy index's bytes (see the module docstring); :class:`BundleError` naming the field
     on the first violation. ``n_items``/``n_trees``: what the manifest says (None: not checked)."""
     dim = int(dim)
@@ -95,8 +97,12 @@ def check_annoy(data, dim: int, n_items: int | None = None, n_trees: int | None 
     if size == 0:
         raise _bad(where, "size", "empty file")
     if size % s:
-        raise _bad(where, "dim", f"{size} bytes is not a whole number of {s}-byte nodes (dimension {dim}): "
-                   "wrong dimension or not an angular Annoy index")
+        raise _bad(
+            where,
+            "dim",
+            f"{size} bytes is not a whole number of {s}-byte nodes (dimension {dim}): "
+            "wrong dimension or not an angular Annoy index",
+        )
     n = size // s
     if n > MAX_NODES:
         raise _bad(where, "size", f"{n} nodes, more than Annoy's int32 ids address")
@@ -104,7 +110,7 @@ def check_annoy(data, dim: int, n_items: int | None = None, n_trees: int | None 
     ints = np.frombuffer(buf, dtype="<i4").reshape(n, w)
     flts = np.frombuffer(buf, dtype="<f4").reshape(n, w)
     nd = ints[:, 0]
-    k_max = w - 1                     # K = (s - offsetof(children)) / sizeof(int32)
+    k_max = w - 1  # K = (s - offsetof(children)) / sizeof(int32)
     # roots exactly as AnnoyIndex::load finds them
     m = int(nd[-1])
     differ = np.flatnonzero(nd != m)
@@ -130,8 +136,12 @@ def check_annoy(data, dim: int, n_items: int | None = None, n_trees: int | None 
     off = np.abs(norms - 1.0) > 1e-2
     if np.any(off):
         i = int(np.flatnonzero(off)[0])
-        raise _bad(where, "dim", f"item {i} is not a unit vector of dimension {dim} (norm {norms[i]:.3g}): "
-                   "wrong dimension or not this bundle's index")
+        raise _bad(
+            where,
+            "dim",
+            f"item {i} is not a unit vector of dimension {dim} (norm {norms[i]:.3g}): "
+            "wrong dimension or not this bundle's index",
+        )
     # inner nodes: leaf lists and splits
     ids = np.arange(m, n)
     ndi = nd[m:]
@@ -147,8 +157,9 @@ def check_annoy(data, dim: int, n_items: int | None = None, n_trees: int | None 
         if np.any(badk):
             r = int(np.flatnonzero(badk.any(axis=1))[0])
             c = int(np.flatnonzero(badk[r])[0])
-            raise _bad(where, f"node {int(rows[r])}", f"leaf list entry {c} = {int(kids[r, c])} is not an item "
-                       f"id in [0, {m})")
+            raise _bad(
+                where, f"node {int(rows[r])}", f"leaf list entry {c} = {int(kids[r, c])} is not an item id in [0, {m})"
+            )
     split = ~leaf
     if np.any(split):
         rows = ids[split]
@@ -159,8 +170,9 @@ def check_annoy(data, dim: int, n_items: int | None = None, n_trees: int | None 
             raise _bad(where, f"node {int(rows[r])}", f"split children {ch[r].tolist()} not in [0, {int(rows[r])})")
         pv = flts[rows, 3:]
         fin = np.isfinite(pv).all(axis=1)
-        pn = np.sqrt(np.einsum("ij,ij->i", np.where(fin[:, None], pv, 0), np.where(fin[:, None], pv, 0),
-                               dtype=np.float64))
+        pn = np.sqrt(
+            np.einsum("ij,ij->i", np.where(fin[:, None], pv, 0), np.where(fin[:, None], pv, 0), dtype=np.float64)
+        )
         badp = ~fin | (pn > 1.01)
         if np.any(badp):
             r = int(np.flatnonzero(badp)[0])
@@ -174,11 +186,21 @@ class CaseIndex:
     The bytes (``data``, else the file at ``path`` read once) are checked by :func:`check_annoy` and Annoy
     loads that very copy (sealed in memory where the platform allows, see :mod:`edge.sealed`)."""
 
-    def __init__(self, path, dim: int, metric: str = "angular", search_k: int = -1, *, data=None,
-                 n_items: int | None = None, n_trees: int | None = None):
+    def __init__(
+        self,
+        path,
+        dim: int,
+        metric: str = "angular",
+        search_k: int = -1,
+        *,
+        data=None,
+        n_items: int | None = None,
+        n_trees: int | None = None,
+    ):
         from annoy import AnnoyIndex
 
         from .sealed import sealed_copy
+
         self.path = Path(path)
         self.dim, self.metric, self.search_k = int(dim), str(metric), int(search_k)
         if self.metric != "angular":
@@ -193,8 +215,9 @@ class CaseIndex:
         self.layout = check_annoy(data, self.dim, n_items, n_trees, where=self.path)
         self._sealed = sealed_copy(data, self.path.name)
         src = self._sealed.path if self._sealed is not None else str(self.path)
-        self._ann = AnnoyIndex(self.dim, self.metric)
+        self._ann = AnnoyIndex(self.dim, "angular")  # the one metric (checked above)
         from .encoder import quiet_native_stderr
+
         try:
             with quiet_native_stderr():  # Annoy prints its own copy of the error on fd 2
                 self._ann.load(src, prefault=False)
@@ -202,7 +225,9 @@ class CaseIndex:
             raise BundleError(f"{self.path}: Annoy cannot load the index ({e})") from None
         self.n_items = int(self._ann.get_n_items())
         if self.n_items != self.layout.n_items:
-            raise BundleError(f"{self.path}: n_items: Annoy found {self.n_items} items, the check {self.layout.n_items}")
+            raise BundleError(
+                f"{self.path}: n_items: Annoy found {self.n_items} items, the check {self.layout.n_items}"
+            )
         self._unit = unit_items(data, self.dim, self.n_items)
 
     def __len__(self) -> int:
@@ -222,11 +247,13 @@ class CaseIndex:
         sk = self.search_k if search_k is None else int(search_k)
         v = np.asarray(vec, dtype=np.float32).reshape(-1)
         if v.size != self.dim or not np.all(np.isfinite(v)):
-            raise BundleError(f"{self.path}: query vector of dimension {v.size} (finite: {bool(np.isfinite(v).all())}), "
-                              f"the index takes {self.dim}")
+            raise BundleError(
+                f"{self.path}: query vector of dimension {v.size} (finite: {bool(np.isfinite(v).all())}), "
+                f"the index takes {self.dim}"
+            )
         found = np.asarray(self._ann.get_nns_by_vector(v.tolist(), int(k), search_k=sk), dtype=np.int64)
         cos = self.cosines(v, found)
-        o = np.lexsort((found, -cos))      # best first; equal cosines by item id, never by the CPU's rounding
+        o = np.lexsort((found, -cos))  # best first; equal cosines by item id, never by the CPU's rounding
         return found[o], cos[o]
 
     def unload(self) -> None:

@@ -4,6 +4,7 @@
 :class:`Retriever` holds a loaded bundle (encoder and index opened once) and an optional local overlay;
 ``query``, ``demo``, ``bench`` and ``listen`` all go through :meth:`Retriever.query_record`.
 """
+
 from __future__ import annotations
 
 import time
@@ -14,8 +15,8 @@ import numpy as np
 from .consensus import Consensus, vote
 from .errors import ConfigError, RecordError
 from .leads import LEADS12
-from .quality import QualityReport, assess
 from .measure import Measurements, check_plausible, measure
+from .quality import QualityReport, assess
 from .record import Record
 from .rerank import Ranker, features, setting_of
 from .rhythm import RhythmAnswer, ground
@@ -35,12 +36,19 @@ class Match:
     rhythm: tuple[str, ...]
     statements: str
     report: str
-    source: str = "bundle"     # "bundle" or "overlay"
+    source: str = "bundle"  # "bundle" or "overlay"
 
     def to_dict(self) -> dict:
-        return {"case_id": self.case_id, "score": round(float(self.score), 4), "super_class": list(self.super_class),
-                "sub_class": list(self.sub_class), "rhythm": list(self.rhythm), "statements": self.statements,
-                "report": self.report, "source": self.source}
+        return {
+            "case_id": self.case_id,
+            "score": round(float(self.score), 4),
+            "super_class": list(self.super_class),
+            "sub_class": list(self.sub_class),
+            "rhythm": list(self.rhythm),
+            "statements": self.statements,
+            "report": self.report,
+            "source": self.source,
+        }
 
 
 @dataclass(frozen=True)
@@ -49,31 +57,43 @@ class QueryResult:
     quality: QualityReport
     consensus: Consensus
     matches: tuple[Match, ...]
-    timings: dict = field(default_factory=dict)     # seconds per stage and "total"
-    leads: tuple[str, ...] = ()                      # the leads the query used (after --leads)
+    timings: dict = field(default_factory=dict)  # seconds per stage and "total"
+    leads: tuple[str, ...] = ()  # the leads the query used (after --leads)
     signal: np.ndarray | None = field(default=None, repr=False, compare=False)  # preprocessed (T, 12)
     measurements: Measurements | None = None
     rhythm: RhythmAnswer | None = None
     # for the report (edge.report): the filtered signal in the record's units at its own rate, and its metadata
     native: np.ndarray | None = field(default=None, repr=False, compare=False)  # (n, 12) at native_fs
     native_fs: float = 0.0
-    meta: dict = field(default_factory=dict, repr=False, compare=False)      # Record.meta (units, age, sex, ...)
+    meta: dict = field(default_factory=dict, repr=False, compare=False)  # Record.meta (units, age, sex, ...)
 
     def to_dict(self) -> dict:
         m = self.measurements
-        return {"query": self.query, "ok": True, "leads": list(self.leads),
-                "measurements": m.to_dict() if m is not None else None,
-                "measurement_findings": list(m.findings) if m is not None else [],
-                "rhythm": self.rhythm.to_dict() if self.rhythm is not None else None,
-                "quality": self.quality.to_dict(),
-                "consensus": self.consensus.to_dict(), "matches": [m.to_dict() for m in self.matches],
-                "timings_ms": {k: round(v * 1e3, 3) for k, v in self.timings.items()}}
+        return {
+            "query": self.query,
+            "ok": True,
+            "leads": list(self.leads),
+            "measurements": m.to_dict() if m is not None else None,
+            "measurement_findings": list(m.findings) if m is not None else [],
+            "rhythm": self.rhythm.to_dict() if self.rhythm is not None else None,
+            "quality": self.quality.to_dict(),
+            "consensus": self.consensus.to_dict(),
+            "matches": [m.to_dict() for m in self.matches],
+            "timings_ms": {k: round(v * 1e3, 3) for k, v in self.timings.items()},
+        }
 
 
 def _match(case: dict, score: float, source: str) -> Match:
-    return Match(case["case_id"], float(score), tuple(case.get("super_class", ())), tuple(case.get("sub_class", ())),
-                 tuple(case.get("rhythm", ())), case.get("statements", "") or "", case.get("report", "") or "",
-                 source)
+    return Match(
+        case["case_id"],
+        float(score),
+        tuple(case.get("super_class", ())),
+        tuple(case.get("sub_class", ())),
+        tuple(case.get("rhythm", ())),
+        case.get("statements", "") or "",
+        case.get("report", "") or "",
+        source,
+    )
 
 
 def restrict_leads(record: Record, leads, lead_off: np.ndarray | None = None):
@@ -85,8 +105,10 @@ def restrict_leads(record: Record, leads, lead_off: np.ndarray | None = None):
         return record, lead_off
     keep = [j for j, lead in enumerate(record.leads) if lead in leads]
     if not keep:
-        raise RecordError(f"{record.name or 'record'}: none of the declared leads {', '.join(leads)} is in the "
-                          f"record (it has {', '.join(record.leads)})")
+        raise RecordError(
+            f"{record.name or 'record'}: none of the declared leads {', '.join(leads)} is in the "
+            f"record (it has {', '.join(record.leads)})"
+        )
     rec = Record(record.signal[:, keep], record.fs, tuple(record.leads[j] for j in keep), record.name, record.meta)
     return rec, (None if lead_off is None else np.asarray(lead_off)[:, keep])
 
@@ -103,13 +125,16 @@ def _ranker(bundle):
 class Retriever:
     """A bundle ready to answer queries (and an optional overlay searched with it)."""
 
-    def __init__(self, bundle, threads: int | None = None, overlay=None, notch_hz: float | None = None,
-                 measure: bool = True):
+    def __init__(
+        self, bundle, threads: int | None = None, overlay=None, notch_hz: float | None = None, measure: bool = True
+    ):
         self.bundle = bundle
         if threads is not None and bundle.threads != threads:
             from dataclasses import replace
-            self.bundle = bundle = replace(bundle, threads=threads, _cache={
-                k: v for k, v in bundle._cache.items() if k != "encoder"})
+
+            self.bundle = bundle = replace(
+                bundle, threads=threads, _cache={k: v for k, v in bundle._cache.items() if k != "encoder"}
+            )
         self.encoder = bundle.encoder
         self.index = bundle.index
         self.cases = bundle.cases
@@ -119,10 +144,12 @@ class Retriever:
         self.notch_hz = pp.get("notch_hz", 50.0) if notch_hz is None else notch_hz
         self.target_fs = int(pp.get("target_fs", 100))
         self.duration_s = float(pp.get("duration_s", 10.0))
-        self.measure = bool(measure)          # False: the query path before measurements (the bench compares)
+        self.measure = bool(measure)  # False: the query path before measurements (the bench compares)
         self._ranker = _ranker(bundle)
         if self.config.fs != self.target_fs:
-            raise ConfigError(f"bundle imaging fs {self.config.fs} differs from preprocessing target_fs {self.target_fs}")
+            raise ConfigError(
+                f"bundle imaging fs {self.config.fs} differs from preprocessing target_fs {self.target_fs}"
+            )
 
     def embed_record(self, record: Record, leads=None, lead_off=None, timings: dict | None = None):
         """(embedding (D,), QualityReport, PreprocessedECG, leads used) for one record."""
@@ -134,21 +161,33 @@ class Retriever:
         whose measured rhythm is impossible at its stated rate (:func:`edge.measure.check_plausible`)."""
         t0 = time.perf_counter()
         rec, lo = restrict_leads(record, leads, lead_off)
-        pre = preprocess(rec, target_fs=self.target_fs, duration_s=self.duration_s, notch_hz=self.notch_hz or None,
-                         keep_native=self.measure)
+        pre = preprocess(
+            rec,
+            target_fs=self.target_fs,
+            duration_s=self.duration_s,
+            notch_hz=self.notch_hz or None,
+            keep_native=self.measure,
+        )
         t1 = time.perf_counter()
         quality = assess(rec, pre, lo, expected=LEADS12)
         t2 = time.perf_counter()
         use = pre.present & quality.usable
         meas = None
         if self.measure:
-            meas = measure(rec, duration_s=self.duration_s, notch_hz=self.notch_hz or None, leads_present=use,
-                           pre=pre, peaks_hint=(quality.peaks, pre.fs, quality.peak_lead))
+            meas = measure(
+                rec,
+                duration_s=self.duration_s,
+                notch_hz=self.notch_hz or None,
+                leads_present=use,
+                pre=pre,
+                peaks_hint=(quality.peaks, pre.fs, quality.peak_lead),
+            )
             check_plausible(meas, rec.name or "record")
         t3 = time.perf_counter()
         from .imaging import ecg_image, peak_lead
+
         x = pre.signal if use.all() else np.where(use[None, :], pre.signal, np.float32(0))
-        peaks = quality.peaks if quality.peak_lead == peak_lead(use) else None   # the same lead, found once
+        peaks = quality.peaks if quality.peak_lead == peak_lead(use) else None  # the same lead, found once
         img = ecg_image(x, use, self.config, pre.n_valid, peaks)
         t4 = time.perf_counter()
         vec = self.encoder.encode(img)
@@ -174,8 +213,10 @@ class Retriever:
         else:
             ids, scores = self.index.search(vec, k) if k else (np.zeros(0, int), np.zeros(0))
             keys = scores
-        found = [(float(key), _match(self.cases[i], s, "bundle"))
-                 for i, s, key in zip(ids.tolist(), np.asarray(scores).tolist(), np.asarray(keys).tolist())]
+        found = [
+            (float(key), _match(self.cases[i], s, "bundle"))
+            for i, s, key in zip(ids.tolist(), np.asarray(scores).tolist(), np.asarray(keys).tolist())
+        ]
         if self.overlay is not None and len(self.overlay):
             found += [(float(s), _match(c, s, "overlay")) for c, s in self.overlay.search(vec, top_k)]
             found.sort(key=lambda km: -km[0])
@@ -184,7 +225,7 @@ class Retriever:
     def query_record(self, record: Record, leads=None, top_k: int = 10, lead_off=None) -> QueryResult:
         if top_k < 1:
             raise ConfigError(f"--top-k must be at least 1, got {top_k}")
-        t = {}
+        t: dict[str, float] = {}
         t0 = time.perf_counter()
         vec, quality, pre, rec, meas = self._embed(record, leads, lead_off, t)
         used = rec.leads
@@ -195,5 +236,17 @@ class Retriever:
         if self.measure and rhythm is None:
             rhythm = ground(cons, meas)
         t["total"] = time.perf_counter() - t0
-        return QueryResult(record.name, quality, cons, matches, t, tuple(used), pre.signal, meas, rhythm,
-                           pre.native, pre.native_fs, dict(record.meta) if isinstance(record.meta, dict) else {})
+        return QueryResult(
+            record.name,
+            quality,
+            cons,
+            matches,
+            t,
+            tuple(used),
+            pre.signal,
+            meas,
+            rhythm,
+            pre.native,
+            pre.native_fs,
+            dict(record.meta) if isinstance(record.meta, dict) else {},
+        )

@@ -4,6 +4,7 @@ Run on the record as read (native rate, physical units), before preprocessing. U
 sources (mV from WFDB and boards, z-scores from the archive), so thresholds are relative to the
 record itself where they can be, and absolute only where units are known (``record.meta['units']``).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -12,7 +13,7 @@ from functools import lru_cache
 import numpy as np
 
 from .errors import QualityError
-from .imaging import AFTER, BEFORE, BEAT_WINDOW, _median_of, median_of_beats, peak_lead, r_peaks
+from .imaging import AFTER, BEAT_WINDOW, BEFORE, _median_of, median_of_beats, peak_lead, r_peaks
 from .leads import LEADS12
 from .record import Record
 from .signal import PreprocessedECG, butter_bandpass_gain2, butter_highpass_gain2, check_record, preprocess
@@ -20,8 +21,8 @@ from .signal import PreprocessedECG, butter_bandpass_gain2, butter_highpass_gain
 
 @dataclass(frozen=True)
 class Finding:
-    lead: str          # lead name, or "record"
-    kind: str          # flat | clipped | lead_off | noisy | gaps | derived | missing | short
+    lead: str  # lead name, or "record"
+    kind: str  # flat | clipped | lead_off | noisy | gaps | derived | missing | short
     detail: str
 
     def __str__(self) -> str:
@@ -31,13 +32,13 @@ class Finding:
 @dataclass(frozen=True)
 class QualityReport:
     findings: tuple[Finding, ...]
-    usable: np.ndarray = field(repr=False)       # bool (12,) in LEADS12 order
-    peak_lead: int = field(default=-1, repr=False)               # LEADS12 index the R peaks were found on
-    peaks: np.ndarray | None = field(default=None, repr=False)   # those R peaks (samples of the preprocessed signal)
+    usable: np.ndarray = field(repr=False)  # bool (12,) in LEADS12 order
+    peak_lead: int = field(default=-1, repr=False)  # LEADS12 index the R peaks were found on
+    peaks: np.ndarray | None = field(default=None, repr=False)  # those R peaks (samples of the preprocessed signal)
 
     @property
     def usable_leads(self) -> tuple[str, ...]:
-        return tuple(l for l, u in zip(LEADS12, self.usable) if u)
+        return tuple(name for name, u in zip(LEADS12, self.usable) if u)
 
     @property
     def problems(self) -> tuple[Finding, ...]:
@@ -45,14 +46,25 @@ class QualityReport:
         return tuple(f for f in self.findings if f.kind not in ("derived", "missing"))
 
     def to_dict(self) -> dict:
-        return {"usable_leads": list(self.usable_leads),
-                "findings": [{"lead": f.lead, "kind": f.kind, "detail": f.detail} for f in self.findings]}
+        return {
+            "usable_leads": list(self.usable_leads),
+            "findings": [{"lead": f.lead, "kind": f.kind, "detail": f.detail} for f in self.findings],
+        }
 
 
-def assess(record: Record, pre: PreprocessedECG | None = None, lead_off: np.ndarray | None = None, *,
-           expected: tuple[str, ...] | None = None, flat_rel: float = 0.02, flat_abs_mv: float = 0.01,
-           clip_frac: float = 0.02, noise_ratio: float = 0.5, gap_frac: float = 0.05,
-           min_beat_corr: float = 0.3) -> QualityReport:
+def assess(
+    record: Record,
+    pre: PreprocessedECG | None = None,
+    lead_off: np.ndarray | None = None,
+    *,
+    expected: tuple[str, ...] | None = None,
+    flat_rel: float = 0.02,
+    flat_abs_mv: float = 0.01,
+    clip_frac: float = 0.02,
+    noise_ratio: float = 0.5,
+    gap_frac: float = 0.05,
+    min_beat_corr: float = 0.3,
+) -> QualityReport:
     """Assess each lead of ``record`` (``pre`` is its preprocessed form, computed if not given);
     ``lead_off`` is an optional bool (n_samples, n_leads) mask from a board.
 
@@ -79,25 +91,26 @@ def assess(record: Record, pre: PreprocessedECG | None = None, lead_off: np.ndar
     if finite.all():
         filled = raw
     else:  # gaps: fill with the lead's median so the per-lead statistics below stay defined
-        fill = np.array([np.median(raw[finite[:, j], j]) if finite[:, j].any() else 0.0
-                         for j in range(raw.shape[1])])
+        fill = np.array([np.median(raw[finite[:, j], j]) if finite[:, j].any() else 0.0 for j in range(raw.shape[1])])
         filled = np.where(finite, raw, fill[None, :])
-    xt = np.ascontiguousarray(filled.T)                 # (leads, n): per-lead reductions run on contiguous rows
+    xt = np.ascontiguousarray(filled.T)  # (leads, n): per-lead reductions run on contiguous rows
     mx, mn = xt.max(axis=1), xt.min(axis=1)
     ptp = mx - mn
     # the same value as np.median, without its first call importing numpy.ma (24 ms of every cold start)
     med_ptp = float(_median_of(ptp[ptp > 0].tolist())) if np.any(ptp > 0) else 0.0
     same = np.count_nonzero(xt[:, 1:] == xt[:, :-1], axis=1) / max(n - 1, 1)
     tol = (1e-6 * np.maximum(ptp, 1e-12))[:, None]
-    at_rail = np.maximum(np.count_nonzero(xt >= mx[:, None] - tol, axis=1),
-                         np.count_nonzero(xt <= mn[:, None] + tol, axis=1)) / n
+    at_rail = (
+        np.maximum(np.count_nonzero(xt >= mx[:, None] - tol, axis=1), np.count_nonzero(xt <= mn[:, None] + tol, axis=1))
+        / n
+    )
     fs = float(record.fs)
     ratio = np.zeros(raw.shape[1])
     if fs >= 200:  # power above 45 Hz against power in 0.5-40 Hz, from one spectrum
-        spec = np.fft.rfft(xt, axis=1)
-        spec = spec.real ** 2 + spec.imag ** 2
+        z = np.fft.rfft(xt, axis=1)
+        power = z.real**2 + z.imag**2
         g_in, g_hf = _noise_gains(n, fs)
-        ratio = (spec @ g_hf) / np.maximum(spec @ g_in, 1e-20)
+        ratio = (power @ g_hf) / np.maximum(power @ g_in, 1e-20)
     findings: list[Finding] = []
     bad: dict[str, str] = {}
 
@@ -114,7 +127,12 @@ def assess(record: Record, pre: PreprocessedECG | None = None, lead_off: np.ndar
             flag(lead, "gaps", f"{n_bad / n:.0%} of samples missing")
         if lead_off is not None and lead_off[:, j].mean() > gap_frac:
             flag(lead, "lead_off", f"electrode off for {lead_off[:, j].mean():.0%} of the record")
-        elif ptp[j] == 0 or same[j] > 0.9 or (mv and ptp[j] < flat_abs_mv) or (med_ptp > 0 and ptp[j] < flat_rel * med_ptp):
+        elif (
+            ptp[j] == 0
+            or same[j] > 0.9
+            or (mv and ptp[j] < flat_abs_mv)
+            or (med_ptp > 0 and ptp[j] < flat_rel * med_ptp)
+        ):
             flag(lead, "flat", f"peak-to-peak {ptp[j]:.3g}{' mV' if mv else ''}")
         elif at_rail[j] > clip_frac:
             flag(lead, "clipped", f"{at_rail[j]:.0%} of samples at the rail")
@@ -122,12 +140,12 @@ def assess(record: Record, pre: PreprocessedECG | None = None, lead_off: np.ndar
             flag(lead, "noisy", f"high-frequency power {ratio[j]:.1f}x the ECG band")
     # beat consistency on the preprocessed signal
     pk = peak_lead(pre.present)
-    all_peaks = r_peaks(pre.signal[:pre.n_valid, pk])
+    all_peaks = r_peaks(pre.signal[: pre.n_valid, pk])
     peaks = all_peaks[(all_peaks >= BEFORE) & (all_peaks + AFTER <= pre.n_valid)]
     if peaks.size >= 3:
-        beats = pre.signal[peaks[:, None] + BEAT_WINDOW]                    # (b, 100, 12)
+        beats = pre.signal[peaks[:, None] + BEAT_WINDOW]  # (b, 100, 12)
         beats = beats - beats.mean(axis=1, keepdims=True)
-        tmpl = median_of_beats(beats)                                   # np.median(beats, axis=0)
+        tmpl = median_of_beats(beats)  # np.median(beats, axis=0)
         num = np.einsum("btl,tl->bl", beats, tmpl)
         den = np.sqrt(np.einsum("btl,btl->bl", beats, beats) * np.einsum("tl,tl->l", tmpl, tmpl)[None]) + 1e-12
         corr = median_of_beats(num / den)

@@ -136,8 +136,9 @@ class Ranker:
     (:meth:`edge.index.CaseIndex.cosines` on the device, :func:`edge.index.cosines` in the cross-validation), and
     a :class:`Setting`. Each rhythm's case list is gathered once, on first use."""
 
-    def __init__(self, cases: Sequence[dict], cosines_of: Callable[[np.ndarray, np.ndarray], np.ndarray],
-                 setting: Setting):
+    def __init__(
+        self, cases: Sequence[dict], cosines_of: Callable[[np.ndarray, np.ndarray], np.ndarray], setting: Setting
+    ):
         self.cases = cases
         self.setting = setting
         self._cosines_of = cosines_of

@@ -14,6 +14,7 @@ scipy makes (``butter(4, [lo, hi], 'bandpass', fs=fs)`` through the bilinear tra
 ``iirnotch(f0, Q, fs=fs)``); the tests check them and the whole path against scipy's ``sosfiltfilt`` and
 ``resample_poly``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ DURATION_S = 10.0
 MIN_DURATION_S = 2.0
 MIN_FS = 100.0
 PAD_S = 3.0
-MEASURE_FS = 250.0   # records at >= 2x this rate keep their "native" copy on every k-th sample (k = fs // 250)
+MEASURE_FS = 250.0  # records at >= 2x this rate keep their "native" copy on every k-th sample (k = fs // 250)
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,9 @@ def notch_gain2(f: np.ndarray, fs: float, f0: float = 50.0, q: float = 30.0) -> 
 
 
 @lru_cache(maxsize=64)
-def _response(n_fft: int, fs: float, lo: float, hi: float, order: int, notch_hz: float | None, n_keep: int) -> np.ndarray:
+def _response(
+    n_fft: int, fs: float, lo: float, hi: float, order: int, notch_hz: float | None, n_keep: int
+) -> np.ndarray:
     f = np.fft.rfftfreq(n_fft, 1.0 / fs)[:n_keep]
     g = butter_bandpass_gain2(f, fs, lo, hi, order)
     if notch_hz:
@@ -119,8 +122,18 @@ def measure_step(fs: float) -> int:
     return int(fs // MEASURE_FS) if fs >= 2 * MEASURE_FS else 1
 
 
-def filter_resample(x: np.ndarray, fs: float, target_fs: float = TARGET_FS, *, lo: float = 0.5, hi: float = 40.0,
-                    order: int = 4, notch_hz: float | None = 50.0, native: bool = False, native_step: int = 1):
+def filter_resample(
+    x: np.ndarray,
+    fs: float,
+    target_fs: float = TARGET_FS,
+    *,
+    lo: float = 0.5,
+    hi: float = 40.0,
+    order: int = 4,
+    notch_hz: float | None = 50.0,
+    native: bool = False,
+    native_step: int = 1,
+):
     """Zero-phase band-pass (and mains notch), then resampling to ``target_fs``, along axis 0, in one FFT pair.
 
     Equivalent to ``sosfiltfilt(butter(...))`` (odd padding over 3 s) followed by ``resample_poly``; the
@@ -138,16 +151,16 @@ def filter_resample(x: np.ndarray, fs: float, target_fs: float = TARGET_FS, *, l
     xp = np.empty((xt.shape[0], total))
     if pad > 0:  # odd reflection about the end samples, as scipy's padtype='odd'
         np.subtract(2 * xt[:, :1], xt[:, pad:0:-1], out=xp[:, :pad])
-        np.subtract(2 * xt[:, -1:], xt[:, -2:-pad - 2:-1], out=xp[:, pad + n:2 * pad + n])
-    xp[:, pad:pad + n] = xt
-    xp[:, 2 * pad + n:] = xp[:, 2 * pad + n - 1:2 * pad + n]   # up to the FFT length: the last value repeated
+        np.subtract(2 * xt[:, -1:], xt[:, -2 : -pad - 2 : -1], out=xp[:, pad + n : 2 * pad + n])
+    xp[:, pad : pad + n] = xt
+    xp[:, 2 * pad + n :] = xp[:, 2 * pad + n - 1 : 2 * pad + n]  # up to the FFT length: the last value repeated
     n_out_total = int(total * ratio)
     keep = min(total // 2 + 1, n_out_total // 2 + 1)
     spec = np.fft.rfft(xp, axis=1)[:, :keep]
     spec *= _response(total, float(fs), lo, hi, order, notch_hz, keep)
     y = np.fft.irfft(spec, n=n_out_total, axis=1) * (n_out_total / total)
     start = int(pad * ratio)
-    out = _as_time_major(y[:, start:start + int(round(n * ratio))], x.shape)
+    out = _as_time_major(y[:, start : start + int(round(n * ratio))], x.shape)
     if not native:
         return out
     if n_out_total == total:
@@ -155,9 +168,9 @@ def filter_resample(x: np.ndarray, fs: float, target_fs: float = TARGET_FS, *, l
     k = int(native_step)
     if k > 1 and total % k == 0 and pad % k == 0 and total // k >= 2 * (keep - 1):
         yn = np.fft.irfft(spec, n=total // k, axis=1) * (1.0 / k)
-        return out, _as_time_major(yn[:, pad // k:pad // k + -(-n // k)], x.shape)
+        return out, _as_time_major(yn[:, pad // k : pad // k + -(-n // k)], x.shape)
     yn = np.fft.irfft(spec, n=total, axis=1)
-    return out, _as_time_major(yn[:, pad:pad + n] if k <= 1 else yn[:, pad:pad + n:k], x.shape)
+    return out, _as_time_major(yn[:, pad : pad + n] if k <= 1 else yn[:, pad : pad + n : k], x.shape)
 
 
 def _as_time_major(rows: np.ndarray, shape: tuple) -> np.ndarray:
@@ -222,9 +235,16 @@ def check_record(record: Record) -> None:
         raise RecordError(f"{where}: no known ECG lead among {', '.join(record.leads)}")
 
 
-def preprocess(record: Record, *, target_fs: int = TARGET_FS, duration_s: float = DURATION_S,
-               notch_hz: float | None = 50.0, lo: float = 0.5, hi: float = 40.0,
-               keep_native: bool = False) -> PreprocessedECG:
+def preprocess(
+    record: Record,
+    *,
+    target_fs: int = TARGET_FS,
+    duration_s: float = DURATION_S,
+    notch_hz: float | None = 50.0,
+    lo: float = 0.5,
+    hi: float = 40.0,
+    keep_native: bool = False,
+) -> PreprocessedECG:
     """Bring a record into the archive's space: 12 leads, 0.5-40 Hz, 100 Hz, 10 s, z-scored per lead.
 
     Order: derive limb leads, notch (mains, when below Nyquist), band-pass (Butterworth order 4,
@@ -241,7 +261,7 @@ def preprocess(record: Record, *, target_fs: int = TARGET_FS, duration_s: float 
     step = measure_step(fs)
     if keep_native:
         x, native = filter_resample(x, fs, target_fs, lo=lo, hi=hi, notch_hz=notch_hz, native=True, native_step=step)
-        native = native[:-(-int(round(duration_s * fs)) // step)]
+        native = native[: -(-int(round(duration_s * fs)) // step)]
     else:
         x = filter_resample(x, fs, target_fs, lo=lo, hi=hi, notch_hz=notch_hz)
     n_out = int(round(duration_s * target_fs))
@@ -251,8 +271,9 @@ def preprocess(record: Record, *, target_fs: int = TARGET_FS, duration_s: float 
     out = np.zeros((n_out, 12), dtype=np.float32)
     out[:n_valid] = z
     out[:, ~present] = 0.0
-    return PreprocessedECG(out, present, derived & present, n_valid, int(target_fs), record.name,
-                           native, fs / step if keep_native else 0.0)
+    return PreprocessedECG(
+        out, present, derived & present, n_valid, int(target_fs), record.name, native, fs / step if keep_native else 0.0
+    )
 
 
 def _fill_gaps(x: np.ndarray) -> np.ndarray:
