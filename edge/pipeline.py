@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .answer import TWIN_SCORE
 from .consensus import Consensus, vote
 from .errors import ConfigError, RecordError
 from .leads import LEADS12
@@ -111,6 +112,15 @@ def restrict_leads(record: Record, leads, lead_off: np.ndarray | None = None):
         )
     rec = Record(record.signal[:, keep], record.fs, tuple(record.leads[j] for j in keep), record.name, record.meta)
     return rec, (None if lead_off is None else np.asarray(lead_off)[:, keep])
+
+
+def _local_key(case: dict, cos: float, label: str | None, bonus: float) -> float:
+    """The ranking key of a local (overlay) case beside the bundle's re-ranked keys: its cosine, plus the rhythm
+    bonus when its labels carry the rhythm the ranking grounded (as a bundle case of that rhythm gets); a local case
+    at twin similarity (:data:`edge.answer.TWIN_SCORE`: the clinic's own copy of this recording) ranks first."""
+    if cos >= TWIN_SCORE:
+        return 10.0 + cos
+    return cos + (bonus if label and label in (case.get("rhythm") or ()) else 0.0)
 
 
 def _ranker(bundle):
@@ -218,7 +228,11 @@ class Retriever:
             for i, s, key in zip(ids.tolist(), np.asarray(scores).tolist(), np.asarray(keys).tolist())
         ]
         if self.overlay is not None and len(self.overlay):
-            found += [(float(s), _match(c, s, "overlay")) for c, s in self.overlay.search(vec, top_k)]
+            label = answer.label if answer is not None and rk is not None and answer.label != "SR" else None
+            bonus = rk.setting.rhythm_bonus if label and rk is not None else 0.0
+            found += [
+                (_local_key(c, s, label, bonus), _match(c, s, "overlay")) for c, s in self.overlay.search(vec, top_k)
+            ]
             found.sort(key=lambda km: -km[0])
         return tuple(m for _, m in found[:top_k]), answer
 
