@@ -1,61 +1,58 @@
-"""Fixtures: a real test bundle (int8 TFLite CNN on the real imaging shape, ~200 real PTB-XL cases).
-
-The bundle is built once by ``python -m tests.bundle_factory`` in a subprocess (TensorFlow stays out of the
-test process) and cached on disk under ``$ECGRET_TEST_CACHE`` (default: ``<tmp>/ecgret-test-cache-<uid>``),
-keyed by the factory, imaging and bundle code (a change rebuilds it). Import the fixtures in a test module
-(``from tests.fixtures_bundle import test_bundle, ecgret_env``) or list this module in the root conftest's
-``pytest_plugins``.
+"""Fixtures: the shipped default bundle (int8 TFLite student, 1,625 real PTB-XL cases), as a device runs it:
+no TensorFlow, nothing trained for the tests. Tests that tamper take a private unsigned copy (``bundle_copy``),
+tests of bundles without waveforms the ``plain_bundle``. Import the fixtures in a test module
+(``from tests.fixtures_bundle import test_bundle, ecgret_env``).
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
 
-from edge.paths import repo_root, shared_data_dir
-
-
-def _cache_root() -> Path:
-    env = os.environ.get("ECGRET_TEST_CACHE")
-    return Path(env) if env else Path(tempfile.gettempdir()) / f"ecgret-test-cache-{os.getuid()}"
-
-
-def build_or_get_bundle() -> Path:
-    from tests.bundle_factory import factory_key
-    if not (shared_data_dir() / "ptbxl-subset" / "signals_100hz.npy").exists():
-        from tests.shared import missing_data
-        missing_data(f"shared data not found at {shared_data_dir()}")
-    out = _cache_root() / f"bundle-{factory_key()}"
-    if (out / "manifest.json").exists():
-        return out
-    if importlib.util.find_spec("tensorflow") is None:
-        pytest.skip("building the test bundle needs TensorFlow (pip install -e .[convert])")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(repo_root()))
-    p = subprocess.run([sys.executable, "-m", "tests.bundle_factory", str(out)], cwd=repo_root(), env=env,
-                       capture_output=True, text=True, timeout=900)
-    if p.returncode != 0:
-        raise RuntimeError(f"building the test bundle failed:\n{p.stderr[-4000:]}")
-    return out
+from edge.paths import repo_root
 
 
 @pytest.fixture(scope="session")
 def test_bundle() -> Path:
-    """Path of the cached, read-only test bundle. Do not modify it; copy it (``bundle_copy``) to tamper."""
-    return build_or_get_bundle()
+    """The shipped default bundle (what a device runs; no TensorFlow needed), read-only: copy it
+    (``bundle_copy``) to tamper."""
+    from edge.bundle import default_bundle_path
+
+    return default_bundle_path()
+
+
+def strip_waveforms(src: Path, dst: Path) -> Path:
+    """Copy the bundle ``src`` to ``dst`` without its ``waveforms.bin`` (a bundle from before waveforms existed),
+    unsigned."""
+    import json
+
+    shutil.copytree(src, dst)
+    (dst / "signature.json").unlink(missing_ok=True)
+    (dst / "waveforms.bin").unlink(missing_ok=True)
+    m = json.loads((dst / "manifest.json").read_text(encoding="utf-8"))
+    m["files"].pop("waveforms.bin", None)
+    m.pop("waveforms", None)
+    (dst / "manifest.json").write_text(json.dumps(m, indent=1) + "\n", encoding="utf-8")
+    return dst
+
+
+@pytest.fixture(scope="session")
+def plain_bundle(test_bundle, tmp_path_factory) -> Path:
+    """The shipped bundle without its waveforms (read-only; unsigned: run with ``ECGRET_ALLOW_UNSIGNED=1``)."""
+    return strip_waveforms(test_bundle, tmp_path_factory.mktemp("plain") / "bundle")
 
 
 @pytest.fixture
 def bundle_copy(test_bundle, tmp_path) -> Path:
-    """A private copy of the test bundle that a test may tamper with."""
+    """A private copy of the shipped bundle that a test may tamper with; unsigned (its signature would refuse
+    any change first), so a test sees the check it aims at (``ecgret_env`` allows unsigned bundles)."""
     dst = tmp_path / "bundle"
     shutil.copytree(test_bundle, dst)
+    (dst / "signature.json").unlink(missing_ok=True)
     return dst
 
 

@@ -78,7 +78,7 @@ def test_query_human_output(ecgret_env, cinc):
     iq, it, ic = out.index("quality:"), out.index("rank"), out.index("consensus of 4 cases")
     assert im < inot < isim < ilim < iq < it < ic
     assert re.search(r"\d of 4 similar cases: .*\w \[[A-Z/]+\]", out)      # plain words, codes in brackets
-    assert "left ventricular hypertrophy [LVH" in out or "[HYP" in out          # V5/V6 missing: not shown
+    assert "LVH" in out[ilim:iq]                                                 # V5/V6 missing: not shown
     assert "missing: V1, V3, V4, V5, V6" in out
     assert re.search(r"^ecgret \S+, bundle [0-9a-f]{16}, \d{4}-\d\d-\d\dT[\d:]{8}Z$", out, re.M)
     rows = [line for line in out.splitlines() if re.match(r"^\s+\d+\s+\S+:\S+\s+\d\.\d{3}\s", line)]
@@ -86,12 +86,14 @@ def test_query_human_output(ecgret_env, cinc):
 
 
 def test_info(ecgret_env, test_bundle):
+    m = json.loads((test_bundle / "manifest.json").read_text())
+    n = m["index"]["n_items"]
     p = run_ecgret(["info"], ecgret_env)
     assert p.returncode == 0, p.stderr
-    for word in ("test-bundle", "int8", "200 items", "superclasses", "NORM", "overlay", "evaluation"):
+    for word in (m["name"], "int8", f"{n} items", "superclasses", "NORM", "overlay", "evaluation"):
         assert word in p.stdout
     j = json.loads(run_ecgret(["info", "--json"], ecgret_env).stdout)
-    assert j["index"]["n_items"] == 200 and j["overlay"]["n_cases"] == 0
+    assert j["index"]["n_items"] == n and j["overlay"]["n_cases"] == 0
 
 
 @pytest.mark.parametrize("damage,needle", [
@@ -130,7 +132,7 @@ def test_enroll_query_forget(ecgret_env, cinc, tmp_path):
     assert "enrolled local:1" in p.stdout
     p = run_ecgret(["query", "--json", rec], ecgret_env)
     top = _lines(p.stdout)[0]["matches"][0]
-    assert top["case_id"] == "local:1" and top["source"] == "overlay" and top["score"] > 0.999
+    assert top["case_id"] == "local:1" and top["source"] == "overlay" and top["score"] > 0.975   # float16 store9
     assert top["super_class"] == ["MI"] and top["sub_class"] == ["IMI"] and top["rhythm"] == ["SR"]
     p = run_ecgret(["query", "--json", "--no-overlay", rec], ecgret_env)
     assert _lines(p.stdout)[0]["matches"][0]["source"] == "bundle"
@@ -207,7 +209,7 @@ def test_cases_reembed_moves_local_cases_to_a_new_bundle(ecgret_env, bundle_copy
     assert moved[0]["bundle_id"] == new_id
     # the same encoder: the re-embedded case answers its own recording at similarity ~1
     top = _lines(run_ecgret(["query", "--json", cinc / "E07509"], new).stdout)[0]["matches"][0]
-    assert top["case_id"] == "local:1" and top["source"] == "overlay" and top["score"] > 0.99
+    assert top["case_id"] == "local:1" and top["source"] == "overlay" and top["score"] > 0.975   # float16 store
     p = run_ecgret(["cases", "reembed", "--from", old_id], new)   # a rerun moves nothing twice
     assert p.returncode == 0 and "moved 0 case(s)" in p.stdout and "already here: local:1" in p.stderr
 

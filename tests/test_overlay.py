@@ -91,9 +91,11 @@ def test_sigkill_mid_write_never_corrupts(tmp_path):
     for round_ in range(12):
         p = subprocess.Popen([sys.executable, "-c", _WRITER.format(dim=DIM), str(d), str(round_)],
                              stdout=subprocess.PIPE, text=True, env=env)
-        time.sleep(0.4 + float(rng.uniform(0, 0.6)))
+        first = p.stdout.readline()   # the writer is up and has acknowledged one write (a loaded machine starts late)
+        time.sleep(float(rng.uniform(0, 0.6)))
         os.kill(p.pid, signal.SIGKILL)
         out, _ = p.communicate()
+        out = first + out
         assert p.returncode == -signal.SIGKILL
         for line in out.splitlines():
             op, cid = line.split()

@@ -17,22 +17,22 @@ from edge.errors import BundleError
 from edge.io import patient_meta, read_record
 from edge.pipeline import Retriever
 from edge.report import ecg_svg, physical_units, render_report, write_report
-from tests.fixtures_bundle import test_bundle  # noqa: F401
+from tests.fixtures_bundle import plain_bundle, test_bundle  # noqa: F401
 
 @pytest.fixture(scope="module")
-def results(test_bundle, shared_data):
-    b = load_bundle(test_bundle, threads=1)
+def results(plain_bundle, shared_data):
+    b = load_bundle(plain_bundle, threads=1)
     r = Retriever(b)
     recs = [read_record(shared_data / "cinc2021-sample" / n) for n in ("HR06005", "JS20001")]
     return b, [r.query_record(recs[0]), r.query_record(recs[1], leads=("I", "II", "V2"), top_k=4)]
 
 
 @pytest.fixture(scope="module")
-def wf_bundle(test_bundle, ptbxl_subset, tmp_path_factory):
-    """A copy of the test bundle with waveforms.bin added from the real archive."""
+def wf_bundle(plain_bundle, ptbxl_subset, tmp_path_factory):
+    """A copy of the shipped bundle without waveforms, with waveforms.bin added again from the real archive."""
     from convert.waveforms import add_waveforms
     d = tmp_path_factory.mktemp("wf") / "bundle"
-    shutil.copytree(test_bundle, d)
+    shutil.copytree(plain_bundle, d)
     stats = add_waveforms(d, ptbxl_subset)
     return d, stats
 
@@ -171,7 +171,7 @@ def test_patient_meta_from_headers(shared_data, tmp_path):
         assert read_record(tmp_path / "JS20004").meta.get("acquired") == want
 
 
-def test_waveforms_in_bundle_and_in_report(wf_bundle, test_bundle, shared_data, ptbxl_subset):
+def test_waveforms_in_bundle_and_in_report(wf_bundle, plain_bundle, shared_data, ptbxl_subset):
     d, stats = wf_bundle
     b = load_bundle(d, threads=1, allow_unsigned=True)
     wf = b.waveforms
@@ -188,7 +188,7 @@ def test_waveforms_in_bundle_and_in_report(wf_bundle, test_bundle, shared_data, 
     assert page.count('class="case-ecg"') == len(res.matches) and "no waveform in this bundle" not in page
     assert "z-score, no mV" in page
     # the same answer with and without the waveforms: the file is for the report only
-    plain = Retriever(load_bundle(test_bundle, threads=1)).query_record(
+    plain = Retriever(load_bundle(plain_bundle, threads=1)).query_record(
         read_record(shared_data / "cinc2021-sample" / "JS20004"))
     assert [m.case_id for m in plain.matches] == [m.case_id for m in res.matches]
 
@@ -241,8 +241,8 @@ def test_hostile_waveform_file_is_a_bundle_error(wf_bundle, tmp_path, how):
         b.waveforms
 
 
-def test_bundle_without_waveforms_loads_and_says_so(test_bundle):
-    b = load_bundle(test_bundle, threads=1)
+def test_bundle_without_waveforms_loads_and_says_so(plain_bundle):
+    b = load_bundle(plain_bundle, threads=1)
     assert b.waveforms is None and WAVEFORMS_FILE not in b.manifest["files"]
 
 
