@@ -1,11 +1,12 @@
 """Measurement accuracy on ludb-dev against the cardiologists' wave boundaries (docs/EVALUATION.md).
 
-    python benchmarks/bench_measure.py [--ludb ../shared/data/ludb-dev] [--json OUT] [--per-record]
+    python benchmarks/bench_measure.py [--ludb ../shared/data/ludb-dev] [--json OUT] [--per-record] [--axis-methods]
 
 Prints, per quantity (heart rate, PR, QRS, QT, axis class): mean difference (measured - reference), SD of the
-difference, MAE, n and missing; the IEC 60601-2-25 global-interval limits beside them. Then the rhythm of the
-whole answer (the shipped bundle's similar cases grounded in the measurements, ``edge.rhythm``) against the
-cardiologist's: all records, non-sinus ones, balanced over rhythms.
+difference, MAE, n and missing; the IEC 60601-2-25 global-interval limits beside them; the axis class the
+device's formula gives on the cardiologists' own QRS boundaries (``--axis-methods``: by net amplitude and by area).
+Then the rhythm of the whole answer (the shipped bundle's similar cases grounded in the measurements,
+``edge.rhythm``) against the cardiologist's: all records, non-sinus ones, balanced over rhythms.
 """
 from __future__ import annotations
 
@@ -66,11 +67,15 @@ def evaluate(ludb: Path, retriever=None) -> dict:
     return out
 
 
-def reference_axis(record_path) -> float | None:
-    """The frontal axis (degrees) from the cardiologists' own QRS boundaries: per beat of leads I and aVF, the
-    net QRS area between their annotated onset and offset (baseline: the 20 ms before the onset), medians over
-    beats, ``atan2(2/sqrt(3) aVF, I)``. What the stated axis class would be if it followed the QRS vector."""
+def reference_axis(record_path, method: str | None = None) -> float | None:
+    """The frontal axis (degrees) from the cardiologists' own QRS boundaries, by the device's formula
+    (``edge.measure.AXIS_METHOD`` unless ``method`` says "area" or "amplitude"): per beat of leads I and aVF, the
+    net QRS deflection between their annotated onset and offset (baseline: the 20 ms before the onset; amplitude
+    R - |S|, or the area), medians over beats, ``atan2(2/sqrt(3) aVF, I)``. What the stated axis class would be if
+    it followed the QRS vector."""
     from convert.ludb import read_annotations, waves
+    from edge import measure as em
+    method = method or em.AXIS_METHOD
     p = Path(record_path)
     rec = read_record(p.with_suffix(".hea"))
     net = {}
@@ -83,12 +88,39 @@ def reference_axis(record_path) -> float | None:
             return None
         x = rec.signal[:, j]
         pre = int(round(0.02 * rec.fs))
-        v = [float(np.sum(x[w.onset:w.offset + 1] - np.mean(x[max(0, w.onset - pre):w.onset + 1])))
-             for w in waves(*read_annotations(ann)) if w.kind == "N"]
+        v = []
+        for w in waves(*read_annotations(ann)):
+            if w.kind != "N":
+                continue
+            q = x[w.onset:w.offset + 1] - np.mean(x[max(0, w.onset - pre):w.onset + 1])
+            v.append(float(np.sum(q)) if method == "area" else max(float(q.max()), 0.0) + min(float(q.min()), 0.0))
         if not v:
             return None
         net[lead] = float(np.median(v))
     return float(np.degrees(np.arctan2(net["aVF"] * 2 / np.sqrt(3), net["I"])))
+
+
+def axis_methods(ludb: Path, retriever=None) -> dict:
+    """The axis class accuracy of both net-deflection definitions ("amplitude" R - |S|, "area"), on the device's
+    median beats (the query path run with ``edge.measure.AXIS_METHOD`` set to each) and on the cardiologists' own
+    QRS boundaries: {"device amplitude": {"accuracy", "n", "wrong": {record: angle}}, ...}."""
+    from edge import measure as em
+    r = retriever or _retriever()
+    cases = [c for c in load_cases(ludb) if c.axis is not None]
+    out = {}
+    shipped = em.AXIS_METHOD
+    try:
+        for method in ("amplitude", "area"):
+            em.AXIS_METHOD = method
+            for src in ("device", "reference boundaries"):
+                ang = {c.record: (r.query_record(read_record(c.path.with_suffix(".hea"))).measurements.axis_deg
+                                  if src == "device" else reference_axis(c.path, method)) for c in cases}
+                wrong = {c.record: (None if ang[c.record] is None else round(ang[c.record], 1)) for c in cases
+                         if axis_of(ang[c.record]) != c.axis}
+                out[f"{src} {method}"] = {"accuracy": 1 - len(wrong) / len(cases), "n": len(cases), "wrong": wrong}
+    finally:
+        em.AXIS_METHOD = shipped
+    return out
 
 
 def table(res: dict) -> str:
@@ -108,6 +140,8 @@ def main(argv=None) -> int:
     ap.add_argument("--ludb", type=Path, default=ROOT.parent / "shared" / "data" / "ludb-dev")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--per-record", action="store_true")
+    ap.add_argument("--axis-methods", action="store_true",
+                    help="also the axis class by net amplitude and by net area, device and reference boundaries")
     a = ap.parse_args(argv)
     res = evaluate(a.ludb)
     if a.per_record:
@@ -119,9 +153,13 @@ def main(argv=None) -> int:
     print(f"ludb-dev measurement accuracy, {res['n_records']} records (reference: cardiologists' boundaries)")
     print(table(res))
     ax = res["quantities"]["axis_class"]
-    print(f"axis class from the cardiologists' own QRS boundaries (net areas of I and aVF): "
+    from edge.measure import AXIS_METHOD
+    print(f"axis class from the cardiologists' own QRS boundaries (net QRS {AXIS_METHOD} of I and aVF): "
           f"{ax['reference_boundaries_accuracy']:.1%} right; their stated class contradicts their own boundaries on "
           f"records {', '.join(ax['reference_boundaries_disagree'])}")
+    if a.axis_methods:
+        for k, v in axis_methods(a.ludb).items():
+            print(f"  axis class, {k}: {v['accuracy']:.1%} of {v['n']}; wrong (record: angle) {v['wrong']}")
     rh = rhythm_agreement(res)
     print(f"\nrhythm of the answer vs the cardiologist: all {rh['all']:.1%}, non-sinus {rh['non_sinus']:.1%} "
           f"(n={rh['n_non_sinus']}), balanced over rhythms {rh['balanced']:.1%}; similar cases' top rhythm alone: "

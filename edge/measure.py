@@ -18,7 +18,9 @@ Method (the global-interval approach of 12-lead cardiographs, IEC 60601-2-25):
    the tangent at the steepest descent after the T peak meets the isoelectric level.
 6. P onset on the same magnitude before the QRS: the P wave must stand out of the PR-segment level and be the same in
    most beats (an average of fibrillatory waves is not a P wave); PR = QRS onset - P onset.
-7. Axis = atan2(net QRS area in aVF, net QRS area in I), in physical units only: a z-scored record gives ``None``.
+7. Axis = atan2(2/sqrt(3) x net QRS amplitude in aVF, net QRS amplitude in I), net amplitude = R - |S| of the
+   median beat (the largest positive plus the largest negative deflection), in physical units only: a
+   z-scored record gives ``None``.
 
 QTc: Bazett QT / sqrt(RR) and Fridericia QT / RR^(1/3), RR in seconds (the median non-premature RR).
 A value that cannot be measured is ``None`` and the reason is a finding.
@@ -67,7 +69,7 @@ T_LEVEL = 0.0
 T_BIAS_MS = 0.0
 T_DROP = 0.25  # the T wave's descent ends where its magnitude falls under this fraction of the T peak
 SPIKE_REL = 12.0  # a pacing spike's second difference, over the lead's 99th percentile
-AXIS_METHOD = "area"
+AXIS_METHOD = "amplitude"  # net QRS deflection R - |S| per lead ("area": the net QRS area); see _axis
 P_CONSIST = 0.5  # ... and correlate with the median P wave in at least half of the beats at this level
 
 
@@ -359,7 +361,7 @@ def measure(
                     vals["pr_ms"] = (on_f - _cross(mag, th_p, p_on, -1)) * ms
             if "pr_ms" not in vals:
                 findings.append("no consistent P wave before the QRS: PR not measured")
-        # 7. axis from the net QRS areas of I and aVF (physical units only)
+        # 7. axis from the net QRS deflections of I and aVF (physical units only)
         units = record.meta.get("units") if isinstance(record.meta, dict) else None
         physical = (
             isinstance(units, (list, tuple))
@@ -390,22 +392,36 @@ def measure(
 
 
 _LIMB_ANGLES = np.radians([0.0, 60.0, 120.0, -150.0, -30.0, 90.0])  # I, II, III, aVR, aVL, aVF
+# Einthoven/Goldberger: a unipolar augmented lead sees sqrt(3)/2 of the frontal vector's projection on its axis
+# (aVF = II - I/2 = sqrt(3)/2 H_y), the bipolar leads all of it; so from I and aVF, H = (I, 2/sqrt(3) aVF)
+# (Novosel et al., Croat Med J 1999; BRAVEHEART's ecg_axis)
+_LIMB_SCALE = np.array([1.0, 1.0, 1.0, 0.5 * np.sqrt(3.0), 0.5 * np.sqrt(3.0), 0.5 * np.sqrt(3.0)])
 
 
 def _axis(q: np.ndarray, use: np.ndarray) -> float | None:
     """Frontal-plane axis (degrees, -180..180] from the baseline-corrected median QRS (W, L) of the leads ``use``:
-    from leads I and aVF when both are there, else the least-squares frontal vector whose projections on the hexaxial
-    leads best match their net QRS deflections (area, or largest positive plus negative deflection, by
-    ``AXIS_METHOD``)."""
+    the frontal vector whose projections on the limb leads (Einthoven's triangle, ``_LIMB_SCALE``) match their net
+    QRS deflections, from leads I and aVF when both are there (exactly ``atan2(2/sqrt(3) aVF, I)``), else by least
+    squares over the limb leads present.
+
+    Net deflection (``AXIS_METHOD``): "amplitude", R - |S| (the largest positive deflection, or 0, plus the largest
+    negative one, or 0), what a cardiologist reads off the limb leads and what the classes "left" (net aVF < 0) and
+    "right" (net I < 0, aVF > 0) are read from; it depends only on the peaks, not on where the QRS window ends, so
+    the global window (earliest onset to latest offset over 12 leads, wider than a limb lead's own QRS) and a broad
+    low terminal S (right bundle-branch block) do not swing it. "area": the net QRS area over the window."""
     limb = [j for j, k in enumerate(use.tolist()) if k < 6]
     if 0 in use and 5 in use:  # I and aVF: the two orthogonal leads of the hexaxial system
         limb = [int(np.flatnonzero(use == 0)[0]), int(np.flatnonzero(use == 5)[0])]
     if len(limb) < 2:
         return None
     qq = q[:, limb]
-    net = qq.sum(axis=0) if AXIS_METHOD == "area" else qq.max(axis=0) + qq.min(axis=0)
-    ang = _LIMB_ANGLES[[int(use[j]) for j in limb]]
-    a = np.stack([np.cos(ang), np.sin(ang)], axis=1)
+    if AXIS_METHOD == "area":
+        net = qq.sum(axis=0)
+    else:
+        net = np.maximum(qq.max(axis=0), 0.0) + np.minimum(qq.min(axis=0), 0.0)
+    k = [int(use[j]) for j in limb]
+    ang = _LIMB_ANGLES[k]
+    a = _LIMB_SCALE[k, None] * np.stack([np.cos(ang), np.sin(ang)], axis=1)
     v, *_ = np.linalg.lstsq(a, net, rcond=None)
     if not np.any(v):
         return None

@@ -77,16 +77,65 @@ def test_interval_accuracy_iec_limits(accuracy, key, mean_lim, sd_lim):
 
 
 def test_axis_class_accuracy(accuracy):
-    """Target >= 90 % (issue 10); 83 % holds, and it is the ceiling of the reference: the axis computed from the
-    cardiologists' own QRS boundaries gets the same 83 %, and the device's class equals that one on every record
-    (the 8 records it misses are the 8 whose stated class contradicts their own boundaries)."""
+    """83.0 % (39/47) with the net deflection R - |S| of I and aVF; the 8 records it misses are the 8 whose stated
+    class contradicts the cardiologists' own QRS boundaries by the same formula (32, 44, 76, 92, 124, 132, 168, 180:
+    "left axis deviation" at +5..+70, "right" at +40, "vertical" at +121), so no method that follows the QRS vector
+    gets them, and it equals the reference's ceiling."""
     q = accuracy["quantities"]["axis_class"]
-    assert q["accuracy"] >= 0.80, q
-    assert q["accuracy"] >= q["reference_boundaries_accuracy"] - 0.03, q
+    assert q["n"] == 47 and q["missing"] == 0, q
+    assert q["accuracy"] >= 39 / 47 - 1e-9, q
+    assert q["accuracy"] >= q["reference_boundaries_accuracy"], q
     from bench_measure import axis_of
     wrong = {r["record"] for r in accuracy["records"] if r["axis_ref"] is not None
              and axis_of(r["meas"]["axis_deg"]) != r["axis_ref"]}
-    assert len(wrong - set(q["reference_boundaries_disagree"])) <= 1, (wrong, q)
+    assert wrong <= set(q["reference_boundaries_disagree"]), (wrong, q)
+
+
+@pytest.mark.xfail(strict=True, reason="issue 10 target (>= 90 %) not reachable on ludb-dev: 8 of 47 stated classes "
+                   "contradict the cardiologists' own QRS boundaries; even class boundaries tuned to these 50 records "
+                   "(left < +21, right > +121) give 89.4 %")
+def test_axis_class_target(accuracy):
+    assert accuracy["quantities"]["axis_class"]["accuracy"] >= 0.90
+
+
+def _limb(hx: np.ndarray, hy: np.ndarray) -> np.ndarray:
+    """The six limb leads (W, 6: I, II, III, aVR, aVL, aVF) of a frontal vector H(t) (Einthoven, Goldberger)."""
+    i, ii = hx, 0.5 * hx + 0.5 * np.sqrt(3.0) * hy
+    return np.stack([i, ii, ii - i, -(i + ii) / 2, i - ii / 2, ii - i / 2], axis=1)
+
+
+@pytest.mark.parametrize("deg", [-120.0, -60.0, -10.0, 0.0, 30.0, 60.0, 75.0, 100.0, 150.0])
+def test_axis_of_a_known_vector(deg):
+    """A QRS whose frontal vector keeps one direction gives that direction, from I and aVF (the 2/sqrt(3) of aVF)
+    and by least squares over I, II, III alone."""
+    from edge.measure import _axis
+    g = np.sin(np.linspace(0.0, np.pi, 50)) * 1.2  # mV
+    q = _limb(g * np.cos(np.radians(deg)), g * np.sin(np.radians(deg)))
+    assert _axis(q, np.arange(6)) == pytest.approx(deg, abs=1e-6)
+    assert _axis(np.concatenate([q, np.zeros((50, 6))], axis=1), np.arange(12)) == pytest.approx(deg, abs=1e-6)
+    assert _axis(q[:, :3], np.arange(3)) == pytest.approx(deg, abs=1e-6)
+    assert _axis(q[:, :1], np.arange(1)) is None
+
+
+def test_axis_net_deflection_not_area(monkeypatch):
+    """Right bundle-branch block with left anterior hemiblock: lead I has a tall narrow R and a low broad terminal
+    S whose area outweighs the R's; aVF an rS. A cardiologist reads I positive (R > |S|), aVF negative: about -50,
+    the hemiblock's axis. The net areas make I negative and put the vector in the extreme quadrant (about -98)."""
+    from edge import measure as em
+    t = np.arange(70)  # samples of 2 ms
+
+    def bump(c, w, a):
+        return a * np.exp(-0.5 * ((t - c) / w) ** 2)
+
+    hx = bump(15, 4, 1.0) + bump(45, 14, -0.35)   # R 1.0 mV narrow, S -0.35 mV broad
+    hy = bump(12, 4, 0.25) + bump(25, 7, -0.9)    # small r, deep S downwards
+    q = _limb(hx, hy)
+    assert hx.sum() < 0 < hx.max() + hx.min()
+    ang = em._axis(q, np.arange(6))
+    assert -90.0 < ang < -30.0, ang
+    assert em.AXIS_METHOD == "amplitude"
+    monkeypatch.setattr(em, "AXIS_METHOD", "area")
+    assert em._axis(q, np.arange(6)) < -90.0
 
 
 def test_paced_records_are_flagged_not_measured(ludb):
