@@ -65,3 +65,15 @@ def test_a_malformed_rerank_section_names_its_field(sec, field):
 def test_no_section_or_zero_setting_ranks_by_cosine():
     assert setting_of({}) is None and setting_of({"rerank": {"weight": 0, "pool": 50}}) is None
     assert setting_of({"rerank": {"weight": 0.1, "pool": 50, "rhythm_bonus": 0.5}}) == Setting(0.1, 50, 0.5)
+
+
+def test_local_cases_rank_beside_the_reranked_bundle_cases():
+    """A local case at twin similarity ranks first; one of the grounded rhythm gets the bonus a bundle case of
+    that rhythm gets; any other keeps its cosine."""
+    from edge.answer import TWIN_SCORE
+    from edge.pipeline import _local_key
+
+    assert _local_key({"rhythm": ["SR"]}, TWIN_SCORE, "SBRAD", 0.5) > 1.5 + 1.0    # above any bundle key
+    assert _local_key({"rhythm": ["SBRAD"]}, 0.8, "SBRAD", 0.5) == pytest.approx(1.3)
+    assert _local_key({"rhythm": ["SR"]}, 0.8, "SBRAD", 0.5) == pytest.approx(0.8)
+    assert _local_key({}, 0.8, None, 0.0) == pytest.approx(0.8)
