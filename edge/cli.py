@@ -556,7 +556,7 @@ def listen(
 
     from .acquire import acq_to_record
     from .answer import stamp
-    from .io import MIN_DURATION_S
+    from .io_limits import MIN_DURATION_S
 
     r = _load(bundle_path, threads, overlay)
     _note_top_k(r, top_k)

@@ -12,6 +12,8 @@ import os
 
 import click
 
+from .io_limits import MAX_FS
+
 __all__ = [
     "RATE",
     "SECONDS",
@@ -34,7 +36,6 @@ __all__ = [
 ]
 
 BOARDS = ("native", "cyton", "ascii")
-MAX_QUERY_FS = 100_000.0  # edge.io.MAX_FS: no file can state more
 MAX_SECONDS = 3600.0
 
 
@@ -59,7 +60,7 @@ class _Float(click.ParamType):
         return x
 
 
-RATE = _Float("hz", "a sampling rate", 0.0, MAX_QUERY_FS, lo_open=True, unit=" Hz")
+RATE = _Float("hz", "a sampling rate", 0.0, MAX_FS, lo_open=True, unit=" Hz")  # no file can state more
 BOARD_RATE = _Float("hz", "a board's sampling rate", 10.0, 32000.0, unit=" Hz")
 SECONDS = _Float("seconds", "a recording", 2.0, MAX_SECONDS, unit=" s")
 SPEED = _Float("x", "the playback speed (0: as fast as it is read)", 0.0, 1000.0)
