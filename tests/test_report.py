@@ -17,7 +17,8 @@ from edge.errors import BundleError
 from edge.io import read_record
 from edge.io_wfdb import patient_meta
 from edge.pipeline import Retriever
-from edge.report import ecg_svg, physical_units, render_report, write_report
+from edge.report import physical_units, render_report, write_report
+from edge.report_svg import ecg_svg
 from tests.fixtures_bundle import test_bundle  # noqa: F401
 
 @pytest.fixture(scope="module")
