@@ -12,7 +12,12 @@ import os
 
 import click
 
-from .io_limits import MAX_FS
+from firmware_bridge.info import BOARDS, Board
+from firmware_bridge.info import MAX_FS as MAX_BOARD_FS
+from firmware_bridge.info import MAX_SECONDS as MAX_RECORDING_S
+from firmware_bridge.info import MIN_FS as MIN_BOARD_FS
+
+from .io_limits import MAX_FS, MIN_DURATION_S
 
 __all__ = [
     "RATE",
@@ -31,12 +36,8 @@ __all__ = [
     "json_option",
     "top_k_option",
     "fs_option",
-    "BOARDS",
     "deprecated_alias",
 ]
-
-BOARDS = ("native", "cyton", "ascii")
-MAX_SECONDS = 3600.0
 
 
 class _Float(click.ParamType):
@@ -61,8 +62,8 @@ class _Float(click.ParamType):
 
 
 RATE = _Float("hz", "a sampling rate", 0.0, MAX_FS, lo_open=True, unit=" Hz")  # no file can state more
-BOARD_RATE = _Float("hz", "a board's sampling rate", 10.0, 32000.0, unit=" Hz")
-SECONDS = _Float("seconds", "a recording", 2.0, MAX_SECONDS, unit=" s")
+BOARD_RATE = _Float("hz", "a board's sampling rate", MIN_BOARD_FS, MAX_BOARD_FS, unit=" Hz")
+SECONDS = _Float("seconds", "a recording", MIN_DURATION_S, MAX_RECORDING_S, unit=" s")
 SPEED = _Float("x", "the playback speed (0: as fast as it is read)", 0.0, 1000.0)
 BAUD = click.IntRange(50, 12_000_000)
 
@@ -196,7 +197,7 @@ def board_option(
     help: str = "Board protocol: native (ecgret framed), cyton (OpenBCI), ascii (one number per "
     "sample and channel, e.g. Arduino + AD8232).",
 ):
-    return click.option("--board", type=click.Choice(BOARDS), default="native", show_default=True, help=help)
+    return click.option("--board", type=click.Choice(BOARDS), default=Board.NATIVE.value, show_default=True, help=help)
 
 
 def deprecated_alias(old: str, new: str, type=None):

@@ -22,11 +22,13 @@ from typing import Any
 
 import numpy as np
 
+from firmware_bridge.info import LEADS8
+
 from .errors import RecordError
 from .io_checks import canonical_leads, check_values, finish, max_samples, quote, reader_args
 from .io_files import array_from, open_regular, pread
 from .io_limits import MAX_NPY_HEADER, MAX_SECONDS
-from .leads import LEADS8, LEADS12
+from .leads import LEADS12
 from .record import Record
 
 __all__ = ["read_npy", "named_array"]
