@@ -1,8 +1,9 @@
 """The options the ``ecgret`` verbs share, each defined once so that it means the same thing on every verb
 (``--seconds``, ``--leads``, ``--save``, ``--report``, ``--no-overlay``, ``--baud``, ``--board``, ``--json``,
-``--top-k``, ``--fs``), and the click types that validate their values (a bad value is a usage error, exit 2).
+``--top-k``, ``--fs``, ``--bundle``/``--allow-unsigned``, ``--threads``), and the click types that validate
+their values (a bad value is a usage error, exit 2).
 
-Click code only; :mod:`edge.cli` and :mod:`edge.cli_board` use it.
+Click code only; the command modules of :mod:`edge.cli` use it.
 """
 
 from __future__ import annotations
@@ -37,7 +38,14 @@ __all__ = [
     "top_k_option",
     "fs_option",
     "deprecated_alias",
+    "bundle_option",
+    "threads_option",
+    "ENV_BUNDLE",
+    "ENV_PORT",
 ]
+
+ENV_BUNDLE = "ECGRET_BUNDLE"
+ENV_PORT = "ECGRET_PORT"
 
 
 class _Float(click.ParamType):
@@ -218,3 +226,44 @@ def deprecated_alias(old: str, new: str, type=None):
         callback=cb,
         help=f"Deprecated spelling of {new}.",
     )
+
+
+def _trust_policy(ctx, param, allow):
+    """Every command that loads a bundle requires a trusted signature unless --allow-unsigned (or
+    $ECGRET_ALLOW_UNSIGNED) says otherwise; the flag is passed on to child processes (bench's cold starts)."""
+    from .bundle import ENV_ALLOW_UNSIGNED, set_trust_policy
+
+    set_trust_policy(require_trusted=not allow)
+    if allow:
+        os.environ[ENV_ALLOW_UNSIGNED] = "1"
+    return allow
+
+
+def bundle_option(f):
+    """``--bundle PATH`` (env ECGRET_BUNDLE) and ``--allow-unsigned``: every verb that loads a bundle."""
+    f = click.option(
+        "--allow-unsigned",
+        is_flag=True,
+        envvar="ECGRET_ALLOW_UNSIGNED",
+        expose_value=False,
+        callback=_trust_policy,
+        help="Load a bundle that is not signed by a trusted publisher (env ECGRET_ALLOW_UNSIGNED=1).",
+    )(f)
+    return click.option(
+        "--bundle",
+        "bundle_path",
+        envvar=ENV_BUNDLE,
+        default=None,
+        metavar="PATH",
+        help=f"Model bundle folder (default: the bundled one; env {ENV_BUNDLE}).",
+    )(f)
+
+
+def threads_option(f):
+    """``--threads N``: every verb that runs the encoder."""
+    return click.option(
+        "--threads",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Interpreter threads (default 1: the small encoder gains nothing from more).",
+    )(f)

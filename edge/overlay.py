@@ -52,7 +52,9 @@ __all__ = [
     "Overlay",
     "overlay_home",
     "overlay_dir",
+    "local_case",
     "reembed",
+    "reembed_source",
     "other_overlays",
     "DUPLICATE_R",
     "DUPLICATE_COS",
@@ -339,3 +341,51 @@ def _migrate_legacy(old_dir: Path, old_hash: str, new_dir: Path, new_id: str, di
         ov._write(list(cases), emb)
     return old
 
+
+def local_case(file, pre, labels: dict | None, report: str, statements: str | None, case_id: str | None) -> dict:
+    """The case ``ecgret enroll`` adds for the recording ``file``: its labels (:func:`edge.labels.parse_labels`;
+    None: none), the confirmed ``report``, the statement line (default: the labels' descriptions), the original
+    file's absolute path, the time (UTC) and the preprocessed signal ``pre`` (:func:`stored_signal`); ``case_id``
+    None lets :meth:`Overlay.enroll` number it."""
+    import time
+
+    lab = labels or {"super_class": [], "sub_class": [], "form": [], "rhythm": [], "statements": ""}
+    case = dict(
+        super_class=lab["super_class"],
+        sub_class=lab["sub_class"],
+        form=lab["form"],
+        rhythm=lab["rhythm"],
+        report=report,
+        statements=statements if statements is not None else lab["statements"],
+        source="local",
+        record=os.fsencode(os.path.abspath(file)).decode("utf-8", "replace"),  # a file name need not be UTF-8
+        enrolled=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        signal=stored_signal(pre),
+    )
+    if case_id:
+        case["case_id"] = case_id
+    return case
+
+
+def reembed_source(source: str | None, target: Overlay) -> Path | None:
+    """The overlay folder ``ecgret cases reembed`` moves cases from: ``source`` (another bundle's id, or an
+    overlay folder), else the only other bundle's overlay that holds cases (None: there is none).
+    :class:`~edge.errors.OverlayError` when ``source`` holds no overlay, is the target's own, or when several
+    overlays hold cases and none was named."""
+    if source:
+        src = Path(source) if os.sep in source or Path(source).is_dir() else overlay_dir(source)
+        if not (src / FILE).is_file():
+            raise OverlayError(f"--from {source}: no overlay at {src}")
+    else:
+        found = other_overlays(target.bundle_hash)
+        if not found:
+            return None
+        if len(found) > 1:
+            raise OverlayError(
+                "several overlays hold cases; choose one with --from: "
+                + "; ".join(f"{d.name} ({n} case(s))" for d, n in found)
+            )
+        src = found[0][0]
+    if src.resolve() == target.dir.resolve():
+        raise OverlayError(f"--from {source}: that is this bundle's own overlay")
+    return src
