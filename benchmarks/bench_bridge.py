@@ -25,9 +25,10 @@ sys.path.insert(0, str(ROOT))
 from firmware_bridge import cyton as cy  # noqa: E402
 from firmware_bridge import protocol as pr  # noqa: E402
 from firmware_bridge.acquire import acquire  # noqa: E402
+from firmware_bridge.info import LEADS8  # noqa: E402
+from firmware_bridge.native_parser import NativeParser  # noqa: E402
 from firmware_bridge.simulator import Simulator  # noqa: E402
 
-LEADS8 = ("I", "II", "V1", "V2", "V3", "V4", "V5", "V6")
 
 
 def cpu_model() -> str:
@@ -66,14 +67,14 @@ def bench_parsers(repeats: int) -> None:
     blob, flen = pr.encode_data_frames(0, 0, counts)
     one, chunked, decode = [], [], []
     for _ in range(repeats):
-        p = pr.NativeParser()
+        p = NativeParser()
         t = time.perf_counter()
         b = p.feed(blob)
         one.append(m / (time.perf_counter() - t))
         t = time.perf_counter()
         b.data()
         decode.append(m / (time.perf_counter() - t))
-        p = pr.NativeParser()
+        p = NativeParser()
         t = time.perf_counter()
         for i in range(0, len(blob), 16384):
             p.feed(blob[i:i + 16384])

@@ -2,4 +2,5 @@
 
 This package never imports TensorFlow, PyTorch or sentence-transformers.
 """
+
 __version__ = "0.1.0"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from .leads import LEADS8
+from firmware_bridge.info import LEADS8, Board
 
 __all__ = ["acq_to_record", "acquire_interruptible", "Progress", "summary_line", "pick_channels"]
 
@@ -26,7 +26,7 @@ def pick_channels(leads, board: str, channels=None) -> list[int]:
         if missing:
             raise EcgretError(f"the record has no lead(s) {', '.join(missing)}; it has {', '.join(leads)}")
         return [leads.index(c) for c in want]
-    if board == "ascii":
+    if board == Board.ASCII:
         return [leads.index("II") if "II" in leads else 0]
     if all(x in leads for x in LEADS8):
         return [leads.index(x) for x in LEADS8]

@@ -25,6 +25,8 @@ __all__ = [
     "result_dict",
     "format_result",
     "clip",
+    "case_summary",
+    "case_lines",
 ]
 
 NOTICE = (
@@ -261,3 +263,32 @@ def format_result(res, *, width: int = 100, st: dict | None = None, twin: dict |
             "statements: " + "; ".join(f"{v.label} ({v.support:.0%})" for v in st_votes[:6]), width, "    ", "  "
         )
     return printable("\n".join(lines), newlines=True)  # case text, file names, lead names: no escapes
+
+
+# ------------------------------------------------------------------------------------------- enrolled cases
+
+
+def case_summary(c: dict) -> dict:
+    """An enrolled case for ``ecgret cases list --json``: its fields with plain names, the signal described,
+    not held."""
+    d = {k: v for k, v in c.items() if k != "signal"}
+    codes = [*c.get("rhythm", []), *c.get("super_class", []), *c.get("sub_class", []), *c.get("form", [])]
+    d["names"] = {x: plain_name(x) for x in codes}
+    sig = c.get("signal")
+    d["signal"] = (
+        {"fs": sig["fs"], "leads": sig["leads"], "seconds": round(sig["shape"][0] / sig["fs"], 2)} if sig else None
+    )
+    return d
+
+
+def case_lines(c: dict, width: int) -> list[str]:
+    """An enrolled case for ``ecgret cases list``, as printable lines of at most ``width`` columns: its id, when it
+    was enrolled and the signal it keeps, then (indented) its labels in plain words and its report."""
+    d = case_summary(c)
+    sig = d["signal"]
+    head = f"{c['case_id']}  enrolled {c.get('enrolled') or '?'}  " + (
+        f"signal {', '.join(sig['leads'])} {sig['seconds']:g} s" if sig else "no signal stored (cannot be re-embedded)"
+    )
+    labels = ", ".join(describe(x) for x in d["names"]) or "no labels"
+    body = _wrap(labels, width - 4) + _wrap("report: " + (c.get("report") or ""), width - 4, 2)
+    return [printable(head)] + ["    " + line for line in body]

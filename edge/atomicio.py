@@ -15,8 +15,10 @@ and raises an :class:`OSError` of the same kind that names the *target* (not the
     publish(staged_file, path, overwrite=False)      # move a finished file in (no-clobber when asked)
     with staging_dir(folder) as d: ...               # a private folder in ``folder`` for multi-file writers
 
-Only the standard library: usable from :mod:`edge` and :mod:`convert` alike (the firmware bridge may not
-import :mod:`edge`, and it writes nothing users rely on).
+Only the standard library: usable from :mod:`edge` and :mod:`convert` alike. The firmware bridge may not import
+:mod:`edge`, and it needs no copy of this: it writes no file. Its one rename is the simulator's stable port path,
+a symbolic link to the pty swapped under a fresh random name (``os.symlink`` never follows or reuses a path, then
+``os.replace``), which is a link and not a file's contents.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """The options the ``ecgret`` verbs share, each defined once so that it means the same thing on every verb
 (``--seconds``, ``--leads``, ``--save``, ``--report``, ``--no-overlay``, ``--baud``, ``--board``, ``--json``,
-``--top-k``, ``--fs``), and the click types that validate their values (a bad value is a usage error, exit 2).
+``--top-k``, ``--fs``, ``--bundle``/``--allow-unsigned``, ``--threads``), and the click types that validate
+their values (a bad value is a usage error, exit 2).
 
-Click code only; :mod:`edge.cli` and :mod:`edge.cli_board` use it.
+Click code only; the command modules of :mod:`edge.cli` use it.
 """
 
 from __future__ import annotations
@@ -11,6 +12,13 @@ import math
 import os
 
 import click
+
+from firmware_bridge.info import BOARDS, Board
+from firmware_bridge.info import MAX_FS as MAX_BOARD_FS
+from firmware_bridge.info import MAX_SECONDS as MAX_RECORDING_S
+from firmware_bridge.info import MIN_FS as MIN_BOARD_FS
+
+from .io_limits import MAX_FS, MIN_DURATION_S
 
 __all__ = [
     "RATE",
@@ -29,13 +37,15 @@ __all__ = [
     "json_option",
     "top_k_option",
     "fs_option",
-    "BOARDS",
     "deprecated_alias",
+    "bundle_option",
+    "threads_option",
+    "ENV_BUNDLE",
+    "ENV_PORT",
 ]
 
-BOARDS = ("native", "cyton", "ascii")
-MAX_QUERY_FS = 100_000.0  # edge.io.MAX_FS: no file can state more
-MAX_SECONDS = 3600.0
+ENV_BUNDLE = "ECGRET_BUNDLE"
+ENV_PORT = "ECGRET_PORT"
 
 
 class _Float(click.ParamType):
@@ -59,9 +69,9 @@ class _Float(click.ParamType):
         return x
 
 
-RATE = _Float("hz", "a sampling rate", 0.0, MAX_QUERY_FS, lo_open=True, unit=" Hz")
-BOARD_RATE = _Float("hz", "a board's sampling rate", 10.0, 32000.0, unit=" Hz")
-SECONDS = _Float("seconds", "a recording", 2.0, MAX_SECONDS, unit=" s")
+RATE = _Float("hz", "a sampling rate", 0.0, MAX_FS, lo_open=True, unit=" Hz")  # no file can state more
+BOARD_RATE = _Float("hz", "a board's sampling rate", MIN_BOARD_FS, MAX_BOARD_FS, unit=" Hz")
+SECONDS = _Float("seconds", "a recording", MIN_DURATION_S, MAX_RECORDING_S, unit=" s")
 SPEED = _Float("x", "the playback speed (0: as fast as it is read)", 0.0, 1000.0)
 BAUD = click.IntRange(50, 12_000_000)
 
@@ -195,7 +205,7 @@ def board_option(
     help: str = "Board protocol: native (ecgret framed), cyton (OpenBCI), ascii (one number per "
     "sample and channel, e.g. Arduino + AD8232).",
 ):
-    return click.option("--board", type=click.Choice(BOARDS), default="native", show_default=True, help=help)
+    return click.option("--board", type=click.Choice(BOARDS), default=Board.NATIVE.value, show_default=True, help=help)
 
 
 def deprecated_alias(old: str, new: str, type=None):
@@ -216,3 +226,44 @@ def deprecated_alias(old: str, new: str, type=None):
         callback=cb,
         help=f"Deprecated spelling of {new}.",
     )
+
+
+def _trust_policy(ctx, param, allow):
+    """Every command that loads a bundle requires a trusted signature unless --allow-unsigned (or
+    $ECGRET_ALLOW_UNSIGNED) says otherwise; the flag is passed on to child processes (bench's cold starts)."""
+    from .bundle import ENV_ALLOW_UNSIGNED, set_trust_policy
+
+    set_trust_policy(require_trusted=not allow)
+    if allow:
+        os.environ[ENV_ALLOW_UNSIGNED] = "1"
+    return allow
+
+
+def bundle_option(f):
+    """``--bundle PATH`` (env ECGRET_BUNDLE) and ``--allow-unsigned``: every verb that loads a bundle."""
+    f = click.option(
+        "--allow-unsigned",
+        is_flag=True,
+        envvar="ECGRET_ALLOW_UNSIGNED",
+        expose_value=False,
+        callback=_trust_policy,
+        help="Load a bundle that is not signed by a trusted publisher (env ECGRET_ALLOW_UNSIGNED=1).",
+    )(f)
+    return click.option(
+        "--bundle",
+        "bundle_path",
+        envvar=ENV_BUNDLE,
+        default=None,
+        metavar="PATH",
+        help=f"Model bundle folder (default: the bundled one; env {ENV_BUNDLE}).",
+    )(f)
+
+
+def threads_option(f):
+    """``--threads N``: every verb that runs the encoder."""
+    return click.option(
+        "--threads",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Interpreter threads (default 1: the small encoder gains nothing from more).",
+    )(f)

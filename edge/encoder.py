@@ -25,6 +25,7 @@ The float image in [-1, 1] is quantized on the host with the input tensor's scal
 int8 output is dequantized, and the embedding is L2-normalised on the host (the int8
 ``L2_NORMALIZATION`` op has a fixed 1/128 output scale, too coarse for retrieval).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -36,8 +37,17 @@ import numpy as np
 
 from .errors import BundleError
 
-__all__ = ["Encoder", "interpreter_class", "make_interpreter", "l2_normalise", "KERNELS", "kernels_choice",
-           "interpreter_order", "op_resolver_name", "runtime_report"]
+__all__ = [
+    "Encoder",
+    "interpreter_class",
+    "make_interpreter",
+    "l2_normalise",
+    "KERNELS",
+    "kernels_choice",
+    "interpreter_order",
+    "op_resolver_name",
+    "runtime_report",
+]
 
 # The kernel sets ECGRET_KERNELS may name (the manifest's encoder.kernels records the one a bundle was built with).
 KERNELS = ("builtin", "optimized", "reference", "xnnpack")
@@ -58,13 +68,15 @@ def _is_64bit_arm(machine: str | None = None, pointer_bits: int | None = None) -
     """Whether this process runs 64-bit ARM code. ``platform.machine()`` alone is not enough: a 32-bit userland
     on a 64-bit kernel (32-bit Pi OS on a Pi 4/5) says ``aarch64`` too, so the pointer size decides as well."""
     import platform
+
     m = (platform.machine() if machine is None else machine).lower()
-    bits = (64 if sys.maxsize > 2 ** 32 else 32) if pointer_bits is None else pointer_bits
+    bits = (64 if sys.maxsize > 2**32 else 32) if pointer_bits is None else pointer_bits
     return m in ("aarch64", "arm64", "armv8b", "aarch64_be") and bits == 64
 
 
-def op_resolver_name(kernels: str | None = None, backend: str | None = None, machine: str | None = None,
-                     pointer_bits: int | None = None) -> str | None:
+def op_resolver_name(
+    kernels: str | None = None, backend: str | None = None, machine: str | None = None, pointer_bits: int | None = None
+) -> str | None:
     """The ``OpResolverType`` member the interpreter is created with for a kernel set, or None for the
     interpreter's default (its XNNPACK delegate).
 
@@ -91,8 +103,11 @@ def interpreter_order(machine: str | None = None, pointer_bits: int | None = Non
     """The backends :func:`interpreter_class` tries, in order: LiteRT first, except in a 64-bit ARM process,
     where tflite-runtime 2.14 (whose optimized int8 kernels compute x86's outputs bit for bit, unlike LiteRT's)
     comes first; ``tensorflow`` last."""
-    first = ("tflite-runtime", "ai-edge-litert") if _is_64bit_arm(machine, pointer_bits) else (
-        "ai-edge-litert", "tflite-runtime")
+    first = (
+        ("tflite-runtime", "ai-edge-litert")
+        if _is_64bit_arm(machine, pointer_bits)
+        else ("ai-edge-litert", "tflite-runtime")
+    )
     return (*first, "tensorflow")
 
 
@@ -110,6 +125,7 @@ def interpreter_class():
             pass
     import importlib
     import importlib.util
+
     if importlib.util.find_spec("tensorflow") is not None:
         # last resort, only where TensorFlow happens to be installed (never a dependency of the device)
         return importlib.import_module("tensorflow").lite.Interpreter, "tensorflow"
@@ -117,8 +133,11 @@ def interpreter_class():
 
 
 # (distribution, module with the Interpreter class), in the order interpreter_class() tries them
-_INTERPRETERS = (("ai-edge-litert", "ai_edge_litert.interpreter"), ("tflite-runtime", "tflite_runtime.interpreter"),
-                 ("tensorflow", "tensorflow"))
+_INTERPRETERS = (
+    ("ai-edge-litert", "ai_edge_litert.interpreter"),
+    ("tflite-runtime", "tflite_runtime.interpreter"),
+    ("tensorflow", "tensorflow"),
+)
 
 
 def runtime_report() -> dict:
@@ -132,17 +151,26 @@ def runtime_report() -> dict:
     """
     import platform
     from importlib import metadata
-    installed = {}
+
+    installed: dict[str, str | None] = {}
     for dist, _ in _INTERPRETERS:
-        for name in ((dist, "tensorflow-cpu") if dist == "tensorflow" else (dist,)):
+        for name in (dist, "tensorflow-cpu") if dist == "tensorflow" else (dist,):
             try:
                 installed[dist] = metadata.version(name)
                 break
             except metadata.PackageNotFoundError:
                 installed[dist] = None
-    out = {"interpreter": None, "interpreter_version": None, "kernels": None, "op_resolver": None,
-           "kernels_env": os.environ.get("ECGRET_KERNELS") or None, "installed": installed,
-           "numpy": np.__version__, "python": platform.python_version(), "error": None}
+    out = {
+        "interpreter": None,
+        "interpreter_version": None,
+        "kernels": None,
+        "op_resolver": None,
+        "kernels_env": os.environ.get("ECGRET_KERNELS") or None,
+        "installed": installed,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "error": None,
+    }
     try:
         cls, backend = interpreter_class()
     except BundleError as e:
@@ -159,7 +187,7 @@ def runtime_report() -> dict:
         return out
     resolver = op_resolver_name(k, backend)
     if resolver is not None and getattr(sys.modules.get(cls.__module__), "OpResolverType", None) is None:
-        k, resolver = "default", None   # no OpResolverType: the interpreter applies its default delegates (XNNPACK)
+        k, resolver = "default", None  # no OpResolverType: the interpreter applies its default delegates (XNNPACK)
     out["kernels"], out["op_resolver"] = k, resolver
     return out
 
@@ -187,8 +215,9 @@ def quiet_native_stderr():
         os.close(saved)
 
 
-def make_interpreter(model_path=None, model_content: bytes | None = None, threads: int | None = None,
-                     kernels: str | None = None):
+def make_interpreter(
+    model_path=None, model_content: bytes | None = None, threads: int | None = None, kernels: str | None = None
+):
     """An allocated interpreter for a model file or bytes, on ``threads`` threads (None: 1), with the kernel
     set ``kernels`` (None: ``$ECGRET_KERNELS``, else ``"builtin"``; the op resolver: :func:`op_resolver_name`)."""
     cls, backend = interpreter_class()
@@ -225,7 +254,7 @@ class Encoder:
         except Exception as e:  # noqa: BLE001 - the interpreter raises ValueError/RuntimeError on bad models
             raise BundleError(f"{self.path}: the interpreter cannot load the encoder ({e})") from None
         _, self.backend = interpreter_class()
-        self.op_resolver = op_resolver_name(self.kernels, self.backend)   # what the interpreter was created with
+        self.op_resolver = op_resolver_name(self.kernels, self.backend)  # what the interpreter was created with
         ins, outs = self._interp.get_input_details(), self._interp.get_output_details()
         if len(ins) != 1 or len(outs) != 1:
             raise BundleError(f"{self.path}: expected 1 input and 1 output, got {len(ins)} and {len(outs)}")
@@ -241,10 +270,17 @@ class Encoder:
 
     def details(self) -> dict:
         """What the manifest's ``encoder`` section records, as read from the model itself."""
-        return {"input_shape": list(self.input_shape), "input_dtype": self.input_dtype.name,
-                "input_scale": self.in_scale, "input_zero_point": self.in_zp,
-                "output_shape": list(self.output_shape), "output_dtype": self.output_dtype.name,
-                "output_scale": self.out_scale, "output_zero_point": self.out_zp, "embedding_dim": self.dim}
+        return {
+            "input_shape": list(self.input_shape),
+            "input_dtype": self.input_dtype.name,
+            "input_scale": self.in_scale,
+            "input_zero_point": self.in_zp,
+            "output_shape": list(self.output_shape),
+            "output_dtype": self.output_dtype.name,
+            "output_scale": self.out_scale,
+            "output_zero_point": self.out_zp,
+            "embedding_dim": self.dim,
+        }
 
     def quantize(self, image: np.ndarray) -> np.ndarray:
         """The input tensor for a float image (H, W, 3): int8 with the input scale/zero point, or float32."""

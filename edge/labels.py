@@ -22,6 +22,7 @@ import difflib
 from dataclasses import dataclass
 
 from .errors import ConfigError
+from .leads import LEADS12
 from .rhythm import RHYTHM_NAMES
 
 __all__ = [
@@ -330,16 +331,14 @@ def all_codes() -> list[tuple[str, str, str]]:
 
 # ------------------------------------------------------------------------------------------- lead sets
 
-LIMB = ("I", "II", "III", "aVR", "aVL", "aVF")
 _INFERIOR = ("II", "III", "aVF")
 _LATERAL = ("I", "aVL", "V5", "V6")
 _ANTERIOR = ("V1", "V2", "V3", "V4")
-_ALL12 = LIMB + ("V1", "V2", "V3", "V4", "V5", "V6")
 
 # what a finding is read from: every clause (leads, k) must have at least k of its leads present. A finding
 # not listed (rhythms, AV block, non-specific ST/T changes) can be seen on any one lead.
 _NEEDS: dict[str, tuple[tuple[tuple[str, ...], int], ...]] = {
-    "NORM": ((_ALL12, 12),),  # a normal ECG is a statement about all 12 leads
+    "NORM": ((LEADS12, 12),),  # a normal ECG is a statement about all 12 leads
     "IMI": ((_INFERIOR, 2),),
     "ISCI": ((_INFERIOR, 2),),  # two contiguous leads of a territory
     "AMI": ((_ANTERIOR, 2),),
@@ -356,7 +355,7 @@ _NEEDS: dict[str, tuple[tuple[tuple[str, ...], int], ...]] = {
     "SEHYP": ((("V1", "V2"), 1),),
     "LAO/LAE": ((("II",), 1), (("V1",), 1)),
     "RAO/RAE": ((("II",), 1), (("V1",), 1)),
-    "WPW": ((_ALL12, 2),),
+    "WPW": ((LEADS12, 2),),
 }
 # a superclass is shown when one of its subclasses can be
 _SUPER_NEEDS = {"MI": ("IMI", "AMI", "LMI", "PMI"), "HYP": ("LVH", "RVH", "SEHYP", "LAO/LAE", "RAO/RAE")}

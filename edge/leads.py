@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+__all__ = ["LEADS12", "LEAD_SETS", "canonical_lead", "parse_lead_set", "derive_limb_leads"]
+
 LEADS12: tuple[str, ...] = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
-LEADS8: tuple[str, ...] = ("I", "II", "V1", "V2", "V3", "V4", "V5", "V6")
+# LEADS8 (I, II, V1-V6: what an 8-channel board records) is firmware_bridge.info's (edge -> firmware_bridge).
 
 # Named lead sets a query may declare (``--leads``).
 LEAD_SETS: dict[str, tuple[str, ...]] = {

@@ -23,7 +23,7 @@ def save_acquisition(rec, obj: dict, save_dir, stem: str) -> Path:
     import numpy as np
 
     from .atomicio import atomic_write, publish, staging_dir
-    from .io import write_wfdb
+    from .io_wfdb import write_wfdb
     from .record import Record
     from .termtext import printable
 

@@ -31,9 +31,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import serial
 
-from .boards import DEFAULT_BAUD, Driver, make_driver, open_port, read_some
+from .boards import DEFAULT_BAUD, Driver, make_driver
 from .errors import BridgeError, DisconnectedError, IncompatibleDeviceError, NoSignalError, PortError
 from .info import MAX_SECONDS, check_recording
+from .ports import open_port, read_some
 
 PAUSE_S = 0.1  # a silent line for this long releases a packet the parser held back
 BATCH_S = 0.03  # least time between two small reads

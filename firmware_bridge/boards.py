@@ -1,7 +1,7 @@
 """Board drivers: a handshake, start/stop, and a pure ``feed(bytes) -> Chunk`` step per board.
 
 A driver does I/O only in :meth:`handshake`, :meth:`start` and :meth:`stop` (on a pyserial
-object opened by :func:`open_port`); decoding is done by the I/O-free parsers of
+object opened by :func:`firmware_bridge.ports.open_port`); decoding is done by the I/O-free parsers of
 :mod:`.protocol`, :mod:`.cyton` and :mod:`.ascii_lines`. Each :class:`Chunk` carries a sample
 index on a continuous timeline, so lost frames leave holes that the caller flags as gaps
 instead of joining the samples on either side.
@@ -9,23 +9,20 @@ instead of joining the samples on either side.
 
 from __future__ import annotations
 
-import errno
 import time
 from dataclasses import dataclass
 
 import numpy as np
-import serial
 
 from . import cyton as cy
 from . import protocol as pr
 from .ascii_lines import AsciiParser
-from .errors import HandshakeError, IncompatibleDeviceError, NoSignalError, PortError
-from .info import MAX_DESCRIPTION, DeviceInfo, check_channel_names, check_fs, check_info, counts_to_mv
+from .errors import HandshakeError, IncompatibleDeviceError, NoSignalError
+from .info import BOARDS, MAX_DESCRIPTION, Board, DeviceInfo, check_channel_names, check_fs, check_info, counts_to_mv
+from .native_parser import NativeParser
+from .ports import read_some
 
-BOARDS = ("native", "cyton", "ascii")
-DEFAULT_BAUD = {"native": 230400, "cyton": cy.BAUD, "ascii": 115200}
-READ_SLICE_S = 0.02
-MAX_READ = 1 << 16  # bytes taken in one read, whatever the transport says is waiting
+DEFAULT_BAUD: dict[str, int] = {Board.NATIVE: 230400, Board.CYTON: cy.BAUD, Board.ASCII: 115200}
 MAX_PENDING_ROWS = 1 << 16  # ASCII lines kept while the handshake waits for the rate
 
 
@@ -54,40 +51,10 @@ def _empty(ch: int) -> Chunk:
     return Chunk(np.zeros(0, np.int64), np.zeros((0, ch)), np.zeros((0, ch), bool))
 
 
-def open_port(url: str, baud: int, *, exclusive: bool = True) -> serial.SerialBase:
-    """Open a pyserial URL (a device path, a pty, ``loop://``, ``socket://host:port``).
-
-    Raises :class:`PortError` with a one-line reason when the port does not exist or is busy.
-    """
-    kwargs = {"baudrate": baud, "timeout": READ_SLICE_S, "write_timeout": 1.0}
-    if "://" not in url and exclusive:
-        kwargs["exclusive"] = True
-    try:
-        return serial.serial_for_url(url, **kwargs)
-    except serial.SerialException as e:
-        err = getattr(e, "errno", None)
-        msg = str(e)
-        if err == errno.ENOENT or "No such file" in msg or "could not open port" in msg and "No such" in msg:
-            raise PortError(f"serial port {url} does not exist (run `ecgret ports` to list ports)") from None
-        if err in (errno.EBUSY, errno.EAGAIN) or "lock" in msg.lower() or "busy" in msg.lower():
-            raise PortError(f"serial port {url} is busy (another program has it open)") from None
-        if err == errno.EACCES or "Permission denied" in msg:
-            raise PortError(f"no permission to open serial port {url} (add yourself to the dialout group)") from None
-        raise PortError(f"cannot open serial port {url}: {msg}") from None
-    except (OSError, ValueError) as e:
-        raise PortError(f"cannot open serial port {url}: {e}") from None
-
-
-def read_some(ser) -> bytes:
-    """Whatever is waiting, or up to one short timeout's worth of waiting for the first byte."""
-    n = ser.in_waiting
-    return ser.read(min(n, MAX_READ) if n else 1)
-
-
 class Driver:
     """Base class; see :class:`NativeDriver`, :class:`CytonDriver`, :class:`AsciiDriver`."""
 
-    board = ""
+    board: Board
 
     def __init__(self, *, fs: float | None = None, channel_names=None):
         try:
@@ -158,11 +125,11 @@ class Driver:
 class NativeDriver(Driver):
     """The native ecgret protocol (``PROTOCOL.md``)."""
 
-    board = "native"
+    board = Board.NATIVE
 
     def __init__(self, **kw):
         super().__init__(**kw)
-        self.parser = pr.NativeParser()
+        self.parser = NativeParser()
         self._seq = 0
         self._offset: int | None = None
 
@@ -268,7 +235,7 @@ class NativeDriver(Driver):
 class CytonDriver(Driver):
     """OpenBCI Cyton (8 channels, 250 Hz, ADS1299) and our simulated twin."""
 
-    board = "cyton"
+    board = Board.CYTON
 
     def __init__(self, *, gain: int = cy.DEFAULT_GAIN, **kw):
         super().__init__(**kw)
@@ -326,7 +293,7 @@ class CytonDriver(Driver):
             names = tuple(f"ch{i + 1}" for i in range(cy.N_CHANNELS))
         self.info = self._accept(
             DeviceInfo(
-                board="cyton",
+                board=Board.CYTON,
                 fs=cy.FS,
                 channel_names=names,
                 gain_uv=cy.scale_uv(self.gain),
@@ -372,7 +339,7 @@ class CytonDriver(Driver):
 class AsciiDriver(Driver):
     """Text lines, one sample (one value per channel, comma-separated) per line."""
 
-    board = "ascii"
+    board = Board.ASCII
 
     def __init__(self, *, scale_mv: float = 1.0, **kw):
         super().__init__(**kw)
@@ -434,7 +401,7 @@ class AsciiDriver(Driver):
                 names = tuple(f"ch{i + 1}" for i in range(ch))
         self.info = self._accept(
             DeviceInfo(
-                board="ascii",
+                board=Board.ASCII,
                 fs=float(fs),
                 channel_names=tuple(names),
                 gain_uv=1000.0 * self.scale_mv,
@@ -503,14 +470,14 @@ class AsciiDriver(Driver):
 
 def make_driver(board: str, **kw) -> Driver:
     """A driver for ``board`` (``native``, ``cyton`` or ``ascii``)."""
-    if board == "native":
+    if board == Board.NATIVE:
         kw.pop("gain", None)
         kw.pop("scale_mv", None)
         return NativeDriver(**kw)
-    if board == "cyton":
+    if board == Board.CYTON:
         kw.pop("scale_mv", None)
         return CytonDriver(**kw)
-    if board == "ascii":
+    if board == Board.ASCII:
         kw.pop("gain", None)
         return AsciiDriver(**kw)
     raise ValueError(f"unknown board {board!r}; choose one of {', '.join(BOARDS)}")

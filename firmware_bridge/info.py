@@ -1,10 +1,26 @@
-"""What a board says about itself: the result of every board's handshake."""
+"""The boards the bridge knows (:class:`Board`) and what a board says about itself: the result of every board's
+handshake (:class:`DeviceInfo`), checked against the bounds below before the host believes it."""
 
 from __future__ import annotations
 
 import math
 import re
 from dataclasses import asdict, dataclass
+from enum import StrEnum
+
+
+class Board(StrEnum):
+    """A board protocol: ``native`` (ecgret framed, ``PROTOCOL.md``), ``cyton`` (OpenBCI), ``ascii`` (one line of
+    numbers per sample, e.g. Arduino + AD8232). Members are strings (``Board.NATIVE == "native"``)."""
+
+    NATIVE = "native"
+    CYTON = "cyton"
+    ASCII = "ascii"
+
+
+BOARDS: tuple[str, ...] = tuple(b.value for b in Board)  # the names, in the order a user is offered them
+# The 8 independent leads of a 12-lead ECG: what an 8-channel board (native, Cyton) records and streams.
+LEADS8: tuple[str, ...] = ("I", "II", "V1", "V2", "V3", "V4", "V5", "V6")
 
 # What a board may declare before the host believes it. A board that lies (fs = 3e7 in a header, 1e8 in an
 # INFO frame, 0, NaN) would otherwise size the host's buffers or stall it; these bounds are checked on every
@@ -25,7 +41,7 @@ _NAME_OK = re.compile(r"[A-Za-z0-9_+\-.:/()](?:[ A-Za-z0-9_+\-.:/()]*[A-Za-z0-9_
 class DeviceInfo:
     """A board's self-description.
 
-    board: ``"native"``, ``"cyton"`` or ``"ascii"``.
+    board: a :class:`Board` (``"native"``, ``"cyton"`` or ``"ascii"``).
     fs: sampling rate in Hz.
     channel_names: one name per channel, in stream order.
     gain_uv: microvolts per ADC count (counts x gain_uv / 1000 = mV).

@@ -1,8 +1,17 @@
-"""Candidate serial ports, with descriptions (pyserial's ``serial.tools.list_ports``)."""
+"""Serial ports: the candidates, with descriptions (pyserial's ``serial.tools.list_ports``), and opening one by
+URL (a device path, a pty, ``loop://``, ``socket://host:port``) with a one-line reason when it cannot be."""
 
 from __future__ import annotations
 
+import errno
 from dataclasses import asdict, dataclass
+
+import serial
+
+from .errors import PortError
+
+READ_SLICE_S = 0.02
+MAX_READ = 1 << 16  # bytes taken in one read, whatever the transport says is waiting
 
 # USB vendor ids of the serial bridges ECG/EEG boards usually carry
 _KNOWN_VID = {
@@ -59,3 +68,33 @@ def list_ports(include_links: bool = False, all_ports: bool = False) -> list[Por
         )
     out.sort(key=lambda q: (q.vid is None, q.device))
     return out
+
+
+def open_port(url: str, baud: int, *, exclusive: bool = True) -> serial.SerialBase:
+    """Open a pyserial URL (a device path, a pty, ``loop://``, ``socket://host:port``).
+
+    Raises :class:`PortError` with a one-line reason when the port does not exist or is busy.
+    """
+    kwargs = {"baudrate": baud, "timeout": READ_SLICE_S, "write_timeout": 1.0}
+    if "://" not in url and exclusive:
+        kwargs["exclusive"] = True
+    try:
+        return serial.serial_for_url(url, **kwargs)
+    except serial.SerialException as e:
+        err = getattr(e, "errno", None)
+        msg = str(e)
+        if err == errno.ENOENT or "No such file" in msg or "could not open port" in msg and "No such" in msg:
+            raise PortError(f"serial port {url} does not exist (run `ecgret ports` to list ports)") from None
+        if err in (errno.EBUSY, errno.EAGAIN) or "lock" in msg.lower() or "busy" in msg.lower():
+            raise PortError(f"serial port {url} is busy (another program has it open)") from None
+        if err == errno.EACCES or "Permission denied" in msg:
+            raise PortError(f"no permission to open serial port {url} (add yourself to the dialout group)") from None
+        raise PortError(f"cannot open serial port {url}: {msg}") from None
+    except (OSError, ValueError) as e:
+        raise PortError(f"cannot open serial port {url}: {e}") from None
+
+
+def read_some(ser) -> bytes:
+    """Whatever is waiting, or up to one short timeout's worth of waiting for the first byte."""
+    n = ser.in_waiting
+    return ser.read(min(n, MAX_READ) if n else 1)

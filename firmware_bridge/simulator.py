@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import re
 import secrets
 import select
 import struct
@@ -29,7 +28,6 @@ import termios
 import threading
 import time
 import tty
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -37,138 +35,12 @@ from . import cyton as cy
 from . import protocol as pr
 from .ascii_lines import format_lines, header_line
 from .errors import FaultSpecError
-from .info import DeviceInfo, counts_to_mv
+from .faults import Faults, inject, parse_faults
+from .info import BOARDS, Board, counts_to_mv
+from .native_parser import NativeParser
+from .playback import playback
 
 MAX_BACKLOG = 1 << 16
-
-
-@dataclass(frozen=True)
-class Faults:
-    """Faults to inject.
-
-    bitflip, drop, insert: per-byte probabilities of flipping one bit, dropping the byte,
-    inserting a random byte before it. leadoff: (channel, t0_s, t1_s) electrode-off spans.
-    disconnect: (t_s, duration_s) link drops (the pty vanishes and comes back).
-    Times are seconds of the board's sample clock (playback time).
-    """
-
-    bitflip: float = 0.0
-    drop: float = 0.0
-    insert: float = 0.0
-    leadoff: tuple = ()
-    disconnect: tuple = ()
-
-    @property
-    def any_bytes(self) -> bool:
-        return self.bitflip > 0 or self.drop > 0 or self.insert > 0
-
-
-_NUM = r"([0-9]*\.?[0-9]+(?:e-?[0-9]+)?)"
-
-
-def parse_faults(spec: str | None) -> Faults:
-    """``"bitflip:0.001,drop:0.001,insert:0.0005,leadoff:V1@2-4s,disconnect:5s,disconnect:8s+2s"``."""
-    if not spec:
-        return Faults()
-    kw: dict = {"leadoff": [], "disconnect": []}
-    for part in (p.strip() for p in spec.split(",")):
-        if not part:
-            continue
-        name, _, val = part.partition(":")
-        name = name.strip().lower()
-        try:
-            if name in ("bitflip", "drop", "insert"):
-                p = float(val)
-                if not 0.0 <= p <= 0.5:
-                    raise ValueError
-                kw[name] = p
-            elif name == "leadoff":
-                m = re.fullmatch(r"([A-Za-z0-9_]+)@" + _NUM + r"s?-" + _NUM + r"s?", val.strip())
-                if not m or float(m.group(3)) <= float(m.group(2)):
-                    raise ValueError
-                kw["leadoff"].append((m.group(1), float(m.group(2)), float(m.group(3))))
-            elif name == "disconnect":
-                m = re.fullmatch(_NUM + r"s?(?:\+" + _NUM + r"s?)?", val.strip())
-                if not m:
-                    raise ValueError
-                kw["disconnect"].append((float(m.group(1)), float(m.group(2) or 1.0)))
-            else:
-                raise FaultSpecError(f"unknown fault {name!r} (use bitflip, drop, insert, leadoff, disconnect)")
-        except FaultSpecError:
-            raise
-        except ValueError:
-            raise FaultSpecError(
-                f"cannot read fault {part!r} (examples: bitflip:0.001, drop:0.001, "
-                f"leadoff:V1@2-4s, disconnect:5s or disconnect:5s+2s)"
-            ) from None
-    kw["leadoff"] = tuple(kw["leadoff"])
-    kw["disconnect"] = tuple(sorted(kw["disconnect"]))
-    return Faults(**kw)
-
-
-def cyton_channels(signal_mv: np.ndarray, fs: float, names) -> tuple[np.ndarray, tuple[str, ...]]:
-    """The recording as a Cyton would see it: 8 channels at 250 Hz (I, II, V1-V6 from 12 leads)."""
-    names = tuple(names)
-    x = np.asarray(signal_mv, dtype=np.float64)
-    want = ("I", "II", "V1", "V2", "V3", "V4", "V5", "V6")
-    if all(n in names for n in want):
-        cols = [names.index(n) for n in want]
-        x, names = x[:, cols], want
-    else:
-        x, names = x[:, :8], names[:8]
-        if x.shape[1] < 8:
-            pad = 8 - x.shape[1]
-            x = np.concatenate([x, np.zeros((x.shape[0], pad))], axis=1)
-            names = names + tuple(f"ch{i + 1}" for i in range(len(names), 8))
-    q = fs / cy.FS
-    if abs(q - round(q)) < 1e-9 and round(q) > 1:
-        x = _decimate(x, int(round(q)))
-    elif abs(q - 1.0) > 1e-9:
-        from fractions import Fraction
-
-        fr = Fraction(cy.FS / fs).limit_denominator(1000)
-        x = _resample_poly(x, fr.numerator, fr.denominator)
-    return x, names
-
-
-def _resample_poly(x: np.ndarray, up: int, down: int) -> np.ndarray:
-    """Polyphase resampling by ``up/down`` along axis 0, numpy only: what ``scipy.signal.resample_poly(x, up,
-    down, axis=0)`` computes with its defaults (a Kaiser-windowed sinc low-pass, beta 5, 20 x max(up, down) + 1
-    taps, cut-off at the lower Nyquist, zeros beyond the ends), written as the direct sum
-    ``y[m] = sum_k x[k] h[m*down - k*up + half]`` so that no upsampled copy is made."""
-    from math import gcd
-
-    g = gcd(int(up), int(down))
-    up, down = int(up) // g, int(down) // g
-    x = np.asarray(x, dtype=np.float64)
-    if up == down == 1:
-        return x.copy()
-    rate = max(up, down)
-    half = 10 * rate
-    n = np.arange(2 * half + 1) - half
-    h = np.sinc(n / rate) / rate * np.kaiser(2 * half + 1, 5.0)
-    h *= up / h.sum()  # unit gain at DC after the zero insertion
-    n_in = x.shape[0]
-    n_out = -(-n_in * up // down)
-    t = np.arange(n_out) * down + half  # position of output m in h's frame, before k*up
-    k0 = -(-(t - 2 * half) // up)  # first input sample with a tap: t - k*up <= 2*half
-    taps = 2 * half // up + 2
-    k = k0[:, None] + np.arange(taps)[None, :]
-    j = t[:, None] - k * up
-    w = np.where((j >= 0) & (j <= 2 * half) & (k >= 0) & (k < n_in), h[np.clip(j, 0, 2 * half)], 0.0)
-    return np.einsum("mt,mtc->mc", w, x[np.clip(k, 0, n_in - 1)])
-
-
-def _decimate(x: np.ndarray, q: int) -> np.ndarray:
-    """Keep every q-th sample after a Hamming-windowed sinc low-pass at 0.9 x the new Nyquist
-    (linear phase, zero delay: the filter is centred)."""
-    n = 16 * q + 1
-    k = np.arange(n) - (n - 1) / 2
-    fc = 0.9 / (2 * q)
-    h = 2 * fc * np.sinc(2 * fc * k) * np.hamming(n)
-    h /= h.sum()
-    y = np.stack([np.convolve(x[:, c], h, mode="same") for c in range(x.shape[1])], axis=1)
-    return y[::q]
 
 
 class Simulator:
@@ -179,7 +51,7 @@ class Simulator:
         signal_mv,
         fs: float,
         channel_names,
-        board: str = "native",
+        board: str = Board.NATIVE,
         *,
         speed: float = 1.0,
         faults: Faults | str | None = None,
@@ -199,49 +71,26 @@ class Simulator:
         names = tuple(channel_names)
         if x.shape[1] != len(names):
             raise ValueError(f"{x.shape[1]} columns but {len(names)} channel names")
-        if board not in ("native", "cyton", "ascii"):
+        if board not in BOARDS:
             raise ValueError(f"unknown board {board!r}")
         x = np.nan_to_num(x)
-        self.board = board
+        self.board = Board(board)
         self.speed = float(speed)
         self.faults = parse_faults(faults) if isinstance(faults, str) or faults is None else faults
         self.loop = loop
         self.rng = np.random.default_rng(seed)
         self.announce_fs = announce_fs
-        if board == "native":
-            spf = int(samples_per_frame)
-            gain = gain_uv if gain_uv is not None else (0.1 if sample_bits == 24 else 1.0)
-            self.info = pr.f32_info(
-                DeviceInfo(
-                    board="native",
-                    fs=float(fs),
-                    channel_names=names,
-                    gain_uv=gain,
-                    adc_bits=sample_bits,
-                    protocol_version=pr.PROTOCOL_VERSION,
-                    sample_bits=sample_bits,
-                    samples_per_frame=spf,
-                    description=description,
-                )
-            )
-            lim = (1 << (sample_bits - 1)) - 1
-            self.source = np.clip(np.round(x * 1000.0 / self.info.gain_uv), -lim - 1, lim).astype(np.int64)
-        elif board == "cyton":
-            x8, names8 = cyton_channels(x, fs, names)
-            self.info = DeviceInfo(
-                board="cyton",
-                fs=cy.FS,
-                channel_names=names8,
-                gain_uv=cy.scale_uv(cyton_gain),
-                adc_bits=24,
-                sample_bits=24,
-                samples_per_frame=1,
-                description=cy.BANNER,
-            )
-            self.source = np.clip(np.round(x8 * 1000.0 / self.info.gain_uv), -cy.RAIL, cy.RAIL).astype(np.int64)
-        else:
-            self.info = DeviceInfo(board="ascii", fs=float(fs), channel_names=names, gain_uv=1000.0, adc_bits=0)
-            self.source = np.round(x, 4)
+        self.info, self.source = playback(
+            self.board,
+            x,
+            fs,
+            names,
+            sample_bits=sample_bits,
+            samples_per_frame=samples_per_frame,
+            gain_uv=gain_uv,
+            cyton_gain=cyton_gain,
+            description=description,
+        )
         self.n = self.source.shape[0]
         self.fs = self.info.fs
         self._lo_rows = [
@@ -266,9 +115,9 @@ class Simulator:
         self.pts = ""
         self._master = self._slave = -1
         self._out = bytearray()
-        self._cmd = pr.NativeParser()
+        self._cmd = NativeParser()
         self._seq = 0
-        self._streaming = board == "ascii"
+        self._streaming = board == Board.ASCII
         self._row = 0  # next playback row (board sample clock)
         self._play0 = 0  # clock value where the current playback began
         self._t_ref: float | None = None
@@ -296,7 +145,7 @@ class Simulator:
     # ------------------------------------------------------------------ expected output
     def expected_mv(self) -> np.ndarray:
         """What a perfect receiver reads for the recording (quantised exactly as the board sends it)."""
-        if self.board == "ascii":
+        if self.board == Board.ASCII:
             return self.source.copy()
         return counts_to_mv(self.source, self.info.gain_uv)
 
@@ -370,7 +219,7 @@ class Simulator:
         self._on_event = on_event
         self._open_pty()
         self.ready.set()
-        if self.board == "ascii":
+        if self.board == Board.ASCII:
             self._begin_playback()
         try:
             while not self.stop_event.is_set():
@@ -453,7 +302,7 @@ class Simulator:
         self._emit_rows(target)
 
     def _emit_rows(self, target: int) -> None:
-        spf = self.info.samples_per_frame if self.board == "native" else 1
+        spf = self.info.samples_per_frame if self.board == Board.NATIVE else 1
         n_rows = (target - self._row) // spf * spf
         if n_rows <= 0:
             return
@@ -478,9 +327,9 @@ class Simulator:
             self._end_playback()
 
     def _end_playback(self) -> None:
-        if self.board != "ascii":
+        if self.board != Board.ASCII:
             self._streaming = False
-            if self.board == "native":
+            if self.board == Board.NATIVE:
                 self._out += self._frame(pr.T_STATUS, bytes([pr.ST_STOPPED]))
         else:
             self._streaming = False
@@ -497,7 +346,7 @@ class Simulator:
 
     def _encode(self, clock: np.ndarray, rec: np.ndarray, spf: int) -> bytes:
         lo = self._lead_mask(clock)
-        if self.board == "native":
+        if self.board == Board.NATIVE:
             counts = self.source[rec].copy()
             counts[lo] = 0
             m = clock.size // spf
@@ -508,7 +357,7 @@ class Simulator:
             self._seq = (self._seq + m) & 0xFFFF
             self.stats["frames"] += m
             return self._inject(data, flen, clock[::spf])
-        if self.board == "cyton":
+        if self.board == Board.CYTON:
             counts = self.source[rec].copy()
             counts[lo] = cy.RAIL
             data = cy.encode_packets(clock & 0xFF, counts)
@@ -526,41 +375,9 @@ class Simulator:
         return b"".join(out)
 
     def _inject(self, data: bytes, flen: int, frame_clock: np.ndarray) -> bytes:
-        f = self.faults
-        if not f.any_bytes:
-            return data
-        orig = np.frombuffer(data, dtype=np.uint8)
-        a = orig.copy()
-        L = a.size
-        if f.bitflip:
-            pos = np.flatnonzero(self.rng.random(L) < f.bitflip)
-            a[pos] ^= (1 << self.rng.integers(0, 8, pos.size)).astype(np.uint8)
-            self.stats["flipped_bits"] += pos.size
-        keep = np.ones(L, bool)
-        if f.drop:
-            pos = np.flatnonzero(self.rng.random(L) < f.drop)
-            keep[pos] = False
-            self.stats["dropped_bytes"] += pos.size
-        out = a[keep]
-        ins = np.zeros(0, np.int64)
-        if f.insert:
-            ins = np.flatnonzero(self.rng.random(L) < f.insert)
-            ins = ins[keep[ins]]  # insert before these (kept) original bytes
-            out = np.insert(out, np.cumsum(keep)[ins] - 1, self.rng.integers(0, 256, ins.size).astype(np.uint8))
-            self.stats["inserted_bytes"] += ins.size
-        # ground truth: a frame is intact when its exact bytes still sit where its first byte went
-        m = L // flen
-        k0 = np.arange(m) * flen
-        start = np.cumsum(keep)[k0] - 1 + np.searchsorted(ins, k0, side="right")
-        fits = keep[k0] & (start + flen <= out.size)
-        same = np.zeros(m, bool)
-        if fits.any():
-            idx = start[fits][:, None] + np.arange(flen)
-            same[fits] = (out[idx] == orig.reshape(m, flen)[fits]).all(axis=1)
-        d = np.flatnonzero(~same)
-        self.stats["damaged_frames"] += d.size
-        self.damaged_rows.extend(frame_clock[d].tolist())
-        return out.tobytes()
+        out, damaged = inject(data, flen, frame_clock, self.faults, self.rng, self.stats)
+        self.damaged_rows.extend(damaged.tolist())
+        return out
 
     def _drain(self, limit_s: float) -> None:
         """Wait (bounded) until the reader has taken every byte already sent."""
@@ -594,7 +411,7 @@ class Simulator:
             # the board clock kept running; nothing was sent meanwhile
             now_row = self._target_row()
             self._row = max(self._row, now_row)
-        if self.board != "ascii":
+        if self.board != Board.ASCII:
             self._streaming = False
         self._open_pty()
         self._event("reconnected")
@@ -615,7 +432,7 @@ class Simulator:
         self._streaming = True
 
     def _commands(self, data: bytes) -> None:
-        if self.board == "native":
+        if self.board == Board.NATIVE:
             for f in self._cmd.feed(data):
                 if f.type == pr.T_HELLO:
                     self.stats["handshakes"] += 1
@@ -631,7 +448,7 @@ class Simulator:
                     self._out += self._frame(pr.T_PONG, f.payload[:16])
                 else:
                     self._out += self._frame(pr.T_ERROR, bytes([pr.ERR_BAD_COMMAND]) + b"unknown command")
-        elif self.board == "cyton":
+        elif self.board == Board.CYTON:
             self._cyton(data)
 
     def _cyton(self, data: bytes) -> None:

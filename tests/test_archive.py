@@ -13,7 +13,8 @@ import pytest
 from convert.archive import Archive, Case, write_archive
 from convert.importers import import_ptbxl, import_ptbxl_subset, import_wfdb_folder, ptbxl_labels, read_scp_statements
 from edge.errors import ArchiveError
-from edge.io import read_record, write_wfdb
+from edge.io import read_record
+from edge.io_wfdb import write_wfdb
 from edge.leads import LEADS12
 from edge.record import Record
 

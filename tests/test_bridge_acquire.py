@@ -18,9 +18,10 @@ from firmware_bridge.acquire import acquire
 from firmware_bridge.boards import NativeDriver
 from firmware_bridge.errors import (BridgeError, FaultSpecError, HandshakeError, IncompatibleDeviceError,
                                     NoSignalError, PortError)
-from firmware_bridge.simulator import Simulator, parse_faults
+from firmware_bridge.faults import parse_faults
+from firmware_bridge.info import LEADS8
+from firmware_bridge.simulator import Simulator
 
-LEADS8 = ("I", "II", "V1", "V2", "V3", "V4", "V5", "V6")
 
 
 @pytest.fixture(scope="module")

@@ -22,11 +22,10 @@ from firmware_bridge.acquire import acquire
 from firmware_bridge.boards import make_driver
 from firmware_bridge.errors import BridgeError, DisconnectedError, HandshakeError, IncompatibleDeviceError
 from edge.paths import repo_root
-from firmware_bridge.info import MAX_CELLS, check_recording
+from firmware_bridge.info import LEADS8, MAX_CELLS, check_recording
 from firmware_bridge.simulator import Simulator
 from tests.fixtures_bundle import ecgret_env, run_ecgret, test_bundle  # noqa: F401
 
-LEADS8 = ("I", "II", "V1", "V2", "V3", "V4", "V5", "V6")
 
 
 @pytest.fixture(scope="module")

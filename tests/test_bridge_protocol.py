@@ -18,6 +18,7 @@ from firmware_bridge import cyton as cy
 from firmware_bridge import protocol as pr
 from firmware_bridge.ascii_lines import AsciiParser, format_lines
 from firmware_bridge.info import DeviceInfo
+from firmware_bridge.native_parser import NativeParser
 
 FB = Path(__file__).resolve().parent.parent / "firmware_bridge"
 SETTINGS = settings(max_examples=200, deadline=None, derandomize=True,
@@ -71,21 +72,21 @@ def test_c_encoder_matches_golden_vectors(tmp_path):
 def test_golden_frames_parse_back():
     g = golden()
     blob = b"".join(bytes.fromhex(g[k]) for k in g if not k.startswith("crc"))
-    frames = list(pr.NativeParser().feed(blob))
+    frames = list(NativeParser().feed(blob))
     assert [f.type for f in frames] == [0x10, 0x11, 0x12, 0x13, 0x05, 0x01, 0x02, 0x02, 0x03, 0x04]
     info = pr.decode_info(frames[5].payload)
     assert info.channel_names == ("I", "II", "V1") and info.fs == 500.0 and info.gain_uv == 0.5
     assert info.samples_per_frame == 2 and info.description == "demo"
-    blocks = pr.NativeParser().feed(bytes.fromhex(g["data24"])).data()
+    blocks = NativeParser().feed(bytes.fromhex(g["data24"])).data()
     assert blocks[0].counts.tolist() == [[[1, -1, 8388607], [-8388608, 256, -256]]]
     assert blocks[0].lead_off.tolist() == [[False, False, True]] and blocks[0].first_sample.tolist() == [1000]
-    b16 = pr.NativeParser().feed(bytes.fromhex(g["data16"])).data()[0]
+    b16 = NativeParser().feed(bytes.fromhex(g["data16"])).data()[0]
     assert b16.counts.tolist() == [[[32767, -32768]]]
 
 
 def test_wrong_protocol_version_fails_every_crc():
     frame = pr.encode_frame(pr.T_HELLO, 0, version=2)
-    p = pr.NativeParser()
+    p = NativeParser()
     assert len(p.feed(frame)) == 0 and p.stats["crc_errors"] == 1
 
 
@@ -109,7 +110,7 @@ def test_resync_within_one_frame_after_a_bit_flip():
     frames, counts = _stream(10, np.random.default_rng(0))
     bad = bytearray(frames[3])
     bad[12] ^= 0x10
-    p = pr.NativeParser()
+    p = NativeParser()
     got = list(p.feed(b"".join(frames[:3]) + bytes(bad) + b"".join(frames[4:])))
     assert [f.seq for f in got] == [0, 1, 2, 4, 5, 6, 7, 8, 9]
     assert p.stats["crc_errors"] >= 1 and p.stats["frames_missing"] == 1 and p.stats["dropped_samples"] == 1
@@ -119,8 +120,8 @@ def test_resync_within_one_frame_after_a_bit_flip():
 def test_byte_by_byte_feeding_equals_one_shot():
     frames, _ = _stream(30, np.random.default_rng(1), spf=2)
     blob = b"\x00\xa5" + b"".join(frames) + b"\xa5"
-    one = [(f.seq, f.payload) for f in pr.NativeParser().feed(blob)]
-    p = pr.NativeParser()
+    one = [(f.seq, f.payload) for f in NativeParser().feed(blob)]
+    p = NativeParser()
     many = [(f.seq, f.payload) for i in range(len(blob)) for f in p.feed(blob[i:i + 1])]
     assert one == many and len(one) == 30
 
@@ -165,19 +166,19 @@ def test_native_parser_under_random_corruption(n, spf, ops, cuts, seed, sample_b
             damaged.update(owner[k:])
             del data[k:], owner[k:]
     blob = bytes(data)
-    p = pr.NativeParser()
+    p = NativeParser()
     got = []
     pos = 0
     for c in sorted(cuts) + [1.0]:
         end = int(c * len(blob))
         got += list(p.feed(blob[pos:end]))
         pos = max(pos, end)
-    originals = {(f.type, f.seq, f.payload) for f in pr.NativeParser().feed(b"".join(frames))}
+    originals = {(f.type, f.seq, f.payload) for f in NativeParser().feed(b"".join(frames))}
     got_keys = [(f.type, f.seq, f.payload) for f in got]
     # never a frame that was not sent (a bad CRC is never accepted)
     assert all(k in originals for k in got_keys)
     # every intact frame recovered, in order
-    intact = [(f.type, f.seq, f.payload) for i, f in enumerate(pr.NativeParser().feed(b"".join(frames)))
+    intact = [(f.type, f.seq, f.payload) for i, f in enumerate(NativeParser().feed(b"".join(frames)))
               if i not in damaged]
     assert [k for k in got_keys if k in set(intact)] == intact
     assert p.stats["frames"] == len(got)
@@ -186,7 +187,7 @@ def test_native_parser_under_random_corruption(n, spf, ops, cuts, seed, sample_b
 @SETTINGS
 @given(blob=st.binary(max_size=3000), cuts=st.lists(st.integers(0, 3000), max_size=5))
 def test_parsers_never_raise_on_garbage(blob, cuts):
-    for parser in (pr.NativeParser(), cy.CytonParser(), AsciiParser()):
+    for parser in (NativeParser(), cy.CytonParser(), AsciiParser()):
         pos = 0
         for c in sorted(cuts) + [len(blob)]:
             parser.feed(blob[pos:c])
@@ -196,7 +197,7 @@ def test_parsers_never_raise_on_garbage(blob, cuts):
 
 def test_noise_yields_no_native_frames():
     rng = np.random.default_rng(7)
-    p = pr.NativeParser()
+    p = NativeParser()
     for _ in range(20):
         assert len(p.feed(rng.integers(0, 256, 5000, dtype=np.uint8).tobytes())) == 0
     assert p.stats["frames"] == 0 and p.stats["bytes_skipped"] > 90_000

@@ -20,7 +20,8 @@ from edge import ed25519
 from edge.bundle import (INDEX_FILE, MANIFEST_FILE, SIGNATURE_FILE, default_bundle_path, load_bundle,
                          parse_manifest, verify_bundle)
 from edge.errors import BundleError, OverlayError
-from edge.overlay import FILE, Overlay, overlay_dir
+from edge.overlay import Overlay, overlay_dir
+from edge.overlay_file import FILE
 from edge.paths import repo_root
 from edge.trust import TRUSTED_KEYS, check_signature, signed_message
 from tests.bundle_small import build_small_bundle, rehash, unit_vectors, write_manifest

@@ -25,7 +25,8 @@ from firmware_bridge import protocol as pr
 from firmware_bridge.ascii_lines import MAX_LINE, AsciiParser
 from firmware_bridge.boards import Chunk, make_driver
 from firmware_bridge.errors import BridgeError
-from firmware_bridge.info import MAX_CHANNELS, MAX_FS, MIN_FS, check_info
+from firmware_bridge.info import LEADS8, MAX_CHANNELS, MAX_FS, MIN_FS, check_info
+from firmware_bridge.native_parser import NativeParser
 
 N = int(os.environ.get("ECGRET_FUZZ_EXAMPLES", "2000"))
 MEMORY_LIMIT = 300e6
@@ -197,7 +198,7 @@ def ascii_segments(draw):
 # ------------------------------------------------------------------------------------------- parsers
 
 def _native_parser(parts):
-    p = pr.NativeParser()
+    p = NativeParser()
     n = 0
     for part in parts:
         batch = p.feed(part)
@@ -283,7 +284,7 @@ def test_fuzz_native_stream(parts):
 def test_fuzz_cyton_stream(parts, named):
     with _bounded_memory():
         _cyton_parser(parts)
-        _drive("cyton", parts, channel_names=("I", "II", "V1", "V2", "V3", "V4", "V5", "V6") if named else None)
+        _drive("cyton", parts, channel_names=LEADS8 if named else None)
 
 
 @FUZZ

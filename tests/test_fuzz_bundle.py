@@ -25,7 +25,8 @@ from hypothesis import strategies as st
 
 from edge.bundle import INDEX_FILE, MANIFEST_FILE, default_bundle_path, parse_manifest, verify_bundle
 from edge.errors import BundleError, EcgretError, OverlayError
-from edge.overlay import FILE, Overlay
+from edge.overlay import Overlay
+from edge.overlay_file import FILE
 from tests.bundle_small import DIM, build_small_bundle, rehash, unit_vectors, write_manifest
 
 N_EXAMPLES = int(os.environ.get("ECGRET_FUZZ_EXAMPLES", "2000"))

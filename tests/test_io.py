@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 
 from edge.errors import RecordError
-from edge.io import read_record, write_wfdb
-from edge.leads import LEADS8, LEADS12
+from edge.io import read_record
+from edge.io_wfdb import write_wfdb
+from edge.leads import LEADS12
+from firmware_bridge.info import LEADS8
 from edge.record import Record
 
 wfdb = pytest.importorskip("wfdb")

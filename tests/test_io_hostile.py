@@ -21,9 +21,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge import io as eio
+from edge import io_limits as eio
 from edge.errors import RecordError
-from edge.io import MAX_SECONDS, read_csv, read_npy, read_record, read_wfdb, write_wfdb
+from edge.io import read_record
+from edge.io_csv import read_csv
+from edge.io_limits import MAX_SECONDS
+from edge.io_npy import read_npy
+from edge.io_wfdb import read_wfdb, write_wfdb
 from edge.leads import LEADS12
 from edge.paths import repo_root
 from edge.record import Record

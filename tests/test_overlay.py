@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from edge.errors import OverlayError
-from edge.overlay import FILE, Overlay, overlay_dir, overlay_home
+from edge.overlay import Overlay, overlay_dir, overlay_home
+from edge.overlay_file import FILE
 from edge.paths import repo_root
 
 DIM = 16

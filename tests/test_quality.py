@@ -6,7 +6,8 @@ import pytest
 
 from edge.errors import QualityError, RecordError
 from edge.io import read_record
-from edge.leads import LEADS12, LEADS8
+from edge.leads import LEADS12
+from firmware_bridge.info import LEADS8
 from edge.quality import assess
 from edge.record import Record
 

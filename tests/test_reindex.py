@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from edge.bundle import default_bundle_path, verify_bundle
-from edge.io import write_wfdb
+from edge.io_wfdb import write_wfdb
 from edge.leads import LEADS12
 from edge.paths import repo_root
 from edge.record import Record

@@ -6,7 +6,8 @@ import pytest
 
 from edge.errors import RecordError
 from edge.io import read_record
-from edge.leads import LEADS12, LEADS8, derive_limb_leads, parse_lead_set
+from edge.leads import LEADS12, derive_limb_leads, parse_lead_set
+from firmware_bridge.info import LEADS8
 from edge.record import Record
 from edge.signal import (butter_bandpass_gain2, butter_highpass_gain2, filter_resample, notch_gain2, preprocess,
                          zscore)

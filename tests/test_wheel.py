@@ -151,7 +151,7 @@ def test_the_simulator_resamples_an_odd_ratio_without_scipy(built):
     sps = pytest.importorskip("scipy.signal")
     import numpy as np
     work = built[2]
-    _installed(built, "import numpy as np; from firmware_bridge.simulator import cyton_channels as c; "
+    _installed(built, "import numpy as np; from firmware_bridge.playback import cyton_channels as c; "
                       "t = np.arange(3600) / 360.0; x = np.stack([np.sin(2 * np.pi * (1 + k) * t) + 0.1 * k "
                       "for k in range(12)], axis=1); "
                       "y, names = c(x, 360.0, ('I','II','III','aVR','aVL','aVF','V1','V2','V3','V4','V5','V6')); "
