@@ -31,7 +31,6 @@ def _need(module: str, why: str) -> None:
 def result(tmp_path_factory):
     _need("pyts", "the paper's GASF/RP/MTF imaging")
     _need("PIL", "the paper's 224x224 resize")
-    _need("scipy", "the paper side's R-peak detection")
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
         import bench_vs_paper as bvp
