@@ -20,7 +20,7 @@ $(DEV)/.ok: pyproject.toml
 	$(PYTHON) -m venv $(DEV)
 	$(DEV)/bin/pip install $(PIP_FLAGS) --upgrade pip
 	$(DEV)/bin/pip install $(PIP_FLAGS) "torch==2.13.0" || $(DEV)/bin/pip install $(PIP_FLAGS) "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu
-	$(DEV)/bin/pip install $(PIP_FLAGS) -e ".[convert,text,test]"
+	$(DEV)/bin/pip install $(PIP_FLAGS) -e ".[convert,text,test,bench]"
 	touch $@
 
 # The classic interpreter (what 32-bit Pi OS uses): tflite-runtime 2.14 with numpy<2.

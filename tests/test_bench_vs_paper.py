@@ -1,0 +1,107 @@
+"""benchmarks/bench_vs_paper.py on 3 queries: the JSON's structure, and that both sides embedded every query.
+
+Slow: each side runs in its own process and the paper side imports pyts, whose numba functions compile at import
+(about 1 minute on the 2-core development machine); the first run also converts the ViT-Tiny (TensorFlow, about
+1 minute, cached under runs/bench_vs_paper/)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.shared import missing_data
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "benchmarks" / "bench_vs_paper.py"
+
+pytestmark = pytest.mark.slow
+
+
+def _need(module: str, why: str) -> None:
+    if importlib.util.find_spec(module) is None:
+        pytest.skip(f"{module} is not installed ({why}; pip install -e '.[bench]')")
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    _need("pyts", "the paper's GASF/RP/MTF imaging")
+    _need("PIL", "the paper's 224x224 resize")
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import bench_vs_paper as bvp
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    if not (bvp.DEFAULT_CACHE / bvp.VIT_NAME).is_file():
+        _need("tensorflow", "converting the ViT-Tiny to TFLite, not cached yet")
+    from edge.paths import shared_data_dir
+
+    if not (shared_data_dir() / "cinc2021-sample").is_dir():
+        missing_data(f"no CinC 2021 sample records in {shared_data_dir()}")
+    out = tmp_path_factory.mktemp("bench") / "bench_vs_paper.json"
+    cmd = [
+        sys.executable,
+        str(SCRIPT),
+        "--queries",
+        "3",
+        "--warmup",
+        "1",
+        "--no-xnnpack",
+        "--quiet",
+        "--json",
+        str(out),
+    ]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(out.read_text()), r.stdout
+
+
+def test_json_structure(result):
+    res, stdout = result
+    for key in ("machine", "queries", "vit", "sides", "ratios", "target", "retrieval_fold9", "table_markdown"):
+        assert key in res, key
+    m = res["machine"]
+    assert m["cpu"] and m["cores"] and m["python"] and m["numpy"] and m["versions"]["pyts"]
+    assert res["queries"]["n"] == 3 and res["queries"]["timed"] + len(res["queries"]["skipped"]) == 3
+    assert set(res["queries"]["sources"]) == {"cinc500", "ptbxl100"}  # both rates
+    stages = {
+        "ecgret": ("preprocess", "quality", "measure", "image", "encode", "search", "total"),
+        "paper": ("preprocess", "rpeaks", "image", "encode", "search", "total"),
+    }
+    for side, names in stages.items():
+        s = res["sides"][side]
+        assert s["threads"] == 1
+        for st in names:
+            assert s["stages"][st]["n"] == res["queries"]["timed"]
+            assert 0 <= s["stages"][st]["p50_ms"] <= s["stages"][st]["p95_ms"]
+        assert s["peak_rss_mb"] > 0 and s["model_bytes"] > 0 and s["startup_s"] > 0
+        assert s["archive_items"] == res["sides"]["ecgret"]["archive_items"]  # the same archive size
+        assert "xnnpack" not in s
+    assert res["ratios"]["end_to_end_p50"] > 0
+    assert res["target"]["end_to_end_speedup_min"] == 15.0
+    assert "end to end" in stdout and "peak RSS" in stdout
+
+
+def test_both_sides_embedded_every_query(result):
+    res, _ = result
+    manifest = json.loads((ROOT / "edge" / "bundles" / "default" / "manifest.json").read_text())
+    expect = {"ecgret": [manifest["index"]["dim"]], "paper": [res["vit"]["width"]]}
+    assert expect == {"ecgret": [128], "paper": [192]}
+    for side, shape in expect.items():
+        e = res["sides"][side]["embeddings"]
+        assert e["shape"] == shape and e["n"] == res["queries"]["timed"] > 0
+        assert e["dtype"] == ["float32"]
+        assert abs(e["norm_min"] - 1) < 1e-4 and abs(e["norm_max"] - 1) < 1e-4
+        assert res["sides"][side]["embedding_dim"] == shape[0]
+
+
+def test_paper_metrics_are_not_invented(result):
+    res, stdout = result
+    f9 = res["retrieval_fold9"]
+    assert f9["paper"]["available"] is False and "random-init" in f9["paper"]["reason"]
+    assert f9["ecgret"]  # the bundle manifest's fold-9 figures
+    assert "n/a" in stdout
