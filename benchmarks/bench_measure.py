@@ -172,7 +172,7 @@ def main(argv=None) -> int:
 
 def _retriever(bundle=None):
     from edge.bundle import load_bundle
-    from edge.pipeline import Retriever
+    from edge.retrieval import Retriever
     return Retriever(load_bundle(bundle, threads=1))
 
 

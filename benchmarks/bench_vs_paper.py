@@ -18,7 +18,7 @@ The paper's pipeline, as published:
   ``A @ q`` and the top 10. The archive vectors are random unit vectors: the search costs the same whatever they are,
   and embedding 1,625 archive records with a random ViT would take minutes and mean nothing.
 
-ecgret: ``edge.pipeline.Retriever`` on the shipped bundle (``edge/bundles/default``) at threads=1, as ``ecgret query``
+ecgret: ``edge.retrieval.Retriever`` on the shipped bundle (``edge/bundles/default``) at threads=1, as ``ecgret query``
 runs it (quality gate, measurements, int8 student, Annoy, measured rerank); per-stage timings from ``query_record``.
 
 Each side runs in its own child process (this script with ``--side``), so one side's peak RSS (VmHWM) does not include
@@ -265,13 +265,13 @@ def paper_teacher_runs() -> list[str]:
 
 
 class EcgretSide:
-    """edge.pipeline.Retriever on the shipped bundle, 1 interpreter thread."""
+    """edge.retrieval.Retriever on the shipped bundle, 1 interpreter thread."""
 
     stages = ECGRET_STAGES
 
     def __init__(self):
         from edge.bundle import load_bundle, resolve_bundle_path
-        from edge.pipeline import Retriever
+        from edge.retrieval import Retriever
 
         self.bundle = b = load_bundle(None, threads=1)  # the kernel set: $ECGRET_KERNELS, else "builtin"
         self.retriever = Retriever(b, threads=1)
@@ -288,7 +288,7 @@ class EcgretSide:
         path = Path(resolve_bundle_path(None))
         man = b.manifest
         self.info = {
-            "pipeline": "edge.pipeline.Retriever.query_record (ecgret query), shipped bundle",
+            "pipeline": "edge.retrieval.Retriever.query_record (ecgret query), shipped bundle",
             "bundle": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path),
             "bundle_name": b.name,
             "image_shape": list(man["imaging"]["shape"]),

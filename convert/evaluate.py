@@ -12,7 +12,7 @@ Choosing without fold 9 (EVALUATION.md, "cross-validation"): :func:`cross_valida
 folds 1-8 (:data:`ROTATIONS`: four rotations, each holding out two folds as queries against the other six) and
 :func:`mean_sd` summarises every metric as mean and SD over the rotations; ``evaluate --cv`` prints that table.
 The external set (``evaluate --external ludb-dev``) goes through the device's query path
-(:meth:`edge.pipeline.Retriever.query_record`, what ``ecgret query --json`` answers): :func:`external_metrics`
+(:meth:`edge.retrieval.Retriever.query_record`, what ``ecgret query --json`` answers): :func:`external_metrics`
 scores the answer's rhythm and the consensus's superclass support against the cardiologists' labels.
 """
 from __future__ import annotations
@@ -325,11 +325,11 @@ def external_table(results: Mapping[str, dict], heading: str = "") -> str:
 
 def external_variants(external_dir, bundles, lead_sets=("12",), threads=None, progress: bool = True) -> dict:
     """{variant: external_metrics + the per-record rows} for each bundle and query lead set on an external
-    LUDB-format folder (``cases.csv`` + ``data/``), queried through :class:`edge.pipeline.Retriever` without
+    LUDB-format folder (``cases.csv`` + ``data/``), queried through :class:`edge.retrieval.Retriever` without
     the local overlay."""
     from edge.bundle import load_bundle
     from edge.leads import LEAD_SETS, parse_lead_set
-    from edge.pipeline import Retriever
+    from edge.retrieval import Retriever
 
     from .ludb import load_cases
     cases = load_cases(external_dir)

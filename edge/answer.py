@@ -103,7 +103,7 @@ def archive_twin(res, record_name: str = "", case_ids=()) -> dict | None:
 
 
 def result_dict(res, bundle=None, st: dict | None = None, twin: dict | None = None) -> dict:
-    """:meth:`~edge.pipeline.QueryResult.to_dict` plus the plain names (each match's ``names``: code -> plain
+    """:meth:`~edge.retrieval.QueryResult.to_dict` plus the plain names (each match's ``names``: code -> plain
     words), ``lead_limits``, ``archive_twin`` and the stamp (``ecgret_version``, ``bundle_id``, ``utc``)."""
     d = res.to_dict()
     for m in d.get("matches", []):

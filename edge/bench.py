@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .pipeline import STAGES
+from .retrieval import STAGES
 
 __all__ = ["machine", "bench_data", "bench_records", "run_bench", "format_bench", "cold_start"]
 
@@ -181,7 +181,7 @@ def run_bench(bundle_path=None, n_records: int = 200, warmup: int = 10, cold_run
     import resource
 
     from .bundle import load_bundle, resolve_bundle_path
-    from .pipeline import Retriever
+    from .retrieval import Retriever
 
     say = progress or (lambda s: None)
     data = bench_data()

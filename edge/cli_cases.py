@@ -167,7 +167,7 @@ def cases_reembed(source, bundle_path, threads):
     signals with this bundle's encoder. The old overlay is left as it was."""
     from .bundle import load_bundle
     from .overlay import Overlay, overlay_dir, reembed, reembed_source
-    from .pipeline import Retriever
+    from .retrieval import Retriever
 
     b = load_bundle(bundle_path, threads=threads or 1)
     target = Overlay.for_bundle(b)

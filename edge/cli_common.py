@@ -88,10 +88,10 @@ class Group(click.Group):
 
 
 def load_retriever(bundle_path, threads, overlay: bool = True):
-    """A :class:`~edge.pipeline.Retriever` of the bundle, with the local overlay unless ``overlay`` is False
+    """A :class:`~edge.retrieval.Retriever` of the bundle, with the local overlay unless ``overlay`` is False
     (warnings about the bundle's trust and the overlay on stderr)."""
     from .bundle import load_bundle
-    from .pipeline import Retriever
+    from .retrieval import Retriever
 
     b = load_bundle(bundle_path, threads=threads)
     if not b.trust.trusted:

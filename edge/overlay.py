@@ -271,7 +271,7 @@ def other_overlays(bundle_id: str) -> list[tuple[Path, int]]:
 
 def reembed(target: Overlay, retriever, source_dir, *, reserved_ids=()) -> dict:
     """Move the cases of the overlay in ``source_dir`` (another bundle's) to ``target``: each stored signal is
-    embedded again by ``retriever`` (an :class:`edge.pipeline.Retriever` of the target's bundle). A case
+    embedded again by ``retriever`` (an :class:`edge.retrieval.Retriever` of the target's bundle). A case
     without a signal is embedded from its original file (``record``) if that is still readable. Cases whose id
     the target already holds are left (a rerun moves nothing twice). The source is not changed.
     Returns ``{"moved": [ids], "present": [ids], "failed": [(id, why)]}``."""

@@ -233,7 +233,7 @@ def _section(res, i: int, bundle=None, head: str = "") -> str:
 
 
 def render_report(results, bundle=None) -> str:
-    """The HTML page (a string) for a list of :class:`~edge.pipeline.QueryResult`; ``bundle`` (the
+    """The HTML page (a string) for a list of :class:`~edge.retrieval.QueryResult`; ``bundle`` (the
     :class:`~edge.bundle.Bundle` that answered) names the archive and gives the cases' waveforms."""
     from .answer import stamp, stamp_line
 

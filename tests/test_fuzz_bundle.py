@@ -307,7 +307,7 @@ def test_manifest_fuzz_reaches_the_native_loaders(tmp_path):
                             ("encoder", "input_shape"), ("imaging", "shape")]), _json)
     def run(path, value):
         from edge.bundle import load_bundle
-        from edge.pipeline import Retriever
+        from edge.retrieval import Retriever
         m = copy.deepcopy(base)
         _set(m, path, value)
         write_manifest(d, m)

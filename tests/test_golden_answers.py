@@ -13,7 +13,7 @@ GOLDEN = Path(__file__).with_name("golden") / "cinc_top10.json"
 def test_default_bundle_answers_are_pinned(shared_data):
     from edge.bundle import load_bundle
     from edge.io import read_record
-    from edge.pipeline import Retriever
+    from edge.retrieval import Retriever
     want = json.loads(GOLDEN.read_text())
     r = Retriever(load_bundle(None, threads=1))
     assert r.bundle.id == want["bundle_id"], "the default bundle changed: regenerate the golden answers on purpose"

@@ -99,7 +99,7 @@ def test_reference_kernels_are_close_to_but_not_the_workstation_answer(shared_da
     from edge.encoder import Encoder
     from edge.errors import EcgretError
     from edge.io import read_record
-    from edge.pipeline import Retriever
+    from edge.retrieval import Retriever
     _litert()
     if platform.machine().lower() not in ("x86_64", "amd64"):
         pytest.skip("the optimized kernels are the reference answer on x86_64 only")

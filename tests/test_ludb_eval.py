@@ -152,7 +152,7 @@ def test_external_answers_are_what_ecgret_query_answers(ludb, tmp_path):
     """The evaluation's answer for a record is `ecgret query --json`'s: same top rhythm, same consensus
     superclass supports, same top-10 cases."""
     from edge.bundle import load_bundle
-    from edge.pipeline import Retriever
+    from edge.retrieval import Retriever
     cases = [c for c in load_cases(ludb) if c.record in QUERY_RECORDS]
     rows = {r["record"]: r for r in external_answers(cases, Retriever(load_bundle(None, threads=1)))}
     env = dict(os.environ, ECGRET_HOME=str(tmp_path / "home"))

@@ -16,7 +16,7 @@ from edge.bundle import WAVEFORMS_FILE, load_bundle
 from edge.errors import BundleError
 from edge.io import read_record
 from edge.io_wfdb import patient_meta
-from edge.pipeline import Retriever
+from edge.retrieval import Retriever
 from edge.report import physical_units, render_report, write_report
 from edge.report_svg import ecg_svg
 from tests.fixtures_bundle import plain_bundle, test_bundle  # noqa: F401

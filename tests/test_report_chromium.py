@@ -14,7 +14,7 @@ import pytest
 
 from edge.bundle import load_bundle
 from edge.io import read_record
-from edge.pipeline import Retriever
+from edge.retrieval import Retriever
 from edge.report import write_report
 from tests.fixtures_bundle import test_bundle  # noqa: F401
 

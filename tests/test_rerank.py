@@ -71,7 +71,7 @@ def test_local_cases_rank_beside_the_reranked_bundle_cases():
     """A local case at twin similarity ranks first; one of the grounded rhythm gets the bonus a bundle case of
     that rhythm gets; any other keeps its cosine."""
     from edge.answer import TWIN_SCORE
-    from edge.pipeline import _local_key
+    from edge.retrieval import _local_key
 
     assert _local_key({"rhythm": ["SR"]}, TWIN_SCORE, "SBRAD", 0.5) > 1.5 + 1.0    # above any bundle key
     assert _local_key({"rhythm": ["SBRAD"]}, 0.8, "SBRAD", 0.5) == pytest.approx(1.3)

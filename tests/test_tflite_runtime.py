@@ -36,7 +36,7 @@ import json, sys
 from edge.bundle import load_bundle
 from edge.errors import EcgretError
 from edge.io import read_record
-from edge.pipeline import Retriever
+from edge.retrieval import Retriever
 want = sys.argv[1]
 if want == "tflite-runtime":
     import edge.encoder as E

@@ -9,7 +9,7 @@ from edge.consensus import split_statements, vote
 from edge.errors import ConfigError, QualityError, RecordError
 from edge.io import read_record
 from edge.leads import LEADS12
-from edge.pipeline import Match, Retriever
+from edge.retrieval import Match, Retriever
 from edge.record import Record
 from tests.fixtures_bundle import test_bundle  # noqa: F401
 
