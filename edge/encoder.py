@@ -235,6 +235,7 @@ def make_interpreter(
 
 
 def l2_normalise(v: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """``v`` (float32) divided by its L2 norm along the last axis; a norm under ``eps`` divides by ``eps``."""
     v = np.asarray(v, dtype=np.float32)
     n = np.linalg.norm(v, axis=-1, keepdims=True)
     return v / np.maximum(n, eps)

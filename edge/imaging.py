@@ -48,6 +48,9 @@ _ATRIAL_LEADS = tuple(LEADS12.index(nm) for nm in ("V1", "V2", "II", "III", "aVF
 
 @dataclass(frozen=True)
 class ImagingConfig:
+    """How a record becomes an image (the manifest's ``imaging`` section): ``mode`` (:data:`MODES`), pixels per
+    lead tile, MTF quantile bins, the sampling rate imaged (Hz) and, in mode ``rhythm``, :data:`RR_SCALES`."""
+
     mode: str = "rhythm"
     tile: int = 32  # pixels per lead tile (square)
     mtf_bins: int = 4
@@ -68,10 +71,12 @@ class ImagingConfig:
 
     @property
     def shape(self) -> tuple[int, int, int]:
+        """(height, width, 3) of the image: 3 tile rows (``paper``) or 4 (``rhythm``) by 4 tile columns."""
         rows = 4 if self.mode == "rhythm" else 3
         return (rows * self.tile, 4 * self.tile, 3)
 
     def to_dict(self) -> dict:
+        """The manifest's ``imaging`` section: every field plus the derived ``shape``."""
         return {
             "mode": self.mode,
             "tile": self.tile,
