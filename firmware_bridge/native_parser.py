@@ -193,6 +193,8 @@ class NativeParser:
         self._garbage_pending = False
 
     def feed(self, data: bytes) -> FrameBatch:
+        """Parse ``data`` (any split of the stream): the complete CRC-valid frames now in the buffer, as one
+        :class:`FrameBatch`; the unfinished tail waits for the next call. Garbage is counted, never raised."""
         st = self.stats
         st["bytes"] += len(data)
         buf = self._buf + bytes(data) if self._buf else bytes(data)
