@@ -103,7 +103,7 @@ def assess(
     xt = np.ascontiguousarray(filled.T)  # (leads, n): per-lead reductions run on contiguous rows
     mx, mn = xt.max(axis=1), xt.min(axis=1)
     ptp = mx - mn
-    # the same value as np.median, without its first call importing numpy.ma (24 ms of every cold start)
+    # the same value as np.median, without its first call importing numpy.ma (cold start: docs/PERFORMANCE.md)
     med_ptp = float(_median_of(ptp[ptp > 0].tolist())) if np.any(ptp > 0) else 0.0
     same = np.count_nonzero(xt[:, 1:] == xt[:, :-1], axis=1) / max(n - 1, 1)
     tol = (1e-6 * np.maximum(ptp, 1e-12))[:, None]
