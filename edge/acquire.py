@@ -128,6 +128,7 @@ class Progress:
             self.open_line = pct < 100
 
     def close(self) -> None:
+        """End a progress line left open (a newline), so that the next line starts clean; idempotent."""
         if self.open_line:
             self.stream.write("\n")
             self.stream.flush()

@@ -27,6 +27,8 @@ __all__ = ["machine", "bench_data", "bench_records", "run_bench", "format_bench"
 
 
 def machine() -> dict:
+    """The machine a benchmark ran on: ``{"cpu": model name, "cores", "machine", "system", "python"}``
+    (``/proc/cpuinfo``, else :mod:`platform`)."""
     model = ""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -178,6 +180,10 @@ def cold_start(bundle_path, record: Path, runs: int = 5) -> dict:
 
 
 def run_bench(bundle_path=None, n_records: int = 200, warmup: int = 10, cold_runs: int = 5, progress=None) -> dict:
+    """``ecgret bench``: time ``n_records`` queries (:func:`bench_records`) after ``warmup`` untimed ones, per
+    stage and end to end, on 1 thread and on all cores, plus ``cold_runs`` cold starts (:func:`cold_start`).
+    Returns the JSON-able result :func:`format_bench` prints; ``progress(str)`` gets status lines. Raises
+    :class:`~edge.errors.ConfigError` when there is no record to time."""
     import resource
 
     from .bundle import load_bundle, resolve_bundle_path
@@ -234,6 +240,8 @@ def run_bench(bundle_path=None, n_records: int = 200, warmup: int = 10, cold_run
 
 
 def format_bench(res: dict) -> str:
+    """:func:`run_bench`'s result as text: the machine, bundle and data, then a table of p50/p95 in ms per
+    stage and thread count, cold start and peak RSS."""
     m = res["machine"]
     lines = [
         f"machine: {m['cpu']}, {m['cores']} cores ({m['machine']}, {m['system']}, Python {m['python']})",

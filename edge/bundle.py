@@ -138,14 +138,17 @@ class Bundle:
 
     @property
     def name(self) -> str:
+        """The manifest's ``name``, else the folder's name."""
         return str(self.manifest.get("name", self.path.name))
 
     @property
     def dim(self) -> int:
+        """The embedding dimension (``index.dim``), the encoder's output and the index's vectors alike."""
         return int(self.manifest["index"]["dim"])
 
     @property
     def search_k(self) -> int:
+        """Annoy's ``search_k`` for a query (``index.search_k``: nodes inspected; -1 is Annoy's default)."""
         return int(self.manifest["index"]["search_k"])
 
     @property
@@ -155,10 +158,12 @@ class Bundle:
 
     @property
     def legacy_hash(self) -> str:
+        """:func:`legacy_hash` of this bundle's manifest (where overlays of ecgret before bundle ids live)."""
         return legacy_hash(self.manifest)
 
     @property
     def imaging_config(self):
+        """The :class:`~edge.imaging.ImagingConfig` of the manifest's ``imaging`` section: how queries are imaged."""
         from .imaging import ImagingConfig
 
         im = self.manifest["imaging"]
@@ -166,6 +171,8 @@ class Bundle:
 
     @property
     def encoder(self):
+        """The :class:`~edge.encoder.Encoder`, opened on first use from the sealed copy of the verified model;
+        its ``path`` names the bundle's file. A model the interpreter refuses is a :class:`BundleError`."""
         enc = self._cache.get("encoder")
         if enc is None:
             from .encoder import Encoder
@@ -190,6 +197,8 @@ class Bundle:
 
     @property
     def index(self):
+        """The :class:`~edge.index.CaseIndex`, opened on first use from the verified bytes (checked again by
+        :func:`~edge.index.check_annoy` against the manifest's ``dim``, ``n_items`` and ``n_trees``)."""
         idx = self._cache.get("index")
         if idx is None:
             from .index import CaseIndex

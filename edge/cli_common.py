@@ -17,10 +17,12 @@ import click
 from .errors import EcgretError
 from .termtext import printable
 
-MAX_ERROR_CHARS = 1000
+MAX_ERROR_CHARS = 1000  # an error line is cut here (messages may quote files and arguments)
 
 
 def is_user_error(e: BaseException) -> bool:
+    """Whether ``e`` is an error a user can cause (:class:`~edge.errors.EcgretError`, or the bridge's
+    ``BridgeError`` when :mod:`firmware_bridge` is loaded): its message is the whole answer, no traceback."""
     if isinstance(e, EcgretError):
         return True
     fb = sys.modules.get("firmware_bridge.errors")
@@ -38,6 +40,7 @@ def quiet_exit():
 
 
 def fail(msg: str, code: int = 1):
+    """Print ``ecgret: error: MSG`` (printable) on stderr and exit with ``code``."""
     click.echo(f"ecgret: error: {printable(msg)}", err=True)
     sys.exit(code)
 
@@ -73,6 +76,8 @@ class Group(click.Group):
     an internal error, which the line calls a bug)."""
 
     def invoke(self, ctx):
+        """Run the command; click's own exits pass through, a broken pipe ends quietly (exit 0), any other
+        exception becomes :func:`fail` with :func:`error_text` (exit 1)."""
         try:
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
@@ -127,6 +132,8 @@ def echo_json(obj: dict) -> None:
 
 
 def error_obj(query: str, e: BaseException, st: dict | None = None) -> dict:
+    """The NDJSON object of a query that failed: ``{"query", "ok": false, "error", "error_type"}`` plus the
+    stamp ``st``."""
     return dict({"query": query, "ok": False, "error": str(e), "error_type": type(e).__name__}, **(st or {}))
 
 
@@ -143,6 +150,7 @@ def note_top_k(r, top_k: int) -> None:
 
 
 def n_searchable(r) -> int:
+    """How many cases a query of the retriever ``r`` can find: the archive's plus the overlay's."""
     return len(r.index) + (len(r.overlay) if r.overlay is not None else 0)
 
 
@@ -157,6 +165,7 @@ def note_fewer(res, top_k: int, r) -> None:
 
 
 def write_report_said(report_path, results, bundle) -> None:
+    """Write the HTML report of ``results`` (:func:`edge.report.write_report`) and say where on stderr."""
     from .report import write_report
 
     write_report(report_path, results, bundle)

@@ -131,10 +131,12 @@ def _report_path(ctx, param, value):
 def fs_option(
     help: str = "Sampling rate in Hz of files that do not state one (CSV/NPY); must agree with one that does.",
 ):
+    """``--fs HZ`` (:data:`RATE`, default None: the file states it)."""
     return click.option("--fs", type=RATE, default=None, metavar="HZ", help=help)
 
 
 def seconds_option(default: float = 10.0, help: str = "Seconds of each recording (2 s to 1 h)."):
+    """``--seconds`` (:data:`SECONDS`: a reader's minimum duration up to a board's longest recording)."""
     return click.option("--seconds", type=SECONDS, default=default, show_default=True, help=help)
 
 
@@ -142,10 +144,12 @@ def leads_option(
     help: str = "Leads actually recorded: a set (12, limb6, 3 = I,II,V2, I, II) or a list like "
     "I,II,V2; the others are treated as missing.",
 ):
+    """``--leads SET`` (:data:`LEADS`, passed as ``leads``: a tuple of canonical lead names, or None)."""
     return click.option("--leads", "leads", type=LEADS, default=None, metavar="SET", help=help)
 
 
 def top_k_option(f):
+    """``--top-k N`` (at least 1, default 10): how many similar cases an answer lists."""
     return click.option(
         "--top-k",
         type=click.IntRange(min=1),
@@ -156,12 +160,14 @@ def top_k_option(f):
 
 
 def json_option(f):
+    """``--json`` (passed as ``as_json``): NDJSON on stdout instead of text."""
     return click.option(
         "--json", "as_json", is_flag=True, help="Print one JSON object per line (NDJSON) on stdout instead of text."
     )(f)
 
 
 def report_option(f):
+    """``--report FILE.html`` (passed as ``report_path``; its folder must exist, checked before any work)."""
     return click.option(
         "--report",
         "report_path",
@@ -174,6 +180,7 @@ def report_option(f):
 
 
 def save_option(f):
+    """``--save DIR`` (passed as ``save_dir``): keep each acquisition (:mod:`edge.save`)."""
     return click.option(
         "--save",
         "save_dir",
@@ -185,12 +192,14 @@ def save_option(f):
 
 
 def overlay_option(f):
+    """``--overlay/--no-overlay`` (default on): search the locally enrolled cases too."""
     return click.option(
         "--overlay/--no-overlay", default=True, show_default=True, help="Search the locally enrolled cases too."
     )(f)
 
 
 def baud_option(f):
+    """``--baud BPS`` (:data:`BAUD`; default None: the board's own, :data:`firmware_bridge.boards.DEFAULT_BAUD`)."""
     return click.option(
         "--baud",
         type=BAUD,
@@ -205,6 +214,7 @@ def board_option(
     help: str = "Board protocol: native (ecgret framed), cyton (OpenBCI), ascii (one number per "
     "sample and channel, e.g. Arduino + AD8232).",
 ):
+    """``--board`` (one of :data:`firmware_bridge.info.BOARDS`, default native)."""
     return click.option("--board", type=click.Choice(BOARDS), default=Board.NATIVE.value, show_default=True, help=help)
 
 

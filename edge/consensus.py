@@ -19,6 +19,8 @@ __all__ = ["Vote", "Consensus", "vote", "split_statements", "FLOOR", "LEAD"]
 
 @dataclass(frozen=True)
 class Vote:
+    """One label's share of the vote: its code (or statement phrase), weighted support and case count."""
+
     label: str
     support: float  # weighted share of the retrieved cases carrying the label, 0..1
     count: int  # how many retrieved cases carry it
@@ -35,6 +37,9 @@ class Vote:
 
 @dataclass(frozen=True)
 class Consensus:
+    """The votes of ``n_cases`` retrieved cases, per kind of label, each tuple best first (support, then count,
+    then label)."""
+
     super_class: tuple[Vote, ...]
     rhythm: tuple[Vote, ...]
     statements: tuple[Vote, ...]
@@ -49,6 +54,7 @@ class Consensus:
 
     @property
     def summary(self) -> str:
+        """The leading superclasses and rhythms in codes: ``"NORM 80%; SR 90%"``."""
         parts = []
         for kind in ("super_class", "rhythm"):
             lead = self.leading(kind)
@@ -89,6 +95,7 @@ class Consensus:
 
 
 def split_statements(s: str) -> tuple[str, ...]:
+    """A case's ``statements`` text split at ``;`` into stripped, non-empty phrases (None or "" gives ())."""
     return tuple(p.strip() for p in (s or "").split(";") if p.strip())
 
 

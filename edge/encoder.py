@@ -8,18 +8,16 @@ Note: TF 2.21's own ``tf.lite.Interpreter`` gives wrong int8 attention outputs w
 Kernels (``ECGRET_KERNELS``, :data:`KERNELS`): by default (``"builtin"``) the interpreter runs built-in
 kernels without the default XNNPACK delegate, so that every machine computes the workstation's int8 outputs
 bit for bit. The built-in integer kernels compute the same int8 arithmetic (TFLite's fixed-point
-requantization) in LiteRT and tflite-runtime 2.14 on x86_64 and in tflite-runtime 2.14 on aarch64 and armv7l:
-bit-identical int8 outputs for all 48 raw CinC records (``benchmarks/pi_check.py`` under qemu, README "Emulated
-Raspberry Pi check"). LiteRT's *optimized* int8 kernels on 64-bit ARM (ai-edge-litert 2.3.0) round differently:
-24 to 54 of the 128 outputs moved by 1 step on every one of those records. So on aarch64 the dependency markers
-install tflite-runtime (Python 3.11, as on Pi OS Bookworm) and :func:`interpreter_order` prefers it; where only
-LiteRT is there (Python >= 3.12), ``"builtin"`` means LiteRT's reference kernels (``BUILTIN_REF``,
-:func:`op_resolver_name`): the same outputs as x86 on 47 of the 48 records (one output of one record moves by
-1 step, as it does between the reference and optimized kernels on x86 itself), about 3x slower than the
-optimized ones. ``"optimized"`` forces the optimized built-in kernels and ``"reference"`` the reference kernels
-on any machine; ``"xnnpack"`` selects the delegate (about 1 ms faster per query here; it requantizes in
-float32: about 40 % of the int8 outputs moved by 1-2 steps). Answers under those three may differ from another
-device's in near ties: they are for benchmarking.
+requantization) in LiteRT and tflite-runtime 2.14 on x86_64 and in tflite-runtime 2.14 on aarch64 and armv7l.
+LiteRT's *optimized* int8 kernels on 64-bit ARM round differently. So on aarch64 the dependency markers install
+tflite-runtime (Python 3.11, as on Pi OS Bookworm) and :func:`interpreter_order` prefers it; where only LiteRT is
+there (Python >= 3.12), ``"builtin"`` means LiteRT's reference kernels (``BUILTIN_REF``,
+:func:`op_resolver_name`): slower, and off x86's outputs only where x86's own reference kernels are too.
+``"optimized"`` forces the optimized built-in kernels and ``"reference"`` the reference kernels on any machine;
+``"xnnpack"`` selects the delegate (faster, but it requantizes in float32, so int8 outputs move by 1-2 steps).
+Answers under those three may differ from another device's in near ties: they are for benchmarking. The
+record-by-record comparison and the speed of each kernel set (``make pi-check``, ``ecgret bench``):
+``docs/PERFORMANCE.md``.
 
 The float image in [-1, 1] is quantized on the host with the input tensor's scale and zero point, the
 int8 output is dequantized, and the embedding is L2-normalised on the host (the int8
@@ -52,7 +50,7 @@ __all__ = [
 # The kernel sets ECGRET_KERNELS may name (the manifest's encoder.kernels records the one a bundle was built with).
 KERNELS = ("builtin", "optimized", "reference", "xnnpack")
 # One interpreter thread by default: the 13.9 M-MAC student gains nothing from more, and the built-in int8
-# kernels lose to thread hand-offs (encode p50 2.1 ms at 1 thread, 10 ms at 2, on the 2-core dev machine).
+# kernels lose to thread hand-offs (``ecgret bench`` times encode at 1 thread and at all cores; docs/PERFORMANCE.md).
 DEFAULT_THREADS = 1
 
 
@@ -235,6 +233,7 @@ def make_interpreter(
 
 
 def l2_normalise(v: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """``v`` (float32) divided by its L2 norm along the last axis; a norm under ``eps`` divides by ``eps``."""
     v = np.asarray(v, dtype=np.float32)
     n = np.linalg.norm(v, axis=-1, keepdims=True)
     return v / np.maximum(n, eps)

@@ -13,10 +13,10 @@ beat cannot show atrial fibrillation, tachycardia or bradycardia:
   2. the instantaneous RR-interval series over the 10 s on an absolute scale -> GASF/RP/MTF. With
      ``rr_scale = "angle"`` (default) the RR interval sets the GASF *angle*: x = cos(pi/2 * t),
      t = (RR - 0.2 s) / 1.8 s, so a steady rhythm gives a GASF tile of cos(pi * t), linear in angle over
-     the whole range. ``"linear"`` (x = 2t - 1, the first design, kept for bundles made with it) put
-     60-100 bpm near x = 0, where cos(2 arccos x) is flat: sinus bradycardia and normal rates gave
-     nearly the same tile (RR 0.9 s -> -0.90, 1.2 s -> -0.98), and the teachers found 15 % of the
-     bradycardic neighbours on fold 9 (raw pixels of the image: 7 % -> 48 % with "angle");
+     the whole range. ``"linear"`` (x = 2t - 1, kept so that bundles made with it still load) puts
+     60-100 bpm near x = 0, where cos(2 arccos x) is flat: sinus bradycardia and normal rates give
+     nearly the same tile (RR 0.9 s -> -0.90, 1.2 s -> -0.98); its effect on retrieval is in
+     docs/TRAINING.md ("The RR tile's scale mattered most");
   3. the successive RR differences (irregularity; AF shows a checkerboard) -> GASF/RP/MTF;
   4. the 10 s envelope of V1 (or the next available precordial/limb lead) -> GASF/RP/MTF.
 The image becomes square (4T x 4T). Missing leads give zero tiles.
@@ -48,6 +48,9 @@ _ATRIAL_LEADS = tuple(LEADS12.index(nm) for nm in ("V1", "V2", "II", "III", "aVF
 
 @dataclass(frozen=True)
 class ImagingConfig:
+    """How a record becomes an image (the manifest's ``imaging`` section): ``mode`` (:data:`MODES`), pixels per
+    lead tile, MTF quantile bins, the sampling rate imaged (Hz) and, in mode ``rhythm``, :data:`RR_SCALES`."""
+
     mode: str = "rhythm"
     tile: int = 32  # pixels per lead tile (square)
     mtf_bins: int = 4
@@ -68,10 +71,12 @@ class ImagingConfig:
 
     @property
     def shape(self) -> tuple[int, int, int]:
+        """(height, width, 3) of the image: 3 tile rows (``paper``) or 4 (``rhythm``) by 4 tile columns."""
         rows = 4 if self.mode == "rhythm" else 3
         return (rows * self.tile, 4 * self.tile, 3)
 
     def to_dict(self) -> dict:
+        """The manifest's ``imaging`` section: every field plus the derived ``shape``."""
         return {
             "mode": self.mode,
             "tile": self.tile,
@@ -271,7 +276,7 @@ def r_peaks(x: np.ndarray, fs: int = 100) -> np.ndarray:
 
 def unique_sorted(a: np.ndarray) -> np.ndarray:
     """``np.unique(a)`` of a 1-D integer array (the same values and dtype), without np.unique's first call
-    importing ``numpy.ma`` (about 25 ms of a device's cold start)."""
+    importing ``numpy.ma`` (a noticeable share of a device's cold start: docs/PERFORMANCE.md)."""
     v = np.sort(np.asarray(a).ravel())
     if v.size < 2:
         return v

@@ -67,6 +67,7 @@ def cosines(unit: np.ndarray, vec: np.ndarray, ids: np.ndarray | None = None) ->
 
 
 def node_size(dim: int) -> int:
+    """Bytes of one node of an angular Annoy index of dimension ``dim`` (12 + 4 dim)."""
     return _NODE_HEAD + 4 * int(dim)
 
 
@@ -78,6 +79,7 @@ class AnnoyLayout:
 
     @property
     def n_trees(self) -> int:
+        """The number of trees: one per root."""
         return len(self.roots)
 
 
@@ -234,6 +236,7 @@ class CaseIndex:
         return self.n_items
 
     def item(self, i: int) -> np.ndarray:
+        """Item ``i``'s stored vector, float32 (dim,); :class:`IndexError` outside [0, n_items)."""
         i = int(i)
         if not 0 <= i < self.n_items:
             raise IndexError(f"item {i} is not in [0, {self.n_items})")
@@ -244,6 +247,9 @@ class CaseIndex:
         return cosines(self._unit, vec, ids)
 
     def search(self, vec: np.ndarray, k: int = 10, search_k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Up to ``k`` nearest items of ``vec``, Annoy inspecting ``search_k`` nodes (None: the index's own):
+        (ids int64, float64 cosines), best first, ties by id. A wrong-sized or non-finite ``vec`` is a
+        :class:`BundleError`."""
         sk = self.search_k if search_k is None else int(search_k)
         v = np.asarray(vec, dtype=np.float32).reshape(-1)
         if v.size != self.dim or not np.all(np.isfinite(v)):
@@ -257,4 +263,5 @@ class CaseIndex:
         return found[o], cos[o]
 
     def unload(self) -> None:
+        """Release Annoy's mapping of the index; the object cannot search afterwards."""
         self._ann.unload()

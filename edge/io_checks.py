@@ -59,10 +59,13 @@ def check_fs(fs, where: str = "fs", source: str | None = None) -> float:
 
 
 def max_samples(fs: float, max_seconds: float) -> int:
+    """The most samples a reader takes at ``fs`` Hz to cover ``max_seconds`` s (rounded up)."""
     return int(math.ceil(max_seconds * fs - 1e-9))
 
 
 def check_values(n: int, n_sig: int, where: str, limit: int = MAX_VALUES) -> None:
+    """:class:`RecordError` when ``n`` samples x ``n_sig`` signals exceed ``limit`` values (checked before
+    anything is allocated)."""
     if n * n_sig > limit:
         raise RecordError(
             f"{where}: {n:,} samples x {n_sig} signals is over the {MAX_VALUES:,} values a record may hold; refused"
@@ -70,6 +73,8 @@ def check_values(n: int, n_sig: int, where: str, limit: int = MAX_VALUES) -> Non
 
 
 def canonical_leads(names: Sequence[str], where: str) -> tuple[str, ...]:
+    """``names`` as canonical lead names (:func:`edge.leads.canonical_lead`); :class:`RecordError` for more than
+    :data:`MAX_SIGNALS` names, an unknown name or a duplicate."""
     if len(names) > MAX_SIGNALS:
         raise RecordError(f"{where}: {len(names):,} lead names; at most {MAX_SIGNALS} are supported")
     out: list[str] = []
@@ -123,6 +128,9 @@ def _validate(signal: np.ndarray, fs: float, leads: tuple[str, ...], where: str)
 
 
 def finish(signal, fs, leads, name, meta, where, want) -> Record:
+    """The :class:`Record` every reader returns: ``signal`` (samples x leads) as contiguous float64, the leads
+    ``want`` selected in that order (None: all), then validated (shape, rate, duration, finite samples);
+    any problem is a :class:`RecordError`."""
     signal = np.ascontiguousarray(signal, dtype=np.float64)
     signal, leads = _select(signal, leads, want, where)
     _validate(signal, float(fs), leads, where)
@@ -130,6 +138,8 @@ def finish(signal, fs, leads, name, meta, where, want) -> Record:
 
 
 def check_fs_agrees(given: float | None, found: float, where: str, source: str) -> None:
+    """:class:`RecordError` when a given rate (None: none given) differs by more than 1 % from the one the
+    ``source`` (a header, a time column) states."""
     if given is not None and abs(float(given) - found) > 0.01 * found:
         raise RecordError(f"{where}: fs={given:g} Hz was given but the {source} says {found:g} Hz")
 

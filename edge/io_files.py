@@ -18,6 +18,7 @@ __all__ = ["lexists", "open_regular", "pread", "array_from", "read_small"]
 
 
 def lexists(p: Path) -> bool:
+    """``os.path.lexists`` that says False for a path the OS cannot even look up (a NUL byte, a name too long)."""
     try:
         return os.path.lexists(p)
     except (ValueError, OSError):  # an embedded NUL byte, a name too long
@@ -108,6 +109,8 @@ def array_from(buf, dtype, count: int, where: str) -> np.ndarray:
 
 
 def read_small(path: Path, limit: int, where: str, what: str, missing: str | None = None) -> bytes:
+    """The whole of a small regular file (:func:`open_regular`, e.g. a header) of at most ``limit`` bytes;
+    a larger one, or one that grows past it while read, is a :class:`RecordError`."""
     fd, size = open_regular(path, where, what, missing)
     try:
         if size > limit:

@@ -18,8 +18,8 @@ __all__ = [
     "MAX_NPY_HEADER",
 ]
 
-MIN_FS = 100.0
-MIN_DURATION_S = 2.0
+MIN_FS = 100.0  # Hz; a record sampled slower is refused
+MIN_DURATION_S = 2.0  # seconds of signal a record must hold
 MAX_FS = 100_000.0  # Hz; a header, a time column or fs= above this is refused
 MAX_SECONDS = 13.0  # default read limit: 10 s used (manifest duration_s) + 3 s (edge.signal.PAD_S)
 MAX_SIGNALS = 64  # signals of a WFDB record, leads of a CSV/NPY file

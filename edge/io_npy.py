@@ -63,6 +63,8 @@ def _array_layout(shape: tuple[int, ...], fs, leads, where) -> tuple[bool, tuple
 
 
 def named_array(arr: np.ndarray, fs, leads, name, meta, where, max_seconds: float = MAX_SECONDS) -> Record:
+    """A :class:`Record` of a 2-D array without lead names (NPY, headerless CSV): transposed when it is leads x
+    samples, leads named as the module docstring says, cut to ``max_seconds`` (``meta['truncated']``)."""
     transposed, names = _array_layout(arr.shape, fs, leads, where)
     if transposed:
         arr = arr.T

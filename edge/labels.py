@@ -89,6 +89,7 @@ class Statement:
 
     @property
     def superclass(self) -> str | None:
+        """The diagnostic superclass of a diagnostic statement (through its subclass), else None."""
         return SUBCLASSES[self.subclass][0] if self.subclass else None
 
 

@@ -55,18 +55,18 @@ FIELDS = (
     "axis_deg",
     "n_beats",
 )
-MIN_RATE_BPM, MAX_RATE_BPM = 25.0, 300.0
+MIN_RATE_BPM, MAX_RATE_BPM = 25.0, 300.0  # a measured rate outside these is refused (check_plausible)
 STRETCH_PR_MS, STRETCH_QRS_MS, STRETCH_QTC_MS = 240.0, 120.0, 480.0  # see _stretched
 PREMATURE = 0.85  # an RR under this fraction of the median RR (and followed by a longer one) is premature
 HI_HZ = 40.0  # the measurement band's upper edge (clipped below Nyquist on 100 Hz records)
-SV_SMOOTH_S = 0.016
-QRS_HOLD_S = 0.01
-P_ON_FRAC = 0.2
+SV_SMOOTH_S = 0.016  # s, moving average of the spatial velocity before the QRS threshold
+QRS_HOLD_S = 0.01  # s the spatial velocity must stay under the threshold for a QRS boundary
+P_ON_FRAC = 0.2  # P onset: where the magnitude falls under this fraction of the way from its base to the P peak
 QRS_FRAC = 0.08  # the QRS is where the spatial velocity stays above this fraction of its peak (above base)
 P_MIN_REL = 0.04  # a P wave must reach this fraction of the QRS magnitude ...
-T_END = "tangent"
-T_LEVEL = 0.0
-T_BIAS_MS = 0.0
+T_END = "tangent"  # T end by the tangent method (else the crossing of T_LEVEL x the T peak)
+T_LEVEL = 0.0  # the level, as a fraction of the T peak, the tangent (or the magnitude) must reach
+T_BIAS_MS = 0.0  # ms added to every QT
 T_DROP = 0.25  # the T wave's descent ends where its magnitude falls under this fraction of the T peak
 SPIKE_REL = 12.0  # a pacing spike's second difference, over the lead's 99th percentile
 AXIS_METHOD = "amplitude"  # net QRS deflection R - |S| per lead ("area": the net QRS area); see _axis
@@ -97,6 +97,7 @@ class Measurements:
     peaks: np.ndarray | None = field(default=None, repr=False, compare=False)  # R peaks (native samples)
 
     def to_dict(self) -> dict:
+        """The :data:`FIELDS` as JSON values (floats rounded: irregularity to 3 decimals, the rest to 1)."""
         out = {}
         for k in FIELDS:
             v = getattr(self, k)

@@ -65,6 +65,8 @@ DUPLICATE_COS = 0.998  # (for cases enrolled without a signal) an embedding this
 
 
 def overlay_home() -> Path:
+    """The folder holding every bundle's overlay: ``$ECGRET_HOME/overlay``, else
+    ``$XDG_DATA_HOME/ecgret/overlay`` (default ``~/.local/share/ecgret/overlay``)."""
     env = os.environ.get("ECGRET_HOME")
     if env:
         return Path(env).expanduser() / "overlay"
@@ -73,6 +75,7 @@ def overlay_home() -> Path:
 
 
 def overlay_dir(bundle_hash: str) -> Path:
+    """The overlay folder of one bundle, named by its id (or, for old overlays, its legacy hash)."""
     return overlay_home() / bundle_hash
 
 
@@ -111,6 +114,7 @@ class Overlay:
 
     @property
     def file(self) -> Path:
+        """The path of this overlay's ``overlay.json``."""
         return self.dir / FILE
 
     def __len__(self) -> int:

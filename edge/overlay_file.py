@@ -99,6 +99,7 @@ def _bad(p, fld, msg) -> OverlayError:
 
 
 def max_local(cases) -> int:
+    """The highest ``n`` of the ``local:<n>`` case ids in ``cases`` (0 when there is none)."""
     return max((int(m.group(1)) for c in cases if (m := re.fullmatch(r"local:(\d+)", c["case_id"]))), default=0)
 
 

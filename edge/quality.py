@@ -21,6 +21,8 @@ from .signal import PreprocessedECG, butter_bandpass_gain2, butter_highpass_gain
 
 @dataclass(frozen=True)
 class Finding:
+    """One quality finding on one lead (or the whole record): its kind and a short detail for people."""
+
     lead: str  # lead name, or "record"
     kind: str  # flat | clipped | lead_off | noisy | gaps | derived | missing | short
     detail: str
@@ -31,6 +33,9 @@ class Finding:
 
 @dataclass(frozen=True)
 class QualityReport:
+    """The quality gate's verdict on one record: the findings, which of the 12 leads are usable, and the R peaks
+    found on the way (reused by imaging and measurement)."""
+
     findings: tuple[Finding, ...]
     usable: np.ndarray = field(repr=False)  # bool (12,) in LEADS12 order
     peak_lead: int = field(default=-1, repr=False)  # LEADS12 index the R peaks were found on
@@ -38,6 +43,7 @@ class QualityReport:
 
     @property
     def usable_leads(self) -> tuple[str, ...]:
+        """The names of the usable leads, in LEADS12 order."""
         return tuple(name for name, u in zip(LEADS12, self.usable) if u)
 
     @property
@@ -46,6 +52,7 @@ class QualityReport:
         return tuple(f for f in self.findings if f.kind not in ("derived", "missing"))
 
     def to_dict(self) -> dict:
+        """``{"usable_leads": [names], "findings": [{"lead", "kind", "detail"}]}``."""
         return {
             "usable_leads": list(self.usable_leads),
             "findings": [{"lead": f.lead, "kind": f.kind, "detail": f.detail} for f in self.findings],
@@ -96,7 +103,7 @@ def assess(
     xt = np.ascontiguousarray(filled.T)  # (leads, n): per-lead reductions run on contiguous rows
     mx, mn = xt.max(axis=1), xt.min(axis=1)
     ptp = mx - mn
-    # the same value as np.median, without its first call importing numpy.ma (24 ms of every cold start)
+    # the same value as np.median, without its first call importing numpy.ma (cold start: docs/PERFORMANCE.md)
     med_ptp = float(_median_of(ptp[ptp > 0].tolist())) if np.any(ptp > 0) else 0.0
     same = np.count_nonzero(xt[:, 1:] == xt[:, :-1], axis=1) / max(n - 1, 1)
     tol = (1e-6 * np.maximum(ptp, 1e-12))[:, None]

@@ -27,4 +27,5 @@ class Record:
 
     @property
     def duration_s(self) -> float:
+        """Length of the signal in seconds (samples / fs)."""
         return self.signal.shape[0] / float(self.fs)

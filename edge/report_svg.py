@@ -31,10 +31,12 @@ FOOT_MM = 4.5  # the caption strip at the bottom of the figure
 
 
 def esc(s) -> str:
+    """``str(s)`` escaped for HTML/SVG text and attribute values (quotes included)."""
     return html.escape(str(s))
 
 
 def mm(v: float) -> str:
+    """A length in mm as an SVG number: two decimals at most, trailing zeros dropped (``12.5``, ``3``)."""
     return f"{v:.2f}".rstrip("0").rstrip(".")
 
 

@@ -112,7 +112,7 @@ def setting_of(manifest: dict) -> Setting | None:
 
 def _member(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``np.isin(a, b)`` for 1-D integer arrays (the same result), without np.isin's first call importing
-    ``numpy.ma`` (about 25 ms of a device's cold start)."""
+    ``numpy.ma`` (a noticeable share of a device's cold start: docs/PERFORMANCE.md)."""
     b = np.sort(b)
     if not b.size:
         return np.zeros(a.shape, dtype=bool)

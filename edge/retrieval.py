@@ -30,6 +30,9 @@ STAGES = ("preprocess", "quality", "measure", "image", "encode", "search")
 
 @dataclass(frozen=True)
 class Match:
+    """One retrieved case: its id, cosine similarity to the query, labels, statements and report, and whether it
+    came from the bundle or the local overlay."""
+
     case_id: str
     score: float
     super_class: tuple[str, ...]
@@ -40,6 +43,7 @@ class Match:
     source: str = "bundle"  # "bundle" or "overlay"
 
     def to_dict(self) -> dict:
+        """The match as a JSON object (lists for the label tuples, ``score`` rounded to 4 decimals)."""
         return {
             "case_id": self.case_id,
             "score": round(float(self.score), 4),
@@ -54,6 +58,9 @@ class Match:
 
 @dataclass(frozen=True)
 class QueryResult:
+    """Everything one query produced: the quality report, the consensus and the matches (best first), the stage
+    timings, the leads used, the measurements and grounded rhythm, and the signals the report draws."""
+
     query: str
     quality: QualityReport
     consensus: Consensus
@@ -69,6 +76,8 @@ class QueryResult:
     meta: dict = field(default_factory=dict, repr=False, compare=False)  # Record.meta (units, age, sex, ...)
 
     def to_dict(self) -> dict:
+        """The result as the JSON object ``ecgret query --json`` prints (before :func:`edge.answer.result_dict`
+        adds plain names and the stamp); ``timings_ms`` in milliseconds. The signals are left out."""
         m = self.measurements
         return {
             "query": self.query,
@@ -237,6 +246,10 @@ class Retriever:
         return tuple(m for _, m in found[:top_k]), answer
 
     def query_record(self, record: Record, leads=None, top_k: int = 10, lead_off=None) -> QueryResult:
+        """Answer one record end to end (the module docstring's path) with its ``top_k`` most similar cases;
+        ``leads``: the leads actually recorded, ``lead_off``: a board's (n, leads) bool mask. Raises
+        :class:`~edge.errors.ConfigError` for ``top_k < 1`` and :class:`~edge.errors.RecordError` for a record
+        without the declared leads or with a rhythm impossible at its stated rate."""
         if top_k < 1:
             raise ConfigError(f"--top-k must be at least 1, got {top_k}")
         t: dict[str, float] = {}

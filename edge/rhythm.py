@@ -67,6 +67,9 @@ SINUS = ("SR", "SBRAD", "STACH", "SARRH")
 
 @dataclass(frozen=True)
 class RhythmAnswer:
+    """The answer's rhythm (:func:`ground`): a PTB-XL rhythm code, where it comes from, what the similar cases
+    said, and a note when the two disagree."""
+
     label: str  # PTB-XL rhythm code
     basis: str  # "measured", "retrieved", "measured and retrieved"
     retrieved: str | None  # the similar cases' leading rhythm code (None if they carry none)
@@ -75,9 +78,11 @@ class RhythmAnswer:
 
     @property
     def name(self) -> str:
+        """The rhythm in plain words (:data:`RHYTHM_NAMES`; the code itself when it has no name there)."""
         return RHYTHM_NAMES.get(self.label, self.label)
 
     def to_dict(self) -> dict:
+        """The answer as a JSON object, with the plain names of ``label`` and ``retrieved``."""
         return {
             "label": self.label,
             "name": self.name,
@@ -90,6 +95,7 @@ class RhythmAnswer:
 
     @property
     def line(self) -> str:
+        """One text line: ``rhythm: sinus bradycardia [SBRAD] (measured)``, then the note."""
         s = f"rhythm: {self.name} [{self.label}] ({self.basis})"
         return s + (f"; {self.note}" if self.note else "")
 

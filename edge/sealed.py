@@ -24,6 +24,7 @@ class SealedFile:
         self.path = f"/proc/self/fd/{fd}"
 
     def close(self) -> None:
+        """Close the memfd (idempotent); native code that mapped it keeps its mapping."""
         fd, self.fd = self.fd, -1
         if fd >= 0:
             os.close(fd)

@@ -73,9 +73,11 @@ class Trust:
 
     @property
     def trusted(self) -> bool:
+        """Whether the bundle carries a valid signature by a trusted, unrevoked key."""
         return self.status == "trusted"
 
     def describe(self) -> str:
+        """The verdict in words for ``ecgret info`` and warnings: who signed and whether that is trusted."""
         if self.status == "trusted":
             return f"signed by {self.publisher} (key {self.key_id}), trusted"
         if self.status == "unsigned":
@@ -83,10 +85,12 @@ class Trust:
         return f"signed by a {self.status.upper()} key {self.key_id}: its origin is not verified"
 
     def to_dict(self) -> dict:
+        """``{"status", "trusted", "key_id", "publisher"}``."""
         return {"status": self.status, "trusted": self.trusted, "key_id": self.key_id, "publisher": self.publisher}
 
 
 def key_id(public_key: bytes) -> str:
+    """A public key's id: the first 16 hex digits of the sha256 of its 32 bytes."""
     return hashlib.sha256(bytes(public_key)).hexdigest()[:16]
 
 

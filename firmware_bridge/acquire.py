@@ -65,10 +65,12 @@ class Acquisition:
 
     @property
     def n_samples(self) -> int:
+        """Samples per channel (rows of :attr:`signal_mv`), gaps included."""
         return int(self.signal_mv.shape[0])
 
     @property
     def duration_s(self) -> float:
+        """Length of the recording in seconds (samples / fs)."""
         return self.n_samples / float(self.fs)
 
 

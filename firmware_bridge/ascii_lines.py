@@ -16,7 +16,7 @@ import numpy as np
 
 from .info import MAX_CHANNELS
 
-MAX_LINE = 512
+MAX_LINE = 512  # bytes; a longer line is skipped unparsed (one bad sample)
 MAX_VALUES = MAX_CHANNELS  # values a line may carry
 MAX_ABS = 1.0e9  # a printed value beyond this is not a sample
 _HEADER = re.compile(rb"fs\s*=\s*([0-9.]+)(?:.*?channels\s*=\s*([A-Za-z0-9_,]+))?")
@@ -32,6 +32,7 @@ def format_lines(values: np.ndarray, decimals: int = 4) -> bytes:
 
 
 def header_line(fs: float, channel_names) -> bytes:
+    """The comment line that declares rate and channels: ``# ecgret-sim fs=500 channels=I,II\n``."""
     return f"# ecgret-sim fs={fs:g} channels={','.join(channel_names)}\n".encode("ascii")
 
 
@@ -72,10 +73,13 @@ class AsciiParser:
     _synced: bool = False
 
     def reset(self) -> None:
+        """Drop any partial line and resynchronise: the next line fragment is discarded (counters are kept)."""
         self._buf = b""
         self._synced = False
 
     def feed(self, data: bytes) -> AsciiBatch:
+        """Parse ``data`` (any split of the stream): the complete lines in it, as one :class:`AsciiBatch`; a
+        trailing partial line waits for the next call. Comments update :attr:`header_fs`/:attr:`header_channels`."""
         st = self.stats
         st["bytes"] += len(data)
         buf = self._buf + bytes(data)

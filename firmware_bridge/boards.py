@@ -82,16 +82,23 @@ class Driver:
 
     # --- I/O
     def handshake(self, ser, timeout: float) -> DeviceInfo:  # pragma: no cover - abstract
+        """Talk to the board on the open port ``ser`` until it describes itself (at most ``timeout`` s): its
+        checked :class:`DeviceInfo`, also kept as :attr:`info`. :class:`HandshakeError` when nothing answers,
+        :class:`NoSignalError` when only noise arrives, :class:`IncompatibleDeviceError` for what it declares."""
         raise NotImplementedError
 
     def start(self, ser) -> None:  # pragma: no cover - abstract
+        """Tell the board to stream (after :meth:`handshake`)."""
         raise NotImplementedError
 
     def stop(self, ser) -> None:  # pragma: no cover - abstract
+        """Tell the board to stop streaming."""
         raise NotImplementedError
 
     # --- pure
     def feed(self, data: bytes) -> Chunk:  # pragma: no cover - abstract
+        """Decode the bytes read since the last call (no I/O): the samples in them, in mV, on the continuous
+        timeline (a lost frame leaves a hole in :attr:`Chunk.index`)."""
         raise NotImplementedError
 
     def flush(self) -> Chunk:
@@ -110,9 +117,11 @@ class Driver:
         self._resume = self._next + int(round(elapsed_s * fs))
 
     def parser_stats(self) -> dict:
+        """The parser's counters (bytes, frames, CRC errors, resyncs, ...); empty for a driver without one."""
         return {}
 
     def all_stats(self) -> dict:
+        """:meth:`parser_stats` plus the driver's own counters (reconnects, board errors)."""
         d = dict(self.parser_stats())
         d.update(self.stats)
         return d
@@ -138,6 +147,8 @@ class NativeDriver(Driver):
         self._seq = (self._seq + 1) & 0xFFFF
 
     def handshake(self, ser, timeout: float) -> DeviceInfo:
+        """:meth:`Driver.handshake` for the native protocol: STOP, then HELLO every 0.25 s until an INFO frame
+        arrives (:meth:`handshake_feed`)."""
         self.handshake_reset()
         ser.reset_input_buffer()
         self._send(ser, pr.T_STOP)
@@ -161,6 +172,7 @@ class NativeDriver(Driver):
         raise HandshakeError(f"board did not answer the native handshake within {timeout:g} s (received nothing)")
 
     def handshake_reset(self) -> None:
+        """Forget the bytes of an earlier handshake (the parser's partial frame)."""
         self.parser.reset()
 
     def handshake_feed(self, data: bytes) -> DeviceInfo | None:
@@ -181,16 +193,21 @@ class NativeDriver(Driver):
         return None
 
     def start(self, ser) -> None:
+        """Send a START frame."""
         self.board_stopped = False
         self._send(ser, pr.T_START)
 
     def stop(self, ser) -> None:
+        """Send a STOP frame."""
         self._send(ser, pr.T_STOP)
 
     def parser_stats(self) -> dict:
+        """A copy of the :class:`~firmware_bridge.native_parser.NativeParser` counters."""
         return dict(self.parser.stats)
 
     def feed(self, data: bytes) -> Chunk:
+        """:meth:`Driver.feed` for native frames: DATA samples placed by their sample counter; ERROR and STATUS
+        frames are counted and noted in :attr:`events` (a STOPPED status sets :attr:`board_stopped`)."""
         info = self._device()
         ch = info.n_channels
         batch = self.parser.feed(data)
@@ -245,6 +262,8 @@ class CytonDriver(Driver):
         self._banner = b""
 
     def handshake(self, ser, timeout: float) -> DeviceInfo:
+        """:meth:`Driver.handshake` for a Cyton: ``s`` (stop), then ``v`` (soft reset) every second until the
+        banner ends in ``$$$`` (:meth:`handshake_feed`)."""
         self.handshake_reset()
         ser.write(b"s")
         time.sleep(0.05)
@@ -268,6 +287,7 @@ class CytonDriver(Driver):
         )
 
     def handshake_reset(self) -> None:
+        """Forget an earlier handshake: the parser's partial packet, the last sample number, the banner so far."""
         self.parser.reset()
         self._last_sn = None
         self._banner = b""
@@ -307,18 +327,25 @@ class CytonDriver(Driver):
         return self.info
 
     def start(self, ser) -> None:
+        """Send ``b`` (start streaming)."""
         ser.write(b"b")
 
     def stop(self, ser) -> None:
+        """Send ``s`` (stop streaming)."""
         ser.write(b"s")
 
     def parser_stats(self) -> dict:
+        """A copy of the :class:`~firmware_bridge.cyton.CytonParser` counters."""
         return dict(self.parser.stats)
 
     def flush(self) -> Chunk:
+        """The packets the parser held back for want of the next header (see :meth:`Driver.flush`)."""
         return self.feed(b"", final=True)
 
     def feed(self, data: bytes, final: bool = False) -> Chunk:
+        """:meth:`Driver.feed` for Cyton packets: samples placed by their 8-bit sample number (wrapping at 256),
+        a rail-level count (:data:`~firmware_bridge.cyton.RAIL`) flagged as lead-off. ``final``: see
+        :meth:`flush`."""
         b = self.parser.feed(data, final=final)
         if len(b) == 0:
             return _empty(cy.N_CHANNELS)
@@ -350,6 +377,8 @@ class AsciiDriver(Driver):
         self.parser = AsciiParser()
 
     def handshake(self, ser, timeout: float) -> DeviceInfo:
+        """:meth:`Driver.handshake` for an ASCII board, which cannot be asked anything: listen until a line of
+        numbers and the rate (declared, or the board's ``# fs=`` header) are known; the lines heard are kept."""
         # no input flush: a sketch streams from power-up and stale lines are still whole samples
         self.handshake_reset()
         deadline = time.monotonic() + timeout
@@ -367,6 +396,7 @@ class AsciiDriver(Driver):
         raise HandshakeError("the ASCII board did not declare its sampling rate; pass fs (e.g. --fs 500)")
 
     def handshake_reset(self) -> None:
+        """Forget an earlier handshake: the parser's partial line and the lines kept for the first :meth:`feed`."""
         self.parser.reset()
         self._pending = []
         self._pending_rows = 0
@@ -429,15 +459,21 @@ class AsciiDriver(Driver):
             )
 
     def start(self, ser) -> None:
+        """Nothing to send: an ASCII board streams from power-up."""
         pass
 
     def stop(self, ser) -> None:
+        """Nothing to send: an ASCII board cannot be stopped."""
         pass
 
     def parser_stats(self) -> dict:
+        """A copy of the :class:`~firmware_bridge.ascii_lines.AsciiParser` counters."""
         return dict(self.parser.stats)
 
     def feed(self, data: bytes) -> Chunk:
+        """:meth:`Driver.feed` for text lines, one sample each (the handshake's lines first), times ``scale_mv``;
+        a bad line is a one-sample hole, a ``!`` line a lead-off sample. A header whose rate disagrees with the
+        one in use raises :class:`IncompatibleDeviceError`."""
         b = self.parser.feed(data)
         self._check_header_fs()  # a header that appears (or changes) mid-stream must agree with the rate in use
         if self._pending:  # lines read during the handshake come first

@@ -24,7 +24,8 @@ N_CHANNELS = 8
 FS = 250.0
 DEFAULT_GAIN = 24
 BAUD = 115200
-RAIL = (1 << 23) - 1
+RAIL = (1 << 23) - 1  # full-scale count: a channel at +-RAIL is saturated (read as lead-off)
+# what a Cyton prints for ``v`` before its ``$$$`` (the simulated board's banner)
 BANNER = "OpenBCI V3 8-16 channel\nOn Board ADS1299 Device ID: 0x3E\nLIS3DH Device ID: 0x33\nFirmware: v3.1.2\n"
 
 
@@ -106,6 +107,7 @@ class CytonParser:
     _garbage_pending: bool = False
 
     def reset(self) -> None:
+        """Forget buffered bytes and the last sample number (counters are kept): the next packet starts afresh."""
         self._buf = b""
         self._last_sn = None
         self._garbage_pending = False
@@ -116,6 +118,9 @@ class CytonParser:
         return self.feed(b"", final=True)
 
     def feed(self, data: bytes, final: bool = False) -> CytonBatch:
+        """Parse ``data`` (any split of the stream): the packets now judged, as one :class:`CytonBatch`; the rest
+        waits in the buffer. Skipped bytes, resyncs and sample-number gaps are counted in :attr:`stats`.
+        ``final``: judge the last packet without the byte after it (:meth:`flush`)."""
         st = self.stats
         st["bytes"] += len(data)
         buf = self._buf + bytes(data) if self._buf else bytes(data)

@@ -33,6 +33,7 @@ class Faults:
 
     @property
     def any_bytes(self) -> bool:
+        """Whether any byte-level fault (bit flip, drop, insert) is asked for."""
         return self.bitflip > 0 or self.drop > 0 or self.insert > 0
 
 

@@ -28,7 +28,7 @@ LEADS8: tuple[str, ...] = ("I", "II", "V1", "V2", "V3", "V4", "V5", "V6")
 MIN_FS = 10.0  # Hz; ECG needs far more, but the bridge only refuses the absurd
 MAX_FS = 32000.0  # Hz; the fastest ECG/EEG front ends (ADS1298: 32 kSPS)
 MAX_CHANNELS = 32  # the native protocol's lead-off mask is 32 bits
-MAX_NAME_LEN = 32
+MAX_NAME_LEN = 32  # characters of one channel name
 MAX_GAIN_UV = 1.0e6  # uV per count (1 V a count); what an ASCII board prints may be coarse
 MAX_ADC_BITS = 32
 MAX_SECONDS = 3600.0  # one acquisition
@@ -64,9 +64,11 @@ class DeviceInfo:
 
     @property
     def n_channels(self) -> int:
+        """Channels the board streams (one per name)."""
         return len(self.channel_names)
 
     def as_dict(self) -> dict:
+        """The fields as a JSON-able dict (``channel_names`` a list)."""
         d = asdict(self)
         d["channel_names"] = list(self.channel_names)
         return d

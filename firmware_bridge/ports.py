@@ -10,7 +10,7 @@ import serial
 
 from .errors import PortError
 
-READ_SLICE_S = 0.02
+READ_SLICE_S = 0.02  # s, the port's read timeout: how long one read waits for bytes
 MAX_READ = 1 << 16  # bytes taken in one read, whatever the transport says is waiting
 
 # USB vendor ids of the serial bridges ECG/EEG boards usually carry
@@ -29,6 +29,9 @@ _KNOWN_VID = {
 
 @dataclass(frozen=True)
 class PortInfo:
+    """One serial port as ``ecgret ports`` lists it: pyserial's fields, and ``likely``, the kind of USB serial
+    bridge its vendor id suggests (empty when unknown)."""
+
     device: str
     description: str
     hwid: str
@@ -39,6 +42,7 @@ class PortInfo:
     likely: str = ""
 
     def as_dict(self) -> dict:
+        """The fields as a JSON-able dict."""
         return asdict(self)
 
 

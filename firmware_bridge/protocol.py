@@ -97,10 +97,14 @@ def data_payload(first_sample: int, counts: np.ndarray, lead_off: int = 0, sampl
 
 
 def encode_data(seq: int, first_sample: int, counts: np.ndarray, lead_off: int = 0, sample_bits: int = 24) -> bytes:
+    """One DATA frame (:func:`data_payload`): ``counts`` (n_samp, n_ch) from sample ``first_sample``, the
+    lead-off bit mask ``lead_off``; ValueError when a count does not fit ``sample_bits`` or the payload is too big."""
     return encode_frame(T_DATA, seq, data_payload(first_sample, counts, lead_off, sample_bits))
 
 
 def info_payload(info: DeviceInfo) -> bytes:
+    """Payload of an INFO frame describing ``info`` (``INFO_HEAD``, the comma-joined channel names, NUL, the
+    UTF-8 description); fs and gain travel as float32 (:func:`f32_info`)."""
     names = ",".join(info.channel_names).encode("ascii")
     head = INFO_HEAD.pack(
         PROTOCOL_VERSION if info.protocol_version is None else info.protocol_version,
@@ -148,10 +152,12 @@ def f32_info(info: DeviceInfo) -> DeviceInfo:
 
 
 def encode_status(seq: int, code: int, extra: bytes = b"") -> bytes:
+    """A STATUS frame: the code (``ST_*``) then ``extra``."""
     return encode_frame(T_STATUS, seq, bytes([code]) + extra)
 
 
 def encode_error(seq: int, code: int, message: str = "") -> bytes:
+    """An ERROR frame: the code (``ERR_*``) then ``message`` in UTF-8."""
     return encode_frame(T_ERROR, seq, bytes([code]) + message.encode("utf-8"))
 
 

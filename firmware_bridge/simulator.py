@@ -40,7 +40,7 @@ from .info import BOARDS, Board, counts_to_mv
 from .native_parser import NativeParser
 from .playback import playback
 
-MAX_BACKLOG = 1 << 16
+MAX_BACKLOG = 1 << 16  # bytes written to the pty at once; unthrottled playback refills below this
 
 
 class Simulator:
@@ -195,6 +195,7 @@ class Simulator:
         return self.port
 
     def stop(self) -> None:
+        """Ask the serving loop to end and wait for its thread (up to 5 s); the loop's exit cleans up."""
         self.stop_event.set()
         if self._thread is not None:
             self._thread.join(5.0)
