@@ -29,7 +29,7 @@ def main(argv=None) -> int:
     from edge.encoder import Encoder, runtime_report
     from edge.errors import EcgretError
     from edge.io import read_record
-    from edge.pipeline import Retriever
+    from edge.retrieval import Retriever
 
     r = Retriever(load_bundle(None, threads=1), threads=1)
     kernels = [k.strip() for k in a.kernels.split(",") if k.strip()]
