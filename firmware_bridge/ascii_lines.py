@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .info import MAX_CHANNELS
+from .info import MAX_CHANNELS, counters
 
 MAX_LINE = 512  # bytes; a longer line is skipped unparsed (one bad sample)
 MAX_VALUES = MAX_CHANNELS  # values a line may carry
@@ -58,14 +58,7 @@ class AsciiParser:
 
     n_channels: int | None = None
     stats: dict = field(
-        default_factory=lambda: {
-            "bytes": 0,
-            "frames": 0,
-            "bad_lines": 0,
-            "comments": 0,
-            "bytes_skipped": 0,
-            "dropped_samples": 0,
-        }
+        default_factory=lambda: counters("bytes", "frames", "bad_lines", "comments", "bytes_skipped", "dropped_samples")
     )
     header_fs: float | None = None
     header_channels: tuple[str, ...] | None = None

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .info import counters
+
 PACKET_LEN = 33
 HEADER = 0xA0
 FOOTER = 0xC0
@@ -93,14 +95,7 @@ class CytonParser:
     """
 
     stats: dict = field(
-        default_factory=lambda: {
-            "bytes": 0,
-            "frames": 0,
-            "bytes_skipped": 0,
-            "resyncs": 0,
-            "seq_gaps": 0,
-            "dropped_samples": 0,
-        }
+        default_factory=lambda: counters("bytes", "frames", "bytes_skipped", "resyncs", "seq_gaps", "dropped_samples")
     )
     _buf: bytes = b""
     _last_sn: int | None = None

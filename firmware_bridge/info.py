@@ -74,6 +74,11 @@ class DeviceInfo:
         return d
 
 
+def counters(*names: str) -> dict[str, int]:
+    """A parser's ``stats``: each counter name at 0 (bytes seen, frames, bytes skipped, resyncs, ...)."""
+    return dict.fromkeys(names, 0)
+
+
 def check_fs(fs, what: str = "sampling rate") -> float:
     """``fs`` as a float if it is a finite rate within [MIN_FS, MAX_FS] Hz; ValueError naming it otherwise."""
     try:

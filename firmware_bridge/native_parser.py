@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .info import counters
 from .protocol import DATA_HEAD, HEADER_LEN, KNOWN_TYPES, MAX_PAYLOAD, OVERHEAD, PROTOCOL_VERSION, T_DATA, crc_init
 
 __all__ = ["Frame", "DataBlock", "FrameBatch", "NativeParser"]
@@ -167,18 +168,18 @@ class NativeParser:
 
     version: int = PROTOCOL_VERSION
     stats: dict = field(
-        default_factory=lambda: {
-            "bytes": 0,
-            "frames": 0,
-            "data_frames": 0,
-            "crc_errors": 0,
-            "bad_headers": 0,
-            "bytes_skipped": 0,
-            "resyncs": 0,
-            "seq_gaps": 0,
-            "frames_missing": 0,
-            "dropped_samples": 0,
-        }
+        default_factory=lambda: counters(
+            "bytes",
+            "frames",
+            "data_frames",
+            "crc_errors",
+            "bad_headers",
+            "bytes_skipped",
+            "resyncs",
+            "seq_gaps",
+            "frames_missing",
+            "dropped_samples",
+        )
     )
     _buf: bytes = b""
     _last_seq: int | None = None
