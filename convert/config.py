@@ -1,4 +1,4 @@
-"""Reading the toolkit's TOML configs: one reader and one typed coercion for every section."""
+"""Reading the toolkit's TOML configs: one reader, one typed coercion for every section, one fold grammar."""
 from __future__ import annotations
 
 import tomllib
@@ -82,3 +82,16 @@ def coerce(cls, d: Mapping, where: str, *, tuple_keys: tuple[str, ...] = ()) -> 
             v = float(v)
         kw[k] = v
     return kw
+
+
+def parse_folds(spec: str, option: str = "--folds") -> tuple[int, ...]:
+    """A fold list as every command and config takes it: ``"1-9"``, ``"1,2,3"`` or both mixed (``"1-3,5"``), in
+    that order. Raises :class:`ConfigError` naming ``option``."""
+    out: list[int] = []
+    try:
+        for part in str(spec).split(","):
+            a, _, b = part.partition("-")
+            out.extend(range(int(a), int(b) + 1) if b else [int(a)])
+    except ValueError:
+        raise ConfigError(f"{option} {spec!r}: expected e.g. 1-9, 1,2,3 or 1-3,5") from None
+    return tuple(out)

@@ -11,17 +11,17 @@ exact cosine, so the figures measure the embedding, not the index (whose recall 
 Choosing without fold 9 (EVALUATION.md, "cross-validation"): :func:`cross_validate` rotates the queries over
 folds 1-8 (:data:`ROTATIONS`: four rotations, each holding out two folds as queries against the other six) and
 :func:`mean_sd` summarises every metric as mean and SD over the rotations; ``evaluate --cv`` prints that table.
-The external set (``evaluate --external ludb-dev``) goes through the device's query path
-(:meth:`edge.pipeline.Retriever.query_record`, what ``ecgret query --json`` answers): :func:`external_metrics`
-scores the answer's rhythm and the consensus's superclass support against the cardiologists' labels.
+The external set (``evaluate --external ludb-dev``) is :mod:`convert.evaluate_external`.
 """
 from __future__ import annotations
 
-import hashlib
 import json
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import numpy as np
+
+from .index_build import topk_search
 
 SUPERCLASSES: tuple[str, ...] = ("NORM", "MI", "STTC", "CD", "HYP")
 K = 10
@@ -81,12 +81,7 @@ def l2n(x: np.ndarray) -> np.ndarray:
 
 def top_k(q: np.ndarray, a: np.ndarray, k: int = K) -> tuple[np.ndarray, np.ndarray]:
     """Exact cosine top-k: (indices into ``a`` (nq, k), similarities (nq, k)), best first."""
-    s = l2n(q) @ l2n(a).T
-    k = min(k, s.shape[1])
-    idx = np.argpartition(-s, k - 1, axis=1)[:, :k]
-    part = np.take_along_axis(s, idx, axis=1)
-    order = np.argsort(-part, axis=1, kind="stable")
-    return np.take_along_axis(idx, order, axis=1), np.take_along_axis(part, order, axis=1)
+    return topk_search(l2n(a), l2n(q), k)
 
 
 def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -238,114 +233,6 @@ def evaluate_cross_modal(archive, image_emb_queries: np.ndarray, text_emb_archiv
     return evaluate(archive, {"ecg->report": (image_emb_queries, text_emb_archive)}, query_idx, archive_idx, k)["ecg->report"]
 
 
-# ----------------------------------------------------------------------------- the external set (ludb-dev)
-
-EXTERNAL_METRICS: tuple[str, ...] = ("rhythm_all", "rhythm_nonSR", "rhythm_balanced", "rhythm_cases_all",
-                                     "super_macroAUROC")
-
-
-def external_answers(cases, retriever, leads=None, progress: bool = False) -> list[dict]:
-    """Answer every external case (:class:`convert.ludb.LudbCase`: raw record, cardiologists' rhythm and
-    superclasses) through the device's query path, ``retriever.query_record`` on the record read as
-    ``ecgret query`` reads it. One row per case: the labels, ``ok``, the answer's rhythm (``rhythm.label``), the
-    similar cases' top rhythm, the consensus superclass supports and the top-10 case ids; a record the device
-    refuses gives ``ok: false`` and its one-line error."""
-    from edge.errors import EcgretError
-    from edge.io import read_record
-    from edge.signal import PAD_S
-    max_s = retriever.duration_s + PAD_S          # what `ecgret query` reads
-    it = list(cases)
-    if progress:
-        from tqdm import tqdm
-        it = tqdm(it, desc="external", unit="record", leave=False)
-    rows = []
-    for c in it:
-        row = {"record": c.record, "rhythm": c.rhythm, "super_class": list(c.super_class)}
-        try:
-            res = retriever.query_record(read_record(c.path.with_suffix(".hea"), max_seconds=max_s), leads=leads)
-        except EcgretError as e:
-            row.update(ok=False, error=str(e))
-        else:
-            row.update(ok=True, answer_rhythm=res.rhythm.label if res.rhythm is not None else None,
-                       retrieved_rhythm=res.consensus.rhythm[0].label if res.consensus.rhythm else None,
-                       support={v.label: float(v.support) for v in res.consensus.super_class},
-                       matches=[m.case_id for m in res.matches])
-        rows.append(row)
-    return rows
-
-
-def rhythm_agreement(truth, answer) -> dict:
-    """Agreement of answered rhythms with the reference (PTB-XL codes; a missing answer counts as wrong): over
-    all records, over the non-sinus ones (reference not SR) and balanced (the mean of the per-rhythm
-    accuracies). Records without a reference rhythm are left out."""
-    pairs = [(t, a) for t, a in zip(truth, answer) if t is not None]
-    per: dict[str, list[bool]] = {}
-    for t, a in pairs:
-        per.setdefault(t, []).append(t == a)
-    non = [t == a for t, a in pairs if t != "SR"]
-    return {"all": float(np.mean([t == a for t, a in pairs])) if pairs else float("nan"),
-            "non_sinus": float(np.mean(non)) if non else float("nan"), "n": len(pairs), "n_non_sinus": len(non),
-            "balanced": float(np.mean([np.mean(v) for v in per.values()])) if per else float("nan"),
-            "per_rhythm": {k: [int(sum(v)), len(v)] for k, v in sorted(per.items())}}
-
-
-def external_metrics(rows: list[dict]) -> dict:
-    """The external-set figures of EVALUATION.md from :func:`external_answers` rows: the answer's rhythm
-    agreement (all, non-sinus, balanced; refused records count as wrong), the similar cases' top rhythm alone
-    (``rhythm_cases_all``), and the AUROC per superclass of the consensus support (0 where the consensus does not
-    name the class) across the answered records, with their macro mean over the classes both present and absent
-    (``super_macroAUROC``)."""
-    ok = [r for r in rows if r.get("ok")]
-    ans = rhythm_agreement([r["rhythm"] for r in rows], [r.get("answer_rhythm") for r in rows])
-    cases = rhythm_agreement([r["rhythm"] for r in rows], [r.get("retrieved_rhythm") for r in rows])
-    per_class = {}
-    for c in SUPERCLASSES:
-        score = np.array([r["support"].get(c, 0.0) for r in ok])
-        lab = np.array([c in r["super_class"] for r in ok])
-        per_class[c] = {"AUROC": auroc(score, lab), "n_records": int(lab.sum())}
-    aucs = [v["AUROC"] for v in per_class.values() if np.isfinite(v["AUROC"])]
-    return {"rhythm_all": ans["all"], "rhythm_nonSR": ans["non_sinus"], "rhythm_balanced": ans["balanced"],
-            "rhythm_cases_all": cases["all"], "super_macroAUROC": float(np.mean(aucs)) if aucs else float("nan"),
-            "per_class": per_class, "rhythm": ans, "rhythm_cases": cases, "n_records": len(rows),
-            "n_answered": len(ok), "refused": {r["record"]: r["error"] for r in rows if not r.get("ok")}}
-
-
-def external_table(results: Mapping[str, dict], heading: str = "") -> str:
-    """Markdown: one row a variant; rhythm agreement, the cases' rhythm alone, superclass AUROCs."""
-    cols = EXTERNAL_METRICS + tuple(f"AUROC {c}" for c in SUPERCLASSES)
-    lines = [heading, ""] if heading else []
-    lines.append("| variant | answered | " + " | ".join(cols) + " |")
-    lines.append("|---|---|" + "---|" * len(cols))
-    f = (lambda v: "—" if v is None or not np.isfinite(v) else f"{v:.3f}")
-    for name, m in results.items():
-        cells = [f(m[x]) for x in EXTERNAL_METRICS] + [f(m["per_class"][c]["AUROC"]) for c in SUPERCLASSES]
-        lines.append(f"| {name} | {m['n_answered']}/{m['n_records']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def external_variants(external_dir, bundles, lead_sets=("12",), threads=None, progress: bool = True) -> dict:
-    """{variant: external_metrics + the per-record rows} for each bundle and query lead set on an external
-    LUDB-format folder (``cases.csv`` + ``data/``), queried through :class:`edge.pipeline.Retriever` without
-    the local overlay."""
-    from edge.bundle import load_bundle
-    from edge.leads import LEAD_SETS, parse_lead_set
-    from edge.pipeline import Retriever
-
-    from .ludb import load_cases
-    cases = load_cases(external_dir)
-    out = {}
-    for bp in bundles:
-        b = load_bundle(bp, threads=threads)
-        r = Retriever(b)
-        for ls in lead_sets:
-            leads = None if ls == "12" else (LEAD_SETS.get(ls) or parse_lead_set(ls))
-            rows = external_answers(cases, r, leads, progress)
-            m = external_metrics(rows)
-            m.update(records=rows, bundle_sha256=b.hash, leads=ls)
-            out[f"{b.name} int8" + ("" if ls == "12" else f" [{ls}]")] = m
-    return out
-
-
 # ----------------------------------------------------------------------------- baselines
 
 def random_embeddings(n: int, dim: int = 128, seed: int = 0) -> np.ndarray:
@@ -404,17 +291,10 @@ def results_json(results: Mapping[str, dict], archive, query_idx, archive_idx, b
             "bundle_sha256": bundle_hash, "variants": dict(results), **(extra or {})}
 
 
-def bundle_hash(path) -> str:
-    """sha256 of a bundle's manifest.json (which itself pins every file's sha256)."""
-    from pathlib import Path
-    return hashlib.sha256((Path(path) / "manifest.json").read_bytes()).hexdigest()
-
-
 EmbedFn = Callable[[object, np.ndarray, "np.ndarray | None"], np.ndarray]
 
 
 def dump(results: dict, path) -> None:
-    from pathlib import Path
     Path(path).write_text(json.dumps(results, indent=2, default=float) + "\n")
 
 
@@ -472,128 +352,8 @@ def bundle_variants(archive, bundle_path, query_idx, archive_idx, lead_sets=("12
     return out, b.hash
 
 
-def _expand(n: int, idx: np.ndarray, emb: np.ndarray) -> np.ndarray:
+def expand_rows(n: int, idx: np.ndarray, emb: np.ndarray) -> np.ndarray:
     """Rows ``emb`` of cases ``idx`` placed into an (n, D) matrix in archive order (zeros elsewhere)."""
     full = np.zeros((n, emb.shape[1]), np.float32)
     full[np.asarray(idx)] = emb
     return full
-
-
-def _evaluate_command():
-    import click
-
-    @click.command("evaluate")
-    @click.option("--data", "data_dir", type=click.Path(file_okay=False), default=None,
-                  help="PTB-XL subset folder (default: ../shared/data/ptbxl-subset or $ECGRET_DATA).")
-    @click.option("--archive", "archive_dir", type=click.Path(file_okay=False), default=None,
-                  help="A case archive folder (instead of --data).")
-    @click.option("--bundle", "bundles", multiple=True, type=click.Path(exists=True, file_okay=False),
-                  help="Evaluate a bundle's encoder through the device interpreter (repeatable).")
-    @click.option("--embeddings", "emb_files", multiple=True, metavar="NAME=FILE.npy",
-                  help="Any embedding: an (N_cases, D) .npy in archive order (repeatable).")
-    @click.option("--lead-sets", default="12", show_default=True,
-                  help="Query lead sets for bundle variants, comma-separated (12, limb6, 3, I, II).")
-    @click.option("--cv", is_flag=True,
-                  help="Cross-validate over folds 1-8 instead of the fold-9 test: 4 rotations, each holding out 2 "
-                       "folds as queries against the other 6; mean ± SD of every metric. Fold 9 is not used.")
-    @click.option("--external", "external_dir", type=click.Path(exists=True, file_okay=False), default=None,
-                  help="An external LUDB-format set (cases.csv + data/, e.g. ../shared/data/ludb-dev): every "
-                       "--bundle answers its raw records through the device query path (what `ecgret query "
-                       "--json` answers); rhythm agreement and the consensus's superclass AUROC.")
-    @click.option("--query-folds", default=None, help="Query folds of the test split  [default: 9].")
-    @click.option("--archive-folds", default=None, help="Archive folds of the test split  [default: 1-8].")
-    @click.option("--out", "out_json", type=click.Path(dir_okay=False), default=None,
-                  help="Write every metric per variant and per class as JSON.")
-    @click.option("--threads", type=click.IntRange(min=1), default=None,
-                  help="Interpreter threads for bundle encoders (default: the bundle's, 1).")
-    def evaluate_cmd(data_dir, archive_dir, bundles, emb_files, lead_sets, cv, external_dir, query_folds,
-                     archive_folds, out_json, threads):
-        """Retrieval quality per shared/docs/EVALUATION.md, baselines in the same table: the fold-9 test
-        (default), cross-validation over folds 1-8 (--cv), or an external set through the device (--external)."""
-        from pathlib import Path
-
-        from edge.errors import EcgretError
-        from edge.paths import shared_data_dir
-
-        from .archive import Archive
-        if (cv or external_dir) and (query_folds or archive_folds):
-            raise click.UsageError("--query-folds/--archive-folds choose the test split; --cv and --external "
-                                   "choose their own")
-        if cv and external_dir:
-            raise click.UsageError("--cv and --external are separate evaluations; run them one at a time")
-        sets = tuple(x.strip() for x in lead_sets.split(",") if x.strip())
-        try:
-            if external_dir:
-                if not bundles or emb_files:
-                    raise click.UsageError("--external evaluates bundles through the device: give --bundle "
-                                           "(and no --embeddings)")
-                res = external_variants(external_dir, bundles, sets, threads)
-                hashes = ",".join(dict.fromkeys(m["bundle_sha256"] for m in res.values()))
-                n = next(iter(res.values()))["n_records"]
-                click.echo(external_table(res, f"External set {external_dir}: {n} raw records through the device "
-                                               f"query path; bundle {hashes}"))
-                if out_json:
-                    dump({"protocol": "shared/docs/EVALUATION.md (external set)", "external": str(external_dir),
-                          "bundle_sha256": hashes, "variants": res}, out_json)
-                    click.echo(f"wrote {out_json}", err=True)
-                return
-            if archive_dir:
-                archive = Archive.open(archive_dir)
-            else:
-                archive = Archive.from_ptbxl_subset(Path(data_dir) if data_dir else shared_data_dir() / "ptbxl-subset")
-            if cv:
-                q_idx = a_idx = archive.select(folds=CV_FOLDS)
-                if len(q_idx) == 0:
-                    raise click.UsageError(f"no cases in folds {CV_FOLDS[0]}-{CV_FOLDS[-1]} to cross-validate on")
-            else:
-                q_idx, a_idx = default_split(archive, _folds(query_folds or "9"), _folds(archive_folds or "1-8"))
-            if len(q_idx) == 0 or len(a_idx) == 0:
-                raise click.UsageError(f"no queries ({len(q_idx)}) or no archive cases ({len(a_idx)}) in those folds")
-            variants: dict = dict(baselines(archive))
-            hashes = []
-            for spec in emb_files:
-                name, _, path = spec.partition("=")
-                if not path:
-                    raise click.UsageError(f"--embeddings wants NAME=FILE.npy, got {spec!r}")
-                try:
-                    e = np.load(path)
-                except (OSError, ValueError) as exc:
-                    raise click.UsageError(f"--embeddings {name}: cannot read {path} ({exc})") from None
-                if e.ndim != 2 or len(e) != len(archive):
-                    raise click.UsageError(f"{path}: expected ({len(archive)}, D), got {e.shape}")
-                variants[name] = e
-            for b in bundles:
-                v, h = bundle_variants(archive, b, q_idx, a_idx, sets, threads)
-                if cv:   # every case of folds 1-8 embedded once, as query and as archive item
-                    v = {k: (_expand(len(archive), q_idx, qe), _expand(len(archive), a_idx, ae))
-                         for k, (qe, ae) in v.items()}
-                variants.update(v)
-                hashes.append(h)
-        except EcgretError as e:
-            raise click.ClickException(str(e)) from None
-        bh = ",".join(hashes) or None
-        if cv:
-            res = evaluate_cv(archive, variants)
-            click.echo(cv_table(res, cv_heading(archive, bundle_hash=bh)))
-            if out_json:
-                dump(cv_json(res, archive, bundle_hash=bh), out_json)
-        else:
-            res = evaluate(archive, variants, q_idx, a_idx)
-            click.echo(markdown_table(res, heading(archive, q_idx, a_idx, bh)))
-            if out_json:
-                dump(results_json(res, archive, q_idx, a_idx, bh), out_json)
-        if out_json:
-            click.echo(f"wrote {out_json}", err=True)
-
-    return evaluate_cmd
-
-
-def _folds(spec: str) -> tuple[int, ...]:
-    out = []
-    for part in str(spec).split(","):
-        a, _, b = part.partition("-")
-        out.extend(range(int(a), int(b) + 1) if b else [int(a)])
-    return tuple(out)
-
-
-evaluate_cmd = _evaluate_command()

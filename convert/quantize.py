@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Mapping
 
@@ -32,6 +32,13 @@ import numpy as np
 from edge.atomicio import atomic_write
 from edge.errors import BundleError, ConfigError
 from edge.imaging import ImagingConfig, ecg_image
+
+from .augment import REDUCED_SETS, lead_mask
+from .config import coerce
+from .evaluate import baselines, default_split, evaluate, heading, markdown_table, top_k
+from .images import image_cases
+from .student import count_params_macs, load_student
+from .teacher_config import EVAL_LEAD_SETS
 
 __all__ = ["QuantConfig", "quant_config", "QuantizationError", "representative_images", "export_tflite", "fold_head",
            "embed_tflite", "quant_report", "check_gate", "quantize_student", "EXPORTS"]
@@ -60,24 +67,8 @@ class QuantConfig:
 
 
 def quant_config(d: Mapping | None, where: str = "[quantize]") -> QuantConfig:
-    d = dict(d or {})
-    known = {f.name for f in fields(QuantConfig)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    kw = {}
-    for k, v in d.items():
-        if k == "rep_folds":
-            if not isinstance(v, (list, tuple)):
-                raise ConfigError(f"{where}.rep_folds: expected a list of folds")
-            v = tuple(int(x) for x in v)
-        elif k in ("rep_reduced", "max_auroc_drop"):
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise ConfigError(f"{where}.{k}: expected a number, got {v!r}")
-            v = float(v)
-        elif isinstance(v, bool) or not isinstance(v, int):
-            raise ConfigError(f"{where}.{k}: expected an integer, got {v!r}")
-        kw[k] = v
+    """A :class:`QuantConfig` from a TOML table; unknown keys and impossible values -> ConfigError."""
+    kw = coerce(QuantConfig, dict(d or {}), where)
     cfg = QuantConfig(**kw)
     if not 0 <= cfg.rep_reduced <= 1 or cfg.max_auroc_drop < 0 or cfg.min_rep < 1 or cfg.threads < 1:
         raise ConfigError(f"{where}: rep_reduced in [0, 1], max_auroc_drop >= 0, min_rep >= 1, threads >= 1 required")
@@ -91,7 +82,6 @@ def representative_images(archive, imaging: ImagingConfig, cfg: QuantConfig = Qu
     """Calibration images (n, H, W, 3) float32: ``rep_size`` cases drawn (seeded) from ``rep_folds``, a share
     ``rep_reduced`` of them imaged with a reduced lead set. Raises :class:`QuantizationError` when fewer than
     ``min_rep`` images can be drawn, and refuses test folds."""
-    from .augment import REDUCED_SETS, lead_mask
     bad = sorted(set(cfg.rep_folds) & set(exclude_folds))
     if bad:
         raise ConfigError(f"quantize.rep_folds {list(cfg.rep_folds)} include test fold(s) {bad}: calibrate on "
@@ -208,7 +198,6 @@ def embed_tflite(tflite_bytes: bytes, images: np.ndarray, threads: int = 1, prog
 # ============================================================================================ report
 
 def _topk_overlap(qa: np.ndarray, aa: np.ndarray, qb: np.ndarray, ab: np.ndarray, k: int = 10) -> np.ndarray:
-    from .evaluate import top_k
     ia, _ = top_k(qa, aa, k)
     ib, _ = top_k(qb, ab, k)
     return np.array([len(set(x.tolist()) & set(y.tolist())) / float(k) for x, y in zip(ia, ib)])
@@ -218,7 +207,6 @@ def quant_report(archive, variants: Mapping, float_name: str, int8_name: str, qu
                  extra: dict | None = None) -> dict:
     """Every metric for ``variants`` ({name: (N, D) or (q, a)}) plus cosine(float, int8) over the queries and
     the top-10 overlap of float and int8 retrieval. Returns a JSON-able dict with ``table_markdown``."""
-    from .evaluate import evaluate, heading, markdown_table
     q, a = np.asarray(query_idx), np.asarray(archive_idx)
     res = evaluate(archive, variants, q, a)
     f, i8 = np.asarray(variants[float_name]), np.asarray(variants[int8_name])
@@ -261,7 +249,6 @@ def check_gate(report: dict, max_drop: float = 0.01, force: bool = False) -> str
 
 def _deployed_stats(model) -> dict:
     """Parameters and multiply-accumulates of the graph that is exported (the head folded into one conv)."""
-    from .student import count_params_macs
     params, macs = count_params_macs(fold_head(model))
     return {"params": int(params), "macs": int(macs), "head": "folded into one Conv2D (fold_head)"}
 
@@ -274,9 +261,6 @@ def quantize_student(run_dir, archive, imaging: ImagingConfig, cfg: QuantConfig 
 
     teacher: optional ``{"name": str, "embeddings": (N, D), "leadsets": {set: (N, D)}}`` for the table.
     clean: precomputed clean images of every archive case."""
-    from .augment import lead_mask
-    from .evaluate import baselines, default_split
-    from .student import clean_images, load_student
     d = Path(run_dir)
     model, info = load_student(d)
     if tuple(model.input_shape[1:]) != tuple(imaging.shape):
@@ -288,7 +272,7 @@ def quantize_student(run_dir, archive, imaging: ImagingConfig, cfg: QuantConfig 
         blobs[kind] = export_tflite(model, kind, reps if kind == "int8" else None)
         atomic_write(d / f"encoder_{kind}.tflite", blobs[kind])
     if clean is None:
-        clean = clean_images(archive, np.arange(len(archive)), imaging, progress=progress)
+        clean = image_cases(archive, np.arange(len(archive)), imaging, progress=progress)
     q, a = default_split(archive)
     variants = dict(baselines(archive))
     if teacher is not None:
@@ -300,7 +284,6 @@ def quantize_student(run_dir, archive, imaging: ImagingConfig, cfg: QuantConfig 
     int8_name = "student int8 (int8 in/out, LiteRT)"
     np.save(d / "embeddings_int8.npy", embs["int8"])
     if lead_sets:
-        from .teacher import EVAL_LEAD_SETS
         int8_blob = blobs["int8"]
         for s in EVAL_LEAD_SETS:
             m = lead_mask(s)

@@ -11,18 +11,23 @@ file hashes.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 
+from edge.atomicio import atomic_write
+from edge.bundle import load_bundle
+from edge.index import cosines
 from edge.leads import LEADS12
 from edge.measure import measure
 from edge.record import Record
-from edge.index import cosines
 from edge.rerank import FEATURES, Ranker, Setting
 
-from .evaluate import ROTATIONS, cross_validate as _cv_rotations, l2n, mean_sd, retrieval_metrics
+from .evaluate import ROTATIONS, l2n, mean_sd, retrieval_metrics
+from .evaluate import cross_validate as _cv_rotations
+from .index_build import topk_search
 
 __all__ = ["case_measurements", "cross_validate", "ranked", "choose", "ROTATIONS", "add_to_bundle"]
 
@@ -48,12 +53,7 @@ def ranked(q: np.ndarray, a: np.ndarray, q_measured, a_cases, setting: Setting |
     :class:`edge.rerank.Ranker` (``setting`` None: plain cosine order). ``q_measured``: the queries' measurement
     dicts; ``a_cases``: the archive side's dicts (``measured``, ``rhythm``, ``super_class``, ``statements``)."""
     qn, an = l2n(q), l2n(a)
-    s = qn @ an.T
-    pool = min(setting.pool if setting else k, s.shape[1])
-    idx = np.argpartition(-s, pool - 1, axis=1)[:, :pool]
-    part = np.take_along_axis(s, idx, axis=1)
-    order = np.argsort(-part, axis=1, kind="stable")
-    idx, part = np.take_along_axis(idx, order, axis=1), np.take_along_axis(part, order, axis=1)
+    idx, part = topk_search(an, qn, setting.pool if setting else k)
     if setting is None or not (setting.weight or setting.rhythm_bonus):
         return idx[:, :k].astype(np.int64), part[:, :k]
     a64 = an.astype(np.float64)
@@ -90,8 +90,6 @@ def cross_validate(vectors: np.ndarray, cases, measured, settings, rotations=ROT
 def add_to_bundle(bundle_dir, measurements_by_id: dict, weight: float, pool: int, cv: dict | None = None,
                   rhythm_bonus: float = 0.0) -> None:
     """Write ``measured`` into each case of ``cases.jsonl`` and ``rerank`` into the manifest (hashes updated)."""
-    from edge.atomicio import atomic_write
-    import hashlib
     d = Path(bundle_dir)
     lines = []
     for line in (d / "cases.jsonl").read_text(encoding="utf-8").splitlines():
@@ -120,7 +118,6 @@ def choose(bundle_dir, archive, weights=GRID_WEIGHTS, pools=GRID_POOLS, bonuses=
     whose CV mean kNN_macroAUROC is within ``max_auroc_loss`` of cosine alone (ties: the smaller bonus, weight, pool).
     Then, once, fold 9 against folds 1-8 for the chosen setting and for cosine alone. Returns a dict (``weight``,
     ``pool``, ``rhythm_bonus``, ``cv`` table, ``fold9``, ``rule``) and the measurements by case id."""
-    from edge.bundle import load_bundle
     b = load_bundle(bundle_dir, allow_unsigned=True)
     pos = {c["case_id"]: i for i, c in enumerate(b.cases)}
     missing = [i for i in archive.ids if i not in pos]

@@ -30,7 +30,6 @@ provenance), ``embeddings.npy`` (float student, all archive cases, 12 leads).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -41,15 +40,16 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from edge.atomicio import atomic_path
 from edge.errors import ConfigError
+from edge.imaging import ImagingConfig
 
 from .config import coerce
-from edge.imaging import ImagingConfig, ecg_image
+from .evaluate import evaluate
+from .files import file_sha256
+from .images import augmented_images, cached, image_cache_key, image_cases
 
-__all__ = ["StudentConfig", "student_config", "build_student", "count_params_macs", "distill",
-           "load_student", "augmented_images", "teacher_targets", "clean_images", "file_sha256", "embed_keras",
-           "recalibrate_bn", "cached", "image_cache_key"]
+__all__ = ["StudentConfig", "student_config", "build_student", "count_params_macs", "distill", "load_student",
+           "teacher_targets", "embed_keras", "recalibrate_bn"]
 
 DEFAULT_BLOCKS = ((64, 1), (96, 2), (96, 1), (160, 2), (160, 1), (192, 2))
 
@@ -173,70 +173,7 @@ def count_params_macs(model) -> tuple[int, int]:
     return int(model.count_params()), int(macs)
 
 
-# ============================================================================================ data
-
-def _n_valid(archive, i: int) -> int | None:
-    n = archive.cases[int(i)].n_samples
-    return int(n) if n else None
-
-
-def clean_images(archive, indices, imaging: ImagingConfig, progress: bool = False, dtype=np.float16) -> np.ndarray:
-    """Images (len, H, W, 3) of the cases as stored (present leads = non-zero leads): exactly how the
-    archive is imaged for the index (:func:`convert.teacher.image_cases`)."""
-    from .teacher import image_cases
-    return image_cases(archive, indices, imaging, progress=progress, dtype=dtype)
-
-
-def augmented_images(archive, indices, imaging: ImagingConfig, copies: int, seed: int, augment_cfg=None,
-                     progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """(images (len(indices) * copies, H, W, 3) float16, source case index per image): ``copies`` augmented
-    versions of each case (the teacher's augmentation recipe), each a pure function of (seed, copy, case)."""
-    from .augment import AugmentConfig, augment
-    acfg = augment_cfg or AugmentConfig()
-    indices = np.asarray(indices, dtype=np.int64)
-    out = np.empty((len(indices) * copies,) + imaging.shape, dtype=np.float16)
-    src = np.repeat(indices, copies) if copies else np.zeros(0, np.int64)
-    it = range(len(src))
-    if progress:
-        from tqdm import tqdm
-        it = tqdm(it, desc="imaging (augmented)", file=sys.stderr, leave=False)
-    for k in it:
-        i = int(src[k])
-        rng = np.random.default_rng([int(seed), 104729, k % copies, i])
-        x, present, n = augment(archive.signal(i), rng, acfg, _n_valid(archive, i))
-        out[k] = ecg_image(x, present, imaging, n)
-    return out, src
-
-
-def image_cache_key(archive, indices, imaging: ImagingConfig, what: str, **kw) -> str:
-    """A key for cached images: the cases (ids), the imaging settings, the imaging/augmentation code, ``kw``."""
-    from edge.paths import repo_root
-    h = hashlib.sha256(json.dumps({"what": what, "imaging": imaging.to_dict(), **kw}, sort_keys=True,
-                                  default=str).encode())
-    for i in np.asarray(indices, np.int64):
-        h.update(archive.ids[int(i)].encode() + b"\n")
-    for rel in ("edge/imaging.py", "convert/augment.py"):
-        p = repo_root() / rel
-        if p.is_file():
-            h.update(p.read_bytes())
-    return h.hexdigest()[:16]
-
-
-def cached(cache_dir, key: str, make):
-    """``make()`` (a tuple of arrays) stored as ``<cache_dir>/<key>.npz`` (uncompressed) and reused."""
-    if not cache_dir:
-        return make()
-    d = Path(cache_dir)
-    p = d / f"{key}.npz"
-    if p.is_file():
-        with np.load(p) as z:
-            return tuple(z[f"a{k}"] for k in range(len(z.files)))
-    out = make()
-    d.mkdir(parents=True, exist_ok=True)
-    with atomic_path(p, suffix=".npz") as tmp:
-        np.savez(tmp, **{f"a{k}": a for k, a in enumerate(out)})
-    return out
-
+# ============================================================================================ targets
 
 def teacher_targets(teacher_model, images: np.ndarray, batch: int = 256) -> np.ndarray:
     """The teacher's L2-normalised embeddings of ``images`` (float32)."""
@@ -247,13 +184,6 @@ def teacher_targets(teacher_model, images: np.ndarray, batch: int = 256) -> np.n
     z = np.concatenate(out) if out else np.zeros((0, 0), np.float32)
     return z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
 
-
-def file_sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ============================================================================================ training
@@ -315,7 +245,6 @@ def distill(cfg: StudentConfig, archive, teacher_model, *, imaging: ImagingConfi
     import tensorflow as tf
     import keras
     say = log or (lambda s: print(s, file=sys.stderr, flush=True))
-    from .evaluate import evaluate
     t0 = time.time()
     run_dir = Path(cfg.out_dir) / name
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -326,7 +255,7 @@ def distill(cfg: StudentConfig, archive, teacher_model, *, imaging: ImagingConfi
         raise ConfigError(f"student: {len(tr_idx)} training cases in folds {list(cfg.train_folds)}, fewer than "
                           f"one batch of {cfg.batch_size}")
     if clean is None:
-        clean = clean_images(archive, np.arange(len(archive)), imaging, progress=progress)
+        clean = image_cases(archive, np.arange(len(archive)), imaging, progress=progress)
     key = image_cache_key(archive, tr_idx, imaging, "augmented", copies=cfg.aug_copies, seed=cfg.seed)
     aug, aug_src = cached(cache_dir, key, lambda: augmented_images(archive, tr_idx, imaging, cfg.aug_copies,
                                                                    cfg.seed, progress=progress))

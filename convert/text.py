@@ -145,32 +145,3 @@ def embed_texts(texts: Sequence[str], model=None, cache_dir=None, batch_size: in
     if not texts:
         return np.zeros((0, 0), dtype=np.float32)
     return np.stack([found[h] for h in hashes]).astype(np.float32)
-
-
-# ------------------------------------------------------------------------------------------------ CLI
-import click  # noqa: E402
-
-
-@click.command("embed-text")
-@click.option("--archive", "archive_dir", type=click.Path(), default=None,
-              help="an archive folder (default: the shared PTB-XL subset)")
-@click.option("--text-model", default=None, help="a local sentence-transformers folder (default: all-MiniLM-L6-v2)")
-@click.option("--out", "out_path", type=click.Path(), required=True, help="output .npy (N_cases, d)")
-@click.option("--cache-dir", type=click.Path(), default=None, help="embedding cache (default .cache/text)")
-def embed_text_command(archive_dir, text_model, out_path, cache_dir):
-    """Embed every case's text (statements + report) with a frozen sentence-transformers model."""
-    from edge.errors import EcgretError
-    try:
-        from .archive import Archive
-        if archive_dir:
-            archive = Archive.open(archive_dir)
-        else:
-            from edge.paths import shared_data_dir
-            archive = Archive.from_ptbxl_subset(shared_data_dir() / "ptbxl-subset")
-        from .teacher import check_texts
-        emb = embed_texts(check_texts(archive), text_model, cache_dir, progress=True)
-    except EcgretError as e:
-        raise click.ClickException(str(e)) from None
-    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-    np.save(out_path, emb)
-    click.echo(f"{out_path}: {emb.shape[0]} x {emb.shape[1]}", err=True)

@@ -27,7 +27,7 @@ def factory_key(n_cases: int = N_CASES) -> str:
     root = Path(__file__).resolve().parent.parent
     h = hashlib.sha256(str(n_cases).encode())
     for rel in ("tests/bundle_factory.py", "edge/imaging.py", "edge/signal.py", "convert/bundle.py",
-                "edge/bundle.py", "edge/encoder.py"):
+                "convert/index_build.py", "convert/model_card.py", "edge/bundle.py", "edge/encoder.py"):
         h.update((root / rel).read_bytes())
     return h.hexdigest()[:12]
 
@@ -80,14 +80,15 @@ def build_tflite(images: np.ndarray, dim: int = DIM) -> bytes:
 def build_test_bundle(out_dir, n_cases: int = N_CASES, force: bool = True) -> Path:
     import tempfile
 
-    from convert.archive import Archive
-    from convert.bundle import tune_index, write_bundle
+    from convert.bundle import write_bundle
+    from convert.index_build import tune_index
+    from convert.ptbxl import open_subset
     from edge.encoder import Encoder
     from edge.imaging import ImagingConfig
     from edge.paths import shared_data_dir
     from edge.signal import DURATION_S, TARGET_FS
 
-    archive = Archive.from_ptbxl_subset(shared_data_dir() / "ptbxl-subset")
+    archive = open_subset(shared_data_dir() / "ptbxl-subset")
     rows = select_cases(archive, n_cases)
     config = ImagingConfig()
     images = archive_images(archive, rows, config)
