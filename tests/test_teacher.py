@@ -235,6 +235,7 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import numpy as np, dataclasses
+from convert.archive import Archive
 from convert.ptbxl import open_subset
 from convert.teacher_config import TeacherConfig, ModelConfig, TrainConfig
 from convert.teacher_train import train_teacher
