@@ -21,6 +21,7 @@ The streaming, resumable writer is :mod:`convert.archive_write`; the importers t
 :mod:`convert.ptbxl` (the shared PTB-XL subset and the PTB-XL download) and :mod:`convert.importers` (WFDB
 folders).
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -77,7 +78,7 @@ class Case:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict, where: str = "case") -> "Case":
+    def from_dict(cls, d: dict, where: str = "case") -> Case:
         if not isinstance(d, dict):
             raise ArchiveError(f"{where}: expected a JSON object, got {type(d).__name__}")
         cid = d.get("case_id")
@@ -102,10 +103,17 @@ class Case:
                 raise ArchiveError(f"{where}: field {k!r} of {cid} must be a string")
         pid = d.get("patient_id")
         known = {f for f in cls.__dataclass_fields__}
-        return cls(case_id=cid, patient_id=None if pid is None else str(pid), fold=fold,
-                   statements=d.get("statements", ""), report=d.get("report", "") or "",
-                   source=d.get("source", ""), n_samples=n,
-                   extra={k: v for k, v in d.items() if k not in known}, **kw)
+        return cls(
+            case_id=cid,
+            patient_id=None if pid is None else str(pid),
+            fold=fold,
+            statements=d.get("statements", ""),
+            report=d.get("report", "") or "",
+            source=d.get("source", ""),
+            n_samples=n,
+            extra={k: v for k, v in d.items() if k not in known},
+            **kw,
+        )
 
 
 def join_text(statements: str, report: str) -> str:
@@ -170,8 +178,9 @@ class Archive:
         index: dict[str, int] = {}
         for i, c in enumerate(cases):
             if c.case_id in index:
-                raise ArchiveError(f"{where}: duplicate case id {c.case_id!r} (lines {index[c.case_id] + 1} "
-                                   f"and {i + 1})")
+                raise ArchiveError(
+                    f"{where}: duplicate case id {c.case_id!r} (lines {index[c.case_id] + 1} and {i + 1})"
+                )
             index[c.case_id] = i
         shape = tuple(signals.shape)
         if len(shape) != 3 or shape[2] != 12:
@@ -254,8 +263,13 @@ class Archive:
     def texts(self) -> list[str]:
         return [c.text for c in self._cases]
 
-    def select(self, folds: Iterable[int] | int | None = None, *, sources: Iterable[str] | None = None,
-               with_report: bool | None = None) -> np.ndarray:
+    def select(
+        self,
+        folds: Iterable[int] | int | None = None,
+        *,
+        sources: Iterable[str] | None = None,
+        with_report: bool | None = None,
+    ) -> np.ndarray:
         """Indices (int64, ascending) of the cases in ``folds`` (None: any fold, including null)."""
         keep = np.ones(len(self), dtype=bool)
         if folds is not None:
@@ -270,7 +284,7 @@ class Archive:
 
     # ------------------------------------------------------------------------------------ opening
     @classmethod
-    def open(cls, path) -> "Archive":
+    def open(cls, path) -> Archive:
         """Open an archive folder, validating archive.json, cases.jsonl and the signals' shape."""
         d = Path(path)
         mpath = d / META_FILE
@@ -278,8 +292,10 @@ class Archive:
             raise ArchiveError(f"{d}: not an archive folder (no such directory)")
         if not mpath.exists():
             if (d / PARTS_DIR).is_dir():
-                raise ArchiveError(f"{mpath}: missing: the import into {d} did not finish; run the same import "
-                                   f"command again to finish it")
+                raise ArchiveError(
+                    f"{mpath}: missing: the import into {d} did not finish; run the same import "
+                    f"command again to finish it"
+                )
             raise ArchiveError(f"{mpath}: missing; {d} is not a case archive")
         try:
             meta = json.loads(mpath.read_text(encoding="utf-8"))
@@ -289,11 +305,14 @@ class Archive:
             raise ArchiveError(f"{mpath}: expected a JSON object")
         ver = meta.get("format_version")
         if not isinstance(ver, int) or ver > FORMAT_VERSION or ver < 1:
-            raise ArchiveError(f"{mpath}: unsupported format_version {ver!r} (this toolkit reads "
-                               f"up to {FORMAT_VERSION})")
+            raise ArchiveError(
+                f"{mpath}: unsupported format_version {ver!r} (this toolkit reads up to {FORMAT_VERSION})"
+            )
         if meta.get("fs", FS) != FS or list(meta.get("leads", LEADS12)) != list(LEADS12):
-            raise ArchiveError(f"{mpath}: archives hold 100 Hz signals in LEADS12 order; this one says "
-                               f"fs={meta.get('fs')!r}, leads={meta.get('leads')!r}")
+            raise ArchiveError(
+                f"{mpath}: archives hold 100 Hz signals in LEADS12 order; this one says "
+                f"fs={meta.get('fs')!r}, leads={meta.get('leads')!r}"
+            )
         cases = read_cases(d / CASES_FILE)
         spath = Path(meta.get("signals_path") or SIGNALS_FILE)
         if not spath.is_absolute():
@@ -305,8 +324,7 @@ class Archive:
         except (OSError, ValueError) as e:
             raise ArchiveError(f"{spath}: unreadable signals file ({e})") from None
         if sig.ndim != 3 or sig.shape[2] != 12 or sig.dtype not in (np.float16, np.float32):
-            raise ArchiveError(f"{spath}: expected float16/float32 of shape (N, T, 12), got {sig.dtype} "
-                               f"{sig.shape}")
+            raise ArchiveError(f"{spath}: expected float16/float32 of shape (N, T, 12), got {sig.dtype} {sig.shape}")
         rows = meta.get("rows")
         if rows is not None:
             rows = np.asarray(rows, dtype=np.int64)
@@ -355,8 +373,13 @@ def read_cases(path) -> tuple[Case, ...]:
 
 
 def archive_meta(importer: str, **kw) -> dict:
-    m = {"format_version": FORMAT_VERSION, "fs": FS, "leads": list(LEADS12), "importer": importer,
-         "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()}
+    m = {
+        "format_version": FORMAT_VERSION,
+        "fs": FS,
+        "leads": list(LEADS12),
+        "importer": importer,
+        "created": _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat(),
+    }
     m.update(kw)
     return m
 
@@ -367,7 +390,6 @@ def check_unique_ids(cases: Sequence[Case], where: str) -> None:
         if c.case_id in seen:
             raise ArchiveError(f"{where}: duplicate case id {c.case_id!r}")
         seen.add(c.case_id)
-
 
 
 def subset(archive: Archive, rows) -> Archive:

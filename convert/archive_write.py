@@ -4,6 +4,7 @@
 (``signals.npy``, ``cases.jsonl``, then ``archive.json``) once every record was tried; :func:`write_archive` is
 the same in one go. Every file is written through :mod:`edge.atomicio`.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -20,7 +21,17 @@ import numpy as np
 from edge.atomicio import TMP_MARK, atomic_open, atomic_path, atomic_write
 from edge.errors import ArchiveError, EcgretError
 
-from .archive import CASES_FILE, META_FILE, PARTS_DIR, SIGNALS_FILE, Archive, Case, archive_meta, check_unique_ids, read_cases
+from .archive import (
+    CASES_FILE,
+    META_FILE,
+    PARTS_DIR,
+    SIGNALS_FILE,
+    Archive,
+    Case,
+    archive_meta,
+    check_unique_ids,
+    read_cases,
+)
 
 __all__ = ["ImportSummary", "import_records", "write_archive", "CHUNK"]
 
@@ -54,7 +65,7 @@ def _progress(it, total: int, desc: str, enabled: bool):
 # ------------------------------------------------------------------------------------------------ writing
 
 PLAN_FILE = "plan.json"
-CHUNK = 64                       # records a part holds (1.5 MB of float16 at T=1000): what a kill can cost
+CHUNK = 64  # records a part holds (1.5 MB of float16 at T=1000): what a kill can cost
 
 
 @dataclass(frozen=True)
@@ -62,10 +73,10 @@ class ImportSummary:
     """What one run of :func:`import_records` did. ``failed``: ``{"case_id", "error"}`` of each record that
     could not be imported in this run (it is tried again by the next run)."""
 
-    archive: "Archive"
-    n_listed: int                # records the source lists (after folds/limit)
-    n_new: int                   # imported by this run
-    n_already: int               # already in the folder (a resumed run skips them)
+    archive: Archive
+    n_listed: int  # records the source lists (after folds/limit)
+    n_new: int  # imported by this run
+    n_already: int  # already in the folder (a resumed run skips them)
     failed: tuple[dict, ...] = ()
 
     @property
@@ -81,8 +92,10 @@ def _check_plan(out: Path, old: dict, new: dict, what: str) -> None:
     for k in sorted(set(old) | set(new)):
         if k in ("format", "created") or old.get(k) == new.get(k):
             continue
-        raise ArchiveError(f"{out}: {what} was made with {k} = {old.get(k)!r}, this import has {new.get(k)!r}; "
-                           f"import into a new folder, or replace it (--overwrite)")
+        raise ArchiveError(
+            f"{out}: {what} was made with {k} = {old.get(k)!r}, this import has {new.get(k)!r}; "
+            f"import into a new folder, or replace it (--overwrite)"
+        )
 
 
 def _read_parts(parts: Path) -> tuple[dict[str, tuple[Case, Path, int]], int]:
@@ -122,8 +135,7 @@ def _reopen_as_part(out: Path, parts: Path) -> None:
     readable, unchanged, until the run finishes)."""
     meta = json.loads((out / META_FILE).read_text(encoding="utf-8"))
     if meta.get("signals_path") or meta.get("rows") is not None:
-        raise ArchiveError(f"{out}: references another signals file; it cannot be added to (import into a new "
-                           f"folder)")
+        raise ArchiveError(f"{out}: references another signals file; it cannot be added to (import into a new folder)")
     dst = parts / "part-000000.npy"
     dst.unlink(missing_ok=True)
     os.link(out / SIGNALS_FILE, dst)
@@ -131,8 +143,7 @@ def _reopen_as_part(out: Path, parts: Path) -> None:
         f.write((out / CASES_FILE).read_text(encoding="utf-8"))
 
 
-def _finish(out: Path, parts: Path, cases: Sequence[Case], done: dict, T: int, dtype: np.dtype,
-            meta: dict) -> None:
+def _finish(out: Path, parts: Path, cases: Sequence[Case], done: dict, T: int, dtype: np.dtype, meta: dict) -> None:
     """Publish the archive from the committed parts, in the order of ``cases``; then remove the parts. Until
     ``archive.json`` is written again the folder is an unfinished import (a rerun finishes it)."""
     keep = [done[c.case_id] for c in cases if c.case_id in done]
@@ -142,7 +153,7 @@ def _finish(out: Path, parts: Path, cases: Sequence[Case], done: dict, T: int, d
         src: dict[Path, np.ndarray] = {}
         for k, (_, part, row) in enumerate(keep):
             if part not in src:
-                src = {part: np.load(part, mmap_mode="r", allow_pickle=False)}   # parts come in order
+                src = {part: np.load(part, mmap_mode="r", allow_pickle=False)}  # parts come in order
             mm[k] = src[part][row]
             if k % 1024 == 1023:
                 mm.flush()
@@ -162,10 +173,22 @@ def _say(bar, say, line: str) -> None:
         say(line)
 
 
-def import_records(out_dir, cases: Sequence[Case], load: Callable[[int], tuple[np.ndarray, int]], *,
-                   T: int = 1000, dtype="float16", importer: str = "custom", extra_meta: dict | None = None,
-                   on_error: str = "raise", progress: bool = True, overwrite: bool = False, resume: bool = False,
-                   report: Callable[[str], None] | None = None, chunk: int = CHUNK) -> ImportSummary:
+def import_records(
+    out_dir,
+    cases: Sequence[Case],
+    load: Callable[[int], tuple[np.ndarray, int]],
+    *,
+    T: int = 1000,
+    dtype="float16",
+    importer: str = "custom",
+    extra_meta: dict | None = None,
+    on_error: str = "raise",
+    progress: bool = True,
+    overwrite: bool = False,
+    resume: bool = False,
+    report: Callable[[str], None] | None = None,
+    chunk: int = CHUNK,
+) -> ImportSummary:
     """Write an archive folder, streaming: ``load(i)`` returns case i's preprocessed (T, 12) signal and its
     valid length. At most ``chunk`` records are held in memory.
 
@@ -200,20 +223,22 @@ def import_records(out_dir, cases: Sequence[Case], load: Callable[[int], tuple[n
             (out / name).unlink(missing_ok=True)
     elif not resume and ((out / META_FILE).exists() or parts.exists()):
         held = "an archive" if (out / META_FILE).exists() else "an unfinished import"
-        raise ArchiveError(f"{out}: already holds {held} (pass overwrite=True to replace it, or resume=True "
-                           f"to continue it)")
+        raise ArchiveError(
+            f"{out}: already holds {held} (pass overwrite=True to replace it, or resume=True to continue it)"
+        )
     out.mkdir(parents=True, exist_ok=True)
     fresh = not parts.exists()
     reopen = False
     if not fresh:
-        if (parts / PLAN_FILE).is_file():          # (absent only if a run was killed before its first part)
-            _check_plan(out, json.loads((parts / PLAN_FILE).read_text(encoding="utf-8")), plan,
-                        "the unfinished import there")
+        if (parts / PLAN_FILE).is_file():  # (absent only if a run was killed before its first part)
+            _check_plan(
+                out, json.loads((parts / PLAN_FILE).read_text(encoding="utf-8")), plan, "the unfinished import there"
+            )
     elif (out / META_FILE).exists():
         meta_old = json.loads((out / META_FILE).read_text(encoding="utf-8"))
         _check_plan(out, {k: meta_old.get(k) for k in plan}, plan, "the archive there")
         if {c.case_id for c in read_cases(out / CASES_FILE)} == {c.case_id for c in cases}:
-            return ImportSummary(Archive.open(out), len(cases), 0, len(cases))   # nothing to add or drop
+            return ImportSummary(Archive.open(out), len(cases), 0, len(cases))  # nothing to add or drop
         reopen = True
     parts.mkdir(exist_ok=True)
     atomic_write(parts / PLAN_FILE, json.dumps({"format": "ecgret-import", **plan}, indent=1) + "\n")
@@ -231,7 +256,7 @@ def import_records(out_dir, cases: Sequence[Case], load: Callable[[int], tuple[n
         nonlocal top
         if got:
             top += 1
-            _write_part(parts, top, buf[:len(got)], got)
+            _write_part(parts, top, buf[: len(got)], got)
             part = parts / f"part-{top:06d}.npy"
             for row, c in enumerate(got):
                 done[c.case_id] = (c, part, row)
@@ -260,7 +285,7 @@ def import_records(out_dir, cases: Sequence[Case], load: Callable[[int], tuple[n
     except BaseException:
         if resume:
             with contextlib.suppress(Exception):
-                commit()                             # what was read is kept for the next run
+                commit()  # what was read is kept for the next run
         elif fresh:
             shutil.rmtree(parts, ignore_errors=True)
         raise
@@ -272,14 +297,32 @@ def import_records(out_dir, cases: Sequence[Case], load: Callable[[int], tuple[n
     if failed:
         meta["skipped"] = failed
     _finish(out, parts, cases, done, T, dtype, meta)
-    return ImportSummary(Archive.open(out), len(cases), len(cases) - n_already - len(failed), n_already,
-                         tuple(failed))
+    return ImportSummary(Archive.open(out), len(cases), len(cases) - n_already - len(failed), n_already, tuple(failed))
 
 
-def write_archive(out_dir, cases: Sequence[Case], load: Callable[[int], tuple[np.ndarray, int]], *,
-                  T: int = 1000, dtype="float16", importer: str = "custom", extra_meta: dict | None = None,
-                  on_error: str = "raise", progress: bool = True, overwrite: bool = False) -> Archive:
+def write_archive(
+    out_dir,
+    cases: Sequence[Case],
+    load: Callable[[int], tuple[np.ndarray, int]],
+    *,
+    T: int = 1000,
+    dtype="float16",
+    importer: str = "custom",
+    extra_meta: dict | None = None,
+    on_error: str = "raise",
+    progress: bool = True,
+    overwrite: bool = False,
+) -> Archive:
     """Write an archive folder in one go (:func:`import_records` without resuming); returns the archive."""
-    return import_records(out_dir, cases, load, T=T, dtype=dtype, importer=importer, extra_meta=extra_meta,
-                          on_error=on_error, progress=progress, overwrite=overwrite).archive
-
+    return import_records(
+        out_dir,
+        cases,
+        load,
+        T=T,
+        dtype=dtype,
+        importer=importer,
+        extra_meta=extra_meta,
+        on_error=on_error,
+        progress=progress,
+        overwrite=overwrite,
+    ).archive

@@ -5,6 +5,7 @@ staging folder beside the target and renamed into place (:mod:`convert.files`), 
 bundle. The model card is :mod:`convert.model_card`'s, signing :mod:`convert.signing`'s; building a bundle
 from a trained student or re-indexing an archive with a shipped encoder is :mod:`convert.bundle_build`.
 """
+
 from __future__ import annotations
 
 import json
@@ -12,14 +13,23 @@ import os
 import platform
 from collections import Counter
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edge.bundle import (BUNDLE_FILES, CASES_FILE, ENCODER_FILE, FORMAT, FORMAT_VERSION, INDEX_FILE,
-                         MANIFEST_FILE, METRIC, MODEL_CARD_FILE)
+from edge.bundle import (
+    BUNDLE_FILES,
+    CASES_FILE,
+    ENCODER_FILE,
+    FORMAT,
+    FORMAT_VERSION,
+    INDEX_FILE,
+    MANIFEST_FILE,
+    METRIC,
+    MODEL_CARD_FILE,
+)
 from edge.encoder import kernels_choice, make_interpreter
 from edge.errors import ArchiveError, BundleError
 
@@ -30,12 +40,23 @@ from .signing import ENV_SIGNING_KEY, sign_bundle
 
 __all__ = ["write_bundle", "replace_bundle", "case_record", "encoder_details"]
 
-_CASE_KEYS = ("case_id", "super_class", "sub_class", "form", "rhythm", "statements", "report", "source",
-              "fold", "patient_id")
+_CASE_KEYS = (
+    "case_id",
+    "super_class",
+    "sub_class",
+    "form",
+    "rhythm",
+    "statements",
+    "report",
+    "source",
+    "fold",
+    "patient_id",
+)
 _LIST_KEYS = ("super_class", "sub_class", "form", "rhythm")
 
 
 # ----------------------------------------------------------------------------------------------- cases
+
 
 def case_record(c) -> dict:
     """One ``cases.jsonl`` line from a dict or a :class:`convert.archive.Case` (only the spec's keys)."""
@@ -68,11 +89,17 @@ def _archive_summary(cases: Sequence[dict]) -> dict:
     sources = Counter(c["source"] or "unknown" for c in cases)
     sup = Counter(s for c in cases for s in c["super_class"])
     rhy = Counter(s for c in cases for s in c["rhythm"])
-    return {"n_cases": len(cases), "folds": folds, "sources": dict(sorted(sources.items())),
-            "super_class_counts": dict(sorted(sup.items())), "rhythm_counts": dict(rhy.most_common())}
+    return {
+        "n_cases": len(cases),
+        "folds": folds,
+        "sources": dict(sorted(sources.items())),
+        "super_class_counts": dict(sorted(sup.items())),
+        "rhythm_counts": dict(rhy.most_common()),
+    }
 
 
 # ----------------------------------------------------------------------------------------------- encoder
+
 
 def encoder_details(tflite_bytes: bytes) -> dict:
     """Input/output shapes, dtypes and quantization of an encoder, read with the device interpreter."""
@@ -85,20 +112,35 @@ def encoder_details(tflite_bytes: bytes) -> dict:
         raise BundleError(f"encoder.tflite: expected 1 input and 1 output, got {len(ins)} and {len(outs)}")
     i, o = ins[0], outs[0]
     in_dt, out_dt = np.dtype(i["dtype"]).name, np.dtype(o["dtype"]).name
-    quant = ("int8-full" if in_dt == "int8" and out_dt == "int8"
-             else "float32" if in_dt == "float32" and out_dt == "float32" else f"{in_dt}-in-{out_dt}-out")
-    return {"input_shape": [int(x) for x in i["shape"]], "input_dtype": in_dt,
-            "input_scale": float(i["quantization"][0]), "input_zero_point": int(i["quantization"][1]),
-            "output_shape": [int(x) for x in o["shape"]], "output_dtype": out_dt,
-            "output_scale": float(o["quantization"][0]), "output_zero_point": int(o["quantization"][1]),
-            "embedding_dim": int(o["shape"][-1]), "quantization": quant, "kernels": kernels_choice()}
+    quant = (
+        "int8-full"
+        if in_dt == "int8" and out_dt == "int8"
+        else "float32"
+        if in_dt == "float32" and out_dt == "float32"
+        else f"{in_dt}-in-{out_dt}-out"
+    )
+    return {
+        "input_shape": [int(x) for x in i["shape"]],
+        "input_dtype": in_dt,
+        "input_scale": float(i["quantization"][0]),
+        "input_zero_point": int(i["quantization"][1]),
+        "output_shape": [int(x) for x in o["shape"]],
+        "output_dtype": out_dt,
+        "output_scale": float(o["quantization"][0]),
+        "output_zero_point": int(o["quantization"][1]),
+        "embedding_dim": int(o["shape"][-1]),
+        "quantization": quant,
+        "kernels": kernels_choice(),
+    }
 
 
 # ----------------------------------------------------------------------------------------------- writing
 
+
 def _tool_versions() -> dict:
     out = {"python": platform.python_version(), "numpy": np.__version__}
     from importlib import metadata
+
     for dist in ("annoy", "ai-edge-litert", "tensorflow", "tensorflow-cpu", "keras"):
         try:
             out[dist] = metadata.version(dist)
@@ -116,10 +158,26 @@ def _existing_files(out: Path) -> dict | None:
         return None
 
 
-def write_bundle(out_dir, *, tflite_bytes: bytes, embeddings: np.ndarray, cases: Sequence, preprocessing: dict,
-                 imaging: dict, n_trees: int, search_k: int, recall_at_10: float, training: dict,
-                 evaluation: dict | None, name: str, force: bool = False, seed: int = 0,
-                 encoder_stats: dict | None = None, items: dict | None = None, sign_key=None) -> Path:
+def write_bundle(
+    out_dir,
+    *,
+    tflite_bytes: bytes,
+    embeddings: np.ndarray,
+    cases: Sequence,
+    preprocessing: dict,
+    imaging: dict,
+    n_trees: int,
+    search_k: int,
+    recall_at_10: float,
+    training: dict,
+    evaluation: dict | None,
+    name: str,
+    force: bool = False,
+    seed: int = 0,
+    encoder_stats: dict | None = None,
+    items: dict | None = None,
+    sign_key=None,
+) -> Path:
     """Write a bundle to ``out_dir`` (see docs/BUNDLE.md) and return its path.
 
     embeddings: (N, D) float32, the L2-normalised embeddings of ``cases`` by this very encoder (row i =
@@ -143,15 +201,15 @@ def write_bundle(out_dir, *, tflite_bytes: bytes, embeddings: np.ndarray, cases:
     if dup:
         raise ArchiveError(f"duplicate case ids: {', '.join(sorted(dup)[:5])}" + (" ..." if len(dup) > 5 else ""))
     if emb.shape[0] <= leaf_capacity(emb.shape[1]) and int(n_trees) != 1:
-        raise ArchiveError(f"an index of {emb.shape[0]} items (at most {leaf_capacity(emb.shape[1])}, one leaf) "
-                           f"must be built with 1 tree, not {n_trees} (tune_index chooses so)")
+        raise ArchiveError(
+            f"an index of {emb.shape[0]} items (at most {leaf_capacity(emb.shape[1])}, one leaf) "
+            f"must be built with 1 tree, not {n_trees} (tune_index chooses so)"
+        )
     enc = encoder_details(tflite_bytes)
     if enc["embedding_dim"] != emb.shape[1]:
-        raise BundleError(f"encoder.tflite: output dimension {enc['embedding_dim']} but embeddings have "
-                          f"{emb.shape[1]}")
+        raise BundleError(f"encoder.tflite: output dimension {enc['embedding_dim']} but embeddings have {emb.shape[1]}")
     if list(imaging.get("shape", [])) != enc["input_shape"][1:]:
-        raise BundleError(f"imaging.shape {imaging.get('shape')} does not match the encoder input "
-                          f"{enc['input_shape']}")
+        raise BundleError(f"imaging.shape {imaging.get('shape')} does not match the encoder input {enc['input_shape']}")
     enc.update({"params": None, "macs": None})
     enc.update(encoder_stats or {})
     if out.exists() and not out.is_dir():
@@ -164,24 +222,39 @@ def write_bundle(out_dir, *, tflite_bytes: bytes, embeddings: np.ndarray, cases:
             for r in recs:
                 f.write(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n")
         manifest: dict[str, Any] = {
-            "format": FORMAT, "format_version": FORMAT_VERSION, "name": name,
-            "created": datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "name": name,
+            "created": datetime.now(UTC).replace(microsecond=0).isoformat(),
             "files": {},
-            "preprocessing": dict(preprocessing), "imaging": dict(imaging), "encoder": enc,
-            "index": {"metric": METRIC, "dim": int(emb.shape[1]), "n_items": int(emb.shape[0]),
-                      "n_trees": int(n_trees), "search_k": int(search_k), "recall_at_10": float(recall_at_10),
-                      "seed": int(seed),
-                      "items": dict(items or {"ecg_weight": 1.0, "report_weight": 0.0})},
-            "archive": _archive_summary(recs), "training": dict(training or {}),
+            "preprocessing": dict(preprocessing),
+            "imaging": dict(imaging),
+            "encoder": enc,
+            "index": {
+                "metric": METRIC,
+                "dim": int(emb.shape[1]),
+                "n_items": int(emb.shape[0]),
+                "n_trees": int(n_trees),
+                "search_k": int(search_k),
+                "recall_at_10": float(recall_at_10),
+                "seed": int(seed),
+                "items": dict(items or {"ecg_weight": 1.0, "report_weight": 0.0}),
+            },
+            "archive": _archive_summary(recs),
+            "training": dict(training or {}),
             "tools": _tool_versions(),
         }
         if evaluation is not None:
             manifest["evaluation"] = dict(evaluation)
-        manifest["files"] = {fn: {"sha256": file_sha256(tmp / fn), "bytes": (tmp / fn).stat().st_size}
-                             for fn in (ENCODER_FILE, INDEX_FILE, CASES_FILE)}
+        manifest["files"] = {
+            fn: {"sha256": file_sha256(tmp / fn), "bytes": (tmp / fn).stat().st_size}
+            for fn in (ENCODER_FILE, INDEX_FILE, CASES_FILE)
+        }
         (tmp / MODEL_CARD_FILE).write_text(model_card(manifest), encoding="utf-8")
-        manifest["files"][MODEL_CARD_FILE] = {"sha256": file_sha256(tmp / MODEL_CARD_FILE),
-                                              "bytes": (tmp / MODEL_CARD_FILE).stat().st_size}
+        manifest["files"][MODEL_CARD_FILE] = {
+            "sha256": file_sha256(tmp / MODEL_CARD_FILE),
+            "bytes": (tmp / MODEL_CARD_FILE).stat().st_size,
+        }
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         for fn in BUNDLE_FILES + (MANIFEST_FILE,):
             with open(tmp / fn, "rb") as f:

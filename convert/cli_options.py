@@ -1,4 +1,5 @@
 """What the ``ecgret-convert`` commands share: option values a user can get wrong, and the one-line errors."""
+
 from __future__ import annotations
 
 import sys

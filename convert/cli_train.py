@@ -1,6 +1,7 @@
 """``ecgret-convert`` training commands: ``train-teacher``, ``teacher-report``, ``embed-text``, ``distill``,
 ``quantize`` and ``pipeline`` (teacher -> student -> int8 -> index -> bundle). TensorFlow and torch load inside
 the library calls, never at import."""
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,14 @@ from .teacher_train import check_texts, train_teacher
 from .text import embed_texts
 from .training_pipeline import load_pipeline_config, prepare_images, run_distill, run_pipeline, run_quantize
 
-__all__ = ["train_teacher_command", "teacher_report_command", "embed_text_command", "distill_command",
-           "quantize_command", "pipeline_command"]
+__all__ = [
+    "train_teacher_command",
+    "teacher_report_command",
+    "embed_text_command",
+    "distill_command",
+    "quantize_command",
+    "pipeline_command",
+]
 
 
 @click.command("train-teacher")
@@ -38,24 +45,62 @@ __all__ = ["train_teacher_command", "teacher_report_command", "embed_text_comman
 @click.option("--batch-size", type=int, default=None, help="global batch size")
 @click.option("--max-minutes", type=float, default=None)
 @click.option("--seed", type=int, default=None)
-@click.option("--strategy", type=click.Choice(STRATEGIES), default=None,
-              help="tf.distribute strategy: default (one device), one-device, mirrored (all local GPUs), "
-                   "multi-worker (TF_CONFIG)")
-@click.option("--resume/--restart", default=True, show_default=True,
-              help="continue from the run's latest checkpoint, or start over")
+@click.option(
+    "--strategy",
+    type=click.Choice(STRATEGIES),
+    default=None,
+    help="tf.distribute strategy: default (one device), one-device, mirrored (all local GPUs), "
+    "multi-worker (TF_CONFIG)",
+)
+@click.option(
+    "--resume/--restart",
+    default=True,
+    show_default=True,
+    help="continue from the run's latest checkpoint, or start over",
+)
 @click.option("--no-progress", is_flag=True)
-def train_teacher_command(config_path, name, out_dir, archive, text_model, mode, epochs, batch_size, max_minutes,
-                          seed, strategy, resume, no_progress):
+def train_teacher_command(
+    config_path,
+    name,
+    out_dir,
+    archive,
+    text_model,
+    mode,
+    epochs,
+    batch_size,
+    max_minutes,
+    seed,
+    strategy,
+    resume,
+    no_progress,
+):
     """Train the teacher image encoder (ViT, CLIP loss against frozen report embeddings)."""
     try:
-        cfg = load_config(config_path, name=name, out_dir=out_dir, archive=archive, text_model=text_model,
-                          imaging__mode=mode, train__epochs=epochs, train__batch_size=batch_size,
-                          train__max_minutes=max_minutes, train__seed=seed, train__strategy=strategy)
+        cfg = load_config(
+            config_path,
+            name=name,
+            out_dir=out_dir,
+            archive=archive,
+            text_model=text_model,
+            imaging__mode=mode,
+            train__epochs=epochs,
+            train__batch_size=batch_size,
+            train__max_minutes=max_minutes,
+            train__seed=seed,
+            train__strategy=strategy,
+        )
         m = train_teacher(cfg, resume=resume, progress=not no_progress)
     except EcgretError as e:
         click_error(e)
-    click.echo(json.dumps({k: m[k] for k in ("name", "best_epoch", "select_metric", "val_best", "epochs_run",
-                                             "stopped", "train_time_s")}, default=float))
+    click.echo(
+        json.dumps(
+            {
+                k: m[k]
+                for k in ("name", "best_epoch", "select_metric", "val_best", "epochs_run", "stopped", "train_time_s")
+            },
+            default=float,
+        )
+    )
     click.echo(f"artefacts in {cfg.run_dir}", err=True)
 
 
@@ -72,8 +117,12 @@ def teacher_report_command(run_dirs, archive, out_path):
     except EcgretError as e:
         click_error(e)
     h = heading(arch, q, a)
-    md = (markdown_table(res, "### ECG -> ECG. " + h) + "\n\n" +
-          markdown_table(cross, "### ECG -> report text. " + h) + "\n")
+    md = (
+        markdown_table(res, "### ECG -> ECG. " + h)
+        + "\n\n"
+        + markdown_table(cross, "### ECG -> report text. " + h)
+        + "\n"
+    )
     click.echo(md)
     if out_path:
         Path(out_path).parent.mkdir(parents=True, exist_ok=True)
@@ -82,8 +131,13 @@ def teacher_report_command(run_dirs, archive, out_path):
 
 
 @click.command("embed-text")
-@click.option("--archive", "archive_dir", type=click.Path(), default=None,
-              help="an archive folder (default: the shared PTB-XL subset)")
+@click.option(
+    "--archive",
+    "archive_dir",
+    type=click.Path(),
+    default=None,
+    help="an archive folder (default: the shared PTB-XL subset)",
+)
 @click.option("--text-model", default=None, help="a local sentence-transformers folder (default: all-MiniLM-L6-v2)")
 @click.option("--out", "out_path", type=click.Path(), required=True, help="output .npy (N_cases, d)")
 @click.option("--cache-dir", type=click.Path(), default=None, help="embedding cache (default .cache/text)")
@@ -102,11 +156,17 @@ def embed_text_command(archive_dir, text_model, out_path, cache_dir):
 @click.command("pipeline")
 @click.option("--config", "config_path", type=click.Path(), default="configs/default.toml", show_default=True)
 @click.option("--retrain", is_flag=True, help="retrain the teacher and the student even if runs exist")
-@click.option("--force", is_flag=True, help="write the bundle even if int8 fails the quality gate, and replace "
-                                            "a different bundle in the output folder")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="write the bundle even if int8 fails the quality gate, and replace a different bundle in the output folder",
+)
 @click.option("--out", default=None, help="bundle folder (default: [bundle] out of the config)")
-@click.option("--teacher-run", default=None, help="use this teacher run folder (default: [teacher] run, else "
-                                                  "the teacher config's out_dir/name)")
+@click.option(
+    "--teacher-run",
+    default=None,
+    help="use this teacher run folder (default: [teacher] run, else the teacher config's out_dir/name)",
+)
 @click.option("--images-only", is_flag=True, help="only image the archive into the cache (needs no teacher)")
 @click.option("--no-progress", is_flag=True)
 def pipeline_command(config_path, retrain, force, out, teacher_run, images_only, no_progress):
@@ -132,18 +192,34 @@ def pipeline_command(config_path, retrain, force, out, teacher_run, images_only,
 def distill_command(config_path, teacher_run, name, epochs, max_minutes, no_progress):
     """Distill the student CNN from a trained teacher (writes <student out_dir>/<name>/)."""
     try:
-        info = run_distill(load_pipeline_config(config_path), teacher_run=teacher_run, name=name, epochs=epochs,
-                           max_minutes=max_minutes, progress=not no_progress)
+        info = run_distill(
+            load_pipeline_config(config_path),
+            teacher_run=teacher_run,
+            name=name,
+            epochs=epochs,
+            max_minutes=max_minutes,
+            progress=not no_progress,
+        )
     except EcgretError as e:
         click_error(e)
-    click.echo(json.dumps({k: info[k] for k in ("name", "params", "macs", "best_epoch", "val_best", "epochs_run",
-                                                "train_time_s")}, default=float))
+    click.echo(
+        json.dumps(
+            {k: info[k] for k in ("name", "params", "macs", "best_epoch", "val_best", "epochs_run", "train_time_s")},
+            default=float,
+        )
+    )
 
 
 @click.command("quantize")
 @click.argument("student_dir", type=click.Path())
-@click.option("--config", "config_path", type=click.Path(), default="configs/default.toml", show_default=True,
-              help="for the [quantize] settings and the teacher run")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(),
+    default="configs/default.toml",
+    show_default=True,
+    help="for the [quantize] settings and the teacher run",
+)
 @click.option("--teacher-run", default=None, help="teacher run for the comparison rows (default from the config)")
 @click.option("--no-progress", is_flag=True)
 def quantize_command(student_dir, config_path, teacher_run, no_progress):
@@ -158,4 +234,3 @@ def quantize_command(student_dir, config_path, teacher_run, no_progress):
         check_gate(rep, cfg.quantize.max_auroc_drop, False)
     except EcgretError as e:
         click.echo(f"warning: {e}", err=True)
-

@@ -1,10 +1,11 @@
 """Reading the toolkit's TOML configs: one reader, one typed coercion for every section, one fold grammar."""
+
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from dataclasses import fields
 from pathlib import Path
-from typing import Mapping
 
 from edge.errors import ConfigError
 
@@ -16,6 +17,7 @@ def shipped_configs_dir() -> Path:
     if here.is_dir():
         return here
     from edge.paths import repo_root
+
     return repo_root() / "configs"
 
 
@@ -34,14 +36,19 @@ def read_toml(path) -> dict:
     p = Path(path)
     if not p.exists() and (q := _shipped_fallback(p)) is not None:
         import sys
-        print(f"ecgret-convert: {p} not in {Path.cwd()}; using the shipped {q} (ecgret-convert init copies "
-              "the configs here to edit)", file=sys.stderr)
+
+        print(
+            f"ecgret-convert: {p} not in {Path.cwd()}; using the shipped {q} (ecgret-convert init copies "
+            "the configs here to edit)",
+            file=sys.stderr,
+        )
         p = q
     try:
         return tomllib.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"{p}: config file not found (ecgret-convert init writes the shipped configs to "
-                          "./configs)") from None
+        raise ConfigError(
+            f"{p}: config file not found (ecgret-convert init writes the shipped configs to ./configs)"
+        ) from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p}: not valid TOML ({e})") from None
 

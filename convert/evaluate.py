@@ -13,6 +13,7 @@ folds 1-8 (:data:`ROTATIONS`: four rotations, each holding out two folds as quer
 :func:`mean_sd` summarises every metric as mean and SD over the rotations; ``evaluate --cv`` prints that table.
 The external set (``evaluate --external ludb-dev``) is :mod:`convert.evaluate_external`.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,16 @@ from .index_build import topk_search
 SUPERCLASSES: tuple[str, ...] = ("NORM", "MI", "STTC", "CD", "HYP")
 K = 10
 SIM_FLOOR = 1e-3
-METRICS: tuple[str, ...] = ("P@1", "P@5", "P@10", "P@10_exact", "mAP@10", "macroP@10", "kNN_macroAUROC",
-                            "rhythmP@10_nonSR")
+METRICS: tuple[str, ...] = (
+    "P@1",
+    "P@5",
+    "P@10",
+    "P@10_exact",
+    "mAP@10",
+    "macroP@10",
+    "kNN_macroAUROC",
+    "rhythmP@10_nonSR",
+)
 
 
 def default_split(archive, query_folds=(9,), archive_folds=tuple(range(1, 9))) -> tuple[np.ndarray, np.ndarray]:
@@ -50,13 +59,15 @@ def cv_splits(folds, rotations=ROTATIONS, pool=CV_FOLDS) -> list[tuple[tuple[int
         qf = tuple(int(f) for f in qf)
         if not set(qf) <= set(pool):
             raise ValueError(f"rotation {qf} holds folds outside {tuple(pool)}")
-        out.append((qf, np.flatnonzero(np.isin(folds, qf)),
-                    np.flatnonzero(np.isin(folds, [f for f in pool if f not in qf]))))
+        out.append(
+            (qf, np.flatnonzero(np.isin(folds, qf)), np.flatnonzero(np.isin(folds, [f for f in pool if f not in qf])))
+        )
     return out
 
 
-def cross_validate(score: Callable[[np.ndarray, np.ndarray], Mapping], folds, rotations=ROTATIONS,
-                   pool=CV_FOLDS) -> list:
+def cross_validate(
+    score: Callable[[np.ndarray, np.ndarray], Mapping], folds, rotations=ROTATIONS, pool=CV_FOLDS
+) -> list:
     """``score(query_idx, archive_idx)`` on every rotation of :func:`cv_splits`, in rotation order (summarise
     with :func:`mean_sd`). The one CV loop of the toolkit (the re-ranking choice uses it too)."""
     return [score(qi, ai) for _, qi, ai in cv_splits(folds, rotations, pool)]
@@ -98,19 +109,25 @@ def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
         j = i
         while j + 1 < len(s) and s[j + 1] == s[i]:
             j += 1
-        ranks[i:j + 1] = (i + j) / 2.0 + 1.0
+        ranks[i : j + 1] = (i + j) / 2.0 + 1.0
         i = j + 1
     r = np.empty_like(ranks)
     r[order] = ranks
     return float((r[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
-def retrieval_metrics(q_labels: list[frozenset], q_rhythm: list[frozenset], a_labels: list[frozenset],
-                      a_rhythm: list[frozenset], idx: np.ndarray, sims: np.ndarray) -> dict:
+def retrieval_metrics(
+    q_labels: list[frozenset],
+    q_rhythm: list[frozenset],
+    a_labels: list[frozenset],
+    a_rhythm: list[frozenset],
+    idx: np.ndarray,
+    sims: np.ndarray,
+) -> dict:
     """Every metric of EVALUATION.md from the top-k lists (``idx`` into the archive, best first)."""
     k = idx.shape[1]
     n_rel_archive = {}
-    keep = [i for i, l in enumerate(q_labels) if l]
+    keep = [i for i, labels in enumerate(q_labels) if labels]
     p1, p5, p10, p10x, ap = [], [], [], [], []
     per_class_hits = {c: [] for c in SUPERCLASSES}
     for qi in keep:
@@ -133,20 +150,27 @@ def retrieval_metrics(q_labels: list[frozenset], q_rhythm: list[frozenset], a_la
     s = np.clip(sims, SIM_FLOOR, None)
     per_class = {}
     for c in SUPERCLASSES:
-        score = np.array([(s[qi] * np.array([c in a_labels[j] for j in idx[qi]])).sum() / s[qi].sum()
-                          for qi in keep])
+        score = np.array([(s[qi] * np.array([c in a_labels[j] for j in idx[qi]])).sum() / s[qi].sum() for qi in keep])
         lab = np.array([c in q_labels[qi] for qi in keep])
-        per_class[c] = {"P@10": float(np.mean(per_class_hits[c])) if per_class_hits[c] else float("nan"),
-                        "AUROC": auroc(score, lab), "n_queries": int(lab.sum())}
+        per_class[c] = {
+            "P@10": float(np.mean(per_class_hits[c])) if per_class_hits[c] else float("nan"),
+            "AUROC": auroc(score, lab),
+            "n_queries": int(lab.sum()),
+        }
     non_sr = [i for i, r in enumerate(q_rhythm) if r and r != frozenset({"SR"})]
     rhythm = [np.mean([bool(q_rhythm[qi] & a_rhythm[j]) for j in idx[qi]]) for qi in non_sr]
     return {
-        "P@1": float(np.mean(p1)), "P@5": float(np.mean(p5)), "P@10": float(np.mean(p10)),
-        "P@10_exact": float(np.mean(p10x)), "mAP@10": float(np.mean(ap)),
+        "P@1": float(np.mean(p1)),
+        "P@5": float(np.mean(p5)),
+        "P@10": float(np.mean(p10)),
+        "P@10_exact": float(np.mean(p10x)),
+        "mAP@10": float(np.mean(ap)),
         "macroP@10": float(np.nanmean([per_class[c]["P@10"] for c in SUPERCLASSES])),
         "kNN_macroAUROC": float(np.nanmean([per_class[c]["AUROC"] for c in SUPERCLASSES])),
         "rhythmP@10_nonSR": float(np.mean(rhythm)) if rhythm else float("nan"),
-        "per_class": per_class, "n_queries": len(keep), "n_queries_nonSR": len(non_sr),
+        "per_class": per_class,
+        "n_queries": len(keep),
+        "n_queries_nonSR": len(non_sr),
     }
 
 
@@ -154,8 +178,13 @@ def _labels(archive, indices, field: str) -> list[frozenset]:
     return [frozenset(getattr(archive.cases[int(i)], field)) for i in indices]
 
 
-def evaluate(archive, embeddings: Mapping[str, np.ndarray | tuple[np.ndarray, np.ndarray]],
-             query_idx: np.ndarray, archive_idx: np.ndarray, k: int = K) -> dict[str, dict]:
+def evaluate(
+    archive,
+    embeddings: Mapping[str, np.ndarray | tuple[np.ndarray, np.ndarray]],
+    query_idx: np.ndarray,
+    archive_idx: np.ndarray,
+    k: int = K,
+) -> dict[str, dict]:
     """Evaluate each variant. A value is an (N_cases, D) matrix, or (query_emb, archive_emb) where
     query_emb has one row per case (N_cases, D) or one per query (len(query_idx), D), and archive_emb
     likewise (N_cases, D) or (len(archive_idx), D)."""
@@ -173,8 +202,13 @@ def evaluate(archive, embeddings: Mapping[str, np.ndarray | tuple[np.ndarray, np
     return out
 
 
-def evaluate_cv(archive, embeddings: Mapping[str, np.ndarray | tuple[np.ndarray, np.ndarray]],
-                rotations=ROTATIONS, pool=CV_FOLDS, k: int = K) -> dict[str, dict]:
+def evaluate_cv(
+    archive,
+    embeddings: Mapping[str, np.ndarray | tuple[np.ndarray, np.ndarray]],
+    rotations=ROTATIONS,
+    pool=CV_FOLDS,
+    k: int = K,
+) -> dict[str, dict]:
     """Every variant of :func:`evaluate` on every rotation of :func:`cv_splits` (queries = a rotation's folds,
     archive = the other folds of ``pool``). Values must hold one row per archive case (``(N_cases, D)`` or a
     pair of them). Returns {variant: {"mean": {metric: m}, "sd": {metric: s}, "per_rotation": [metrics]}};
@@ -187,8 +221,11 @@ def evaluate_cv(archive, embeddings: Mapping[str, np.ndarray | tuple[np.ndarray,
     for name in names:
         rows = [{**p[name], **{f"AUROC_{c}": p[name]["per_class"][c]["AUROC"] for c in SUPERCLASSES}} for p in per]
         ms = mean_sd(rows, METRICS + cls)
-        out[name] = {"mean": {m: v[0] for m, v in ms.items()}, "sd": {m: v[1] for m, v in ms.items()},
-                     "per_rotation": [p[name] for p in per]}
+        out[name] = {
+            "mean": {m: v[0] for m, v in ms.items()},
+            "sd": {m: v[1] for m, v in ms.items()},
+            "per_rotation": [p[name] for p in per],
+        }
     return out
 
 
@@ -210,45 +247,67 @@ def cv_heading(archive, rotations=ROTATIONS, pool=CV_FOLDS, bundle_hash: str | N
     nq = "/".join(str(len(qi)) for _, qi, _ in sp)
     na = "/".join(str(len(ai)) for _, _, ai in sp)
     rot = " ".join("+".join(map(str, qf)) for qf, _, _ in sp)
-    return (f"Cross-validated retrieval over folds {','.join(map(str, pool))}: {len(sp)} rotations (query folds "
-            f"{rot}) against the other folds; {nq} queries against {na} cases; mean ± SD over the rotations; k=10; "
-            f"exact cosine search" + (f"; bundle {bundle_hash[:12]}" if bundle_hash else ""))
+    return (
+        f"Cross-validated retrieval over folds {','.join(map(str, pool))}: {len(sp)} rotations (query folds "
+        f"{rot}) against the other folds; {nq} queries against {na} cases; mean ± SD over the rotations; k=10; "
+        f"exact cosine search" + (f"; bundle {bundle_hash[:12]}" if bundle_hash else "")
+    )
 
 
 def cv_json(results: Mapping[str, dict], archive, rotations=ROTATIONS, pool=CV_FOLDS, bundle_hash=None) -> dict:
     """The JSON of ``evaluate --cv``: the rotations with their sizes and, per variant, mean, SD and every
     rotation's metrics (per class too)."""
     folds = np.array([c.fold if c.fold is not None else -1 for c in archive.cases])
-    return {"protocol": "shared/docs/EVALUATION.md (cross-validation over folds 1-8)", "k": K,
-            "rotations": [{"query_folds": list(qf), "archive_folds": [f for f in pool if f not in qf],
-                           "n_queries": int(len(qi)), "n_archive": int(len(ai))}
-                          for qf, qi, ai in cv_splits(folds, rotations, pool)],
-            "bundle_sha256": bundle_hash, "variants": dict(results)}
+    return {
+        "protocol": "shared/docs/EVALUATION.md (cross-validation over folds 1-8)",
+        "k": K,
+        "rotations": [
+            {
+                "query_folds": list(qf),
+                "archive_folds": [f for f in pool if f not in qf],
+                "n_queries": int(len(qi)),
+                "n_archive": int(len(ai)),
+            }
+            for qf, qi, ai in cv_splits(folds, rotations, pool)
+        ],
+        "bundle_sha256": bundle_hash,
+        "variants": dict(results),
+    }
 
 
-def evaluate_cross_modal(archive, image_emb_queries: np.ndarray, text_emb_archive: np.ndarray,
-                         query_idx: np.ndarray, archive_idx: np.ndarray, k: int = K) -> dict:
+def evaluate_cross_modal(
+    archive,
+    image_emb_queries: np.ndarray,
+    text_emb_archive: np.ndarray,
+    query_idx: np.ndarray,
+    archive_idx: np.ndarray,
+    k: int = K,
+) -> dict:
     """ECG -> report retrieval: query image embeddings against the archive cases' text embeddings
     (both in the shared projection space); same relevance rule and metrics."""
-    return evaluate(archive, {"ecg->report": (image_emb_queries, text_emb_archive)}, query_idx, archive_idx, k)["ecg->report"]
+    return evaluate(archive, {"ecg->report": (image_emb_queries, text_emb_archive)}, query_idx, archive_idx, k)[
+        "ecg->report"
+    ]
 
 
 # ----------------------------------------------------------------------------- baselines
+
 
 def random_embeddings(n: int, dim: int = 128, seed: int = 0) -> np.ndarray:
     """The chance level: seeded random unit vectors."""
     return l2n(np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32))
 
 
-def raw_signal_embeddings(archive, indices: np.ndarray | None = None, present: np.ndarray | None = None,
-                          chunk: int = 2048) -> np.ndarray:
+def raw_signal_embeddings(
+    archive, indices: np.ndarray | None = None, present: np.ndarray | None = None, chunk: int = 2048
+) -> np.ndarray:
     """The preprocessed signal itself: 12 leads at 25 Hz (mean of 4 samples), flattened, centred
     (each vector minus its own mean, so cosine is Pearson correlation). ``present`` (12,) zeroes the
     leads a reduced query lacks."""
     indices = np.arange(len(archive)) if indices is None else np.asarray(indices)
     out = []
     for s in range(0, len(indices), chunk):
-        x = archive.batch(indices[s:s + chunk])                     # (b, T, 12)
+        x = archive.batch(indices[s : s + chunk])  # (b, T, 12)
         b, t, _ = x.shape
         x = x[:, : t - t % 4].reshape(b, t // 4, 4, 12).mean(axis=2)
         if present is not None:
@@ -264,13 +323,15 @@ def baselines(archive, dim: int = 128, seed: int = 0) -> dict[str, np.ndarray]:
 
 # ----------------------------------------------------------------------------- output
 
+
 def markdown_table(results: Mapping[str, dict], heading: str = "", metrics=METRICS) -> str:
     lines = [heading, ""] if heading else []
     lines.append("| variant | " + " | ".join(metrics) + " |")
     lines.append("|---|" + "---|" * len(metrics))
     for name, m in results.items():
-        cells = ["—" if (v := m.get(x)) is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.3f}"
-                 for x in metrics]
+        cells = [
+            "—" if (v := m.get(x)) is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.3f}" for x in metrics
+        ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -278,17 +339,25 @@ def markdown_table(results: Mapping[str, dict], heading: str = "", metrics=METRI
 def heading(archive, query_idx, archive_idx, bundle_hash: str | None = None) -> str:
     qf = sorted({archive.cases[int(i)].fold for i in query_idx if archive.cases[int(i)].fold is not None})
     af = sorted({archive.cases[int(i)].fold for i in archive_idx if archive.cases[int(i)].fold is not None})
-    return (f"Retrieval on {len(query_idx)} queries (folds {','.join(map(str, qf))}) against an archive of "
-            f"{len(archive_idx)} cases (folds {','.join(map(str, af))}); k=10; exact cosine search"
-            + (f"; bundle {bundle_hash[:12]}" if bundle_hash else ""))
+    return (
+        f"Retrieval on {len(query_idx)} queries (folds {','.join(map(str, qf))}) against an archive of "
+        f"{len(archive_idx)} cases (folds {','.join(map(str, af))}); k=10; exact cosine search"
+        + (f"; bundle {bundle_hash[:12]}" if bundle_hash else "")
+    )
 
 
 def results_json(results: Mapping[str, dict], archive, query_idx, archive_idx, bundle_hash=None, extra=None) -> dict:
-    return {"protocol": "shared/docs/EVALUATION.md", "k": K, "n_queries": int(len(query_idx)),
-            "n_archive": int(len(archive_idx)),
-            "query_folds": sorted({c.fold for c in (archive.cases[int(i)] for i in query_idx)} - {None}),
-            "archive_folds": sorted({c.fold for c in (archive.cases[int(i)] for i in archive_idx)} - {None}),
-            "bundle_sha256": bundle_hash, "variants": dict(results), **(extra or {})}
+    return {
+        "protocol": "shared/docs/EVALUATION.md",
+        "k": K,
+        "n_queries": int(len(query_idx)),
+        "n_archive": int(len(archive_idx)),
+        "query_folds": sorted({c.fold for c in (archive.cases[int(i)] for i in query_idx)} - {None}),
+        "archive_folds": sorted({c.fold for c in (archive.cases[int(i)] for i in archive_idx)} - {None}),
+        "bundle_sha256": bundle_hash,
+        "variants": dict(results),
+        **(extra or {}),
+    }
 
 
 EmbedFn = Callable[[object, np.ndarray, "np.ndarray | None"], np.ndarray]
@@ -300,10 +369,12 @@ def dump(results: dict, path) -> None:
 
 # ----------------------------------------------------------------------------- pluggable embedders
 
+
 def case_image(archive, i: int, config, leads: tuple[str, ...] | None = None) -> np.ndarray:
     """Image archive case i as the device would: the leads outside ``leads`` are treated as missing."""
     from edge.imaging import ecg_image
     from edge.leads import LEADS12
+
     x = archive.signal(i)
     present = np.any(x != 0, axis=0)
     if leads is not None:
@@ -313,21 +384,29 @@ def case_image(archive, i: int, config, leads: tuple[str, ...] | None = None) ->
     return ecg_image(x, present, config, n_valid=n)
 
 
-def encoder_embeddings(archive, indices, encode: Callable[[np.ndarray], np.ndarray], config,
-                       leads: tuple[str, ...] | None = None, progress: bool = False) -> np.ndarray:
+def encoder_embeddings(
+    archive,
+    indices,
+    encode: Callable[[np.ndarray], np.ndarray],
+    config,
+    leads: tuple[str, ...] | None = None,
+    progress: bool = False,
+) -> np.ndarray:
     """Embed cases with any image encoder (``encode(image) -> (D,)``), e.g. a bundle's TFLite encoder."""
     it = list(np.asarray(indices))
     if progress:
         try:
             from tqdm import tqdm
+
             it = tqdm(it, desc="embed", unit="case", leave=False)
         except ImportError:
             pass
     return np.stack([encode(case_image(archive, i, config, leads)) for i in it]).astype(np.float32)
 
 
-def bundle_variants(archive, bundle_path, query_idx, archive_idx, lead_sets=("12",), threads=None,
-                    progress=True) -> tuple[dict, str]:
+def bundle_variants(
+    archive, bundle_path, query_idx, archive_idx, lead_sets=("12",), threads=None, progress=True
+) -> tuple[dict, str]:
     """The int8 encoder of a bundle through the device interpreter: one variant per query lead set
     (archive always 12 leads). The archive side is what the device searches: the bundle's own index items
     where every archive case is in the bundle (they may carry the case's report as well as its ECG, see
@@ -335,6 +414,7 @@ def bundle_variants(archive, bundle_path, query_idx, archive_idx, lead_sets=("12
     Returns ({name: (q_emb, a_emb)}, bundle hash)."""
     from edge.bundle import load_bundle
     from edge.leads import LEAD_SETS, parse_lead_set
+
     b = load_bundle(bundle_path, threads=threads)
     enc, cfg = b.encoder, b.imaging_config
     pos = {c["case_id"]: i for i, c in enumerate(b.cases)}
@@ -346,8 +426,9 @@ def bundle_variants(archive, bundle_path, query_idx, archive_idx, lead_sets=("12
     out = {}
     for ls in lead_sets:
         leads = LEAD_SETS.get(ls) or parse_lead_set(ls)
-        q_emb = encoder_embeddings(archive, query_idx, enc.encode, cfg, leads=None if ls == "12" else leads,
-                                   progress=progress)
+        q_emb = encoder_embeddings(
+            archive, query_idx, enc.encode, cfg, leads=None if ls == "12" else leads, progress=progress
+        )
         out[f"{b.name} int8" + ("" if ls == "12" else f" [{ls}]")] = (q_emb, a_emb)
     return out, b.hash
 

@@ -2,6 +2,7 @@
 set"): every record goes through the device's query path (:meth:`edge.pipeline.Retriever.query_record`, what
 ``ecgret query --json`` answers), and :func:`external_metrics` scores the answer's rhythm and the consensus's
 superclass support against the cardiologists' labels."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -10,11 +11,22 @@ import numpy as np
 
 from .evaluate import SUPERCLASSES, auroc
 
-__all__ = ["EXTERNAL_METRICS", "external_answers", "rhythm_agreement", "external_metrics", "external_table",
-           "external_variants"]
+__all__ = [
+    "EXTERNAL_METRICS",
+    "external_answers",
+    "rhythm_agreement",
+    "external_metrics",
+    "external_table",
+    "external_variants",
+]
 
-EXTERNAL_METRICS: tuple[str, ...] = ("rhythm_all", "rhythm_nonSR", "rhythm_balanced", "rhythm_cases_all",
-                                     "super_macroAUROC")
+EXTERNAL_METRICS: tuple[str, ...] = (
+    "rhythm_all",
+    "rhythm_nonSR",
+    "rhythm_balanced",
+    "rhythm_cases_all",
+    "super_macroAUROC",
+)
 
 
 def external_answers(cases, retriever, leads=None, progress: bool = False) -> list[dict]:
@@ -26,10 +38,12 @@ def external_answers(cases, retriever, leads=None, progress: bool = False) -> li
     from edge.errors import EcgretError
     from edge.io import read_record
     from edge.signal import PAD_S
-    max_s = retriever.duration_s + PAD_S          # what `ecgret query` reads
+
+    max_s = retriever.duration_s + PAD_S  # what `ecgret query` reads
     it = list(cases)
     if progress:
         from tqdm import tqdm
+
         it = tqdm(it, desc="external", unit="record", leave=False)
     rows = []
     for c in it:
@@ -39,10 +53,13 @@ def external_answers(cases, retriever, leads=None, progress: bool = False) -> li
         except EcgretError as e:
             row.update(ok=False, error=str(e))
         else:
-            row.update(ok=True, answer_rhythm=res.rhythm.label if res.rhythm is not None else None,
-                       retrieved_rhythm=res.consensus.rhythm[0].label if res.consensus.rhythm else None,
-                       support={v.label: float(v.support) for v in res.consensus.super_class},
-                       matches=[m.case_id for m in res.matches])
+            row.update(
+                ok=True,
+                answer_rhythm=res.rhythm.label if res.rhythm is not None else None,
+                retrieved_rhythm=res.consensus.rhythm[0].label if res.consensus.rhythm else None,
+                support={v.label: float(v.support) for v in res.consensus.super_class},
+                matches=[m.case_id for m in res.matches],
+            )
         rows.append(row)
     return rows
 
@@ -56,10 +73,14 @@ def rhythm_agreement(truth, answer) -> dict:
     for t, a in pairs:
         per.setdefault(t, []).append(t == a)
     non = [t == a for t, a in pairs if t != "SR"]
-    return {"all": float(np.mean([t == a for t, a in pairs])) if pairs else float("nan"),
-            "non_sinus": float(np.mean(non)) if non else float("nan"), "n": len(pairs), "n_non_sinus": len(non),
-            "balanced": float(np.mean([np.mean(v) for v in per.values()])) if per else float("nan"),
-            "per_rhythm": {k: [int(sum(v)), len(v)] for k, v in sorted(per.items())}}
+    return {
+        "all": float(np.mean([t == a for t, a in pairs])) if pairs else float("nan"),
+        "non_sinus": float(np.mean(non)) if non else float("nan"),
+        "n": len(pairs),
+        "n_non_sinus": len(non),
+        "balanced": float(np.mean([np.mean(v) for v in per.values()])) if per else float("nan"),
+        "per_rhythm": {k: [int(sum(v)), len(v)] for k, v in sorted(per.items())},
+    }
 
 
 def external_metrics(rows: list[dict]) -> dict:
@@ -77,10 +98,19 @@ def external_metrics(rows: list[dict]) -> dict:
         lab = np.array([c in r["super_class"] for r in ok])
         per_class[c] = {"AUROC": auroc(score, lab), "n_records": int(lab.sum())}
     aucs = [v["AUROC"] for v in per_class.values() if np.isfinite(v["AUROC"])]
-    return {"rhythm_all": ans["all"], "rhythm_nonSR": ans["non_sinus"], "rhythm_balanced": ans["balanced"],
-            "rhythm_cases_all": cases["all"], "super_macroAUROC": float(np.mean(aucs)) if aucs else float("nan"),
-            "per_class": per_class, "rhythm": ans, "rhythm_cases": cases, "n_records": len(rows),
-            "n_answered": len(ok), "refused": {r["record"]: r["error"] for r in rows if not r.get("ok")}}
+    return {
+        "rhythm_all": ans["all"],
+        "rhythm_nonSR": ans["non_sinus"],
+        "rhythm_balanced": ans["balanced"],
+        "rhythm_cases_all": cases["all"],
+        "super_macroAUROC": float(np.mean(aucs)) if aucs else float("nan"),
+        "per_class": per_class,
+        "rhythm": ans,
+        "rhythm_cases": cases,
+        "n_records": len(rows),
+        "n_answered": len(ok),
+        "refused": {r["record"]: r["error"] for r in rows if not r.get("ok")},
+    }
 
 
 def external_table(results: Mapping[str, dict], heading: str = "") -> str:
@@ -89,7 +119,10 @@ def external_table(results: Mapping[str, dict], heading: str = "") -> str:
     lines = [heading, ""] if heading else []
     lines.append("| variant | answered | " + " | ".join(cols) + " |")
     lines.append("|---|---|" + "---|" * len(cols))
-    f = (lambda v: "—" if v is None or not np.isfinite(v) else f"{v:.3f}")
+
+    def f(v) -> str:
+        return "—" if v is None or not np.isfinite(v) else f"{v:.3f}"
+
     for name, m in results.items():
         cells = [f(m[x]) for x in EXTERNAL_METRICS] + [f(m["per_class"][c]["AUROC"]) for c in SUPERCLASSES]
         lines.append(f"| {name} | {m['n_answered']}/{m['n_records']} | " + " | ".join(cells) + " |")
@@ -105,6 +138,7 @@ def external_variants(external_dir, bundles, lead_sets=("12",), threads=None, pr
     from edge.pipeline import Retriever
 
     from .ludb import load_cases
+
     cases = load_cases(external_dir)
     out = {}
     for bp in bundles:
@@ -117,4 +151,3 @@ def external_variants(external_dir, bundles, lead_sets=("12",), threads=None, pr
             m.update(records=rows, bundle_sha256=b.hash, leads=ls)
             out[f"{b.name} int8" + ("" if ls == "12" else f" [{ls}]")] = m
     return out
-

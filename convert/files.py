@@ -4,6 +4,7 @@ A folder of several files (a bundle, a merged index) is written into a staging f
 (:func:`staging_folder`) and renamed into place (:func:`publish_folder`), so a crash never leaves half of one.
 Single files are written with :mod:`edge.atomicio`; it has no folder rename, which is why this one is here.
 """
+
 from __future__ import annotations
 
 import contextlib

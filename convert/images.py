@@ -5,6 +5,7 @@ The teacher and the student image the archive alike (:func:`edge.imaging.ecg_ima
 copies (:func:`convert.augment.augment`, the teacher's recipe), :func:`cached` keeps them on disk keyed by
 :func:`image_cache_key`; :func:`embed_images` runs any encoder over them in batches.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -28,14 +29,21 @@ def n_valid(archive, i: int) -> int | None:
     return int(n) if n else None
 
 
-def image_cases(archive, indices, imaging: ImagingConfig, present: np.ndarray | None = None,
-                dtype=np.float16, progress: bool = False) -> np.ndarray:
+def image_cases(
+    archive,
+    indices,
+    imaging: ImagingConfig,
+    present: np.ndarray | None = None,
+    dtype=np.float16,
+    progress: bool = False,
+) -> np.ndarray:
     """Images (len(indices), H, W, 3) of the cases, no augmentation; ``present`` (12,) reduces the leads."""
     indices = np.asarray(indices, dtype=np.int64)
     out = np.empty((len(indices),) + imaging.shape, dtype=dtype)
     it = range(len(indices))
     if progress:
         from tqdm import tqdm
+
         it = tqdm(it, desc=f"imaging ({imaging.mode})", file=sys.stderr, leave=False)
     for k in it:
         i = int(indices[k])
@@ -46,9 +54,9 @@ def image_cases(archive, indices, imaging: ImagingConfig, present: np.ndarray | 
     return out
 
 
-
-def augmented_images(archive, indices, imaging: ImagingConfig, copies: int, seed: int, augment_cfg=None,
-                     progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def augmented_images(
+    archive, indices, imaging: ImagingConfig, copies: int, seed: int, augment_cfg=None, progress: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """(images (len(indices) * copies, H, W, 3) float16, source case index per image): ``copies`` augmented
     versions of each case (the teacher's augmentation recipe), each a pure function of (seed, copy, case)."""
     acfg = augment_cfg or AugmentConfig()
@@ -58,6 +66,7 @@ def augmented_images(archive, indices, imaging: ImagingConfig, copies: int, seed
     it = range(len(src))
     if progress:
         from tqdm import tqdm
+
         it = tqdm(it, desc="imaging (augmented)", file=sys.stderr, leave=False)
     for k in it:
         i = int(src[k])
@@ -70,8 +79,10 @@ def augmented_images(archive, indices, imaging: ImagingConfig, copies: int, seed
 def image_cache_key(archive, indices, imaging: ImagingConfig, what: str, **kw) -> str:
     """A key for cached images: the cases (ids), the imaging settings, the imaging/augmentation code, ``kw``."""
     from edge.paths import repo_root
-    h = hashlib.sha256(json.dumps({"what": what, "imaging": imaging.to_dict(), **kw}, sort_keys=True,
-                                  default=str).encode())
+
+    h = hashlib.sha256(
+        json.dumps({"what": what, "imaging": imaging.to_dict(), **kw}, sort_keys=True, default=str).encode()
+    )
     for i in np.asarray(indices, np.int64):
         h.update(archive.ids[int(i)].encode() + b"\n")
     for rel in ("edge/imaging.py", "convert/augment.py"):
@@ -97,8 +108,7 @@ def cached(cache_dir, key: str, make):
     return out
 
 
-
 def embed_images(encoder_fn, images: np.ndarray, batch: int = 256) -> np.ndarray:
     """``encoder_fn`` (a batch of float32 images -> embeddings) over ``images``, ``batch`` at a time."""
-    out = [np.asarray(encoder_fn(images[s:s + batch].astype(np.float32))) for s in range(0, len(images), batch)]
+    out = [np.asarray(encoder_fn(images[s : s + batch].astype(np.float32))) for s in range(0, len(images), batch)]
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)

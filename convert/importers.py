@@ -11,6 +11,7 @@ Record importers (this one and :func:`convert.ptbxl.import_ptbxl`) stream throug
 what the folder already holds, a bad record is reported (one line) and left out while the rest is imported, and
 the archive is published only when every record was tried.
 """
+
 from __future__ import annotations
 
 import csv
@@ -72,6 +73,7 @@ def preprocess_loader(paths: Sequence[Path], *, fs: float | None, notch_hz: floa
 
 # ------------------------------------------------------------------------------------------------ generic WFDB
 
+
 def _wfdb_listing(folder: Path, tpath: Path, source: str) -> tuple[list[Case], list[Path]]:
     cols, rows = read_csv_rows(tpath)
     need_columns(tpath, cols, ["record"])
@@ -85,21 +87,41 @@ def _wfdb_listing(folder: Path, tpath: Path, source: str) -> tuple[list[Case], l
             raise ArchiveError(f"{where}: empty 'record'")
         stem = rec[:-4] if rec.lower().endswith((".hea", ".mat", ".dat")) else rec
         pid = (r.get("patient_id") or "").strip() or None
-        cases.append(Case(case_id=f"{source}:{stem}", patient_id=pid,
-                          fold=int_or_none(r.get("fold"), where, "fold"),
-                          super_class=split_labels(r.get("super_class")), sub_class=split_labels(r.get("sub_class")),
-                          form=split_labels(r.get("form")), rhythm=split_labels(r.get("rhythm")),
-                          statements=(r.get("statements") or "").strip(),
-                          report=((r.get("text") or r.get("report")) or "").strip(), source=source))
+        cases.append(
+            Case(
+                case_id=f"{source}:{stem}",
+                patient_id=pid,
+                fold=int_or_none(r.get("fold"), where, "fold"),
+                super_class=split_labels(r.get("super_class")),
+                sub_class=split_labels(r.get("sub_class")),
+                form=split_labels(r.get("form")),
+                rhythm=split_labels(r.get("rhythm")),
+                statements=(r.get("statements") or "").strip(),
+                report=((r.get("text") or r.get("report")) or "").strip(),
+                source=source,
+            )
+        )
         paths.append(folder / stem)
     check_unique_ids(cases, str(tpath))
     return cases, paths
 
 
-def import_wfdb_folder(folder, texts_csv, out_dir, *, source: str = "wfdb", dtype="float16",
-                       duration_s: float = 10.0, notch_hz: float | None = 50.0, limit: int | None = None,
-                       on_error: str = "raise", progress: bool = True, overwrite: bool = False,
-                       resume: bool = False, report: Report | None = None) -> ImportSummary:
+def import_wfdb_folder(
+    folder,
+    texts_csv,
+    out_dir,
+    *,
+    source: str = "wfdb",
+    dtype="float16",
+    duration_s: float = 10.0,
+    notch_hz: float | None = 50.0,
+    limit: int | None = None,
+    on_error: str = "raise",
+    progress: bool = True,
+    overwrite: bool = False,
+    resume: bool = False,
+    report: Report | None = None,
+) -> ImportSummary:
     """Import a folder of WFDB records described by a CSV of reports into an archive folder.
 
     CSV columns: ``record`` (the file stem, or a path relative to ``folder``), ``text`` or ``report`` (the
@@ -113,12 +135,25 @@ def import_wfdb_folder(folder, texts_csv, out_dir, *, source: str = "wfdb", dtyp
         raise ArchiveError(f"{folder}: no such folder")
     cases, paths = _wfdb_listing(folder, tpath, source)
     if limit is not None:
-        cases, paths = cases[:max(0, int(limit))], paths[:max(0, int(limit))]
+        cases, paths = cases[: max(0, int(limit))], paths[: max(0, int(limit))]
     T = int(round(duration_s * FS))
     load = preprocess_loader(paths, fs=None, notch_hz=notch_hz, T=T)
-    return import_records(out_dir, cases, load, T=T, dtype=dtype, importer="wfdb_folder", on_error=on_error,
-                          progress=progress, overwrite=overwrite, resume=resume, report=report,
-                          extra_meta={"source_dir": str(folder.resolve()), "texts_csv": str(tpath.resolve()),
-                                      "source": source, "notch_hz": notch_hz})
-
-
+    return import_records(
+        out_dir,
+        cases,
+        load,
+        T=T,
+        dtype=dtype,
+        importer="wfdb_folder",
+        on_error=on_error,
+        progress=progress,
+        overwrite=overwrite,
+        resume=resume,
+        report=report,
+        extra_meta={
+            "source_dir": str(folder.resolve()),
+            "texts_csv": str(tpath.resolve()),
+            "source": source,
+            "notch_hz": notch_hz,
+        },
+    )

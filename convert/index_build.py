@@ -5,6 +5,7 @@ embedding file (:func:`convert.shards.merge_index`): rows are read a chunk at a 
 every candidate index is built on disk (Annoy's ``on_disk_build``: its items are not held in RAM). Recall is
 measured against :func:`exact_topk`, the toolkit's one exact search (evaluation and re-ranking use it too).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,11 +18,19 @@ from edge.errors import ArchiveError
 
 from .progress import progress_bar
 
-__all__ = ["IndexConfig", "build_annoy", "leaf_capacity", "topk_search", "exact_topk", "annoy_recall",
-           "tune_index", "candidate_path"]
+__all__ = [
+    "IndexConfig",
+    "build_annoy",
+    "leaf_capacity",
+    "topk_search",
+    "exact_topk",
+    "annoy_recall",
+    "tune_index",
+    "candidate_path",
+]
 
-ROWS = 8192            # embedding rows read at a time while adding items
-EXACT_ROWS = 16384     # archive rows scored at a time by exact search
+ROWS = 8192  # embedding rows read at a time while adding items
+EXACT_ROWS = 16384  # archive rows scored at a time by exact search
 
 
 @dataclass(frozen=True)
@@ -36,12 +45,14 @@ class IndexConfig:
     seed: int = 0
 
 
-def build_annoy(embeddings, n_trees: int, seed: int = 0, path: Path | None = None, *, on_disk: bool = False,
-                progress: bool = False):
+def build_annoy(
+    embeddings, n_trees: int, seed: int = 0, path: Path | None = None, *, on_disk: bool = False, progress: bool = False
+):
     """Build the angular Annoy index over the rows of ``embeddings`` (item i = row i; a memmap is fine);
     deterministic for a seed (single-threaded build). Saved to ``path`` if given, or, ``on_disk``, built there
     directly. Returns the AnnoyIndex."""
     from annoy import AnnoyIndex
+
     n, dim = int(embeddings.shape[0]), int(embeddings.shape[1])
     ann = AnnoyIndex(dim, METRIC)
     ann.set_seed(int(seed))
@@ -51,7 +62,7 @@ def build_annoy(embeddings, n_trees: int, seed: int = 0, path: Path | None = Non
         ann.on_disk_build(str(path))
     bar = progress_bar(n, f"index ({n_trees} trees)", progress)
     for s in range(0, n, ROWS):
-        block = np.asarray(embeddings[s:s + ROWS], np.float32)
+        block = np.asarray(embeddings[s : s + ROWS], np.float32)
         for j, v in enumerate(block):
             ann.add_item(s + j, v.tolist())
         if bar is not None:
@@ -69,6 +80,7 @@ def leaf_capacity(dim: int) -> int:
     K items is one leaf per tree, and Annoy's loader then counts 2 x n_trees - 1 roots (every tree's root and
     its copy look alike); :func:`edge.index.check_annoy` finds the same, so such an index is built with 1 tree."""
     from edge.index import node_size
+
     return node_size(dim) // 4 - 1
 
 
@@ -82,7 +94,7 @@ def topk_search(items, queries: np.ndarray, k: int, chunk: int = EXACT_ROWS) -> 
     best_s = np.full((len(q), 0), -np.inf, np.float32)
     best_i = np.zeros((len(q), 0), np.int64)
     for s in range(0, n, chunk):
-        block = np.asarray(items[s:s + chunk], np.float32)
+        block = np.asarray(items[s : s + chunk], np.float32)
         sims = q @ block.T
         ids = np.broadcast_to(np.arange(s, s + len(block)), sims.shape)
         cs = np.concatenate([best_s, sims], axis=1)
@@ -114,9 +126,18 @@ def candidate_path(workdir, n_trees: int) -> Path:
     return Path(workdir) / f"trees-{int(n_trees)}.ann"
 
 
-def tune_index(embeddings, k: int = 10, target_recall: float = 0.99, *, seed: int = 0, max_queries: int = 500,
-               trees=(8, 16, 32, 64), factors=(1, 2, 4, 8, 16, 32, 64), workdir=None,
-               progress: bool = False) -> tuple[int, int, float]:
+def tune_index(
+    embeddings,
+    k: int = 10,
+    target_recall: float = 0.99,
+    *,
+    seed: int = 0,
+    max_queries: int = 500,
+    trees=(8, 16, 32, 64),
+    factors=(1, 2, 4, 8, 16, 32, 64),
+    workdir=None,
+    progress: bool = False,
+) -> tuple[int, int, float]:
     """Pick the cheapest (n_trees, search_k) reaching ``target_recall`` recall@k against exact search
     over the archive (queries: up to ``max_queries`` archive items, seeded). Cost is search_k (nodes
     inspected), then n_trees. Returns (n_trees, search_k, recall); the best found if none reaches it.
@@ -128,7 +149,7 @@ def tune_index(embeddings, k: int = 10, target_recall: float = 0.99, *, seed: in
     if n == 0:
         raise ArchiveError("cannot tune an index over an empty archive")
     if n <= leaf_capacity(emb.shape[1]):
-        trees = (1,)        # one leaf holds every item: one tree is exact search (and more would not load)
+        trees = (1,)  # one leaf holds every item: one tree is exact search (and more would not load)
     k = min(k, n)
     rng = np.random.default_rng(seed)
     qids = np.sort(rng.choice(n, size=min(max_queries, n), replace=False))

@@ -1,4 +1,5 @@
 """Progress bars on stderr (tqdm, the ``convert`` extra) for the toolkit's long loops."""
+
 from __future__ import annotations
 
 import sys
@@ -9,4 +10,5 @@ def progress_bar(total: int, desc: str, enabled: bool, unit: str = "case"):
     if not enabled:
         return None
     from tqdm import tqdm
+
     return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, leave=False)

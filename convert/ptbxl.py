@@ -8,6 +8,7 @@
   ``records500/``), every record read with :func:`edge.io.read_record` and brought into the archive's space
   with :func:`edge.signal.preprocess`, streamed through :func:`convert.archive_write.import_records`.
 """
+
 from __future__ import annotations
 
 import ast
@@ -19,35 +20,79 @@ import numpy as np
 
 from edge.errors import ArchiveError
 
-from .archive import (CASES_FILE, META_FILE, PARTS_DIR, SIGNALS_FILE, Archive, Case, RowView, archive_meta,
-                      check_unique_ids, read_cases, split_labels)
+from .archive import (
+    CASES_FILE,
+    META_FILE,
+    PARTS_DIR,
+    SIGNALS_FILE,
+    Archive,
+    Case,
+    RowView,
+    archive_meta,
+    check_unique_ids,
+    read_cases,
+    split_labels,
+)
 from .archive_write import ImportSummary, import_records, prepare_out, write_meta_and_cases
 from .importers import Report, int_or_none, need_columns, preprocess_loader, read_csv_rows
 
-__all__ = ["open_subset", "open_archive", "import_ptbxl", "import_ptbxl_subset", "read_scp_statements",
-           "ptbxl_labels", "ptbxl_layout"]
+__all__ = [
+    "open_subset",
+    "open_archive",
+    "import_ptbxl",
+    "import_ptbxl_subset",
+    "read_scp_statements",
+    "ptbxl_labels",
+    "ptbxl_layout",
+]
 
 
 # ------------------------------------------------------------------------------------------------ PTB-XL subset
 
+
 def _subset_cases(d: Path) -> tuple[list[Case], np.ndarray]:
     path = d / "cases.csv"
     cols, rows = read_csv_rows(path)
-    need_columns(path, cols, ["ecg_id", "patient_id", "strat_fold", "super_class", "sub_class", "form",
-                               "rhythm", "statements_en", "report_en", "signal_row"])
+    need_columns(
+        path,
+        cols,
+        [
+            "ecg_id",
+            "patient_id",
+            "strat_fold",
+            "super_class",
+            "sub_class",
+            "form",
+            "rhythm",
+            "statements_en",
+            "report_en",
+            "signal_row",
+        ],
+    )
     items = []
     for k, r in enumerate(rows):
         where = f"{path}:{k + 2}"
         sr = int_or_none(r["signal_row"], where, "signal_row")
         if sr is None:
             continue
-        items.append((sr, Case(
-            case_id=f"ptbxl:{int(r['ecg_id'])}", patient_id=str(int_or_none(r["patient_id"], where, "patient_id")),
-            fold=int_or_none(r["strat_fold"], where, "strat_fold"),
-            super_class=split_labels(r["super_class"]), sub_class=split_labels(r["sub_class"]),
-            form=split_labels(r["form"]), rhythm=split_labels(r["rhythm"]),
-            statements=r["statements_en"].strip(), report=(r["report_en"] or "").strip(), source="ptbxl",
-            n_samples=1000)))
+        items.append(
+            (
+                sr,
+                Case(
+                    case_id=f"ptbxl:{int(r['ecg_id'])}",
+                    patient_id=str(int_or_none(r["patient_id"], where, "patient_id")),
+                    fold=int_or_none(r["strat_fold"], where, "strat_fold"),
+                    super_class=split_labels(r["super_class"]),
+                    sub_class=split_labels(r["sub_class"]),
+                    form=split_labels(r["form"]),
+                    rhythm=split_labels(r["rhythm"]),
+                    statements=r["statements_en"].strip(),
+                    report=(r["report_en"] or "").strip(),
+                    source="ptbxl",
+                    n_samples=1000,
+                ),
+            )
+        )
     items.sort(key=lambda t: t[0])
     cases = [c for _, c in items]
     check_unique_ids(cases, str(path))
@@ -66,6 +111,7 @@ def open_subset(data_dir=None) -> Archive:
     """
     if data_dir is None:
         from edge.paths import shared_data_dir
+
         data_dir = shared_data_dir() / "ptbxl-subset"
     d = Path(data_dir)
     cases, rows = _subset_cases(d)
@@ -77,11 +123,17 @@ def open_subset(data_dir=None) -> Archive:
     if sig.ndim != 3 or sig.shape[2] != 12:
         raise ArchiveError(f"{spath}: expected shape (N, T, 12), got {sig.shape}")
     if rows.size and rows.max() >= sig.shape[0]:
-        raise ArchiveError(f"{d / 'cases.csv'}: signal_row {int(rows.max())} is beyond the "
-                           f"{sig.shape[0]} rows of {spath}")
+        raise ArchiveError(
+            f"{d / 'cases.csv'}: signal_row {int(rows.max())} is beyond the {sig.shape[0]} rows of {spath}"
+        )
     signals = sig if np.array_equal(rows, np.arange(sig.shape[0])) else RowView(sig, rows)
-    meta = archive_meta("ptbxl_subset", T=sig.shape[1], dtype=str(sig.dtype),
-                        signals_path=str(spath.resolve()), source_dir=str(d.resolve()))
+    meta = archive_meta(
+        "ptbxl_subset",
+        T=sig.shape[1],
+        dtype=str(sig.dtype),
+        signals_path=str(spath.resolve()),
+        source_dir=str(d.resolve()),
+    )
     return Archive(signals, cases, meta=meta, path=None)
 
 
@@ -90,8 +142,9 @@ def open_archive(path=None) -> Archive:
     return Archive.open(path) if path else open_subset()
 
 
-def import_ptbxl_subset(data_dir, out_dir=None, *, folds: Iterable[int] | None = None, limit: int | None = None,
-                        overwrite: bool = False) -> Archive:
+def import_ptbxl_subset(
+    data_dir, out_dir=None, *, folds: Iterable[int] | None = None, limit: int | None = None, overwrite: bool = False
+) -> Archive:
     """The shared PTB-XL subset (already preprocessed: z-scored, 0.5-40 Hz, 100 Hz) as an archive.
 
     With ``out_dir=None`` nothing is written (same as :func:`open_subset`; ``folds`` and
@@ -110,7 +163,7 @@ def import_ptbxl_subset(data_dir, out_dir=None, *, folds: Iterable[int] | None =
         fs = {int(f) for f in folds}
         keep = np.array([i for i in keep if cases[i].fold in fs], dtype=np.int64)
     if limit is not None:
-        keep = keep[:max(0, int(limit))]
+        keep = keep[: max(0, int(limit))]
     meta = arc.meta
     meta["rows"] = rows[keep].tolist()
     meta["n_cases"] = len(keep)
@@ -132,11 +185,14 @@ def ptbxl_layout(d) -> str:
         return "download"
     if (d / "cases.csv").is_file() and (d / "signals_100hz.npy").is_file():
         return "subset"
-    raise ArchiveError(f"{d}: neither a PTB-XL download (ptbxl_database.csv, scp_statements.csv, records100/) "
-                       f"nor the shared PTB-XL subset (cases.csv, signals_100hz.npy)")
+    raise ArchiveError(
+        f"{d}: neither a PTB-XL download (ptbxl_database.csv, scp_statements.csv, records100/) "
+        f"nor the shared PTB-XL subset (cases.csv, signals_100hz.npy)"
+    )
 
 
 # ------------------------------------------------------------------------------------------------ PTB-XL original
+
 
 def _truthy(s) -> bool:
     s = (s or "").strip()
@@ -151,17 +207,20 @@ def read_scp_statements(path) -> dict[str, dict]:
     p = Path(path)
     cols, rows = read_csv_rows(p)
     code_col = cols[0] if cols else ""
-    need_columns(p, cols, ["description", "diagnostic", "form", "rhythm", "diagnostic_class",
-                            "diagnostic_subclass"])
+    need_columns(p, cols, ["description", "diagnostic", "form", "rhythm", "diagnostic_class", "diagnostic_subclass"])
     out = {}
     for r in rows:
         code = (r[code_col] or "").strip()
         if not code:
             continue
-        out[code] = {"description": (r["description"] or "").strip(), "diagnostic": _truthy(r["diagnostic"]),
-                     "form": _truthy(r["form"]), "rhythm": _truthy(r["rhythm"]),
-                     "class": (r["diagnostic_class"] or "").strip(),
-                     "subclass": (r["diagnostic_subclass"] or "").strip()}
+        out[code] = {
+            "description": (r["description"] or "").strip(),
+            "diagnostic": _truthy(r["diagnostic"]),
+            "form": _truthy(r["form"]),
+            "rhythm": _truthy(r["rhythm"]),
+            "class": (r["diagnostic_class"] or "").strip(),
+            "subclass": (r["diagnostic_subclass"] or "").strip(),
+        }
     return out
 
 
@@ -183,21 +242,29 @@ def ptbxl_labels(scp_codes: dict, statements: dict[str, dict]) -> dict:
     """
     known = [c for c in scp_codes if c in statements]
     n = _norm_label
-    sup = sorted({n(statements[c]["class"]) for c in known
-                  if statements[c]["diagnostic"] and statements[c]["class"]})
-    sub = sorted({n(statements[c]["subclass"]) for c in known
-                  if statements[c]["diagnostic"] and statements[c]["subclass"]})
+    sup = sorted({n(statements[c]["class"]) for c in known if statements[c]["diagnostic"] and statements[c]["class"]})
+    sub = sorted(
+        {n(statements[c]["subclass"]) for c in known if statements[c]["diagnostic"] and statements[c]["subclass"]}
+    )
     form = sorted({n(c) for c in known if statements[c]["form"]})
     rhythm = sorted({n(c) for c in known if statements[c]["rhythm"]})
-    order = ([c for c in known if statements[c]["rhythm"]] + [c for c in known if statements[c]["diagnostic"]]
-             + [c for c in known if statements[c]["form"] and not statements[c]["diagnostic"]])
+    order = (
+        [c for c in known if statements[c]["rhythm"]]
+        + [c for c in known if statements[c]["diagnostic"]]
+        + [c for c in known if statements[c]["form"] and not statements[c]["diagnostic"]]
+    )
     seen, desc = set(), []
     for c in order:
         if c not in seen and statements[c]["description"]:
             seen.add(c)
             desc.append(statements[c]["description"])
-    return {"super_class": tuple(sup), "sub_class": tuple(sub), "form": tuple(form), "rhythm": tuple(rhythm),
-            "statements": "; ".join(desc)}
+    return {
+        "super_class": tuple(sup),
+        "sub_class": tuple(sub),
+        "form": tuple(form),
+        "rhythm": tuple(rhythm),
+        "statements": "; ".join(desc),
+    }
 
 
 def _ptbxl_listing(d: Path, resolution: str, folds, limit) -> tuple[list[Case], list[Path]]:
@@ -224,18 +291,36 @@ def _ptbxl_listing(d: Path, resolution: str, folds, limit) -> tuple[list[Case], 
             raise ArchiveError(f"{where}: scp_codes is not a dict literal: {r['scp_codes']!r}")
         lab = ptbxl_labels(codes, statements)
         pid = int_or_none(r["patient_id"], where, "patient_id")
-        cases.append(Case(case_id=f"ptbxl:{int_or_none(r['ecg_id'], where, 'ecg_id')}",
-                          patient_id=None if pid is None else str(pid), fold=fold,
-                          report=(r.get("report") or "").strip(), source="ptbxl", **lab))
+        cases.append(
+            Case(
+                case_id=f"ptbxl:{int_or_none(r['ecg_id'], where, 'ecg_id')}",
+                patient_id=None if pid is None else str(pid),
+                fold=fold,
+                report=(r.get("report") or "").strip(),
+                source="ptbxl",
+                **lab,
+            )
+        )
         paths.append(d / (r[fcol] or "").strip())
     check_unique_ids(cases, str(db))
     return cases, paths
 
 
-def import_ptbxl(ptbxl_dir, out_dir, *, resolution: str = "lr", folds: Iterable[int] | None = None,
-                 limit: int | None = None, dtype="float16", notch_hz: float | None = None,
-                 on_error: str = "raise", progress: bool = True, overwrite: bool = False, resume: bool = False,
-                 report: Report | None = None) -> ImportSummary:
+def import_ptbxl(
+    ptbxl_dir,
+    out_dir,
+    *,
+    resolution: str = "lr",
+    folds: Iterable[int] | None = None,
+    limit: int | None = None,
+    dtype="float16",
+    notch_hz: float | None = None,
+    on_error: str = "raise",
+    progress: bool = True,
+    overwrite: bool = False,
+    resume: bool = False,
+    report: Report | None = None,
+) -> ImportSummary:
     """Import PTB-XL into an archive folder: the original download (``ptbxl_database.csv``,
     ``scp_statements.csv``, ``records100/`` or ``records500/``), or the shared subset's folder (then
     :func:`import_ptbxl_subset`: nothing is read record by record or copied).
@@ -257,18 +342,28 @@ def import_ptbxl(ptbxl_dir, out_dir, *, resolution: str = "lr", folds: Iterable[
         if (out / META_FILE).exists() and not overwrite:
             meta = json.loads((out / META_FILE).read_text(encoding="utf-8"))
             if meta.get("importer") != "ptbxl_subset" or meta.get("source_dir") != str(d.resolve()):
-                raise ArchiveError(f"{out}: already holds an archive of another source ({meta.get('importer')} "
-                                   f"of {meta.get('source_dir')}); use another folder (or --overwrite)")
+                raise ArchiveError(
+                    f"{out}: already holds an archive of another source ({meta.get('importer')} "
+                    f"of {meta.get('source_dir')}); use another folder (or --overwrite)"
+                )
             before = {c.case_id for c in read_cases(out / CASES_FILE)}
-        arc = import_ptbxl_subset(d, out, folds=folds, limit=limit, overwrite=True)   # references: cheap
+        arc = import_ptbxl_subset(d, out, folds=folds, limit=limit, overwrite=True)  # references: cheap
         n_already = len(before & set(arc.ids))
         return ImportSummary(arc, len(arc), len(arc) - n_already, n_already)
     cases, paths = _ptbxl_listing(d, resolution, folds, limit)
     T = 1000
     load = preprocess_loader(paths, fs=None, notch_hz=notch_hz, T=T)
-    return import_records(out_dir, cases, load, T=T, dtype=dtype, importer="ptbxl", on_error=on_error,
-                          progress=progress, overwrite=overwrite, resume=resume, report=report,
-                          extra_meta={"source_dir": str(d.resolve()), "resolution": resolution,
-                                      "notch_hz": notch_hz})
-
-
+    return import_records(
+        out_dir,
+        cases,
+        load,
+        T=T,
+        dtype=dtype,
+        importer="ptbxl",
+        on_error=on_error,
+        progress=progress,
+        overwrite=overwrite,
+        resume=resume,
+        report=report,
+        extra_meta={"source_dir": str(d.resolve()), "resolution": resolution, "notch_hz": notch_hz},
+    )

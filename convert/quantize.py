@@ -18,14 +18,15 @@
 * the gate (:func:`check_gate`): a bundle is refused when the int8 kNN_macroAUROC falls more than
   ``max_auroc_drop`` below the float student's, unless forced.
 """
+
 from __future__ import annotations
 
 import json
 import sys
 import tempfile
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
@@ -40,8 +41,19 @@ from .images import image_cases
 from .student import count_params_macs, load_student
 from .teacher_config import EVAL_LEAD_SETS
 
-__all__ = ["QuantConfig", "quant_config", "QuantizationError", "representative_images", "export_tflite", "fold_head",
-           "embed_tflite", "quant_report", "check_gate", "quantize_student", "EXPORTS"]
+__all__ = [
+    "QuantConfig",
+    "quant_config",
+    "QuantizationError",
+    "representative_images",
+    "export_tflite",
+    "fold_head",
+    "embed_tflite",
+    "quant_report",
+    "check_gate",
+    "quantize_student",
+    "EXPORTS",
+]
 
 EXPORTS = ("float32", "float16", "int8")
 
@@ -52,10 +64,10 @@ class QuantizationError(BundleError):
 
 @dataclass(frozen=True)
 class QuantConfig:
-    rep_folds: tuple = (1, 2, 3, 4, 5, 6, 7, 8)   # training + validation folds: never the test fold
+    rep_folds: tuple = (1, 2, 3, 4, 5, 6, 7, 8)  # training + validation folds: never the test fold
     rep_size: int = 256
-    rep_reduced: float = 0.25                    # share of representative images with a reduced lead set
-    min_rep: int = 32                            # fewer images than this cannot calibrate int8 ranges
+    rep_reduced: float = 0.25  # share of representative images with a reduced lead set
+    min_rep: int = 32  # fewer images than this cannot calibrate int8 ranges
     max_auroc_drop: float = 0.01
     seed: int = 0
     threads: int = 1
@@ -77,20 +89,26 @@ def quant_config(d: Mapping | None, where: str = "[quantize]") -> QuantConfig:
 
 # ============================================================================================ calibration
 
-def representative_images(archive, imaging: ImagingConfig, cfg: QuantConfig = QuantConfig(),
-                          exclude_folds=(9, 10)) -> np.ndarray:
+
+def representative_images(
+    archive, imaging: ImagingConfig, cfg: QuantConfig = QuantConfig(), exclude_folds=(9, 10)
+) -> np.ndarray:
     """Calibration images (n, H, W, 3) float32: ``rep_size`` cases drawn (seeded) from ``rep_folds``, a share
     ``rep_reduced`` of them imaged with a reduced lead set. Raises :class:`QuantizationError` when fewer than
     ``min_rep`` images can be drawn, and refuses test folds."""
     bad = sorted(set(cfg.rep_folds) & set(exclude_folds))
     if bad:
-        raise ConfigError(f"quantize.rep_folds {list(cfg.rep_folds)} include test fold(s) {bad}: calibrate on "
-                          f"training/validation folds only")
+        raise ConfigError(
+            f"quantize.rep_folds {list(cfg.rep_folds)} include test fold(s) {bad}: calibrate on "
+            f"training/validation folds only"
+        )
     pool = archive.select(folds=cfg.rep_folds)
     n = min(cfg.rep_size, len(pool))
     if n < cfg.min_rep:
-        raise QuantizationError(f"representative set too small to calibrate int8: {n} image(s) from folds "
-                                f"{list(cfg.rep_folds)} (need at least {cfg.min_rep}; quantize.min_rep)")
+        raise QuantizationError(
+            f"representative set too small to calibrate int8: {n} image(s) from folds "
+            f"{list(cfg.rep_folds)} (need at least {cfg.min_rep}; quantize.min_rep)"
+        )
     rng = np.random.default_rng([cfg.seed, 271828])
     pick = np.sort(rng.choice(pool, size=n, replace=False))
     out = np.empty((n,) + imaging.shape, np.float32)
@@ -107,11 +125,13 @@ def representative_images(archive, imaging: ImagingConfig, cfg: QuantConfig = Qu
 
 # ============================================================================================ export
 
+
 def fold_head(model):
     """The student with its head folded into a single ``Conv2D(dim, (h, w), "valid")`` + ``Reshape`` over the
     last feature map (h, w, C): ``gdconv`` (depthwise (h, w) + BatchNorm + Dense), ``flatten`` (+ Dense) or
     ``gap`` (+ Dense). The same function in float; models without one of these heads are returned as they are."""
     import keras
+
     names = {layer.name for layer in model.layers}
     if "embedding" not in names or not names & {"gdconv", "flatten", "gap"}:
         return model
@@ -148,9 +168,11 @@ def export_tflite(model, kind: str, rep_images: np.ndarray | None = None) -> byt
     """A Keras model (image -> embedding) as TFLite bytes with batch size 1: ``float32``, ``float16``
     (float16 weights) or ``int8`` (full integer, int8 input and output, calibrated on ``rep_images``)."""
     import tensorflow as tf
+
     if kind not in EXPORTS:
         raise ConfigError(f"unknown export {kind!r}; choose one of {', '.join(EXPORTS)}")
     import keras
+
     model = fold_head(model)
     # a batch size of 1 removes the shape ops (and keeps the model loadable on tflite-runtime 2.14)
     inp = keras.Input(tuple(int(x) for x in model.input_shape[1:]), batch_size=1, name="image")
@@ -181,6 +203,7 @@ def embed_tflite(tflite_bytes: bytes, images: np.ndarray, threads: int = 1, prog
     """L2-normalised embeddings of ``images`` through the device interpreter (:class:`edge.encoder.Encoder`:
     host-side int8 quantize/dequantize, LiteRT when installed)."""
     from edge.encoder import Encoder
+
     with tempfile.TemporaryDirectory() as td:
         p = Path(td) / "encoder.tflite"
         p.write_bytes(tflite_bytes)
@@ -189,6 +212,7 @@ def embed_tflite(tflite_bytes: bytes, images: np.ndarray, threads: int = 1, prog
         it = range(len(images))
         if progress:
             from tqdm import tqdm
+
             it = tqdm(it, desc="encoding", file=sys.stderr, leave=False)
         for k in it:
             out[k] = enc.encode(np.asarray(images[k], np.float32))
@@ -197,14 +221,16 @@ def embed_tflite(tflite_bytes: bytes, images: np.ndarray, threads: int = 1, prog
 
 # ============================================================================================ report
 
+
 def _topk_overlap(qa: np.ndarray, aa: np.ndarray, qb: np.ndarray, ab: np.ndarray, k: int = 10) -> np.ndarray:
     ia, _ = top_k(qa, aa, k)
     ib, _ = top_k(qb, ab, k)
     return np.array([len(set(x.tolist()) & set(y.tolist())) / float(k) for x, y in zip(ia, ib)])
 
 
-def quant_report(archive, variants: Mapping, float_name: str, int8_name: str, query_idx, archive_idx,
-                 extra: dict | None = None) -> dict:
+def quant_report(
+    archive, variants: Mapping, float_name: str, int8_name: str, query_idx, archive_idx, extra: dict | None = None
+) -> dict:
     """Every metric for ``variants`` ({name: (N, D) or (q, a)}) plus cosine(float, int8) over the queries and
     the top-10 overlap of float and int8 retrieval. Returns a JSON-able dict with ``table_markdown``."""
     q, a = np.asarray(query_idx), np.asarray(archive_idx)
@@ -212,22 +238,35 @@ def quant_report(archive, variants: Mapping, float_name: str, int8_name: str, qu
     f, i8 = np.asarray(variants[float_name]), np.asarray(variants[int8_name])
     cos = np.sum(f[q] * i8[q], axis=1)
     ov = _topk_overlap(f[q], f[a], i8[q], i8[a])
-    quant = {"cosine_float_int8_mean": float(cos.mean()), "cosine_float_int8_min": float(cos.min()),
-             "top10_overlap_mean": float(ov.mean()), "top10_overlap_min": float(ov.min()),
-             "kNN_macroAUROC_float": float(res[float_name]["kNN_macroAUROC"]),
-             "kNN_macroAUROC_int8": float(res[int8_name]["kNN_macroAUROC"]),
-             "n_queries": int(len(q))}
+    quant = {
+        "cosine_float_int8_mean": float(cos.mean()),
+        "cosine_float_int8_min": float(cos.min()),
+        "top10_overlap_mean": float(ov.mean()),
+        "top10_overlap_min": float(ov.min()),
+        "kNN_macroAUROC_float": float(res[float_name]["kNN_macroAUROC"]),
+        "kNN_macroAUROC_int8": float(res[int8_name]["kNN_macroAUROC"]),
+        "n_queries": int(len(q)),
+    }
     quant["kNN_macroAUROC_drop"] = quant["kNN_macroAUROC_float"] - quant["kNN_macroAUROC_int8"]
     head = heading(archive, q, a)
-    md = (markdown_table(res, "### " + head) + "\n\n"
-          + f"Quantization ({int8_name} vs {float_name}, fold-{','.join(str(x) for x in sorted({archive.cases[int(j)].fold for j in q}))} "
-          f"queries): cosine mean {quant['cosine_float_int8_mean']:.4f}, min {quant['cosine_float_int8_min']:.4f}; "
-          f"top-10 overlap mean {quant['top10_overlap_mean']:.3f}, min {quant['top10_overlap_min']:.2f}; "
-          f"kNN_macroAUROC {quant['kNN_macroAUROC_float']:.4f} -> {quant['kNN_macroAUROC_int8']:.4f} "
-          f"(drop {quant['kNN_macroAUROC_drop']:+.4f})\n")
+    qfolds = ",".join(str(x) for x in sorted({archive.cases[int(j)].fold for j in q}))
+    md = (
+        markdown_table(res, "### " + head) + "\n\n" + f"Quantization ({int8_name} vs {float_name}, fold-{qfolds} "
+        f"queries): cosine mean {quant['cosine_float_int8_mean']:.4f}, min {quant['cosine_float_int8_min']:.4f}; "
+        f"top-10 overlap mean {quant['top10_overlap_mean']:.3f}, min {quant['top10_overlap_min']:.2f}; "
+        f"kNN_macroAUROC {quant['kNN_macroAUROC_float']:.4f} -> {quant['kNN_macroAUROC_int8']:.4f} "
+        f"(drop {quant['kNN_macroAUROC_drop']:+.4f})\n"
+    )
     metrics = {k: {m: v for m, v in r.items()} for k, r in res.items()}
-    return {"table_markdown": md, "heading": head, "metrics": metrics, "quantization": quant,
-            "float_variant": float_name, "int8_variant": int8_name, **(extra or {})}
+    return {
+        "table_markdown": md,
+        "heading": head,
+        "metrics": metrics,
+        "quantization": quant,
+        "float_variant": float_name,
+        "int8_variant": int8_name,
+        **(extra or {}),
+    }
 
 
 def check_gate(report: dict, max_drop: float = 0.01, force: bool = False) -> str | None:
@@ -237,9 +276,11 @@ def check_gate(report: dict, max_drop: float = 0.01, force: bool = False) -> str
     drop = q["kNN_macroAUROC_float"] - q["kNN_macroAUROC_int8"]
     if drop <= max_drop + 1e-12:
         return None
-    msg = (f"int8 kNN_macroAUROC {q['kNN_macroAUROC_int8']:.4f} is {drop:.4f} below the float student's "
-           f"{q['kNN_macroAUROC_float']:.4f} (allowed: {max_drop}); post-training quantization lost too much - "
-           f"recalibrate (more/representative images) or use quantization-aware training, or force")
+    msg = (
+        f"int8 kNN_macroAUROC {q['kNN_macroAUROC_int8']:.4f} is {drop:.4f} below the float student's "
+        f"{q['kNN_macroAUROC_float']:.4f} (allowed: {max_drop}); post-training quantization lost too much - "
+        f"recalibrate (more/representative images) or use quantization-aware training, or force"
+    )
     if not force:
         raise QuantizationError(msg)
     return "forced: " + msg
@@ -247,15 +288,24 @@ def check_gate(report: dict, max_drop: float = 0.01, force: bool = False) -> str
 
 # ============================================================================================ the step
 
+
 def _deployed_stats(model) -> dict:
     """Parameters and multiply-accumulates of the graph that is exported (the head folded into one conv)."""
     params, macs = count_params_macs(fold_head(model))
     return {"params": int(params), "macs": int(macs), "head": "folded into one Conv2D (fold_head)"}
 
 
-def quantize_student(run_dir, archive, imaging: ImagingConfig, cfg: QuantConfig = QuantConfig(), *,
-                     teacher: dict | None = None, clean: np.ndarray | None = None, lead_sets: bool = True,
-                     progress: bool = True) -> dict:
+def quantize_student(
+    run_dir,
+    archive,
+    imaging: ImagingConfig,
+    cfg: QuantConfig = QuantConfig(),
+    *,
+    teacher: dict | None = None,
+    clean: np.ndarray | None = None,
+    lead_sets: bool = True,
+    progress: bool = True,
+) -> dict:
     """Export ``run_dir/student.keras`` as ``encoder_{float32,float16,int8}.tflite`` beside it, measure them
     (fold-9 queries, folds 1-8 archive) and write ``quant_report.json`` and ``quant_report.md``.
 
@@ -264,8 +314,9 @@ def quantize_student(run_dir, archive, imaging: ImagingConfig, cfg: QuantConfig 
     d = Path(run_dir)
     model, info = load_student(d)
     if tuple(model.input_shape[1:]) != tuple(imaging.shape):
-        raise ConfigError(f"{d}: student input {model.input_shape[1:]} does not match the imaging shape "
-                          f"{imaging.shape}")
+        raise ConfigError(
+            f"{d}: student input {model.input_shape[1:]} does not match the imaging shape {imaging.shape}"
+        )
     reps = representative_images(archive, imaging, cfg)
     blobs = {}
     for kind in EXPORTS:
@@ -287,17 +338,34 @@ def quantize_student(run_dir, archive, imaging: ImagingConfig, cfg: QuantConfig 
         int8_blob = blobs["int8"]
         for s in EVAL_LEAD_SETS:
             m = lead_mask(s)
-            imgs = np.stack([ecg_image(archive.signal(int(i)) * m[None, :], m, imaging,
-                                       archive.cases[int(i)].n_samples or None) for i in q])
+            imgs = np.stack(
+                [
+                    ecg_image(archive.signal(int(i)) * m[None, :], m, imaging, archive.cases[int(i)].n_samples or None)
+                    for i in q
+                ]
+            )
             if teacher is not None and s in (teacher.get("leadsets") or {}):
                 variants[f"{teacher.get('name', 'teacher')}, query leads {s}"] = (
-                    np.asarray(teacher["leadsets"][s], np.float32)[q], variants[teacher.get("name", "teacher")][a])
+                    np.asarray(teacher["leadsets"][s], np.float32)[q],
+                    variants[teacher.get("name", "teacher")][a],
+                )
             variants[f"student int8, query leads {s}"] = (embed_tflite(int8_blob, imgs, cfg.threads), embs["int8"][a])
     sizes = {k: len(v) for k, v in blobs.items()}
-    rep = quant_report(archive, variants, "student float32", int8_name, q, a,
-                       extra={"sizes_bytes": sizes, "params": info.get("params"), "macs": info.get("macs"),
-                              "deployed": _deployed_stats(model),
-                              "representative": {**cfg.to_dict(), "n_images": int(len(reps))}})
+    rep = quant_report(
+        archive,
+        variants,
+        "student float32",
+        int8_name,
+        q,
+        a,
+        extra={
+            "sizes_bytes": sizes,
+            "params": info.get("params"),
+            "macs": info.get("macs"),
+            "deployed": _deployed_stats(model),
+            "representative": {**cfg.to_dict(), "n_images": int(len(reps))},
+        },
+    )
     (d / "quant_report.json").write_text(json.dumps(rep, indent=1, default=float) + "\n")
     (d / "quant_report.md").write_text(rep["table_markdown"])
     return rep

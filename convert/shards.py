@@ -16,6 +16,7 @@
 Memory: one chunk of images (chunk x H x W x 3 float16) plus the interpreter while embedding; one chunk of
 the embedding matrix while measuring recall; Annoy's on-disk build otherwise.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -35,8 +36,15 @@ from .files import file_sha256, publish_folder, staging_folder
 from .index_build import candidate_path, tune_index
 from .progress import progress_bar
 
-__all__ = ["parse_shard", "shard_range", "shard_name", "archive_fingerprint", "embed_archive", "read_shards",
-           "merge_index"]
+__all__ = [
+    "parse_shard",
+    "shard_range",
+    "shard_name",
+    "archive_fingerprint",
+    "embed_archive",
+    "read_shards",
+    "merge_index",
+]
 
 EMB_FILE = "embeddings.npy"
 CASES_FILE = "cases.jsonl"
@@ -72,13 +80,14 @@ def archive_fingerprint(archive) -> str:
     return h.hexdigest()[:16]
 
 
-
 # ============================================================================================ embedding
+
 
 def _release_pages(archive) -> None:
     """Drop the archive's memory-mapped signal pages from this process's resident set (they are clean, file
     backed and re-read on demand), so that streaming a large archive keeps the RSS bounded."""
     import mmap
+
     sig = archive.signals
     base = getattr(sig, "base", None) if not hasattr(sig, "_mmap") else sig
     mm = getattr(base, "_mmap", None) if base is not None else None
@@ -89,8 +98,18 @@ def _release_pages(archive) -> None:
             pass
 
 
-def embed_archive(archive, encoder_path, out_dir, imaging: ImagingConfig, shard: tuple[int, int] = (0, 1), *,
-                  chunk: int = 256, threads: int = 1, progress: bool = True, transform=None) -> Path:
+def embed_archive(
+    archive,
+    encoder_path,
+    out_dir,
+    imaging: ImagingConfig,
+    shard: tuple[int, int] = (0, 1),
+    *,
+    chunk: int = 256,
+    threads: int = 1,
+    progress: bool = True,
+    transform=None,
+) -> Path:
     """Embed the shard's rows of ``archive`` with the TFLite encoder at ``encoder_path``; write
     ``<out_dir>/shard-i-of-N.npy`` (float32 (rows, D), L2-normalised) and ``.json``. Returns the .npy path.
 
@@ -98,13 +117,16 @@ def embed_archive(archive, encoder_path, out_dir, imaging: ImagingConfig, shard:
     augment repeated records)."""
     from edge.encoder import Encoder
     from edge.imaging import ecg_image
+
     i, n_sh = shard
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     enc = Encoder(encoder_path, threads=threads)
     if tuple(enc.input_shape[1:]) != tuple(imaging.shape):
-        raise ConfigError(f"{encoder_path}: encoder input {list(enc.input_shape)} does not match the imaging "
-                          f"shape {list(imaging.shape)} (mode {imaging.mode}, tile {imaging.tile})")
+        raise ConfigError(
+            f"{encoder_path}: encoder input {list(enc.input_shape)} does not match the imaging "
+            f"shape {list(imaging.shape)} (mode {imaging.mode}, tile {imaging.tile})"
+        )
     n = len(archive)
     a, b = shard_range(n, i, n_sh)
     base = out / shard_name(i, n_sh)
@@ -128,11 +150,21 @@ def embed_archive(archive, encoder_path, out_dir, imaging: ImagingConfig, shard:
                     bar.update(e - s)
             mm.flush()
             del mm
-        meta = {"shard": i, "of": n_sh, "start": a, "stop": b, "n_cases": n, "dim": enc.dim,
-                "archive": str(archive.path) if archive.path else archive.meta.get("source_dir", "in-memory"),
-                "archive_fingerprint": archive_fingerprint(archive), "encoder_sha256": file_sha256(encoder_path),
-                "imaging": imaging.to_dict(), "threads": threads, "seconds": round(time.time() - t0, 2),
-                "transform": getattr(transform, "__name__", None) if transform is not None else None}
+        meta = {
+            "shard": i,
+            "of": n_sh,
+            "start": a,
+            "stop": b,
+            "n_cases": n,
+            "dim": enc.dim,
+            "archive": str(archive.path) if archive.path else archive.meta.get("source_dir", "in-memory"),
+            "archive_fingerprint": archive_fingerprint(archive),
+            "encoder_sha256": file_sha256(encoder_path),
+            "imaging": imaging.to_dict(),
+            "threads": threads,
+            "seconds": round(time.time() - t0, 2),
+            "transform": getattr(transform, "__name__", None) if transform is not None else None,
+        }
         atomic_write(base.with_suffix(".json"), json.dumps(meta, indent=1) + "\n")
     finally:
         if bar is not None:
@@ -162,13 +194,16 @@ def read_shards(shard_dir) -> list[dict]:
     for key in ("archive_fingerprint", "encoder_sha256", "dim", "n_cases", "imaging"):
         vals = {json.dumps(m[key], sort_keys=True) for m in metas}
         if len(vals) != 1:
-            raise ArchiveError(f"{d}: shards disagree on {key} ({len(vals)} different values); re-run them "
-                               f"with one archive and one encoder")
+            raise ArchiveError(
+                f"{d}: shards disagree on {key} ({len(vals)} different values); re-run them "
+                f"with one archive and one encoder"
+            )
     have = sorted(m["shard"] for m in metas)
     missing = sorted(set(range(n_sh)) - set(have))
     if missing:
-        raise ArchiveError(f"{d}: shard(s) {', '.join(f'{x}/{n_sh}' for x in missing)} missing; run "
-                           f"embed-archive --shard for them")
+        raise ArchiveError(
+            f"{d}: shard(s) {', '.join(f'{x}/{n_sh}' for x in missing)} missing; run embed-archive --shard for them"
+        )
     metas.sort(key=lambda m: m["start"])
     pos = 0
     for m in metas:
@@ -180,8 +215,18 @@ def read_shards(shard_dir) -> list[dict]:
     return metas
 
 
-def merge_index(shard_dir, out_dir, archive=None, *, k: int = 10, target_recall: float = 0.99, seed: int = 0,
-                max_queries: int = 500, trees=(8, 16, 32, 64), progress: bool = True) -> dict:
+def merge_index(
+    shard_dir,
+    out_dir,
+    archive=None,
+    *,
+    k: int = 10,
+    target_recall: float = 0.99,
+    seed: int = 0,
+    max_queries: int = 500,
+    trees=(8, 16, 32, 64),
+    progress: bool = True,
+) -> dict:
     """Merge the shards of ``shard_dir`` into ``out_dir``: ``embeddings.npy``, ``cases.jsonl`` (when the
     ``archive`` is given), ``index.ann`` and ``index.json``. Written in a temporary folder, then renamed."""
     metas = read_shards(shard_dir)
@@ -199,8 +244,8 @@ def merge_index(shard_dir, out_dir, archive=None, *, k: int = 10, target_recall:
             if part.shape != (m["stop"] - m["start"], dim):
                 raise ArchiveError(f"{m['_path']}: shape {part.shape}, expected {(m['stop'] - m['start'], dim)}")
             for s in range(0, part.shape[0], 16384):
-                blk = np.asarray(part[s:s + 16384])
-                emb[m["start"] + s:m["start"] + s + len(blk)] = blk
+                blk = np.asarray(part[s : s + 16384])
+                emb[m["start"] + s : m["start"] + s + len(blk)] = blk
         emb.flush()
         del emb
         emb = np.load(tmp / EMB_FILE, mmap_mode="r")
@@ -213,19 +258,39 @@ def merge_index(shard_dir, out_dir, archive=None, *, k: int = 10, target_recall:
                     seen.add(c.case_id)
                     f.write(json.dumps(case_record(c), ensure_ascii=False, separators=(",", ":")) + "\n")
         t1 = time.time()
-        nt, sk, r = tune_index(emb, k=k, target_recall=target_recall, seed=seed, max_queries=max_queries,
-                               trees=trees, workdir=tmp, progress=progress)
+        nt, sk, r = tune_index(
+            emb,
+            k=k,
+            target_recall=target_recall,
+            seed=seed,
+            max_queries=max_queries,
+            trees=trees,
+            workdir=tmp,
+            progress=progress,
+        )
         publish(candidate_path(tmp, nt), tmp / INDEX_FILE)
         for p in tmp.glob("trees-*.ann"):
             p.unlink()
-        info = {"metric": METRIC, "dim": dim, "n_items": n, "n_trees": nt, "search_k": sk, "recall_at_10": r,
-                "k": k, "target_recall": target_recall, "recall_queries": int(min(max_queries, n)), "seed": seed,
-                "shards": len(metas), "encoder_sha256": metas[0]["encoder_sha256"],
-                "archive_fingerprint": metas[0]["archive_fingerprint"], "imaging": metas[0]["imaging"],
-                "embed_seconds_sum": round(sum(m.get("seconds", 0) for m in metas), 1),
-                "merge_seconds": round(t1 - t0, 1), "index_seconds": round(time.time() - t1, 1)}
+        info = {
+            "metric": METRIC,
+            "dim": dim,
+            "n_items": n,
+            "n_trees": nt,
+            "search_k": sk,
+            "recall_at_10": r,
+            "k": k,
+            "target_recall": target_recall,
+            "recall_queries": int(min(max_queries, n)),
+            "seed": seed,
+            "shards": len(metas),
+            "encoder_sha256": metas[0]["encoder_sha256"],
+            "archive_fingerprint": metas[0]["archive_fingerprint"],
+            "imaging": metas[0]["imaging"],
+            "embed_seconds_sum": round(sum(m.get("seconds", 0) for m in metas), 1),
+            "merge_seconds": round(t1 - t0, 1),
+            "index_seconds": round(time.time() - t1, 1),
+        }
         (tmp / INDEX_META).write_text(json.dumps(info, indent=1) + "\n")
         del emb
         publish_folder(tmp, out)
     return info
-

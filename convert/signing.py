@@ -5,12 +5,13 @@ An Ed25519 signature of the bundle id (the sha256 of ``manifest.json``, which ha
 "ecgret-signing-key", "private_key": hex, "public_key": hex, ...}``, mode 0600) that lives with the
 publisher, never in the repository (``runs/`` and ``~/.config`` are the places; ``runs/`` is gitignored).
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from edge.atomicio import atomic_write
@@ -28,13 +29,20 @@ def generate_signing_key(path, publisher: str) -> dict:
     public part (``public_key``, ``key_id``, ``publisher``)."""
     from edge.ed25519 import public_key_from_seed
     from edge.trust import key_id
+
     p = Path(path).expanduser()
     p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     seed = os.urandom(32)
     pub = public_key_from_seed(seed)
-    doc = {"format": KEY_FORMAT, "algorithm": "ed25519", "private_key": seed.hex(), "public_key": pub.hex(),
-           "key_id": key_id(pub), "publisher": str(publisher),
-           "created": datetime.now(timezone.utc).replace(microsecond=0).isoformat()}
+    doc = {
+        "format": KEY_FORMAT,
+        "algorithm": "ed25519",
+        "private_key": seed.hex(),
+        "public_key": pub.hex(),
+        "key_id": key_id(pub),
+        "publisher": str(publisher),
+        "created": datetime.now(UTC).replace(microsecond=0).isoformat(),
+    }
     try:
         atomic_write(p, json.dumps(doc, indent=1) + "\n", mode=0o600, overwrite=False)
     except FileExistsError:
@@ -46,6 +54,7 @@ def read_signing_key(path) -> tuple[bytes, dict]:
     """(32-byte private seed, the key file's public fields). A key readable by group or others is refused."""
     from edge.ed25519 import public_key_from_seed
     from edge.trust import key_id
+
     p = Path(path).expanduser()
     try:
         st = os.stat(p)
@@ -74,21 +83,28 @@ def sign_bundle(bundle_dir, key_path) -> dict:
     from edge.bundle import load_bundle
     from edge.ed25519 import _sign, verify
     from edge.trust import SIGNATURE_FORMAT, SIGNATURE_VERSION, signed_message
+
     d = Path(bundle_dir)
     seed, pub = read_signing_key(key_path)
-    b = load_bundle(d, threads=1, ignore_signature=True)    # never sign a bundle that does not load
+    b = load_bundle(d, threads=1, ignore_signature=True)  # never sign a bundle that does not load
     mbytes = (d / MANIFEST_FILE).read_bytes()
     if hashlib.sha256(mbytes).hexdigest() != b.id:
         raise BundleError(f"{d / MANIFEST_FILE}: changed while it was being checked; sign again")
     msg = signed_message(mbytes)
     sig = _sign(seed, msg)
     verify(bytes.fromhex(pub["public_key"]), msg, sig)
-    doc = {"format": SIGNATURE_FORMAT, "format_version": SIGNATURE_VERSION, "algorithm": "ed25519",
-           "bundle_id": hashlib.sha256(mbytes).hexdigest(), "public_key": pub["public_key"],
-           "key_id": pub["key_id"], "signature": sig.hex(), "publisher": pub["publisher"],
-           "signed": datetime.now(timezone.utc).replace(microsecond=0).isoformat()}
+    doc = {
+        "format": SIGNATURE_FORMAT,
+        "format_version": SIGNATURE_VERSION,
+        "algorithm": "ed25519",
+        "bundle_id": hashlib.sha256(mbytes).hexdigest(),
+        "public_key": pub["public_key"],
+        "key_id": pub["key_id"],
+        "signature": sig.hex(),
+        "publisher": pub["publisher"],
+        "signed": datetime.now(UTC).replace(microsecond=0).isoformat(),
+    }
     atomic_write(d / SIGNATURE_FILE, json.dumps(doc, indent=2) + "\n", mode=0o644)
     if (d / MANIFEST_FILE).read_bytes() != mbytes:
         raise BundleError(f"{d / MANIFEST_FILE}: changed while it was being signed; sign again")
     return doc
-

@@ -25,6 +25,7 @@ Output ``<out>/<name>/`` (see docs/TRAINING.md): ``image_encoder.keras``, ``text
 ``image_head.npz``, ``embeddings.npy``, ``text_embeddings.npy``, ``leadset_embeddings.npz``,
 ``config.toml``, ``metrics.json``, ``train.log`` (when run through the CLI), ``checkpoints/``.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,18 +39,29 @@ from edge.imaging import MODES, ImagingConfig
 from .augment import AugmentConfig
 from .config import coerce, read_toml
 
-__all__ = ["ModelConfig", "TrainConfig", "TeacherConfig", "config_from_dict", "load_config", "validate_config",
-           "select_terms", "select_score", "config_toml", "STRATEGIES", "TARGETS", "EVAL_LEAD_SETS"]
+__all__ = [
+    "ModelConfig",
+    "TrainConfig",
+    "TeacherConfig",
+    "config_from_dict",
+    "load_config",
+    "validate_config",
+    "select_terms",
+    "select_score",
+    "config_toml",
+    "STRATEGIES",
+    "TARGETS",
+    "EVAL_LEAD_SETS",
+]
 
 STRATEGIES = ("default", "one-device", "mirrored", "multi-worker")
 TARGETS = ("soft", "clip")
 EVAL_LEAD_SETS = ("I", "II", "3", "limb6")
 
 
-
 @dataclass(frozen=True)
 class ModelConfig:
-    image_size: tuple[int, int] | None = None   # (H, W) the ViT sees; None: the imaging shape
+    image_size: tuple[int, int] | None = None  # (H, W) the ViT sees; None: the imaging shape
     patch: int = 16
     width: int = 128
     depth: int = 4
@@ -62,7 +74,7 @@ class ModelConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 60
-    batch_size: int = 64            # global batch (split across replicas)
+    batch_size: int = 64  # global batch (split across replicas)
     lr: float = 1e-3
     weight_decay: float = 0.05
     warmup_epochs: int = 3
@@ -89,8 +101,8 @@ class TrainConfig:
 class TeacherConfig:
     name: str = "rhythm"
     out_dir: str = "runs/teacher"
-    archive: str | None = None      # an archive folder; None: the shared PTB-XL subset
-    text_model: str | None = None   # a sentence-transformers folder; None: the packaged all-MiniLM-L6-v2
+    archive: str | None = None  # an archive folder; None: the shared PTB-XL subset
+    text_model: str | None = None  # a sentence-transformers folder; None: the packaged all-MiniLM-L6-v2
     imaging: ImagingConfig = ImagingConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
@@ -105,9 +117,16 @@ class TeacherConfig:
         return Path(self.out_dir) / self.name
 
     def to_dict(self) -> dict:
-        d = {"name": self.name, "out_dir": self.out_dir, "archive": self.archive, "text_model": self.text_model,
-             "imaging": {k: getattr(self.imaging, k) for k in ("mode", "tile", "mtf_bins", "fs", "rr_scale")},
-             "model": asdict(self.model), "train": asdict(self.train), "augment": asdict(self.augment)}
+        d = {
+            "name": self.name,
+            "out_dir": self.out_dir,
+            "archive": self.archive,
+            "text_model": self.text_model,
+            "imaging": {k: getattr(self.imaging, k) for k in ("mode", "tile", "mtf_bins", "fs", "rr_scale")},
+            "model": asdict(self.model),
+            "train": asdict(self.train),
+            "augment": asdict(self.augment),
+        }
         return d
 
 
@@ -122,8 +141,10 @@ def config_from_dict(d: Mapping, where: str = "config") -> TeacherConfig:
     top = {k: v for k, v in d.items() if k not in _SECTIONS}
     unknown = sorted(set(top) - {"name", "out_dir", "archive", "text_model"})
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known sections: "
-                          f"{', '.join(_SECTIONS)} and name, out_dir, archive, text_model")
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; known sections: "
+            f"{', '.join(_SECTIONS)} and name, out_dir, archive, text_model"
+        )
     kw = {k: _coerce(cls, d[k], f"{where} [{k}]") for k, cls in _SECTIONS.items() if k in d}
     for k in ("name", "out_dir", "archive", "text_model"):
         if k in top and top[k] is not None and not isinstance(top[k], str):
@@ -160,8 +181,10 @@ def validate_config(cfg: TeacherConfig, where: str = "config") -> None:
         raise ConfigError(f"{where}: model.image_size must be [height, width], got {list(m.image_size)}")
     h, w = cfg.image_size
     if m.patch < 1 or h % m.patch or w % m.patch:
-        raise ConfigError(f"{where}: image size {h}x{w} is not divisible by model.patch {m.patch} "
-                          f"(imaging mode {im.mode!r}, tile {im.tile} gives {im.shape[0]}x{im.shape[1]})")
+        raise ConfigError(
+            f"{where}: image size {h}x{w} is not divisible by model.patch {m.patch} "
+            f"(imaging mode {im.mode!r}, tile {im.tile} gives {im.shape[0]}x{im.shape[1]})"
+        )
     for k in ("width", "depth", "heads", "proj_dim"):
         if getattr(m, k) < 1:
             raise ConfigError(f"{where}: model.{k} must be >= 1")
@@ -180,11 +203,13 @@ def validate_config(cfg: TeacherConfig, where: str = "config") -> None:
     if t.rhythm_aux_weight < 0 or t.rhythm_target_weight < 0:
         raise ConfigError(f"{where}: train.rhythm_aux_weight and train.rhythm_target_weight must be >= 0")
     if t.rhythm_target_weight > 0 and t.targets != "soft":
-        raise ConfigError(f"{where}: train.rhythm_target_weight needs train.targets = \"soft\"")
+        raise ConfigError(f'{where}: train.rhythm_target_weight needs train.targets = "soft"')
     bad = [m for m in select_terms(t.select_metric) if m not in _SELECTABLE]
     if bad:
-        raise ConfigError(f"{where}: train.select_metric {t.select_metric!r}: unknown metric(s) {', '.join(bad)}; "
-                          f"choose from {', '.join(_SELECTABLE)}, joined by '+' to select on their sum")
+        raise ConfigError(
+            f"{where}: train.select_metric {t.select_metric!r}: unknown metric(s) {', '.join(bad)}; "
+            f"choose from {', '.join(_SELECTABLE)}, joined by '+' to select on their sum"
+        )
     if not 0 < t.init_temperature < 1:
         raise ConfigError(f"{where}: train.init_temperature must be in (0, 1)")
     if set(t.train_folds) & (set(t.val_folds) | set(t.test_folds)) or set(t.val_folds) & set(t.test_folds):
@@ -224,4 +249,3 @@ def config_toml(cfg: TeacherConfig) -> str:
     for sec in _SECTIONS:
         lines += ["", f"[{sec}]"] + [f"{k} = {_toml_value(v)}" for k, v in d[sec].items() if v is not None]
     return "\n".join(lines) + "\n"
-

@@ -7,6 +7,7 @@ Output ``<out>/<name>/`` (see docs/TRAINING.md): ``image_encoder.keras``, ``text
 ``case_ids.json``; the training loop (:mod:`convert.teacher_train`) adds ``config.toml``, ``metrics.json``,
 ``train.log`` (when run through the CLI) and ``checkpoints/``.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,16 +27,21 @@ from .teacher_model import feature_model
 __all__ = ["export", "load_teacher", "case_vectors", "REPORT_WEIGHT", "measure", "report_table"]
 
 
-def export(cfg: TeacherConfig, archive, encoder, text_head, logit_scale, t_all, enc_fn=None,
-           progress: bool = False) -> None:
+def export(
+    cfg: TeacherConfig, archive, encoder, text_head, logit_scale, t_all, enc_fn=None, progress: bool = False
+) -> None:
     """Write the artefacts of a trained teacher into ``cfg.run_dir``."""
     run_dir = cfg.run_dir
     enc_fn = enc_fn or (lambda x: encoder(x, training=False))
     encoder.save(run_dir / "image_encoder.keras")
     text_head.save(run_dir / "text_head.keras")
     proj = encoder.get_layer("image_projection")
-    np.savez(run_dir / "image_head.npz", kernel=np.asarray(proj.kernel.numpy()), bias=np.asarray(proj.bias.numpy()),
-             logit_scale=np.float32(logit_scale.numpy()))
+    np.savez(
+        run_dir / "image_head.npz",
+        kernel=np.asarray(proj.kernel.numpy()),
+        bias=np.asarray(proj.bias.numpy()),
+        logit_scale=np.float32(logit_scale.numpy()),
+    )
     all_idx = np.arange(len(archive))
     images = image_cases(archive, all_idx, cfg.imaging, progress=progress)
     np.save(run_dir / "embeddings.npy", embed_images(enc_fn, images).astype(np.float32))
@@ -45,8 +51,9 @@ def export(cfg: TeacherConfig, archive, encoder, text_head, logit_scale, t_all, 
     np.save(run_dir / "text_embeddings.npy", np.asarray(text_head(t_all, training=False)).astype(np.float32))
     lead = {}
     for s in EVAL_LEAD_SETS:
-        lead[s] = embed_images(enc_fn, image_cases(archive, all_idx, cfg.imaging, present=lead_mask(s),
-                                             progress=progress)).astype(np.float32)
+        lead[s] = embed_images(
+            enc_fn, image_cases(archive, all_idx, cfg.imaging, present=lead_mask(s), progress=progress)
+        ).astype(np.float32)
     np.savez(run_dir / "leadset_embeddings.npz", **lead)
     (run_dir / "case_ids.json").write_text(json.dumps(list(archive.ids)))
 
@@ -63,16 +70,18 @@ def load_teacher(run_dir):
     return cfg, np.load(d / "embeddings.npy"), np.load(d / "text_embeddings.npy"), lead
 
 
-REPORT_WEIGHT = 0.5   # archive case vectors: equal parts ECG embedding and report embedding (not tuned on fold 9)
+REPORT_WEIGHT = 0.5  # archive case vectors: equal parts ECG embedding and report embedding (not tuned on fold 9)
 
 
 def case_vectors(image_emb: np.ndarray, text_emb: np.ndarray, report_weight: float = REPORT_WEIGHT) -> np.ndarray:
     """Archive case vectors that carry the case's ECG *and* its cardiologist's report:
     l2n((1 - w) l2n(image) + w l2n(text)). A query is still an ECG alone (its image embedding); its score
     against a case is (1 - w) x ECG-ECG similarity + w x ECG-report similarity, up to the case's norm."""
+
     def n(v):
         v = np.asarray(v, np.float32)
         return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
+
     w = float(report_weight)
     if not 0.0 <= w <= 1.0:
         raise ConfigError(f"report_weight must be in [0, 1], got {w}")
@@ -90,7 +99,7 @@ def measure(run_dirs, archive=None, split=None, lead_sets: bool = True) -> tuple
     emb = dict(baselines(archive))
     cross = {}
     loaded = [(Path(r), *load_teacher(r)) for r in run_dirs]
-    for k, (d, cfg, e, t, lead) in enumerate(loaded):
+    for d, cfg, e, t, _ in loaded:
         label = f"teacher {cfg.imaging.mode}" + ("" if cfg.name == cfg.imaging.mode else f" ({cfg.name})")
         if len(e) != len(archive):
             raise ArchiveError(f"{d}: embeddings cover {len(e)} cases, the archive has {len(archive)}")
@@ -117,6 +126,9 @@ def report_table(run_dirs, archive=None) -> str:
     q, a = default_split(archive)
     res, cross = measure(run_dirs, archive, (q, a))
     h = heading(archive, q, a)
-    return (markdown_table(res, "### ECG -> ECG. " + h) + "\n\n" +
-            markdown_table(cross, "### ECG -> report text (archive reports' text embeddings). " + h) + "\n")
-
+    return (
+        markdown_table(res, "### ECG -> ECG. " + h)
+        + "\n\n"
+        + markdown_table(cross, "### ECG -> report text (archive reports' text embeddings). " + h)
+        + "\n"
+    )

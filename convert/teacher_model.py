@@ -7,6 +7,7 @@
 
 Keras and TensorFlow are imported inside the functions: importing this module loads neither.
 """
+
 from __future__ import annotations
 
 import math
@@ -16,15 +17,23 @@ from edge.errors import ConfigError
 
 from .teacher_config import TeacherConfig
 
-__all__ = ["position_embedding_layer", "build_image_encoder", "build_text_head", "feature_model", "clip_loss",
-           "load_teacher_model"]
+__all__ = [
+    "position_embedding_layer",
+    "build_image_encoder",
+    "build_text_head",
+    "feature_model",
+    "clip_loss",
+    "load_teacher_model",
+]
 
 
 def import_keras():
     import warnings
+
     # Keras 3 warns when a one-input functional model is called with a bare tensor (harmless)
     warnings.filterwarnings("ignore", message="The structure of `inputs` doesn't match")
     import keras
+
     return keras
 
 
@@ -36,8 +45,11 @@ def _register():
         """Adds a learned embedding per token position: (B, N, D) -> (B, N, D)."""
 
         def build(self, input_shape):
-            self.pos = self.add_weight(shape=(1, input_shape[1], input_shape[2]), name="pos",
-                                       initializer=keras.initializers.RandomNormal(stddev=0.02))
+            self.pos = self.add_weight(
+                shape=(1, input_shape[1], input_shape[2]),
+                name="pos",
+                initializer=keras.initializers.RandomNormal(stddev=0.02),
+            )
 
         def call(self, x):
             return x + self.pos
@@ -107,6 +119,7 @@ def clip_loss(zi, zt, t_raw, logit_scale, targets: str, tau_t: float, rhythm=Non
     softmax((cos(t_i, t_j) + w_rhythm * [i and j share a rhythm statement]) / tau_t): the report texts
     differ in many words besides the rhythm, so this makes "same rhythm" count as much as the words do."""
     import tensorflow as tf
+
     scale = tf.exp(tf.minimum(logit_scale, math.log(100.0)))
     logits = scale * tf.matmul(zi, zt, transpose_b=True)
     if targets == "clip":
@@ -125,10 +138,10 @@ def clip_loss(zi, zt, t_raw, logit_scale, targets: str, tau_t: float, rhythm=Non
 def load_teacher_model(run_dir):
     """The teacher's Keras image encoder (image -> unit embedding)."""
     import keras
+
     position_embedding_layer()
     p = Path(run_dir) / "image_encoder.keras"
     try:
         return keras.saving.load_model(p, compile=False)
     except Exception as e:  # noqa: BLE001 - a corrupt or foreign file
         raise ConfigError(f"{p}: cannot load the teacher model ({e})") from None
-

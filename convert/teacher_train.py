@@ -14,6 +14,7 @@
 * checkpoints: every epoch (model, optimizer and loop state), so an interrupted run resumes where it stopped;
   the best weights are exported at the end (:func:`convert.teacher_export.export`).
 """
+
 from __future__ import annotations
 
 import json
@@ -43,6 +44,7 @@ __all__ = ["train_teacher", "check_texts", "rhythm_texts", "rhythm_codes", "epoc
 
 # ============================================================================================ data
 
+
 def rhythm_codes(archive) -> np.ndarray:
     """(n_cases, n_codes) float32 multi-hot of the cases' rhythm statements (all zero where none is stated)."""
     codes = sorted({c for case in archive.cases for c in case.rhythm})
@@ -60,8 +62,10 @@ def check_texts(archive, indices=None) -> list[str]:
     texts = [archive.text(int(i)) for i in idx]
     empty = [archive.ids[int(i)] for i, t in zip(idx, texts) if not t.strip()]
     if empty:
-        raise ArchiveError(f"{len(empty)} case(s) have no text (statements or report) to train on, e.g. "
-                           f"{', '.join(empty[:5])}; the teacher needs a text for every case")
+        raise ArchiveError(
+            f"{len(empty)} case(s) have no text (statements or report) to train on, e.g. "
+            f"{', '.join(empty[:5])}; the teacher needs a text for every case"
+        )
     return texts
 
 
@@ -71,6 +75,7 @@ def rhythm_texts(archive, statements: dict | None = None) -> list[str]:
     stated'`` where a case has none. The text of the auxiliary rhythm term."""
     if statements is None:
         from edge.paths import shared_data_dir
+
         f = shared_data_dir() / "ptbxl-subset" / "scp_statements.csv"
         statements = read_scp_statements(f) if f.is_file() else {}
     out = []
@@ -93,11 +98,12 @@ def epoch_batches(n_train: int, global_batch: int, seed: int, epoch: int) -> np.
     return perm[: steps * global_batch].reshape(steps, global_batch)
 
 
-
 # ============================================================================================ strategy
+
 
 def make_strategy(name: str):
     import tensorflow as tf
+
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "one-device":
@@ -121,12 +127,16 @@ def _is_chief() -> bool:
     if not tfc:
         return True
     task = json.loads(tfc).get("task", {})
-    return task.get("type") == "chief" or (task.get("type") in (None, "worker") and int(task.get("index", 0)) == 0
-                                           and "chief" not in json.loads(tfc).get("cluster", {}))
+    return task.get("type") == "chief" or (
+        task.get("type") in (None, "worker")
+        and int(task.get("index", 0)) == 0
+        and "chief" not in json.loads(tfc).get("cluster", {})
+    )
 
 
 def configure_threads(threads: int) -> None:
     import tensorflow as tf
+
     try:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
@@ -135,6 +145,7 @@ def configure_threads(threads: int) -> None:
 
 
 # ============================================================================================ training
+
 
 class _State:
     """Everything a checkpoint holds, as numpy: model weights, optimizer variables, loop state."""
@@ -146,8 +157,13 @@ class _State:
     def variables(self):
         # ``variables`` (not ``weights``) so that dropout seed-generator states resume too
         extra = list(self.rhythm_head.variables) if self.rhythm_head is not None else []
-        return list(self.encoder.variables) + list(self.text_head.variables) + [self.logit_scale] + \
-            extra + list(self.optimizer.variables)
+        return (
+            list(self.encoder.variables)
+            + list(self.text_head.variables)
+            + [self.logit_scale]
+            + extra
+            + list(self.optimizer.variables)
+        )
 
     def save(self, path: Path, loop: dict) -> None:
         path.mkdir(parents=True, exist_ok=True)
@@ -161,13 +177,20 @@ class _State:
         vs = self.variables()
         if len(arrays) != len(vs):  # a checkpoint written before seed states were saved: weights only
             extra = list(self.rhythm_head.weights) if self.rhythm_head is not None else []
-            old = list(self.encoder.weights) + list(self.text_head.weights) + [self.logit_scale] + extra + \
-                list(self.optimizer.variables)
+            old = (
+                list(self.encoder.weights)
+                + list(self.text_head.weights)
+                + [self.logit_scale]
+                + extra
+                + list(self.optimizer.variables)
+            )
             if len(arrays) == len(old):
                 vs = old
         if len(arrays) != len(vs):
-            raise ConfigError(f"{path}: checkpoint holds {len(arrays)} variables, the model has {len(vs)} "
-                              f"(was it written with another config?)")
+            raise ConfigError(
+                f"{path}: checkpoint holds {len(arrays)} variables, the model has {len(vs)} "
+                f"(was it written with another config?)"
+            )
         for v, a in zip(vs, arrays):
             if tuple(v.shape) != a.shape:
                 raise ConfigError(f"{path}: checkpoint variable {v.name} has shape {a.shape}, model {tuple(v.shape)}")
@@ -180,8 +203,15 @@ def _latest_checkpoint(ckdir: Path) -> Path | None:
     return cands[-1] if cands else None
 
 
-def train_teacher(cfg: TeacherConfig, *, resume: bool = True, progress: bool = True, archive=None,
-                  log=None, until_epoch: int | None = None) -> dict:
+def train_teacher(
+    cfg: TeacherConfig,
+    *,
+    resume: bool = True,
+    progress: bool = True,
+    archive=None,
+    log=None,
+    until_epoch: int | None = None,
+) -> dict:
     """Train (or resume) the teacher described by ``cfg``; write its artefacts under ``cfg.run_dir``.
     ``until_epoch`` ends this call after that epoch (as an interruption would; a later call resumes).
     Returns the metrics dict also written to ``metrics.json``."""
@@ -193,10 +223,12 @@ def train_teacher(cfg: TeacherConfig, *, resume: bool = True, progress: bool = T
     train_idx = archive.select(folds=tr.train_folds)
     val_idx = archive.select(folds=tr.val_folds)
     if len(train_idx) < tr.batch_size:
-        raise ArchiveError(f"only {len(train_idx)} training cases in folds {list(tr.train_folds)}; "
-                           f"need at least one batch of {tr.batch_size}")
+        raise ArchiveError(
+            f"only {len(train_idx)} training cases in folds {list(tr.train_folds)}; "
+            f"need at least one batch of {tr.batch_size}"
+        )
     texts = check_texts(archive)
-    resolve_text_model(cfg.text_model)                      # a clear error before anything heavy
+    resolve_text_model(cfg.text_model)  # a clear error before anything heavy
     say(f"text embeddings of {len(texts)} cases ...")
     t_all = embed_texts(texts, cfg.text_model, progress=progress)
     aux = tr.rhythm_aux_weight > 0
@@ -206,6 +238,7 @@ def train_teacher(cfg: TeacherConfig, *, resume: bool = True, progress: bool = T
     # ---- TensorFlow from here on (never torch in this process)
     configure_threads(tr.threads)
     import tensorflow as tf
+
     keras = import_keras()
     keras.utils.set_random_seed(tr.seed)
     if tr.deterministic:
@@ -229,8 +262,9 @@ def train_teacher(cfg: TeacherConfig, *, resume: bool = True, progress: bool = T
         text_head = build_text_head(cfg, t_all.shape[1])
         rhythm_head = build_text_head(cfg, r_all.shape[1], name="rhythm_head") if aux else None
         logit_scale = keras.Variable(math.log(1.0 / tr.init_temperature), name="logit_scale", dtype="float32")
-        sched = keras.optimizers.schedules.CosineDecay(0.0, max(total_steps - warm, 1), alpha=0.02,
-                                                       warmup_target=tr.lr, warmup_steps=warm)
+        sched = keras.optimizers.schedules.CosineDecay(
+            0.0, max(total_steps - warm, 1), alpha=0.02, warmup_target=tr.lr, warmup_steps=warm
+        )
         opt = keras.optimizers.AdamW(sched, weight_decay=tr.weight_decay, beta_2=0.98, clipnorm=None)
         opt.exclude_from_weight_decay(var_names=["bias", "gamma", "beta", "pos", "logit_scale"])
         train_vars = encoder.trainable_variables + text_head.trainable_variables + [logit_scale]
@@ -247,6 +281,7 @@ def train_teacher(cfg: TeacherConfig, *, resume: bool = True, progress: bool = T
         say(f"resumed from {last} (epoch {loop['epoch']}, best {loop['best']:.4f})")
     elif ckdir.exists() and chief and not resume:
         import shutil
+
         shutil.rmtree(ckdir)
     done = loop["epoch"] >= tr.epochs or loop.get("stopped")
 
@@ -263,18 +298,23 @@ def train_teacher(cfg: TeacherConfig, *, resume: bool = True, progress: bool = T
             def gen():
                 for row in epoch_batches(len(train_idx), tr.batch_size, tr.seed, epoch):
                     for r in my_reps:
-                        pos = row[r * per_rep:(r + 1) * per_rep]
+                        pos = row[r * per_rep : (r + 1) * per_rep]
                         imgs = np.stack([_augmented_image(archive, train_idx[p], epoch, cfg) for p in pos])
                         yield imgs.astype(np.float32), t_train[pos], r_train[pos], h_train[pos]
 
-            ds = tf.data.Dataset.from_generator(gen, output_signature=(
-                tf.TensorSpec((per_rep,) + img_shape, tf.float32),
-                tf.TensorSpec((per_rep, t_all.shape[1]), tf.float32),
-                tf.TensorSpec((per_rep, r_all.shape[1]), tf.float32),
-                tf.TensorSpec((per_rep, h_all.shape[1]), tf.float32)))
+            ds = tf.data.Dataset.from_generator(
+                gen,
+                output_signature=(
+                    tf.TensorSpec((per_rep,) + img_shape, tf.float32),
+                    tf.TensorSpec((per_rep, t_all.shape[1]), tf.float32),
+                    tf.TensorSpec((per_rep, r_all.shape[1]), tf.float32),
+                    tf.TensorSpec((per_rep, h_all.shape[1]), tf.float32),
+                ),
+            )
             opts = tf.data.Options()
             opts.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
             return ds.with_options(opts).prefetch(2)
+
         return strategy.distribute_datasets_from_function(fn)
 
     tau_t, targets = float(tr.soft_target_temperature), tr.targets
@@ -288,8 +328,7 @@ def train_teacher(cfg: TeacherConfig, *, resume: bool = True, progress: bool = T
             loss = clip_loss(zi, zt, temb, logit_scale, targets, tau_t, rhy, w_rhythm)
             if aux:  # the same contrastive loss against the rhythm statements' text (soft targets always:
                 #      identical rhythm texts are the norm)
-                loss = loss + w_aux * clip_loss(zi, rhythm_head(remb, training=True), remb, logit_scale,
-                                                "soft", tau_t)
+                loss = loss + w_aux * clip_loss(zi, rhythm_head(remb, training=True), remb, logit_scale, "soft", tau_t)
             scaled = loss / n_rep
         grads = tape.gradient(scaled, train_vars)
         opt.apply_gradients(zip(grads, train_vars))
@@ -327,6 +366,7 @@ def train_teacher(cfg: TeacherConfig, *, resume: bool = True, progress: bool = T
         bar = None
         if progress:
             from tqdm import tqdm
+
             bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{tr.epochs}", file=sys.stderr, leave=False)
         for _ in range(steps_per_epoch):
             loss = float(train_step(next(it)))
@@ -341,9 +381,12 @@ def train_teacher(cfg: TeacherConfig, *, resume: bool = True, progress: bool = T
         loop["epoch"] = epoch + 1
         elapsed = start_elapsed + (time.time() - t_loop)
         loop["elapsed_s"] = elapsed
-        rec = {"epoch": epoch + 1, "loss": float(np.mean(losses)),
-               "temperature": float(1.0 / math.exp(min(float(logit_scale.numpy()), math.log(100.0)))),
-               "elapsed_s": round(elapsed, 1)}
+        rec = {
+            "epoch": epoch + 1,
+            "loss": float(np.mean(losses)),
+            "temperature": float(1.0 / math.exp(min(float(logit_scale.numpy()), math.log(100.0)))),
+            "elapsed_s": round(elapsed, 1),
+        }
         last_epoch = loop["epoch"] >= tr.epochs or elapsed > budget_s
         if loop["epoch"] % tr.eval_every == 0 or last_epoch:
             m = validate()
@@ -353,15 +396,22 @@ def train_teacher(cfg: TeacherConfig, *, resume: bool = True, progress: bool = T
                 loop.update(best=float(score), best_epoch=epoch + 1, since_best=0)
                 if chief:
                     with atomic_path(best_path, suffix=".npz") as tmp:
-                        np.savez(tmp, *[np.asarray(v.numpy()) for v in
-                                        list(encoder.weights) + list(text_head.weights) + [logit_scale]])
+                        np.savez(
+                            tmp,
+                            *[
+                                np.asarray(v.numpy())
+                                for v in list(encoder.weights) + list(text_head.weights) + [logit_scale]
+                            ],
+                        )
             else:
                 loop["since_best"] += tr.eval_every
             if loop["since_best"] >= tr.patience:
                 loop["stopped"] = f"early stop: no {tr.select_metric} gain for {tr.patience} epochs"
-            say(f"epoch {epoch + 1}: loss {rec['loss']:.4f} T {rec['temperature']:.4f} val "
+            say(
+                f"epoch {epoch + 1}: loss {rec['loss']:.4f} T {rec['temperature']:.4f} val "
                 f"{tr.select_metric} {score:.4f} rhythmP@10_nonSR {m['rhythmP@10_nonSR']:.3f} "
-                f"P@10 {m['P@10']:.3f} (best {loop['best']:.4f} @ {loop['best_epoch']}) [{elapsed / 60:.1f} min]")
+                f"P@10 {m['P@10']:.3f} (best {loop['best']:.4f} @ {loop['best_epoch']}) [{elapsed / 60:.1f} min]"
+            )
         else:
             say(f"epoch {epoch + 1}: loss {rec['loss']:.4f} T {rec['temperature']:.4f} [{elapsed / 60:.1f} min]")
         if elapsed > budget_s and not loop.get("stopped"):
@@ -369,11 +419,15 @@ def train_teacher(cfg: TeacherConfig, *, resume: bool = True, progress: bool = T
         loop["history"].append(rec)
         if chief:
             state.save(ckdir / f"epoch-{epoch + 1:04d}", loop)
-            for old in sorted(ckdir.glob("epoch-*"))[:-max(1, tr.keep_checkpoints)]:
+            for old in sorted(ckdir.glob("epoch-*"))[: -max(1, tr.keep_checkpoints)]:
                 import shutil
+
                 shutil.rmtree(old, ignore_errors=True)
-        done = loop["epoch"] >= tr.epochs or bool(loop.get("stopped")) or \
-            (until_epoch is not None and loop["epoch"] >= until_epoch)
+        done = (
+            loop["epoch"] >= tr.epochs
+            or bool(loop.get("stopped"))
+            or (until_epoch is not None and loop["epoch"] >= until_epoch)
+        )
 
     # ---- export the best weights
     if best_path.exists():
@@ -381,14 +435,21 @@ def train_teacher(cfg: TeacherConfig, *, resume: bool = True, progress: bool = T
             arrays = [z[f"arr_{k}"] for k in range(len(z.files))]
         for v, a in zip(list(encoder.weights) + list(text_head.weights) + [logit_scale], arrays):
             v.assign(a)
-    metrics = {"name": cfg.name, "imaging": cfg.imaging.to_dict(), "best_epoch": loop["best_epoch"],
-               "select_metric": tr.select_metric, "val_best": loop["best"], "epochs_run": loop["epoch"],
-               "stopped": loop.get("stopped"), "train_time_s": round(float(loop["elapsed_s"]), 1),
-               "replicas": n_rep, "strategy": tr.strategy, "history": loop["history"]}
+    metrics = {
+        "name": cfg.name,
+        "imaging": cfg.imaging.to_dict(),
+        "best_epoch": loop["best_epoch"],
+        "select_metric": tr.select_metric,
+        "val_best": loop["best"],
+        "epochs_run": loop["epoch"],
+        "stopped": loop.get("stopped"),
+        "train_time_s": round(float(loop["elapsed_s"]), 1),
+        "replicas": n_rep,
+        "strategy": tr.strategy,
+        "history": loop["history"],
+    }
     if chief:
         export(cfg, archive, encoder, text_head, logit_scale, t_all, enc_fn, progress=progress)
         metrics["wall_time_s"] = round(time.time() - t0, 1)
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1, default=float) + "\n")
     return metrics
-
-

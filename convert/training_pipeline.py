@@ -18,6 +18,7 @@ steps 2 and 3 alone (:func:`run_distill`, :func:`run_quantize`):
 
 Everything is seeded and single-process; the same inputs give the same encoder, index and cases files.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,15 +45,24 @@ from .teacher_config import load_config
 from .teacher_model import load_teacher_model
 from .teacher_train import train_teacher
 
-__all__ = ["PipelineConfig", "BundleConfig", "load_pipeline_config", "check_teacher_run", "run_pipeline",
-           "run_distill", "run_quantize", "prepare_images"]
+__all__ = [
+    "PipelineConfig",
+    "BundleConfig",
+    "load_pipeline_config",
+    "check_teacher_run",
+    "run_pipeline",
+    "run_distill",
+    "run_quantize",
+    "prepare_images",
+]
+
 
 @dataclass(frozen=True)
 class BundleConfig:
     out: str = "edge/bundles/default"
     name: str = "ptbxl-default"
     folds: tuple = (1, 2, 3, 4, 5, 6, 7, 8, 9)
-    report_weight: float = 0.0      # > 0: index items carry the case's report too (see case_text_vectors)
+    report_weight: float = 0.0  # > 0: index items carry the case's report too (see case_text_vectors)
 
 
 @dataclass(frozen=True)
@@ -61,18 +71,23 @@ class PipelineConfig:
     path: str = ""
     teacher_config: str = "configs/teacher.toml"
     teacher_run: str | None = None
-    archive: str | None = None       # an archive folder; None: the shared PTB-XL subset
+    archive: str | None = None  # an archive folder; None: the shared PTB-XL subset
     student: StudentConfig = StudentConfig()
     quantize: QuantConfig = QuantConfig()
     index: IndexConfig = IndexConfig()
     bundle: BundleConfig = BundleConfig()
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "teacher_config": self.teacher_config, "teacher_run": self.teacher_run,
-                "archive": self.archive, "student": self.student.to_dict(), "quantize": self.quantize.to_dict(),
-                "index": {**asdict(self.index), "trees": list(self.index.trees)},
-                "bundle": {**asdict(self.bundle), "folds": list(self.bundle.folds)}}
-
+        return {
+            "name": self.name,
+            "teacher_config": self.teacher_config,
+            "teacher_run": self.teacher_run,
+            "archive": self.archive,
+            "student": self.student.to_dict(),
+            "quantize": self.quantize.to_dict(),
+            "index": {**asdict(self.index), "trees": list(self.index.trees)},
+            "bundle": {**asdict(self.bundle), "folds": list(self.bundle.folds)},
+        }
 
 
 def _table(cls, d: Mapping, where: str):
@@ -89,19 +104,24 @@ def load_pipeline_config(path, **overrides) -> PipelineConfig:
     sections = {"teacher", "student", "quantize", "index", "bundle"}
     unknown += sorted(k for k, v in d.items() if isinstance(v, dict) and k not in sections)
     if unknown:
-        raise ConfigError(f"{p}: unknown key(s) {', '.join(unknown)}; known: name, archive, "
-                          f"[{'], ['.join(sorted(sections))}]")
+        raise ConfigError(
+            f"{p}: unknown key(s) {', '.join(unknown)}; known: name, archive, [{'], ['.join(sorted(sections))}]"
+        )
     t = dict(d.get("teacher", {}))
     bad = sorted(set(t) - {"config", "run"})
     if bad:
         raise ConfigError(f"{p} [teacher]: unknown key(s) {', '.join(bad)}; known: config, run")
     cfg = PipelineConfig(
-        name=str(top.get("name", "default")), path=str(p), archive=top.get("archive") or None,
-        teacher_config=str(t.get("config", "configs/teacher.toml")), teacher_run=t.get("run") or None,
+        name=str(top.get("name", "default")),
+        path=str(p),
+        archive=top.get("archive") or None,
+        teacher_config=str(t.get("config", "configs/teacher.toml")),
+        teacher_run=t.get("run") or None,
         student=student_config(d.get("student"), f"{p} [student]"),
         quantize=quant_config(d.get("quantize"), f"{p} [quantize]"),
         index=_table(IndexConfig, d.get("index", {}), f"{p} [index]"),
-        bundle=_table(BundleConfig, d.get("bundle", {}), f"{p} [bundle]"))
+        bundle=_table(BundleConfig, d.get("bundle", {}), f"{p} [bundle]"),
+    )
     for k, v in overrides.items():
         if v is not None:
             cfg = replace(cfg, **{k: v})
@@ -112,8 +132,15 @@ def load_pipeline_config(path, **overrides) -> PipelineConfig:
 
 # ============================================================================================ teacher
 
-_TEACHER_TRAIN_KEYS = ("targets", "soft_target_temperature", "seed", "train_folds", "val_folds", "test_folds",
-                       "select_metric")
+_TEACHER_TRAIN_KEYS = (
+    "targets",
+    "soft_target_temperature",
+    "seed",
+    "train_folds",
+    "val_folds",
+    "test_folds",
+    "select_metric",
+)
 
 
 def _flat(d: Mapping, prefix: str = "") -> dict:
@@ -138,30 +165,37 @@ def check_teacher_run(run_dir, tcfg, archive) -> dict:
         raise ConfigError(f"{d}: not a trained teacher (missing {', '.join(missing)})")
     got = load_config(d / "config.toml").to_dict()
     want = tcfg.to_dict()
-    fg, fw = _flat({k: got[k] for k in ("imaging", "model", "augment")}), _flat({k: want[k] for k in
-                                                                              ("imaging", "model", "augment")})
+    fg, fw = (
+        _flat({k: got[k] for k in ("imaging", "model", "augment")}),
+        _flat({k: want[k] for k in ("imaging", "model", "augment")}),
+    )
     fg.update({f"train.{k}": got["train"][k] for k in _TEACHER_TRAIN_KEYS})
     fw.update({f"train.{k}": want["train"][k] for k in _TEACHER_TRAIN_KEYS})
     for k in sorted(set(fg) | set(fw)):
         if fg.get(k) != fw.get(k):
-            raise ConfigError(f"{d}: this teacher run does not match the teacher config: it was trained with "
-                              f"{k} = {fg.get(k)!r}, the config says {fw.get(k)!r}; retrain it (--retrain) or "
-                              f"point [teacher] run at a matching run")
+            raise ConfigError(
+                f"{d}: this teacher run does not match the teacher config: it was trained with "
+                f"{k} = {fg.get(k)!r}, the config says {fw.get(k)!r}; retrain it (--retrain) or "
+                f"point [teacher] run at a matching run"
+            )
     emb = np.load(d / "embeddings.npy", mmap_mode="r")
     if emb.shape != (len(archive), tcfg.model.proj_dim):
-        raise ConfigError(f"{d}/embeddings.npy: shape {emb.shape}, expected ({len(archive)}, "
-                          f"{tcfg.model.proj_dim}) for this archive and config; retrain (--retrain)")
+        raise ConfigError(
+            f"{d}/embeddings.npy: shape {emb.shape}, expected ({len(archive)}, "
+            f"{tcfg.model.proj_dim}) for this archive and config; retrain (--retrain)"
+        )
     ids_path = d / "case_ids.json"
     if ids_path.is_file() and json.loads(ids_path.read_text()) != list(archive.ids):
-        raise ConfigError(f"{ids_path}: the teacher's embeddings are of other cases than this archive's; "
-                          f"retrain (--retrain)")
+        raise ConfigError(
+            f"{ids_path}: the teacher's embeddings are of other cases than this archive's; retrain (--retrain)"
+        )
     metrics = {}
     if (d / "metrics.json").is_file():
         m = json.loads((d / "metrics.json").read_text())
-        metrics = {k: m.get(k) for k in ("best_epoch", "select_metric", "val_best", "epochs_run", "stopped",
-                                         "train_time_s")}
-    return {"run": str(d), "config": want, "metrics": metrics,
-            "model_sha256": file_sha256(d / "image_encoder.keras")}
+        metrics = {
+            k: m.get(k) for k in ("best_epoch", "select_metric", "val_best", "epochs_run", "stopped", "train_time_s")
+        }
+    return {"run": str(d), "config": want, "metrics": metrics, "model_sha256": file_sha256(d / "image_encoder.keras")}
 
 
 def _teacher_leadsets(run_dir) -> dict:
@@ -170,7 +204,6 @@ def _teacher_leadsets(run_dir) -> dict:
         return {}
     with np.load(p) as z:
         return {k: z[k] for k in z.files}
-
 
 
 def _cache_dir(cfg: PipelineConfig) -> Path:
@@ -193,12 +226,22 @@ def prepare_images(cfg: PipelineConfig, progress: bool = True) -> None:
     s = cfg.student
     tr = archive.select(folds=s.train_folds)
     key = image_cache_key(archive, tr, tcfg.imaging, "augmented", copies=s.aug_copies, seed=s.seed)
-    cached(_cache_dir(cfg), key, lambda: augmented_images(archive, tr, tcfg.imaging, s.aug_copies, s.seed,
-                                                          progress=progress))
+    cached(
+        _cache_dir(cfg),
+        key,
+        lambda: augmented_images(archive, tr, tcfg.imaging, s.aug_copies, s.seed, progress=progress),
+    )
 
 
-def run_pipeline(cfg: PipelineConfig, *, retrain: bool = False, force: bool = False, progress: bool = True,
-                 out: str | None = None, log=None) -> dict:
+def run_pipeline(
+    cfg: PipelineConfig,
+    *,
+    retrain: bool = False,
+    force: bool = False,
+    progress: bool = True,
+    out: str | None = None,
+    log=None,
+) -> dict:
     """teacher -> student -> int8 -> index -> bundle. Returns a summary dict."""
     say = log or (lambda s: print(s, file=sys.stderr, flush=True))
     t0 = time.time()
@@ -222,8 +265,10 @@ def run_pipeline(cfg: PipelineConfig, *, retrain: bool = False, force: bool = Fa
     reuse = False
     if not retrain and (sdir / "student.json").is_file() and (sdir / "student.keras").is_file():
         old = json.loads((sdir / "student.json").read_text())
-        reuse = (old.get("config") == cfg.student.to_dict()
-                 and old.get("teacher", {}).get("model_sha256") == tinfo["model_sha256"])
+        reuse = (
+            old.get("config") == cfg.student.to_dict()
+            and old.get("teacher", {}).get("model_sha256") == tinfo["model_sha256"]
+        )
     if reuse:
         say(f"pipeline: reusing the student {sdir} (same config, same teacher)")
     else:
@@ -233,34 +278,79 @@ def run_pipeline(cfg: PipelineConfig, *, retrain: bool = False, force: bool = Fa
             text = np.load(run / "text_embeddings.npy")
         tprov = {k: tinfo[k] for k in ("run", "metrics", "model_sha256")}
         tprov["config"] = tinfo["config"]
-        distill(cfg.student, archive, teacher_model, imaging=imaging, name=cfg.name, text_targets=text,
-                teacher_info=tprov, clean=clean, progress=progress, log=say, cache_dir=_cache_dir(cfg))
+        distill(
+            cfg.student,
+            archive,
+            teacher_model,
+            imaging=imaging,
+            name=cfg.name,
+            text_targets=text,
+            teacher_info=tprov,
+            clean=clean,
+            progress=progress,
+            log=say,
+            cache_dir=_cache_dir(cfg),
+        )
         del teacher_model
     sinfo = json.loads((sdir / "student.json").read_text())
     # 3. quantize
-    teacher = {"name": "teacher (float, Keras)", "embeddings": np.load(run / "embeddings.npy"),
-               "leadsets": _teacher_leadsets(run)}
+    teacher = {
+        "name": "teacher (float, Keras)",
+        "embeddings": np.load(run / "embeddings.npy"),
+        "leadsets": _teacher_leadsets(run),
+    }
     rep = quantize_student(sdir, archive, imaging, cfg.quantize, teacher=teacher, clean=clean, progress=progress)
     say(rep["table_markdown"])
     check_gate(rep, cfg.quantize.max_auroc_drop, force)
     # 4. bundle
-    training = {"pipeline_config": cfg.to_dict(), "config_file": cfg.path, "seed": cfg.student.seed,
-                "data": "ptbxl-subset (shared/data/ptbxl-subset): 1,625 PTB-XL records of folds 1-9, 100 Hz",
-                "teacher": {k: tinfo[k] for k in ("run", "metrics", "model_sha256", "config")},
-                "student": {k: sinfo.get(k) for k in ("name", "config", "params", "macs", "best_epoch", "val_best",
-                                                      "epochs_run", "stopped", "train_time_s", "model_sha256",
-                                                      "n_train_images")}}
+    training = {
+        "pipeline_config": cfg.to_dict(),
+        "config_file": cfg.path,
+        "seed": cfg.student.seed,
+        "data": "ptbxl-subset (shared/data/ptbxl-subset): 1,625 PTB-XL records of folds 1-9, 100 Hz",
+        "teacher": {k: tinfo[k] for k in ("run", "metrics", "model_sha256", "config")},
+        "student": {
+            k: sinfo.get(k)
+            for k in (
+                "name",
+                "config",
+                "params",
+                "macs",
+                "best_epoch",
+                "val_best",
+                "epochs_run",
+                "stopped",
+                "train_time_s",
+                "model_sha256",
+                "n_train_images",
+            )
+        },
+    }
     case_text = None
     if cfg.bundle.report_weight > 0:
         case_text = case_text_vectors(run, len(archive))
-    manifest = build_bundle(sdir, out or cfg.bundle.out, archive=archive, folds=cfg.bundle.folds,
-                            name=cfg.bundle.name, index=cfg.index, max_auroc_drop=cfg.quantize.max_auroc_drop,
-                            force=force, training=training, progress=progress, log=say,
-                            case_text=case_text, report_weight=cfg.bundle.report_weight)
-    return {"bundle": str(out or cfg.bundle.out), "seconds": round(time.time() - t0, 1),
-            "quantization": rep["quantization"], "index": manifest["index"],
-            "encoder_bytes": manifest["files"]["encoder.tflite"]["bytes"]}
-
+    manifest = build_bundle(
+        sdir,
+        out or cfg.bundle.out,
+        archive=archive,
+        folds=cfg.bundle.folds,
+        name=cfg.bundle.name,
+        index=cfg.index,
+        max_auroc_drop=cfg.quantize.max_auroc_drop,
+        force=force,
+        training=training,
+        progress=progress,
+        log=say,
+        case_text=case_text,
+        report_weight=cfg.bundle.report_weight,
+    )
+    return {
+        "bundle": str(out or cfg.bundle.out),
+        "seconds": round(time.time() - t0, 1),
+        "quantization": rep["quantization"],
+        "index": manifest["index"],
+        "encoder_bytes": manifest["files"]["encoder.tflite"]["bytes"],
+    }
 
 
 def _teacher_run(cfg: PipelineConfig, teacher_run=None):
@@ -270,8 +360,15 @@ def _teacher_run(cfg: PipelineConfig, teacher_run=None):
     return tcfg, Path(teacher_run or cfg.teacher_run or tcfg.run_dir)
 
 
-def run_distill(cfg: PipelineConfig, *, teacher_run=None, name: str | None = None, epochs: int | None = None,
-                max_minutes: float | None = None, progress: bool = True) -> dict:
+def run_distill(
+    cfg: PipelineConfig,
+    *,
+    teacher_run=None,
+    name: str | None = None,
+    epochs: int | None = None,
+    max_minutes: float | None = None,
+    progress: bool = True,
+) -> dict:
     """Distill the student of ``cfg`` (``epochs`` and ``max_minutes`` overriding its own) from a trained teacher
     run (checked against the teacher config first); returns the ``student.json`` dict."""
     s = cfg.student
@@ -285,9 +382,16 @@ def run_distill(cfg: PipelineConfig, *, teacher_run=None, name: str | None = Non
     tinfo = check_teacher_run(run, tcfg, archive)
     model = load_teacher_model(run)
     clean = image_cases(archive, np.arange(len(archive)), tcfg.imaging, progress=progress)
-    return distill(s, archive, model, imaging=tcfg.imaging, name=name or cfg.name,
-                   teacher_info={k: tinfo[k] for k in ("run", "metrics", "model_sha256", "config")},
-                   clean=clean.astype(np.float32), progress=progress)
+    return distill(
+        s,
+        archive,
+        model,
+        imaging=tcfg.imaging,
+        name=name or cfg.name,
+        teacher_info={k: tinfo[k] for k in ("run", "metrics", "model_sha256", "config")},
+        clean=clean.astype(np.float32),
+        progress=progress,
+    )
 
 
 def run_quantize(cfg: PipelineConfig, student_dir, *, teacher_run=None, progress: bool = True) -> dict:
@@ -301,6 +405,9 @@ def run_quantize(cfg: PipelineConfig, student_dir, *, teacher_run=None, progress
     _, run = _teacher_run(cfg, teacher_run)
     teacher = None
     if (run / "embeddings.npy").is_file():
-        teacher = {"name": "teacher (float, Keras)", "embeddings": np.load(run / "embeddings.npy"),
-                   "leadsets": _teacher_leadsets(run)}
+        teacher = {
+            "name": "teacher (float, Keras)",
+            "embeddings": np.load(run / "embeddings.npy"),
+            "leadsets": _teacher_leadsets(run),
+        }
     return quantize_student(student_dir, archive, imaging, cfg.quantize, teacher=teacher, progress=progress)

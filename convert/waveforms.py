@@ -12,6 +12,7 @@ waveforms are z-scores, not millivolts, and the report says so). Per case, int8 
 section and hashed in its ``files`` (``docs/BUNDLE.md``); :mod:`edge.bundle` checks both when the report first
 uses them. ``ecgret-convert add-waveforms BUNDLE`` adds (or replaces) them in a built bundle.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -32,7 +33,7 @@ from .signing import sign_bundle
 
 __all__ = ["SCALE", "case_waveforms", "encode_waveforms", "add_waveforms"]
 
-SCALE = 1.0 / 16.0      # z per int8 step: +-7.9 SD, finer than the screen's pixel at the report's gains
+SCALE = 1.0 / 16.0  # z per int8 step: +-7.9 SD, finer than the screen's pixel at the report's gains
 SOURCE = "PTB-XL, 0.5-40 Hz, 100 Hz, z-scored per lead"
 _II = LEADS12.index("II")
 
@@ -53,8 +54,10 @@ def encode_waveforms(archive, case_ids, scale: float = SCALE) -> tuple[bytes, di
     have = set(archive.ids)
     missing = [c for c in ids if c not in have]
     if missing:
-        raise BundleError(f"{len(missing)} bundle cases are not in the archive (e.g. {missing[0]}); pass the archive "
-                          f"the bundle was built from (--data)")
+        raise BundleError(
+            f"{len(missing)} bundle cases are not in the archive (e.g. {missing[0]}); pass the archive "
+            f"the bundle was built from (--data)"
+        )
     if int(archive.fs) != 100:
         raise BundleError(f"the archive is at {archive.fs} Hz; waveforms are written at 100 Hz")
     n, T = len(ids), int(archive.T)
@@ -68,11 +71,18 @@ def encode_waveforms(archive, case_ids, scale: float = SCALE) -> tuple[bytes, di
     q = [np.clip(np.rint(a / scale), -127, 127).astype(np.int8) for a in (med, strip)]
     clipped = float(np.mean([np.mean(np.abs(a / scale) > 127.5) for a in (med, strip)]))
     data = q[0].tobytes() + q[1].tobytes()
-    section = {"file": WAVEFORMS_FILE, "dtype": "int8", "scale": float(scale), "fs": 100, "units": "z-score",
-               "source": SOURCE,
-               "arrays": {"median_beats": {"offset": 0, "shape": list(q[0].shape), "r_index": BEFORE,
-                                           "leads": list(LEADS12)},
-                          "rhythm_II": {"offset": q[0].size, "shape": list(q[1].shape), "lead": "II"}}}
+    section = {
+        "file": WAVEFORMS_FILE,
+        "dtype": "int8",
+        "scale": float(scale),
+        "fs": 100,
+        "units": "z-score",
+        "source": SOURCE,
+        "arrays": {
+            "median_beats": {"offset": 0, "shape": list(q[0].shape), "r_index": BEFORE, "leads": list(LEADS12)},
+            "rhythm_II": {"offset": q[0].size, "shape": list(q[1].shape), "lead": "II"},
+        },
+    }
     return data, section, {"cases": n, "bytes": len(data), "clipped_fraction": clipped}
 
 
@@ -91,9 +101,9 @@ def add_waveforms(bundle_dir, archive=None, scale: float = SCALE, sign_key=None)
     man["files"][WAVEFORMS_FILE] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
     man["waveforms"] = section
     if (d / SIGNATURE_FILE).exists():
-        os.unlink(d / SIGNATURE_FILE)       # it signs the old manifest: a load would refuse it as tampering
+        os.unlink(d / SIGNATURE_FILE)  # it signs the old manifest: a load would refuse it as tampering
     atomic_write(d / MANIFEST_FILE, (json.dumps(man, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
-    nb = load_bundle(d, threads=1, allow_unsigned=True, check_encoder=False)   # what a device will check
+    nb = load_bundle(d, threads=1, allow_unsigned=True, check_encoder=False)  # what a device will check
     if nb.waveforms is None or len(nb.waveforms) != len(nb.cases):
         raise BundleError(f"{d}: the waveforms written do not load back")
     if sign_key:
