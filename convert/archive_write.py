@@ -300,29 +300,7 @@ def import_records(
     return ImportSummary(Archive.open(out), len(cases), len(cases) - n_already - len(failed), n_already, tuple(failed))
 
 
-def write_archive(
-    out_dir,
-    cases: Sequence[Case],
-    load: Callable[[int], tuple[np.ndarray, int]],
-    *,
-    T: int = 1000,
-    dtype="float16",
-    importer: str = "custom",
-    extra_meta: dict | None = None,
-    on_error: str = "raise",
-    progress: bool = True,
-    overwrite: bool = False,
-) -> Archive:
-    """Write an archive folder in one go (:func:`import_records` without resuming); returns the archive."""
-    return import_records(
-        out_dir,
-        cases,
-        load,
-        T=T,
-        dtype=dtype,
-        importer=importer,
-        extra_meta=extra_meta,
-        on_error=on_error,
-        progress=progress,
-        overwrite=overwrite,
-    ).archive
+def write_archive(out_dir, cases: Sequence[Case], load: Callable[[int], tuple[np.ndarray, int]], **options) -> Archive:
+    """Write an archive folder in one go (:func:`import_records` without resuming; ``options`` as there);
+    returns the archive."""
+    return import_records(out_dir, cases, load, resume=False, **options).archive

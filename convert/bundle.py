@@ -64,7 +64,7 @@ def case_record(c) -> dict:
     cid = d.get("case_id")
     if not isinstance(cid, str) or not cid:
         raise ArchiveError(f"case without a case_id: {d!r:.120}")
-    out = {}
+    out: dict[str, Any] = {}
     for key in _CASE_KEYS:
         v = d.get(key)
         if key in _LIST_KEYS:

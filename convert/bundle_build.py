@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -32,13 +33,21 @@ from .files import staging_folder
 from .index_build import IndexConfig, tune_index
 from .ptbxl import open_archive
 from .quantize import check_gate
-from .rerank import add_to_bundle, case_measurements, choose
+from .rerank import add_choice, add_to_bundle, case_measurements, choose
 from .shards import embed_archive
 from .signing import ENV_SIGNING_KEY, sign_bundle
 from .teacher_export import case_vectors
 from .waveforms import add_waveforms
 
-__all__ = ["build_bundle", "reindex_bundle", "case_text_vectors", "PREPROCESSING", "INDEX_ROW", "UNSIGNED_NOTE"]
+__all__ = [
+    "build_bundle",
+    "reindex_bundle",
+    "case_text_vectors",
+    "PREPROCESSING",
+    "INDEX_ROW",
+    "UNSIGNED_NOTE",
+    "STUDENT_KEYS",
+]
 
 PREPROCESSING = {
     "target_fs": 100,
@@ -133,7 +142,7 @@ def build_bundle(
     with tempfile.TemporaryDirectory(prefix="ecgret-shards-") as td:
         p = embed_archive(arch, enc_path, td, imaging, (0, 1), threads=index.threads, progress=progress)
         emb = np.load(p)
-    items = {"ecg_weight": 1.0, "report_weight": 0.0}
+    items: dict[str, Any] = {"ecg_weight": 1.0, "report_weight": 0.0}
     index_rows = {}
     if report_weight > 0:
         if case_text is None:
@@ -158,24 +167,7 @@ def build_bundle(
     if recall < index.target_recall:
         say(f"bundle: warning: recall@{index.k} {recall:.4f} below the target {index.target_recall}")
     training = dict(training or {})
-    training.setdefault(
-        "student",
-        {
-            k: info.get(k)
-            for k in (
-                "name",
-                "config",
-                "params",
-                "macs",
-                "best_epoch",
-                "val_best",
-                "epochs_run",
-                "stopped",
-                "train_time_s",
-                "model_sha256",
-            )
-        },
-    )
+    training.setdefault("student", {k: info.get(k) for k in STUDENT_KEYS})
     training.setdefault("teacher", info.get("teacher", {}))
     training.setdefault(
         "quantization",
@@ -224,14 +216,7 @@ def build_bundle(
     folds_here = {c.fold for c in arch.cases}
     if set(range(1, 9)) <= folds_here:  # the measured re-ranking needs folds 1-8 to choose its weight by CV
         rr, measured = choose(out, arch)
-        add_to_bundle(
-            out,
-            measured,
-            rr["weight"],
-            rr["pool"],
-            {"rule": rr["rule"], "fold9": rr["fold9"]},
-            rhythm_bonus=rr["rhythm_bonus"],
-        )
+        add_choice(out, rr, measured)
         say(
             f"bundle: measured re-ranking, weight {rr['weight']:g}, pool {rr['pool']}, rhythm bonus "
             f"{rr['rhythm_bonus']:g} ({rr['rule']})"
@@ -243,6 +228,18 @@ def build_bundle(
     return manifest
 
 
+STUDENT_KEYS = (
+    "name",
+    "config",
+    "params",
+    "macs",
+    "best_epoch",
+    "val_best",
+    "epochs_run",
+    "stopped",
+    "train_time_s",
+    "model_sha256",
+)  # what a bundle's manifest says of its student
 INDEX_ROW = "bundle index (ECG+report items), int8 queries"
 
 

@@ -15,10 +15,10 @@ from edge.imaging import ImagingConfig
 from edge.trust import trusted_keys
 
 from .bundle_build import build_bundle, reindex_bundle
-from .cli_options import click_error, folds_option
+from .cli_options import click_error, folds_option, subset_data_option
 from .index_build import IndexConfig
 from .ptbxl import open_archive, open_subset
-from .rerank import add_to_bundle, choose
+from .rerank import add_choice, choose
 from .shards import embed_archive, merge_index, parse_shard
 from .shards_dask import embed_archive_distributed
 from .signing import ENV_SIGNING_KEY, generate_signing_key, sign_bundle
@@ -164,13 +164,7 @@ def sign_bundle_command(bundle, key_path, new_key, publisher):
 
 @click.command("add-waveforms")
 @click.argument("bundle", type=click.Path(exists=True, file_okay=False))
-@click.option(
-    "--data",
-    "data_dir",
-    default=None,
-    type=click.Path(exists=True, file_okay=False),
-    help="The PTB-XL subset folder the bundle's archive came from (default: the shared data).",
-)
+@subset_data_option
 @click.option(
     "--scale",
     default=SCALE,
@@ -205,13 +199,7 @@ def add_waveforms_command(bundle: str, data_dir: str | None, scale: float, sign_
 
 @click.command("rerank")
 @click.argument("bundle", type=click.Path(exists=True, file_okay=False))
-@click.option(
-    "--data",
-    "data_dir",
-    default=None,
-    type=click.Path(exists=True, file_okay=False),
-    help="The PTB-XL subset folder the bundle's archive came from (default: the shared data).",
-)
+@subset_data_option
 @click.option(
     "--write",
     is_flag=True,
@@ -236,14 +224,7 @@ def rerank_command(bundle: str, data_dir: str | None, write: bool, json_out: str
     if json_out:
         atomic_write(json_out, json.dumps(res, indent=1) + "\n")
     if write:
-        add_to_bundle(
-            bundle,
-            measured,
-            res["weight"],
-            res["pool"],
-            {"rule": res["rule"], "fold9": res["fold9"]},
-            rhythm_bonus=res["rhythm_bonus"],
-        )
+        add_choice(bundle, res, measured)
         click.echo(f"wrote the measurements and the rerank setting into {bundle}; sign it again (sign-bundle)")
 
 

@@ -58,6 +58,24 @@ def _finish_command(summary: ImportSummary, out: str) -> None:
         sys.exit(1)
 
 
+def _run_import(importer, source, out: str, no_progress: bool, overwrite: bool, **options) -> None:
+    """Run a record importer resumably into OUT (bad records reported and skipped) and print the summary."""
+    try:
+        s = importer(
+            source,
+            out_dir=out,
+            on_error="skip",
+            progress=not no_progress,
+            overwrite=overwrite,
+            resume=True,
+            report=error_line,
+            **options,
+        )
+    except EcgretError as e:
+        exit_error(e)
+    _finish_command(s, out)
+
+
 @click.group("import")
 def import_command() -> None:
     """Import a clinic's archive (ECG records + reports) into a case archive folder, which
@@ -111,24 +129,18 @@ def import_ptbxl_command(ptbxl_dir, out, resolution, folds, limit, notch_hz, dty
     """Import PTB-XL from PTBXL_DIR into the archive folder OUT: the PhysioNet download (ptbxl_database.csv,
     scp_statements.csv, records100/ or records500/), or the shared preprocessed subset (cases.csv,
     signals_100hz.npy; referenced, not copied)."""
-    try:
-        s = import_ptbxl(
-            ptbxl_dir,
-            out,
-            resolution=resolution,
-            folds=folds_option(folds),
-            limit=limit,
-            dtype=dtype,
-            notch_hz=notch_hz,
-            on_error="skip",
-            progress=not no_progress,
-            overwrite=overwrite,
-            resume=True,
-            report=error_line,
-        )
-    except EcgretError as e:
-        exit_error(e)
-    _finish_command(s, out)
+    _run_import(
+        import_ptbxl,
+        ptbxl_dir,
+        out,
+        no_progress,
+        overwrite,
+        resolution=resolution,
+        folds=folds_option(folds),
+        limit=limit,
+        dtype=dtype,
+        notch_hz=notch_hz,
+    )
 
 
 @import_command.command("wfdb")
@@ -157,24 +169,18 @@ def import_ptbxl_command(ptbxl_dir, out, resolution, folds, limit, notch_hz, dty
 @_common
 def import_wfdb_command(folder, out, reports, source, limit, notch_hz, dtype, overwrite, no_progress):
     """Import the WFDB records of FOLDER listed in --reports into the archive folder OUT."""
-    try:
-        s = import_wfdb_folder(
-            folder,
-            reports,
-            out,
-            source=source,
-            dtype=dtype,
-            notch_hz=notch_hz,
-            limit=limit,
-            on_error="skip",
-            progress=not no_progress,
-            overwrite=overwrite,
-            resume=True,
-            report=error_line,
-        )
-    except EcgretError as e:
-        exit_error(e)
-    _finish_command(s, out)
+    _run_import(
+        import_wfdb_folder,
+        folder,
+        out,
+        no_progress,
+        overwrite,
+        texts_csv=reports,
+        source=source,
+        dtype=dtype,
+        notch_hz=notch_hz,
+        limit=limit,
+    )
 
 
 @click.command("evaluate")
@@ -271,11 +277,11 @@ def evaluate_command(
                     "--external evaluates bundles through the device: give --bundle (and no --embeddings)"
                 )
             res = external_variants(external_dir, bundles, sets, threads)
-            hashes = ",".join(dict.fromkeys(m["bundle_sha256"] for m in res.values()))
+            ids = ",".join(dict.fromkeys(m["bundle_sha256"] for m in res.values()))
             n = next(iter(res.values()))["n_records"]
             click.echo(
                 external_table(
-                    res, f"External set {external_dir}: {n} raw records through the device query path; bundle {hashes}"
+                    res, f"External set {external_dir}: {n} raw records through the device query path; bundle {ids}"
                 )
             )
             if out_json:
@@ -283,7 +289,7 @@ def evaluate_command(
                     {
                         "protocol": "shared/docs/EVALUATION.md (external set)",
                         "external": str(external_dir),
-                        "bundle_sha256": hashes,
+                        "bundle_sha256": ids,
                         "variants": res,
                     },
                     out_json,

@@ -11,6 +11,14 @@ from edge.errors import ConfigError, EcgretError
 
 from .config import parse_folds
 
+subset_data_option = click.option(
+    "--data",
+    "data_dir",
+    default=None,
+    type=click.Path(exists=True, file_okay=False),
+    help="The PTB-XL subset folder the bundle's archive came from (default: the shared data).",
+)
+
 
 def folds_option(spec: str | None, option: str = "--folds") -> tuple[int, ...] | None:
     """The folds an option names (:func:`convert.config.parse_folds`); None when it is not given. A malformed

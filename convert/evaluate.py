@@ -129,7 +129,7 @@ def retrieval_metrics(
     n_rel_archive = {}
     keep = [i for i, labels in enumerate(q_labels) if labels]
     p1, p5, p10, p10x, ap = [], [], [], [], []
-    per_class_hits = {c: [] for c in SUPERCLASSES}
+    per_class_hits: dict[str, list[float]] = {c: [] for c in SUPERCLASSES}
     for qi in keep:
         ql = q_labels[qi]
         rel = np.array([bool(ql & a_labels[j]) for j in idx[qi]], dtype=float)
@@ -146,7 +146,7 @@ def retrieval_metrics(
         ap.append(float((prec_at * rel).sum() / denom) if denom else 0.0)
         for c in ql:
             if c in per_class_hits:
-                per_class_hits[c].append(np.mean([c in a_labels[j] for j in idx[qi]]))
+                per_class_hits[c].append(float(np.mean([c in a_labels[j] for j in idx[qi]])))
     s = np.clip(sims, SIM_FLOOR, None)
     per_class = {}
     for c in SUPERCLASSES:

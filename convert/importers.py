@@ -17,13 +17,22 @@ from __future__ import annotations
 import csv
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from edge.errors import ArchiveError
 
 from .archive import FS, Case, check_unique_ids, split_labels
 from .archive_write import ImportSummary, import_records
 
-__all__ = ["import_wfdb_folder", "preprocess_loader", "read_csv_rows", "need_columns", "int_or_none", "Report"]
+__all__ = [
+    "import_wfdb_folder",
+    "import_record_files",
+    "preprocess_loader",
+    "read_csv_rows",
+    "need_columns",
+    "int_or_none",
+    "Report",
+]
 
 Report = Callable[[str], None]
 
@@ -79,7 +88,8 @@ def _wfdb_listing(folder: Path, tpath: Path, source: str) -> tuple[list[Case], l
     need_columns(tpath, cols, ["record"])
     if "text" not in cols and "report" not in cols and "statements" not in cols:
         raise ArchiveError(f"{tpath}: needs a 'text' or 'report' column")
-    cases, paths = [], []
+    cases: list[Case] = []
+    paths: list[Path] = []
     for k, r in enumerate(rows):
         where = f"{tpath}:{k + 2}"
         rec = (r.get("record") or "").strip()
@@ -106,29 +116,42 @@ def _wfdb_listing(folder: Path, tpath: Path, source: str) -> tuple[list[Case], l
     return cases, paths
 
 
+def import_record_files(
+    out_dir,
+    cases: Sequence[Case],
+    paths: Sequence[Path],
+    *,
+    T: int,
+    notch_hz: float | None,
+    importer: str,
+    extra_meta: dict,
+    **options: Any,
+) -> ImportSummary:
+    """Import record files (case i is ``paths[i]``, read and preprocessed to ``T`` samples by
+    :func:`preprocess_loader`) into ``out_dir`` with :func:`convert.archive_write.import_records`; ``options`` are
+    its dtype, on_error, progress, overwrite, resume and report."""
+    load = preprocess_loader(paths, fs=None, notch_hz=notch_hz, T=T)
+    return import_records(out_dir, cases, load, T=T, importer=importer, extra_meta=extra_meta, **options)
+
+
 def import_wfdb_folder(
     folder,
     texts_csv,
     out_dir,
     *,
     source: str = "wfdb",
-    dtype="float16",
     duration_s: float = 10.0,
     notch_hz: float | None = 50.0,
     limit: int | None = None,
-    on_error: str = "raise",
-    progress: bool = True,
-    overwrite: bool = False,
-    resume: bool = False,
-    report: Report | None = None,
+    **options: Any,
 ) -> ImportSummary:
     """Import a folder of WFDB records described by a CSV of reports into an archive folder.
 
     CSV columns: ``record`` (the file stem, or a path relative to ``folder``), ``text`` or ``report`` (the
     report text), and optionally ``statements``, ``super_class``, ``sub_class``, ``form``, ``rhythm``
     (``;``-separated), ``patient_id``, ``fold``. Case ids are ``<source>:<record>``. ``notch_hz`` (default
-    50 Hz, the bundles' own setting) is the mains notch of :func:`edge.signal.preprocess`. The other arguments
-    are :func:`convert.archive_write.import_records`'s.
+    50 Hz, the bundles' own setting) is the mains notch of :func:`edge.signal.preprocess`. ``options`` are
+    :func:`convert.archive_write.import_records`'s (dtype, on_error, progress, overwrite, resume, report).
     """
     folder, tpath = Path(folder), Path(texts_csv)
     if not folder.is_dir():
@@ -136,24 +159,19 @@ def import_wfdb_folder(
     cases, paths = _wfdb_listing(folder, tpath, source)
     if limit is not None:
         cases, paths = cases[: max(0, int(limit))], paths[: max(0, int(limit))]
-    T = int(round(duration_s * FS))
-    load = preprocess_loader(paths, fs=None, notch_hz=notch_hz, T=T)
-    return import_records(
+    meta = {
+        "source_dir": str(folder.resolve()),
+        "texts_csv": str(tpath.resolve()),
+        "source": source,
+        "notch_hz": notch_hz,
+    }
+    return import_record_files(
         out_dir,
         cases,
-        load,
-        T=T,
-        dtype=dtype,
+        paths,
+        T=int(round(duration_s * FS)),
+        notch_hz=notch_hz,
         importer="wfdb_folder",
-        on_error=on_error,
-        progress=progress,
-        overwrite=overwrite,
-        resume=resume,
-        report=report,
-        extra_meta={
-            "source_dir": str(folder.resolve()),
-            "texts_csv": str(tpath.resolve()),
-            "source": source,
-            "notch_hz": notch_hz,
-        },
+        extra_meta=meta,
+        **options,
     )

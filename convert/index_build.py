@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, cast
 
 import numpy as np
 
@@ -30,6 +31,7 @@ __all__ = [
 ]
 
 ROWS = 8192  # embedding rows read at a time while adding items
+_Metric = Literal["angular", "euclidean", "manhattan", "hamming", "dot"]  # the metrics Annoy knows
 EXACT_ROWS = 16384  # archive rows scored at a time by exact search
 
 
@@ -54,7 +56,7 @@ def build_annoy(
     from annoy import AnnoyIndex
 
     n, dim = int(embeddings.shape[0]), int(embeddings.shape[1])
-    ann = AnnoyIndex(dim, METRIC)
+    ann = AnnoyIndex(dim, cast(_Metric, METRIC))  # edge.bundle declares METRIC a plain str
     ann.set_seed(int(seed))
     if on_disk:
         if path is None:

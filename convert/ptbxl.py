@@ -15,6 +15,7 @@ import ast
 import json
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,8 +34,8 @@ from .archive import (
     read_cases,
     split_labels,
 )
-from .archive_write import ImportSummary, import_records, prepare_out, write_meta_and_cases
-from .importers import Report, int_or_none, need_columns, preprocess_loader, read_csv_rows
+from .archive_write import ImportSummary, prepare_out, write_meta_and_cases
+from .importers import import_record_files, int_or_none, need_columns, read_csv_rows
 
 __all__ = [
     "open_subset",
@@ -275,7 +276,8 @@ def _ptbxl_listing(d: Path, resolution: str, folds, limit) -> tuple[list[Case], 
     need_columns(db, cols, ["ecg_id", "patient_id", "scp_codes", "strat_fold", fcol])
     statements = read_scp_statements(d / "scp_statements.csv")
     fold_set = None if folds is None else {int(f) for f in folds}
-    cases, paths = [], []
+    cases: list[Case] = []
+    paths: list[Path] = []
     for k, r in enumerate(rows):
         if limit is not None and len(cases) >= limit:
             break
@@ -313,13 +315,8 @@ def import_ptbxl(
     resolution: str = "lr",
     folds: Iterable[int] | None = None,
     limit: int | None = None,
-    dtype="float16",
     notch_hz: float | None = None,
-    on_error: str = "raise",
-    progress: bool = True,
-    overwrite: bool = False,
-    resume: bool = False,
-    report: Report | None = None,
+    **options: Any,
 ) -> ImportSummary:
     """Import PTB-XL into an archive folder: the original download (``ptbxl_database.csv``,
     ``scp_statements.csv``, ``records100/`` or ``records500/``), or the shared subset's folder (then
@@ -328,14 +325,14 @@ def import_ptbxl(
     ``resolution``: ``'lr'`` reads ``filename_lr`` (records100), ``'hr'`` ``filename_hr`` (records500); both
     are preprocessed to the archive's 100 Hz, 10 s, z-scored 12 leads by :func:`edge.signal.preprocess`
     (``notch_hz`` defaults to None, as PTB-XL's own processing used no notch). Case ids ``ptbxl:<ecg_id>``.
-    ``folds`` keeps those ``strat_fold`` values, ``limit`` the first ``limit`` records listed. The other
-    arguments are :func:`convert.archive_write.import_records`'s.
+    ``folds`` keeps those ``strat_fold`` values, ``limit`` the first ``limit`` records listed. ``options`` are
+    :func:`convert.archive_write.import_records`'s (dtype, on_error, progress, overwrite, resume, report).
     """
     d = Path(ptbxl_dir)
     if resolution not in ("lr", "hr"):
         raise ValueError("resolution must be 'lr' or 'hr'")
     if ptbxl_layout(d) == "subset":
-        out = Path(out_dir)
+        out, overwrite = Path(out_dir), bool(options.get("overwrite", False))
         if (out / PARTS_DIR).exists() and not overwrite:
             raise ArchiveError(f"{out}: holds an unfinished record import; use another folder (or --overwrite)")
         before: set[str] = set()
@@ -351,19 +348,7 @@ def import_ptbxl(
         n_already = len(before & set(arc.ids))
         return ImportSummary(arc, len(arc), len(arc) - n_already, n_already)
     cases, paths = _ptbxl_listing(d, resolution, folds, limit)
-    T = 1000
-    load = preprocess_loader(paths, fs=None, notch_hz=notch_hz, T=T)
-    return import_records(
-        out_dir,
-        cases,
-        load,
-        T=T,
-        dtype=dtype,
-        importer="ptbxl",
-        on_error=on_error,
-        progress=progress,
-        overwrite=overwrite,
-        resume=resume,
-        report=report,
-        extra_meta={"source_dir": str(d.resolve()), "resolution": resolution, "notch_hz": notch_hz},
+    meta = {"source_dir": str(d.resolve()), "resolution": resolution, "notch_hz": notch_hz}
+    return import_record_files(
+        out_dir, cases, paths, T=1000, notch_hz=notch_hz, importer="ptbxl", extra_meta=meta, **options
     )

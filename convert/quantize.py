@@ -27,6 +27,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -325,7 +326,7 @@ def quantize_student(
     if clean is None:
         clean = image_cases(archive, np.arange(len(archive)), imaging, progress=progress)
     q, a = default_split(archive)
-    variants = dict(baselines(archive))
+    variants: dict[str, Any] = dict(baselines(archive))
     if teacher is not None:
         variants[teacher.get("name", "teacher")] = np.asarray(teacher["embeddings"], np.float32)
     embs = {}

@@ -30,7 +30,7 @@ from .evaluate import ROTATIONS, l2n, mean_sd, retrieval_metrics
 from .evaluate import cross_validate as _cv_rotations
 from .index_build import topk_search
 
-__all__ = ["case_measurements", "cross_validate", "ranked", "choose", "ROTATIONS", "add_to_bundle"]
+__all__ = ["case_measurements", "cross_validate", "ranked", "choose", "ROTATIONS", "add_to_bundle", "add_choice"]
 
 METRICS = ("P@10", "macroP@10", "kNN_macroAUROC", "rhythmP@10_nonSR")
 GRID_WEIGHTS = (0.0, 0.1, 0.2, 0.3)
@@ -122,6 +122,18 @@ def add_to_bundle(
         **({"cv": cv} if cv else {}),
     }
     atomic_write(d / "manifest.json", (json.dumps(man, indent=1) + "\n").encode("utf-8"))
+
+
+def add_choice(bundle_dir, choice: dict, measured: dict) -> None:
+    """Write what :func:`choose` chose (and its measurements by case id) into the bundle (:func:`add_to_bundle`)."""
+    add_to_bundle(
+        bundle_dir,
+        measured,
+        choice["weight"],
+        choice["pool"],
+        {"rule": choice["rule"], "fold9": choice["fold9"]},
+        rhythm_bonus=choice["rhythm_bonus"],
+    )
 
 
 def _name(st: Setting) -> str:

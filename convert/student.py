@@ -38,6 +38,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -378,7 +379,7 @@ def distill(
             loss, lcos = step(x, y, t)
             ls.append(float(loss))
             lc.append(float(lcos))
-        rec = {
+        rec: dict[str, Any] = {
             "epoch": epoch + 1,
             "loss": float(np.mean(ls)),
             "cos": float(1 - np.mean(lc)),

@@ -109,7 +109,7 @@ class TeacherConfig:
     augment: AugmentConfig = AugmentConfig()
 
     @property
-    def image_size(self) -> tuple[int, int]:
+    def image_size(self) -> tuple[int, ...]:
         return tuple(self.model.image_size) if self.model.image_size else self.imaging.shape[:2]
 
     @property

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -49,7 +50,7 @@ def export(
     np.save(run_dir / "features.npy", embed_images(lambda x: feat(x, training=False), images).astype(np.float32))
     del images
     np.save(run_dir / "text_embeddings.npy", np.asarray(text_head(t_all, training=False)).astype(np.float32))
-    lead = {}
+    lead: dict[str, Any] = {}
     for s in EVAL_LEAD_SETS:
         lead[s] = embed_images(
             enc_fn, image_cases(archive, all_idx, cfg.imaging, present=lead_mask(s), progress=progress)
@@ -96,7 +97,7 @@ def measure(run_dirs, archive=None, split=None, lead_sets: bool = True) -> tuple
     rows (queries reduced, archive 12-lead ECG) are included when ``lead_sets``."""
     archive = archive if archive is not None else open_archive()
     q, a = split if split is not None else default_split(archive)
-    emb = dict(baselines(archive))
+    emb: dict[str, Any] = dict(baselines(archive))
     cross = {}
     loaded = [(Path(r), *load_teacher(r)) for r in run_dirs]
     for d, cfg, e, t, _ in loaded:

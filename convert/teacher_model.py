@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 from edge.errors import ConfigError
 
@@ -38,7 +39,7 @@ def import_keras():
 
 
 def _register():
-    keras = import_keras()
+    keras: Any = import_keras()  # untyped: a Keras class is the base below
 
     @keras.saving.register_keras_serializable(package="ecgret")
     class PositionEmbedding(keras.layers.Layer):

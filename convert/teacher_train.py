@@ -23,6 +23,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -268,11 +269,18 @@ def train_teacher(
         opt = keras.optimizers.AdamW(sched, weight_decay=tr.weight_decay, beta_2=0.98, clipnorm=None)
         opt.exclude_from_weight_decay(var_names=["bias", "gamma", "beta", "pos", "logit_scale"])
         train_vars = encoder.trainable_variables + text_head.trainable_variables + [logit_scale]
-        if aux:
+        if rhythm_head is not None:
             train_vars += rhythm_head.trainable_variables
         opt.build(train_vars)
     state = _State(encoder, text_head, logit_scale, opt, rhythm_head)
-    loop = {"epoch": 0, "best": -math.inf, "best_epoch": None, "since_best": 0, "history": [], "elapsed_s": 0.0}
+    loop: dict[str, Any] = {
+        "epoch": 0,
+        "best": -math.inf,
+        "best_epoch": None,
+        "since_best": 0,
+        "history": [],
+        "elapsed_s": 0.0,
+    }
     last = _latest_checkpoint(ckdir) if resume else None
     if last is not None:
         loop = state.restore(last)
@@ -326,8 +334,9 @@ def train_teacher(
             zi = encoder(img, training=True)
             zt = text_head(temb, training=True)
             loss = clip_loss(zi, zt, temb, logit_scale, targets, tau_t, rhy, w_rhythm)
-            if aux:  # the same contrastive loss against the rhythm statements' text (soft targets always:
-                #      identical rhythm texts are the norm)
+            if rhythm_head is not None:
+                # the same contrastive loss against the rhythm statements' text (soft targets always: identical
+                # rhythm texts are the norm)
                 loss = loss + w_aux * clip_loss(zi, rhythm_head(remb, training=True), remb, logit_scale, "soft", tau_t)
             scaled = loss / n_rep
         grads = tape.gradient(scaled, train_vars)

@@ -33,7 +33,7 @@ import numpy as np
 from edge.errors import ConfigError
 from edge.imaging import ImagingConfig
 
-from .bundle_build import build_bundle, case_text_vectors
+from .bundle_build import STUDENT_KEYS, build_bundle, case_text_vectors
 from .config import coerce, read_toml
 from .files import file_sha256
 from .images import augmented_images, cached, image_cache_key, image_cases
@@ -309,22 +309,7 @@ def run_pipeline(
         "seed": cfg.student.seed,
         "data": "ptbxl-subset (shared/data/ptbxl-subset): 1,625 PTB-XL records of folds 1-9, 100 Hz",
         "teacher": {k: tinfo[k] for k in ("run", "metrics", "model_sha256", "config")},
-        "student": {
-            k: sinfo.get(k)
-            for k in (
-                "name",
-                "config",
-                "params",
-                "macs",
-                "best_epoch",
-                "val_best",
-                "epochs_run",
-                "stopped",
-                "train_time_s",
-                "model_sha256",
-                "n_train_images",
-            )
-        },
+        "student": {k: sinfo.get(k) for k in STUDENT_KEYS + ("n_train_images",)},
     }
     case_text = None
     if cfg.bundle.report_weight > 0:
