@@ -58,11 +58,11 @@ def _finish_command(summary: ImportSummary, out: str) -> None:
         sys.exit(1)
 
 
-def _run_import(importer, source, out: str, no_progress: bool, overwrite: bool, **options) -> None:
+def _run_import(importer, records, out: str, no_progress: bool, overwrite: bool, /, **options) -> None:
     """Run a record importer resumably into OUT (bad records reported and skipped) and print the summary."""
     try:
         s = importer(
-            source,
+            records,
             out_dir=out,
             on_error="skip",
             progress=not no_progress,
