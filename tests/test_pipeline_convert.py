@@ -86,11 +86,12 @@ def _write_archive(subset, out: Path):
 
 def _fake_teacher(teacher_toml: Path, archive):
     """An untrained tiny ViT saved the way a teacher run is (what the pipeline reads)."""
+    import keras
+
     from convert.images import image_cases
     from convert.student import embed_keras
     from convert.teacher_config import config_toml, load_config
     from convert.teacher_model import build_image_encoder
-    import keras
     keras.utils.set_random_seed(0)
     cfg = load_config(teacher_toml)
     run = cfg.run_dir
@@ -187,6 +188,7 @@ def test_teacher_run_that_does_not_match_the_config(built, tmp_path):
 
 def test_bundle_refuses_duplicate_case_ids(built, tmp_path):
     from click.testing import CliRunner
+
     from convert.cli import main
     dup = tmp_path / "dup"
     shutil.copytree(built["root"] / "archive", dup)
@@ -270,6 +272,7 @@ def test_shards_from_another_encoder_are_refused(built, tmp_path):
 @pytest.mark.parametrize("shard", ["3/3", "x/2", "1", "-1/2"])
 def test_embed_archive_cli_rejects_bad_shards(built, shard, tmp_path):
     from click.testing import CliRunner
+
     from convert.cli import main
     r = CliRunner().invoke(main, ["embed-archive", "--encoder", str(built["student"] / "encoder_int8.tflite"),
                                   "--out", str(tmp_path), "--shard", shard, "--tile", "8"])

