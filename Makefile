@@ -43,14 +43,14 @@ test-fast: $(DEV)/.ok
 	$(DEV)/bin/python -m pytest -q -x -m "not slow" tests
 
 # the package code CI keeps clean (.ci/run runs this before the tests); `make lint-all` adds tests/ and benchmarks/
-LINT_PATHS := edge firmware_bridge
+LINT_PATHS := edge firmware_bridge convert
 lint: $(DEV)/.ok               ## ruff (lint, format) and mypy on the package code, as configured in pyproject.toml
 	$(DEV)/bin/ruff check $(LINT_PATHS)
 	$(DEV)/bin/ruff format --check $(LINT_PATHS)
 	$(DEV)/bin/mypy
 
 lint-all: $(DEV)/.ok           ## ruff over everything (tests and benchmarks are not yet clean)
-	$(DEV)/bin/ruff check $(LINT_PATHS) convert tests benchmarks
+	$(DEV)/bin/ruff check $(LINT_PATHS) tests benchmarks
 
 teacher: $(DEV)/.ok            ## train the default teacher -> runs/teacher/rhythm (resumes if interrupted)
 	$(DEV)/bin/ecgret-convert train-teacher --config configs/teacher.toml

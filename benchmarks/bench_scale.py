@@ -50,12 +50,13 @@ def machine() -> str:
 
 def make_archive(out: Path, n: int, seed: int = 0) -> float:
     """Write an n-case archive of augmented copies of the subset's records; returns seconds."""
-    from convert.archive import Archive, write_archive
+    from convert.archive_write import write_archive
     from convert.augment import AugmentConfig, augment
+    from convert.ptbxl import open_subset
     from dataclasses import replace
     from edge.paths import shared_data_dir
     t0 = time.time()
-    src = Archive.from_ptbxl_subset(shared_data_dir() / "ptbxl-subset")
+    src = open_subset(shared_data_dir() / "ptbxl-subset")
     acfg = AugmentConfig(p_reduced=0.0, p_lead=0.0)        # keep 12 leads: archives are full records
     m = len(src)
     cases = []

@@ -1,4 +1,4 @@
-"""The case archive the toolkit works on: the data model and its streaming, resumable writer.
+"""The case archive the toolkit works on: the data model (:class:`Case`, :class:`Archive`) and its reading.
 
 A case archive is a folder:
 
@@ -15,28 +15,24 @@ A case archive is a folder:
   ``{"case_id", "error"}``). It is written last: a folder without it is not (yet) an archive.
 * while an import runs (or after it was interrupted): ``import-parts/`` with ``plan.json`` (the importer and
   its settings) and ``part-NNNNNN.npy`` + ``part-NNNNNN.jsonl`` (up to 64 records each, the ``.jsonl`` written
-  after its ``.npy``); see :func:`import_records`.
+  after its ``.npy``); see :func:`convert.archive_write.import_records`.
 
-The importers that read clinical sources (the PTB-XL subset and download, WFDB folders) are in
-:mod:`convert.importers`.
+The streaming, resumable writer is :mod:`convert.archive_write`; the importers that read clinical sources are
+:mod:`convert.ptbxl` (the shared PTB-XL subset and the PTB-XL download) and :mod:`convert.importers` (WFDB
+folders).
 """
+
 from __future__ import annotations
 
-import contextlib
-import csv
 import datetime as _dt
 import json
-import os
-import shutil
-import sys
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from edge.atomicio import TMP_MARK, atomic_open, atomic_path, atomic_write
-from edge.errors import ArchiveError, EcgretError
+from edge.errors import ArchiveError
 from edge.leads import LEADS12
 
 FORMAT_VERSION = 1
@@ -44,9 +40,9 @@ FS = 100
 SIGNALS_FILE = "signals.npy"
 CASES_FILE = "cases.jsonl"
 META_FILE = "archive.json"
+PARTS_DIR = "import-parts"  # an import in progress: its committed chunks of records (convert.archive_write)
 
-__all__ = ["Case", "Archive", "ImportSummary", "import_records", "write_archive", "read_cases", "join_text",
-           "split_labels", "FORMAT_VERSION", "PARTS_DIR"]
+__all__ = ["Case", "Archive", "read_cases", "join_text", "split_labels", "subset", "FORMAT_VERSION", "PARTS_DIR"]
 
 _LIST_FIELDS = ("super_class", "sub_class", "form", "rhythm")
 
@@ -82,7 +78,7 @@ class Case:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict, where: str = "case") -> "Case":
+    def from_dict(cls, d: dict, where: str = "case") -> Case:
         if not isinstance(d, dict):
             raise ArchiveError(f"{where}: expected a JSON object, got {type(d).__name__}")
         cid = d.get("case_id")
@@ -107,10 +103,17 @@ class Case:
                 raise ArchiveError(f"{where}: field {k!r} of {cid} must be a string")
         pid = d.get("patient_id")
         known = {f for f in cls.__dataclass_fields__}
-        return cls(case_id=cid, patient_id=None if pid is None else str(pid), fold=fold,
-                   statements=d.get("statements", ""), report=d.get("report", "") or "",
-                   source=d.get("source", ""), n_samples=n,
-                   extra={k: v for k, v in d.items() if k not in known}, **kw)
+        return cls(
+            case_id=cid,
+            patient_id=None if pid is None else str(pid),
+            fold=fold,
+            statements=d.get("statements", ""),
+            report=d.get("report", "") or "",
+            source=d.get("source", ""),
+            n_samples=n,
+            extra={k: v for k, v in d.items() if k not in known},
+            **kw,
+        )
 
 
 def join_text(statements: str, report: str) -> str:
@@ -125,7 +128,7 @@ def split_labels(s: str | None) -> tuple[str, ...]:
     return tuple(p.strip() for p in (s or "").split(";") if p.strip())
 
 
-class _RowView:
+class RowView:
     """Read-only view of a (M, T, 12) array through a row mapping: ``view[i] == base[rows[i]]``."""
 
     def __init__(self, base: np.ndarray, rows: np.ndarray):
@@ -175,8 +178,9 @@ class Archive:
         index: dict[str, int] = {}
         for i, c in enumerate(cases):
             if c.case_id in index:
-                raise ArchiveError(f"{where}: duplicate case id {c.case_id!r} (lines {index[c.case_id] + 1} "
-                                   f"and {i + 1})")
+                raise ArchiveError(
+                    f"{where}: duplicate case id {c.case_id!r} (lines {index[c.case_id] + 1} and {i + 1})"
+                )
             index[c.case_id] = i
         shape = tuple(signals.shape)
         if len(shape) != 3 or shape[2] != 12:
@@ -239,7 +243,7 @@ class Archive:
     def batch(self, indices) -> np.ndarray:
         """Signals of several cases, float32 (len(indices), T, 12)."""
         idx = np.asarray(indices, dtype=np.int64)
-        if isinstance(self._signals, _RowView):
+        if isinstance(self._signals, RowView):
             return self._signals[idx].astype(np.float32)
         order = np.argsort(idx, kind="stable")
         out = np.empty((len(idx), self.T, 12), np.float32)
@@ -259,8 +263,13 @@ class Archive:
     def texts(self) -> list[str]:
         return [c.text for c in self._cases]
 
-    def select(self, folds: Iterable[int] | int | None = None, *, sources: Iterable[str] | None = None,
-               with_report: bool | None = None) -> np.ndarray:
+    def select(
+        self,
+        folds: Iterable[int] | int | None = None,
+        *,
+        sources: Iterable[str] | None = None,
+        with_report: bool | None = None,
+    ) -> np.ndarray:
         """Indices (int64, ascending) of the cases in ``folds`` (None: any fold, including null)."""
         keep = np.ones(len(self), dtype=bool)
         if folds is not None:
@@ -275,7 +284,7 @@ class Archive:
 
     # ------------------------------------------------------------------------------------ opening
     @classmethod
-    def open(cls, path) -> "Archive":
+    def open(cls, path) -> Archive:
         """Open an archive folder, validating archive.json, cases.jsonl and the signals' shape."""
         d = Path(path)
         mpath = d / META_FILE
@@ -283,8 +292,10 @@ class Archive:
             raise ArchiveError(f"{d}: not an archive folder (no such directory)")
         if not mpath.exists():
             if (d / PARTS_DIR).is_dir():
-                raise ArchiveError(f"{mpath}: missing: the import into {d} did not finish; run the same import "
-                                   f"command again to finish it")
+                raise ArchiveError(
+                    f"{mpath}: missing: the import into {d} did not finish; run the same import "
+                    f"command again to finish it"
+                )
             raise ArchiveError(f"{mpath}: missing; {d} is not a case archive")
         try:
             meta = json.loads(mpath.read_text(encoding="utf-8"))
@@ -294,11 +305,14 @@ class Archive:
             raise ArchiveError(f"{mpath}: expected a JSON object")
         ver = meta.get("format_version")
         if not isinstance(ver, int) or ver > FORMAT_VERSION or ver < 1:
-            raise ArchiveError(f"{mpath}: unsupported format_version {ver!r} (this toolkit reads "
-                               f"up to {FORMAT_VERSION})")
+            raise ArchiveError(
+                f"{mpath}: unsupported format_version {ver!r} (this toolkit reads up to {FORMAT_VERSION})"
+            )
         if meta.get("fs", FS) != FS or list(meta.get("leads", LEADS12)) != list(LEADS12):
-            raise ArchiveError(f"{mpath}: archives hold 100 Hz signals in LEADS12 order; this one says "
-                               f"fs={meta.get('fs')!r}, leads={meta.get('leads')!r}")
+            raise ArchiveError(
+                f"{mpath}: archives hold 100 Hz signals in LEADS12 order; this one says "
+                f"fs={meta.get('fs')!r}, leads={meta.get('leads')!r}"
+            )
         cases = read_cases(d / CASES_FILE)
         spath = Path(meta.get("signals_path") or SIGNALS_FILE)
         if not spath.is_absolute():
@@ -310,8 +324,7 @@ class Archive:
         except (OSError, ValueError) as e:
             raise ArchiveError(f"{spath}: unreadable signals file ({e})") from None
         if sig.ndim != 3 or sig.shape[2] != 12 or sig.dtype not in (np.float16, np.float32):
-            raise ArchiveError(f"{spath}: expected float16/float32 of shape (N, T, 12), got {sig.dtype} "
-                               f"{sig.shape}")
+            raise ArchiveError(f"{spath}: expected float16/float32 of shape (N, T, 12), got {sig.dtype} {sig.shape}")
         rows = meta.get("rows")
         if rows is not None:
             rows = np.asarray(rows, dtype=np.int64)
@@ -327,34 +340,10 @@ class Archive:
         if meta.get("T") is not None and meta["T"] != sig.shape[1]:
             raise ArchiveError(f"{spath}: T={sig.shape[1]} but {mpath} says T={meta['T']}")
         if rows is not None and not np.array_equal(rows, np.arange(sig.shape[0])):
-            signals = _RowView(sig, rows)
+            signals = RowView(sig, rows)
         else:
             signals = sig
         return cls(signals, cases, meta=meta, path=d)
-
-    @classmethod
-    def from_ptbxl_subset(cls, data_dir) -> "Archive":
-        """The shared PTB-XL subset as an archive, built in memory over the memory-mapped shared npy.
-
-        Only rows with a waveform (``signal_row`` non-empty) become cases; case i is signal row i when the
-        subset's rows are 0..N-1 (they are), else a row-mapped view. Nothing is written.
-        """
-        d = Path(data_dir)
-        cases, rows = _subset_cases(d)
-        spath = d / "signals_100hz.npy"
-        try:
-            sig = np.load(spath, mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise ArchiveError(f"{spath}: unreadable signals file ({e})") from None
-        if sig.ndim != 3 or sig.shape[2] != 12:
-            raise ArchiveError(f"{spath}: expected shape (N, T, 12), got {sig.shape}")
-        if rows.size and rows.max() >= sig.shape[0]:
-            raise ArchiveError(f"{d / 'cases.csv'}: signal_row {int(rows.max())} is beyond the "
-                               f"{sig.shape[0]} rows of {spath}")
-        signals = sig if np.array_equal(rows, np.arange(sig.shape[0])) else _RowView(sig, rows)
-        meta = _meta("ptbxl_subset", T=sig.shape[1], dtype=str(sig.dtype),
-                     signals_path=str(spath.resolve()), source_dir=str(d.resolve()))
-        return cls(signals, cases, meta=meta, path=None)
 
 
 def read_cases(path) -> tuple[Case, ...]:
@@ -383,14 +372,19 @@ def read_cases(path) -> tuple[Case, ...]:
     return tuple(cases)
 
 
-def _meta(importer: str, **kw) -> dict:
-    m = {"format_version": FORMAT_VERSION, "fs": FS, "leads": list(LEADS12), "importer": importer,
-         "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()}
+def archive_meta(importer: str, **kw) -> dict:
+    m = {
+        "format_version": FORMAT_VERSION,
+        "fs": FS,
+        "leads": list(LEADS12),
+        "importer": importer,
+        "created": _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat(),
+    }
     m.update(kw)
     return m
 
 
-def _check_unique(cases: Sequence[Case], where: str) -> None:
+def check_unique_ids(cases: Sequence[Case], where: str) -> None:
     seen = set()
     for c in cases:
         if c.case_id in seen:
@@ -398,328 +392,11 @@ def _check_unique(cases: Sequence[Case], where: str) -> None:
         seen.add(c.case_id)
 
 
-def _write_meta_and_cases(out: Path, cases: Sequence[Case], meta: dict) -> None:
-    """``cases.jsonl`` then ``archive.json`` (the archive's "complete" mark), each written atomically."""
-    with atomic_open(out / CASES_FILE, "w", encoding="utf-8") as f:
-        for c in cases:
-            f.write(json.dumps(c.to_dict(), ensure_ascii=False) + "\n")
-    atomic_write(out / META_FILE, json.dumps(meta, indent=2) + "\n")
-
-
-def _prepare_out(out_dir, overwrite: bool) -> Path:
-    out = Path(out_dir)
-    if (out / META_FILE).exists() and not overwrite:
-        raise ArchiveError(f"{out}: already holds an archive (pass overwrite=True to replace it)")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
-def _progress(it, total: int, desc: str, enabled: bool):
-    if not enabled:
-        return it
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return it
-    return tqdm(it, total=total, desc=desc, unit="rec", file=sys.stderr, leave=False)
-
-
-# ------------------------------------------------------------------------------------------------ writing
-
-PARTS_DIR = "import-parts"      # an import in progress: its committed chunks of records (see write_archive)
-PLAN_FILE = "plan.json"
-CHUNK = 64                       # records a part holds (1.5 MB of float16 at T=1000): what a kill can cost
-
-
-@dataclass(frozen=True)
-class ImportSummary:
-    """What one run of :func:`import_records` did. ``failed``: ``{"case_id", "error"}`` of each record that
-    could not be imported in this run (it is tried again by the next run)."""
-
-    archive: "Archive"
-    n_listed: int                # records the source lists (after folds/limit)
-    n_new: int                   # imported by this run
-    n_already: int               # already in the folder (a resumed run skips them)
-    failed: tuple[dict, ...] = ()
-
-    @property
-    def n_failed(self) -> int:
-        return len(self.failed)
-
-
-def _plan(importer: str, T: int, dtype: np.dtype, extra_meta: dict) -> dict:
-    return {"importer": importer, "T": int(T), "dtype": str(dtype), **extra_meta}
-
-
-def _check_plan(out: Path, old: dict, new: dict, what: str) -> None:
-    for k in sorted(set(old) | set(new)):
-        if k in ("format", "created") or old.get(k) == new.get(k):
-            continue
-        raise ArchiveError(f"{out}: {what} was made with {k} = {old.get(k)!r}, this import has {new.get(k)!r}; "
-                           f"import into a new folder, or replace it (--overwrite)")
-
-
-def _read_parts(parts: Path) -> tuple[dict[str, tuple[Case, Path, int]], int]:
-    """The committed parts of an import in progress: {case_id: (case, part .npy, row)} and the highest part
-    number. A part counts once its ``.jsonl`` (written after its ``.npy``) is there; anything else (a part
-    whose ``.jsonl`` never came, temporary files of a killed run) is removed."""
-    done: dict[str, tuple[Case, Path, int]] = {}
-    top = -1
-    for p in sorted(parts.iterdir()):
-        if p.name.startswith(".") and TMP_MARK in p.name:
-            p.unlink(missing_ok=True)
-            continue
-        if not (p.name.startswith("part-") and p.suffix == ".npy"):
-            continue
-        mark = p.with_suffix(".jsonl")
-        if not mark.is_file():
-            p.unlink(missing_ok=True)
-            continue
-        top = max(top, int(p.stem.split("-")[1]))
-        for row, c in enumerate(read_cases(mark)):
-            done.setdefault(c.case_id, (c, p, row))
-    return done, top
-
-
-def _write_part(parts: Path, k: int, x: np.ndarray, cases: Sequence[Case]) -> None:
-    """Commit one part: its signals, then its cases (the mark that the part is complete)."""
-    base = parts / f"part-{k:06d}"
-    with atomic_path(base.with_suffix(".npy"), suffix=".npy") as tmp:
-        np.save(tmp, x, allow_pickle=False)
-    with atomic_open(base.with_suffix(".jsonl"), "w", encoding="utf-8") as f:
-        for c in cases:
-            f.write(json.dumps(c.to_dict(), ensure_ascii=False) + "\n")
-
-
-def _reopen_as_part(out: Path, parts: Path) -> None:
-    """Turn a finished archive into part 0 of a new import run (a hard link: no copy, and the archive stays
-    readable, unchanged, until the run finishes)."""
-    meta = json.loads((out / META_FILE).read_text(encoding="utf-8"))
-    if meta.get("signals_path") or meta.get("rows") is not None:
-        raise ArchiveError(f"{out}: references another signals file; it cannot be added to (import into a new "
-                           f"folder)")
-    dst = parts / "part-000000.npy"
-    dst.unlink(missing_ok=True)
-    os.link(out / SIGNALS_FILE, dst)
-    with atomic_open(parts / "part-000000.jsonl", "w", encoding="utf-8") as f:
-        f.write((out / CASES_FILE).read_text(encoding="utf-8"))
-
-
-def _finish(out: Path, parts: Path, cases: Sequence[Case], done: dict, T: int, dtype: np.dtype,
-            meta: dict) -> None:
-    """Publish the archive from the committed parts, in the order of ``cases``; then remove the parts. Until
-    ``archive.json`` is written again the folder is an unfinished import (a rerun finishes it)."""
-    keep = [done[c.case_id] for c in cases if c.case_id in done]
-    (out / META_FILE).unlink(missing_ok=True)
-    with atomic_path(out / SIGNALS_FILE, suffix=".npy") as tmp:
-        mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(len(keep), T, 12))
-        src: dict[Path, np.ndarray] = {}
-        for k, (_, part, row) in enumerate(keep):
-            if part not in src:
-                src = {part: np.load(part, mmap_mode="r", allow_pickle=False)}   # parts come in order
-            mm[k] = src[part][row]
-            if k % 1024 == 1023:
-                mm.flush()
-        mm.flush()
-        del mm, src
-    _write_meta_and_cases(out, [c for c, _, _ in keep], meta)
-    shutil.rmtree(parts, ignore_errors=True)
-
-
-def _say(bar, say, line: str) -> None:
-    """Print a line above a running progress bar (tqdm's external write mode), or just print it."""
-    ext = getattr(bar, "external_write_mode", None)
-    if ext is None:
-        say(line)
-        return
-    with ext(file=sys.stderr):
-        say(line)
-
-
-def import_records(out_dir, cases: Sequence[Case], load: Callable[[int], tuple[np.ndarray, int]], *,
-                   T: int = 1000, dtype="float16", importer: str = "custom", extra_meta: dict | None = None,
-                   on_error: str = "raise", progress: bool = True, overwrite: bool = False, resume: bool = False,
-                   report: Callable[[str], None] | None = None, chunk: int = CHUNK) -> ImportSummary:
-    """Write an archive folder, streaming: ``load(i)`` returns case i's preprocessed (T, 12) signal and its
-    valid length. At most ``chunk`` records are held in memory.
-
-    Records are committed ``chunk`` at a time into ``<out>/import-parts/`` (each part written atomically: its
-    ``.npy``, then its ``.jsonl``); when every record was tried, the archive (``signals.npy``, ``cases.jsonl``
-    in the order of ``cases``, then ``archive.json``, the mark that it is complete) is published from the parts
-    and the parts are removed. ``resume=True`` continues what the folder holds (an interrupted import, or a
-    finished archive made with the same importer and settings): records already there are skipped, the others
-    (including those that failed before) are tried. A killed run loses at most the records of its unfinished
-    part; an exception or Ctrl-C commits the loaded records first.
-
-    ``on_error='raise'`` turns the first :class:`~edge.errors.EcgretError` of ``load`` into an ArchiveError
-    naming the case; ``'skip'`` reports it (``report(line)``), leaves the case out, and lists it in
-    ``archive.json`` (``skipped``). Without ``resume``, a folder that already holds an archive or an import is
-    refused unless ``overwrite``, and a failed run leaves nothing behind.
-    """
-    if on_error not in ("raise", "skip"):
-        raise ValueError("on_error must be 'raise' or 'skip'")
-    dtype = np.dtype(dtype)
-    if dtype not in (np.float16, np.float32):
-        raise ArchiveError(f"archive dtype must be float16 or float32, not {dtype}")
-    out = Path(out_dir)
-    _check_unique(cases, str(out))
-    parts = out / PARTS_DIR
-    extra = dict(extra_meta or {})
-    plan = _plan(importer, T, dtype, extra)
-    if out.exists() and not out.is_dir():
-        raise ArchiveError(f"{out}: exists and is not a folder")
-    if overwrite:
-        shutil.rmtree(parts, ignore_errors=True)
-        for name in (META_FILE, CASES_FILE, SIGNALS_FILE):
-            (out / name).unlink(missing_ok=True)
-    elif not resume and ((out / META_FILE).exists() or parts.exists()):
-        held = "an archive" if (out / META_FILE).exists() else "an unfinished import"
-        raise ArchiveError(f"{out}: already holds {held} (pass overwrite=True to replace it, or resume=True "
-                           f"to continue it)")
-    out.mkdir(parents=True, exist_ok=True)
-    fresh = not parts.exists()
-    reopen = False
-    if not fresh:
-        if (parts / PLAN_FILE).is_file():          # (absent only if a run was killed before its first part)
-            _check_plan(out, json.loads((parts / PLAN_FILE).read_text(encoding="utf-8")), plan,
-                        "the unfinished import there")
-    elif (out / META_FILE).exists():
-        meta_old = json.loads((out / META_FILE).read_text(encoding="utf-8"))
-        _check_plan(out, {k: meta_old.get(k) for k in plan}, plan, "the archive there")
-        if {c.case_id for c in read_cases(out / CASES_FILE)} == {c.case_id for c in cases}:
-            return ImportSummary(Archive.open(out), len(cases), 0, len(cases))   # nothing to add or drop
-        reopen = True
-    parts.mkdir(exist_ok=True)
-    atomic_write(parts / PLAN_FILE, json.dumps({"format": "ecgret-import", **plan}, indent=1) + "\n")
-    if reopen:
-        _reopen_as_part(out, parts)
-    done, top = _read_parts(parts)
-    n_already = sum(c.case_id in done for c in cases)
-    todo = [i for i, c in enumerate(cases) if c.case_id not in done]
-    failed: list[dict] = []
-    say = report or (lambda line: None)
-    buf = np.zeros((max(1, int(chunk)), T, 12), dtype=dtype)
-    got: list[Case] = []
-
-    def commit():
-        nonlocal top
-        if got:
-            top += 1
-            _write_part(parts, top, buf[:len(got)], got)
-            part = parts / f"part-{top:06d}.npy"
-            for row, c in enumerate(got):
-                done[c.case_id] = (c, part, row)
-            got.clear()
-
-    bar = _progress(todo, len(todo), f"importing {out.name}", progress)
-    try:
-        for i in bar:
-            c = cases[i]
-            try:
-                x, n_valid = load(i)
-            except EcgretError as e:
-                if on_error == "raise":
-                    raise ArchiveError(f"{c.case_id}: {e}") from None
-                failed.append({"case_id": c.case_id, "error": str(e)})
-                _say(bar, say, f"{c.case_id}: {e}")
-                continue
-            x = np.asarray(x, dtype=np.float32)
-            if x.shape != (T, 12):
-                raise ArchiveError(f"{c.case_id}: preprocessed signal has shape {x.shape}, expected ({T}, 12)")
-            buf[len(got)] = x
-            got.append(replace(c, n_samples=int(n_valid)))
-            if len(got) == len(buf):
-                commit()
-        commit()
-    except BaseException:
-        if resume:
-            with contextlib.suppress(Exception):
-                commit()                             # what was read is kept for the next run
-        elif fresh:
-            shutil.rmtree(parts, ignore_errors=True)
-        raise
-    finally:
-        close = getattr(bar, "close", None)
-        if close is not None:
-            close()
-    meta = _meta(importer, n_cases=sum(c.case_id in done for c in cases), T=T, dtype=str(dtype), **extra)
-    if failed:
-        meta["skipped"] = failed
-    _finish(out, parts, cases, done, T, dtype, meta)
-    return ImportSummary(Archive.open(out), len(cases), len(cases) - n_already - len(failed), n_already,
-                         tuple(failed))
-
-
-def write_archive(out_dir, cases: Sequence[Case], load: Callable[[int], tuple[np.ndarray, int]], *,
-                  T: int = 1000, dtype="float16", importer: str = "custom", extra_meta: dict | None = None,
-                  on_error: str = "raise", progress: bool = True, overwrite: bool = False) -> Archive:
-    """Write an archive folder in one go (:func:`import_records` without resuming); returns the archive."""
-    return import_records(out_dir, cases, load, T=T, dtype=dtype, importer=importer, extra_meta=extra_meta,
-                          on_error=on_error, progress=progress, overwrite=overwrite).archive
-
-
-# ------------------------------------------------------------------------------------------------ PTB-XL subset listing
-
-def _read_csv_rows(path: Path) -> tuple[list[str], list[dict]]:
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            r = csv.DictReader(f)
-            rows = list(r)
-            return list(r.fieldnames or []), rows
-    except FileNotFoundError:
-        raise ArchiveError(f"{path}: missing") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise ArchiveError(f"{path}: unreadable CSV ({e})") from None
-
-
-def _need_columns(path: Path, have: Sequence[str], need: Sequence[str]) -> None:
-    missing = [c for c in need if c not in have]
-    if missing:
-        raise ArchiveError(f"{path}: missing column(s) {', '.join(missing)}")
-
-
-def _int_or_none(s, where: str, col: str) -> int | None:
-    s = (s or "").strip()
-    if not s:
-        return None
-    try:
-        return int(float(s))
-    except ValueError:
-        raise ArchiveError(f"{where}: column {col!r} is not an integer: {s!r}") from None
-
-
-def _subset_cases(d: Path) -> tuple[list[Case], np.ndarray]:
-    path = d / "cases.csv"
-    cols, rows = _read_csv_rows(path)
-    _need_columns(path, cols, ["ecg_id", "patient_id", "strat_fold", "super_class", "sub_class", "form",
-                               "rhythm", "statements_en", "report_en", "signal_row"])
-    items = []
-    for k, r in enumerate(rows):
-        where = f"{path}:{k + 2}"
-        sr = _int_or_none(r["signal_row"], where, "signal_row")
-        if sr is None:
-            continue
-        items.append((sr, Case(
-            case_id=f"ptbxl:{int(r['ecg_id'])}", patient_id=str(_int_or_none(r["patient_id"], where, "patient_id")),
-            fold=_int_or_none(r["strat_fold"], where, "strat_fold"),
-            super_class=split_labels(r["super_class"]), sub_class=split_labels(r["sub_class"]),
-            form=split_labels(r["form"]), rhythm=split_labels(r["rhythm"]),
-            statements=r["statements_en"].strip(), report=(r["report_en"] or "").strip(), source="ptbxl",
-            n_samples=1000)))
-    items.sort(key=lambda t: t[0])
-    cases = [c for _, c in items]
-    _check_unique(cases, str(path))
-    rows_arr = np.array([sr for sr, _ in items], dtype=np.int64)
-    if len(set(rows_arr.tolist())) != len(rows_arr):
-        raise ArchiveError(f"{path}: two cases share a signal_row")
-    return cases, rows_arr
-
-
-_MOVED = ("import_ptbxl_subset", "import_ptbxl", "import_wfdb_folder", "read_scp_statements", "ptbxl_labels")
-
-
-def __getattr__(name):  # the importers moved to convert.importers; old imports of them keep working
-    if name in _MOVED:
-        from . import importers
-        return getattr(importers, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+def subset(archive: Archive, rows) -> Archive:
+    """The cases ``rows`` of ``archive`` (in that order) as an archive over the same signals (no copy)."""
+    rows = np.asarray(rows, np.int64)
+    if len(rows) == len(archive):
+        return archive
+    sig = archive.signals
+    view = RowView(sig, rows) if not isinstance(sig, RowView) else RowView(sig.base, sig.rows[rows])
+    return Archive(view, [archive.cases[int(i)] for i in rows], meta=archive.meta, path=archive.path)

@@ -12,6 +12,7 @@ Each function takes a ``np.random.Generator`` so that an epoch's augmentations a
   declare (I, II, I+II+V2, the 6 limb leads); otherwise each lead is dropped with probability
   ``p_lead``. Dropped leads are zeroed and marked absent, exactly how a reduced query is imaged.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -34,21 +35,22 @@ def lead_mask(lead_set: str | tuple[str, ...]) -> np.ndarray:
 @dataclass(frozen=True)
 class AugmentConfig:
     enabled: bool = True
-    scale: float = 0.2            # global amplitude factor in [1-scale, 1+scale]
-    lead_scale: float = 0.1       # per-lead factor in [1-lead_scale, 1+lead_scale]
-    wander: float = 0.3           # baseline wander amplitude (z units) up to this
-    noise: float = 0.1            # Gaussian noise std (z units) up to this
-    shift_s: float = 0.5          # time shift up to this many seconds
-    p_reduced: float = 0.3        # probability of a reduced lead set (I, II, 3, limb6)
-    p_lead: float = 0.05          # otherwise, per-lead dropout probability
+    scale: float = 0.2  # global amplitude factor in [1-scale, 1+scale]
+    lead_scale: float = 0.1  # per-lead factor in [1-lead_scale, 1+lead_scale]
+    wander: float = 0.3  # baseline wander amplitude (z units) up to this
+    noise: float = 0.1  # Gaussian noise std (z units) up to this
+    shift_s: float = 0.5  # time shift up to this many seconds
+    p_reduced: float = 0.3  # probability of a reduced lead set (I, II, 3, limb6)
+    p_lead: float = 0.05  # otherwise, per-lead dropout probability
     fs: int = 100
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def augment(x: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig = AugmentConfig(),
-            n_valid: int | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+def augment(
+    x: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig = AugmentConfig(), n_valid: int | None = None
+) -> tuple[np.ndarray, np.ndarray, int]:
     """Augment one preprocessed signal (T, 12) -> (signal float32 (T, 12), present bool (12,), n_valid)."""
     x = np.array(x, dtype=np.float32, copy=True)
     T = x.shape[0]
@@ -71,11 +73,11 @@ def augment(x: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig = Augmen
     # time shift (vacated samples zero, valid length reduced)
     if cfg.shift_s > 0:
         s = int(rng.integers(-int(cfg.shift_s * cfg.fs), int(cfg.shift_s * cfg.fs) + 1))
-        if s > 0:      # later start: drop the first s samples
+        if s > 0:  # later start: drop the first s samples
             x[: n - s] = x[s:n]
-            x[n - s:] = 0.0
+            x[n - s :] = 0.0
             n -= s
-        elif s < 0:    # drop the last |s| samples
+        elif s < 0:  # drop the last |s| samples
             n += s
             x[n:] = 0.0
     x[n:] = 0.0

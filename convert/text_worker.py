@@ -4,6 +4,7 @@ The training process never imports torch: :func:`convert.text.embed_texts` runs
 ``python -m convert.text_worker --model DIR --texts IN.json --out OUT.npy`` and reads the result.
 Exit status 0 on success; 3 when the model cannot be loaded (the reason on stderr, one line).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,18 +26,23 @@ def main(argv=None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import numpy as np
     import torch
+
     torch.set_num_threads(max(1, a.threads))
     from sentence_transformers import SentenceTransformer
+
     try:
         model = SentenceTransformer(a.model, device="cpu", local_files_only=True)
     except Exception as e:  # noqa: BLE001 - any load failure is reported as one line
-        print(f"cannot load sentence-transformers model {a.model}: {type(e).__name__}: {e}".replace("\n", " "),
-              file=sys.stderr)
+        print(
+            f"cannot load sentence-transformers model {a.model}: {type(e).__name__}: {e}".replace("\n", " "),
+            file=sys.stderr,
+        )
         return 3
     with open(a.texts, encoding="utf-8") as f:
         texts = json.load(f)
-    emb = model.encode(texts, batch_size=a.batch_size, convert_to_numpy=True, normalize_embeddings=True,
-                       show_progress_bar=False)
+    emb = model.encode(
+        texts, batch_size=a.batch_size, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False
+    )
     np.save(a.out, np.asarray(emb, dtype=np.float32))
     return 0
 

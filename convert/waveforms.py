@@ -12,6 +12,7 @@ waveforms are z-scores, not millivolts, and the report says so). Per case, int8 
 section and hashed in its ``files`` (``docs/BUNDLE.md``); :mod:`edge.bundle` checks both when the report first
 uses them. ``ecgret-convert add-waveforms BUNDLE`` adds (or replaces) them in a built bundle.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -19,7 +20,6 @@ import json
 import os
 from pathlib import Path
 
-import click
 import numpy as np
 
 from edge.atomicio import atomic_write
@@ -28,9 +28,12 @@ from edge.errors import BundleError
 from edge.imaging import AFTER, BEFORE, median_beat, peak_lead, r_peaks
 from edge.leads import LEADS12
 
-__all__ = ["SCALE", "case_waveforms", "encode_waveforms", "add_waveforms", "add_waveforms_command"]
+from .ptbxl import open_subset
+from .signing import sign_bundle
 
-SCALE = 1.0 / 16.0      # z per int8 step: +-7.9 SD, finer than the screen's pixel at the report's gains
+__all__ = ["SCALE", "case_waveforms", "encode_waveforms", "add_waveforms"]
+
+SCALE = 1.0 / 16.0  # z per int8 step: +-7.9 SD, finer than the screen's pixel at the report's gains
 SOURCE = "PTB-XL, 0.5-40 Hz, 100 Hz, z-scored per lead"
 _II = LEADS12.index("II")
 
@@ -51,8 +54,10 @@ def encode_waveforms(archive, case_ids, scale: float = SCALE) -> tuple[bytes, di
     have = set(archive.ids)
     missing = [c for c in ids if c not in have]
     if missing:
-        raise BundleError(f"{len(missing)} bundle cases are not in the archive (e.g. {missing[0]}); pass the archive "
-                          f"the bundle was built from (--data)")
+        raise BundleError(
+            f"{len(missing)} bundle cases are not in the archive (e.g. {missing[0]}); pass the archive "
+            f"the bundle was built from (--data)"
+        )
     if int(archive.fs) != 100:
         raise BundleError(f"the archive is at {archive.fs} Hz; waveforms are written at 100 Hz")
     n, T = len(ids), int(archive.T)
@@ -66,11 +71,18 @@ def encode_waveforms(archive, case_ids, scale: float = SCALE) -> tuple[bytes, di
     q = [np.clip(np.rint(a / scale), -127, 127).astype(np.int8) for a in (med, strip)]
     clipped = float(np.mean([np.mean(np.abs(a / scale) > 127.5) for a in (med, strip)]))
     data = q[0].tobytes() + q[1].tobytes()
-    section = {"file": WAVEFORMS_FILE, "dtype": "int8", "scale": float(scale), "fs": 100, "units": "z-score",
-               "source": SOURCE,
-               "arrays": {"median_beats": {"offset": 0, "shape": list(q[0].shape), "r_index": BEFORE,
-                                           "leads": list(LEADS12)},
-                          "rhythm_II": {"offset": q[0].size, "shape": list(q[1].shape), "lead": "II"}}}
+    section = {
+        "file": WAVEFORMS_FILE,
+        "dtype": "int8",
+        "scale": float(scale),
+        "fs": 100,
+        "units": "z-score",
+        "source": SOURCE,
+        "arrays": {
+            "median_beats": {"offset": 0, "shape": list(q[0].shape), "r_index": BEFORE, "leads": list(LEADS12)},
+            "rhythm_II": {"offset": q[0].size, "shape": list(q[1].shape), "lead": "II"},
+        },
+    }
     return data, section, {"cases": n, "bytes": len(data), "clipped_fraction": clipped}
 
 
@@ -79,50 +91,23 @@ def add_waveforms(bundle_dir, archive=None, scale: float = SCALE, sign_key=None)
     entry and the ``waveforms`` section; each file replaced atomically). The bundle must load first (an
     unsigned load: it is being changed). Its old signature no longer matches and is removed; with
     ``sign_key`` the bundle is signed again. Returns the stats (cases, bytes, clipped fraction, bundle bytes)."""
-    from convert.archive import Archive
-    from edge.paths import shared_data_dir
     d = Path(bundle_dir)
     b = load_bundle(d, threads=1, ignore_signature=True, check_encoder=False)
     if archive is None:
-        archive = Archive.from_ptbxl_subset(shared_data_dir() / "ptbxl-subset")
+        archive = open_subset()
     data, section, stats = encode_waveforms(archive, [c["case_id"] for c in b.cases], scale)
     man = json.loads((d / MANIFEST_FILE).read_text(encoding="utf-8"))
     atomic_write(d / WAVEFORMS_FILE, data)
     man["files"][WAVEFORMS_FILE] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
     man["waveforms"] = section
     if (d / SIGNATURE_FILE).exists():
-        os.unlink(d / SIGNATURE_FILE)       # it signs the old manifest: a load would refuse it as tampering
+        os.unlink(d / SIGNATURE_FILE)  # it signs the old manifest: a load would refuse it as tampering
     atomic_write(d / MANIFEST_FILE, (json.dumps(man, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
-    nb = load_bundle(d, threads=1, allow_unsigned=True, check_encoder=False)   # what a device will check
+    nb = load_bundle(d, threads=1, allow_unsigned=True, check_encoder=False)  # what a device will check
     if nb.waveforms is None or len(nb.waveforms) != len(nb.cases):
         raise BundleError(f"{d}: the waveforms written do not load back")
     if sign_key:
-        from .bundle import sign_bundle
         sign_bundle(d, sign_key)
     stats["bundle_bytes"] = sum(p.stat().st_size for p in d.iterdir() if p.is_file())
     stats["signed"] = bool(sign_key)
     return stats
-
-
-@click.command("add-waveforms")
-@click.argument("bundle", type=click.Path(exists=True, file_okay=False))
-@click.option("--data", "data_dir", default=None, type=click.Path(exists=True, file_okay=False),
-              help="The PTB-XL subset folder the bundle's archive came from (default: the shared data).")
-@click.option("--scale", default=SCALE, show_default=True, type=click.FloatRange(1e-4, 1.0),
-              help="z-units per int8 step of the stored waveforms.")
-@click.option("--key", "sign_key", envvar="ECGRET_SIGNING_KEY", default=None, type=click.Path(dir_okay=False),
-              help="Sign the bundle again with this key file afterwards (env ECGRET_SIGNING_KEY); without it the "
-                   "bundle is left unsigned (its old signature no longer matches).")
-def add_waveforms_command(bundle: str, data_dir: str | None, scale: float, sign_key: str | None) -> None:
-    """Add each case's compact waveform (int8 median beats of the 12 leads and a 10 s lead II strip) to BUNDLE,
-    for the report's pictures of the retrieved cases."""
-    from convert.archive import Archive
-    archive = Archive.from_ptbxl_subset(data_dir) if data_dir else None
-    try:
-        st = add_waveforms(bundle, archive, scale, sign_key)
-    except BundleError as e:
-        raise click.ClickException(str(e)) from None
-    click.echo(f"{bundle}: {WAVEFORMS_FILE} {st['bytes']:,} bytes for {st['cases']} cases "
-               f"({st['clipped_fraction']:.2%} of samples clipped at +-{127 * scale:.1f} SD); bundle now "
-               f"{st['bundle_bytes']:,} bytes; " + ("signed" if st["signed"] else
-                                                    "unsigned: sign it again (ecgret-convert sign-bundle)"))

@@ -23,5 +23,5 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def ptbxl_subset(shared_data):
     """The 1,625-case PTB-XL subset as an in-memory :class:`convert.archive.Archive` over the shared npy."""
-    from convert.archive import Archive
-    return Archive.from_ptbxl_subset(shared_data / "ptbxl-subset")
+    from convert.ptbxl import open_subset
+    return open_subset(shared_data / "ptbxl-subset")

@@ -10,8 +10,10 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from convert.archive import Archive, Case, write_archive
-from convert.importers import import_ptbxl, import_ptbxl_subset, import_wfdb_folder, ptbxl_labels, read_scp_statements
+from convert.archive import Archive, Case
+from convert.archive_write import write_archive
+from convert.importers import import_wfdb_folder
+from convert.ptbxl import import_ptbxl, import_ptbxl_subset, ptbxl_labels, read_scp_statements
 from edge.errors import ArchiveError
 from edge.io import read_record
 from edge.io_wfdb import write_wfdb

@@ -119,12 +119,12 @@ def test_staging_and_publish(tmp_path):
 def test_one_helper_no_predictable_temp_names_left():
     """Every file write that replaces a file goes through edge/atomicio.py: no other module names a temp file
     after the target plus a pid or '.tmp'/'.part' (mkstemp/mkdtemp prefixes are random-suffixed), and
-    os.replace is left only in atomicio and the two folder publications of convert (mkdtemp folders renamed
-    into place)."""
+    os.replace is left only in atomicio and the folder publication of convert (convert/files.py: mkdtemp
+    folders renamed into place)."""
     root = repo_root()
     predictable = re.compile(r"""\.tmp["'\-]|tmp-\{os\.getpid|part-\{os\.getpid|\{os\.getpid\(\)\}\.(tmp|npz)|"""
                              r"""\.part["']\)""")
-    allowed_replace = {"edge/atomicio.py", "convert/bundle.py", "convert/index_build.py"}
+    allowed_replace = {"edge/atomicio.py", "convert/files.py"}
     bad = []
     for pkg in ("edge", "convert", "firmware_bridge"):
         for f in sorted((root / pkg).rglob("*.py")):
@@ -172,7 +172,8 @@ def test_save_acquisition_publishes_whole_records_and_never_clobbers(tmp_path, s
 
 
 def test_archive_writes_leave_no_partial_files(tmp_path):
-    from convert.archive import Case, write_archive
+    from convert.archive import Case
+    from convert.archive_write import write_archive
     from edge.errors import EcgretError
     cases = [Case(case_id=f"c{i}") for i in range(3)]
 

@@ -61,8 +61,8 @@ def test_index_items_are_the_encoders_embeddings(test_bundle, shared_data):
     from edge.imaging import ecg_image
     b = load_bundle(test_bundle, threads=1)
     sig = np.load(shared_data / "ptbxl-subset" / "signals_100hz.npy", mmap_mode="r")
-    from convert.archive import Archive
-    arc = Archive.from_ptbxl_subset(shared_data / "ptbxl-subset")
+    from convert.ptbxl import open_subset
+    arc = open_subset(shared_data / "ptbxl-subset")
     for i in (0, len(b.cases) // 2, len(b.cases) - 1):
         row = arc.index_of(b.cases[i]["case_id"])
         x = np.asarray(sig[row], dtype=np.float32)
@@ -202,14 +202,14 @@ def test_write_bundle_refuses_duplicates_and_leaves_nothing(test_bundle, tmp_pat
 
     def boom(*a, **k):
         raise OSError(28, "No space left on device")
-    monkeypatch.setattr(cb, "_model_card", boom)
+    monkeypatch.setattr(cb, "model_card", boom)
     with pytest.raises(OSError):
         cb.write_bundle(tmp_path / "b", **kw)
     assert list(tmp_path.iterdir()) == []  # neither the bundle nor a temporary folder
 
 
 def test_tune_index_recall_against_exact(test_bundle):
-    from convert.bundle import annoy_recall, build_annoy, exact_topk, tune_index
+    from convert.index_build import annoy_recall, build_annoy, exact_topk, tune_index
     kw = _inputs(test_bundle)
     emb = kw["embeddings"].astype(np.float32)
     nt, sk, r = tune_index(emb, k=10, target_recall=0.99)
@@ -229,9 +229,9 @@ def test_copy_elsewhere_still_loads(test_bundle, tmp_path):
 def test_model_card_sections_from_the_manifest():
     """The card written for the default bundle's manifest: attribution, intended use, the evaluation figures and
     the limitations, with the numbers taken from the manifest."""
-    from convert.bundle import _model_card
+    from convert.model_card import model_card
     m = json.loads((default_bundle_path() / MANIFEST_FILE).read_text())
-    card = _model_card(m)
+    card = model_card(m)
     for heading in ("## Intended use", "## Data, licences and attribution", "## Evaluation", "## Known limitations",
                     "## Training"):
         assert heading in card
@@ -245,14 +245,15 @@ def test_model_card_sections_from_the_manifest():
     m2 = dict(m, archive=dict(m["archive"], sources={"clinic": 50}, n_cases=50, rhythm_counts={"SR": 50}),
               training={"encoder_training": m["training"], "reindexed": {"encoder_from": {"name": "ptbxl-default"}}})
     m2.pop("evaluation")
-    card2 = _model_card(m2)
+    card2 = model_card(m2)
     assert "50 cases of source `clinic`" in card2 and "Encoder training data: PTB-XL" in card2
     assert "No evaluation figures" in card2 and "Encoder not trained on this archive" in card2
 
 
 def test_small_archive_is_one_leaf_and_loads(test_bundle, tmp_path):
     """At most K items (Annoy's leaf capacity): one tree, exact, and the bundle loads and finds itself."""
-    from convert.bundle import leaf_capacity, tune_index, write_bundle
+    from convert.bundle import write_bundle
+    from convert.index_build import leaf_capacity, tune_index
     kw = _inputs(test_bundle)
     n = leaf_capacity(kw["embeddings"].shape[1])
     emb, cases = kw["embeddings"][:n], kw["cases"][:n]

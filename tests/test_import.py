@@ -12,8 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from convert.archive import PARTS_DIR, Archive, Case, import_records
+from convert.archive import PARTS_DIR, Archive, Case
+from convert.archive_write import import_records
 from convert.importers import import_wfdb_folder
+from convert.ptbxl import open_subset
 from edge.errors import ArchiveError, EcgretError
 from edge.io import read_record
 from edge.paths import repo_root
@@ -154,7 +156,8 @@ def test_interrupted_import_resumes_and_loses_nothing(tmp_path):
 KILLED = r"""
 import os, sys
 import numpy as np
-from convert.archive import Case, import_records
+from convert.archive import Case
+from convert.archive_write import import_records
 cases = [Case(case_id=f"t:{i}") for i in range(20)]
 def load(i):
     if i == int(sys.argv[2]):
@@ -202,7 +205,7 @@ def test_import_ptbxl_subset_command(tmp_path, shared_data):
     assert r.returncode == 0, r.stderr
     a = Archive.open(out)
     assert len(a) == 40 and {c.fold for c in a.cases} == {9} and not (out / "signals.npy").exists()
-    full = Archive.from_ptbxl_subset(shared_data / "ptbxl-subset")
+    full = open_subset(shared_data / "ptbxl-subset")
     i = full.index_of(a.ids[7])
     np.testing.assert_array_equal(a.signals[7], full.signals[i])
     r = convert_cli("import", "ptbxl", shared_data / "ptbxl-subset", out, "--folds", "9", "--limit", "40")

@@ -13,7 +13,7 @@ from edge.rhythm import RHYTHM_NAMES
 
 @pytest.fixture
 def scp(shared_data):
-    from convert.archive import read_scp_statements
+    from convert.ptbxl import read_scp_statements
     return read_scp_statements(shared_data / "ptbxl-subset" / "scp_statements.csv")
 
 
@@ -44,7 +44,7 @@ def test_every_code_of_the_shipped_bundle_has_plain_words():
 
 
 def test_enrolment_labels_are_labelled_like_the_archive(scp):
-    from convert.archive import ptbxl_labels
+    from convert.ptbxl import ptbxl_labels
     for codes in (["IMI", "SR"], ["ASMI", "1AVB", "AFIB"], ["NST_", "PVC", "SBRAD"], ["LAO/LAE", "NORM"],
                   ["NDT", "LVH", "VCLVH", "STACH"], ["ILMI", "IPLMI", "CRBBB", "LAFB", "SARRH"]):
         want = ptbxl_labels({c: 100.0 for c in codes}, scp)

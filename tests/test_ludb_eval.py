@@ -11,7 +11,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from convert.evaluate import external_answers, external_metrics, rhythm_agreement
+from convert.evaluate_external import external_answers, external_metrics, rhythm_agreement
 from convert.ludb import axis_class, load_cases, rhythm_label, super_classes
 from edge.paths import repo_root
 

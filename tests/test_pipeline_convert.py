@@ -77,7 +77,7 @@ name = "tiny-bundle"
 
 
 def _write_archive(subset, out: Path):
-    from convert.archive import write_archive
+    from convert.archive_write import write_archive
     rows = np.concatenate([subset.select(folds=f)[:PER_FOLD] for f in range(1, 10)])
     cases = [subset.cases[int(i)] for i in rows]
     return write_archive(out, cases, lambda i: (subset.signal(int(rows[i])), cases[i].n_samples or subset.T),
@@ -86,9 +86,12 @@ def _write_archive(subset, out: Path):
 
 def _fake_teacher(teacher_toml: Path, archive):
     """An untrained tiny ViT saved the way a teacher run is (what the pipeline reads)."""
-    from convert.student import clean_images, embed_keras
-    from convert.teacher import build_image_encoder, config_toml, load_config
     import keras
+
+    from convert.images import image_cases
+    from convert.student import embed_keras
+    from convert.teacher_config import config_toml, load_config
+    from convert.teacher_model import build_image_encoder
     keras.utils.set_random_seed(0)
     cfg = load_config(teacher_toml)
     run = cfg.run_dir
@@ -96,7 +99,7 @@ def _fake_teacher(teacher_toml: Path, archive):
     enc = build_image_encoder(cfg)
     enc.save(run / "image_encoder.keras")
     (run / "config.toml").write_text(config_toml(cfg))
-    emb = embed_keras(enc, clean_images(archive, np.arange(len(archive)), cfg.imaging))
+    emb = embed_keras(enc, image_cases(archive, np.arange(len(archive)), cfg.imaging))
     np.save(run / "embeddings.npy", emb)
     (run / "case_ids.json").write_text(json.dumps(list(archive.ids)))
     (run / "metrics.json").write_text(json.dumps({"best_epoch": 0, "val_best": None, "stopped": "untrained"}))
@@ -105,7 +108,7 @@ def _fake_teacher(teacher_toml: Path, archive):
 
 @pytest.fixture(scope="module")
 def built(ptbxl_subset, tmp_path_factory):
-    from convert.pipeline import load_pipeline_config, run_pipeline
+    from convert.training_pipeline import load_pipeline_config, run_pipeline
     root = tmp_path_factory.mktemp("pipe")
     archive = _write_archive(ptbxl_subset, root / "archive")
     teacher_toml = root / "teacher.toml"
@@ -159,7 +162,7 @@ def test_pipeline_writes_a_loadable_bundle(built):
 
 
 def test_pipeline_reuses_runs_and_rebuilds_the_same_bundle(built):
-    from convert.pipeline import load_pipeline_config, run_pipeline
+    from convert.training_pipeline import load_pipeline_config, run_pipeline
     logs = []
     out = built["root"] / "bundles" / "again"
     run_pipeline(load_pipeline_config(built["cfg"]), progress=False, out=str(out), log=logs.append)
@@ -172,7 +175,7 @@ def test_pipeline_reuses_runs_and_rebuilds_the_same_bundle(built):
 
 
 def test_teacher_run_that_does_not_match_the_config(built, tmp_path):
-    from convert.pipeline import load_pipeline_config, run_pipeline
+    from convert.training_pipeline import load_pipeline_config, run_pipeline
     other = tmp_path / "teacher.toml"
     other.write_text(TEACHER_TOML.format(runs=built["run"].parent, archive=built["root"] / "archive", width=32))
     cfg = tmp_path / "default.toml"
@@ -185,6 +188,7 @@ def test_teacher_run_that_does_not_match_the_config(built, tmp_path):
 
 def test_bundle_refuses_duplicate_case_ids(built, tmp_path):
     from click.testing import CliRunner
+
     from convert.cli import main
     dup = tmp_path / "dup"
     shutil.copytree(built["root"] / "archive", dup)
@@ -204,7 +208,7 @@ def test_bundle_refuses_duplicate_case_ids(built, tmp_path):
 
 
 def test_bundle_refuses_a_folder_holding_a_different_bundle(built):
-    from convert.pipeline import build_bundle
+    from convert.bundle_build import build_bundle
     before = (built["bundle"] / "manifest.json").read_bytes()
     with pytest.raises(BundleError, match="already holds a different bundle"):
         build_bundle(built["student"], built["bundle"], archive=built["archive"], folds=(1, 2, 3, 4, 5, 6, 7, 8),
@@ -214,7 +218,7 @@ def test_bundle_refuses_a_folder_holding_a_different_bundle(built):
 
 
 def test_bundle_refuses_an_int8_model_that_fails_the_gate(built, tmp_path):
-    from convert.pipeline import build_bundle
+    from convert.bundle_build import build_bundle
     from convert.quantize import QuantizationError
     rep = json.loads((built["student"] / "quant_report.json").read_text())
     drop = rep["quantization"]["kNN_macroAUROC_drop"]
@@ -225,7 +229,7 @@ def test_bundle_refuses_an_int8_model_that_fails_the_gate(built, tmp_path):
 
 
 def test_sharded_embedding_merges_into_the_same_index(built, tmp_path):
-    from convert.index_build import embed_archive, merge_index, read_shards
+    from convert.shards import embed_archive, merge_index, read_shards
     from edge.imaging import ImagingConfig
     enc = built["student"] / "encoder_int8.tflite"
     im = ImagingConfig(tile=8)
@@ -255,7 +259,7 @@ def test_sharded_embedding_merges_into_the_same_index(built, tmp_path):
 
 
 def test_shards_from_another_encoder_are_refused(built, tmp_path):
-    from convert.index_build import embed_archive, read_shards
+    from convert.shards import embed_archive, read_shards
     from edge.imaging import ImagingConfig
     im = ImagingConfig(tile=8)
     embed_archive(built["archive"], built["student"] / "encoder_int8.tflite", tmp_path, im, (0, 2), progress=False)
@@ -268,6 +272,7 @@ def test_shards_from_another_encoder_are_refused(built, tmp_path):
 @pytest.mark.parametrize("shard", ["3/3", "x/2", "1", "-1/2"])
 def test_embed_archive_cli_rejects_bad_shards(built, shard, tmp_path):
     from click.testing import CliRunner
+
     from convert.cli import main
     r = CliRunner().invoke(main, ["embed-archive", "--encoder", str(built["student"] / "encoder_int8.tflite"),
                                   "--out", str(tmp_path), "--shard", shard, "--tile", "8"])
@@ -278,8 +283,8 @@ def test_embed_archive_cli_rejects_bad_shards(built, shard, tmp_path):
 def test_bundle_with_report_items(built, tmp_path):
     """report_weight > 0: each index item is l2n((1 - w) ecg + w report) of its own case, the manifest says so,
     and records the fold-9 figures of int8 ECG queries against those items."""
-    from convert.pipeline import INDEX_ROW, build_bundle, case_text_vectors
-    from convert.teacher import case_vectors
+    from convert.bundle_build import INDEX_ROW, build_bundle, case_text_vectors
+    from convert.teacher_export import case_vectors
     from edge.bundle import load_bundle
     from edge.errors import ArchiveError
     arch = built["archive"]

@@ -22,9 +22,9 @@ IM = ImagingConfig(tile=8)
 
 @pytest.fixture(scope="module")
 def images(ptbxl_subset):
-    from convert.student import clean_images
+    from convert.images import image_cases
     rows = ptbxl_subset.select(folds=9)[:40]
-    return clean_images(ptbxl_subset, rows, IM).astype(np.float32)
+    return image_cases(ptbxl_subset, rows, IM).astype(np.float32)
 
 
 @pytest.fixture(scope="module")

@@ -88,7 +88,7 @@ def ptbxl_download(tmp_path, shared_data):
     """A PTB-XL download made of 150 real subset records (records100 WFDB files and the two CSVs)."""
     import shutil
 
-    from convert.importers import read_scp_statements
+    from convert.ptbxl import read_scp_statements
     from tests.test_archive import _codes_for
     root = tmp_path / "ptbxl"
     root.mkdir()

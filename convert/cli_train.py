@@ -1,0 +1,236 @@
+"""``ecgret-convert`` training commands: ``train-teacher``, ``teacher-report``, ``embed-text``, ``distill``,
+``quantize`` and ``pipeline`` (teacher -> student -> int8 -> index -> bundle). TensorFlow and torch load inside
+the library calls, never at import."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import numpy as np
+
+from edge.atomicio import atomic_write
+from edge.errors import EcgretError
+from edge.imaging import MODES
+
+from .cli_options import click_error
+from .evaluate import default_split, dump, heading, markdown_table, results_json
+from .ptbxl import open_archive
+from .quantize import check_gate
+from .teacher_config import STRATEGIES, load_config
+from .teacher_export import measure
+from .teacher_train import check_texts, train_teacher
+from .text import embed_texts
+from .training_pipeline import load_pipeline_config, prepare_images, run_distill, run_pipeline, run_quantize
+
+__all__ = [
+    "train_teacher_command",
+    "teacher_report_command",
+    "embed_text_command",
+    "distill_command",
+    "quantize_command",
+    "pipeline_command",
+]
+
+
+@click.command("train-teacher")
+@click.option("--config", "config_path", type=click.Path(), default="configs/teacher.toml", show_default=True)
+@click.option("--name", default=None, help="run name (folder under out_dir); default from the config")
+@click.option("--out-dir", default=None, help="where runs go (default from the config: runs/teacher)")
+@click.option("--archive", default=None, help="an archive folder (default: the shared PTB-XL subset)")
+@click.option("--text-model", default=None, help="a local sentence-transformers folder")
+@click.option("--mode", type=click.Choice(MODES), default=None, help="override imaging.mode")
+@click.option("--epochs", type=int, default=None)
+@click.option("--batch-size", type=int, default=None, help="global batch size")
+@click.option("--max-minutes", type=float, default=None)
+@click.option("--seed", type=int, default=None)
+@click.option(
+    "--strategy",
+    type=click.Choice(STRATEGIES),
+    default=None,
+    help="tf.distribute strategy: default (one device), one-device, mirrored (all local GPUs), "
+    "multi-worker (TF_CONFIG)",
+)
+@click.option(
+    "--resume/--restart",
+    default=True,
+    show_default=True,
+    help="continue from the run's latest checkpoint, or start over",
+)
+@click.option("--no-progress", is_flag=True)
+def train_teacher_command(
+    config_path,
+    name,
+    out_dir,
+    archive,
+    text_model,
+    mode,
+    epochs,
+    batch_size,
+    max_minutes,
+    seed,
+    strategy,
+    resume,
+    no_progress,
+):
+    """Train the teacher image encoder (ViT, CLIP loss against frozen report embeddings)."""
+    try:
+        cfg = load_config(
+            config_path,
+            name=name,
+            out_dir=out_dir,
+            archive=archive,
+            text_model=text_model,
+            imaging__mode=mode,
+            train__epochs=epochs,
+            train__batch_size=batch_size,
+            train__max_minutes=max_minutes,
+            train__seed=seed,
+            train__strategy=strategy,
+        )
+        m = train_teacher(cfg, resume=resume, progress=not no_progress)
+    except EcgretError as e:
+        click_error(e)
+    click.echo(
+        json.dumps(
+            {
+                k: m[k]
+                for k in ("name", "best_epoch", "select_metric", "val_best", "epochs_run", "stopped", "train_time_s")
+            },
+            default=float,
+        )
+    )
+    click.echo(f"artefacts in {cfg.run_dir}", err=True)
+
+
+@click.command("teacher-report")
+@click.argument("run_dirs", nargs=-1, required=True)
+@click.option("--archive", default=None, help="an archive folder (default: the shared PTB-XL subset)")
+@click.option("--out", "out_path", type=click.Path(), default=None, help="also write the Markdown and a JSON")
+def teacher_report_command(run_dirs, archive, out_path):
+    """Fold-9 retrieval table of trained teachers beside the baselines, plus ECG -> report retrieval."""
+    try:
+        arch = open_archive(archive)
+        q, a = default_split(arch)
+        res, cross = measure(run_dirs, arch, (q, a))
+    except EcgretError as e:
+        click_error(e)
+    h = heading(arch, q, a)
+    md = (
+        markdown_table(res, "### ECG -> ECG. " + h)
+        + "\n\n"
+        + markdown_table(cross, "### ECG -> report text. " + h)
+        + "\n"
+    )
+    click.echo(md)
+    if out_path:
+        Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(out_path, md)
+        dump(results_json({**res, **cross}, arch, q, a), Path(out_path).with_suffix(".json"))
+
+
+@click.command("embed-text")
+@click.option(
+    "--archive",
+    "archive_dir",
+    type=click.Path(),
+    default=None,
+    help="an archive folder (default: the shared PTB-XL subset)",
+)
+@click.option("--text-model", default=None, help="a local sentence-transformers folder (default: all-MiniLM-L6-v2)")
+@click.option("--out", "out_path", type=click.Path(), required=True, help="output .npy (N_cases, d)")
+@click.option("--cache-dir", type=click.Path(), default=None, help="embedding cache (default .cache/text)")
+def embed_text_command(archive_dir, text_model, out_path, cache_dir):
+    """Embed every case's text (statements + report) with a frozen sentence-transformers model."""
+    try:
+        archive = open_archive(archive_dir)
+        emb = embed_texts(check_texts(archive), text_model, cache_dir, progress=True)
+    except EcgretError as e:
+        click_error(e)
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    np.save(out_path, emb)
+    click.echo(f"{out_path}: {emb.shape[0]} x {emb.shape[1]}", err=True)
+
+
+@click.command("pipeline")
+@click.option("--config", "config_path", type=click.Path(), default="configs/default.toml", show_default=True)
+@click.option("--retrain", is_flag=True, help="retrain the teacher and the student even if runs exist")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="write the bundle even if int8 fails the quality gate, and replace a different bundle in the output folder",
+)
+@click.option("--out", default=None, help="bundle folder (default: [bundle] out of the config)")
+@click.option(
+    "--teacher-run",
+    default=None,
+    help="use this teacher run folder (default: [teacher] run, else the teacher config's out_dir/name)",
+)
+@click.option("--images-only", is_flag=True, help="only image the archive into the cache (needs no teacher)")
+@click.option("--no-progress", is_flag=True)
+def pipeline_command(config_path, retrain, force, out, teacher_run, images_only, no_progress):
+    """Build the default bundle end to end: teacher -> student -> int8 -> index -> bundle."""
+    try:
+        cfg = load_pipeline_config(config_path, teacher_run=teacher_run)
+        if images_only:
+            prepare_images(cfg, progress=not no_progress)
+            return
+        summary = run_pipeline(cfg, retrain=retrain, force=force, progress=not no_progress, out=out)
+    except EcgretError as e:
+        click_error(e)
+    click.echo(json.dumps(summary, default=float))
+
+
+@click.command("distill")
+@click.option("--config", "config_path", type=click.Path(), default="configs/default.toml", show_default=True)
+@click.option("--teacher-run", default=None, help="a trained teacher run folder (default from the config)")
+@click.option("--name", default=None, help="student run name (default: the config's name)")
+@click.option("--epochs", type=int, default=None)
+@click.option("--max-minutes", type=float, default=None)
+@click.option("--no-progress", is_flag=True)
+def distill_command(config_path, teacher_run, name, epochs, max_minutes, no_progress):
+    """Distill the student CNN from a trained teacher (writes <student out_dir>/<name>/)."""
+    try:
+        info = run_distill(
+            load_pipeline_config(config_path),
+            teacher_run=teacher_run,
+            name=name,
+            epochs=epochs,
+            max_minutes=max_minutes,
+            progress=not no_progress,
+        )
+    except EcgretError as e:
+        click_error(e)
+    click.echo(
+        json.dumps(
+            {k: info[k] for k in ("name", "params", "macs", "best_epoch", "val_best", "epochs_run", "train_time_s")},
+            default=float,
+        )
+    )
+
+
+@click.command("quantize")
+@click.argument("student_dir", type=click.Path())
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(),
+    default="configs/default.toml",
+    show_default=True,
+    help="for the [quantize] settings and the teacher run",
+)
+@click.option("--teacher-run", default=None, help="teacher run for the comparison rows (default from the config)")
+@click.option("--no-progress", is_flag=True)
+def quantize_command(student_dir, config_path, teacher_run, no_progress):
+    """Export a student to float32/float16/int8 TFLite and write the quantization report beside it."""
+    try:
+        cfg = load_pipeline_config(config_path)
+        rep = run_quantize(cfg, student_dir, teacher_run=teacher_run, progress=not no_progress)
+    except EcgretError as e:
+        click_error(e)
+    click.echo(rep["table_markdown"])
+    try:
+        check_gate(rep, cfg.quantize.max_auroc_drop, False)
+    except EcgretError as e:
+        click.echo(f"warning: {e}", err=True)
