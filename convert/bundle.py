@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.bundle import (
+from edge.bundle_format import (
     BUNDLE_FILES,
     CASES_FILE,
     ENCODER_FILE,

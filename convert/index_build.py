@@ -14,7 +14,7 @@ from typing import Literal, cast
 
 import numpy as np
 
-from edge.bundle import METRIC
+from edge.bundle_format import METRIC
 from edge.errors import ArchiveError
 
 from .progress import progress_bar

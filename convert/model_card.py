@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from edge.bundle import ENCODER_FILE
+from edge.bundle_format import ENCODER_FILE
 
 __all__ = ["model_card", "PTBXL_ATTRIBUTION"]
 

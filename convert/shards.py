@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.atomicio import atomic_path, atomic_write, publish
-from edge.bundle import METRIC
+from edge.bundle_format import METRIC
 from edge.errors import ArchiveError, ConfigError
 from edge.imaging import ImagingConfig
 

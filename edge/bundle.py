@@ -31,22 +31,20 @@ from pathlib import Path
 
 import numpy as np
 
+from .bundle_format import (
+    BUNDLE_FILES,
+    CASES_FILE,
+    ENCODER_FILE,
+    FORMAT,
+    FORMAT_VERSION,
+    INDEX_FILE,
+    MANIFEST_FILE,
+    WAVEFORMS_FILE,
+)
 from .errors import BundleError
 from .schema import read_bounded
 from .trust import SIGNATURE_FILE, Trust, check_signature
 
-FORMAT = "ecgret-bundle"
-FORMAT_VERSION = 1
-METRIC = "angular"
-ENCODER_FILE = "encoder.tflite"
-INDEX_FILE = "index.ann"
-CASES_FILE = "cases.jsonl"
-MANIFEST_FILE = "manifest.json"
-MODEL_CARD_FILE = "MODEL_CARD.md"
-BUNDLE_FILES = (ENCODER_FILE, INDEX_FILE, CASES_FILE, MODEL_CARD_FILE)
-WAVEFORMS_FILE = "waveforms.bin"
-OPTIONAL_FILES = (WAVEFORMS_FILE,)  # listed in the manifest's "files" when present; checked when first used
-WAVEFORM_ARRAYS = {"median_beats": 3, "rhythm_II": 2}  # the arrays waveforms.bin may hold, and their ndim
 ENV_VAR = "ECGRET_BUNDLE"
 ENV_ALLOW_UNSIGNED = "ECGRET_ALLOW_UNSIGNED"
 

@@ -203,7 +203,7 @@ def _req(d, f, k):
 
 
 def _check(m: dict) -> None:
-    from .bundle import BUNDLE_FILES, FORMAT, FORMAT_VERSION, METRIC, OPTIONAL_FILES
+    from .bundle_format import BUNDLE_FILES, FORMAT, FORMAT_VERSION, METRIC, OPTIONAL_FILES
     from .encoder import KERNELS
     from .imaging import MODES, RR_SCALES, ImagingConfig
     from .signal import MIN_DURATION_S
@@ -333,7 +333,7 @@ def _check(m: dict) -> None:
 def _check_waveforms(m: dict, files: dict, n_items: int) -> None:
     """The optional ``waveforms`` section and its file (``docs/BUNDLE.md``): int8 arrays of known names, one row
     per index item, laid end to end from offset 0 and filling ``files.waveforms.bin.bytes`` exactly."""
-    from .bundle import WAVEFORM_ARRAYS, WAVEFORMS_FILE
+    from .bundle_format import WAVEFORM_ARRAYS, WAVEFORMS_FILE
 
     wf = m.get("waveforms")
     if (wf is None) != (WAVEFORMS_FILE not in files):

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.bundle import CASES_FILE, ENCODER_FILE, INDEX_FILE, MANIFEST_FILE, MODEL_CARD_FILE, default_bundle_path
+from edge.bundle import default_bundle_path
+from edge.bundle_format import CASES_FILE, ENCODER_FILE, INDEX_FILE, MANIFEST_FILE, MODEL_CARD_FILE
 
 DIM = 128
 
