@@ -1,9 +1,10 @@
 """Write model bundles (format: ``docs/BUNDLE.md``): encoder, Annoy index, cases, manifest, model card.
 
 ``edge.bundle.load_bundle`` is the reader; everything it verifies is written here. A bundle is built in a
-staging folder beside the target and renamed into place (:mod:`convert.files`), so a crash never leaves half a
-bundle. The model card is :mod:`convert.model_card`'s, signing :mod:`convert.signing`'s; building a bundle
-from a trained student or re-indexing an archive with a shipped encoder is :mod:`convert.bundle_build`.
+staging folder beside the target and renamed into place (:func:`edge.atomicio.staging_folder`,
+:func:`edge.atomicio.publish_folder`), so a crash never leaves half a bundle. The model card is
+:mod:`convert.model_card`'s, signing :mod:`convert.signing`'s; building a bundle from a trained student or
+re-indexing an archive with a shipped encoder is :mod:`convert.bundle_build`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from edge.atomicio import publish_folder, staging_folder
+from edge.bundle import file_sha256
 from edge.bundle_format import (
     BUNDLE_FILES,
     CASES_FILE,
@@ -33,7 +36,6 @@ from edge.bundle_format import (
 from edge.encoder import kernels_choice, make_interpreter
 from edge.errors import ArchiveError, BundleError
 
-from .files import file_sha256, publish_folder, staging_folder
 from .index_build import build_annoy, leaf_capacity
 from .model_card import model_card
 from .signing import ENV_SIGNING_KEY, sign_bundle

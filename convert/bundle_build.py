@@ -22,14 +22,15 @@ from typing import Any
 
 import numpy as np
 
-from edge.bundle import ENCODER_FILE, MANIFEST_FILE, verify_bundle
+from edge.atomicio import staging_folder
+from edge.bundle import verify_bundle
+from edge.bundle_format import ENCODER_FILE, MANIFEST_FILE
 from edge.errors import ArchiveError, ConfigError
 from edge.imaging import ImagingConfig
 
 from .archive import subset
 from .bundle import replace_bundle, write_bundle
 from .evaluate import default_split, evaluate, markdown_table
-from .files import staging_folder
 from .index_build import IndexConfig, tune_index
 from .ptbxl import open_archive
 from .quantize import check_gate

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from edge.atomicio import atomic_write
-from edge.bundle import WAVEFORMS_FILE
+from edge.bundle_format import WAVEFORMS_FILE
 from edge.errors import BundleError, ConfigError, EcgretError
 from edge.imaging import ImagingConfig
 from edge.trust import trusted_keys

@@ -26,13 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.atomicio import atomic_path, atomic_write, publish
+from edge.atomicio import atomic_path, atomic_write, publish, publish_folder, staging_folder
+from edge.bundle import file_sha256
 from edge.bundle_format import METRIC
 from edge.errors import ArchiveError, ConfigError
 from edge.imaging import ImagingConfig
 
 from .bundle import case_record
-from .files import file_sha256, publish_folder, staging_folder
 from .index_build import candidate_path, tune_index
 from .progress import progress_bar
 

@@ -15,7 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from edge.atomicio import atomic_write
-from edge.bundle import MANIFEST_FILE, SIGNATURE_FILE
+from edge.bundle import SIGNATURE_FILE
+from edge.bundle_format import MANIFEST_FILE
 from edge.errors import BundleError
 
 __all__ = ["ENV_SIGNING_KEY", "KEY_FORMAT", "generate_signing_key", "read_signing_key", "sign_bundle"]

@@ -42,12 +42,12 @@ from typing import Any
 
 import numpy as np
 
+from edge.bundle import file_sha256
 from edge.errors import ConfigError
 from edge.imaging import ImagingConfig
 
 from .config import coerce
 from .evaluate import evaluate
-from .files import file_sha256
 from .images import augmented_images, cached, image_cache_key, image_cases
 
 __all__ = [

@@ -30,12 +30,12 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.bundle import file_sha256
 from edge.errors import ConfigError
 from edge.imaging import ImagingConfig
 
 from .bundle_build import STUDENT_KEYS, build_bundle, case_text_vectors
 from .config import coerce, read_toml
-from .files import file_sha256
 from .images import augmented_images, cached, image_cache_key, image_cases
 from .index_build import IndexConfig
 from .ptbxl import open_archive

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from edge.atomicio import atomic_write
-from edge.bundle import MANIFEST_FILE, SIGNATURE_FILE, WAVEFORMS_FILE, load_bundle
+from edge.bundle import SIGNATURE_FILE, load_bundle
+from edge.bundle_format import MANIFEST_FILE, WAVEFORMS_FILE
 from edge.errors import BundleError
 from edge.imaging import AFTER, BEFORE, median_beat, peak_lead, r_peaks
 from edge.leads import LEADS12

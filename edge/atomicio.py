@@ -14,6 +14,8 @@ and raises an :class:`OSError` of the same kind that names the *target* (not the
         np.savez(tmp, ...)
     publish(staged_file, path, overwrite=False)      # move a finished file in (no-clobber when asked)
     with staging_dir(folder) as d: ...               # a private folder in ``folder`` for multi-file writers
+    with staging_folder(target) as tmp:              # a whole folder (a bundle) written beside ``target`` ...
+        publish_folder(tmp, target)                  # ... and renamed into place: the old folder or the new
 
 Only the standard library: usable from :mod:`edge` and :mod:`convert` alike. The firmware bridge may not import
 :mod:`edge`, and it needs no copy of this: it writes no file. Its one rename is the simulator's stable port path,
@@ -28,10 +30,21 @@ import os
 import shutil
 import stat
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_write", "atomic_open", "atomic_path", "publish", "staging_dir", "fsync_dir", "TMP_MARK"]
+__all__ = [
+    "atomic_write",
+    "atomic_open",
+    "atomic_path",
+    "publish",
+    "staging_dir",
+    "staging_folder",
+    "publish_folder",
+    "fsync_dir",
+    "TMP_MARK",
+]
 
 TMP_MARK = ".tmp-"  # temporary files are ``.<target name>.tmp-<random>``: hidden, and easy to sweep
 
@@ -209,3 +222,36 @@ def staging_dir(folder):
         yield d
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staging_folder(target, what: str = "tmp", *, keep: bool = False) -> Iterator[Path]:
+    """A fresh folder ``.<target name>.<what>-XXXX`` beside ``target`` (same file system: a rename publishes it).
+    It is removed when the block raises, and also when it ends unless ``keep`` (the block published it)."""
+    out = Path(target)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{what}-", dir=out.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if not keep:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def publish_folder(staged, target) -> None:
+    """Rename the finished folder ``staged`` to ``target``. An existing ``target`` is first renamed aside (and
+    put back if the second rename fails), then removed: a reader sees the old folder or the new one."""
+    staged, out = Path(staged), Path(target)
+    if not out.exists():
+        os.replace(staged, out)
+        return
+    trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))  # empty: a rename target
+    os.replace(out, trash)
+    try:
+        os.replace(staged, out)
+    except BaseException:
+        os.replace(trash, out)
+        raise
+    shutil.rmtree(trash, ignore_errors=True)

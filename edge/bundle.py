@@ -35,8 +35,6 @@ from .bundle_format import (
     BUNDLE_FILES,
     CASES_FILE,
     ENCODER_FILE,
-    FORMAT,
-    FORMAT_VERSION,
     INDEX_FILE,
     MANIFEST_FILE,
     WAVEFORMS_FILE,
@@ -66,11 +64,9 @@ __all__ = [
     "legacy_hash",
     "set_trust_policy",
     "unsigned_allowed",
-    "FORMAT",
-    "FORMAT_VERSION",
+    "file_sha256",
     "SIGNATURE_FILE",
     "ENV_ALLOW_UNSIGNED",
-    "WAVEFORMS_FILE",
 ]
 
 # Whether a bundle must be signed by a trusted key when the caller does not say (allow_unsigned=None). The
@@ -335,7 +331,8 @@ def read_manifest(path) -> dict:
     return parse_manifest(_read_manifest_bytes(d), d / MANIFEST_FILE)
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path) -> str:
+    """The sha256 of a file's bytes (hex), read 1 MiB at a time."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

@@ -7,8 +7,8 @@ import shutil
 import numpy as np
 import pytest
 
-from edge.bundle import (BUNDLE_FILES, MANIFEST_FILE, WAVEFORMS_FILE, default_bundle_path, load_bundle,
-                         resolve_bundle_path)
+from edge.bundle import default_bundle_path, load_bundle, resolve_bundle_path
+from edge.bundle_format import BUNDLE_FILES, MANIFEST_FILE, WAVEFORMS_FILE
 from edge.errors import ArchiveError, BundleError
 from tests.fixtures_bundle import bundle_copy, test_bundle  # noqa: F401
 

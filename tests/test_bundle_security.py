@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from edge import ed25519
-from edge.bundle import (INDEX_FILE, MANIFEST_FILE, SIGNATURE_FILE, default_bundle_path, load_bundle,
-                         parse_manifest, verify_bundle)
+from edge.bundle import SIGNATURE_FILE, default_bundle_path, load_bundle, parse_manifest, verify_bundle
+from edge.bundle_format import INDEX_FILE, MANIFEST_FILE
 from edge.errors import BundleError, OverlayError
 from edge.overlay import Overlay, overlay_dir
 from edge.overlay_file import FILE

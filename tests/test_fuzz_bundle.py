@@ -23,7 +23,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge.bundle import INDEX_FILE, MANIFEST_FILE, default_bundle_path, parse_manifest, verify_bundle
+from edge.bundle import default_bundle_path, parse_manifest, verify_bundle
+from edge.bundle_format import INDEX_FILE, MANIFEST_FILE
 from edge.errors import BundleError, EcgretError, OverlayError
 from edge.overlay import Overlay
 from edge.overlay_file import FILE

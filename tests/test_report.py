@@ -12,7 +12,8 @@ import shutil
 import numpy as np
 import pytest
 
-from edge.bundle import WAVEFORMS_FILE, load_bundle
+from edge.bundle import load_bundle
+from edge.bundle_format import WAVEFORMS_FILE
 from edge.errors import BundleError
 from edge.io import read_record
 from edge.io_wfdb import patient_meta
