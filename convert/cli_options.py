@@ -1,4 +1,5 @@
-"""What the ``ecgret-convert`` commands share: option values a user can get wrong, and the one-line errors."""
+"""What the ``ecgret-convert`` commands share: the options and the argument several of them take, defined once,
+option values a user can get wrong, and the one-line errors."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from .config import parse_folds
 
 def path_option(*decls: str, help: str, kind: str = "any", exists: bool = False, **kw):
     """An option naming a path, default None: ``kind`` ``"file"`` or ``"folder"`` refuses the other kind, ``exists``
-    a path that is not there; ``kw``: click's other settings (``envvar``, ...)."""
+    refuses a path that is not there; ``kw``: click's other settings (``envvar``, ...)."""
     path = click.Path(exists=exists, file_okay=kind != "folder", dir_okay=kind != "file")
     return click.option(*decls, type=path, default=None, help=help, **kw)
 
