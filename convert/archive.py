@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.errors import ArchiveError
+from edge.errors import ArchiveError, ConfigError
 from edge.leads import LEADS12
 
 FORMAT_VERSION = 1
@@ -281,6 +281,18 @@ class Archive:
         if with_report is not None:
             keep &= np.array([bool(c.report.strip()) == with_report for c in self._cases], dtype=bool)
         return np.flatnonzero(keep).astype(np.int64)
+
+    def training_split(
+        self, train_folds: Iterable[int], val_folds: Iterable[int], batch_size: int, who: str
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The indices of the training and the validation folds (:meth:`select`); :class:`ConfigError` (``who``:
+        the model trained, for the message) when the training folds hold fewer cases than one batch."""
+        train, val = self.select(folds=train_folds), self.select(folds=val_folds)
+        if len(train) < batch_size:
+            raise ConfigError(
+                f"{who}: {len(train)} training cases in folds {list(train_folds)}, fewer than one batch of {batch_size}"
+            )
+        return train, val
 
     # ------------------------------------------------------------------------------------ opening
     @classmethod

@@ -44,6 +44,31 @@ def write_meta_and_cases(out: Path, cases: Sequence[Case], meta: dict) -> None:
     atomic_write(out / META_FILE, json.dumps(meta, indent=2) + "\n")
 
 
+def write_reference_archive(out: Path, cases: Sequence[Case], meta: dict) -> None:
+    """An archive folder whose signals stay where they are (``meta["signals_path"]``, never copied): its cases and
+    meta (:func:`write_meta_and_cases`), and no signals file of its own (one an earlier import left is removed)."""
+    write_meta_and_cases(out, cases, meta)
+    if (out / SIGNALS_FILE).exists():
+        (out / SIGNALS_FILE).unlink()
+
+
+def already_imported(out: Path, overwrite: bool, importer: str, source_dir: str) -> set[str]:
+    """The case ids an earlier import of the same source (``importer`` of ``source_dir``) left in ``out``: none
+    with ``overwrite`` or in a new folder. :class:`ArchiveError` when ``out`` holds an unfinished record import or
+    another source's archive (unless ``overwrite``)."""
+    if (out / PARTS_DIR).exists() and not overwrite:
+        raise ArchiveError(f"{out}: holds an unfinished record import; use another folder (or --overwrite)")
+    if not (out / META_FILE).exists() or overwrite:
+        return set()
+    meta = json.loads((out / META_FILE).read_text(encoding="utf-8"))
+    if meta.get("importer") != importer or meta.get("source_dir") != source_dir:
+        raise ArchiveError(
+            f"{out}: already holds an archive of another source ({meta.get('importer')} "
+            f"of {meta.get('source_dir')}); use another folder (or --overwrite)"
+        )
+    return {c.case_id for c in read_cases(out / CASES_FILE)}
+
+
 def prepare_out(out_dir, overwrite: bool) -> Path:
     out = Path(out_dir)
     if (out / META_FILE).exists() and not overwrite:

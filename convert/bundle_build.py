@@ -91,6 +91,41 @@ def case_text_vectors(teacher_run, n_cases: int) -> np.ndarray:
     return t / np.maximum(np.linalg.norm(t, axis=1, keepdims=True), 1e-12)
 
 
+def _tuned_index(emb: np.ndarray, say, k: int, target_recall: float, **options) -> tuple[int, int, float]:
+    """(n_trees, search_k, recall) of the Annoy index of ``emb`` tuned to ``target_recall`` recall@k
+    (:func:`tune_index`, with its ``options``), with a warning when it falls short."""
+    n_trees, search_k, recall = tune_index(emb, k=k, target_recall=target_recall, **options)
+    if recall < target_recall:
+        say(f"bundle: warning: recall@{k} {recall:.4f} below the target {target_recall}")
+    return n_trees, search_k, recall
+
+
+def _write_archive_bundle(
+    out_dir, archive, emb: np.ndarray, tflite: bytes, preprocessing: dict, imaging: ImagingConfig, tuned, **options
+) -> Path:
+    """:func:`write_bundle` of ``archive``'s cases, embedded as ``emb`` by the encoder ``tflite`` with these
+    ``preprocessing`` and ``imaging`` settings, indexed as :func:`_tuned_index` chose (``tuned``); ``options``:
+    the rest of its arguments (training, evaluation, name, ...)."""
+    n_trees, search_k, recall = tuned
+    return write_bundle(
+        out_dir,
+        tflite_bytes=tflite,
+        embeddings=emb,
+        cases=list(archive.cases),
+        preprocessing=preprocessing,
+        imaging=imaging.to_dict(),
+        n_trees=n_trees,
+        search_k=search_k,
+        recall_at_10=recall,
+        **options,
+    )
+
+
+def _summary(out, n_cases: int, tuned) -> str:
+    n_trees, search_k, recall = tuned
+    return f"bundle: {out}: {n_cases} cases, {n_trees} trees, search_k {search_k}, recall@10 {recall:.4f}"
+
+
 def build_bundle(
     student_dir,
     out_dir,
@@ -157,16 +192,15 @@ def build_bundle(
             "report_vectors": "the teacher's text embeddings of the reports (convert.bundle_build.case_text_vectors)",
         }
     say(f"bundle: {len(arch)} cases embedded by the int8 encoder in {time.time() - t0:.0f} s; tuning the index")
-    n_trees, search_k, recall = tune_index(
+    tuned = _tuned_index(
         emb,
+        say,
         k=index.k,
         target_recall=index.target_recall,
         seed=index.seed,
         max_queries=index.max_queries,
         trees=index.trees,
     )
-    if recall < index.target_recall:
-        say(f"bundle: warning: recall@{index.k} {recall:.4f} below the target {index.target_recall}")
     training = dict(training or {})
     training.setdefault("student", {k: info.get(k) for k in STUDENT_KEYS})
     training.setdefault("teacher", info.get("teacher", {}))
@@ -195,16 +229,14 @@ def build_bundle(
         evaluation["table_markdown"] = "\n".join(
             lines[: last + 1] + markdown_table(index_rows).splitlines()[2:] + lines[last + 1 :]
         )
-    out = write_bundle(
+    out = _write_archive_bundle(
         out_dir,
-        tflite_bytes=enc_path.read_bytes(),
-        embeddings=emb,
-        cases=list(arch.cases),
-        preprocessing=dict(PREPROCESSING),
-        imaging=imaging.to_dict(),
-        n_trees=n_trees,
-        search_k=search_k,
-        recall_at_10=recall,
+        arch,
+        emb,
+        enc_path.read_bytes(),
+        dict(PREPROCESSING),
+        imaging,
+        tuned,
         training=training,
         evaluation=evaluation,
         name=name,
@@ -225,7 +257,7 @@ def build_bundle(
         if os.environ.get(ENV_SIGNING_KEY):
             sign_bundle(out, os.environ[ENV_SIGNING_KEY])
     manifest = json.loads((Path(out) / "manifest.json").read_text())
-    say(f"bundle: {out}: {len(arch)} cases, {n_trees} trees, search_k {search_k}, recall@10 {recall:.4f}")
+    say(_summary(out, len(arch), tuned))
     return manifest
 
 
@@ -317,9 +349,7 @@ def reindex_bundle(
         f"bundle: {len(archive)} cases embedded by the encoder of {src.path} in {time.time() - t0:.0f} s; "
         f"tuning the index"
     )
-    n_trees, search_k, recall = tune_index(emb, k=10, target_recall=target_recall)
-    if recall < target_recall:
-        say(f"bundle: warning: recall@10 {recall:.4f} below the target {target_recall}")
+    tuned = _tuned_index(emb, say, k=10, target_recall=target_recall)
     origin = {"name": m.get("name"), "bundle_id": src.id, "path": str(src.path), "trust": src.trust.describe()}
     training = {
         "reindexed": {
@@ -344,16 +374,14 @@ def reindex_bundle(
     measured = dict(zip(archive.ids, case_measurements(archive)))
     with staging_folder(out, "reindex") as stage:
         b = stage / "bundle"
-        write_bundle(
+        _write_archive_bundle(
             b,
-            tflite_bytes=tflite,
-            embeddings=emb,
-            cases=list(archive.cases),
-            preprocessing=pp,
-            imaging=imaging.to_dict(),
-            n_trees=n_trees,
-            search_k=search_k,
-            recall_at_10=recall,
+            archive,
+            emb,
+            tflite,
+            pp,
+            imaging,
+            tuned,
             training=training,
             evaluation=evaluation,
             name=name or f"{out.name}",
@@ -373,6 +401,6 @@ def reindex_bundle(
             )
         manifest = json.loads((b / MANIFEST_FILE).read_text(encoding="utf-8"))
         replace_bundle(out, b, manifest["files"], force)
-    say(f"bundle: {out}: {len(archive)} cases, {n_trees} trees, search_k {search_k}, recall@10 {recall:.4f}")
+    say(_summary(out, len(archive), tuned))
     say(UNSIGNED_NOTE.format(out=out))
     return manifest

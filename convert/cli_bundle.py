@@ -10,12 +10,20 @@ import click
 
 from edge.atomicio import atomic_write
 from edge.bundle_format import WAVEFORMS_FILE
-from edge.errors import BundleError, ConfigError, EcgretError
+from edge.errors import BundleError, ConfigError
 from edge.imaging import ImagingConfig
 from edge.trust import trusted_keys
 
 from .bundle_build import build_bundle, reindex_bundle
-from .cli_options import click_error, folds_option, subset_data_option
+from .cli_options import (
+    bundle_argument,
+    choice_option,
+    click_errors,
+    count_option,
+    folds_option,
+    path_option,
+    subset_data_option,
+)
 from .index_build import IndexConfig
 from .ptbxl import open_archive, open_subset
 from .rerank import add_choice, choose
@@ -37,11 +45,10 @@ __all__ = [
 @click.command("bundle")
 @click.argument("student_dir", type=click.Path(), required=False)
 @click.option("--out", "out_dir", type=click.Path(), required=True, help="the bundle folder to write")
-@click.option(
+@path_option(
     "--encoder",
     "encoder_bundle",
-    type=click.Path(file_okay=False),
-    default=None,
+    kind="folder",
     help="re-index with the encoder of this existing bundle (e.g. edge/bundles/default) instead of a "
     "student: numpy and the TFLite interpreter only, no TensorFlow; needs --archive",
 )
@@ -92,7 +99,7 @@ def bundle_command(
 ):
     """Write a bundle (encoder, index, cases, manifest, model card): from a quantized student (STUDENT_DIR),
     or, with --encoder EXISTING_BUNDLE --archive ARCHIVE, by re-indexing an archive with a shipped encoder."""
-    try:
+    with click_errors():
         spec = folds or ("1-9" if encoder_bundle is None else "all")
         fl = None if spec == "all" else folds_option(spec)
         if encoder_bundle is not None:
@@ -124,13 +131,11 @@ def bundle_command(
                 force=force,
                 progress=not no_progress,
             )
-    except EcgretError as e:
-        click_error(e)
     click.echo(json.dumps({"bundle": out_dir, "index": m["index"], "files": m["files"]}))
 
 
 @click.command("sign-bundle")
-@click.argument("bundle", type=click.Path(file_okay=False, exists=True))
+@bundle_argument
 @click.option(
     "--key",
     "key_path",
@@ -163,7 +168,7 @@ def sign_bundle_command(bundle, key_path, new_key, publisher):
 
 
 @click.command("add-waveforms")
-@click.argument("bundle", type=click.Path(exists=True, file_okay=False))
+@bundle_argument
 @subset_data_option
 @click.option(
     "--scale",
@@ -172,12 +177,11 @@ def sign_bundle_command(bundle, key_path, new_key, publisher):
     type=click.FloatRange(1e-4, 1.0),
     help="z-units per int8 step of the stored waveforms.",
 )
-@click.option(
+@path_option(
     "--key",
     "sign_key",
+    kind="file",
     envvar="ECGRET_SIGNING_KEY",
-    default=None,
-    type=click.Path(dir_okay=False),
     help="Sign the bundle again with this key file afterwards (env ECGRET_SIGNING_KEY); without it the "
     "bundle is left unsigned (its old signature no longer matches).",
 )
@@ -198,7 +202,7 @@ def add_waveforms_command(bundle: str, data_dir: str | None, scale: float, sign_
 
 
 @click.command("rerank")
-@click.argument("bundle", type=click.Path(exists=True, file_okay=False))
+@bundle_argument
 @subset_data_option
 @click.option(
     "--write",
@@ -206,7 +210,7 @@ def add_waveforms_command(bundle: str, data_dir: str | None, scale: float, sign_
     help="Write the measurements and the chosen setting into BUNDLE "
     "(cases.jsonl 'measured', manifest 'rerank'); sign it again afterwards with sign-bundle.",
 )
-@click.option("--json-out", type=click.Path(dir_okay=False), default=None, help="Write the CV table and fold 9 here.")
+@path_option("--json-out", kind="file", help="Write the CV table and fold 9 here.")
 def rerank_command(bundle: str, data_dir: str | None, write: bool, json_out: str | None) -> None:
     """Measure every archive case, choose the measured-rhythm re-ranking (weight, pool, rhythm bonus) by
     cross-validation over folds 1-8 (4 rotations of 2 query folds), and report fold 9 once for the chosen setting."""
@@ -241,34 +245,20 @@ def rerank_command(bundle: str, data_dir: str | None, write: bool, json_out: str
     "(--workers), an address (tcp://host:8786) uses a running scheduler (dask scheduler / dask "
     "worker, dask-jobqueue, dask-kubernetes); paths must be readable by every worker",
 )
-@click.option(
-    "--workers",
-    type=click.IntRange(min=1),
-    default=None,
-    help="--scheduler local: worker processes, one thread each (default: one per core)",
-)
-@click.option(
-    "--tasks",
-    type=click.IntRange(min=1),
-    default=None,
-    help="--scheduler: number of shards (default: two per worker thread)",
-)
-@click.option(
+@count_option("--workers", help="--scheduler local: worker processes, one thread each (default: one per core)")
+@count_option("--tasks", help="--scheduler: number of shards (default: two per worker thread)")
+@path_option(
     "--index",
     "index_dir",
-    type=click.Path(),
-    default=None,
     help="--scheduler: then merge the shards into this new index folder (merge-index, as a task)",
 )
 @click.option("--target-recall", type=float, default=0.99, show_default=True, help="--index: recall@10 target")
 @click.option("--mode", default="rhythm", show_default=True, help="imaging mode the encoder was trained on")
 @click.option("--tile", type=int, default=32, show_default=True, help="imaging tile size the encoder was trained on")
-@click.option(
+@choice_option(
     "--rr-scale",
-    type=click.Choice(["angle", "linear"]),
-    default="angle",
-    show_default=True,
-    help="mode rhythm: the RR map the encoder was trained with (bundles before it existed: linear)",
+    ("angle", "linear"),
+    "mode rhythm: the RR map the encoder was trained with (bundles before it existed: linear)",
 )
 @click.option("--threads", type=int, default=1, show_default=True, help="interpreter threads")
 @click.option("--chunk", type=int, default=256, show_default=True, help="cases imaged per chunk (bounds memory)")
@@ -292,25 +282,17 @@ def embed_archive_command(
 ):
     """Embed one shard of an archive with a TFLite encoder (run N of these anywhere, then merge-index), or all
     shards on a Dask cluster (--scheduler, optionally merged with --index)."""
-    try:
+    with click_errors():
         if not Path(encoder_path).is_file():
             raise ConfigError(f"{encoder_path}: encoder file not found")
         imaging = ImagingConfig(mode=mode, tile=tile, rr_scale=rr_scale)
+        run = {"chunk": chunk, "threads": threads, "progress": not no_progress}  # a shard's work, either way
         if scheduler is None:
             for opt, v in (("--workers", workers), ("--tasks", tasks), ("--index", index_dir)):
                 if v is not None:
                     raise ConfigError(f"{opt} goes with --scheduler")
             i, n = parse_shard(shard or "0/1")
-            p = embed_archive(
-                open_archive(archive),
-                encoder_path,
-                out_dir,
-                imaging,
-                (i, n),
-                chunk=chunk,
-                threads=threads,
-                progress=not no_progress,
-            )
+            p = embed_archive(open_archive(archive), encoder_path, out_dir, imaging, (i, n), **run)
             click.echo(str(p))
             return
         if shard is not None:
@@ -325,14 +307,10 @@ def embed_archive_command(
             scheduler,
             n_workers=workers,
             tasks=tasks,
-            chunk=chunk,
-            threads=threads,
             index_dir=index_dir,
             target_recall=target_recall,
-            progress=not no_progress,
+            **run,
         )
-    except EcgretError as e:
-        click_error(e)
     click.echo(json.dumps(res))
 
 
@@ -345,9 +323,7 @@ def embed_archive_command(
 @click.option("--no-progress", is_flag=True, help="no progress bar on stderr")
 def merge_index_command(shard_dir, archive, out_dir, target_recall, seed, no_progress):
     """Merge embedding shards into one Annoy index tuned to a recall@10 target against exact search."""
-    try:
+    with click_errors():
         arch = open_archive(archive)
         info = merge_index(shard_dir, out_dir, arch, target_recall=target_recall, seed=seed, progress=not no_progress)
-    except EcgretError as e:
-        click_error(e)
     click.echo(json.dumps(info))

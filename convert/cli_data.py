@@ -12,7 +12,7 @@ from edge.errors import EcgretError
 
 from .archive import META_FILE, Archive
 from .archive_write import ImportSummary
-from .cli_options import click_error, error_line, exit_error, folds_option
+from .cli_options import choice_option, click_errors, count_option, error_line, exit_error, folds_option, path_option
 from .evaluate import (
     CV_FOLDS,
     baselines,
@@ -84,13 +84,7 @@ def import_command() -> None:
 
 
 _COMMON = [
-    click.option(
-        "--dtype",
-        type=click.Choice(["float16", "float32"]),
-        default="float16",
-        show_default=True,
-        help="Storage type of the preprocessed signals.",
-    ),
+    choice_option("--dtype", ("float16", "float32"), "Storage type of the preprocessed signals."),
     click.option(
         "--overwrite",
         is_flag=True,
@@ -109,13 +103,7 @@ def _common(f):
 @import_command.command("ptbxl")
 @click.argument("ptbxl_dir", type=click.Path(file_okay=False))
 @click.argument("out", type=click.Path(file_okay=False))
-@click.option(
-    "--resolution",
-    type=click.Choice(["lr", "hr"]),
-    default="lr",
-    show_default=True,
-    help="records100 (lr, 100 Hz) or records500 (hr, 500 Hz) of the download.",
-)
+@choice_option("--resolution", ("lr", "hr"), "records100 (lr, 100 Hz) or records500 (hr, 500 Hz) of the download.")
 @click.option("--folds", default=None, help="Only these strat_fold values: 1-9 or 1,2,3 (default: all).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N records listed.")
 @click.option(
@@ -184,20 +172,13 @@ def import_wfdb_command(folder, out, reports, source, limit, notch_hz, dtype, ov
 
 
 @click.command("evaluate")
-@click.option(
+@path_option(
     "--data",
     "data_dir",
-    type=click.Path(file_okay=False),
-    default=None,
+    kind="folder",
     help="PTB-XL subset folder (default: ../shared/data/ptbxl-subset or $ECGRET_DATA).",
 )
-@click.option(
-    "--archive",
-    "archive_dir",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="A case archive folder (instead of --data).",
-)
+@path_option("--archive", "archive_dir", kind="folder", help="A case archive folder (instead of --data).")
 @click.option(
     "--bundle",
     "bundles",
@@ -224,30 +205,19 @@ def import_wfdb_command(folder, out, reports, source, limit, notch_hz, dtype, ov
     help="Cross-validate over folds 1-8 instead of the fold-9 test: 4 rotations, each holding out 2 "
     "folds as queries against the other 6; mean ± SD of every metric. Fold 9 is not used.",
 )
-@click.option(
+@path_option(
     "--external",
     "external_dir",
-    type=click.Path(exists=True, file_okay=False),
-    default=None,
+    kind="folder",
+    exists=True,
     help="An external LUDB-format set (cases.csv + data/, e.g. ../shared/data/ludb-dev): every "
     "--bundle answers its raw records through the device query path (what `ecgret query "
     "--json` answers); rhythm agreement and the consensus's superclass AUROC.",
 )
 @click.option("--query-folds", default=None, help="Query folds of the test split  [default: 9].")
 @click.option("--archive-folds", default=None, help="Archive folds of the test split  [default: 1-8].")
-@click.option(
-    "--out",
-    "out_json",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Write every metric per variant and per class as JSON.",
-)
-@click.option(
-    "--threads",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Interpreter threads for bundle encoders (default: the bundle's, 1).",
-)
+@path_option("--out", "out_json", kind="file", help="Write every metric per variant and per class as JSON.")
+@count_option("--threads", help="Interpreter threads for bundle encoders (default: the bundle's, 1).")
 def evaluate_command(
     data_dir,
     archive_dir,
@@ -270,7 +240,7 @@ def evaluate_command(
     if cv and external_dir:
         raise click.UsageError("--cv and --external are separate evaluations; run them one at a time")
     sets = tuple(x.strip() for x in lead_sets.split(",") if x.strip())
-    try:
+    with click_errors():
         if external_dir:
             if not bundles or emb_files:
                 raise click.UsageError(
@@ -334,8 +304,6 @@ def evaluate_command(
                 }
             variants.update(v)
             hashes.append(h)
-    except EcgretError as e:
-        click_error(e)
     bh = ",".join(hashes) or None
     if cv:
         res = evaluate_cv(archive, variants)

@@ -14,7 +14,7 @@ from edge.atomicio import atomic_write
 from edge.errors import EcgretError
 from edge.imaging import MODES
 
-from .cli_options import click_error
+from .cli_options import click_errors, path_option
 from .evaluate import default_split, dump, heading, markdown_table, results_json
 from .ptbxl import open_archive
 from .quantize import check_gate
@@ -34,19 +34,22 @@ __all__ = [
 ]
 
 
+# Every option but --config, --resume and --no-progress overrides the config entry its value is passed as
+# (``section__key``: :func:`convert.teacher_config.load_config`).
 @click.command("train-teacher")
 @click.option("--config", "config_path", type=click.Path(), default="configs/teacher.toml", show_default=True)
 @click.option("--name", default=None, help="run name (folder under out_dir); default from the config")
 @click.option("--out-dir", default=None, help="where runs go (default from the config: runs/teacher)")
 @click.option("--archive", default=None, help="an archive folder (default: the shared PTB-XL subset)")
 @click.option("--text-model", default=None, help="a local sentence-transformers folder")
-@click.option("--mode", type=click.Choice(MODES), default=None, help="override imaging.mode")
-@click.option("--epochs", type=int, default=None)
-@click.option("--batch-size", type=int, default=None, help="global batch size")
-@click.option("--max-minutes", type=float, default=None)
-@click.option("--seed", type=int, default=None)
+@click.option("--mode", "imaging__mode", type=click.Choice(MODES), default=None, help="override imaging.mode")
+@click.option("--epochs", "train__epochs", type=int, default=None)
+@click.option("--batch-size", "train__batch_size", type=int, default=None, help="global batch size")
+@click.option("--max-minutes", "train__max_minutes", type=float, default=None)
+@click.option("--seed", "train__seed", type=int, default=None)
 @click.option(
     "--strategy",
+    "train__strategy",
     type=click.Choice(STRATEGIES),
     default=None,
     help="tf.distribute strategy: default (one device), one-device, mirrored (all local GPUs), "
@@ -59,39 +62,11 @@ __all__ = [
     help="continue from the run's latest checkpoint, or start over",
 )
 @click.option("--no-progress", is_flag=True)
-def train_teacher_command(
-    config_path,
-    name,
-    out_dir,
-    archive,
-    text_model,
-    mode,
-    epochs,
-    batch_size,
-    max_minutes,
-    seed,
-    strategy,
-    resume,
-    no_progress,
-):
+def train_teacher_command(config_path, resume, no_progress, **overrides):
     """Train the teacher image encoder (ViT, CLIP loss against frozen report embeddings)."""
-    try:
-        cfg = load_config(
-            config_path,
-            name=name,
-            out_dir=out_dir,
-            archive=archive,
-            text_model=text_model,
-            imaging__mode=mode,
-            train__epochs=epochs,
-            train__batch_size=batch_size,
-            train__max_minutes=max_minutes,
-            train__seed=seed,
-            train__strategy=strategy,
-        )
+    with click_errors():
+        cfg = load_config(config_path, **overrides)
         m = train_teacher(cfg, resume=resume, progress=not no_progress)
-    except EcgretError as e:
-        click_error(e)
     click.echo(
         json.dumps(
             {
@@ -110,12 +85,10 @@ def train_teacher_command(
 @click.option("--out", "out_path", type=click.Path(), default=None, help="also write the Markdown and a JSON")
 def teacher_report_command(run_dirs, archive, out_path):
     """Fold-9 retrieval table of trained teachers beside the baselines, plus ECG -> report retrieval."""
-    try:
+    with click_errors():
         arch = open_archive(archive)
         q, a = default_split(arch)
         res, cross = measure(run_dirs, arch, (q, a))
-    except EcgretError as e:
-        click_error(e)
     h = heading(arch, q, a)
     md = (
         markdown_table(res, "### ECG -> ECG. " + h)
@@ -131,23 +104,15 @@ def teacher_report_command(run_dirs, archive, out_path):
 
 
 @click.command("embed-text")
-@click.option(
-    "--archive",
-    "archive_dir",
-    type=click.Path(),
-    default=None,
-    help="an archive folder (default: the shared PTB-XL subset)",
-)
+@path_option("--archive", "archive_dir", help="an archive folder (default: the shared PTB-XL subset)")
 @click.option("--text-model", default=None, help="a local sentence-transformers folder (default: all-MiniLM-L6-v2)")
 @click.option("--out", "out_path", type=click.Path(), required=True, help="output .npy (N_cases, d)")
 @click.option("--cache-dir", type=click.Path(), default=None, help="embedding cache (default .cache/text)")
 def embed_text_command(archive_dir, text_model, out_path, cache_dir):
     """Embed every case's text (statements + report) with a frozen sentence-transformers model."""
-    try:
+    with click_errors():
         archive = open_archive(archive_dir)
         emb = embed_texts(check_texts(archive), text_model, cache_dir, progress=True)
-    except EcgretError as e:
-        click_error(e)
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     np.save(out_path, emb)
     click.echo(f"{out_path}: {emb.shape[0]} x {emb.shape[1]}", err=True)
@@ -171,14 +136,12 @@ def embed_text_command(archive_dir, text_model, out_path, cache_dir):
 @click.option("--no-progress", is_flag=True)
 def pipeline_command(config_path, retrain, force, out, teacher_run, images_only, no_progress):
     """Build the default bundle end to end: teacher -> student -> int8 -> index -> bundle."""
-    try:
+    with click_errors():
         cfg = load_pipeline_config(config_path, teacher_run=teacher_run)
         if images_only:
             prepare_images(cfg, progress=not no_progress)
             return
         summary = run_pipeline(cfg, retrain=retrain, force=force, progress=not no_progress, out=out)
-    except EcgretError as e:
-        click_error(e)
     click.echo(json.dumps(summary, default=float))
 
 
@@ -191,7 +154,7 @@ def pipeline_command(config_path, retrain, force, out, teacher_run, images_only,
 @click.option("--no-progress", is_flag=True)
 def distill_command(config_path, teacher_run, name, epochs, max_minutes, no_progress):
     """Distill the student CNN from a trained teacher (writes <student out_dir>/<name>/)."""
-    try:
+    with click_errors():
         info = run_distill(
             load_pipeline_config(config_path),
             teacher_run=teacher_run,
@@ -200,8 +163,6 @@ def distill_command(config_path, teacher_run, name, epochs, max_minutes, no_prog
             max_minutes=max_minutes,
             progress=not no_progress,
         )
-    except EcgretError as e:
-        click_error(e)
     click.echo(
         json.dumps(
             {k: info[k] for k in ("name", "params", "macs", "best_epoch", "val_best", "epochs_run", "train_time_s")},
@@ -224,11 +185,9 @@ def distill_command(config_path, teacher_run, name, epochs, max_minutes, no_prog
 @click.option("--no-progress", is_flag=True)
 def quantize_command(student_dir, config_path, teacher_run, no_progress):
     """Export a student to float32/float16/int8 TFLite and write the quantization report beside it."""
-    try:
+    with click_errors():
         cfg = load_pipeline_config(config_path)
         rep = run_quantize(cfg, student_dir, teacher_run=teacher_run, progress=not no_progress)
-    except EcgretError as e:
-        click_error(e)
     click.echo(rep["table_markdown"])
     try:
         check_gate(rep, cfg.quantize.max_auroc_drop, False)

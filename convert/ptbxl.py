@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import ast
-import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -21,20 +20,8 @@ import numpy as np
 
 from edge.errors import ArchiveError
 
-from .archive import (
-    CASES_FILE,
-    META_FILE,
-    PARTS_DIR,
-    SIGNALS_FILE,
-    Archive,
-    Case,
-    RowView,
-    archive_meta,
-    check_unique_ids,
-    read_cases,
-    split_labels,
-)
-from .archive_write import ImportSummary, prepare_out, write_meta_and_cases
+from .archive import Archive, Case, RowView, archive_meta, check_unique_ids, split_labels
+from .archive_write import ImportSummary, already_imported, prepare_out, write_reference_archive
 from .importers import import_record_files, int_or_none, need_columns, read_csv_rows
 
 __all__ = [
@@ -170,9 +157,7 @@ def import_ptbxl_subset(
     meta["n_cases"] = len(keep)
     if folds is not None:
         meta["folds"] = sorted({int(f) for f in folds})
-    write_meta_and_cases(out, [cases[i] for i in keep], meta)
-    if (out / SIGNALS_FILE).exists():
-        (out / SIGNALS_FILE).unlink()
+    write_reference_archive(out, [cases[i] for i in keep], meta)
     return Archive.open(out)
 
 
@@ -333,17 +318,7 @@ def import_ptbxl(
         raise ValueError("resolution must be 'lr' or 'hr'")
     if ptbxl_layout(d) == "subset":
         out, overwrite = Path(out_dir), bool(options.get("overwrite", False))
-        if (out / PARTS_DIR).exists() and not overwrite:
-            raise ArchiveError(f"{out}: holds an unfinished record import; use another folder (or --overwrite)")
-        before: set[str] = set()
-        if (out / META_FILE).exists() and not overwrite:
-            meta = json.loads((out / META_FILE).read_text(encoding="utf-8"))
-            if meta.get("importer") != "ptbxl_subset" or meta.get("source_dir") != str(d.resolve()):
-                raise ArchiveError(
-                    f"{out}: already holds an archive of another source ({meta.get('importer')} "
-                    f"of {meta.get('source_dir')}); use another folder (or --overwrite)"
-                )
-            before = {c.case_id for c in read_cases(out / CASES_FILE)}
+        before = already_imported(out, overwrite, "ptbxl_subset", str(d.resolve()))
         arc = import_ptbxl_subset(d, out, folds=folds, limit=limit, overwrite=True)  # references: cheap
         n_already = len(before & set(arc.ids))
         return ImportSummary(arc, len(arc), len(arc) - n_already, n_already)

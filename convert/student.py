@@ -277,13 +277,7 @@ def distill(
     run_dir = Path(cfg.out_dir) / name
     run_dir.mkdir(parents=True, exist_ok=True)
 
-    tr_idx = archive.select(folds=cfg.train_folds)
-    va_idx = archive.select(folds=cfg.val_folds)
-    if len(tr_idx) < cfg.batch_size:
-        raise ConfigError(
-            f"student: {len(tr_idx)} training cases in folds {list(cfg.train_folds)}, fewer than "
-            f"one batch of {cfg.batch_size}"
-        )
+    tr_idx, va_idx = archive.training_split(cfg.train_folds, cfg.val_folds, cfg.batch_size, "student")
     if clean is None:
         clean = image_cases(archive, np.arange(len(archive)), imaging, progress=progress)
     key = image_cache_key(archive, tr_idx, imaging, "augmented", copies=cfg.aug_copies, seed=cfg.seed)

@@ -221,13 +221,7 @@ def train_teacher(
     t0 = time.time()
     archive = archive if archive is not None else open_archive(cfg.archive)
     tr = cfg.train
-    train_idx = archive.select(folds=tr.train_folds)
-    val_idx = archive.select(folds=tr.val_folds)
-    if len(train_idx) < tr.batch_size:
-        raise ArchiveError(
-            f"only {len(train_idx)} training cases in folds {list(tr.train_folds)}; "
-            f"need at least one batch of {tr.batch_size}"
-        )
+    train_idx, val_idx = archive.training_split(tr.train_folds, tr.val_folds, tr.batch_size, "teacher")
     texts = check_texts(archive)
     resolve_text_model(cfg.text_model)  # a clear error before anything heavy
     say(f"text embeddings of {len(texts)} cases ...")

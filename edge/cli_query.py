@@ -26,6 +26,7 @@ from .cli_common import (
 )
 from .cli_types import (
     bundle_option,
+    count_option,
     fs_option,
     json_option,
     leads_option,
@@ -135,28 +136,9 @@ def info(as_json, bundle_path):
 
 
 @click.command()
-@click.option(
-    "--n",
-    "n_records",
-    type=click.IntRange(min=1),
-    default=200,
-    show_default=True,
-    help="Real records to time (after a warm-up).",
-)
-@click.option(
-    "--warmup",
-    type=click.IntRange(min=0),
-    default=10,
-    show_default=True,
-    help="Queries run before timing starts (not timed).",
-)
-@click.option(
-    "--cold-runs",
-    type=click.IntRange(min=0),
-    default=5,
-    show_default=True,
-    help="Cold starts to time (each spawns `ecgret query`).",
-)
+@count_option("--n", "n_records", at_least=1, default=200, help="Real records to time (after a warm-up).")
+@count_option("--warmup", default=10, help="Queries run before timing starts (not timed).")
+@count_option("--cold-runs", default=5, help="Cold starts to time (each spawns `ecgret query`).")
 @json_option
 @bundle_option
 def bench(n_records, warmup, cold_runs, as_json, bundle_path):

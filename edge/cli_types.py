@@ -36,6 +36,7 @@ __all__ = [
     "board_option",
     "json_option",
     "top_k_option",
+    "count_option",
     "fs_option",
     "deprecated_alias",
     "bundle_option",
@@ -148,13 +149,17 @@ def leads_option(
     return click.option("--leads", "leads", type=LEADS, default=None, metavar="SET", help=help)
 
 
+def count_option(*decls: str, default: int, help: str, at_least: int = 0):
+    """An option that counts something: a whole number of at least ``at_least``, its default shown."""
+    return click.option(*decls, type=click.IntRange(min=at_least), default=default, show_default=True, help=help)
+
+
 def top_k_option(f):
     """``--top-k N`` (at least 1, default 10): how many similar cases an answer lists."""
-    return click.option(
+    return count_option(
         "--top-k",
-        type=click.IntRange(min=1),
+        at_least=1,
         default=10,
-        show_default=True,
         help="Similar cases to retrieve (at most the archive's size; a larger value says so).",
     )(f)
 
@@ -166,28 +171,31 @@ def json_option(f):
     )(f)
 
 
+def _path_option(name: str, dest: str, metavar: str, help: str, folder: bool = False, callback=None):
+    """An optional path (a folder with ``folder``, else a file), passed as ``dest``; default None."""
+    kind = click.Path(file_okay=False) if folder else click.Path(dir_okay=False)
+    return click.option(name, dest, type=kind, default=None, callback=callback, metavar=metavar, help=help)
+
+
 def report_option(f):
     """``--report FILE.html`` (passed as ``report_path``; its folder must exist, checked before any work)."""
-    return click.option(
+    return _path_option(
         "--report",
         "report_path",
-        type=click.Path(dir_okay=False),
-        default=None,
+        "FILE.html",
+        "Also write the answers as one self-contained HTML page.",
         callback=_report_path,
-        metavar="FILE.html",
-        help="Also write the answers as one self-contained HTML page.",
     )(f)
 
 
 def save_option(f):
     """``--save DIR`` (passed as ``save_dir``): keep each acquisition (:mod:`edge.save`)."""
-    return click.option(
+    return _path_option(
         "--save",
         "save_dir",
-        type=click.Path(file_okay=False),
-        default=None,
-        metavar="DIR",
-        help="Keep each acquisition as a WFDB record plus its result JSON in DIR (never over an existing file).",
+        "DIR",
+        "Keep each acquisition as a WFDB record plus its result JSON in DIR (never over an existing file).",
+        folder=True,
     )(f)
 
 

@@ -28,7 +28,7 @@ Every channel is mapped to [-1, 1]: GASF as is, RP as 1 - |xi - xj| (1 on the di
 from __future__ import annotations
 
 from bisect import bisect_left
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -77,14 +77,7 @@ class ImagingConfig:
 
     def to_dict(self) -> dict:
         """The manifest's ``imaging`` section: every field plus the derived ``shape``."""
-        return {
-            "mode": self.mode,
-            "tile": self.tile,
-            "mtf_bins": self.mtf_bins,
-            "fs": self.fs,
-            "rr_scale": self.rr_scale,
-            "shape": list(self.shape),
-        }
+        return {**asdict(self), "shape": list(self.shape)}
 
 
 # ----------------------------------------------------------------------------- fields

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -154,8 +155,11 @@ def _check_max_seconds(max_seconds) -> float:
     return v
 
 
-def reader_args(fs, max_seconds, where: str) -> tuple[float | None, float]:
-    """A reader's ``fs`` (None: not given; else a usable rate, :func:`check_fs`) and ``max_seconds`` (a number of
-    seconds of at least :data:`~edge.io_limits.MIN_DURATION_S`, else :class:`~edge.errors.ConfigError`)."""
+def reader_args(path, fs, max_seconds) -> tuple[Path, str, float | None, float]:
+    """What every reader starts from: the record's path, its name for messages (``where``), ``fs`` (None: not
+    given; else a usable rate, :func:`check_fs`) and ``max_seconds`` (a number of seconds of at least
+    :data:`~edge.io_limits.MIN_DURATION_S`, else :class:`~edge.errors.ConfigError`)."""
+    p = Path(path)
+    where = str(p)
     max_seconds = _check_max_seconds(max_seconds)
-    return (None if fs is None else check_fs(fs, where)), max_seconds
+    return p, where, (None if fs is None else check_fs(fs, where)), max_seconds

@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -87,9 +86,7 @@ def read_csv(
     path, fs: float | None = None, leads: Sequence[str] | None = None, *, max_seconds: float = MAX_SECONDS
 ) -> Record:
     """Read a CSV/TSV record (see the module docstring): at most ``max_seconds``, read line by line."""
-    p = Path(path)
-    where = str(p)
-    fs, max_seconds = reader_args(fs, max_seconds, where)
+    p, where, fs, max_seconds = reader_args(path, fs, max_seconds)
     fd, _ = open_regular(p, where, "CSV file", missing=f"{p}: no such file")
     with open(fd, encoding="utf-8-sig", errors="replace", newline=None, closefd=True) as f:
         lines = _csv_lines(f, where)

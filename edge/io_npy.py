@@ -17,7 +17,6 @@ import math
 import os
 import re
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -135,9 +134,7 @@ def read_npy(
 ) -> Record:
     """Read an NPY record (see the module docstring): the header is parsed here, never unpickled, and only
     the first ``max_seconds`` of samples are read."""
-    p = Path(path)
-    where = str(p)
-    fs, max_seconds = reader_args(fs, max_seconds, where)
+    p, where, fs, max_seconds = reader_args(path, fs, max_seconds)
     fd, size = open_regular(p, where, "NPY file", missing=f"{p}: no such file")
     try:
         dtype, fortran, shape, start = _parse_npy_header(bytes(pread(fd, 0, 12 + MAX_NPY_HEADER, where)), where)

@@ -270,9 +270,7 @@ def read_wfdb(
     header_path, fs: float | None = None, leads: Sequence[str] | None = None, *, max_seconds: float = MAX_SECONDS
 ) -> Record:
     """Read a WFDB record given its ``.hea`` path (see the module docstring): at most ``max_seconds``."""
-    hea = Path(header_path)
-    where = str(hea)
-    fs, max_seconds = reader_args(fs, max_seconds, where)
+    hea, where, fs, max_seconds = reader_args(header_path, fs, max_seconds)
     raw = read_small(hea, MAX_HEADER_BYTES, where, "WFDB header", missing=f"{hea}: no such WFDB header")
     text = raw.decode("utf-8", errors="replace")
     name, n_sig, hfs, n_samp, sigs, comments, acquired = _parse_header(text, where)

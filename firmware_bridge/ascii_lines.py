@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .info import MAX_CHANNELS, counters
+from .parsing import Rows
 
 MAX_LINE = 512  # bytes; a longer line is skipped unparsed (one bad sample)
 MAX_VALUES = MAX_CHANNELS  # values a line may carry
@@ -37,16 +38,13 @@ def header_line(fs: float, channel_names) -> bytes:
 
 
 @dataclass(frozen=True)
-class AsciiBatch:
+class AsciiBatch(Rows):
     """Lines accepted by one feed, in order: values (m, ch) float64 (NaN rows = bad or lead-off lines),
     bad (m,) bool, lead_off (m,) bool."""
 
     values: np.ndarray
     bad: np.ndarray
     lead_off: np.ndarray
-
-    def __len__(self) -> int:
-        return int(self.bad.size)
 
 
 @dataclass

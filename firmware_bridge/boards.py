@@ -20,6 +20,7 @@ from .ascii_lines import AsciiParser
 from .errors import HandshakeError, IncompatibleDeviceError, NoSignalError
 from .info import BOARDS, MAX_DESCRIPTION, Board, DeviceInfo, check_channel_names, check_fs, check_info, counts_to_mv
 from .native_parser import NativeParser
+from .parsing import Rows
 from .ports import read_some
 
 DEFAULT_BAUD: dict[str, int] = {Board.NATIVE: 230400, Board.CYTON: cy.BAUD, Board.ASCII: 115200}
@@ -36,15 +37,12 @@ def _checked(info: DeviceInfo, where: str) -> DeviceInfo:
 
 
 @dataclass(frozen=True)
-class Chunk:
+class Chunk(Rows):
     """Decoded samples: index (k,) int64 on the acquisition timeline, mv (k, ch), lead_off (k, ch) bool."""
 
     index: np.ndarray
     mv: np.ndarray
     lead_off: np.ndarray
-
-    def __len__(self) -> int:
-        return int(self.index.size)
 
 
 def _empty(ch: int) -> Chunk:

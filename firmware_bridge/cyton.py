@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .info import counters
+from .parsing import Carry, Rows
 
 PACKET_LEN = 33
 HEADER = 0xA0
@@ -60,15 +61,12 @@ def encode_packets(
 
 
 @dataclass(frozen=True)
-class CytonBatch:
+class CytonBatch(Rows):
     """Packets accepted by one feed: sample_number (m,), counts (m, 8) int32, aux (m, 6) uint8."""
 
     sample_number: np.ndarray
     counts: np.ndarray
     aux: np.ndarray
-
-    def __len__(self) -> int:
-        return int(self.sample_number.size)
 
 
 def _greedy(starts: np.ndarray, length: int) -> np.ndarray:
@@ -97,15 +95,13 @@ class CytonParser:
     stats: dict = field(
         default_factory=lambda: counters("bytes", "frames", "bytes_skipped", "resyncs", "seq_gaps", "dropped_samples")
     )
-    _buf: bytes = b""
+    _carry: Carry = field(default_factory=Carry)
     _last_sn: int | None = None
-    _garbage_pending: bool = False
 
     def reset(self) -> None:
         """Forget buffered bytes and the last sample number (counters are kept): the next packet starts afresh."""
-        self._buf = b""
+        self._carry = Carry()
         self._last_sn = None
-        self._garbage_pending = False
 
     def flush(self) -> CytonBatch:
         """Judge the packet still waiting at the end of the buffer as if the stream had paused there
@@ -117,8 +113,7 @@ class CytonParser:
         waits in the buffer. Skipped bytes, resyncs and sample-number gaps are counted in :attr:`stats`.
         ``final``: judge the last packet without the byte after it (:meth:`flush`)."""
         st = self.stats
-        st["bytes"] += len(data)
-        buf = self._buf + bytes(data) if self._buf else bytes(data)
+        buf = self._carry.join(st, data)
         a = np.frombuffer(buf, dtype=np.uint8)
         n = a.size
         heads = np.flatnonzero(a == HEADER).astype(np.int64)
@@ -156,18 +151,7 @@ class CytonParser:
         if pend.size:
             keep_from = min(keep_from, int(pend.min()))
         keep_from = max(keep_from, last_end)
-        skipped = keep_from - PACKET_LEN * starts.size
-        st["bytes_skipped"] += skipped
-        if starts.size:
-            prev_end = np.concatenate([[0], starts[:-1] + PACKET_LEN])
-            gaps = starts > prev_end
-            if self._garbage_pending and starts[0] == 0:
-                gaps[0] = True
-            st["resyncs"] += int(np.count_nonzero(gaps))
-            self._garbage_pending = keep_from > last_end
-        elif skipped:
-            self._garbage_pending = True
-        self._buf = buf[keep_from:]
+        self._carry.settle(st, buf, starts, starts + PACKET_LEN, keep_from)
         m = starts.size
         st["frames"] += m
         if m == 0:

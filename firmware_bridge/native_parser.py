@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .info import counters
+from .parsing import Carry
 from .protocol import DATA_HEAD, HEADER_LEN, KNOWN_TYPES, MAX_PAYLOAD, OVERHEAD, PROTOCOL_VERSION, T_DATA, crc_init
 
 __all__ = ["Frame", "DataBlock", "FrameBatch", "NativeParser"]
@@ -181,28 +182,25 @@ class NativeParser:
             "dropped_samples",
         )
     )
-    _buf: bytes = b""
+    _carry: Carry = field(default_factory=Carry)
     _last_seq: int | None = None
     _next_sample: int | None = None
-    _garbage_pending: bool = False
 
     def reset(self) -> None:
         """Forget partial bytes and sequence state (after a reconnect)."""
-        self._buf = b""
+        self._carry = Carry()
         self._last_seq = None
         self._next_sample = None
-        self._garbage_pending = False
 
     def feed(self, data: bytes) -> FrameBatch:
         """Parse ``data`` (any split of the stream): the complete CRC-valid frames now in the buffer, as one
         :class:`FrameBatch`; the unfinished tail waits for the next call. Garbage is counted, never raised."""
         st = self.stats
-        st["bytes"] += len(data)
-        buf = self._buf + bytes(data) if self._buf else bytes(data)
+        buf = self._carry.join(st, data)
         n = len(buf)
         a = np.frombuffer(buf, dtype=np.uint8)
         if n < 2:
-            self._buf = buf
+            self._carry.buf = buf
             return FrameBatch(buf, _EMPTY, _EMPTY, _EMPTY, _EMPTY)
         cand = np.flatnonzero((a[:-1] == 0xA5) & (a[1:] == 0x5A)).astype(np.int64)
         has_hdr = cand + HEADER_LEN <= n
@@ -261,19 +259,7 @@ class NativeParser:
             keep_from = n - 1 if a[-1] == 0xA5 else n
             keep_from = max(keep_from, last_end)
         # garbage accounting
-        covered = int((ve - vs).sum())
-        skipped = keep_from - covered
-        st["bytes_skipped"] += skipped
-        if vs.size:
-            prev_end = np.concatenate([[0], ve[:-1]])
-            gaps = vs > prev_end
-            if self._garbage_pending and vs[0] == 0:
-                gaps[0] = True
-            st["resyncs"] += int(np.count_nonzero(gaps))
-            self._garbage_pending = keep_from > last_end
-        elif skipped:
-            self._garbage_pending = True
-        self._buf = buf[keep_from:]
+        self._carry.settle(st, buf, vs, ve, keep_from)
         seqs = a[vs + 3].astype(np.int64) | (a[vs + 4].astype(np.int64) << 8)
         ftypes = types[okidx]
         flen = ls[okidx]

@@ -208,7 +208,7 @@ def _native_parser(parts):
         for blk in batch.data():
             m, ns, ch = blk.counts.shape
             assert m >= 1 and ns >= 1 and ch >= 1 and blk.lead_off.shape == (m, ch)
-        assert len(p._buf) <= pr.MAX_FRAME  # bounded state whatever arrives
+        assert len(p._carry.buf) <= pr.MAX_FRAME  # bounded state whatever arrives
     assert p.stats["bytes"] == sum(map(len, parts)) and p.stats["frames"] == n
 
 
@@ -217,7 +217,7 @@ def _cyton_parser(parts):
     for part in parts:
         b = p.feed(part)
         assert b.counts.shape == (len(b), cy.N_CHANNELS) and b.aux.shape == (len(b), 6)
-        assert len(p._buf) <= 4 * cy.PACKET_LEN
+        assert len(p._carry.buf) <= 4 * cy.PACKET_LEN
     b = p.flush()
     assert b.counts.shape == (len(b), cy.N_CHANNELS)
 
