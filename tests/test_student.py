@@ -73,6 +73,7 @@ def small_archive(ptbxl_subset):
     return _subset(ptbxl_subset, np.sort(rows))
 
 
+@pytest.mark.slow
 def test_distill_moves_the_student_to_the_teacher(small_archive, tmp_path):
     from convert.student import clean_images, embed_keras
     im = ImagingConfig(tile=8)
@@ -99,6 +100,7 @@ def test_distill_moves_the_student_to_the_teacher(small_archive, tmp_path):
     assert info["history"][-1]["epoch"] == 6 and "val" in info["history"][2]
 
 
+@pytest.mark.slow
 def test_distill_centres_targets_and_caches_images(small_archive, tmp_path):
     from convert.student import clean_images
     im = ImagingConfig(tile=8)
