@@ -63,6 +63,7 @@ def test_subset_select_partitions_by_fold(ptbxl_subset):
     np.testing.assert_array_equal(b[2], a.signals[parts[1][2]].astype(np.float32))
 
 
+@pytest.mark.slow
 def test_subset_written_archive_references_shared_npy(tmp_path, shared_data, ptbxl_subset):
     b = import_ptbxl_subset(shared_data / "ptbxl-subset", tmp_path / "sub")
     assert not (tmp_path / "sub" / "signals.npy").exists()

@@ -216,7 +216,8 @@ def _run_cli(args, **kw):
                           timeout=120, **kw)
 
 
-@pytest.mark.parametrize("opt", ["--text", "--id", "--statements", "--labels"])
+@pytest.mark.parametrize("opt", [*(pytest.param(o, marks=pytest.mark.slow) for o in ("--text", "--id", "--statements")),
+                                 "--labels"])  # one option in `make test-fast`, all in `make test`
 def test_enroll_refuses_invalid_utf8_and_escapes_without_a_traceback(opt, tmp_path):
     env = dict(os.environ, ECGRET_HOME=str(tmp_path / "home"), PYTHONPATH=str(repo_root()))
     rec = tmp_path / "r.csv"
@@ -233,7 +234,7 @@ def test_enroll_refuses_invalid_utf8_and_escapes_without_a_traceback(opt, tmp_pa
 
 # ------------------------------------------------------------------------------------------- simulate
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, pytest.param(signal.SIGHUP, marks=pytest.mark.slow)])
 def test_simulate_killed_by_sigterm_removes_its_temp_folder(shared_data, sig):
     p = subprocess.Popen([sys.executable, "-m", "edge.cli", "simulate", "--board", "native", "--speed", "1"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=repo_root(),

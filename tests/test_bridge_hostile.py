@@ -247,6 +247,7 @@ def test_ascii_fs_that_disagrees_with_the_simulated_board(rec):
     assert acq.fs == 500.0 and acq.n_samples == 500
 
 
+@pytest.mark.slow
 def test_a_permanent_disconnect_keeps_what_arrived(rec):
     x, fs = rec
     with Simulator(x, fs, LEADS8, board="native", speed=4.0, faults="disconnect:5s+60s") as sim:
@@ -266,6 +267,7 @@ def _lines(out: str) -> list[dict]:
     return [json.loads(line) for line in out.splitlines() if line.strip().startswith("{")]
 
 
+@pytest.mark.slow
 def test_listen_refuses_absurd_arguments_as_usage_errors(ecgret_env):
     for args, what in ((["--seconds", "1e308"], "--seconds"), (["--seconds", "nan"], "--seconds"),
                        (["--fs", "30000000"], "--fs"), (["--fs", "0"], "--fs"),
@@ -285,11 +287,13 @@ def test_listen_on_a_board_reporting_fs_0_fails_with_a_named_error(ecgret_env, t
     assert len(out) == 1 and out[0]["ok"] is False and out[0]["error_type"] == "IncompatibleDeviceError"
 
 
+@pytest.mark.slow
 def test_listen_port_that_does_not_exist_exits_1(ecgret_env):
     p = run_ecgret(["listen", "--port", "/dev/ecgret-no-such-port"], ecgret_env, timeout=120)
     assert p.returncode == 1 and "does not exist" in p.stderr and "Traceback" not in p.stderr
 
 
+@pytest.mark.slow
 def test_listen_answers_and_saves_what_arrived_before_a_permanent_disconnect(ecgret_env, rec, tmp_path):
     x, fs = rec
     save = tmp_path / "saved"
@@ -306,6 +310,7 @@ def test_listen_answers_and_saves_what_arrived_before_a_permanent_disconnect(ecg
     assert 4.5 * fs <= read_record(heas[0]).signal.shape[0] <= 5.5 * fs
 
 
+@pytest.mark.slow
 def test_listen_loop_survives_board_errors_and_carries_on(ecgret_env, rec, tmp_path):
     """The board vanishes for ~3 s of wall time in the middle of the first recording: --loop answers what
     arrived, reports the loss, retries the port with backoff, and answers the next recordings."""

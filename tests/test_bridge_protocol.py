@@ -132,6 +132,7 @@ corruption = st.lists(
     max_size=8)
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(n=st.integers(1, 25), spf=st.integers(1, 3), ops=corruption, cuts=st.lists(st.floats(0, 1), max_size=6),
        seed=st.integers(0, 2 ** 16), sample_bits=st.sampled_from([16, 24]))
@@ -184,6 +185,7 @@ def test_native_parser_under_random_corruption(n, spf, ops, cuts, seed, sample_b
     assert p.stats["frames"] == len(got)
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(blob=st.binary(max_size=3000), cuts=st.lists(st.integers(0, 3000), max_size=5))
 def test_parsers_never_raise_on_garbage(blob, cuts):
@@ -218,6 +220,7 @@ def test_cyton_packet_layout_matches_openbci_format():
     assert b.counts.tolist() == [[1, -1, 0x7FFFFF, -0x800000, 256, 0, 2, 3]]
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(n=st.integers(3, 40), ops=st.lists(st.tuples(st.sampled_from(["drop", "flip_frame"]), st.floats(0, 1)),
                                             max_size=5), seed=st.integers(0, 1000))

@@ -166,6 +166,7 @@ def test_bundle_path_resolution(monkeypatch, tmp_path):
     assert resolve_bundle_path(tmp_path / "x") == tmp_path / "x"
 
 
+@pytest.mark.slow
 def test_write_bundle_roundtrip_and_overwrite_rules(test_bundle, tmp_path):
     from convert.bundle import write_bundle
     kw = _inputs(test_bundle)
@@ -208,6 +209,7 @@ def test_write_bundle_refuses_duplicates_and_leaves_nothing(test_bundle, tmp_pat
     assert list(tmp_path.iterdir()) == []  # neither the bundle nor a temporary folder
 
 
+@pytest.mark.slow
 def test_tune_index_recall_against_exact(test_bundle):
     from convert.index_build import annoy_recall, build_annoy, exact_topk, tune_index
     kw = _inputs(test_bundle)

@@ -112,6 +112,7 @@ def _errors(stderr):
     return [ln for ln in stderr.splitlines() if ln.startswith("ecgret: error:")]
 
 
+@pytest.mark.slow
 def test_unsigned_bundle_needs_allow_unsigned(small, tmp_path):
     with pytest.raises(BundleError, match=r"signature: UNSIGNED.*--allow-unsigned"):
         load_bundle(small, allow_unsigned=False)

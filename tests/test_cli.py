@@ -124,6 +124,7 @@ def test_usage_errors(ecgret_env, cinc):
     assert p.returncode == 2
 
 
+@pytest.mark.slow
 def test_enroll_query_forget(ecgret_env, cinc, tmp_path):
     rec = cinc / "JS20001"
     p = run_ecgret(["enroll", rec, "--text", "confirmed: sinus rhythm, old inferior MI", "--labels", "MI,IMI,SR"],
@@ -155,6 +156,7 @@ def test_enroll_query_forget(ecgret_env, cinc, tmp_path):
     assert p.returncode == 1 and "no enrolled case" in _one_line_errors(p.stderr)[0]
 
 
+@pytest.mark.slow
 def test_enroll_checks_labels_text_and_duplicates(ecgret_env, cinc, tmp_path):
     a, b = cinc / "JS20001", cinc / "E07509"
     p = run_ecgret(["enroll", a, "--text", "x", "--labels", "AFIBB,norm"], ecgret_env)
@@ -189,6 +191,7 @@ def test_enroll_checks_labels_text_and_duplicates(ecgret_env, cinc, tmp_path):
     assert "enrolled local:3" in p.stdout, p.stderr
 
 
+@pytest.mark.slow
 def test_cases_reembed_moves_local_cases_to_a_new_bundle(ecgret_env, bundle_copy, cinc, test_bundle):
     from edge.bundle import load_bundle
     p = run_ecgret(["enroll", cinc / "E07509", "--text", "RBBB, confirmed", "--labels", "CRBBB"], ecgret_env)
@@ -249,6 +252,7 @@ def test_listen_saves_wfdb_and_result(ecgret_env, cinc, tmp_path):
     assert "acquired 2000 samples (4.0 s) at 500 Hz, 8 channels (" in p.stderr   # as demo says it
 
 
+@pytest.mark.slow
 def test_bench_reports(ecgret_env):
     p = run_ecgret(["bench", "--n", "6", "--warmup", "1", "--cold-runs", "1", "--json"], ecgret_env, timeout=300)
     assert p.returncode == 0, p.stderr
@@ -261,6 +265,7 @@ def test_bench_reports(ecgret_env):
     assert r["cold_start"]["peak_rss_mb"] > 0 and r["cold_start"]["first_result"]["p50_ms"] > 0
 
 
+@pytest.mark.slow
 def test_listen_ctrl_c_answers_and_saves_what_arrived(ecgret_env, cinc, tmp_path):
     import signal
     import subprocess

@@ -88,7 +88,11 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", list(CASES))
+# a WFDB and an NPY case run in `make test-fast`; the rest are `slow` (two CLI runs each)
+FAST = ("truncated header", "NaN samples")
+
+
+@pytest.mark.parametrize("case", [c if c in FAST else pytest.param(c, marks=pytest.mark.slow) for c in CASES])
 def test_bad_record_is_one_clear_line(case, ecgret_env, shared_data, tmp_path):
     make, opts, needle = CASES[case]
     path, _ = make(tmp_path, _hr06005(shared_data, tmp_path))

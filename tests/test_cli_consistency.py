@@ -57,6 +57,7 @@ def test_an_option_is_the_same_on_every_verb(flag, verbs):
         assert len({o.help for o in opts}) == 1, {o.help for o in opts}
 
 
+@pytest.mark.slow
 def test_values_are_checked_by_click(ecgret_env, shared_data):
     rec = shared_data / "cinc2021-sample" / "E07509"
     for args, needle in ((["query", "--fs", "-5", rec], "a sampling rate must be more than 0"),
@@ -100,6 +101,7 @@ def test_a_closed_pipe_ends_quietly(ecgret_env, shared_data):
     assert p.returncode == 0 and "Broken pipe" not in err and "Traceback" not in err, err
 
 
+@pytest.mark.slow
 def test_the_table_fits_80_columns_without_losing_the_report(ecgret_env, shared_data):
     p = run_ecgret(["query", "--json", shared_data / "cinc2021-sample" / "E07509"], ecgret_env)
     reports = [m["report"] for m in json.loads(p.stdout)["matches"]]
@@ -113,6 +115,7 @@ def test_the_table_fits_80_columns_without_losing_the_report(ecgret_env, shared_
     assert "NOT A DIAGNOSIS" in p.stdout
 
 
+@pytest.mark.slow
 def test_demo_streams_an_ascii_board_and_saves(ecgret_env, tmp_path):
     save = tmp_path / "saved"
     p = run_ecgret(["demo", "--board", "ascii", "--speed", "0", "--seconds", "4", "--json", "--save", save,
@@ -126,6 +129,7 @@ def test_demo_streams_an_ascii_board_and_saves(ecgret_env, tmp_path):
     assert saved["bundle_id"] == res["bundle_id"] and saved["matches"] == res["matches"]
 
 
+@pytest.mark.slow
 def test_simulate_takes_seconds_and_the_old_duration_with_a_warning(shared_data):
     env = dict(os.environ, PYTHONPATH=str(repo_root()))
     for flag in ("--seconds", "--duration"):

@@ -14,6 +14,8 @@ import pytest
 
 from edge.paths import repo_root
 
+pytestmark = pytest.mark.slow  # Dask clusters and multi-worker training; the CLI check shares their fixture
+
 ENCODER = repo_root() / "edge" / "bundles" / "default" / "encoder.tflite"
 
 

@@ -52,6 +52,7 @@ def test_top_k_is_exact_cosine():
     assert np.all(np.diff(sims, axis=1) <= 0)
 
 
+@pytest.mark.slow
 def test_baselines_on_fold9(ptbxl_subset):
     q, a = default_split(ptbxl_subset)
     assert len(q) == 183 and len(a) == 1442
@@ -75,6 +76,7 @@ def test_reduced_lead_queries(ptbxl_subset):
     assert 0.3 < res["raw II"]["P@10"] < 0.8
 
 
+@pytest.mark.slow
 def test_evaluate_command_prints_table_and_writes_json(tmp_path, shared_data):
     import json
 
@@ -115,6 +117,7 @@ def test_cv_rotations_cover_folds_1_to_8_once_and_never_fold_9(ptbxl_subset):
         cv_splits(folds, rotations=((8, 9),))
 
 
+@pytest.mark.slow
 def test_evaluate_cv_is_the_mean_and_sd_of_the_rotations(ptbxl_subset):
     from convert.evaluate import METRICS, cv_splits, cv_table, evaluate_cv
     emb = baselines(ptbxl_subset)
@@ -135,6 +138,7 @@ def test_evaluate_cv_is_the_mean_and_sd_of_the_rotations(ptbxl_subset):
     assert f"| raw-signal | {res['raw-signal']['mean']['P@1']:.3f} ± {res['raw-signal']['sd']['P@1']:.3f} |" in t
 
 
+@pytest.mark.slow
 def test_evaluate_command_cv(tmp_path, shared_data):
     import json
 

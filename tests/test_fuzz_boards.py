@@ -271,6 +271,7 @@ def _chunk_ok(c: Chunk, ch: int) -> None:
 # Each board's test feeds one generated stream to the I/O-free parser AND to the driver's handshake and
 # decoding (two targets, the same N inputs: generating the inputs is what costs).
 
+@pytest.mark.slow
 @FUZZ
 @given(parts=chunks(mutated(native_segments())))
 def test_fuzz_native_stream(parts):
@@ -279,6 +280,7 @@ def test_fuzz_native_stream(parts):
         _drive("native", parts)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(parts=chunks(mutated(cyton_segments())), named=st.booleans())
 def test_fuzz_cyton_stream(parts, named):
@@ -287,6 +289,7 @@ def test_fuzz_cyton_stream(parts, named):
         _drive("cyton", parts, channel_names=LEADS8 if named else None)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(parts=chunks(st.lists(ascii_segments(), max_size=20).map(b"".join)),
        fs=st.sampled_from([None, None, 500.0, 250.0]))
@@ -296,6 +299,7 @@ def test_fuzz_ascii_stream(parts, fs):
         _drive("ascii", [b"\n"] + parts, fs=fs)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(payload=info_payloads())
 def test_fuzz_decode_info(payload):

@@ -141,6 +141,7 @@ def _mutate(data: bytes, rng, n_items: int, dim: int) -> tuple[str, bytes]:
     return name, ints.tobytes()
 
 
+@pytest.mark.slow
 def test_index_structural_fuzz(tmp_path):
     """>= 600 mutations of a real Annoy index, hashes recomputed: every one is refused by name or, if
     accepted, loaded and searched by Annoy without a crash; a sample of the refused ones shows what the
@@ -274,6 +275,7 @@ def manifests(draw) -> bytes:
     return text.encode()
 
 
+@pytest.mark.slow
 @FUZZ
 @given(manifests())
 def test_manifest_fuzz(data):
@@ -292,6 +294,7 @@ def test_manifest_fuzz(data):
     float(m["preprocessing"]["duration_s"]), int(m["preprocessing"]["target_fs"])
 
 
+@pytest.mark.slow
 def test_manifest_fuzz_reaches_the_native_loaders(tmp_path):
     """Accepted manifests of a real bundle: the whole load (encoder and index opened) ends in a result or
     one BundleError, never anything else (a few hundred, the native loads are slower)."""
@@ -378,6 +381,7 @@ def ov_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("ov")
 
 
+@pytest.mark.slow
 @FUZZ
 @given(overlays())
 def test_overlay_fuzz(ov_dir, data):
@@ -396,6 +400,7 @@ def test_overlay_fuzz(ov_dir, data):
     assert all(isinstance(c["case_id"], str) for c in ov.cases)
 
 
+@pytest.mark.slow
 def test_fuzz_memory_bounded():
     """Peak RSS of this process after the fuzz runs above stays modest (they run in this process)."""
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -38,6 +38,8 @@ from edge.io import read_record
 from edge.leads import LEADS12
 from edge.record import Record
 
+pytestmark = pytest.mark.slow  # every test here is a hypothesis run of thousands of inputs
+
 N_EXAMPLES = int(os.environ.get("ECGRET_FUZZ_EXAMPLES", "2000"))
 SEED = int(os.environ.get("ECGRET_FUZZ_SEED", "20240611"))
 DEADLINE_S = float(os.environ.get("ECGRET_FUZZ_DEADLINE_S", "10"))

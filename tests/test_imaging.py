@@ -19,6 +19,7 @@ def beats(ptbxl_subset):
     return np.concatenate(out)
 
 
+@pytest.mark.slow
 def test_fields_agree_with_pyts_on_real_beats(beats):
     pyts_image = pytest.importorskip("pyts.image")
     np.testing.assert_allclose(

@@ -64,6 +64,7 @@ def ludb_copy(tmp_path, shared_data):
     return folder, reports
 
 
+@pytest.mark.slow
 def test_import_wfdb_command_bad_records_then_fixed(tmp_path, ludb_copy):
     folder, reports = ludb_copy
     good_dat = (folder / "8.dat").read_bytes()
@@ -105,6 +106,7 @@ def test_import_wfdb_command_bad_records_then_fixed(tmp_path, ludb_copy):
     assert r.returncode == 0 and "(0 imported now, 8 already there, 0 failed)" in r.stdout
 
 
+@pytest.mark.slow
 def test_import_refuses_other_settings_and_bad_input(tmp_path, ludb_copy):
     folder, reports = ludb_copy
     out = tmp_path / "arc"
@@ -170,6 +172,7 @@ print(s.n_new, s.n_already)
 """
 
 
+@pytest.mark.slow
 def test_killed_import_keeps_committed_parts(tmp_path):
     out, log = tmp_path / "a", tmp_path / "loaded.txt"
     env = dict(os.environ, PYTHONPATH=str(repo_root()))
@@ -199,6 +202,7 @@ def test_failed_run_without_resume_leaves_nothing(tmp_path):
     assert list((tmp_path / "a").iterdir()) == []
 
 
+@pytest.mark.slow
 def test_import_ptbxl_subset_command(tmp_path, shared_data):
     out = tmp_path / "sub"
     r = convert_cli("import", "ptbxl", shared_data / "ptbxl-subset", out, "--folds", "9", "--limit", "40")

@@ -359,6 +359,7 @@ def _mat_file(d: Path, x: np.ndarray, rows_are_signals: bool) -> Path:
     return _hea(d, "\n".join(lines) + "\n", "m")
 
 
+@pytest.mark.slow
 def test_long_records_are_cut_to_max_seconds_identically(tmp_path, hr):
     """Every format: reading the first 13 s gives exactly the first 13 s of reading the whole file."""
     x = _long(hr, 60)
@@ -447,6 +448,7 @@ def _sparse(path: Path, head: bytes, size: int) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_hour_long_records_take_bounded_memory(tmp_path):
     """1 h and 2 h of 12 leads at 500 Hz, in each binary format: a few MB, whatever the file size (the whole
     record took 854 MB and 1.66 GB)."""
@@ -474,6 +476,7 @@ def test_hour_long_records_take_bounded_memory(tmp_path):
     print(json.dumps({k: round(v["peak_mb"], 2) for k, v in got.items()}))
 
 
+@pytest.mark.slow
 def test_large_csv_takes_bounded_memory_and_time(tmp_path, hr):
     """A 66 MB CSV (it took 2.8 GB): only the rows of the first 13 s are read."""
     x = hr.signal
@@ -516,6 +519,7 @@ def _errors(stderr: str) -> list[str]:
     return [ln for ln in stderr.splitlines() if ln.startswith("ecgret: error:")]
 
 
+@pytest.mark.slow
 def test_query_batch_goes_on_past_every_bad_file(ecgret_env, rec_dir, tmp_path, hr):
     bad = tmp_path / "bad"
     bad.mkdir()

@@ -175,6 +175,7 @@ def test_external_answers_are_what_ecgret_query_answers(ludb, tmp_path):
     assert rows["24"]["retrieved_rhythm"] == "SR" and rows["24"]["answer_rhythm"] == "SBRAD"   # grounded: measured
 
 
+@pytest.mark.slow
 def test_evaluate_external_command(ludb, tmp_path):
     from click.testing import CliRunner
 

@@ -82,6 +82,7 @@ while True:
 """
 
 
+@pytest.mark.slow
 def test_sigkill_mid_write_never_corrupts(tmp_path):
     """Kill a writer with SIGKILL at random points: the overlay is always readable and holds exactly the
     acknowledged state, give or take the one operation in flight."""

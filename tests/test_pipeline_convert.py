@@ -17,6 +17,8 @@ pytest.importorskip("tensorflow")
 
 from edge.errors import ArchiveError, BundleError, ConfigError  # noqa: E402
 
+pytestmark = pytest.mark.slow  # every test shares the module fixture that runs the whole convert pipeline
+
 PER_FOLD = 16
 
 TEACHER_TOML = """

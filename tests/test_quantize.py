@@ -61,6 +61,7 @@ def test_quant_config_errors():
         quant_config({"max_auroc_drop": "small"})
 
 
+@pytest.mark.slow
 def test_int8_export_is_full_integer_and_close_to_float(model, images, ptbxl_subset):
     from edge.encoder import make_interpreter
     reps = representative_images(ptbxl_subset, IM, QuantConfig(rep_size=48, min_rep=8))
@@ -82,6 +83,7 @@ def test_int8_export_is_full_integer_and_close_to_float(model, images, ptbxl_sub
     assert cos.mean() > 0.97 and cos.min() > 0.9
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("head", ["gdconv", "flatten", "gap"])
 def test_fold_head_is_the_same_function_as_one_conv(head, images):
     """Every head folds into one full CONV_2D (so the int8 graph holds no FULLY_CONNECTED and no large

@@ -18,6 +18,8 @@ from edge.paths import repo_root
 from edge.record import Record
 from tests.test_import import convert_cli, ludb_reports
 
+pytestmark = pytest.mark.slow  # every test re-embeds an archive through ecgret-convert
+
 # runs ecgret-convert in this process and exits 97 if TensorFlow was imported along the way
 NO_TF = ("import runpy, sys\n"
          "sys.argv = ['ecgret-convert'] + sys.argv[1:]\n"

@@ -174,6 +174,7 @@ def test_patient_meta_from_headers(shared_data, tmp_path):
         assert read_record(tmp_path / "JS20004").meta.get("acquired") == want
 
 
+@pytest.mark.slow
 def test_waveforms_in_bundle_and_in_report(wf_bundle, plain_bundle, shared_data, ptbxl_subset):
     d, stats = wf_bundle
     b = load_bundle(d, threads=1, allow_unsigned=True)
@@ -249,6 +250,7 @@ def test_bundle_without_waveforms_loads_and_says_so(plain_bundle):
     assert b.waveforms is None and WAVEFORMS_FILE not in b.manifest["files"]
 
 
+@pytest.mark.slow
 def test_default_bundle_with_waveforms_stays_under_8_mb(tmp_path):
     """The shipped bundle plus waveforms (on a copy: the signed original is not touched) is at most 8 MB and
     still loads; the copy's stale signature is removed by add-waveforms."""

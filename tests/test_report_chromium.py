@@ -18,6 +18,8 @@ from edge.retrieval import Retriever
 from edge.report import write_report
 from tests.fixtures_bundle import test_bundle  # noqa: F401
 
+pytestmark = pytest.mark.slow  # every test starts a headless browser
+
 # the page's content box (landscape, 6 mm margins) in CSS px (96 per inch)
 PAGES_MM = {"A4": (297.0 - 12, 210.0 - 12), "letter": (279.4 - 12, 215.9 - 12)}
 PX = 96 / 25.4

@@ -73,6 +73,7 @@ def small_archive(ptbxl_subset):
     return subset(ptbxl_subset, np.sort(rows))
 
 
+@pytest.mark.slow
 def test_distill_moves_the_student_to_the_teacher(small_archive, tmp_path):
     from convert.images import image_cases
     from convert.student import embed_keras
@@ -100,6 +101,7 @@ def test_distill_moves_the_student_to_the_teacher(small_archive, tmp_path):
     assert info["history"][-1]["epoch"] == 6 and "val" in info["history"][2]
 
 
+@pytest.mark.slow
 def test_distill_centres_targets_and_caches_images(small_archive, tmp_path):
     from convert.images import image_cases
     im = ImagingConfig(tile=8)

@@ -130,6 +130,7 @@ def test_rhythm_texts(ptbxl_subset):
     assert by[("AFIB",)] == "atrial fibrillation" and by[("SR",)] == "sinus rhythm"
     assert by[()] == "rhythm not stated"
 
+@pytest.mark.slow
 def test_tiny_vit_loss_finite_and_decreasing(small_archive, tmp_path):
     import keras
     import tensorflow as tf
@@ -195,6 +196,7 @@ def test_select_metric_sum_and_bad_names():
         config_from_dict(d)
 
 
+@pytest.mark.slow
 def test_train_export_and_resume_reproducibly(small_archive, tmp_path):
     from convert.teacher_export import load_teacher
     from convert.teacher_train import train_teacher
@@ -237,6 +239,7 @@ def test_train_export_and_resume_reproducibly(small_archive, tmp_path):
     np.testing.assert_allclose(z / np.linalg.norm(z, axis=1, keepdims=True), emb[:4], atol=1e-4)
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_two_cpu_replicas(small_archive, tmp_path):
     """The tf.distribute path with two replicas (two logical CPU devices), in a fresh process."""
     script = f"""

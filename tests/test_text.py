@@ -19,6 +19,7 @@ def _texts(archive):
     return [archive.text(i) for i in af + norm]
 
 
+@pytest.mark.slow
 def test_embed_real_texts_cached_and_torch_free(ptbxl_subset, tmp_path, monkeypatch):
     import convert.text as text
     texts = _texts(ptbxl_subset)
@@ -56,6 +57,7 @@ def test_bad_text_models(tmp_path):
         embed_texts(["sinus rhythm", "  "], cache_dir=tmp_path / "c")
 
 
+@pytest.mark.slow
 def test_broken_model_folder_is_a_config_error(tmp_path):
     """modules.json present but no weights: the worker fails to load it; one clear ConfigError."""
     from convert.text import embed_texts
@@ -67,6 +69,7 @@ def test_broken_model_folder_is_a_config_error(tmp_path):
         embed_texts(["sinus rhythm"], model=d, cache_dir=tmp_path / "c")
 
 
+@pytest.mark.slow
 def test_cli_bad_text_model_is_one_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "convert.cli", "embed-text", "--text-model", str(tmp_path / "nope"),
                         "--out", str(tmp_path / "e.npy")], capture_output=True, text=True)
