@@ -4,7 +4,7 @@ The paper's pipeline, as published:
 
 * preprocessing: the same as ecgret's (``edge.signal.preprocess``: 0.5-40 Hz, 50 Hz notch, 100 Hz, 10 s, z-score per
   lead; the paper's own filter chain is not the comparison here, so both sides pay the same for it);
-* R peaks on lead II (ecgret's Pan-Tompkins-style detector, ``edge.imaging.r_peaks``: the paper names none),
+* R peaks on lead II (ecgret's Pan-Tompkins-style detector, ``edge.peaks.r_peaks``: the paper names none),
   *one random beat* per lead (35 samples before and 65 after
   the R peak at 100 Hz, the same beat position on every lead), max-abs normalised per lead;
 * GASF, recurrence plot and MTF (4 quantile bins) with ``pyts.image`` (``GramianAngularField``, ``RecurrencePlot``,
@@ -323,7 +323,7 @@ class PaperSide:
         from pyts.image import GramianAngularField, MarkovTransitionField, RecurrencePlot
 
         from edge.encoder import Encoder
-        from edge.imaging import r_peaks
+        from edge.peaks import r_peaks
 
         self.Image, self.r_peaks = Image, r_peaks
         self.gaf = GramianAngularField(method="summation", sample_range=None)  # the beats are max-abs normalised

@@ -4,7 +4,7 @@ Written at bundle build time from the archive signals (PTB-XL: 0.5-40 Hz, 100 Hz
 waveforms are z-scores, not millivolts, and the report says so). Per case, int8 at ``scale`` z per step:
 
 * ``median_beats`` (n, 12, 100): each lead's sample-wise median beat over the record, the window of the
-  imaging ([R - 0.35 s, R + 0.65 s), :func:`edge.imaging.median_beat`, R peaks on lead II as the imaging
+  imaging ([R - 0.35 s, R + 0.65 s), :func:`edge.peaks.median_beat`, R peaks on lead II as the imaging
   finds them): the shapes a clinician compares;
 * ``rhythm_II`` (n, 1000): lead II over the 10 s: the rhythm.
 
@@ -26,8 +26,8 @@ from edge.atomicio import atomic_write
 from edge.bundle import SIGNATURE_FILE, load_bundle
 from edge.bundle_format import MANIFEST_FILE, WAVEFORMS_FILE
 from edge.errors import BundleError
-from edge.imaging import AFTER, BEFORE, median_beat, peak_lead, r_peaks
 from edge.leads import LEADS12
+from edge.peaks import AFTER, BEFORE, median_beat, peak_lead, r_peaks
 
 from .ptbxl import open_subset
 from .signing import sign_bundle

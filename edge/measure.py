@@ -6,7 +6,7 @@ first ``duration_s`` seconds the retrieval uses, with numpy only.
 Method (the global-interval approach of 12-lead cardiographs, IEC 60601-2-25):
 1. Filter every lead zero-phase, 0.5-``hi`` Hz with the mains notch, in one FFT pair
    (:func:`edge.signal.filter_resample` at the native rate).
-2. R peaks on the R-peak lead (:func:`edge.imaging.peak_lead`) with the detector of the imaging path; RR intervals,
+2. R peaks on the R-peak lead (:func:`edge.peaks.peak_lead`) with the detector of the imaging path; RR intervals,
    heart rate = 60 / mean RR, RR SD, irregularity = median |successive RR difference| / median RR (robust to
    isolated premature beats, high in atrial fibrillation), premature beats = RR shorter than 85 % of the median
    followed by a longer one.
@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 
 from .errors import RecordError
-from .imaging import _percentiles, peak_lead, r_peaks, unique_sorted
 from .leads import LEADS12
+from .peaks import peak_lead, percentiles, r_peaks, unique_sorted
 from .record import Record
 from .signal import PAD_S, filter_resample, measure_step, to_12_leads
 
@@ -305,7 +305,7 @@ def measure(
         sv = np.convolve(sv, np.ones(k) / k, mode="same")
     w60 = int(round(0.06 * fs))
     peak_sv = float(np.max(sv[max(0, r0 - w60) : r0 + w60 + 1]))
-    base_sv = _percentiles(sv, 10.0)[0]
+    base_sv = percentiles(sv, 10.0)[0]
     th = base_sv + QRS_FRAC * (peak_sv - base_sv)
     hold = max(2, int(round(QRS_HOLD_S * fs)))
     on = _runs_below(sv, th, r0, max(-1, r0 - int(0.16 * fs)), -1, hold)

@@ -13,8 +13,8 @@ from functools import lru_cache
 import numpy as np
 
 from .errors import QualityError
-from .imaging import AFTER, BEAT_WINDOW, BEFORE, _median_of, median_of_beats, peak_lead, r_peaks
 from .leads import LEADS12
+from .peaks import AFTER, BEAT_WINDOW, BEFORE, median_of, median_of_beats, peak_lead, r_peaks
 from .record import Record
 from .signal import PreprocessedECG, butter_bandpass_gain2, butter_highpass_gain2, check_record, preprocess
 
@@ -104,7 +104,7 @@ def assess(
     mx, mn = xt.max(axis=1), xt.min(axis=1)
     ptp = mx - mn
     # the same value as np.median, without its first call importing numpy.ma (cold start: docs/PERFORMANCE.md)
-    med_ptp = float(_median_of(ptp[ptp > 0].tolist())) if np.any(ptp > 0) else 0.0
+    med_ptp = float(median_of(ptp[ptp > 0].tolist())) if np.any(ptp > 0) else 0.0
     same = np.count_nonzero(xt[:, 1:] == xt[:, :-1], axis=1) / max(n - 1, 1)
     tol = (1e-6 * np.maximum(ptp, 1e-12))[:, None]
     at_rail = (

@@ -203,7 +203,8 @@ class Retriever:
             )
             check_plausible(meas, rec.name or "record")
         t3 = time.perf_counter()
-        from .imaging import ecg_image, peak_lead
+        from .imaging import ecg_image
+        from .peaks import peak_lead
 
         x = pre.signal if use.all() else np.where(use[None, :], pre.signal, np.float32(0))
         peaks = quality.peaks if quality.peak_lead == peak_lead(use) else None  # the same lead, found once

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge.imaging import (GRID, ImagingConfig, ecg_image, fields, gasf, maxabs, median_beat, mtf, r_peaks,
-                          recurrence, resize_field, tile_fields)
+from edge.imaging import GRID, ImagingConfig, ecg_image, fields, gasf, maxabs, mtf, recurrence, resize_field, tile_fields
+from edge.peaks import median_beat, r_peaks
 from edge.leads import LEADS12
 
 
@@ -142,7 +142,7 @@ def test_unknown_mode_is_refused(ptbxl_subset):
 def test_r_peaks_early_stop_equals_full_suppression(ptbxl_subset):
     """r_peaks stops suppressing at the first energy maximum under the threshold; the result must equal the
     full local_maxima pass followed by the threshold, on real leads and on noise."""
-    from edge.imaging import _energy_peaks, _percentiles, local_maxima
+    from edge.peaks import _energy_peaks, local_maxima, percentiles
 
     def full(e, distance):
         p = local_maxima(e, distance)
@@ -161,4 +161,4 @@ def test_r_peaks_early_stop_equals_full_suppression(ptbxl_subset):
         np.testing.assert_array_equal(a, b)
         assert ra == pytest.approx(rb)
         q = rng.uniform(0, 100, 2)
-        np.testing.assert_allclose(_percentiles(x, *q), [np.percentile(x, v) for v in q], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(percentiles(x, *q), [np.percentile(x, v) for v in q], rtol=0, atol=1e-12)
