@@ -3,7 +3,7 @@
 Each retrieved case votes for its diagnostic superclasses and subclasses, its rhythm statements and its
 statement phrases (``statements`` split at ``;``) with weight max(similarity, FLOOR). A label's support is the sum
 of the weights of the cases that carry it over the sum of all weights (0..1), the same score as the
-``kNN_macroAUROC`` metric of docs/EVALUATION.md. Labels with support >= ``LEAD`` lead the summary.
+``kNN_macroAUROC`` metric of docs/EVALUATION.md. Labels with support >= ``LEADING_SUPPORT`` lead the summary.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 FLOOR = 1e-3
-LEAD = 0.5
+LEADING_SUPPORT = 0.5
 
-__all__ = ["Vote", "Consensus", "vote", "split_statements", "FLOOR", "LEAD"]
+__all__ = ["Vote", "Consensus", "vote", "split_statements", "FLOOR", "LEADING_SUPPORT"]
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class Consensus:
     n_cases: int
     sub_class: tuple[Vote, ...] = ()
 
-    def leading(self, kind: str, threshold: float = LEAD) -> tuple[Vote, ...]:
+    def leading(self, kind: str, threshold: float = LEADING_SUPPORT) -> tuple[Vote, ...]:
         """Votes of ``kind`` with support >= threshold (the top one alone if none reaches it)."""
         votes = getattr(self, kind)
         lead = tuple(v for v in votes if v.support >= threshold)
@@ -72,7 +72,7 @@ class Consensus:
             return ["no similar cases were retrieved"]
         by_count: dict[int, list[str]] = {}
         lead = list(self.leading("rhythm")) + list(self.leading("super_class"))
-        lead += [v for v in self.sub_class if v.support >= LEAD and v.label not in ("NORM", "STTC")]
+        lead += [v for v in self.sub_class if v.support >= LEADING_SUPPORT and v.label not in ("NORM", "STTC")]
         for v in lead:
             by_count.setdefault(v.count, []).append(describe(v.label))
         return [
