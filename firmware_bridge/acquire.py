@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import serial
 
-from .boards import DEFAULT_BAUD, Driver, make_driver
+from .boards import DEFAULT_BAUD, make_driver
+from .driver import Driver
 from .errors import BridgeError, DisconnectedError, IncompatibleDeviceError, NoSignalError, PortError
 from .info import MAX_SECONDS, check_recording
 from .ports import open_port, read_some

@@ -10,123 +10,20 @@ instead of joining the samples on either side.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import numpy as np
 
 from . import cyton as cy
 from . import protocol as pr
 from .ascii_lines import AsciiParser
+from .driver import Chunk, Driver, empty_chunk
 from .errors import HandshakeError, IncompatibleDeviceError, NoSignalError
-from .info import BOARDS, MAX_DESCRIPTION, Board, DeviceInfo, check_channel_names, check_fs, check_info, counts_to_mv
+from .info import BOARDS, MAX_DESCRIPTION, Board, DeviceInfo, check_channel_names, check_fs, counts_to_mv
 from .native_parser import NativeParser
-from .parsing import Rows
 from .ports import read_some
 
 DEFAULT_BAUD: dict[str, int] = {Board.NATIVE: 230400, Board.CYTON: cy.BAUD, Board.ASCII: 115200}
 MAX_PENDING_ROWS = 1 << 16  # ASCII lines kept while the handshake waits for the rate
-
-
-def _checked(info: DeviceInfo, where: str) -> DeviceInfo:
-    """``info`` if it is within the bridge's bounds (:func:`firmware_bridge.info.check_info`), else
-    :class:`IncompatibleDeviceError` naming what the board declared."""
-    try:
-        return check_info(info)
-    except ValueError as e:
-        raise IncompatibleDeviceError(f"the board's {where} cannot be used: {e}") from None
-
-
-@dataclass(frozen=True)
-class Chunk(Rows):
-    """Decoded samples: index (k,) int64 on the acquisition timeline, mv (k, ch), lead_off (k, ch) bool."""
-
-    index: np.ndarray
-    mv: np.ndarray
-    lead_off: np.ndarray
-
-
-def _empty(ch: int) -> Chunk:
-    return Chunk(np.zeros(0, np.int64), np.zeros((0, ch)), np.zeros((0, ch), bool))
-
-
-class Driver:
-    """Base class; see :class:`NativeDriver`, :class:`CytonDriver`, :class:`AsciiDriver`."""
-
-    board: Board
-
-    def __init__(self, *, fs: float | None = None, channel_names=None):
-        try:
-            self.fs_declared = check_fs(fs, "the declared sampling rate") if fs is not None else None
-            self.names_declared = check_channel_names(channel_names) if channel_names else None
-        except ValueError as e:
-            raise IncompatibleDeviceError(str(e)) from None
-        self.info: DeviceInfo | None = None
-        self.stats: dict = {"reconnects": 0, "board_errors": 0}
-        self.events: list[str] = []
-        self._next = 0  # next expected timeline index
-        self._resume: int | None = None
-        self.board_stopped = False  # the board said it stopped streaming (end of its recording)
-
-    def _accept(self, info: DeviceInfo, where: str) -> DeviceInfo:
-        """The board's self-description, if within the bridge's bounds and agreeing with a declared rate."""
-        info = _checked(info, where)
-        want = self.fs_declared
-        if want is not None and abs(info.fs - want) > 1e-4 * want:
-            raise IncompatibleDeviceError(
-                f"the board says it samples at {info.fs:g} Hz but {want:g} Hz was "
-                f"declared (--fs); drop --fs or make it agree"
-            )
-        return info
-
-    # --- I/O
-    def handshake(self, ser, timeout: float) -> DeviceInfo:  # pragma: no cover - abstract
-        """Talk to the board on the open port ``ser`` until it describes itself (at most ``timeout`` s): its
-        checked :class:`DeviceInfo`, also kept as :attr:`info`. :class:`HandshakeError` when nothing answers,
-        :class:`NoSignalError` when only noise arrives, :class:`IncompatibleDeviceError` for what it declares."""
-        raise NotImplementedError
-
-    def start(self, ser) -> None:  # pragma: no cover - abstract
-        """Tell the board to stream (after :meth:`handshake`)."""
-        raise NotImplementedError
-
-    def stop(self, ser) -> None:  # pragma: no cover - abstract
-        """Tell the board to stop streaming."""
-        raise NotImplementedError
-
-    # --- pure
-    def feed(self, data: bytes) -> Chunk:  # pragma: no cover - abstract
-        """Decode the bytes read since the last call (no I/O): the samples in them, in mV, on the continuous
-        timeline (a lost frame leaves a hole in :attr:`Chunk.index`)."""
-        raise NotImplementedError
-
-    def flush(self) -> Chunk:
-        """Samples a parser holds back until it sees more bytes, released after a pause."""
-        return _empty(self.info.n_channels if self.info else 0)
-
-    def _device(self) -> DeviceInfo:
-        """The board's description, for decoding samples: the handshake sets it before any :meth:`feed`."""
-        if self.info is None:
-            raise RuntimeError(f"{type(self).__name__}: samples fed before the handshake")
-        return self.info
-
-    def resume(self, elapsed_s: float) -> None:
-        """After a reconnect: the next samples start about ``elapsed_s`` after the last ones."""
-        fs = self.info.fs if self.info else 0.0
-        self._resume = self._next + int(round(elapsed_s * fs))
-
-    def parser_stats(self) -> dict:
-        """The parser's counters (bytes, frames, CRC errors, resyncs, ...); empty for a driver without one."""
-        return {}
-
-    def all_stats(self) -> dict:
-        """:meth:`parser_stats` plus the driver's own counters (reconnects, board errors)."""
-        d = dict(self.parser_stats())
-        d.update(self.stats)
-        return d
-
-    def _event(self, text: str) -> None:
-        self.events.append(text)
-        del self.events[:-20]
 
 
 class NativeDriver(Driver):
@@ -229,7 +126,7 @@ class NativeDriver(Driver):
             cnt.append(blk.counts.reshape(m * ns, c))
             lo.append(np.repeat(blk.lead_off, ns, axis=0))
         if not idx:
-            return _empty(ch)
+            return empty_chunk(ch)
         raw = np.concatenate(idx)
         counts = np.concatenate(cnt)
         lead = np.concatenate(lo)
@@ -346,7 +243,7 @@ class CytonDriver(Driver):
         :meth:`flush`."""
         b = self.parser.feed(data, final=final)
         if len(b) == 0:
-            return _empty(cy.N_CHANNELS)
+            return empty_chunk(cy.N_CHANNELS)
         sn = b.sample_number
         step = (np.diff(sn) - 1) % 256 + 1
         if self._last_sn is None or self._resume is not None:
@@ -489,7 +386,7 @@ class AsciiDriver(Driver):
                 )
         ch = self._device().n_channels
         if len(b) == 0:
-            return _empty(ch)
+            return empty_chunk(ch)
         first = self._resume if self._resume is not None else self._next
         self._resume = None
         index = first + np.arange(len(b), dtype=np.int64)
@@ -497,7 +394,7 @@ class AsciiDriver(Driver):
         good = ~b.bad
         vals = b.values[good]
         if vals.shape[1] != ch:
-            return _empty(ch)
+            return empty_chunk(ch)
         lead = np.repeat(b.lead_off[good][:, None], ch, axis=1)
         return Chunk(index[good], vals * self.scale_mv, lead)
 

@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 from firmware_bridge import cyton as cy
 from firmware_bridge import protocol as pr
 from firmware_bridge.ascii_lines import MAX_LINE, AsciiParser
-from firmware_bridge.boards import Chunk, make_driver
+from firmware_bridge.boards import make_driver
+from firmware_bridge.driver import Chunk
 from firmware_bridge.errors import BridgeError
 from firmware_bridge.info import LEADS8, MAX_CHANNELS, MAX_FS, MIN_FS, check_info
 from firmware_bridge.native_parser import NativeParser
