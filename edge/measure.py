@@ -421,9 +421,12 @@ def _axis(q: np.ndarray, use: np.ndarray) -> float | None:
     else:
         net = np.maximum(qq.max(axis=0), 0.0) + np.minimum(qq.min(axis=0), 0.0)
     k = [int(use[j]) for j in limb]
-    ang = _LIMB_ANGLES[k]
-    a = _LIMB_SCALE[k, None] * np.stack([np.cos(ang), np.sin(ang)], axis=1)
-    v, *_ = np.linalg.lstsq(a, net, rcond=None)
+    if k == [0, 5]:  # I lies on 0 deg, aVF on +90 deg: the solution in closed form (lstsq's, to rounding)
+        v = np.array([net[0], net[1] / _LIMB_SCALE[5]])
+    else:
+        ang = _LIMB_ANGLES[k]
+        a = _LIMB_SCALE[k, None] * np.stack([np.cos(ang), np.sin(ang)], axis=1)
+        v, *_ = np.linalg.lstsq(a, net, rcond=None)
     if not np.any(v):
         return None
     return float(np.degrees(np.arctan2(v[1], v[0])))
