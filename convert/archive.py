@@ -70,6 +70,7 @@ class Case:
         return join_text(self.statements, self.report)
 
     def to_dict(self) -> dict:
+        """The case's ``cases.jsonl`` object: label tuples as lists, ``extra`` merged in (never over a field)."""
         d = asdict(self)
         for k in _LIST_FIELDS:
             d[k] = list(d[k])
@@ -79,6 +80,8 @@ class Case:
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "case") -> Case:
+        """A Case from a ``cases.jsonl`` object: labels as lists or ``;``-joined strings, unknown keys kept in
+        ``extra``. Raises :class:`ArchiveError` naming ``where``, the field and the case id."""
         if not isinstance(d, dict):
             raise ArchiveError(f"{where}: expected a JSON object, got {type(d).__name__}")
         cid = d.get("case_id")
@@ -117,6 +120,8 @@ class Case:
 
 
 def join_text(statements: str, report: str) -> str:
+    """``statements`` and ``report`` stripped and joined as ``"statements. report"`` (the statements' trailing
+    periods not doubled); either alone when the other is empty."""
     s, r = (statements or "").strip(), (report or "").strip()
     if s and r:
         return f"{s.rstrip('.')}. {r}"
@@ -136,10 +141,12 @@ class RowView:
 
     @property
     def shape(self):
+        """(len(rows), T, 12)."""
         return (len(self.rows),) + tuple(self.base.shape[1:])
 
     @property
     def dtype(self):
+        """The base array's dtype."""
         return self.base.dtype
 
     ndim = 3
@@ -214,26 +221,32 @@ class Archive:
 
     @property
     def cases(self) -> tuple[Case, ...]:
+        """The cases in row order (case i = signal row i)."""
         return self._cases
 
     @property
     def ids(self) -> tuple[str, ...]:
+        """The case ids in row order."""
         return self._ids
 
     @property
     def meta(self) -> dict:
+        """A copy of the ``archive.json`` fields (``n_cases`` and ``T`` as built)."""
         return dict(self._meta)
 
     @property
     def path(self) -> Path | None:
+        """The archive folder; None for an archive built in memory."""
         return self._path
 
     @property
     def T(self) -> int:
+        """Samples per signal row (the padded length)."""
         return int(self._signals.shape[1])
 
     @property
     def fs(self) -> int:
+        """The signals' sampling rate, Hz (100)."""
         return int(self._meta.get("fs", FS))
 
     def signal(self, i: int) -> np.ndarray:
@@ -251,6 +264,7 @@ class Archive:
         return out
 
     def index_of(self, case_id: str) -> int:
+        """The row of ``case_id``; :class:`ArchiveError` when the archive does not hold it."""
         try:
             return self._index[case_id]
         except KeyError:
@@ -261,6 +275,7 @@ class Archive:
         return self._cases[int(i)].text
 
     def texts(self) -> list[str]:
+        """Every case's text (:attr:`Case.text`), in row order."""
         return [c.text for c in self._cases]
 
     def select(
@@ -385,6 +400,8 @@ def read_cases(path) -> tuple[Case, ...]:
 
 
 def archive_meta(importer: str, **kw) -> dict:
+    """The ``archive.json`` fields every importer writes (format version, ``fs``, ``leads``, ``importer``,
+    ``created``: now, UTC) updated with ``kw``."""
     m = {
         "format_version": FORMAT_VERSION,
         "fs": FS,
@@ -397,6 +414,7 @@ def archive_meta(importer: str, **kw) -> dict:
 
 
 def check_unique_ids(cases: Sequence[Case], where: str) -> None:
+    """Raise :class:`ArchiveError` (prefixed ``where``) at the first case id that occurs twice."""
     seen = set()
     for c in cases:
         if c.case_id in seen:

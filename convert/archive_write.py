@@ -70,6 +70,8 @@ def already_imported(out: Path, overwrite: bool, importer: str, source_dir: str)
 
 
 def prepare_out(out_dir, overwrite: bool) -> Path:
+    """Create ``out_dir`` (with its parents) and return it; :class:`ArchiveError` when it already holds an
+    archive (``archive.json``) and not ``overwrite``."""
     out = Path(out_dir)
     if (out / META_FILE).exists() and not overwrite:
         raise ArchiveError(f"{out}: already holds an archive (pass overwrite=True to replace it)")
@@ -106,6 +108,7 @@ class ImportSummary:
 
     @property
     def n_failed(self) -> int:
+        """The records this run could not import (``len(failed)``)."""
         return len(self.failed)
 
 

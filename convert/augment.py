@@ -34,6 +34,9 @@ def lead_mask(lead_set: str | tuple[str, ...]) -> np.ndarray:
 
 @dataclass(frozen=True)
 class AugmentConfig:
+    """``[augment]`` of the teacher config: the strength of each augmentation (amplitude factors; wander and
+    noise in z units; the shift in seconds) and the lead-dropout probabilities. ``enabled`` false: no change."""
+
     enabled: bool = True
     scale: float = 0.2  # global amplitude factor in [1-scale, 1+scale]
     lead_scale: float = 0.1  # per-lead factor in [1-lead_scale, 1+lead_scale]
@@ -45,6 +48,7 @@ class AugmentConfig:
     fs: int = 100
 
     def to_dict(self) -> dict:
+        """The fields as a dict (what configs and cache keys record)."""
         return asdict(self)
 
 

@@ -80,10 +80,9 @@ def _git_commit() -> str | None:
 def case_text_vectors(teacher_run, n_cases: int) -> np.ndarray:
     """Each archive case's report vector for the index: the teacher's text embedding of the report (its text
     head's output), L2-normalised, (N_cases, D). The student regresses the teacher's centred image embeddings,
-    so its space is the teacher's up to the centring, and the raw text vectors are used as they are: on fold 8
-    (students' selection fold) they beat centring them by the image or text mean and a least-squares map
-    from teacher to student space (fold-8 kNN_macroAUROC + rhythmP@10_nonSR at w = 0.5: 1.359 vs 1.326, 1.315,
-    1.131; ECG-only items 1.332)."""
+    so its space is the teacher's up to the centring, and the raw text vectors are used as they are (on fold 8
+    they beat centred ones and a least-squares map: docs/TRAINING.md). :class:`ArchiveError` when the run's
+    text embeddings do not cover ``n_cases``."""
     run = Path(teacher_run)
     t = np.load(run / "text_embeddings.npy").astype(np.float32)
     if len(t) != n_cases:

@@ -68,6 +68,7 @@ def click_errors() -> Iterator[None]:
 
 
 def error_line(line: str) -> None:
+    """Print ``ecgret-convert: error: LINE`` on stderr (no exit)."""
     click.echo(f"ecgret-convert: error: {line}", err=True)
 
 

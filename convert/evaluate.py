@@ -85,6 +85,7 @@ def mean_sd(per_rotation, metrics=METRICS) -> dict[str, tuple[float, float]]:
 
 
 def l2n(x: np.ndarray) -> np.ndarray:
+    """The rows of ``x`` (n, D) scaled to unit L2 norm, float32; zero rows stay zero."""
     x = np.asarray(x, dtype=np.float32)
     n = np.linalg.norm(x, axis=1, keepdims=True)
     return np.divide(x, n, out=np.zeros_like(x), where=n > 0)
@@ -318,6 +319,8 @@ def raw_signal_embeddings(
 
 
 def baselines(archive, dim: int = 128, seed: int = 0) -> dict[str, np.ndarray]:
+    """The chance and raw-signal variants of ``archive``: ``{"random": (N, dim), "raw-signal": (N, D)}``
+    (:func:`random_embeddings` seeded by ``seed``, :func:`raw_signal_embeddings`)."""
     return {"random": random_embeddings(len(archive), dim, seed), "raw-signal": raw_signal_embeddings(archive)}
 
 
@@ -325,6 +328,8 @@ def baselines(archive, dim: int = 128, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def markdown_table(results: Mapping[str, dict], heading: str = "", metrics=METRICS) -> str:
+    """Markdown: one row a variant of ``results`` ({name: metrics}), one column a name of ``metrics`` (3
+    decimals; missing or NaN: —), under ``heading`` when given."""
     lines = [heading, ""] if heading else []
     lines.append("| variant | " + " | ".join(metrics) + " |")
     lines.append("|---|" + "---|" * len(metrics))
@@ -337,6 +342,8 @@ def markdown_table(results: Mapping[str, dict], heading: str = "", metrics=METRI
 
 
 def heading(archive, query_idx, archive_idx, bundle_hash: str | None = None) -> str:
+    """A table's heading: the queries' and the archive's sizes and folds, k=10, exact cosine, and the first 12
+    hex digits of ``bundle_hash`` when given."""
     qf = sorted({archive.cases[int(i)].fold for i in query_idx if archive.cases[int(i)].fold is not None})
     af = sorted({archive.cases[int(i)].fold for i in archive_idx if archive.cases[int(i)].fold is not None})
     return (
@@ -347,6 +354,8 @@ def heading(archive, query_idx, archive_idx, bundle_hash: str | None = None) -> 
 
 
 def results_json(results: Mapping[str, dict], archive, query_idx, archive_idx, bundle_hash=None, extra=None) -> dict:
+    """The ``--out`` JSON of a split: protocol, k, query and archive sizes and folds, ``bundle_hash``, the
+    ``results`` per variant, and ``extra``'s keys."""
     return {
         "protocol": "shared/docs/EVALUATION.md",
         "k": K,
@@ -364,6 +373,7 @@ EmbedFn = Callable[[object, np.ndarray, "np.ndarray | None"], np.ndarray]
 
 
 def dump(results: dict, path) -> None:
+    """Write ``results`` to ``path`` as indented JSON (numpy scalars as floats)."""
     Path(path).write_text(json.dumps(results, indent=2, default=float) + "\n")
 
 

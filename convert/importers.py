@@ -38,6 +38,8 @@ Report = Callable[[str], None]
 
 
 def read_csv_rows(path: Path) -> tuple[list[str], list[dict]]:
+    """(column names, rows as dicts) of a UTF-8 CSV file; :class:`ArchiveError` when it is missing or
+    unreadable."""
     try:
         with open(path, newline="", encoding="utf-8") as f:
             r = csv.DictReader(f)
@@ -50,12 +52,15 @@ def read_csv_rows(path: Path) -> tuple[list[str], list[dict]]:
 
 
 def need_columns(path: Path, have: Sequence[str], need: Sequence[str]) -> None:
+    """Raise :class:`ArchiveError` naming ``path`` and the columns of ``need`` that ``have`` lacks."""
     missing = [c for c in need if c not in have]
     if missing:
         raise ArchiveError(f"{path}: missing column(s) {', '.join(missing)}")
 
 
 def int_or_none(s, where: str, col: str) -> int | None:
+    """A CSV cell as an int (``"3"`` or ``"3.0"``), None when blank; :class:`ArchiveError` naming ``where`` and
+    ``col`` when it is not a number."""
     s = (s or "").strip()
     if not s:
         return None
@@ -66,6 +71,9 @@ def int_or_none(s, where: str, col: str) -> int | None:
 
 
 def preprocess_loader(paths: Sequence[Path], *, fs: float | None, notch_hz: float | None, T: int):
+    """``load(i) -> (signal (T, 12), n_valid)`` for :func:`convert.archive_write.import_records`: ``paths[i]``
+    read by :func:`edge.io.read_record` (``fs``: the rate of a file that does not state one) and preprocessed to
+    ``T`` samples at 100 Hz (``notch_hz``: the mains notch, None: none); :class:`ArchiveError` for a missing file."""
     from edge.io import read_record
     from edge.signal import preprocess
 

@@ -77,6 +77,9 @@ def read_annotations(path) -> tuple[np.ndarray, tuple[str, ...]]:
 
 @dataclass(frozen=True)
 class Wave:
+    """One annotated wave of one lead: ``kind`` (``"p"`` P wave, ``"N"`` QRS, ``"t"`` T wave) and its onset,
+    peak and offset as sample indices."""
+
     kind: str  # "p", "N" or "t"
     onset: int
     peak: int
@@ -195,6 +198,9 @@ def axis_class(diagnoses: str) -> str | None:
 
 @dataclass(frozen=True)
 class LudbCase:
+    """One LUDB record: its name and ``path`` (without extension), age (None if not stated), sex, the diagnoses
+    text, and the labels :func:`rhythm_label`, :func:`super_classes` and :func:`axis_class` read from it."""
+
     record: str
     path: Path  # the record without extension (data/N)
     age: int | None

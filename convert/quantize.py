@@ -65,6 +65,9 @@ class QuantizationError(BundleError):
 
 @dataclass(frozen=True)
 class QuantConfig:
+    """``[quantize]`` of ``configs/default.toml``: the calibration set (folds, size, reduced-lead share, the
+    minimum), the gate (``max_auroc_drop``, absolute kNN_macroAUROC), the seed and the interpreter threads."""
+
     rep_folds: tuple = (1, 2, 3, 4, 5, 6, 7, 8)  # training + validation folds: never the test fold
     rep_size: int = 256
     rep_reduced: float = 0.25  # share of representative images with a reduced lead set
@@ -74,6 +77,7 @@ class QuantConfig:
     threads: int = 1
 
     def to_dict(self) -> dict:
+        """The fields as a dict (``rep_folds`` a list), as the quantization report records them."""
         d = asdict(self)
         d["rep_folds"] = list(self.rep_folds)
         return d

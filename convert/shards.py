@@ -65,10 +65,13 @@ def parse_shard(s: str) -> tuple[int, int]:
 
 
 def shard_range(n_cases: int, i: int, n_shards: int) -> tuple[int, int]:
+    """Rows ``[start, stop)`` of shard ``i`` of ``n_shards`` over ``n_cases`` rows: the shards tile the rows,
+    their sizes differ by at most one."""
     return (i * n_cases) // n_shards, ((i + 1) * n_cases) // n_shards
 
 
 def shard_name(i: int, n: int) -> str:
+    """The file stem of shard ``i`` of ``n``: ``shard-00001-of-00004``."""
     return f"shard-{i:05d}-of-{n:05d}"
 
 

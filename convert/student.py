@@ -67,6 +67,10 @@ DEFAULT_BLOCKS = ((64, 1), (96, 2), (96, 1), (160, 2), (160, 1), (192, 2))
 
 @dataclass(frozen=True)
 class StudentConfig:
+    """``[student]`` of ``configs/default.toml``: the architecture (stem, blocks, head, ``dim``), the recipe of
+    the module docstring (augmented copies, losses, mixup), optimisation, selection, the time budget
+    (``max_minutes``), folds, seed and threads."""
+
     out_dir: str = "runs/student"
     dim: int = 128
     stem: int = 48
@@ -97,6 +101,7 @@ class StudentConfig:
     threads: int = 2
 
     def to_dict(self) -> dict:
+        """The fields as a dict, tuples as lists, as ``student.json`` records them."""
         d = asdict(self)
         d["blocks"] = [list(b) for b in self.blocks]
         d["train_folds"] = list(self.train_folds)

@@ -61,6 +61,9 @@ EVAL_LEAD_SETS = ("I", "II", "3", "limb6")
 
 @dataclass(frozen=True)
 class ModelConfig:
+    """``[model]``: the ViT's input size (None: the image's), patch size, width, depth, heads, MLP ratio, dropout
+    and projection dimension."""
+
     image_size: tuple[int, int] | None = None  # (H, W) the ViT sees; None: the imaging shape
     patch: int = 16
     width: int = 128
@@ -73,6 +76,9 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """``[train]``: the loss (targets, temperatures, rhythm terms), optimisation, selection (``eval_every``,
+    ``patience``, ``select_metric``), the time budget (``max_minutes``), strategy, threads, folds, checkpoints kept."""
+
     epochs: int = 60
     batch_size: int = 64  # global batch (split across replicas)
     lr: float = 1e-3
@@ -99,6 +105,9 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class TeacherConfig:
+    """A teacher run's configuration (``configs/teacher.toml``): name, output folder, archive, text model and
+    the ``imaging``, ``model``, ``train`` and ``augment`` sections."""
+
     name: str = "rhythm"
     out_dir: str = "runs/teacher"
     archive: str | None = None  # an archive folder; None: the shared PTB-XL subset
@@ -110,13 +119,17 @@ class TeacherConfig:
 
     @property
     def image_size(self) -> tuple[int, ...]:
+        """(H, W) the ViT sees: ``model.image_size``, else the imaging's image shape."""
         return tuple(self.model.image_size) if self.model.image_size else self.imaging.shape[:2]
 
     @property
     def run_dir(self) -> Path:
+        """``out_dir/name``: the run's folder."""
         return Path(self.out_dir) / self.name
 
     def to_dict(self) -> dict:
+        """The config as a dict of sections (the imaging's recipe fields only): what :func:`config_toml` writes
+        and the pipeline compares with a run's ``config.toml``."""
         d = {
             "name": self.name,
             "out_dir": self.out_dir,
@@ -138,6 +151,8 @@ def _coerce(cls, d: Mapping, where: str):
 
 
 def config_from_dict(d: Mapping, where: str = "config") -> TeacherConfig:
+    """A validated :class:`TeacherConfig` from a TOML dict (top-level fields and the ``[imaging]``, ``[model]``,
+    ``[train]``, ``[augment]`` tables); :class:`ConfigError` naming ``where`` and the key."""
     top = {k: v for k, v in d.items() if k not in _SECTIONS}
     unknown = sorted(set(top) - {"name", "out_dir", "archive", "text_model"})
     if unknown:
@@ -228,6 +243,8 @@ def select_terms(select_metric: str) -> list[str]:
 
 
 def select_score(metrics: Mapping, select_metric: str) -> float:
+    """The checkpoint's selection score: the sum of ``metrics`` over :func:`select_terms` of ``select_metric``
+    (a term missing from ``metrics`` raises KeyError; :func:`validate_config` checks the names)."""
     return float(sum(metrics[m] for m in select_terms(select_metric)))
 
 
@@ -244,6 +261,8 @@ def _toml_value(v) -> str:
 
 
 def config_toml(cfg: TeacherConfig) -> str:
+    """``cfg`` as TOML text (top-level fields, then one table a section; None values left out), which
+    :func:`load_config` reads back."""
     d = cfg.to_dict()
     lines = [f"{k} = {_toml_value(v)}" for k, v in d.items() if not isinstance(v, dict) and v is not None]
     for sec in _SECTIONS:

@@ -29,6 +29,8 @@ __all__ = [
 
 
 def import_keras():
+    """Import and return ``keras``, silencing Keras 3's harmless warning about a bare tensor passed to a
+    one-input functional model."""
     import warnings
 
     # Keras 3 warns when a one-input functional model is called with a bare tensor (harmless)
@@ -62,6 +64,8 @@ _PE = None
 
 
 def position_embedding_layer():
+    """The ``PositionEmbedding`` layer class, defined and registered as Keras-serializable
+    (``ecgret>PositionEmbedding``) on the first call, so that importing this module loads no Keras."""
     global _PE
     if _PE is None:
         _PE = _register()

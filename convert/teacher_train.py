@@ -103,6 +103,9 @@ def epoch_batches(n_train: int, global_batch: int, seed: int, epoch: int) -> np.
 
 
 def make_strategy(name: str):
+    """The ``tf.distribute`` strategy ``name`` (:data:`STRATEGIES`): ``default``; ``one-device`` (the first
+    GPU, else the CPU); ``mirrored`` (every local GPU, else the logical CPUs); ``multi-worker`` from
+    ``TF_CONFIG`` (one worker, with a warning, without it). :class:`ConfigError` for any other name."""
     import tensorflow as tf
 
     if name == "default":
@@ -136,6 +139,8 @@ def _is_chief() -> bool:
 
 
 def configure_threads(threads: int) -> None:
+    """TensorFlow's intra-op threads to ``threads``, inter-op threads to at most 2; ignored once TensorFlow's
+    runtime is initialised (a second run in one process)."""
     import tensorflow as tf
 
     try:

@@ -84,6 +84,7 @@ def model_key(path: Path) -> str:
 
 
 def text_hash(text: str) -> str:
+    """The sha256 hex digest of ``text`` (UTF-8): the name of its cache file."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 

@@ -14,6 +14,8 @@ import sys
 
 
 def main(argv=None) -> int:
+    """Run the worker on ``argv`` (None: ``sys.argv``): embed the JSON list of texts and save float32 (n, d)
+    L2-normalised rows; returns the exit status (0, or 3 when the model cannot be loaded)."""
     ap = argparse.ArgumentParser(prog="python -m convert.text_worker")
     ap.add_argument("--model", required=True, help="a local sentence-transformers model directory")
     ap.add_argument("--texts", required=True, help="JSON file: a list of strings")

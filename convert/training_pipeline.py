@@ -59,6 +59,9 @@ __all__ = [
 
 @dataclass(frozen=True)
 class BundleConfig:
+    """``[bundle]`` of ``configs/default.toml``: output folder, bundle name, the archive folds indexed, and
+    ``report_weight`` (w > 0: index items carry the case's report, :func:`convert.bundle_build.case_text_vectors`)."""
+
     out: str = "edge/bundles/default"
     name: str = "ptbxl-default"
     folds: tuple = (1, 2, 3, 4, 5, 6, 7, 8, 9)
@@ -67,6 +70,9 @@ class BundleConfig:
 
 @dataclass(frozen=True)
 class PipelineConfig:
+    """``configs/default.toml`` as read: name, the file it came from (``path``), the teacher config and run, the
+    archive, and the ``student``, ``quantize``, ``index`` and ``bundle`` sections."""
+
     name: str = "default"
     path: str = ""
     teacher_config: str = "configs/teacher.toml"
@@ -78,6 +84,7 @@ class PipelineConfig:
     bundle: BundleConfig = BundleConfig()
 
     def to_dict(self) -> dict:
+        """The config as a dict of sections, tuples as lists (``path`` left out): the summary's ``pipeline_config``."""
         return {
             "name": self.name,
             "teacher_config": self.teacher_config,
