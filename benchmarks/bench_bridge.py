@@ -125,7 +125,7 @@ def bench_stream(x, fs, minutes: float, faults: str | None) -> None:
 def bench_realtime(seconds: float) -> None:
     """CPU used by acquire() at real time; the simulator runs in another process (ecgret simulate)."""
     link = f"/tmp/ecgret-bench-{os.getpid()}"
-    code = "from edge.cli_board import simulate_cmd; simulate_cmd(prog_name='ecgret simulate')"
+    code = "from edge.cli_board import simulate; simulate(prog_name='ecgret simulate')"
     p = subprocess.Popen([sys.executable, "-c", code, "--board", "native", "--speed", "1", "--loop", "--link", link,
                           "--duration", str(seconds + 30)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                          text=True, cwd=ROOT)

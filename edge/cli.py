@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import click
 
-from .cli_board import ports_cmd, simulate_cmd
+from .cli_board import ports, simulate
 from .cli_cases import cases, enroll, forget
 from .cli_common import Group
 from .cli_listen import demo, listen
@@ -31,7 +31,7 @@ def main(debug):
     """Offline ECG case retrieval: find the archived cases most like a recording."""
 
 
-for _command in (query, info, bench, demo, listen, enroll, forget, cases, simulate_cmd, ports_cmd):
+for _command in (query, info, bench, demo, listen, enroll, forget, cases, simulate, ports):
     main.add_command(_command)
 
 

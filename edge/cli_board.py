@@ -1,6 +1,6 @@
 """``ecgret simulate`` and ``ecgret ports``: a simulated board on a pty, and the serial ports around.
 
-Plain :class:`click.Command` objects (``simulate_cmd``, ``ports_cmd``); the ``ecgret`` group in
+Plain :class:`click.Command` objects (``simulate``, ``ports``); the ``ecgret`` group in
 :mod:`edge.cli` adds them with ``add_command``.
 """
 
@@ -74,7 +74,7 @@ def _default_record() -> str:
     help="Quit after this many seconds (2 s to 1 h; default: run until Ctrl-C).",
 )
 @deprecated_alias("--duration", "--seconds", type=click.FloatRange(min=0.0))
-def simulate_cmd(
+def simulate(
     board, record_path, speed, faults, loop, channels, sample_bits, samples_per_frame, link, seed, seconds, duration
 ):
     """Open a pty and stream a real recording through it as a native, Cyton or ASCII board.
@@ -159,7 +159,7 @@ def _exit_on_signal(signum, frame):
 @click.command("ports")
 @json_option
 @click.option("--all", "all_ports", is_flag=True, help="Also list legacy UARTs that report no hardware.")
-def ports_cmd(as_json, all_ports):
+def ports(as_json, all_ports):
     """List candidate serial ports with their descriptions."""
     from firmware_bridge.ports import list_ports
 

@@ -261,9 +261,9 @@ def test_native_driver_over_loop_url():
 
 
 def test_cli_ports_json():
-    from edge.cli_board import ports_cmd
+    from edge.cli_board import ports
 
-    r = CliRunner().invoke(ports_cmd, ["--json", "--all"])
+    r = CliRunner().invoke(ports, ["--json", "--all"])
     assert r.exit_code == 0
     import json
 
@@ -272,17 +272,17 @@ def test_cli_ports_json():
 
 
 def test_cli_simulate_bad_input_is_one_clear_line(tmp_path):
-    from edge.cli_board import simulate_cmd
+    from edge.cli_board import simulate
 
-    r = CliRunner().invoke(simulate_cmd, ["--record", str(tmp_path / "nope.hea")])
+    r = CliRunner().invoke(simulate, ["--record", str(tmp_path / "nope.hea")])
     assert r.exit_code != 0 and "Error:" in r.output and "Traceback" not in r.output
-    r = CliRunner().invoke(simulate_cmd, ["--faults", "wobble:1", "--duration", "0.1"])
+    r = CliRunner().invoke(simulate, ["--faults", "wobble:1", "--duration", "0.1"])
     assert r.exit_code != 0 and "unknown fault" in r.output
 
 
 def test_cli_simulate_in_a_separate_process_feeds_acquire(shared_data, tmp_path):
     link = tmp_path / "board"
-    code = "from edge.cli_board import simulate_cmd; simulate_cmd(prog_name='ecgret simulate')"
+    code = "from edge.cli_board import simulate; simulate(prog_name='ecgret simulate')"
     env = dict(os.environ, ECGRET_DATA=str(shared_data))
     p = subprocess.Popen([sys.executable, "-c", code, "--board", "native", "--speed", "0", "--link", str(link),
                           "--duration", "30"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -313,9 +313,9 @@ def test_list_ports_returns_described_ports():
 
 
 def test_cli_simulate_cyton_prints_its_port():
-    from edge.cli_board import simulate_cmd
+    from edge.cli_board import simulate
 
-    r = CliRunner().invoke(simulate_cmd, ["--board", "cyton", "--speed", "0", "--duration", "0.5"])
+    r = CliRunner().invoke(simulate, ["--board", "cyton", "--speed", "0", "--duration", "0.5"])
     assert r.exit_code == 0, r.output
     assert any(line.endswith("/tty") for line in r.output.splitlines())
     assert "cyton board" in r.output and "I,II,V1,V2,V3,V4,V5,V6" in r.output
