@@ -513,16 +513,6 @@ class Child:
             self._err.close()
 
 
-def _stats(xs) -> dict:
-    a = np.asarray(xs, dtype=np.float64) * 1e3
-    return {
-        "p50_ms": round(float(np.percentile(a, 50)), 3),
-        "p95_ms": round(float(np.percentile(a, 95)), 3),
-        "mean_ms": round(float(a.mean()), 3),
-        "n": int(a.size),
-    }
-
-
 def _pass(children: dict, n: int, warmup: int, say, label: str) -> tuple[dict, list, dict]:
     """Warm-up on queries 0..warmup-1, then queries 0..n-1 to both children in turn.
 
@@ -553,9 +543,11 @@ def _pass(children: dict, n: int, warmup: int, say, label: str) -> tuple[dict, l
 
 
 def _summary(results: list, stages) -> dict:
-    out = {k: _stats([r["timings"][k] for r in results]) for k in stages if results}
+    from edge.bench import latency_stats
+
+    out = {k: latency_stats([r["timings"][k] for r in results]) for k in stages if results}
     if results:
-        out["total"] = _stats([r["timings"]["total"] for r in results])
+        out["total"] = latency_stats([r["timings"]["total"] for r in results])
     return out
 
 
@@ -657,6 +649,8 @@ def side_pass(plan_path: Path, vit: Path, n: int, warmup: int, kernels: str | No
 def run(args) -> dict:
     import tempfile
 
+    from edge.bench import latency_stats
+
     say = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
     t_start = time.perf_counter()
     load_start = [round(x, 2) for x in os.getloadavg()]
@@ -680,7 +674,7 @@ def run(args) -> dict:
             **main_pass["startup"][s],
             "stages": _summary(main_pass["raw"][s], st),
             "end_to_end_by_source": {
-                k: _stats([r["timings"]["total"] for r in main_pass["raw"][s] if plan[r["i"]]["kind"] == k])
+                k: latency_stats([r["timings"]["total"] for r in main_pass["raw"][s] if plan[r["i"]]["kind"] == k])
                 for k in sorted({q["kind"] for q in plan})
                 if any(plan[r["i"]]["kind"] == k for r in main_pass["raw"][s])
             },

@@ -24,6 +24,8 @@ from edge.atomicio import publish_folder, staging_folder
 from edge.bundle import file_sha256
 from edge.bundle_format import (
     BUNDLE_FILES,
+    CASE_FIELDS,
+    CASE_LABEL_FIELDS,
     CASES_FILE,
     ENCODER_FILE,
     FORMAT,
@@ -42,19 +44,8 @@ from .signing import ENV_SIGNING_KEY, sign_bundle
 
 __all__ = ["write_bundle", "replace_bundle", "case_record", "encoder_details"]
 
-_CASE_KEYS = (
-    "case_id",
-    "super_class",
-    "sub_class",
-    "form",
-    "rhythm",
-    "statements",
-    "report",
-    "source",
-    "fold",
-    "patient_id",
-)
-_LIST_KEYS = ("super_class", "sub_class", "form", "rhythm")
+_CASE_KEYS = (*CASE_FIELDS, "fold", "patient_id")
+_LIST_KEYS = CASE_LABEL_FIELDS
 
 
 # ----------------------------------------------------------------------------------------------- cases

@@ -23,7 +23,7 @@ import numpy as np
 
 from .retrieval import STAGES
 
-__all__ = ["machine", "bench_data", "bench_records", "run_bench", "format_bench", "cold_start"]
+__all__ = ["machine", "bench_data", "bench_records", "run_bench", "format_bench", "cold_start", "latency_stats"]
 
 
 def machine() -> dict:
@@ -97,7 +97,8 @@ def bench_records(n_records: int, data: dict | None = None):
     return out, paths
 
 
-def _stats(xs) -> dict:
+def latency_stats(xs) -> dict:
+    """p50, p95 and mean in ms (rounded to µs) and n of durations ``xs`` in seconds."""
     a = np.asarray(xs, dtype=np.float64) * 1e3
     return {
         "p50_ms": round(float(np.percentile(a, 50)), 3),
@@ -117,8 +118,8 @@ def _time_queries(retriever, records, warmup: int) -> dict:
         for k in per:
             per[k].append(res.timings.get(k, 0.0))
         by_source.setdefault(src, []).append(res.timings["total"])
-    out = {k: _stats(v) for k, v in per.items()}
-    out["by_source"] = {k: _stats(v) for k, v in by_source.items()}
+    out = {k: latency_stats(v) for k, v in per.items()}
+    out["by_source"] = {k: latency_stats(v) for k, v in by_source.items()}
     return out
 
 
@@ -171,8 +172,8 @@ def cold_start(bundle_path, record: Path, runs: int = 5) -> dict:
     except RuntimeError as e:
         return {"error": str(e)}
     return {
-        "first_result": _stats(first),
-        "process": _stats(total),
+        "first_result": latency_stats(first),
+        "process": latency_stats(total),
         "peak_rss_mb": round(rss, 1),
         "runs": runs,
         "command": " ".join(["ecgret"] + cmd[cmd.index("query") :]),

@@ -33,6 +33,8 @@ import numpy as np
 
 from .bundle_format import (
     BUNDLE_FILES,
+    CASE_LABEL_FIELDS,
+    CASE_TEXT_FIELDS,
     CASES_FILE,
     ENCODER_FILE,
     INDEX_FILE,
@@ -46,8 +48,8 @@ from .trust import SIGNATURE_FILE, Trust, check_signature
 ENV_VAR = "ECGRET_BUNDLE"
 ENV_ALLOW_UNSIGNED = "ECGRET_ALLOW_UNSIGNED"
 
-_CASE_LISTS = ("super_class", "sub_class", "form", "rhythm")
-_CASE_TEXT = ("statements", "report", "source")
+_CASE_LISTS = CASE_LABEL_FIELDS
+_CASE_TEXT = CASE_TEXT_FIELDS
 
 __all__ = [
     "Bundle",

@@ -16,3 +16,7 @@ BUNDLE_FILES = (ENCODER_FILE, INDEX_FILE, CASES_FILE, MODEL_CARD_FILE)
 WAVEFORMS_FILE = "waveforms.bin"
 OPTIONAL_FILES = (WAVEFORMS_FILE,)  # listed in the manifest's "files" when present; checked when first used
 WAVEFORM_ARRAYS = {"median_beats": 3, "rhythm_II": 2}  # the arrays waveforms.bin may hold, and their ndim
+# a case's fields in cases.jsonl (and, with their own additions, in the overlay's cases)
+CASE_LABEL_FIELDS = ("super_class", "sub_class", "form", "rhythm")  # lists of codes
+CASE_TEXT_FIELDS = ("statements", "report", "source")  # strings
+CASE_FIELDS = ("case_id", *CASE_LABEL_FIELDS, *CASE_TEXT_FIELDS)

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .bundle_format import CASE_FIELDS as BUNDLE_CASE_FIELDS
+from .bundle_format import CASE_LABEL_FIELDS, CASE_TEXT_FIELDS
 from .errors import OverlayError
 from .overlay_signal import decode_signal
 from .schema import JSONLimitError, loads_bounded, printable, read_bounded
@@ -43,21 +45,9 @@ FORMAT = "ecgret-overlay"
 FORMAT_VERSION = 2
 READ_VERSIONS = (1, 2)
 FILE = "overlay.json"
-CASE_FIELDS = (
-    "case_id",
-    "super_class",
-    "sub_class",
-    "form",
-    "rhythm",
-    "statements",
-    "report",
-    "source",
-    "enrolled",
-    "record",
-    "signal",
-)
-LIST_FIELDS = ("super_class", "sub_class", "form", "rhythm")
-_TEXT_FIELDS = ("statements", "report", "source", "enrolled", "record")
+CASE_FIELDS = (*BUNDLE_CASE_FIELDS, "enrolled", "record", "signal")  # a bundle case's, and where it came from
+LIST_FIELDS = CASE_LABEL_FIELDS
+_TEXT_FIELDS = (*CASE_TEXT_FIELDS, "enrolled", "record")
 MAX_BYTES = 64 << 20
 MAX_CASES = 100_000
 MAX_TEXT = 64 << 10
