@@ -262,14 +262,7 @@ def merge_index(
                     f.write(json.dumps(case_record(c), ensure_ascii=False, separators=(",", ":")) + "\n")
         t1 = time.time()
         nt, sk, r = tune_index(
-            emb,
-            k=k,
-            target_recall=target_recall,
-            seed=seed,
-            max_queries=max_queries,
-            trees=trees,
-            workdir=tmp,
-            progress=progress,
+            emb, k, target_recall, seed=seed, max_queries=max_queries, trees=trees, workdir=tmp, progress=progress
         )
         publish(candidate_path(tmp, nt), tmp / INDEX_FILE)
         for p in tmp.glob("trees-*.ann"):

@@ -29,13 +29,10 @@ from edge.paths import repo_root
 
 __all__ = ["default_text_model", "resolve_text_model", "model_key", "text_hash", "embed_texts", "default_cache_dir"]
 
-_CONFIG_FILES = (
-    "modules.json",
-    "config_sentence_transformers.json",
-    "sentence_bert_config.json",
-    "config.json",
-    "1_Pooling/config.json",
-)
+# the model folder's configuration files, in the order model_key hashes them: sentence-transformers' own, then the
+# transformer's and the pooling layer's
+_ST_CONFIGS = ("modules.json", "config_sentence_transformers.json", "sentence_bert_config.json")
+_CONFIG_FILES = (*_ST_CONFIGS, "config.json", "1_Pooling/config.json")
 
 
 def default_text_model() -> Path:

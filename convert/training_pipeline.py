@@ -85,11 +85,9 @@ class PipelineConfig:
 
     def to_dict(self) -> dict:
         """The config as a dict of sections, tuples as lists (``path`` left out): the summary's ``pipeline_config``."""
+        plain = ("name", "teacher_config", "teacher_run", "archive")
         return {
-            "name": self.name,
-            "teacher_config": self.teacher_config,
-            "teacher_run": self.teacher_run,
-            "archive": self.archive,
+            **{f: getattr(self, f) for f in plain},
             "student": self.student.to_dict(),
             "quantize": self.quantize.to_dict(),
             "index": {**asdict(self.index), "trees": list(self.index.trees)},
