@@ -3,10 +3,12 @@
 Records: the 48 raw CinC 2021 WFDB records (500 Hz, mV: the device's real input) and PTB-XL subset rows
 (100 Hz) to reach ``n_records`` distinct real records. Without the shared data (an installed wheel, no
 ``$ECGRET_DATA``) it falls back to the sample records shipped in the package (``edge/samples/``), each queried
-in turn until ``n_records`` queries, and says so. Per stage (preprocess, quality, image, encode,
+in turn until ``n_records`` queries, and says so. Per stage (preprocess, quality, measure, image, encode,
 search) and end to end (read excluded; reported separately): p50 and p95 after a warm-up, the interpreter
-on 1 thread and on all cores. Peak RSS and cold start (process start to the first result line) come from
-spawning ``ecgret query --json FILE`` as a subprocess. The machine is named (CPU model, cores).
+on 1 thread and on all cores. On 1 thread also the path without the measurement stage, query by query in turn
+with the full path, and the paired per-query difference (what the measurements cost). Peak RSS and cold start
+(process start to the first result line) come from spawning ``ecgret query --json FILE`` as a subprocess. The
+machine is named (CPU model, cores) with its load average at the start and the end.
 """
 
 from __future__ import annotations
@@ -108,19 +110,44 @@ def latency_stats(xs) -> dict:
     }
 
 
-def _time_queries(retriever, records, warmup: int) -> dict:
+def _time_queries(retrievers, records, warmup: int) -> list[dict]:
+    """Per-stage and end-to-end latency stats of each retriever in ``retrievers`` over the same ``records``, after
+    ``warmup`` untimed queries each. With several, they take each record in turn (which goes first alternates from
+    one record to the next), so a slower stretch of the machine falls on all of them alike; each result also
+    holds its ``total`` per query (``"_totals"``, seconds) for paired differences."""
     for _, rec in records[:warmup]:
-        retriever.query_record(rec)
-    per: dict[str, list[float]] = {k: [] for k in STAGES + ("total",)}
-    by_source: dict[str, list] = {}
-    for src, rec in records:
-        res = retriever.query_record(rec)
-        for k in per:
-            per[k].append(res.timings.get(k, 0.0))
-        by_source.setdefault(src, []).append(res.timings["total"])
-    out = {k: latency_stats(v) for k, v in per.items()}
-    out["by_source"] = {k: latency_stats(v) for k, v in by_source.items()}
+        for r in retrievers:
+            r.query_record(rec)
+    n = len(retrievers)
+    per: list[dict[str, list[float]]] = [{k: [] for k in STAGES + ("total",)} for _ in range(n)]
+    by_source: list[dict[str, list]] = [{} for _ in range(n)]
+    for i, (src, rec) in enumerate(records):
+        for j in [(i + m) % n for m in range(n)]:
+            res = retrievers[j].query_record(rec)
+            for k in per[j]:
+                per[j][k].append(res.timings.get(k, 0.0))
+            by_source[j].setdefault(src, []).append(res.timings["total"])
+    out = []
+    for j in range(n):
+        o: dict[str, Any] = {k: latency_stats(v) for k, v in per[j].items()}
+        o["by_source"] = {k: latency_stats(v) for k, v in by_source[j].items()}
+        o["_totals"] = per[j]["total"]
+        out.append(o)
     return out
+
+
+def _loadavg() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages (other work on the machine moves every figure), or None."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def _paired(a: dict, b: dict) -> dict:
+    """Latency stats of the per-query differences ``a - b`` of two :func:`_time_queries` results on the same
+    records (the paired cost of what ``a`` does more)."""
+    return latency_stats(np.asarray(a["_totals"]) - np.asarray(b["_totals"]))
 
 
 _RSS_PROBE = (
@@ -203,6 +230,7 @@ def run_bench(bundle_path=None, n_records: int = 200, warmup: int = 10, cold_run
     distinct = len({id(r) for _, r in records})
     res: dict[str, Any] = {
         "machine": machine(),
+        "loadavg_start": _loadavg(),
         "bundle": str(resolve_bundle_path(bundle_path)),
         "n_records": len(records),
         "warmup": warmup,
@@ -228,11 +256,16 @@ def run_bench(bundle_path=None, n_records: int = 200, warmup: int = 10, cold_run
         r = Retriever(b)
         res["bundle_name"], res["bundle_hash"], res["interpreter"] = b.name, b.hash, b.encoder.backend
         res["kernels"] = b.encoder.kernels
-        threads[str(th)] = _time_queries(r, records, warmup)
-        if th == 1:  # the same queries without the measurement stage: the query path before measurements
-            say(f"bench: {len(records)} records, 1 thread, without measurements ...")
-            res["without_measurements"] = _time_queries(Retriever(b, measure=False), records, warmup)
-            res["with_measurements_again"] = _time_queries(r, records, warmup)  # both sides twice, interleaved
+        if th == 1:  # and the same queries without the measurement stage (the query path before it), interleaved
+            say(f"bench: {len(records)} records, 1 thread, with and without measurements, interleaved ...")
+            with_m, without = _time_queries([r, Retriever(b, measure=False)], records, warmup)
+            threads[str(th)], res["without_measurements"] = with_m, without
+            res["measurement_cost_ms"] = _paired(with_m, without)
+        else:
+            (threads[str(th)],) = _time_queries([r], records, warmup)
+    for t in (*threads.values(), res.get("without_measurements") or {}):
+        t.pop("_totals", None)
+    res["loadavg_end"] = _loadavg()
     res["bench_process_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)
     if cold_runs and paths:
         say(f"bench: {cold_runs} cold starts of `ecgret query` ...")
@@ -240,12 +273,17 @@ def run_bench(bundle_path=None, n_records: int = 200, warmup: int = 10, cold_run
     return res
 
 
+def _fmt_load(la) -> str:
+    return "-" if not la else f"{la[0]:.2f}"
+
+
 def format_bench(res: dict) -> str:
     """:func:`run_bench`'s result as text: the machine, bundle and data, then a table of p50/p95 in ms per
     stage and thread count, cold start and peak RSS."""
     m = res["machine"]
     lines = [
-        f"machine: {m['cpu']}, {m['cores']} cores ({m['machine']}, {m['system']}, Python {m['python']})",
+        f"machine: {m['cpu']}, {m['cores']} cores ({m['machine']}, {m['system']}, Python {m['python']}); load average "
+        f"{_fmt_load(res.get('loadavg_start'))} at the start, {_fmt_load(res.get('loadavg_end'))} at the end",
         f"bundle: {res.get('bundle_name')} ({res.get('bundle_hash')}), interpreter {res.get('interpreter')} "
         f"({res.get('kernels', 'builtin')} kernels)",
         f"records: {res['n_records']} real ({', '.join(f'{k} {v}' for k, v in sorted(res['sources'].items()))}), "
@@ -276,17 +314,14 @@ def format_bench(res: dict) -> str:
                 for t in ths
             )
         )
-    wo, again = res.get("without_measurements"), res.get("with_measurements_again")
-    if wo and "1" in res["threads"]:
-        w1 = (
-            min(res["threads"]["1"]["total"]["p50_ms"], again["total"]["p50_ms"])
-            if again
-            else res["threads"]["1"]["total"]["p50_ms"]
-        )
+    wo, cost = res.get("without_measurements"), res.get("measurement_cost_ms")
+    if wo and cost and "1" in res["threads"]:
+        w1 = res["threads"]["1"]["total"]
         lines.append(
-            f"{'1 thr, end to end p50/p95':<26} with measurements {w1:.2f}/"
-            f"{res['threads']['1']['total']['p95_ms']:.2f} ms, without (the path before them) "
-            f"{wo['total']['p50_ms']:.2f}/{wo['total']['p95_ms']:.2f} ms: +{w1 - wo['total']['p50_ms']:.2f} ms"
+            f"{'1 thr, end to end p50/p95':<26} with measurements {w1['p50_ms']:.2f}/{w1['p95_ms']:.2f} ms, "
+            f"without (the path before them) {wo['total']['p50_ms']:.2f}/{wo['total']['p95_ms']:.2f} ms, "
+            f"interleaved; the measurements' cost per query (paired) p50 {cost['p50_ms']:+.2f} ms, "
+            f"p95 {cost['p95_ms']:+.2f} ms"
         )
     cs = res.get("cold_start")
     if cs:

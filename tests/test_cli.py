@@ -261,7 +261,11 @@ def test_bench_reports(ecgret_env):
     assert r["n_records"] == 6
     for th, st in r["threads"].items():
         assert set(st) >= {"preprocess", "quality", "image", "encode", "search", "total"}
-        assert st["total"]["p50_ms"] > 0
+        assert st["total"]["p50_ms"] > 0 and "_totals" not in st
+    assert r["threads"]["1"]["measure"]["p50_ms"] > 0          # the measurement stage is timed ...
+    assert r["without_measurements"]["measure"]["p50_ms"] < 0.05 < r["threads"]["1"]["measure"]["p50_ms"]
+    assert r["measurement_cost_ms"]["n"] == 6                  # ... and its paired cost, query by query
+    assert len(r["loadavg_start"]) == 3 and len(r["loadavg_end"]) == 3
     assert r["cold_start"]["peak_rss_mb"] > 0 and r["cold_start"]["first_result"]["p50_ms"] > 0
 
 
