@@ -32,9 +32,15 @@ Queries: raw CinC 2021 records (500 Hz, mV) and PTB-XL fold-9 rows (100 Hz) from
 
     python benchmarks/bench_vs_paper.py [--queries 60] [--warmup 5] [--json results/bench_vs_paper.json]
 
-Retrieval metrics: ecgret's fold-9 figures as recorded in the bundle manifest (``evaluation``, ``rerank.cv.fold9``).
-The random-init ViT has none: no paper-mode teacher at 224 x 224 was trained, and the script says so. A benchmark
-reports; it asserts nothing about timings.
+The trained paper-mode teacher (``benchmarks/paper_teacher.py``): where ``runs/`` holds one (``ecgret-convert
+train-teacher --config configs/teacher_paper.toml``; ``--teacher RUN`` names another, ``--teacher none`` leaves it
+out) a third child runs the paper's query path with it (preprocess, median beats, the paper's 3 x 4 GASF/RP/MTF grid
+by ``edge.imaging`` mode ``paper``, the teacher in float32 TFLite, exhaustive cosine over folds 1-8), timed in the
+same pass, and then computes the fold-9 retrieval of both sides (the teacher through its TFLite, ecgret's int8 student
+through the device interpreter; EVALUATION.md protocol). The random-init ViT-Tiny has no retrieval figures.
+
+Recorded figures beside them: ecgret's fold-9 metrics from the bundle manifest (``evaluation``, ``rerank.cv.fold9``).
+A benchmark reports; it asserts nothing about timings.
 """
 
 from __future__ import annotations
@@ -421,7 +427,9 @@ def _status_kb(key: str = "VmHWM") -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
-def worker(side: str, plan_path: Path, vit: Path | None, n_items: int, seed: int, kernels: str | None) -> None:
+def worker(
+    side: str, plan_path: Path, vit: Path | None, n_items: int, seed: int, kernels: str | None, teacher=None
+) -> None:
     """A child: answers one line per command on the original stdout (fd 1 is pointed at stderr, so that nothing a
     library prints can break the protocol). Commands: ``q I`` (query I of the plan), ``rss``, ``end``."""
     if kernels:
@@ -432,7 +440,13 @@ def worker(side: str, plan_path: Path, vit: Path | None, n_items: int, seed: int
     t0 = time.perf_counter()
     plan = json.loads(Path(plan_path).read_text())
 
-    s = EcgretSide() if side == "ecgret" else PaperSide(vit, n_items, seed)
+    if side == "teacher":  # the trained paper-mode teacher (benchmarks/paper_teacher.py)
+        import paper_teacher
+
+        tfl = Path(teacher)
+        s = paper_teacher.TeacherSide(tfl, json.loads(tfl.with_suffix(".json").read_text()))
+    else:
+        s = EcgretSide() if side == "ecgret" else PaperSide(vit, n_items, seed)
     hello = {"ready": True, "startup_s": time.perf_counter() - t0, "info": s.info}
     hello["rss_ready_mb"] = _status_kb("VmRSS") / 1024.0
     hello["peak_rss_ready_mb"] = _status_kb("VmHWM") / 1024.0
@@ -457,6 +471,12 @@ def worker(side: str, plan_path: Path, vit: Path | None, n_items: int, seed: int
             proto.write(json.dumps(out) + "\n")
         elif cmd == "rss":
             proto.write(json.dumps({"vmhwm_kb": _status_kb("VmHWM")}) + "\n")
+        elif cmd == "fold9" and side == "teacher":  # after the timing: retrieval of both sides on fold 9
+            import paper_teacher
+
+            run_dir = Path(json.loads(Path(teacher).with_suffix(".json").read_text())["run"])
+            out = {"fold9": paper_teacher.fold9(s), "check": s.check_against_run(run_dir)}
+            proto.write(json.dumps(out) + "\n")
         elif cmd == "end":
             proto.write(json.dumps({"bye": True}) + "\n")
             break
@@ -613,8 +633,11 @@ def fold9_metrics() -> dict:
     }
 
 
-def side_pass(plan_path: Path, vit: Path, n: int, warmup: int, kernels: str | None, say) -> dict:
-    """Both sides in fresh processes on the same queries (:func:`_pass`), then each one's peak RSS."""
+def side_pass(
+    plan_path: Path, vit: Path, n: int, warmup: int, kernels: str | None, say, teacher: Path | None = None
+) -> dict:
+    """Both sides (and the trained paper-mode teacher, with ``teacher``: its float32 TFLite) in fresh processes on
+    the same queries (:func:`_pass`), then each one's peak RSS, and with a teacher both sides' fold-9 retrieval."""
     extra = ["--plan", str(plan_path)] + (["--kernels", kernels] if kernels else [])
     logs = Path(plan_path).parent
     ec = Child("ecgret", extra, logs / f"ecgret-{kernels or 'default'}.log")
@@ -624,8 +647,14 @@ def side_pass(plan_path: Path, vit: Path, n: int, warmup: int, kernels: str | No
         children["paper"] = Child(
             "paper", extra + ["--vit", str(vit), "--items", str(n_items)], logs / f"paper-{kernels or 'default'}.log"
         )
+        if teacher is not None:
+            children["teacher"] = Child("teacher", extra + ["--teacher-tflite", str(teacher)], logs / "teacher.log")
         raw, skipped, first = _pass(children, n, warmup, say, kernels or "timed pass")
         rss = {s: round(c.ask("rss")["vmhwm_kb"] / 1024.0, 1) for s, c in children.items()}
+        fold9 = None
+        if teacher is not None:
+            say("retrieval on PTB-XL fold 9: the paper-mode teacher and ecgret's int8 student, computed now ...")
+            fold9 = children["teacher"].ask("fold9")
     finally:
         for c in children.values():
             c.close()
@@ -633,6 +662,7 @@ def side_pass(plan_path: Path, vit: Path, n: int, warmup: int, kernels: str | No
         "raw": raw,
         "skipped": skipped,
         "rss": rss,
+        "fold9": fold9,
         "info": {s: c.hello["info"] for s, c in children.items()},
         "startup": {
             s: {
@@ -655,13 +685,25 @@ def run(args) -> dict:
     t_start = time.perf_counter()
     load_start = [round(x, 2) for x in os.getloadavg()]
     vit, vit_info = ensure_vit(Path(args.cache), say)
+    teacher, teacher_info = None, None
+    if args.teacher != "none":
+        import paper_teacher
+
+        runs = [Path(args.teacher)] if args.teacher else paper_teacher.run_dirs(ROOT)
+        if runs:
+            teacher, teacher_info = paper_teacher.ensure_tflite(runs[0], Path(args.cache), _child_env(), say)
+        else:
+            say(
+                "no trained paper-mode teacher under runs/ (ecgret-convert train-teacher --config "
+                "configs/teacher_paper.toml): the paper side has no retrieval figures"
+            )
     plan = query_plan(args.queries, Path(args.data) if args.data else None)
     n = len(plan)
     with tempfile.TemporaryDirectory(prefix="bench_vs_paper-") as tmp:
         plan_path = Path(tmp) / "plan.json"
         plan_path.write_text(json.dumps(plan))
         say(f"timed pass: both sides (each its own process), {n} queries, interpreter kernels as ecgret's ...")
-        main_pass = side_pass(plan_path, vit, n, args.warmup, None, say)
+        main_pass = side_pass(plan_path, vit, n, args.warmup, None, say, teacher)
         xnn = None
         if args.xnnpack:
             say(f"second pass: both encoders on the XNNPACK delegate (fresh processes), {n} queries ...")
@@ -690,6 +732,18 @@ def run(args) -> dict:
                 **xnn["startup"][s],
                 "skipped": xnn["skipped"],
             }
+    if teacher is not None:
+        import paper_teacher
+
+        sides["teacher"] = {
+            **main_pass["info"]["teacher"],
+            **main_pass["startup"]["teacher"],
+            "stages": _summary(main_pass["raw"]["teacher"], paper_teacher.STAGES),
+            "peak_rss_mb": main_pass["rss"]["teacher"],
+            "embeddings": _embeddings(main_pass["raw"]["teacher"]),
+            "tflite_vs_training_run": main_pass["fold9"]["check"],
+            "exported": teacher_info,
+        }
     skipped = main_pass["skipped"]
     raw = main_pass["raw"]
     e, p = sides["ecgret"], sides["paper"]
@@ -705,6 +759,10 @@ def run(args) -> dict:
         "model_bytes": _ratio(p["model_bytes"], e["model_bytes"]),
         "model_macs": _ratio(p["model_macs"], e["model_macs"]),
     }
+    if "teacher" in sides:
+        ratios["teacher_end_to_end_p50"] = _ratio(
+            sides["teacher"]["stages"]["total"]["p50_ms"], e["stages"]["total"]["p50_ms"]
+        )
     if xnn and raw["ecgret"] and xnn["raw"]["paper"]:
         xe, xp = e["xnnpack"]["stages"], p["xnnpack"]["stages"]
         ratios["encode_p50_xnnpack"] = _ratio(xp["encode"]["p50_ms"], xe["encode"]["p50_ms"])
@@ -747,7 +805,7 @@ def run(args) -> dict:
             "measured_p50_paper_on_xnnpack": x50,
             "met_paper_on_xnnpack": None if x50 is None else bool(x50 >= TARGET_SPEEDUP),
         },
-        "retrieval_fold9": fold9_metrics(),
+        "retrieval_fold9": {**fold9_metrics(), "measured": main_pass["fold9"] and main_pass["fold9"]["fold9"]},
         "seconds": None,
     }
     res["seconds"] = round(time.perf_counter() - t_start, 1)
@@ -828,16 +886,45 @@ def table_markdown(res: dict) -> str:
         f"| archive search | {e['archive_items']} × {e['embedding_dim']}, {e['search']} | "
         f"{p['archive_items']} × {p['embedding_dim']}, exhaustive float32 cosine | |",
     ]
+    t = res["sides"].get("teacher")
+    if t:
+        lines += [
+            "",
+            f"The paper's pipeline with the paper-mode teacher trained here ({t['model']}; "
+            f"{'×'.join(map(str, t['image_shape']))} images, {t['model_params'] / 1e6:.2f} M params, "
+            f"{t['model_bytes'] / 1e6:.2f} MB; exhaustive float32 cosine over {t['archive_items']} cases; its TFLite "
+            f"against the training run's embeddings: cosine min {t['tflite_vs_training_run']['min']:.6f} over "
+            f"{t['tflite_vs_training_run']['n']} cases), timed in the same pass:",
+            "",
+            "| stage | ecgret p50 / p95 (ms) | paper-mode teacher p50 / p95 (ms) | teacher / ecgret (p50) |",
+            "| --- | --- | --- | --- |",
+        ]
+        for st in ("preprocess", "image", "encode", "search"):
+            ratio = _ratio(t["stages"][st]["p50_ms"], e["stages"][st]["p50_ms"])
+            lines.append(f"| {st} | {cell(e, st)} | {cell(t, st)} | {_fmt(ratio, 1)}× |")
+        lines.append(
+            f"| **end to end** | **{cell(e, 'total')}** | **{cell(t, 'total')}** | "
+            f"**{_fmt(r.get('teacher_end_to_end_p50'), 1)}×** |"
+        )
+        lines.append(f"| peak RSS (MB, own process) | {e['peak_rss_mb']:.1f} | {t['peak_rss_mb']:.1f} | |")
     f9 = res["retrieval_fold9"]
     keys = ("P@10", "mAP@10", "kNN_macroAUROC", "rhythmP@10_nonSR")
     lines += ["", f"Retrieval, PTB-XL fold 9 ({f9.get('protocol') or 'EVALUATION.md protocol'}):", ""]
     lines += ["| model | " + " | ".join(keys) + " |", "| --- |" + " --- |" * len(keys)]
+    meas = f9.get("measured")
+    if meas:
+        for name, key in (
+            ("ecgret int8 student, cosine (computed in this run)", "ecgret_int8_cosine"),
+            ("paper's pipeline, paper-mode teacher float32 (computed in this run)", "paper_teacher"),
+        ):
+            lines.append(f"| {name} | " + " | ".join(_fmt(meas[key].get(k), 3) for k in keys) + " |")
     for name, mm in f9["ecgret"].items():
-        lines.append(f"| {name} | " + " | ".join(_fmt(mm.get(k), 3) for k in keys) + " |")
+        lines.append(f"| {name} (recorded in the manifest) | " + " | ".join(_fmt(mm.get(k), 3) for k in keys) + " |")
     lines.append("| paper pipeline timed here (random-init ViT-Tiny) | " + " | ".join("n/a" for _ in keys) + " |")
-    lines += ["", f"Paper side: not available — {f9['paper']['reason']}."]
     ref = f9["paper"].get("reference_not_timed")
-    if ref:
+    if not meas:
+        lines += ["", f"Paper side: not available — {f9['paper']['reason']}."]
+    if ref and not meas:
         mm = ref["metrics"]
         lines.append(
             f"For reference only ({ref['source']}; {ref['what']}): "
@@ -855,9 +942,16 @@ def main(argv=None) -> None:
     ap.add_argument("--cache", default=str(DEFAULT_CACHE), help="where the converted ViT is kept (gitignored runs/)")
     ap.add_argument("--data", default=None, help="the shared data folder (default: $ECGRET_DATA or ../shared/data)")
     ap.add_argument("--no-xnnpack", dest="xnnpack", action="store_false", help="skip the XNNPACK second pass")
+    ap.add_argument(
+        "--teacher",
+        default=None,
+        help="a trained paper-mode teacher run (default: the first under runs/; 'none' to leave it out)",
+    )
     ap.add_argument("--quiet", action="store_true")
     # internal: the child processes
-    ap.add_argument("--side", choices=("ecgret", "paper"), help=argparse.SUPPRESS)
+    ap.add_argument("--side", choices=("ecgret", "paper", "teacher"), help=argparse.SUPPRESS)
+    ap.add_argument("--teacher-tflite", help=argparse.SUPPRESS)
+    ap.add_argument("--export-teacher", nargs=2, metavar=("RUN", "OUT"), help=argparse.SUPPRESS)
     ap.add_argument("--plan", help=argparse.SUPPRESS)
     ap.add_argument("--vit", help=argparse.SUPPRESS)
     ap.add_argument("--items", type=int, default=1625, help=argparse.SUPPRESS)
@@ -868,8 +962,21 @@ def main(argv=None) -> None:
     if args.build_vit:
         build_vit(Path(args.build_vit))
         return
+    if args.export_teacher:
+        import paper_teacher
+
+        paper_teacher.export_tflite(Path(args.export_teacher[0]), Path(args.export_teacher[1]))
+        return
     if args.side:
-        worker(args.side, Path(args.plan), Path(args.vit) if args.vit else None, args.items, args.seed, args.kernels)
+        worker(
+            args.side,
+            Path(args.plan),
+            Path(args.vit) if args.vit else None,
+            args.items,
+            args.seed,
+            args.kernels,
+            args.teacher_tflite,
+        )
         return
     res = run(args)
     print(res["table_markdown"])

