@@ -21,12 +21,13 @@ The paper's pipeline, as published:
 ecgret: ``edge.retrieval.Retriever`` on the shipped bundle (``edge/bundles/default``) at threads=1, as ``ecgret query``
 runs it (quality gate, measurements, int8 student, Annoy, measured rerank); per-stage timings from ``query_record``.
 
-Each side runs in its own child process (this script with ``--side``), so one side's peak RSS (VmHWM) does not include
-the other's; the parent sends the two children the same queries in turn (query i to one, then to the other; which side
-goes first alternates), so both are timed in the same run under the same load. Reading the record is not timed.
-BLAS, OpenMP and numba run on 1 thread in both children. After the timed pass and the RSS reading, a second pass
-(``--xnnpack``, on by default) runs both encoders with the XNNPACK delegate instead of the built-in kernels: the float32
-ViT gains most from it, so the speed-up is reported both ways.
+The timed pass runs every side in this one process: each side is built here, and query i goes to each side in turn
+(which side goes first rotates from one query to the next), so all are timed in the same process and run under the
+same load; reading the record is not timed. BLAS, OpenMP and numba run on 1 thread (the script re-executes itself
+with those variables set before numpy loads). Start-up time and peak RSS (VmHWM) need a process of their own per
+side, so each side is then started alone in a child process (this script with ``--side``) and given the first
+queries of the plan. A second timed pass (``--xnnpack``, on by default) runs both encoders with the XNNPACK delegate
+instead of the built-in kernels: the float32 ViT gains most from it, so the speed-up is reported both ways.
 
 Queries: raw CinC 2021 records (500 Hz, mV) and PTB-XL fold-9 rows (100 Hz) from the shared data, alternating.
 
@@ -427,6 +428,27 @@ def _status_kb(key: str = "VmHWM") -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
+def make_side(side: str, vit: Path | None, n_items: int, seed: int, teacher=None):
+    """One side, built in this process: ``ecgret``, ``paper`` (the ViT-Tiny at ``vit``) or ``teacher`` (the
+    paper-mode teacher's float32 TFLite ``teacher``: benchmarks/paper_teacher.py)."""
+    if side == "teacher":
+        import paper_teacher
+
+        tfl = Path(teacher)
+        return paper_teacher.TeacherSide(tfl, json.loads(tfl.with_suffix(".json").read_text()))
+    return EcgretSide() if side == "ecgret" else PaperSide(vit, n_items, seed)
+
+
+def _query_result(side, rec, i: int) -> dict:
+    """One query of one side: its stage timings and what its embedding looks like, or the error it raised."""
+    try:
+        t, v = side.query(rec, i)
+        v = np.asarray(v)
+        return {"i": i, "timings": t, "shape": list(v.shape), "dtype": str(v.dtype), "norm": float(np.linalg.norm(v))}
+    except Exception as e:  # noqa: BLE001 - a query one side refuses is reported and left out of all
+        return {"i": i, "error": f"{type(e).__name__}: {e}"}
+
+
 def worker(
     side: str, plan_path: Path, vit: Path | None, n_items: int, seed: int, kernels: str | None, teacher=None
 ) -> None:
@@ -440,13 +462,7 @@ def worker(
     t0 = time.perf_counter()
     plan = json.loads(Path(plan_path).read_text())
 
-    if side == "teacher":  # the trained paper-mode teacher (benchmarks/paper_teacher.py)
-        import paper_teacher
-
-        tfl = Path(teacher)
-        s = paper_teacher.TeacherSide(tfl, json.loads(tfl.with_suffix(".json").read_text()))
-    else:
-        s = EcgretSide() if side == "ecgret" else PaperSide(vit, n_items, seed)
+    s = make_side(side, vit, n_items, seed, teacher)
     hello = {"ready": True, "startup_s": time.perf_counter() - t0, "info": s.info}
     hello["rss_ready_mb"] = _status_kb("VmRSS") / 1024.0
     hello["peak_rss_ready_mb"] = _status_kb("VmHWM") / 1024.0
@@ -456,27 +472,12 @@ def worker(
         if cmd == "q":
             i = int(arg)
             try:
-                rec = load_query(plan[i])
-                t, v = s.query(rec, i)
-                v = np.asarray(v)
-                out = {
-                    "i": i,
-                    "timings": t,
-                    "shape": list(v.shape),
-                    "dtype": str(v.dtype),
-                    "norm": float(np.linalg.norm(v)),
-                }
-            except Exception as e:  # noqa: BLE001 - a query one side refuses is reported and left out of both
+                out = _query_result(s, load_query(plan[i]), i)
+            except Exception as e:  # noqa: BLE001 - a record that cannot be read is reported and left out
                 out = {"i": i, "error": f"{type(e).__name__}: {e}"}
             proto.write(json.dumps(out) + "\n")
         elif cmd == "rss":
             proto.write(json.dumps({"vmhwm_kb": _status_kb("VmHWM")}) + "\n")
-        elif cmd == "fold9" and side == "teacher":  # after the timing: retrieval of both sides on fold 9
-            import paper_teacher
-
-            run_dir = Path(json.loads(Path(teacher).with_suffix(".json").read_text())["run"])
-            out = {"fold9": paper_teacher.fold9(s), "check": s.check_against_run(run_dir)}
-            proto.write(json.dumps(out) + "\n")
         elif cmd == "end":
             proto.write(json.dumps({"bye": True}) + "\n")
             break
@@ -633,11 +634,57 @@ def fold9_metrics() -> dict:
     }
 
 
+def inprocess_pass(names, plan, n, warmup, make, say, label, teacher_run: Path | None = None) -> dict:
+    """The timed pass: the sides ``names`` built in this process by ``make(name)``, query i to each in turn (the
+    first rotates), after ``warmup`` untimed queries each. With the teacher among them, its fold-9 retrieval and
+    ecgret's are computed at the end, and its TFLite checked against ``teacher_run``'s embeddings."""
+    sides, built = {}, {}
+    for name in names:
+        t0 = time.perf_counter()
+        sides[name] = make(name)
+        built[name] = time.perf_counter() - t0
+    for i in range(min(warmup, n)):
+        rec = load_query(plan[i])
+        for name in names:
+            sides[name].query(rec, i)
+    raw: dict = {name: [] for name in names}
+    skipped = []
+    t0 = time.perf_counter()
+    for i in range(n):
+        rec = load_query(plan[i])
+        k = i % len(names)
+        got = {name: _query_result(sides[name], rec, i) for name in names[k:] + names[:k]}
+        errs = {name: r["error"] for name, r in got.items() if "error" in r}
+        if errs:
+            skipped.append({"query": i, "errors": errs})
+            continue
+        for name in names:
+            raw[name].append(got[name])
+        if (i + 1) % 20 == 0:
+            say(f"  {label}: {i + 1}/{n} queries ({time.perf_counter() - t0:.0f} s)")
+    fold9 = None
+    if "teacher" in sides and teacher_run is not None:
+        import paper_teacher
+
+        say("retrieval on PTB-XL fold 9: the paper-mode teacher and ecgret's int8 student, computed now ...")
+        fold9 = {
+            "fold9": paper_teacher.fold9(sides["teacher"]),
+            "check": sides["teacher"].check_against_run(teacher_run),
+        }
+    return {
+        "raw": raw,
+        "skipped": skipped,
+        "info": {name: side.info for name, side in sides.items()},
+        "build_s": {name: round(v, 2) for name, v in built.items()},
+        "fold9": fold9,
+    }
+
+
 def side_pass(
     plan_path: Path, vit: Path, n: int, warmup: int, kernels: str | None, say, teacher: Path | None = None
 ) -> dict:
-    """Both sides (and the trained paper-mode teacher, with ``teacher``: its float32 TFLite) in fresh processes on
-    the same queries (:func:`_pass`), then each one's peak RSS, and with a teacher both sides' fold-9 retrieval."""
+    """Each side (and the trained paper-mode teacher, with ``teacher``: its float32 TFLite) in a fresh process of its
+    own on the first ``n`` queries (:func:`_pass`): its start-up time, RSS when ready and peak RSS (VmHWM)."""
     extra = ["--plan", str(plan_path)] + (["--kernels", kernels] if kernels else [])
     logs = Path(plan_path).parent
     ec = Child("ecgret", extra, logs / f"ecgret-{kernels or 'default'}.log")
@@ -651,10 +698,6 @@ def side_pass(
             children["teacher"] = Child("teacher", extra + ["--teacher-tflite", str(teacher)], logs / "teacher.log")
         raw, skipped, first = _pass(children, n, warmup, say, kernels or "timed pass")
         rss = {s: round(c.ask("rss")["vmhwm_kb"] / 1024.0, 1) for s, c in children.items()}
-        fold9 = None
-        if teacher is not None:
-            say("retrieval on PTB-XL fold 9: the paper-mode teacher and ecgret's int8 student, computed now ...")
-            fold9 = children["teacher"].ask("fold9")
     finally:
         for c in children.values():
             c.close()
@@ -662,7 +705,6 @@ def side_pass(
         "raw": raw,
         "skipped": skipped,
         "rss": rss,
-        "fold9": fold9,
         "info": {s: c.hello["info"] for s, c in children.items()},
         "startup": {
             s: {
@@ -699,37 +741,62 @@ def run(args) -> dict:
             )
     plan = query_plan(args.queries, Path(args.data) if args.data else None)
     n = len(plan)
+    from edge.bundle import resolve_bundle_path
+
+    n_items = int(json.loads((Path(resolve_bundle_path(None)) / "manifest.json").read_text())["index"]["n_items"])
+    names = ["ecgret", "paper"] + (["teacher"] if teacher is not None else [])
+
+    def maker(kernels: str | None):
+        def make(name: str):
+            old = os.environ.get("ECGRET_KERNELS")
+            if kernels:
+                os.environ["ECGRET_KERNELS"] = kernels
+            try:
+                return make_side(name, vit, n_items, args.seed, teacher)
+            finally:
+                if kernels and old is None:
+                    del os.environ["ECGRET_KERNELS"]
+                elif kernels:
+                    os.environ["ECGRET_KERNELS"] = old
+
+        return make
+
+    teacher_run = Path(teacher_info["run"]) if teacher_info else None
+    say(f"timed pass: {', '.join(names)} in this process, {n} queries, interpreter kernels as ecgret's ...")
+    main_pass = inprocess_pass(names, plan, n, args.warmup, maker(None), say, "timed pass", teacher_run)
+    xnn = None
+    if args.xnnpack:
+        say(f"second pass: both encoders on the XNNPACK delegate, in this process, {n} queries ...")
+        xnn = inprocess_pass(["ecgret", "paper"], plan, n, args.warmup, maker("xnnpack"), say, "xnnpack")
+    n_rss = min(n, args.rss_queries)
     with tempfile.TemporaryDirectory(prefix="bench_vs_paper-") as tmp:
         plan_path = Path(tmp) / "plan.json"
         plan_path.write_text(json.dumps(plan))
-        say(f"timed pass: both sides (each its own process), {n} queries, interpreter kernels as ecgret's ...")
-        main_pass = side_pass(plan_path, vit, n, args.warmup, None, say, teacher)
-        xnn = None
-        if args.xnnpack:
-            say(f"second pass: both encoders on the XNNPACK delegate (fresh processes), {n} queries ...")
-            xnn = side_pass(plan_path, vit, n, args.warmup, "xnnpack", say)
+        say(f"start-up and peak RSS: each side alone in its own process, {n_rss} queries ...")
+        rss = side_pass(plan_path, vit, n_rss, min(args.warmup, n_rss), None, say, teacher)
+        xnn_rss = side_pass(plan_path, vit, n_rss, min(args.warmup, n_rss), "xnnpack", say) if args.xnnpack else None
     sides = {}
     for s in ("ecgret", "paper"):
         st = ECGRET_STAGES if s == "ecgret" else PAPER_STAGES
         sides[s] = {
             **main_pass["info"][s],
-            **main_pass["startup"][s],
+            **rss["startup"][s],
             "stages": _summary(main_pass["raw"][s], st),
             "end_to_end_by_source": {
                 k: latency_stats([r["timings"]["total"] for r in main_pass["raw"][s] if plan[r["i"]]["kind"] == k])
                 for k in sorted({q["kind"] for q in plan})
                 if any(plan[r["i"]]["kind"] == k for r in main_pass["raw"][s])
             },
-            "peak_rss_mb": main_pass["rss"][s],
+            "peak_rss_mb": rss["rss"][s],
             "embeddings": _embeddings(main_pass["raw"][s]),
         }
-        if xnn:
+        if xnn and xnn_rss:
             sides[s]["xnnpack"] = {
                 "kernels": xnn["info"][s]["kernels"],
                 "op_resolver": xnn["info"][s]["op_resolver"],
                 "stages": _summary(xnn["raw"][s], st),
-                "peak_rss_mb": xnn["rss"][s],
-                **xnn["startup"][s],
+                "peak_rss_mb": xnn_rss["rss"][s],
+                **xnn_rss["startup"][s],
                 "skipped": xnn["skipped"],
             }
     if teacher is not None:
@@ -737,9 +804,9 @@ def run(args) -> dict:
 
         sides["teacher"] = {
             **main_pass["info"]["teacher"],
-            **main_pass["startup"]["teacher"],
+            **rss["startup"]["teacher"],
             "stages": _summary(main_pass["raw"]["teacher"], paper_teacher.STAGES),
-            "peak_rss_mb": main_pass["rss"]["teacher"],
+            "peak_rss_mb": rss["rss"]["teacher"],
             "embeddings": _embeddings(main_pass["raw"]["teacher"]),
             "tflite_vs_training_run": main_pass["fold9"]["check"],
             "exported": teacher_info,
@@ -792,8 +859,10 @@ def run(args) -> dict:
             "sources": sources,
             "names": [q["name"] for q in plan],
             "skipped": skipped,
-            "protocol": "both sides in their own process, query i to one then the other (the first alternates); "
-            "record reading not timed; 1 interpreter thread, BLAS/OpenMP/numba 1 thread",
+            "protocol": "every side in this one process, query i to each in turn (the first rotates); record "
+            "reading not timed; 1 interpreter thread, BLAS/OpenMP/numba 1 thread; start-up and peak RSS from each "
+            "side alone in its own process on the first queries",
+            "rss_queries": n_rss,
         },
         "vit": vit_info,
         "sides": sides,
@@ -947,6 +1016,9 @@ def main(argv=None) -> None:
         default=None,
         help="a trained paper-mode teacher run (default: the first under runs/; 'none' to leave it out)",
     )
+    ap.add_argument(
+        "--rss-queries", type=int, default=10, help="queries each side answers alone in its own process (peak RSS)"
+    )
     ap.add_argument("--quiet", action="store_true")
     # internal: the child processes
     ap.add_argument("--side", choices=("ecgret", "paper", "teacher"), help=argparse.SUPPRESS)
@@ -959,6 +1031,9 @@ def main(argv=None) -> None:
     ap.add_argument("--kernels", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--build-vit", metavar="OUT", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if argv is None and any(os.environ.get(k) != v for k, v in ONE_THREAD.items()):
+        # BLAS, OpenMP and numba read these when they load (numpy is loaded already): start again with them set
+        os.execve(sys.executable, [sys.executable, str(Path(__file__).resolve()), *sys.argv[1:]], _child_env())
     if args.build_vit:
         build_vit(Path(args.build_vit))
         return

@@ -1,8 +1,8 @@
 """benchmarks/bench_vs_paper.py on 3 queries: the JSON's structure, and that both sides embedded every query.
 
-Slow: each side runs in its own process and the paper side imports pyts, whose numba functions compile at import
-(about 1 minute on the 2-core development machine); the first run also converts the ViT-Tiny (TensorFlow, about
-1 minute, cached under runs/bench_vs_paper/)."""
+Slow: the paper side imports pyts, whose numba functions compile at import (in the timing process and again in each
+side's own start-up/RSS process; about 20 s each on the 2-core development machine); the first run also converts the
+ViT-Tiny (TensorFlow, about 20 s, cached under runs/bench_vs_paper/)."""
 
 from __future__ import annotations
 
