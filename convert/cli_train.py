@@ -61,11 +61,22 @@ __all__ = [
     show_default=True,
     help="continue from the run's latest checkpoint, or start over",
 )
+@click.option(
+    "--cv",
+    "cv_out",
+    type=click.Path(),
+    default=None,
+    help="cross-validate the recipe instead: one teacher per rotation of folds 1-8, each trained without its "
+    "query folds (convert.teacher_cv); the table is printed and the JSON written to this file",
+)
 @click.option("--no-progress", is_flag=True)
-def train_teacher_command(config_path, resume, no_progress, **overrides):
+def train_teacher_command(config_path, resume, no_progress, cv_out, **overrides):
     """Train the teacher image encoder (ViT, CLIP loss against frozen report embeddings)."""
     with click_errors():
         cfg = load_config(config_path, **overrides)
+        if cv_out:
+            _cv_teacher(cfg, cv_out, not no_progress)
+            return
         m = train_teacher(cfg, resume=resume, progress=not no_progress)
     click.echo(
         json.dumps(
@@ -77,6 +88,19 @@ def train_teacher_command(config_path, resume, no_progress, **overrides):
         )
     )
     click.echo(f"artefacts in {cfg.run_dir}", err=True)
+
+
+def _cv_teacher(cfg, out_path, progress: bool) -> None:
+    from .evaluate import cv_heading, cv_json, cv_table
+    from .teacher_cv import cv_teacher
+
+    arch = open_archive(cfg.archive)
+    res, runs = cv_teacher(cfg, arch, progress=progress)
+    h = cv_heading(arch) + "; one teacher trained per rotation without its query folds"
+    click.echo(cv_table(res, "### " + h))
+    doc = {**cv_json(res, arch), "heading": h, "teacher_runs": runs, "config": str(cfg.name)}
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    dump(doc, Path(out_path))
 
 
 @click.command("teacher-report")

@@ -17,7 +17,7 @@ The external set (``evaluate --external ludb-dev``) is :mod:`convert.evaluate_ex
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -216,6 +216,12 @@ def evaluate_cv(
     the per-class AUROCs are summarised too (``AUROC_<class>``)."""
     folds = np.array([c.fold if c.fold is not None else -1 for c in archive.cases])
     per = cross_validate(lambda qi, ai: evaluate(archive, embeddings, qi, ai, k), folds, rotations, pool)
+    return summarise_cv(per)
+
+
+def summarise_cv(per: Sequence[Mapping[str, dict]]) -> dict[str, dict]:
+    """Per-rotation :func:`evaluate` results (one {variant: metrics} a rotation) as :func:`evaluate_cv` returns
+    them: {variant: {"mean", "sd", "per_rotation"}}, the per-class AUROCs summarised too."""
     names = list(per[0]) if per else []
     cls = tuple(f"AUROC_{c}" for c in SUPERCLASSES)
     out = {}
