@@ -175,10 +175,28 @@ def pipeline_command(config_path, retrain, force, out, teacher_run, images_only,
 @click.option("--name", default=None, help="student run name (default: the config's name)")
 @click.option("--epochs", type=int, default=None)
 @click.option("--max-minutes", type=float, default=None)
+@click.option(
+    "--cv",
+    "cv_out",
+    type=click.Path(),
+    default=None,
+    help="cross-validate the deployed encoder instead: per rotation of folds 1-8 a teacher, a student and its int8 "
+    "export made without the query folds, evaluated through the device interpreter (convert.student_cv); the "
+    "table is printed and the JSON written to this file",
+)
+@click.option(
+    "--teacher-config",
+    type=click.Path(),
+    default=None,
+    help="with --cv: the teacher recipe (default: the config's [teacher] config)",
+)
 @click.option("--no-progress", is_flag=True)
-def distill_command(config_path, teacher_run, name, epochs, max_minutes, no_progress):
+def distill_command(config_path, teacher_run, name, epochs, max_minutes, cv_out, teacher_config, no_progress):
     """Distill the student CNN from a trained teacher (writes <student out_dir>/<name>/)."""
     with click_errors():
+        if cv_out:
+            _cv_student(load_pipeline_config(config_path), teacher_config, cv_out, not no_progress)
+            return
         info = run_distill(
             load_pipeline_config(config_path),
             teacher_run=teacher_run,
@@ -193,6 +211,20 @@ def distill_command(config_path, teacher_run, name, epochs, max_minutes, no_prog
             default=float,
         )
     )
+
+
+def _cv_student(cfg, teacher_config, out_path, progress: bool) -> None:
+    from .evaluate import cv_heading, cv_json, cv_table
+    from .student_cv import cv_student
+
+    tcfg = load_config(teacher_config or cfg.teacher_config, **({"archive": cfg.archive} if cfg.archive else {}))
+    arch = open_archive(cfg.archive)
+    res, runs = cv_student(cfg, tcfg, arch, progress=progress)
+    h = cv_heading(arch) + "; per rotation a teacher, a student and its int8 export made without the query folds"
+    click.echo(cv_table(res, "### " + h))
+    doc = {**cv_json(res, arch), "heading": h, "runs": runs, "teacher_config": tcfg.name, "config": cfg.name}
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    dump(doc, Path(out_path))
 
 
 @click.command("quantize")

@@ -6,7 +6,7 @@ Recipe (``[student]`` of ``configs/default.toml``):
   (:func:`convert.augment.augment`, the teacher's own recipe, which includes reduced lead sets so that
   reduced-lead queries work); images are precomputed once into a float16 array;
 * targets: the teacher's L2-normalised embedding *of the very same image* (the teacher's Keras model is run
-  on the augmented images), centred (``center_targets``: minus the mean teacher embedding over the training
+  on the augmented images; with ``target_images = "clean"`` on the copy's clean 12-lead original instead), centred (``center_targets``: minus the mean teacher embedding over the training
   images, re-normalised) and optionally the case's projected text embedding. Contrastively trained
   embeddings share a large common component (a young teacher's pairwise cosines are all ~0.99), so plain
   cosine regression is satisfied by the mean direction and loses the neighbourhoods; the centred targets
@@ -89,6 +89,9 @@ class StudentConfig:
     mixup: float = 0.0  # share of each batch replaced by mixed image pairs, the teacher
     mixup_alpha: float = 1.0  # labelling them on the fly (function matching); lambda ~ Beta
     center_targets: bool = True  # regress l2n(teacher - mean teacher): see the module docstring
+    target_images: str = "same"  # "same": the teacher sees the student's very image; "clean": the teacher sees
+    # the case's clean 12-lead image, so an augmented (noisy, reduced-lead) copy learns to land where its full
+    # recording lands (reduced-lead queries search a 12-lead archive)
     rel_weight: float = 1.0
     rel_temperature: float = 0.1
     text_weight: float = 0.0
@@ -132,6 +135,8 @@ def student_config(d: Mapping | None, where: str = "[student]") -> StudentConfig
         raise ConfigError(f"{where}: epochs >= 1, batch_size >= 2, lr > 0, aug_copies >= 0, eval_every >= 1 required")
     if set(cfg.train_folds) & set(cfg.val_folds):
         raise ConfigError(f"{where}: train_folds and val_folds must be disjoint")
+    if cfg.target_images not in ("same", "clean"):
+        raise ConfigError(f"{where}.target_images: {cfg.target_images!r} unknown; choose same or clean")
     return cfg
 
 
@@ -293,7 +298,10 @@ def distill(
     src = np.concatenate([tr_idx, aug_src])
     del aug
     say(f"student: {len(x_train)} training images ({len(tr_idx)} cases x {1 + cfg.aug_copies}); teacher targets ...")
-    y_train = teacher_targets(teacher_model, x_train)
+    if cfg.target_images == "clean":  # the teacher's view of each copy's clean 12-lead original
+        y_train = teacher_targets(teacher_model, clean[src])
+    else:
+        y_train = teacher_targets(teacher_model, x_train)
     mu = np.zeros(y_train.shape[1], np.float32)
     if cfg.center_targets:
         mu = y_train.mean(axis=0)
@@ -331,9 +339,12 @@ def distill(
         return z
 
     @tf.function(reduce_retracing=True)
-    def mix(x, y, lam, perm):
-        xm = lam[:, None, None, None] * x[:n_mix] + (1.0 - lam[:, None, None, None]) * tf.gather(x, perm)
-        return tf.concat([xm, x[n_mix:]], 0), tf.concat([mixed_targets(xm), y[n_mix:]], 0)
+    def mix(x, y, lam, perm, xt):
+        # xt: the images the teacher labels (x itself, or the copies' clean originals with target_images "clean")
+        la = lam[:, None, None, None]
+        xm = la * x[:n_mix] + (1.0 - la) * tf.gather(x, perm)
+        xtm = xm if xt is None else la * xt[:n_mix] + (1.0 - la) * tf.gather(xt, perm)
+        return tf.concat([xm, x[n_mix:]], 0), tf.concat([mixed_targets(xtm), y[n_mix:]], 0)
 
     @tf.function(reduce_retracing=True)
     def step(x, y, t):
@@ -374,7 +385,8 @@ def distill(
             if n_mix > 0:
                 r = np.random.default_rng([cfg.seed, epoch, b, 17])
                 lam = r.beta(cfg.mixup_alpha, cfg.mixup_alpha, n_mix).astype(np.float32)
-                x, y = mix(x, y, tf.constant(lam), tf.constant(r.permutation(len(sel))[:n_mix]))
+                xt = tf.constant(clean[src[sel]].astype(np.float32)) if cfg.target_images == "clean" else None
+                x, y = mix(x, y, tf.constant(lam), tf.constant(r.permutation(len(sel))[:n_mix]), xt)
             loss, lcos = step(x, y, t)
             ls.append(float(loss))
             lc.append(float(lcos))

@@ -16,7 +16,7 @@ Recipe (``configs/teacher.toml``):
   (identical texts share the mass equally), ``targets = "clip"`` gives the plain identity targets;
 * selection: every ``eval_every`` epochs the fold-8 cases (12 leads, no augmentation) are retrieved from a
   folds 1-7 archive with :func:`convert.evaluate.evaluate`; the best ``select_metric`` is kept, training
-  stops after ``patience`` epochs without improvement, or at ``max_minutes``;
+  stops after ``patience`` epochs without improvement (never before ``min_epochs``), or at ``max_minutes``;
 * scale-out: the loop runs under a ``tf.distribute`` strategy (``default``, ``one-device``, ``mirrored``,
   ``multi-worker`` via ``TF_CONFIG``), fed by ``distribute_datasets_from_function``; each replica computes
   the contrastive loss over its own share of the global batch and gradients are all-reduced.
@@ -89,8 +89,10 @@ class TrainConfig:
     soft_target_temperature: float = 0.05
     rhythm_aux_weight: float = 0.0  # > 0: auxiliary CLIP term against the rhythm statements' text alone
     rhythm_target_weight: float = 0.0  # > 0: soft targets also reward pairs that share a rhythm statement
+    label_aux_weight: float = 0.0  # > 0: supervised multi-label BCE on the cases' statements beside the CLIP loss
     eval_every: int = 2
     patience: int = 12
+    min_epochs: int = 0  # no early stop before this epoch (early checkpoints are noisy: a lucky epoch 2 is no model)
     select_metric: str = "kNN_macroAUROC"
     max_minutes: float = 85.0
     seed: int = 0
@@ -207,6 +209,8 @@ def validate_config(cfg: TeacherConfig, where: str = "config") -> None:
         raise ConfigError(f"{where}: model.width {m.width} is not divisible by model.heads {m.heads}")
     if not 0.0 <= m.dropout < 1.0 or m.mlp_ratio <= 0:
         raise ConfigError(f"{where}: model.dropout must be in [0, 1) and model.mlp_ratio > 0")
+    if t.min_epochs < 0 or t.patience < 0:
+        raise ConfigError(f"{where}: train.min_epochs and train.patience must be >= 0")
     if t.epochs < 1 or t.batch_size < 2 or t.lr <= 0 or t.eval_every < 1 or t.threads < 1:
         raise ConfigError(f"{where}: train.epochs, eval_every, threads >= 1, batch_size >= 2 and lr > 0 required")
     if t.strategy not in STRATEGIES:
@@ -215,8 +219,10 @@ def validate_config(cfg: TeacherConfig, where: str = "config") -> None:
         raise ConfigError(f"{where}: train.targets {t.targets!r} unknown; choose one of {', '.join(TARGETS)}")
     if t.targets == "soft" and t.soft_target_temperature <= 0:
         raise ConfigError(f"{where}: train.soft_target_temperature must be > 0")
-    if t.rhythm_aux_weight < 0 or t.rhythm_target_weight < 0:
-        raise ConfigError(f"{where}: train.rhythm_aux_weight and train.rhythm_target_weight must be >= 0")
+    if t.rhythm_aux_weight < 0 or t.rhythm_target_weight < 0 or t.label_aux_weight < 0:
+        raise ConfigError(
+            f"{where}: train.rhythm_aux_weight, train.rhythm_target_weight and train.label_aux_weight must be >= 0"
+        )
     if t.rhythm_target_weight > 0 and t.targets != "soft":
         raise ConfigError(f'{where}: train.rhythm_target_weight needs train.targets = "soft"')
     bad = [m for m in select_terms(t.select_metric) if m not in _SELECTABLE]

@@ -24,6 +24,8 @@ __all__ = [
     "build_text_head",
     "feature_model",
     "clip_loss",
+    "build_label_head",
+    "label_loss",
     "load_teacher_model",
 ]
 
@@ -110,6 +112,21 @@ def build_text_head(cfg: TeacherConfig, text_dim: int, name: str = "text_head"):
     z = keras.layers.Dense(cfg.model.proj_dim, name="text_projection")(inp)
     z = keras.layers.UnitNormalization(name="l2norm")(z)
     return keras.Model(inp, z, name=name)
+
+
+def build_label_head(cfg: TeacherConfig, n_labels: int, name: str = "label_head"):
+    """Image embedding (proj_dim,) -> one logit per statement label (the supervised auxiliary term)."""
+    keras = import_keras()
+    inp = keras.Input((cfg.model.proj_dim,), name="image_embedding")
+    return keras.Model(inp, keras.layers.Dense(n_labels, name="label_logits")(inp), name=name)
+
+
+def label_loss(logits, labels):
+    """Multi-label binary cross-entropy, summed over the labels and averaged over the batch."""
+    import tensorflow as tf
+
+    bce = tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
+    return tf.reduce_mean(tf.reduce_sum(bce, axis=1))
 
 
 def feature_model(encoder):

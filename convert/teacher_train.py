@@ -7,7 +7,7 @@
   in a ``tf.data`` pipeline, into the ViT of :mod:`convert.teacher_model`;
 * selection: every ``eval_every`` epochs the fold-8 cases (12 leads, no augmentation) are retrieved from a
   folds 1-7 archive with :func:`convert.evaluate.evaluate`; the best ``select_metric`` is kept, training
-  stops after ``patience`` epochs without improvement, or at ``max_minutes``;
+  stops after ``patience`` epochs without improvement (never before ``min_epochs``), or at ``max_minutes``;
 * scale-out: the loop runs under a ``tf.distribute`` strategy (``default``, ``one-device``, ``mirrored``,
   ``multi-worker`` via ``TF_CONFIG``), fed by ``distribute_datasets_from_function``; each replica computes
   the contrastive loss over its own share of the global batch and gradients are all-reduced;
@@ -37,10 +37,25 @@ from .images import embed_images, image_cases, n_valid
 from .ptbxl import open_archive, read_scp_statements
 from .teacher_config import STRATEGIES, TeacherConfig, config_toml, select_score, validate_config
 from .teacher_export import export
-from .teacher_model import build_image_encoder, build_text_head, clip_loss, import_keras
+from .teacher_model import (
+    build_image_encoder,
+    build_label_head,
+    build_text_head,
+    clip_loss,
+    import_keras,
+    label_loss,
+)
 from .text import embed_texts, resolve_text_model
 
-__all__ = ["train_teacher", "check_texts", "rhythm_texts", "rhythm_codes", "epoch_batches", "make_strategy"]
+__all__ = [
+    "train_teacher",
+    "check_texts",
+    "rhythm_texts",
+    "rhythm_codes",
+    "label_codes",
+    "epoch_batches",
+    "make_strategy",
+]
 
 
 # ============================================================================================ data
@@ -55,6 +70,22 @@ def rhythm_codes(archive) -> np.ndarray:
         for c in case.rhythm:
             out[i, pos[c]] = 1.0
     return out
+
+
+LABEL_FIELDS = ("super_class", "sub_class", "form", "rhythm")
+
+
+def label_codes(archive) -> tuple[np.ndarray, list[str]]:
+    """(n_cases, n_labels) float32 multi-hot of every statement label the cases carry (superclass, subclass,
+    form and rhythm, named ``field:code``), and the label names: the supervised auxiliary term's targets."""
+    names = sorted({f"{f}:{c}" for case in archive.cases for f in LABEL_FIELDS for c in getattr(case, f)})
+    pos = {n: k for k, n in enumerate(names)}
+    out = np.zeros((len(archive), max(len(names), 1)), np.float32)
+    for i, case in enumerate(archive.cases):
+        for f in LABEL_FIELDS:
+            for c in getattr(case, f):
+                out[i, pos[f"{f}:{c}"]] = 1.0
+    return out, names
 
 
 def check_texts(archive, indices=None) -> list[str]:
@@ -156,13 +187,16 @@ def configure_threads(threads: int) -> None:
 class _State:
     """Everything a checkpoint holds, as numpy: model weights, optimizer variables, loop state."""
 
-    def __init__(self, encoder, text_head, logit_scale, optimizer, rhythm_head=None):
+    def __init__(self, encoder, text_head, logit_scale, optimizer, rhythm_head=None, label_head=None):
         self.encoder, self.text_head, self.logit_scale, self.optimizer = encoder, text_head, logit_scale, optimizer
-        self.rhythm_head = rhythm_head
+        self.rhythm_head, self.label_head = rhythm_head, label_head
+
+    def _heads(self, attr: str) -> list:
+        return [v for h in (self.rhythm_head, self.label_head) if h is not None for v in getattr(h, attr)]
 
     def variables(self):
         # ``variables`` (not ``weights``) so that dropout seed-generator states resume too
-        extra = list(self.rhythm_head.variables) if self.rhythm_head is not None else []
+        extra = self._heads("variables")
         return (
             list(self.encoder.variables)
             + list(self.text_head.variables)
@@ -182,7 +216,7 @@ class _State:
             arrays = [z[f"arr_{k}"] for k in range(len(z.files))]
         vs = self.variables()
         if len(arrays) != len(vs):  # a checkpoint written before seed states were saved: weights only
-            extra = list(self.rhythm_head.weights) if self.rhythm_head is not None else []
+            extra = self._heads("weights")
             old = (
                 list(self.encoder.weights)
                 + list(self.text_head.weights)
@@ -234,6 +268,8 @@ def train_teacher(
     aux = tr.rhythm_aux_weight > 0
     r_all = embed_texts(rhythm_texts(archive), cfg.text_model) if aux else np.zeros((len(archive), 1), np.float32)
     h_all = rhythm_codes(archive)
+    use_labels = tr.label_aux_weight > 0
+    y_all = label_codes(archive)[0] if use_labels else np.zeros((len(archive), 1), np.float32)
 
     # ---- TensorFlow from here on (never torch in this process)
     configure_threads(tr.threads)
@@ -261,6 +297,7 @@ def train_teacher(
         encoder = build_image_encoder(cfg)
         text_head = build_text_head(cfg, t_all.shape[1])
         rhythm_head = build_text_head(cfg, r_all.shape[1], name="rhythm_head") if aux else None
+        label_head = build_label_head(cfg, y_all.shape[1]) if use_labels else None
         logit_scale = keras.Variable(math.log(1.0 / tr.init_temperature), name="logit_scale", dtype="float32")
         sched = keras.optimizers.schedules.CosineDecay(
             0.0, max(total_steps - warm, 1), alpha=0.02, warmup_target=tr.lr, warmup_steps=warm
@@ -268,10 +305,11 @@ def train_teacher(
         opt = keras.optimizers.AdamW(sched, weight_decay=tr.weight_decay, beta_2=0.98, clipnorm=None)
         opt.exclude_from_weight_decay(var_names=["bias", "gamma", "beta", "pos", "logit_scale"])
         train_vars = encoder.trainable_variables + text_head.trainable_variables + [logit_scale]
-        if rhythm_head is not None:
-            train_vars += rhythm_head.trainable_variables
+        for head in (rhythm_head, label_head):
+            if head is not None:
+                train_vars += head.trainable_variables
         opt.build(train_vars)
-    state = _State(encoder, text_head, logit_scale, opt, rhythm_head)
+    state = _State(encoder, text_head, logit_scale, opt, rhythm_head, label_head)
     loop: dict[str, Any] = {
         "epoch": 0,
         "best": -math.inf,
@@ -285,6 +323,8 @@ def train_teacher(
         loop = state.restore(last)
         if str(loop.get("stopped") or "").startswith("time budget") and loop["elapsed_s"] < tr.max_minutes * 60:
             loop["stopped"] = None  # stopped by the clock only: a larger budget continues the run
+        if str(loop.get("stopped") or "").startswith("early stop") and loop["epoch"] < tr.min_epochs:
+            loop["stopped"] = None  # stopped before a (since raised) min_epochs: the run continues as if never stopped
         say(f"resumed from {last} (epoch {loop['epoch']}, best {loop['best']:.4f})")
     elif ckdir.exists() and chief and not resume:
         import shutil
@@ -293,7 +333,7 @@ def train_teacher(
     done = loop["epoch"] >= tr.epochs or loop.get("stopped")
 
     # ---- the data pipeline: per replica, an epoch's share of each global batch, imaged on the fly
-    t_train, r_train, h_train = t_all[train_idx], r_all[train_idx], h_all[train_idx]
+    t_train, r_train, h_train, y_train = t_all[train_idx], r_all[train_idx], h_all[train_idx], y_all[train_idx]
     img_shape = cfg.imaging.shape
 
     def make_dataset(epoch: int):
@@ -307,7 +347,7 @@ def train_teacher(
                     for r in my_reps:
                         pos = row[r * per_rep : (r + 1) * per_rep]
                         imgs = np.stack([_augmented_image(archive, train_idx[p], epoch, cfg) for p in pos])
-                        yield imgs.astype(np.float32), t_train[pos], r_train[pos], h_train[pos]
+                        yield imgs.astype(np.float32), t_train[pos], r_train[pos], h_train[pos], y_train[pos]
 
             ds = tf.data.Dataset.from_generator(
                 gen,
@@ -316,6 +356,7 @@ def train_teacher(
                     tf.TensorSpec((per_rep, t_all.shape[1]), tf.float32),
                     tf.TensorSpec((per_rep, r_all.shape[1]), tf.float32),
                     tf.TensorSpec((per_rep, h_all.shape[1]), tf.float32),
+                    tf.TensorSpec((per_rep, y_all.shape[1]), tf.float32),
                 ),
             )
             opts = tf.data.Options()
@@ -326,9 +367,9 @@ def train_teacher(
 
     tau_t, targets = float(tr.soft_target_temperature), tr.targets
 
-    w_aux, w_rhythm = float(tr.rhythm_aux_weight), float(tr.rhythm_target_weight)
+    w_aux, w_rhythm, w_label = float(tr.rhythm_aux_weight), float(tr.rhythm_target_weight), float(tr.label_aux_weight)
 
-    def replica_step(img, temb, remb, rhy):
+    def replica_step(img, temb, remb, rhy, lab):
         with tf.GradientTape() as tape:
             zi = encoder(img, training=True)
             zt = text_head(temb, training=True)
@@ -337,6 +378,9 @@ def train_teacher(
                 # the same contrastive loss against the rhythm statements' text (soft targets always: identical
                 # rhythm texts are the norm)
                 loss = loss + w_aux * clip_loss(zi, rhythm_head(remb, training=True), remb, logit_scale, "soft", tau_t)
+            if label_head is not None:
+                # supervised: the embedding itself must predict the case's statements (a linear read-out)
+                loss = loss + w_label * label_loss(label_head(zi, training=True), lab)
             scaled = loss / n_rep
         grads = tape.gradient(scaled, train_vars)
         opt.apply_gradients(zip(grads, train_vars))
@@ -413,7 +457,7 @@ def train_teacher(
                         )
             else:
                 loop["since_best"] += tr.eval_every
-            if loop["since_best"] >= tr.patience:
+            if loop["since_best"] >= tr.patience and loop["epoch"] >= tr.min_epochs:
                 loop["stopped"] = f"early stop: no {tr.select_metric} gain for {tr.patience} epochs"
             say(
                 f"epoch {epoch + 1}: loss {rec['loss']:.4f} T {rec['temperature']:.4f} val "

