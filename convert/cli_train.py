@@ -11,7 +11,7 @@ import click
 import numpy as np
 
 from edge.atomicio import atomic_write
-from edge.errors import EcgretError
+from edge.errors import ConfigError, EcgretError
 from edge.imaging import MODES
 
 from .cli_options import click_errors, path_option
@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 
-# Every option but --config, --resume and --no-progress overrides the config entry its value is passed as
+# Every option but --config, --set, --cv, --resume and --no-progress overrides the config entry its value is passed as
 # (``section__key``: :func:`convert.teacher_config.load_config`).
 @click.command("train-teacher")
 @click.option("--config", "config_path", type=click.Path(), default="configs/teacher.toml", show_default=True)
@@ -69,11 +69,19 @@ __all__ = [
     help="cross-validate the recipe instead: one teacher per rotation of folds 1-8, each trained without its "
     "query folds (convert.teacher_cv); the table is printed and the JSON written to this file",
 )
+@click.option(
+    "--set",
+    "settings",
+    multiple=True,
+    metavar="SECTION.KEY=VALUE",
+    help="override any config entry, the value in TOML syntax (--set train.label_aux_weight=0.1 "
+    "--set imaging.rr_scale='\"linear\"'); repeatable; --name keeps the runs apart",
+)
 @click.option("--no-progress", is_flag=True)
-def train_teacher_command(config_path, resume, no_progress, cv_out, **overrides):
+def train_teacher_command(config_path, resume, no_progress, cv_out, settings, **overrides):
     """Train the teacher image encoder (ViT, CLIP loss against frozen report embeddings)."""
     with click_errors():
-        cfg = load_config(config_path, **overrides)
+        cfg = load_config(config_path, **parse_settings(settings), **overrides)
         if cv_out:
             _cv_teacher(cfg, cv_out, not no_progress)
             return
@@ -88,6 +96,25 @@ def train_teacher_command(config_path, resume, no_progress, cv_out, **overrides)
         )
     )
     click.echo(f"artefacts in {cfg.run_dir}", err=True)
+
+
+def parse_settings(settings) -> dict:
+    """``SECTION.KEY=VALUE`` strings (VALUE in TOML syntax; a bare word is a string) as ``section__key`` overrides
+    for :func:`convert.teacher_config.load_config`; a malformed one is a :class:`ConfigError`."""
+    import tomllib
+
+    out = {}
+    for item in settings:
+        key, sep, raw = item.partition("=")
+        sec, dot, name = key.strip().partition(".")
+        if not sep or not dot or not sec or not name or "." in name:
+            raise ConfigError(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. train.label_aux_weight=0.1")
+        try:
+            value = tomllib.loads(f"v = {raw.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw.strip()  # a bare word: a string
+        out[f"{sec}__{name}"] = value
+    return out
 
 
 def _cv_teacher(cfg, out_path, progress: bool) -> None:
@@ -190,13 +217,23 @@ def pipeline_command(config_path, retrain, force, out, teacher_run, images_only,
     default=None,
     help="with --cv: the teacher recipe (default: the config's [teacher] config)",
 )
+@click.option(
+    "--set",
+    "settings",
+    multiple=True,
+    metavar="SECTION.KEY=VALUE",
+    help="override any entry of the config's sections, the value in TOML syntax (--set student.target_images=clean)",
+)
 @click.option("--no-progress", is_flag=True)
-def distill_command(config_path, teacher_run, name, epochs, max_minutes, cv_out, teacher_config, no_progress):
+def distill_command(config_path, teacher_run, name, epochs, max_minutes, cv_out, teacher_config, settings, no_progress):
     """Distill the student CNN from a trained teacher (writes <student out_dir>/<name>/)."""
     with click_errors():
         if cv_out:
-            _cv_student(load_pipeline_config(config_path), teacher_config, cv_out, not no_progress)
+            cfg = load_pipeline_config(config_path, name=name, **parse_settings(settings))
+            _cv_student(cfg, teacher_config, cv_out, not no_progress)
             return
+        if settings:
+            raise ConfigError("--set goes with --cv (a plain distill takes its settings from the config)")
         info = run_distill(
             load_pipeline_config(config_path),
             teacher_run=teacher_run,

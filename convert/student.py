@@ -5,13 +5,13 @@ Recipe (``[student]`` of ``configs/default.toml``):
 * data: every training-fold record imaged once clean and ``aug_copies`` times augmented
   (:func:`convert.augment.augment`, the teacher's own recipe, which includes reduced lead sets so that
   reduced-lead queries work); images are precomputed once into a float16 array;
-* targets: the teacher's L2-normalised embedding *of the very same image* (the teacher's Keras model is run
-  on the augmented images; with ``target_images = "clean"`` on the copy's clean 12-lead original instead), centred (``center_targets``: minus the mean teacher embedding over the training
-  images, re-normalised) and optionally the case's projected text embedding. Contrastively trained
-  embeddings share a large common component (a young teacher's pairwise cosines are all ~0.99), so plain
-  cosine regression is satisfied by the mean direction and loses the neighbourhoods; the centred targets
-  keep exactly the part retrieval uses (centred teacher embeddings retrieve as well or better than raw
-  ones). The student's space is its own: queries and archive are both embedded by the student;
+* targets: the teacher's L2-normalised embedding *of the very same image* (the teacher's Keras model is run on the
+  augmented images; with ``target_images = "clean"`` on the copy's clean 12-lead original instead), centred
+  (``center_targets``: minus the mean teacher embedding over the training images, re-normalised) and optionally the
+  case's projected text embedding. Contrastively trained embeddings share a large common component (a young teacher's
+  pairwise cosines are all ~0.99), so plain cosine regression is satisfied by the mean direction and loses the
+  neighbourhoods; the centred targets keep exactly the part retrieval uses (centred teacher embeddings retrieve as
+  well or better than raw ones). The student's space is its own: queries and archive are both embedded by the student;
 * model: a MobileNet-like stack (a 4x4 stride-4 "patchify" stem, depthwise-separable blocks, BatchNorm, ReLU6
   so that full-int8 quantization keeps the activations in range), then the final 4x4 feature map is *flattened* (not
   average-pooled: in the 128x128 rhythm image each of the 4x4 cells is one lead tile, so position = lead) and

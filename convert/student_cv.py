@@ -42,17 +42,23 @@ def cv_student(
     rotations=ROTATIONS,
     pool=CV_FOLDS,
     *,
-    lead_sets=("I",),
+    lead_sets=("I", "II"),
+    report_weights=(0.5,),
     progress: bool = True,
     log=None,
 ):
     """``cfg``: a :class:`convert.training_pipeline.PipelineConfig` (its ``[student]`` and ``[quantize]``);
     ``tcfg``: the teacher recipe. Returns (the :func:`convert.evaluate.summarise_cv` result with the variants
-    ``student int8`` and ``student int8, query leads <set>``, the per-rotation runs)."""
+    ``student int8`` and ``student int8, query leads <set>``, and for each of ``report_weights`` the same with
+    archive items that carry the case's report as a bundle with ``[bundle] report_weight = w`` builds them
+    (:func:`convert.teacher_export.case_vectors` of the int8 embedding and the rotation teacher's text embedding,
+    :func:`convert.bundle_build.case_text_vectors`), the per-rotation runs)."""
     from edge.leads import LEAD_SETS
 
+    from .bundle_build import case_text_vectors
     from .quantize import embed_tflite, export_tflite, representative_images
     from .student import distill, load_student
+    from .teacher_export import case_vectors
     from .teacher_model import load_teacher_model
     from .teacher_train import train_teacher
     from .training_pipeline import _cache_dir, _clean_images
@@ -92,10 +98,16 @@ def cv_student(
             atomic_write(int8, export_tflite(model, "int8", reps))
         blob = int8.read_bytes()
         emb = embed_tflite(blob, clean, threads=cfg.quantize.threads, progress=progress)
-        variants: dict = {"student int8": emb}
+        queries = {"": emb[qi]}
         for ls in lead_sets:
             imgs = np.stack([case_image(archive, int(i), tcfg.imaging, LEAD_SETS[ls]) for i in qi])
-            variants[f"student int8, query leads {ls}"] = (embed_tflite(blob, imgs, cfg.quantize.threads), emb[ai])
+            queries[f", query leads {ls}"] = embed_tflite(blob, imgs, cfg.quantize.threads)
+        items = {"": emb[ai]}
+        if report_weights:
+            text = case_text_vectors(rc.run_dir, len(archive))
+            for w in report_weights:
+                items[f", archive ECG+report w={w:g}"] = case_vectors(emb[ai], text[ai], w)
+        variants = {f"student int8{q}{a}": (qe, ae) for a, ae in items.items() for q, qe in queries.items()}
         per.append(evaluate(archive, variants, qi, ai))
         runs.append(
             {

@@ -101,9 +101,13 @@ def _table(cls, d: Mapping, where: str):
 
 def load_pipeline_config(path, **overrides) -> PipelineConfig:
     """Read ``configs/default.toml``-style TOML. Relative paths in it are relative to the current folder
-    (the repository root, where ``make`` runs). Raises :class:`ConfigError` naming the problem."""
+    (the repository root, where ``make`` runs). ``overrides``: top-level fields, or ``section__key`` entries of
+    the TOML sections (``student__target_images="clean"``). Raises :class:`ConfigError` naming the problem."""
     p = Path(path)
     d = read_toml(p)
+    for k in [k for k in overrides if "__" in k]:
+        sec, key = k.split("__", 1)
+        d.setdefault(sec, {})[key] = overrides.pop(k)
     top = {k: v for k, v in d.items() if not isinstance(v, dict)}
     unknown = sorted(set(top) - {"name", "archive"})
     sections = {"teacher", "student", "quantize", "index", "bundle"}

@@ -326,3 +326,24 @@ def test_case_vectors_mix_ecg_and_report():
     np.testing.assert_allclose(q @ mid.T, want / np.linalg.norm(0.5 * n(e) + 0.5 * n(t), axis=1), atol=1e-6)
     with pytest.raises(ConfigError, match="report_weight"):
         case_vectors(e, t, 1.5)
+
+
+def test_set_overrides_any_entry_and_refuses_malformed_ones():
+    from convert.cli_train import parse_settings
+    o = parse_settings(["train.label_aux_weight=0.1", "imaging.rr_scale=linear", "model.width = 192",
+                        'imaging.mode="paper"'])
+    assert o == {"train__label_aux_weight": 0.1, "imaging__rr_scale": "linear", "model__width": 192,
+                 "imaging__mode": "paper"}
+    cfg = load_config(CONFIGS / "teacher.toml", **o)
+    assert cfg.train.label_aux_weight == 0.1 and cfg.imaging.rr_scale == "linear" and cfg.model.width == 192
+    for bad in ("train.epochs", "epochs=3", "train.=3", "a.b.c=1"):
+        with pytest.raises(ConfigError, match="SECTION.KEY=VALUE"):
+            parse_settings([bad])
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_config(CONFIGS / "teacher.toml", **parse_settings(["train.label_weight=1"]))
+    # the pipeline config (distill --cv --set) takes the same overrides for its sections
+    from convert.training_pipeline import load_pipeline_config
+    p = load_pipeline_config(CONFIGS / "default.toml", name="clean", **parse_settings(["student.target_images=clean"]))
+    assert p.name == "clean" and p.student.target_images == "clean" and p.student.dim == 128
+    with pytest.raises(ConfigError, match="target_images"):
+        load_pipeline_config(CONFIGS / "default.toml", **parse_settings(["student.target_images=noisy"]))
