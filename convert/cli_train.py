@@ -224,13 +224,23 @@ def pipeline_command(config_path, retrain, force, out, teacher_run, images_only,
     metavar="SECTION.KEY=VALUE",
     help="override any entry of the config's sections, the value in TOML syntax (--set student.target_images=clean)",
 )
+@click.option(
+    "--external",
+    "external_dir",
+    type=click.Path(),
+    default=None,
+    help="with --cv: an external LUDB-format set (e.g. ../shared/data/ludb-dev) every rotation's int8 student also "
+    "answers through the device's query path (mean ± SD over the rotations)",
+)
 @click.option("--no-progress", is_flag=True)
-def distill_command(config_path, teacher_run, name, epochs, max_minutes, cv_out, teacher_config, settings, no_progress):
+def distill_command(
+    config_path, teacher_run, name, epochs, max_minutes, cv_out, teacher_config, settings, external_dir, no_progress
+):
     """Distill the student CNN from a trained teacher (writes <student out_dir>/<name>/)."""
     with click_errors():
         if cv_out:
             cfg = load_pipeline_config(config_path, name=name, **parse_settings(settings))
-            _cv_student(cfg, teacher_config, cv_out, not no_progress)
+            _cv_student(cfg, teacher_config, cv_out, not no_progress, external_dir)
             return
         if settings:
             raise ConfigError("--set goes with --cv (a plain distill takes its settings from the config)")
@@ -250,16 +260,24 @@ def distill_command(config_path, teacher_run, name, epochs, max_minutes, cv_out,
     )
 
 
-def _cv_student(cfg, teacher_config, out_path, progress: bool) -> None:
+def _cv_student(cfg, teacher_config, out_path, progress: bool, external_dir=None) -> None:
     from .evaluate import cv_heading, cv_json, cv_table
-    from .student_cv import cv_student
+    from .student_cv import cv_student, external_summary
 
     tcfg = load_config(teacher_config or cfg.teacher_config, **({"archive": cfg.archive} if cfg.archive else {}))
     arch = open_archive(cfg.archive)
-    res, runs = cv_student(cfg, tcfg, arch, progress=progress)
+    res, runs = cv_student(cfg, tcfg, arch, progress=progress, external_dir=external_dir)
     h = cv_heading(arch) + "; per rotation a teacher, a student and its int8 export made without the query folds"
     click.echo(cv_table(res, "### " + h))
     doc = {**cv_json(res, arch), "heading": h, "runs": runs, "teacher_config": tcfg.name, "config": cfg.name}
+    if external_dir:
+        ext = external_summary(runs)
+        doc["external"] = {"set": str(external_dir), "mean_sd": ext}
+        click.echo(
+            f"\nexternal {external_dir}, each rotation's int8 student and its six archive folds through the device "
+            "query path (no re-ranking), mean ± SD over the rotations:"
+        )
+        click.echo("  " + "  ".join(f"{k} {m:.3f} ± {sd:.3f}" for k, (m, sd) in ext.items()))
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     dump(doc, Path(out_path))
 

@@ -44,6 +44,7 @@ def cv_student(
     *,
     lead_sets=("I", "II"),
     report_weights=(0.5,),
+    external_dir=None,
     progress: bool = True,
     log=None,
 ):
@@ -52,7 +53,10 @@ def cv_student(
     ``student int8`` and ``student int8, query leads <set>``, and for each of ``report_weights`` the same with
     archive items that carry the case's report as a bundle with ``[bundle] report_weight = w`` builds them
     (:func:`convert.teacher_export.case_vectors` of the int8 embedding and the rotation teacher's text embedding,
-    :func:`convert.bundle_build.case_text_vectors`), the per-rotation runs)."""
+    :func:`convert.bundle_build.case_text_vectors`), the per-rotation runs). With ``external_dir`` (an external
+    LUDB-format set) each rotation's int8 student and its six archive folds also answer every external record
+    through the device's query path (:func:`rotation_bundle`), and each run gets its
+    :func:`convert.evaluate_external.external_metrics` (``external``); :func:`external_summary` summarises them."""
     from edge.leads import LEAD_SETS
 
     from .bundle_build import case_text_vectors
@@ -109,8 +113,12 @@ def cv_student(
                 items[f", archive ECG+report w={w:g}"] = case_vectors(emb[ai], text[ai], w)
         variants = {f"student int8{q}{a}": (qe, ae) for a, ae in items.items() for q, qe in queries.items()}
         per.append(evaluate(archive, variants, qi, ai))
+        ext = None
+        if external_dir is not None:
+            ext = _external(rotation_bundle(sdir / "bundle", archive, ai, emb[ai], blob, tcfg.imaging), external_dir)
         runs.append(
             {
+                **({"external": ext} if ext is not None else {}),
                 "teacher_run": str(rc.run_dir),
                 "student_run": str(sdir),
                 "query_folds": list(qf),
@@ -121,3 +129,58 @@ def cv_student(
             }
         )
     return summarise_cv(per), runs
+
+
+def rotation_bundle(out_dir, archive, archive_idx, emb: np.ndarray, tflite: bytes, imaging) -> Path:
+    """An unsigned bundle (evaluation only) of the cases ``archive_idx`` embedded as ``emb`` by the int8 encoder
+    ``tflite``: the device's preprocessing, an Annoy index tuned to recall@10 >= 0.99, no re-ranking (that needs
+    folds 1-8 to choose its weight)."""
+    from .archive import subset
+    from .bundle import write_bundle
+    from .bundle_build import PREPROCESSING
+    from .index_build import tune_index
+
+    arch = subset(archive, np.asarray(archive_idx))
+    n_trees, search_k, recall = tune_index(emb, k=10, target_recall=0.99, seed=0, max_queries=len(emb))
+    return write_bundle(
+        out_dir,
+        tflite_bytes=tflite,
+        embeddings=emb,
+        cases=list(arch.cases),
+        preprocessing=dict(PREPROCESSING),
+        imaging=imaging.to_dict(),
+        n_trees=n_trees,
+        search_k=search_k,
+        recall_at_10=recall,
+        training={"note": "a cross-validation rotation's student (convert.student_cv); for evaluation only"},
+        evaluation=None,
+        name=Path(out_dir).parent.name,
+        force=True,
+        sign_key=False,
+    )
+
+
+def _external(bundle_dir, external_dir) -> dict:
+    from edge.bundle import load_bundle
+    from edge.retrieval import Retriever
+
+    from .evaluate_external import external_answers, external_metrics
+    from .ludb import load_cases
+
+    r = Retriever(load_bundle(bundle_dir, allow_unsigned=True))
+    m = external_metrics(external_answers(load_cases(external_dir), r))
+    return {k: v for k, v in m.items() if k not in ("rhythm", "rhythm_cases")}
+
+
+def external_summary(runs) -> dict:
+    """{figure: (mean, SD)} over the rotations (:func:`convert.evaluate.mean_sd`) of each external figure
+    (:data:`convert.evaluate_external.EXTERNAL_METRICS`) and the per-superclass AUROCs (``AUROC_<class>``)."""
+    from .evaluate import SUPERCLASSES, mean_sd
+    from .evaluate_external import EXTERNAL_METRICS
+
+    rows = [
+        {**r["external"], **{f"AUROC_{c}": r["external"]["per_class"][c]["AUROC"] for c in SUPERCLASSES}}
+        for r in runs
+        if r.get("external")
+    ]
+    return mean_sd(rows, EXTERNAL_METRICS + tuple(f"AUROC_{c}" for c in SUPERCLASSES))

@@ -347,3 +347,26 @@ def test_set_overrides_any_entry_and_refuses_malformed_ones():
     assert p.name == "clean" and p.student.target_images == "clean" and p.student.dim == 128
     with pytest.raises(ConfigError, match="target_images"):
         load_pipeline_config(CONFIGS / "default.toml", **parse_settings(["student.target_images=noisy"]))
+
+
+def test_cardiograph_augmentation_goes_through_the_device_preprocessing(ptbxl_subset):
+    from convert.augment import cardiograph
+    x = ptbxl_subset.signal(0).copy()
+    x[:, 7] = 0.0  # an absent lead stays absent
+    n = ptbxl_subset.cases[0].n_samples or x.shape[0]
+    y1, n1 = cardiograph(x, n, np.random.default_rng(3))
+    y2, n2 = cardiograph(x, n, np.random.default_rng(3))
+    np.testing.assert_array_equal(y1, y2)
+    assert n1 == n2 == n and y1.shape == x.shape and y1.dtype == np.float32
+    live = [j for j in range(12) if j != 7]
+    assert not y1[:, 7].any()
+    # z-scored again by edge.signal.preprocess, and a perturbed copy of the same ECG
+    np.testing.assert_allclose(y1[:n, live].std(axis=0), 1.0, atol=1e-3)
+    r = [np.corrcoef(x[:n, j], y1[:n, j])[0, 1] for j in live]
+    assert 0.8 < min(r) and max(r) < 0.9999, r
+    # off by default; switched on, it changes the augmented signal
+    cfg = AugmentConfig()
+    assert cfg.device == 0.0
+    a1 = augment(x, np.random.default_rng(5), cfg)
+    a2 = augment(x, np.random.default_rng(5), dataclasses.replace(cfg, device=1.0))
+    assert not np.allclose(a1[0], a2[0])

@@ -68,7 +68,10 @@ def test_student_cv_makes_teacher_student_and_int8_without_the_query_folds(ptbxl
     scfg = StudentConfig(out_dir=str(tmp_path / "student"), dim=16, stem=8, blocks=((16, 2),), dropout=0.0, epochs=1,
                          batch_size=16, aug_copies=1, eval_every=1, threads=1)
     cfg = PipelineConfig(name="t", student=scfg, quantize=QuantConfig(rep_size=16, min_rep=8))
-    res, runs = cv_student(cfg, tcfg, arc, rotations=((1,),), pool=(1, 2, 3, 4), progress=False, log=lambda s: None)
+    from edge.paths import shared_data_dir
+    ludb = shared_data_dir() / "ludb-dev"
+    res, runs = cv_student(cfg, tcfg, arc, rotations=((1,),), pool=(1, 2, 3, 4), progress=False, log=lambda s: None,
+                           external_dir=ludb)
     assert {"student int8", "student int8, query leads I", "student int8, archive ECG+report w=0.5"} <= set(res)
     (run,) = runs
     s = json.loads((Path(run["student_run"]) / "student.json").read_text())
@@ -84,3 +87,12 @@ def test_student_cv_makes_teacher_student_and_int8_without_the_query_folds(ptbxl
     for m in ("P@10", "mAP@10", "kNN_macroAUROC"):
         assert got[m] == pytest.approx(want[m], abs=1e-9)
     assert run["int8_bytes"] == (Path(run["student_run"]) / "encoder_int8.tflite").stat().st_size
+    # the external set: every LUDB record answered through the device path by this rotation's student and its
+    # archive folds only (an unsigned evaluation bundle)
+    from convert.student_cv import external_summary
+    from edge.bundle import load_bundle
+    ext = run["external"]
+    assert ext["n_records"] == 50 and ext["n_answered"] >= 45 and 0.0 <= ext["super_macroAUROC"] <= 1.0
+    b = load_bundle(Path(run["student_run"]) / "bundle", allow_unsigned=True)
+    assert not b.trust.trusted and {c["case_id"] for c in b.cases} == {arc.ids[int(i)] for i in ai}
+    assert external_summary(runs)["super_macroAUROC"] == (pytest.approx(ext["super_macroAUROC"]), 0.0)
