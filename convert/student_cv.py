@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.atomicio import atomic_write
+from edge.errors import ConfigError
 
 from .evaluate import CV_FOLDS, ROTATIONS, case_image, cv_splits, evaluate, summarise_cv
 from .ptbxl import open_archive
@@ -81,7 +82,15 @@ def cv_student(
         )
         name = f"{cfg.name}-{tcfg.name}-q{''.join(map(str, qf))}"
         sdir = Path(s.out_dir) / name
+        if (sdir / "student.json").is_file():
+            held = json.loads((sdir / "student.json").read_text())
+            if held.get("config") != s.to_dict() or held.get("teacher", {}).get("run") != str(rc.run_dir):
+                raise ConfigError(
+                    f"{sdir} holds a student of another config or teacher; give this variant its own --name "
+                    f"(or remove that folder)"
+                )
         if not (sdir / "student.json").is_file() or not (sdir / "student.keras").is_file():
+            (sdir / "encoder_int8.tflite").unlink(missing_ok=True)
             distill(
                 s,
                 archive,

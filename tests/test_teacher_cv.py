@@ -96,3 +96,12 @@ def test_student_cv_makes_teacher_student_and_int8_without_the_query_folds(ptbxl
     b = load_bundle(Path(run["student_run"]) / "bundle", allow_unsigned=True)
     assert not b.trust.trusted and {c["case_id"] for c in b.cases} == {arc.ids[int(i)] for i in ai}
     assert external_summary(runs)["super_macroAUROC"] == (pytest.approx(ext["super_macroAUROC"]), 0.0)
+    # a second call reuses the rotation's runs; another student config under the same name is refused
+    res2, _ = cv_student(cfg, tcfg, arc, rotations=((1,),), pool=(1, 2, 3, 4), progress=False, log=lambda s: None)
+    assert res2["student int8"]["per_rotation"][0]["P@10"] == got["P@10"]
+    from dataclasses import replace
+
+    from edge.errors import ConfigError
+    other = replace(cfg, student=replace(scfg, mixup=0.5))
+    with pytest.raises(ConfigError, match="another config or teacher; give this variant its own --name"):
+        cv_student(other, tcfg, arc, rotations=((1,),), pool=(1, 2, 3, 4), progress=False, log=lambda s: None)
