@@ -56,6 +56,13 @@ def test_shipped_configs_load():
     assert r.image_size == (128, 128) and p.image_size == (96, 128)
     # the same recipe apart from the imaging mode and the name
     assert dataclasses.replace(p, name=r.name, imaging=r.imaging) == r
+    # the experiment configs are the default recipe with one change each
+    la = load_config(CONFIGS / "teacher_label_aux.toml")
+    assert la.train.label_aux_weight == 0.2
+    assert dataclasses.replace(la, name=r.name, train=dataclasses.replace(la.train, label_aux_weight=0.0)) == r
+    cg = load_config(CONFIGS / "teacher_cardiograph.toml")
+    assert cg.augment.device == 0.5
+    assert dataclasses.replace(cg, name=r.name, augment=dataclasses.replace(cg.augment, device=0.0)) == r
 
 
 @pytest.mark.parametrize("patch, match", [
