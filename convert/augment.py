@@ -87,9 +87,11 @@ def cardiograph(x: np.ndarray, n: int, rng: np.random.Generator, cfg: AugmentCon
     y = np.fft.irfft(spec, n=m, axis=0) + emg
     t = np.arange(m) / fs2
     # mains at 50 or 60 Hz, its amplitude per lead
-    y += rng.uniform(0, cfg.mains) * rng.uniform(0.2, 1.0, 12) * np.sin(
-        2 * np.pi * float(rng.choice([50.0, 60.0])) * t + rng.uniform(0, 2 * np.pi)
-    )[:, None]
+    y += (
+        rng.uniform(0, cfg.mains)
+        * rng.uniform(0.2, 1.0, 12)
+        * np.sin(2 * np.pi * float(rng.choice([50.0, 60.0])) * t + rng.uniform(0, 2 * np.pi))[:, None]
+    )
     # electrode motion: up to two slow bursts on a few leads
     for _ in range(int(rng.integers(0, 3))):
         c, w = rng.uniform(0, t[-1]), rng.uniform(0.2, 0.6)
