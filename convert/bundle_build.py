@@ -140,13 +140,15 @@ def build_bundle(
     log=None,
     case_text: np.ndarray | None = None,
     report_weight: float = 0.0,
+    cv: dict | None = None,
 ) -> dict:
     """Write a bundle from a quantized student run (``encoder_int8.tflite`` + ``quant_report.json``): embed the
     archive cases of ``folds`` with the int8 encoder, tune the index, write via :func:`write_bundle`.
     With ``case_text`` ((N_archive, D) report vectors in the student's space, rows as the full archive) and
     ``report_weight`` w > 0 each index item is :func:`convert.teacher_export.case_vectors` of the case's int8 ECG
     embedding and its report vector: a query (an ECG) then scores (1 - w) x ECG similarity + w x
-    ECG-to-report similarity. Returns the manifest."""
+    ECG-to-report similarity. ``cv``: the recipe's cross-validation (:func:`convert.student_cv.cv_evaluation`),
+    kept as ``evaluation.cv`` for the model card. Returns the manifest."""
     index = index or IndexConfig()
     say = log or (lambda s: print(s, file=sys.stderr, flush=True))
     d = Path(student_dir)
@@ -221,6 +223,8 @@ def build_bundle(
         "metrics": report.get("metrics"),
         "quantization": report.get("quantization"),
     }
+    if cv:
+        evaluation["cv"] = dict(cv)
     if index_rows:  # what the device searches: int8 ECG queries against this index's own items
         evaluation["metrics"] = {**(evaluation["metrics"] or {}), **index_rows}
         lines = evaluation["table_markdown"].split("\n")

@@ -261,23 +261,20 @@ def distill_command(
 
 
 def _cv_student(cfg, teacher_config, out_path, progress: bool, external_dir=None) -> None:
-    from .evaluate import cv_heading, cv_json, cv_table
-    from .student_cv import cv_student, external_summary
+    from .evaluate import cv_table
+    from .student_cv import cv_document, cv_student
 
     tcfg = load_config(teacher_config or cfg.teacher_config, **({"archive": cfg.archive} if cfg.archive else {}))
     arch = open_archive(cfg.archive)
     res, runs = cv_student(cfg, tcfg, arch, progress=progress, external_dir=external_dir)
-    h = cv_heading(arch) + "; per rotation a teacher, a student and its int8 export made without the query folds"
-    click.echo(cv_table(res, "### " + h))
-    doc = {**cv_json(res, arch), "heading": h, "runs": runs, "teacher_config": tcfg.name, "config": cfg.name}
+    doc = cv_document(res, runs, arch, cfg, tcfg, external_dir)
+    click.echo(cv_table(res, "### " + doc["heading"]))
     if external_dir:
-        ext = external_summary(runs)
-        doc["external"] = {"set": str(external_dir), "mean_sd": ext}
         click.echo(
             f"\nexternal {external_dir}, each rotation's int8 student and its six archive folds through the device "
             "query path (no re-ranking), mean ± SD over the rotations:"
         )
-        click.echo("  " + "  ".join(f"{k} {m:.3f} ± {sd:.3f}" for k, (m, sd) in ext.items()))
+        click.echo("  " + "  ".join(f"{k} {m:.3f} ± {sd:.3f}" for k, (m, sd) in doc["external"]["mean_sd"].items()))
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     dump(doc, Path(out_path))
 

@@ -33,7 +33,18 @@ from .evaluate import CV_FOLDS, ROTATIONS, case_image, cv_splits, evaluate, summ
 from .ptbxl import open_archive
 from .teacher_cv import rotation_config
 
-__all__ = ["cv_student"]
+__all__ = ["cv_document", "cv_evaluation", "cv_recipe", "cv_student", "external_summary"]
+
+# what does not change a CV's figures, or differs between a CV and a bundle build by design: folders, threads,
+# the folds (a rotation trains on its own), the teacher's name
+_NOT_RECIPE = {
+    "teacher": ("name", "out_dir", "archive"),
+    "train": ("threads", "strategy", "train_folds", "val_folds", "test_folds", "keep_checkpoints"),
+    "student": ("out_dir", "train_folds", "val_folds", "threads"),
+    "quantize": ("threads", "rep_folds"),
+}
+# the rows a model card shows of a student CV, in this order
+CV_CARD_METRICS = ("P@10", "macroP@10", "kNN_macroAUROC", "rhythmP@10_nonSR")
 
 
 def cv_student(
@@ -179,6 +190,95 @@ def _external(bundle_dir, external_dir) -> dict:
     r = Retriever(load_bundle(bundle_dir, allow_unsigned=True))
     m = external_metrics(external_answers(load_cases(external_dir), r))
     return {k: v for k, v in m.items() if k not in ("rhythm", "rhythm_cases")}
+
+
+CV_HEADING = "per rotation a teacher, a student and its int8 export made without the query folds"
+
+
+def cv_document(res, runs, archive, cfg, tcfg, external_dir=None) -> dict:
+    """The JSON ``distill --cv`` writes: :func:`convert.evaluate.cv_json` of the results, the heading, the runs,
+    the config names, the recipe (:func:`cv_recipe`) and, with ``external_dir``, the external set's
+    :func:`external_summary`."""
+    from .evaluate import cv_heading, cv_json
+
+    h = cv_heading(archive) + "; " + CV_HEADING
+    doc = {**cv_json(res, archive), "heading": h, "runs": runs, "teacher_config": tcfg.name, "config": cfg.name}
+    doc["recipe"] = cv_recipe(cfg, tcfg)  # what a bundle build checks before its model card quotes these figures
+    if external_dir:
+        doc["external"] = {"set": str(external_dir), "mean_sd": external_summary(runs)}
+    return doc
+
+
+def cv_recipe(cfg, tcfg) -> dict:
+    """The recipe a student CV measures, as ``distill --cv`` records it (``recipe``) and a bundle build compares
+    it (:func:`cv_evaluation`): the teacher's imaging, model, training and augmentation, the ``[student]`` and
+    ``[quantize]`` settings, less what :data:`_NOT_RECIPE` names."""
+    t = {k: v for k, v in tcfg.to_dict().items() if k not in _NOT_RECIPE["teacher"]}
+    t["train"] = {k: v for k, v in t["train"].items() if k not in _NOT_RECIPE["train"]}
+    return json.loads(
+        json.dumps(
+            {
+                "teacher": t,
+                "student": {k: v for k, v in cfg.student.to_dict().items() if k not in _NOT_RECIPE["student"]},
+                "quantize": {k: v for k, v in cfg.quantize.to_dict().items() if k not in _NOT_RECIPE["quantize"]},
+            }
+        )
+    )
+
+
+def _differences(a, b, where: str = "") -> list[str]:
+    """The dotted keys at which two nested dicts differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            out += _differences(a.get(k), b.get(k), f"{where}.{k}" if where else str(k))
+        return out
+    return [] if a == b else [f"{where} ({a!r} in the CV, {b!r} here)"]
+
+
+def cv_evaluation(path, cfg, tcfg) -> dict:
+    """The manifest's ``evaluation.cv`` (what the model card shows) from a ``distill --cv`` JSON at ``path``,
+    after checking that it measured this pipeline's recipe (:func:`cv_recipe`). A file that is missing,
+    unreadable, written before CV files recorded their recipe, or of another recipe is a ConfigError, so a
+    bundle never carries figures of a model it is not."""
+    import hashlib
+
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+        doc = json.loads(raw)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"[bundle] cv_results {p}: cannot be read ({e})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("variants"), dict):
+        raise ConfigError(f"[bundle] cv_results {p}: not an `ecgret-convert distill --cv` result")
+    if "recipe" not in doc:
+        raise ConfigError(
+            f"[bundle] cv_results {p}: it records no recipe (written before distill --cv recorded one), so it "
+            "cannot be checked against this config; rerun `ecgret-convert distill --config ... --cv` for it"
+        )
+    diff = _differences(doc["recipe"], cv_recipe(cfg, tcfg))
+    if diff:
+        raise ConfigError(
+            f"[bundle] cv_results {p}: the CV measured another recipe; it differs at " + "; ".join(diff[:6])
+        )
+    rows = {
+        name: {m: [round(float(v["mean"][m]), 4), round(float(v["sd"][m]), 4)] for m in CV_CARD_METRICS}
+        for name, v in doc["variants"].items()
+    }
+    out = {
+        "source": p.name,
+        "sha256": hashlib.sha256(raw).hexdigest(),
+        "heading": doc.get("heading"),
+        "rotations": doc.get("rotations"),
+        "rows": rows,
+    }
+    if doc.get("external"):
+        ext = doc["external"]
+        out["external"] = {
+            "set": Path(str(ext.get("set", ""))).name,
+            "mean_sd": {k: [round(float(m), 4), round(float(sd), 4)] for k, (m, sd) in ext["mean_sd"].items()},
+        }
+    return out
 
 
 def external_summary(runs) -> dict:

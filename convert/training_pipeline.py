@@ -66,6 +66,8 @@ class BundleConfig:
     name: str = "ptbxl-default"
     folds: tuple = (1, 2, 3, 4, 5, 6, 7, 8, 9)
     report_weight: float = 0.0  # > 0: index items carry the case's report too (see case_text_vectors)
+    # a `distill --cv` JSON of this recipe: checked before any training, its figures go into the model card
+    cv_results: str | None = None
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,8 @@ def load_pipeline_config(path, **overrides) -> PipelineConfig:
             cfg = replace(cfg, **{k: v})
     if not 0 < cfg.index.target_recall <= 1 or cfg.index.k < 1 or not cfg.index.trees:
         raise ConfigError(f"{p} [index]: target_recall in (0, 1], k >= 1 and a list of trees required")
+    if cfg.bundle.cv_results is not None and not isinstance(cfg.bundle.cv_results, str):
+        raise ConfigError(f"{p} [bundle] cv_results: expected the path of a `distill --cv` JSON")
     return cfg
 
 
@@ -259,6 +263,11 @@ def run_pipeline(
     run = Path(cfg.teacher_run) if cfg.teacher_run else tcfg.run_dir
     if cfg.teacher_run:
         tcfg = replace(tcfg, name=run.name, out_dir=str(run.parent))
+    cv = None
+    if cfg.bundle.cv_results:  # before any training: a CV of another recipe is refused now, not after an hour
+        from .student_cv import cv_evaluation
+
+        cv = cv_evaluation(cfg.bundle.cv_results, cfg, tcfg)
     archive = open_archive(cfg.archive)
     # 1. teacher
     if retrain or not (run / "embeddings.npy").is_file():
@@ -337,6 +346,7 @@ def run_pipeline(
         log=say,
         case_text=case_text,
         report_weight=cfg.bundle.report_weight,
+        cv=cv,
     )
     return {
         "bundle": str(out or cfg.bundle.out),

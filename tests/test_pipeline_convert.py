@@ -310,3 +310,46 @@ def test_bundle_with_report_items(built, tmp_path):
     with pytest.raises(Exception, match="report vectors"):
         build_bundle(built["student"], tmp_path / "c", archive=arch, report_weight=0.5, max_auroc_drop=1.0,
                      progress=False, log=lambda s: None)
+
+
+def _cv_file(path: Path, recipe: dict) -> Path:
+    """A `distill --cv`-shaped file with the given recipe (the figures are placeholders: what is tested is that a
+    bundle build checks the recipe and quotes the file, not the figures)."""
+    metrics = ("P@10", "macroP@10", "kNN_macroAUROC", "rhythmP@10_nonSR")
+    v = {"mean": {m: 0.5 + 0.01 * i for i, m in enumerate(metrics)}, "sd": {m: 0.01 for m in metrics}}
+    path.write_text(json.dumps({"variants": {"student int8": v}, "recipe": recipe,
+                                "external": {"set": "/x/ludb-dev", "mean_sd": {"super_macroAUROC": [0.61, 0.02]}}}))
+    return path
+
+
+def test_cv_results_of_another_recipe_are_refused_before_any_training(built, tmp_path):
+    from convert.student_cv import cv_recipe
+    from convert.teacher_config import load_config
+    from convert.training_pipeline import load_pipeline_config, run_pipeline
+    cfg = load_pipeline_config(built["cfg"])
+    recipe = cv_recipe(cfg, load_config(built["teacher_toml"]))
+    recipe["student"]["dim"] += 8
+    cv = _cv_file(tmp_path / "cv.json", recipe)
+    bad = load_pipeline_config(built["cfg"], bundle__cv_results=str(cv), student__out_dir=str(tmp_path / "s"))
+    with pytest.raises(ConfigError, match=r"cv\.json: the CV measured another recipe; it differs at student\.dim"):
+        run_pipeline(bad, progress=False, log=lambda s: None, out=str(tmp_path / "never"))
+    assert not (tmp_path / "never").exists() and not (tmp_path / "s").exists()
+    with pytest.raises(ConfigError, match="cv_results: expected the path"):
+        load_pipeline_config(built["cfg"], bundle__cv_results=3)
+
+
+def test_cv_results_of_the_recipe_go_into_the_model_card(built, tmp_path):
+    from convert.student_cv import cv_recipe
+    from convert.teacher_config import load_config
+    from convert.training_pipeline import load_pipeline_config, run_pipeline
+    from edge.bundle import load_bundle
+    cfg = load_pipeline_config(built["cfg"])
+    cv = _cv_file(tmp_path / "cv_this.json", cv_recipe(cfg, load_config(built["teacher_toml"])))
+    run_pipeline(load_pipeline_config(built["cfg"], bundle__cv_results=str(cv)), progress=False,
+                 log=lambda s: None, out=str(tmp_path / "b"))
+    b = load_bundle(tmp_path / "b", allow_unsigned=True)
+    assert b.manifest["evaluation"]["cv"]["rows"]["student int8"]["kNN_macroAUROC"] == [0.52, 0.01]
+    card = (tmp_path / "b" / "MODEL_CARD.md").read_text()
+    assert "## Cross-validation of this recipe" in card and "`cv_this.json`" in card
+    assert "| student int8 | 0.500 ± 0.010 | 0.510 ± 0.010 | 0.520 ± 0.010 | 0.530 ± 0.010 |" in card
+    assert "ludb-dev" in card and "super_macroAUROC 0.610 ± 0.020" in card

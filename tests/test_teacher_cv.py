@@ -105,3 +105,32 @@ def test_student_cv_makes_teacher_student_and_int8_without_the_query_folds(ptbxl
     other = replace(cfg, student=replace(scfg, mixup=0.5))
     with pytest.raises(ConfigError, match="another config or teacher; give this variant its own --name"):
         cv_student(other, tcfg, arc, rotations=((1,),), pool=(1, 2, 3, 4), progress=False, log=lambda s: None)
+    # the CV file records its recipe; a bundle build quotes its figures only for the same recipe
+    from convert.evaluate import dump
+    from convert.model_card import model_card
+    from convert.student_cv import cv_document, cv_evaluation
+    p = tmp_path / "cv.json"
+    dump(cv_document(res, runs, arc, cfg, tcfg, ludb), p)
+    ev = cv_evaluation(p, cfg, tcfg)
+    for name in ("student int8", "student int8, query leads I"):
+        assert ev["rows"][name]["kNN_macroAUROC"][0] == pytest.approx(res[name]["mean"]["kNN_macroAUROC"], abs=1e-4)
+    assert ev["external"]["mean_sd"]["super_macroAUROC"][0] == pytest.approx(ext["super_macroAUROC"], abs=1e-4)
+    with pytest.raises(ConfigError, match=r"another recipe; it differs at student\.mixup \(0\.0 in the CV, 0\.5 here\)"):
+        cv_evaluation(p, other, tcfg)
+    with pytest.raises(ConfigError, match=r"teacher\.model\.width"):
+        cv_evaluation(p, cfg, replace(tcfg, model=replace(tcfg.model, width=64)))
+    # folders, threads and the teacher's name are not the recipe
+    same = replace(cfg, student=replace(scfg, out_dir=str(tmp_path / "elsewhere"), threads=2))
+    assert cv_evaluation(p, same, replace(tcfg, name="other"))["rows"] == ev["rows"]
+    old_doc = json.loads(p.read_text())
+    del old_doc["recipe"]
+    (tmp_path / "old.json").write_text(json.dumps(old_doc))
+    with pytest.raises(ConfigError, match="records no recipe"):
+        cv_evaluation(tmp_path / "old.json", cfg, tcfg)
+    # the model card shows every CV row and the external figures
+    b = load_bundle(Path(run["student_run"]) / "bundle", allow_unsigned=True)
+    card = model_card({**b.manifest, "evaluation": {**(b.manifest.get("evaluation") or {}), "cv": ev}})
+    assert "## Cross-validation of this recipe" in card and "cv.json" in card
+    k = ev["rows"]["student int8, query leads I"]["kNN_macroAUROC"]
+    assert f"| student int8, query leads I | " in card and f"{k[0]:.3f} ± {k[1]:.3f}" in card
+    assert f"super_macroAUROC {ev['external']['mean_sd']['super_macroAUROC'][0]:.3f}" in card
