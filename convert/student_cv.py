@@ -245,6 +245,8 @@ def cv_evaluation(path, cfg, tcfg) -> dict:
 
     p = Path(path)
     try:
+        if p.stat().st_size > 64 << 20:  # a CV result is kilobytes; never read a stray huge file whole
+            raise ConfigError(f"[bundle] cv_results {p}: {p.stat().st_size >> 20} MiB is no distill --cv result")
         raw = p.read_bytes()
         doc = json.loads(raw)
     except (OSError, ValueError) as e:
