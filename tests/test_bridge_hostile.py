@@ -239,10 +239,12 @@ def test_an_ascii_board_announcing_3e7_hz_over_a_pty(tmp_path):
 def test_ascii_fs_that_disagrees_with_the_simulated_board(rec):
     x, fs = rec
     # a board that keeps streaming (8x real time, looping): at speed 0 a short record can sit whole in the pty's
-    # buffer before the port is opened, and opening a port (pyserial) discards what is buffered
+    # buffer before the port is opened, and opening a port (pyserial) discards what is buffered. The board repeats
+    # its header once a second of its own (500 lines); 4 s at the wrong --fs (1000 lines) always hold one, where
+    # 2 s (500 lines) missed it when the port opened just after a header (a CI run under load failed so)
     with Simulator(x[:2000, 1:2], fs, ("II",), board="ascii", speed=8.0, loop=True) as sim:
         with pytest.raises(IncompatibleDeviceError, match="fs=500 Hz but --fs"):
-            acquire(sim.port, "ascii", 2.0, fs=250.0, timeout=3)
+            acquire(sim.port, "ascii", 4.0, fs=250.0, timeout=3)
     with Simulator(x[:2000, 1:2], fs, ("II",), board="ascii", speed=8.0, loop=True) as sim:
         acq = acquire(sim.port, "ascii", 1.0, fs=500.0, timeout=3)   # agreeing is fine
     assert acq.fs == 500.0 and acq.n_samples == 500
