@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 FLOOR = 1e-3
 LEADING_SUPPORT = 0.5
@@ -96,7 +97,13 @@ class Consensus:
 
 def split_statements(s: str) -> tuple[str, ...]:
     """A case's ``statements`` text split at ``;`` into stripped, non-empty phrases (None or "" gives ())."""
-    return tuple(p.strip() for p in (s or "").split(";") if p.strip())
+    return _split(s or "")
+
+
+@lru_cache(maxsize=8192)
+def _split(s: str) -> tuple[str, ...]:
+    # an archive's statement texts recur query after query: each is split once
+    return tuple(p.strip() for p in s.split(";") if p.strip())
 
 
 def _tally(labels: Sequence[Iterable[str]], weights: Sequence[float]) -> tuple[Vote, ...]:
@@ -111,9 +118,10 @@ def _tally(labels: Sequence[Iterable[str]], weights: Sequence[float]) -> tuple[V
     return tuple(sorted(votes, key=lambda v: (-v.support, -v.count, v.label)))
 
 
-def vote(matches: Sequence) -> Consensus:
+def vote(matches: Sequence, rhythm_only: bool = False) -> Consensus:
     """Consensus of matches (objects or dicts with ``score``, ``super_class``, ``rhythm``, ``statements`` and
-    optionally ``sub_class``)."""
+    optionally ``sub_class``). ``rhythm_only``: tally the rhythm alone (the other kinds stay empty), what
+    :func:`edge.rhythm.ground` reads."""
 
     def get(m, k, default=None):
         if isinstance(m, dict):
@@ -121,6 +129,8 @@ def vote(matches: Sequence) -> Consensus:
         return getattr(m, k) if default is None else getattr(m, k, default)
 
     w = [max(float(get(m, "score")), FLOOR) for m in matches]
+    if rhythm_only:
+        return Consensus((), _tally([get(m, "rhythm") for m in matches], w), (), len(matches))
     return Consensus(
         super_class=_tally([get(m, "super_class") for m in matches], w),
         rhythm=_tally([get(m, "rhythm") for m in matches], w),

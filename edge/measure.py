@@ -157,22 +157,28 @@ def _cross(v: np.ndarray, th: float, i0: int, step: int) -> float:
 
 def _zscored(x: np.ndarray, present: np.ndarray) -> bool:
     """True when every present lead has mean ~0 and SD ~1: per-lead z-scored data carries no amplitudes."""
-    cols = x[:, present]
-    if cols.size == 0:
+    if not present.any() or x.shape[0] == 0:
         return False
-    return bool(np.all(np.abs(cols.mean(axis=0)) < 0.05) and np.all(np.abs(cols.std(axis=0) - 1.0) < 0.05))
+    rows = np.ascontiguousarray(x.T)[present]  # lead rows: reductions along contiguous memory
+    n = rows.shape[1]
+    mean = rows.sum(axis=1) / n
+    if not np.all(np.abs(mean) < 0.05):
+        return False
+    d = rows - mean[:, None]
+    return bool(np.all(np.abs(np.sqrt(np.einsum("ij,ij->i", d, d) / n) - 1.0) < 0.05))
 
 
 def _rr_stats(peaks: np.ndarray, fs: float):
-    rr = np.diff(peaks) / fs
+    rr = (peaks[1:] - peaks[:-1]) / fs
     med = _median(rr)
-    nxt = np.append(rr[1:], np.inf)
+    nxt = np.empty_like(rr)
+    nxt[:-1], nxt[-1] = rr[1:], np.inf
     premature = (rr < PREMATURE * med) & (nxt > rr)
     # irregularity over the intervals that neither end in a premature beat nor follow one: isolated premature
     # beats leave it low, atrial fibrillation (irregular throughout) keeps it high
     keep = ~premature & ~np.concatenate([[False], premature[:-1]])
     base = rr[keep] if keep.sum() >= 3 else rr
-    irr = _median(np.abs(np.diff(base))) / med if base.size >= 2 else None
+    irr = _median(np.abs(base[1:] - base[:-1])) / med if base.size >= 2 else None
     return rr, med, premature, irr
 
 
@@ -263,13 +269,13 @@ def measure(
             findings=(f"fewer than 3 R peaks found on lead {LEADS12[pk]}: nothing measured",),
         )
     rr, med_rr, premature, irr = _rr_stats(peaks, fs)
-    raw = np.asarray(record.signal[:n_use], dtype=np.float64)
-    paced = _paced(np.where(np.isfinite(raw), raw, 0.0), peaks * step, fs_in)
-    hr = 60.0 / float(np.mean(rr))
+    paced = _paced(record.signal[:n_use], peaks * step, fs_in)
+    rr_mean = float(rr.sum()) / rr.size  # np.mean(rr) and np.std(rr), the same values without their overhead
+    dev = rr - rr_mean
     vals: dict[str, Any] = dict(  # Measurements' fields, by name
-        heart_rate_bpm=hr,
-        rr_mean_ms=float(np.mean(rr)) * 1e3,
-        rr_sd_ms=float(np.std(rr)) * 1e3,
+        heart_rate_bpm=60.0 / rr_mean,
+        rr_mean_ms=rr_mean * 1e3,
+        rr_sd_ms=float(np.sqrt(float((dev * dev).sum()) / rr.size)) * 1e3,
         irregularity=irr,
         premature_beats=int(premature.sum()),
         n_beats=int(peaks.size),
@@ -352,7 +358,7 @@ def measure(
             pm = mag[p_lo:p_hi]
             pp = p_lo + int(np.argmax(pm))
             p_amp = float(mag[pp])
-            consistent = _p_consistent(yu[idx[:, p_lo:p_hi]], iso)
+            consistent = _p_consistent(yu[idx[:, p_lo:p_hi]])
             vals["p_rel"] = p_amp / qrs_mag if qrs_mag > 0 else 0.0
             if p_amp >= P_MIN_REL * qrs_mag and consistent:
                 p_base = float(np.min(mag[p_lo : pp + 1])) if pp > p_lo else 0.0
@@ -440,19 +446,17 @@ def _median(a: np.ndarray) -> float:
 
 
 def _median_rows(a: np.ndarray) -> np.ndarray:
-    """``np.median(a, axis=0)`` by one sort along the first axis (the same values)."""
-    v = np.sort(a, axis=0)
-    k = v.shape[0]
-    return v[k // 2] if k % 2 else 0.5 * (v[k // 2 - 1] + v[k // 2])
-
-
-def _median_beat(y: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """Sample-wise median over beats (``np.median(y[idx], axis=0)``, the same values) by one in-place sort of a
-    (W, L, b) array along its last, contiguous axis: twice as fast as ``np.median`` over the first axis."""
-    s = np.ascontiguousarray(y[idx].transpose(1, 2, 0))
+    """``np.median(a, axis=0)`` (the same values) by one in-place sort along a contiguous last axis: twice as
+    fast as ``np.median`` over the first axis."""
+    s = np.ascontiguousarray(np.moveaxis(a, 0, -1))
     s.sort(axis=-1)
     k = s.shape[-1]
     return s[..., k // 2] if k % 2 else 0.5 * (s[..., k // 2 - 1] + s[..., k // 2])
+
+
+def _median_beat(y: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Sample-wise median over beats, ``np.median(y[idx], axis=0)``: (W, L) from beat windows ``idx`` (b, W)."""
+    return _median_rows(y[idx])
 
 
 def _refine(y: np.ndarray, peaks: np.ndarray, fs_hint: float, fs: float) -> np.ndarray:
@@ -473,19 +477,32 @@ def _paced(x: np.ndarray, peaks: np.ndarray, fs: float) -> bool:
     samples wide; no QRS slope is that abrupt). Needs >= 250 Hz: a 100 Hz record cannot show a spike."""
     if fs < 250 or x.shape[1] < 3 or peaks.size < 2:
         return False
-    d2 = np.abs(np.diff(x, 2, axis=0))
-    p99 = np.partition(d2[::3], int(0.99 * (d2[::3].shape[0] - 1)), axis=0)[int(0.99 * (d2[::3].shape[0] - 1))]
-    r = d2 > SPIKE_REL * np.maximum(p99, 1e-9)
+    x = np.asarray(x, dtype=np.float64)
+    if not np.isfinite(x.sum()):  # a gap (NaN) or an infinity somewhere: those samples count as 0
+        x = np.where(np.isfinite(x), x, 0.0)
+    n2 = x.shape[0] - 2  # second differences d2[i] = (x[i+2] - x[i+1]) - (x[i+1] - x[i]), as np.diff(x, 2)
+
+    def d2(i):
+        a, b, c = x[i], x[i + 1], x[i + 2]
+        return np.abs((c - b) - (b - a))
+
+    sub = np.ascontiguousarray(d2(np.arange(0, n2, 3)).T)  # lead rows of every third second difference
+    k = int(0.99 * (sub.shape[1] - 1))
+    p99 = np.partition(sub, k, axis=1)[:, k]
+    # per beat, the leads with a spike in [R - 120 ms, R + 20 ms): the second differences in those windows only
     a, b = int(0.12 * fs), int(0.02 * fs)
-    hits = sum(int(r[max(0, p - a) : p + b].any(axis=0).sum() >= 3) for p in peaks.tolist())
+    p = np.asarray(peaks, dtype=np.int64)
+    win = np.clip(p[:, None] + np.arange(-a, b)[None, :], 0, n2 - 1)  # (beats, window); clipped = the slice's ends
+    spikes = (d2(win) > SPIKE_REL * np.maximum(p99, 1e-9)).any(axis=1)  # (beats, leads)
+    hits = int(np.count_nonzero(np.count_nonzero(spikes, axis=1) >= 3))
     return hits >= 0.5 * peaks.size
 
 
-def _p_consistent(seg: np.ndarray, iso: np.ndarray) -> bool:
-    """Whether the P window looks alike in most beats: an averaged P wave is real, fibrillatory waves are not."""
-    w = seg - iso[None, None, :]  # (b, P window, L)
-    w = w - w.mean(axis=1, keepdims=True)
+def _p_consistent(seg: np.ndarray) -> bool:
+    """Whether the P window ``seg`` (beats, samples, leads) looks alike in most beats: an averaged P wave is real,
+    fibrillatory waves are not. Each beat's window is centred on its own mean, then compared with the median."""
+    w = seg - seg.mean(axis=1, keepdims=True)
     ref = _median_rows(w)
-    num = np.sum(w * ref[None], axis=(1, 2))
-    den = np.sqrt(np.sum(w * w, axis=(1, 2)) * np.sum(ref * ref)) + 1e-12
-    return bool(np.mean(num / den > P_CONSIST) >= 0.5)
+    num = np.einsum("bpl,pl->b", w, ref)
+    den = np.sqrt(np.einsum("bpl,bpl->b", w, w) * np.einsum("pl,pl->", ref, ref)) + 1e-12
+    return bool(np.count_nonzero(num / den > P_CONSIST) >= 0.5 * num.size)

@@ -121,13 +121,11 @@ def _member(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 class _Vote:
-    __slots__ = ("score", "super_class", "rhythm", "statements")
+    __slots__ = ("score", "rhythm")
 
     def __init__(self, case: dict, score: float):
         self.score = score
-        self.super_class = tuple(case.get("super_class", ()))
         self.rhythm = tuple(case.get("rhythm", ()))
-        self.statements = case.get("statements", "") or ""
 
 
 class Ranker:
@@ -177,10 +175,8 @@ class Ranker:
             from .consensus import vote
             from .rhythm import as_measurements, ground
 
-            answer = ground(
-                vote([_Vote(self.cases[i], float(s)) for i, s in zip(ids[o[:k]].tolist(), cos[o[:k]].tolist())]),
-                as_measurements(measurements),
-            )
+            top = [_Vote(self.cases[i], float(s)) for i, s in zip(ids[o[:k]].tolist(), cos[o[:k]].tolist())]
+            answer = ground(vote(top, rhythm_only=True), as_measurements(measurements))
             label = answer.label
             if label and label != "SR":
                 rid = self._rhythm_cases(label)
