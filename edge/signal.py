@@ -105,6 +105,7 @@ def _response(
     return g
 
 
+@lru_cache(maxsize=64)
 def _pad_lengths(n: int, fs: float, target_fs: float) -> tuple[int, int, Fraction]:
     """Reflection pad and FFT length such that both map to whole samples on the target grid."""
     ratio = Fraction(float(target_fs) / float(fs)).limit_denominator(1000)
@@ -178,16 +179,6 @@ def _as_time_major(rows: np.ndarray, shape: tuple) -> np.ndarray:
     return np.ascontiguousarray(rows.T).reshape((rows.shape[1],) + tuple(shape[1:]))
 
 
-def median_per_lead(x: np.ndarray) -> np.ndarray:
-    """``np.median(x, axis=0)`` of a (n, leads) array (the same values) from one partition of contiguous rows."""
-    n = x.shape[0]
-    k = n // 2
-    part = np.partition(np.ascontiguousarray(x.T), k, axis=1)
-    if n % 2:
-        return part[:, k]
-    return (part[:, :k].max(axis=1) + part[:, k]) / 2
-
-
 def zscore(x: np.ndarray, eps: float = 1e-8) -> tuple[np.ndarray, np.ndarray]:
     """Per-lead (column) z-score. Returns (z, ok) where ``ok`` marks leads with non-zero spread."""
     mu = x.mean(axis=0)
@@ -204,14 +195,24 @@ def to_12_leads(record: Record) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     Returns (signal (n, 12) float64 with zeros for missing leads, present (12,), derived (12,)).
     """
     n = record.signal.shape[0]
-    out = np.zeros((n, 12), dtype=np.float64)
     present = np.zeros(12, dtype=bool)
     derived = np.zeros(12, dtype=bool)
+    src, dst = [], []  # the record's column of each LEADS12 lead it holds (a repeated name: its last column)
     for j, lead in enumerate(record.leads):
         if lead in LEADS12:
             k = LEADS12.index(lead)
-            out[:, k] = record.signal[:, j]
+            if present[k]:
+                src[dst.index(k)] = j
+            else:
+                src.append(j)
+                dst.append(k)
             present[k] = True
+    if dst == list(range(12)) and src == dst:  # already the 12 leads in LEADS12 order: one contiguous copy
+        out = np.array(record.signal, dtype=np.float64, order="C")
+    else:
+        out = np.zeros((n, 12), dtype=np.float64)
+        if dst:
+            out[:, dst] = np.asarray(record.signal, dtype=np.float64)[:, src]
     if present[0] and present[1]:
         for lead, values in derive_limb_leads(out[:, 0], out[:, 1]).items():
             k = LEADS12.index(lead)
@@ -256,7 +257,9 @@ def preprocess(
     x, present, derived = to_12_leads(record)
     x = _fill_gaps(x)
     fs = float(record.fs)
-    x = x - median_per_lead(x)
+    # a per-lead constant changes nothing the band-pass lets through (its gain at 0 Hz is 0); taking one out
+    # first keeps a large offset (raw ADC counts) from costing precision and makes a flat lead exactly zero
+    x = x - x[:1]
     native = None
     step = measure_step(fs)
     if keep_native:
