@@ -197,7 +197,8 @@ def to_12_leads(record: Record) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     n = record.signal.shape[0]
     present = np.zeros(12, dtype=bool)
     derived = np.zeros(12, dtype=bool)
-    src, dst = [], []  # the record's column of each LEADS12 lead it holds (a repeated name: its last column)
+    src: list[int] = []
+    dst: list[int] = []  # the record's column of each LEADS12 lead it holds (a repeated name: its last column)
     for j, lead in enumerate(record.leads):
         if lead in LEADS12:
             k = LEADS12.index(lead)
