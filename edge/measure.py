@@ -155,17 +155,20 @@ def _cross(v: np.ndarray, th: float, i0: int, step: int) -> float:
     return prev + step * min(1.0, max(0.0, t))
 
 
-def _zscored(x: np.ndarray, present: np.ndarray) -> bool:
-    """True when every present lead has mean ~0 and SD ~1: per-lead z-scored data carries no amplitudes."""
+def _zscored(x: np.ndarray, present: np.ndarray, pre=None) -> bool:
+    """True when every present lead has mean ~0 and SD ~1 after filtering: per-lead z-scored data carries no
+    amplitudes. From the preprocessed record's own per-lead figures when there are (``pre.mean``, ``pre.sd``:
+    the filtered signal the z-scoring saw), else from ``x``."""
     if not present.any() or x.shape[0] == 0:
         return False
-    rows = np.ascontiguousarray(x.T)[present]  # lead rows: reductions along contiguous memory
-    n = rows.shape[1]
-    mean = rows.sum(axis=1) / n
-    if not np.all(np.abs(mean) < 0.05):
-        return False
-    d = rows - mean[:, None]
-    return bool(np.all(np.abs(np.sqrt(np.einsum("ij,ij->i", d, d) / n) - 1.0) < 0.05))
+    if pre is not None and pre.mean is not None and pre.sd is not None:
+        mean, sd = pre.mean[present], pre.sd[present]
+    else:
+        rows = np.ascontiguousarray(x.T)[present]  # lead rows: reductions along contiguous memory
+        mean = rows.sum(axis=1) / rows.shape[1]
+        d = rows - mean[:, None]
+        sd = np.sqrt(np.einsum("ij,ij->i", d, d) / rows.shape[1])
+    return bool(np.all(np.abs(mean) < 0.05) and np.all(np.abs(sd - 1.0) < 0.05))
 
 
 def _rr_stats(peaks: np.ndarray, fs: float):
@@ -375,7 +378,7 @@ def measure(
             and len(units) > 0
             and all(str(u).lower() in ("mv", "uv", "µv", "v") for u in units)
         )
-        if not physical and _zscored(y, present):
+        if not physical and _zscored(y, present, pre):
             findings.append("z-scored signal (no physical units): axis not measured")
         elif qrs_off is not None and present[0] and present[5]:
             vals["axis_deg"] = _axis(mb[qrs_on : qrs_off + 1] - iso, use)

@@ -46,6 +46,8 @@ class PreprocessedECG:
     native: with ``keep_native``, the filtered signal (not z-scored; zeros where a lead is missing) on the
         measurement grid ``native_fs`` (the record's own rate, or every k-th sample of it at >= 500 Hz:
         :func:`measure_step`), first ``duration_s`` seconds: what :mod:`edge.measure` measures.
+    mean, sd: float64 (12,), each lead's mean and SD after filtering, before z-scoring (over ``n_valid``): what
+        the z-scoring took out, and how :mod:`edge.measure` tells a record that was z-scored already.
     """
 
     signal: np.ndarray
@@ -56,6 +58,8 @@ class PreprocessedECG:
     name: str = ""
     native: np.ndarray | None = field(default=None, repr=False, compare=False)  # filtered (n, 12) at native_fs
     native_fs: float = 0.0
+    mean: np.ndarray | None = field(default=None, repr=False, compare=False)
+    sd: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 def butter_bandpass_gain2(f: np.ndarray, fs: float, lo: float = 0.5, hi: float = 40.0, order: int = 4) -> np.ndarray:
@@ -181,12 +185,20 @@ def _as_time_major(rows: np.ndarray, shape: tuple) -> np.ndarray:
 
 def zscore(x: np.ndarray, eps: float = 1e-8) -> tuple[np.ndarray, np.ndarray]:
     """Per-lead (column) z-score. Returns (z, ok) where ``ok`` marks leads with non-zero spread."""
+    return _zscore(x, eps)[:2]
+
+
+def _zscore(x: np.ndarray, eps: float = 1e-8) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(z, ok, mean, sd) per lead (column)."""
     mu = x.mean(axis=0)
     sd = x.std(axis=0)
     ok = sd > eps
-    z = np.zeros_like(x)
-    z[:, ok] = (x[:, ok] - mu[ok]) / sd[ok]
-    return z, ok
+    if ok.all():
+        z = (x - mu) / sd
+    else:
+        z = np.zeros_like(x)
+        z[:, ok] = (x[:, ok] - mu[ok]) / sd[ok]
+    return z, ok, mu, sd
 
 
 def to_12_leads(record: Record) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -270,13 +282,22 @@ def preprocess(
         x = filter_resample(x, fs, target_fs, lo=lo, hi=hi, notch_hz=notch_hz)
     n_out = int(round(duration_s * target_fs))
     n_valid = min(x.shape[0], n_out)
-    z, ok = zscore(x[:n_valid])
+    z, ok, mu, sd = _zscore(x[:n_valid])
     present = present & ok
     out = np.zeros((n_out, 12), dtype=np.float32)
     out[:n_valid] = z
     out[:, ~present] = 0.0
     return PreprocessedECG(
-        out, present, derived & present, n_valid, int(target_fs), record.name, native, fs / step if keep_native else 0.0
+        out,
+        present,
+        derived & present,
+        n_valid,
+        int(target_fs),
+        record.name,
+        native,
+        fs / step if keep_native else 0.0,
+        mu,
+        sd,
     )
 
 
