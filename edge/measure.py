@@ -303,7 +303,8 @@ def measure(
     idx = beats_at[:, None] + np.arange(-before, after)[None, :]
     use = np.flatnonzero(present)
     yu = y[:, use]
-    mb = _median_beat(yu, idx)  # (W, L)
+    beats = yu[idx]  # (b, W, L)
+    mb = _median_rows(beats)  # the median beat (W, L)
     r0 = before
     ms = 1000.0 / fs
     # 4. QRS on the spatial velocity
@@ -361,7 +362,7 @@ def measure(
             pm = mag[p_lo:p_hi]
             pp = p_lo + int(np.argmax(pm))
             p_amp = float(mag[pp])
-            consistent = _p_consistent(yu[idx[:, p_lo:p_hi]])
+            consistent = _p_consistent(beats[:, p_lo:p_hi])
             vals["p_rel"] = p_amp / qrs_mag if qrs_mag > 0 else 0.0
             if p_amp >= P_MIN_REL * qrs_mag and consistent:
                 p_base = float(np.min(mag[p_lo : pp + 1])) if pp > p_lo else 0.0
@@ -455,11 +456,6 @@ def _median_rows(a: np.ndarray) -> np.ndarray:
     s.sort(axis=-1)
     k = s.shape[-1]
     return s[..., k // 2] if k % 2 else 0.5 * (s[..., k // 2 - 1] + s[..., k // 2])
-
-
-def _median_beat(y: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """Sample-wise median over beats, ``np.median(y[idx], axis=0)``: (W, L) from beat windows ``idx`` (b, W)."""
-    return _median_rows(y[idx])
 
 
 def _refine(y: np.ndarray, peaks: np.ndarray, fs_hint: float, fs: float) -> np.ndarray:

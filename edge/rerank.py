@@ -164,10 +164,10 @@ class Ranker:
         :class:`edge.rhythm.RhythmAnswer` step 2 used (grounded in step 1's top k, before any case was favoured
         for its rhythm, so the answer's rhythm is never its own echo), or None when there was no step 2."""
         ids, cos = np.asarray(ids, dtype=np.int64), np.asarray(cos, dtype=np.float64)
-        if measurements is None or not np.isfinite(features(measurements)).any():
+        fq = None if measurements is None else features(measurements)
+        if fq is None or not np.isfinite(fq).any():
             o = np.argsort(-cos, kind="stable")[:k]
             return ids[o], cos[o], cos[o], None
-        fq = features(measurements)
         keys = self._keys(fq, ids, cos)
         o = np.argsort(-keys, kind="stable")
         answer = None
