@@ -155,19 +155,17 @@ def _cross(v: np.ndarray, th: float, i0: int, step: int) -> float:
     return prev + step * min(1.0, max(0.0, t))
 
 
-def _zscored(x: np.ndarray, present: np.ndarray, pre=None) -> bool:
+def _zscored(x: np.ndarray, present: np.ndarray, stats: tuple | None = None) -> bool:
     """True when every present lead has mean ~0 and SD ~1 after filtering: per-lead z-scored data carries no
-    amplitudes. From the preprocessed record's own per-lead figures when there are (``pre.mean``, ``pre.sd``:
-    the filtered signal the z-scoring saw), else from ``x``."""
+    amplitudes. ``stats``: (mean, SD) per lead of this very signal ``x`` when already computed (the preprocessed
+    record's, on a 100 Hz record whose measurement grid is the preprocessing's), else computed from ``x``."""
     if not present.any() or x.shape[0] == 0:
         return False
-    if pre is not None and pre.mean is not None and pre.sd is not None:
-        mean, sd = pre.mean[present], pre.sd[present]
+    if stats is not None:
+        mean, sd = stats[0][present], stats[1][present]
     else:
-        rows = np.ascontiguousarray(x.T)[present]  # lead rows: reductions along contiguous memory
-        mean = rows.sum(axis=1) / rows.shape[1]
-        d = rows - mean[:, None]
-        sd = np.sqrt(np.einsum("ij,ij->i", d, d) / rows.shape[1])
+        cols = x[:, present]
+        mean, sd = cols.mean(axis=0), cols.std(axis=0)
     return bool(np.all(np.abs(mean) < 0.05) and np.all(np.abs(sd - 1.0) < 0.05))
 
 
@@ -239,9 +237,12 @@ def measure(
     fs = float(record.fs)
     n_use = min(record.signal.shape[0], int(round(duration_s * fs)))
     fs_in, step = fs, measure_step(fs)
+    stats = None  # the per-lead mean and SD of y, where preprocess computed them over the same samples
     if pre is not None and pre.native is not None and pre.native_fs * step == fs:
         y = np.array(pre.native[: -(-n_use // step)], dtype=np.float64)
         present = pre.present.copy()
+        if pre.mean is not None and pre.sd is not None and pre.native_fs == pre.fs and y.shape[0] == pre.n_valid:
+            stats = (pre.mean, pre.sd)
     else:
         n_pad = min(record.signal.shape[0], n_use + int(PAD_S * fs))
         sub = Record(record.signal[:n_pad], fs, record.leads, record.name, record.meta)
@@ -379,7 +380,7 @@ def measure(
             and len(units) > 0
             and all(str(u).lower() in ("mv", "uv", "µv", "v") for u in units)
         )
-        if not physical and _zscored(y, present, pre):
+        if not physical and _zscored(y, present, stats):
             findings.append("z-scored signal (no physical units): axis not measured")
         elif qrs_off is not None and present[0] and present[5]:
             vals["axis_deg"] = _axis(mb[qrs_on : qrs_off + 1] - iso, use)
@@ -452,7 +453,7 @@ def _median(a: np.ndarray) -> float:
 def _median_rows(a: np.ndarray) -> np.ndarray:
     """``np.median(a, axis=0)`` (the same values) by one in-place sort along a contiguous last axis: twice as
     fast as ``np.median`` over the first axis."""
-    s = np.ascontiguousarray(np.moveaxis(a, 0, -1))
+    s = np.array(np.moveaxis(a, 0, -1), order="C")  # always a copy: the sort below is in place
     s.sort(axis=-1)
     k = s.shape[-1]
     return s[..., k // 2] if k % 2 else 0.5 * (s[..., k // 2 - 1] + s[..., k // 2])

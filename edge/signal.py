@@ -149,7 +149,7 @@ def filter_resample(
     k-th sample (the inverse transform made k times shorter; the same values as ``y_native[::k]`` to rounding)."""
     x = np.asarray(x, dtype=np.float64)
     n = x.shape[0]
-    pad, total, ratio = _pad_lengths(n, fs, target_fs)
+    pad, total, ratio = _pad_lengths(n, float(fs), float(target_fs))
     # the transforms run along contiguous rows (leads x time), which pocketfft does faster than along axis 0
     # and with the same values; results come back as C-ordered (time, ...) arrays
     xt = x.reshape(n, -1).T
@@ -220,7 +220,7 @@ def to_12_leads(record: Record) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
                 src.append(j)
                 dst.append(k)
             present[k] = True
-    if dst == list(range(12)) and src == dst:  # already the 12 leads in LEADS12 order: one contiguous copy
+    if record.signal.shape[1] == 12 and src == dst == list(range(12)):  # the 12 leads in LEADS12 order, no other
         out = np.array(record.signal, dtype=np.float64, order="C")
     else:
         out = np.zeros((n, 12), dtype=np.float64)

@@ -266,3 +266,14 @@ def test_half_rate_reading_is_flagged_and_right_rates_are_not(shared_data):
     for f in sorted(cinc.glob("*.hea")):
         m = measure(read_record(f))
         assert not any("check the sampling rate" in x for x in m.findings), f.stem
+
+
+def test_median_rows_leaves_its_input_alone():
+    """The median along the first axis sorts a copy: a contiguous slice of the median beat (one lead) stays as it
+    was (the in-place sort once reordered the PR segment it was given)."""
+    from edge.measure import _median_rows
+    mb = np.arange(10.0)[::-1].reshape(10, 1).copy()
+    before = mb.copy()
+    np.testing.assert_array_equal(_median_rows(mb[2:7]), [5.0])
+    np.testing.assert_array_equal(_median_rows(mb[2:8]), [4.5])
+    np.testing.assert_array_equal(mb, before)

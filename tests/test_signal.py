@@ -144,3 +144,30 @@ def test_parse_lead_set():
     assert parse_lead_set("i,avf,V2") == ("I", "aVF", "V2")
     with pytest.raises(Exception, match="unknown lead name"):
         parse_lead_set("I,V9")
+
+
+def test_twelve_leads_and_an_extra_channel_give_the_twelve():
+    """A record holding the 12 leads in LEADS12 order and one more channel (a board's respiration, kept by name)
+    is placed as the 12 leads alone, like any other order; a repeated lead name takes its last column."""
+    from edge.signal import to_12_leads
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(5000, 13))
+    out, present, _ = to_12_leads(Record(x, 500.0, LEADS12 + ("RESP",), "r"))
+    assert out.shape == (5000, 12) and present.all()
+    np.testing.assert_array_equal(out, x[:, :12])
+    assert preprocess(Record(x, 500.0, LEADS12 + ("RESP",), "r")).signal.shape == (1000, 12)
+    out, present, _ = to_12_leads(Record(x[:, :3], 500.0, ("I", "II", "I"), "dup"))
+    np.testing.assert_array_equal(out[:, 0], x[:, 2])
+    np.testing.assert_array_equal(out[:, 1], x[:, 1])
+
+
+def test_a_constant_offset_changes_nothing_and_a_flat_lead_stays_absent():
+    """preprocess takes each lead's first sample out before the band-pass: an offset (raw ADC counts) gives the
+    same z-scored signal, and a flat lead is exactly zero, so it is not present."""
+    rng = np.random.default_rng(1)
+    t = np.arange(5000) / 500.0
+    x = np.c_[np.sin(2 * np.pi * 1.2 * t) + 0.1 * rng.normal(size=5000), np.cos(2 * np.pi * 1.2 * t), np.full(5000, 3.0)]
+    a = preprocess(Record(x, 500.0, ("I", "II", "V1"), "a"))
+    b = preprocess(Record(x + 2048.0, 500.0, ("I", "II", "V1"), "b"))
+    np.testing.assert_allclose(a.signal, b.signal, atol=1e-5)
+    assert not a.present[LEADS12.index("V1")] and not b.present[LEADS12.index("V1")]
