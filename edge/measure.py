@@ -239,7 +239,8 @@ def measure(
     fs_in, step = fs, measure_step(fs)
     stats = None  # the per-lead mean and SD of y, where preprocess computed them over the same samples
     if pre is not None and pre.native is not None and pre.native_fs * step == fs:
-        y = np.array(pre.native[: -(-n_use // step)], dtype=np.float64)
+        y = np.asarray(pre.native[: -(-n_use // step)], dtype=np.float64)  # read only: copied before any write
+        shared = np.shares_memory(y, pre.native)
         present = pre.present.copy()
         if pre.mean is not None and pre.sd is not None and pre.native_fs == pre.fs and y.shape[0] == pre.n_valid:
             stats = (pre.mean, pre.sd)
@@ -251,12 +252,15 @@ def measure(
             x = np.where(np.isfinite(x), x, 0.0)
         x = x - x[:n_use].mean(axis=0)
         y = filter_resample(x, fs, fs, lo=0.5, hi=HI_HZ, notch_hz=notch_hz)[:n_use:step]
+        shared = False
     fs = fs_in / step  # the measurement grid (edge.signal.measure_step)
     n_m = y.shape[0]
     if leads_present is not None:
         present = present & np.asarray(leads_present, dtype=bool)
     findings: list[str] = []
-    y[:, ~present] = 0.0
+    if not present.all():  # the leads not measured read as zeros (on a copy where y is the preprocessed record's)
+        y = np.array(y) if shared else y
+        y[:, ~present] = 0.0
     if not present.any():
         return Measurements(fs=fs_in, duration_s=n_use / fs_in, findings=("no usable lead: nothing measured",))
     pk = peak_lead(present)
@@ -303,7 +307,7 @@ def measure(
         return Measurements(**vals, fs=fs_in, duration_s=n_use / fs_in, findings=tuple(findings), peaks=peaks * step)
     idx = beats_at[:, None] + np.arange(-before, after)[None, :]
     use = np.flatnonzero(present)
-    yu = y[:, use]
+    yu = y if use.size == y.shape[1] else y[:, use]
     beats = yu[idx]  # (b, W, L)
     mb = _median_rows(beats)  # the median beat (W, L)
     r0 = before

@@ -272,7 +272,7 @@ def preprocess(
     fs = float(record.fs)
     # a per-lead constant changes nothing the band-pass lets through (its gain at 0 Hz is 0); taking one out
     # first keeps a large offset (raw ADC counts) from costing precision and makes a flat lead exactly zero
-    x = x - x[:1]
+    x -= x[0].copy()  # in place: x is this function's own copy (to_12_leads, _fill_gaps)
     native = None
     step = measure_step(fs)
     if keep_native:
