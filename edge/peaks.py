@@ -174,7 +174,9 @@ def median_beat(x: np.ndarray, peaks: np.ndarray, n_valid: int | None = None) ->
 
 def median_of_beats(beats: np.ndarray) -> np.ndarray:
     """``np.median(beats, axis=0)`` (the same values) from one sort along the beats: the middle beat, or the mean
-    of the two middle ones."""
-    s = np.sort(beats, axis=0)
-    k = s.shape[0] // 2
-    return s[k] if s.shape[0] % 2 else (s[k - 1] + s[k]) / 2
+    of the two middle ones. The beats are copied with their axis last and sorted there, in contiguous memory (about
+    twice as fast as sorting along the first axis); the input is never modified."""
+    s = np.array(np.moveaxis(beats, 0, -1), order="C")
+    s.sort(axis=-1)
+    k = s.shape[-1] // 2
+    return s[..., k] if s.shape[-1] % 2 else (s[..., k - 1] + s[..., k]) / 2

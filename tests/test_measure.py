@@ -268,12 +268,17 @@ def test_half_rate_reading_is_flagged_and_right_rates_are_not(shared_data):
         assert not any("check the sampling rate" in x for x in m.findings), f.stem
 
 
-def test_median_rows_leaves_its_input_alone():
-    """The median along the first axis sorts a copy: a contiguous slice of the median beat (one lead) stays as it
-    was (the in-place sort once reordered the PR segment it was given)."""
-    from edge.measure import _median_rows
+def test_median_of_beats_is_numpys_median_and_leaves_its_input_alone():
+    """The median along the first axis (the median beat of the imaging, the quality gate and the measurements)
+    equals np.median, and sorts a copy: a contiguous one-lead slice of a median beat stays as it was (an in-place
+    sort once reordered the PR segment it was given)."""
+    from edge.peaks import median_of_beats
+    rng = np.random.default_rng(3)
+    for shape in ((7, 100, 12), (8, 100, 12), (9, 250), (2, 5, 3), (1, 4)):
+        a = rng.normal(size=shape).astype(np.float32 if len(shape) == 3 else np.float64)
+        np.testing.assert_array_equal(median_of_beats(a), np.median(a, axis=0).astype(a.dtype))
     mb = np.arange(10.0)[::-1].reshape(10, 1).copy()
     before = mb.copy()
-    np.testing.assert_array_equal(_median_rows(mb[2:7]), [5.0])
-    np.testing.assert_array_equal(_median_rows(mb[2:8]), [4.5])
+    np.testing.assert_array_equal(median_of_beats(mb[2:7]), [5.0])
+    np.testing.assert_array_equal(median_of_beats(mb[2:8]), [4.5])
     np.testing.assert_array_equal(mb, before)
