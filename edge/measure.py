@@ -35,7 +35,7 @@ import numpy as np
 
 from .errors import RecordError
 from .leads import LEADS12
-from .peaks import median_of_beats, peak_lead, percentiles, r_peaks, unique_sorted
+from .peaks import median_of, median_of_beats, peak_lead, percentiles, r_peaks, unique_sorted
 from .record import Record
 from .signal import PAD_S, filter_resample, measure_step, to_12_leads
 
@@ -170,17 +170,21 @@ def _zscored(x: np.ndarray, present: np.ndarray, stats: tuple | None = None) -> 
 
 
 def _rr_stats(peaks: np.ndarray, fs: float):
+    """(RR intervals in s, their median, which are premature, the irregularity index or None), over a few dozen
+    intervals at most: the loop runs on a Python list (the same values as the numpy expressions, without their
+    per-call cost)."""
     rr = (peaks[1:] - peaks[:-1]) / fs
-    med = _median(rr)
-    nxt = np.empty_like(rr)
-    nxt[:-1], nxt[-1] = rr[1:], np.inf
-    premature = (rr < PREMATURE * med) & (nxt > rr)
+    rl = rr.tolist()
+    n = len(rl)
+    med = median_of(rl)
+    lim = PREMATURE * med
+    prem = [rl[i] < lim and (i + 1 == n or rl[i + 1] > rl[i]) for i in range(n)]
     # irregularity over the intervals that neither end in a premature beat nor follow one: isolated premature
     # beats leave it low, atrial fibrillation (irregular throughout) keeps it high
-    keep = ~premature & ~np.concatenate([[False], premature[:-1]])
-    base = rr[keep] if keep.sum() >= 3 else rr
-    irr = _median(np.abs(base[1:] - base[:-1])) / med if base.size >= 2 else None
-    return rr, med, premature, irr
+    kept = [rl[i] for i in range(n) if not prem[i] and not (i and prem[i - 1])]
+    base = kept if len(kept) >= 3 else rl
+    irr = median_of([abs(base[i + 1] - base[i]) for i in range(len(base) - 1)]) / med if len(base) >= 2 else None
+    return rr, med, np.array(prem, dtype=bool), irr
 
 
 def _stretched(vals: dict) -> str | None:
@@ -445,13 +449,6 @@ def _axis(q: np.ndarray, use: np.ndarray) -> float | None:
     if not np.any(v):
         return None
     return float(np.degrees(np.arctan2(v[1], v[0])))
-
-
-def _median(a: np.ndarray) -> float:
-    """``float(np.median(a))`` of a short 1-D array, without np.median's per-call overhead (the same value)."""
-    v = np.sort(a)
-    k = v.size
-    return float(v[k // 2]) if k % 2 else float(0.5 * (v[k // 2 - 1] + v[k // 2]))
 
 
 def _refine(y: np.ndarray, peaks: np.ndarray, fs_hint: float, fs: float) -> np.ndarray:

@@ -189,12 +189,15 @@ def zscore(x: np.ndarray, eps: float = 1e-8) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _zscore(x: np.ndarray, eps: float = 1e-8) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(z, ok, mean, sd) per lead (column)."""
-    mu = x.mean(axis=0)
-    sd = x.std(axis=0)
+    """(z, ok, mean, sd) per lead (column): ``x.mean(axis=0)`` and ``x.std(axis=0)`` written out (the same
+    values), so the deviations from the mean are formed once for the SD and the z-scores."""
+    n = x.shape[0]
+    mu = np.add.reduce(x, axis=0) / n
+    dev = x - mu
+    sd = np.sqrt(np.add.reduce(dev * dev, axis=0) / n)
     ok = sd > eps
     if ok.all():
-        z = (x - mu) / sd
+        z = dev / sd
     else:
         z = np.zeros_like(x)
         z[:, ok] = (x[:, ok] - mu[ok]) / sd[ok]
