@@ -81,7 +81,7 @@ __all__ = [
 def train_teacher_command(config_path, resume, no_progress, cv_out, settings, **overrides):
     """Train the teacher image encoder (ViT, CLIP loss against frozen report embeddings)."""
     with click_errors():
-        cfg = load_config(config_path, **parse_settings(settings), **overrides)
+        cfg = load_config(config_path, **merge_overrides(parse_settings(settings), overrides))
         if cv_out:
             _cv_teacher(cfg, cv_out, not no_progress)
             return
@@ -96,6 +96,17 @@ def train_teacher_command(config_path, resume, no_progress, cv_out, settings, **
         )
     )
     click.echo(f"artefacts in {cfg.run_dir}", err=True)
+
+
+def merge_overrides(settings: dict, options: dict) -> dict:
+    """``--set`` entries and the options' own overrides (``section__key``: value, None when an option is not given)
+    as one dict; the same entry given both ways is a ConfigError (which should win is not obvious)."""
+    given = {k: v for k, v in options.items() if v is not None}
+    both = sorted(set(settings) & set(given))
+    if both:
+        names = ", ".join(k.replace("__", ".") for k in both)
+        raise ConfigError(f"{names} given both as an option and with --set: give it once")
+    return {**settings, **given}
 
 
 def parse_settings(settings) -> dict:

@@ -356,6 +356,29 @@ def test_set_overrides_any_entry_and_refuses_malformed_ones():
         load_pipeline_config(CONFIGS / "default.toml", **parse_settings(["student.target_images=noisy"]))
 
 
+def test_set_beside_the_options_of_train_teacher(tmp_path):
+    """``--set train.seed=1`` beside the options (each passes None when not given) once crashed with a TypeError
+    (multiple values for train__seed); now it is an override like any other, and the same entry given both as an
+    option and with --set is one clear error."""
+    from click.testing import CliRunner
+
+    from convert.cli import main
+    from convert.cli_train import merge_overrides
+    assert merge_overrides({"train__seed": 1}, {"train__seed": None, "name": "x"}) == {"train__seed": 1, "name": "x"}
+    with pytest.raises(ConfigError, match="train.seed given both"):
+        merge_overrides({"train__seed": 1}, {"train__seed": 2})
+    cfg = str(CONFIGS / "teacher.toml")
+    # past the merge: the config itself is checked (an impossible patch size), nothing trains
+    r = CliRunner().invoke(main, ["train-teacher", "--config", cfg, "--set", "train.seed=1", "--set", "model.patch=7",
+                                  "--out-dir", str(tmp_path)])
+    assert r.exit_code != 0 and "model.patch 7" in r.output and "Traceback" not in r.output, r.output
+    r = CliRunner().invoke(main, ["train-teacher", "--config", cfg, "--seed", "2", "--set", "train.seed=1",
+                                  "--out-dir", str(tmp_path)])
+    assert r.exit_code != 0 and "train.seed given both as an option and with --set" in r.output, r.output
+    assert r.exception is None or isinstance(r.exception, SystemExit)
+    assert not any(tmp_path.iterdir())
+
+
 def test_cardiograph_augmentation_goes_through_the_device_preprocessing(ptbxl_subset):
     from convert.augment import cardiograph
     x = ptbxl_subset.signal(0).copy()
