@@ -58,6 +58,7 @@ __all__ = [
     "distill",
     "load_student",
     "teacher_targets",
+    "unit_parts",
     "embed_keras",
     "recalibrate_bn",
 ]
@@ -260,6 +261,15 @@ def embed_keras(model, images: np.ndarray, batch: int = 256) -> np.ndarray:
     return z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
 
 
+def unit_parts(y: np.ndarray, parts: int) -> np.ndarray:
+    """Each row of ``y`` (N, D) cut into ``parts`` equal parts, each L2-normalised and scaled by 1/sqrt(parts): the
+    form of :class:`convert.teacher_model.TeacherEnsemble`'s output (a unit row)."""
+    n, d = y.shape
+    z = np.asarray(y, np.float32).reshape(n, parts, d // parts)
+    z = z / np.maximum(np.linalg.norm(z, axis=2, keepdims=True), 1e-12)
+    return (z.reshape(n, d) / np.float32(np.sqrt(parts))).astype(np.float32)
+
+
 def distill(
     cfg: StudentConfig,
     archive,
@@ -302,11 +312,22 @@ def distill(
         y_train = teacher_targets(teacher_model, clean[src])
     else:
         y_train = teacher_targets(teacher_model, x_train)
+    # a teacher ensemble (convert.teacher_model.TeacherEnsemble) gives k teachers' unit embeddings side by side;
+    # each part is centred and normalised on its own, so that every teacher keeps its 1/k share of the cosine
+    parts = int(getattr(teacher_model, "parts", 1))
+    if y_train.shape[1] != cfg.dim:
+        raise ConfigError(
+            f"[student] dim {cfg.dim} differs from the teacher targets' width {y_train.shape[1]}"
+            + (f" ({parts} teachers side by side)" if parts > 1 else "")
+        )
     mu = np.zeros(y_train.shape[1], np.float32)
     if cfg.center_targets:
         mu = y_train.mean(axis=0)
         y_train = y_train - mu
-        y_train /= np.maximum(np.linalg.norm(y_train, axis=1, keepdims=True), 1e-12)
+        if parts == 1:
+            y_train /= np.maximum(np.linalg.norm(y_train, axis=1, keepdims=True), 1e-12)
+        else:
+            y_train = unit_parts(y_train, parts)
         say(
             f"student: teacher targets centred (|mean| {np.linalg.norm(mu):.3f}; mean pairwise cosine after "
             f"centring {float(np.mean(y_train[:512] @ y_train[:512].T)):.3f})"
@@ -335,7 +356,11 @@ def distill(
     def mixed_targets(xm):
         z = tf.math.l2_normalize(teacher_model(xm, training=False), axis=1)
         if cfg.center_targets:
-            z = tf.math.l2_normalize(z - mu_t, axis=1)
+            if parts == 1:
+                z = tf.math.l2_normalize(z - mu_t, axis=1)
+            else:
+                z = tf.reshape(z - mu_t, (-1, parts, cfg.dim // parts))
+                z = tf.reshape(tf.math.l2_normalize(z, axis=2), (-1, cfg.dim)) * (1.0 / float(np.sqrt(parts)))
         return z
 
     @tf.function(reduce_retracing=True)

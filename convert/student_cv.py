@@ -33,7 +33,7 @@ from .evaluate import CV_FOLDS, ROTATIONS, case_image, cv_splits, evaluate, summ
 from .ptbxl import open_archive
 from .teacher_cv import rotation_config
 
-__all__ = ["cv_document", "cv_evaluation", "cv_recipe", "cv_student", "external_summary"]
+__all__ = ["cv_document", "cv_evaluation", "cv_recipe", "cv_student", "external_summary", "teacher_recipes"]
 
 # what does not change a CV's figures, or differs between a CV and a bundle build by design: folders, threads,
 # the folds (a rotation trains on its own), the teacher's name
@@ -75,40 +75,52 @@ def cv_student(
     from .quantize import embed_tflite, export_tflite, representative_images
     from .student import distill, load_student
     from .teacher_export import case_vectors
-    from .teacher_model import load_teacher_model
+    from .teacher_model import TeacherEnsemble, ensemble_vectors, load_teacher_model
     from .teacher_train import train_teacher
     from .training_pipeline import _cache_dir, _clean_images
 
+    tcfgs = teacher_recipes(tcfg, cfg.teacher_seeds)
+    width = sum(t.model.proj_dim for t in tcfgs)
+    if cfg.student.dim != width:  # before any training
+        raise ConfigError(
+            f"[student] dim {cfg.student.dim} differs from the teacher targets' width {width}"
+            + (f" ({len(tcfgs)} teachers side by side: --set student.dim={width})" if len(tcfgs) > 1 else "")
+        )
+    tag = tcfg.name if len(tcfgs) == 1 else f"{tcfg.name}_seeds{'-'.join(str(t.train.seed) for t in tcfgs)}"
     archive = archive if archive is not None else open_archive(cfg.archive)
     folds = np.array([c.fold if c.fold is not None else -1 for c in archive.cases])
     clean = _clean_images(archive, tcfg.imaging, progress, _cache_dir(cfg))
     per, runs = [], []
     for qf, qi, ai in cv_splits(folds, rotations, pool):
-        rc = rotation_config(tcfg, qf, pool)
-        if not (Path(rc.run_dir) / "metrics.json").is_file():
-            train_teacher(rc, archive=archive, progress=progress, log=log)
+        rcs = [rotation_config(t, qf, pool) for t in tcfgs]
+        for rc in rcs:
+            if not (Path(rc.run_dir) / "metrics.json").is_file():
+                train_teacher(rc, archive=archive, progress=progress, log=log)
+        rc = rcs[0]
+        teacher_run = "+".join(str(r.run_dir) for r in rcs)
         rest = tuple(f for f in pool if f not in qf)
         s = replace(
             cfg.student, train_folds=rest[:-1], val_folds=(rest[-1],), out_dir=str(Path(cfg.student.out_dir) / "cv")
         )
-        name = f"{cfg.name}-{tcfg.name}-q{''.join(map(str, qf))}"
+        name = f"{cfg.name}-{tag}-q{''.join(map(str, qf))}"
         sdir = Path(s.out_dir) / name
         if (sdir / "student.json").is_file():
             held = json.loads((sdir / "student.json").read_text())
-            if held.get("config") != s.to_dict() or held.get("teacher", {}).get("run") != str(rc.run_dir):
+            if held.get("config") != s.to_dict() or held.get("teacher", {}).get("run") != teacher_run:
                 raise ConfigError(
                     f"{sdir} holds a student of another config or teacher; give this variant its own --name "
                     f"(or remove that folder)"
                 )
         if not (sdir / "student.json").is_file() or not (sdir / "student.keras").is_file():
             (sdir / "encoder_int8.tflite").unlink(missing_ok=True)
+            models = [load_teacher_model(r.run_dir) for r in rcs]
             distill(
                 s,
                 archive,
-                load_teacher_model(rc.run_dir),
+                models[0] if len(models) == 1 else TeacherEnsemble(models),
                 imaging=tcfg.imaging,
                 name=name,
-                teacher_info={"run": str(rc.run_dir)},
+                teacher_info={"run": teacher_run},
                 clean=clean,
                 progress=progress,
                 log=log,
@@ -128,10 +140,17 @@ def cv_student(
             queries[f", query leads {ls}"] = embed_tflite(blob, imgs, cfg.quantize.threads)
         items = {"": emb[ai]}
         if report_weights:
-            text = case_text_vectors(rc.run_dir, len(archive))
+            texts = [case_text_vectors(r.run_dir, len(archive)) for r in rcs]
+            text = texts[0] if len(texts) == 1 else ensemble_vectors(texts)
             for w in report_weights:
                 items[f", archive ECG+report w={w:g}"] = case_vectors(emb[ai], text[ai], w)
         variants = {f"student int8{q}{a}": (qe, ae) for a, ae in items.items() for q, qe in queries.items()}
+        if len(rcs) > 1:  # what the student is asked to copy: the teachers' float embeddings, alone and together
+            temb = [np.load(Path(r.run_dir) / "embeddings.npy") for r in rcs]
+            for t, e in zip(tcfgs, temb):
+                variants[f"teacher seed {t.train.seed} (float)"] = (e[qi], e[ai])
+            ens = ensemble_vectors(temb)
+            variants["teachers side by side (float)"] = (ens[qi], ens[ai])
         per.append(evaluate(archive, variants, qi, ai))
         ext = None
         if external_dir is not None:
@@ -139,7 +158,7 @@ def cv_student(
         runs.append(
             {
                 **({"external": ext} if ext is not None else {}),
-                "teacher_run": str(rc.run_dir),
+                "teacher_run": teacher_run,
                 "student_run": str(sdir),
                 "query_folds": list(qf),
                 "best_epoch": info.get("best_epoch"),
@@ -149,6 +168,18 @@ def cv_student(
             }
         )
     return summarise_cv(per), runs
+
+
+def teacher_recipes(tcfg, seeds=None) -> list:
+    """The teacher recipes a student CV distills from: ``tcfg`` alone, or one per seed of ``seeds`` (``[teacher]
+    seeds``), the config's own seed keeping its name and every other seed named ``<name>_s<seed>`` (the runs
+    ``train-teacher --cv --set train.seed=S --name <name>_s<S>`` makes)."""
+    if not seeds:
+        return [tcfg]
+    return [
+        tcfg if s == tcfg.train.seed else replace(tcfg, name=f"{tcfg.name}_s{s}", train=replace(tcfg.train, seed=s))
+        for s in seeds
+    ]
 
 
 def rotation_bundle(out_dir, archive, archive_idx, emb: np.ndarray, tflite: bytes, imaging) -> Path:
@@ -215,6 +246,8 @@ def cv_recipe(cfg, tcfg) -> dict:
     ``[quantize]`` settings, less what :data:`_NOT_RECIPE` names."""
     t = {k: v for k, v in tcfg.to_dict().items() if k not in _NOT_RECIPE["teacher"]}
     t["train"] = {k: v for k, v in t["train"].items() if k not in _NOT_RECIPE["train"]}
+    if cfg.teacher_seeds:  # several teachers (absent for one, so that older files stay comparable)
+        t["seeds"] = list(cfg.teacher_seeds)
     return json.loads(
         json.dumps(
             {

@@ -14,6 +14,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edge.errors import ConfigError
 
 from .teacher_config import TeacherConfig
@@ -27,6 +29,8 @@ __all__ = [
     "build_label_head",
     "label_loss",
     "load_teacher_model",
+    "TeacherEnsemble",
+    "ensemble_vectors",
 ]
 
 
@@ -167,3 +171,32 @@ def load_teacher_model(run_dir):
         return keras.saving.load_model(p, compile=False)
     except Exception as e:  # noqa: BLE001 - a corrupt or foreign file
         raise ConfigError(f"{p}: cannot load the teacher model ({e})") from None
+
+
+class TeacherEnsemble:
+    """Several teachers as one target model for distillation: image -> the teachers' unit embeddings side by side,
+    each scaled by 1/sqrt(k) (a unit vector of k x D). The cosine of two such vectors is the mean of the teachers'
+    cosines, so nearest neighbours in it are those of the ensemble's averaged similarity. Called as a Keras model is
+    (``ensemble(images, training=False)``); ``parts`` = k tells :func:`convert.student.distill` to centre and
+    normalise each teacher's part on its own."""
+
+    def __init__(self, models):
+        if not models:
+            raise ConfigError("a teacher ensemble needs at least one teacher")
+        self.models = list(models)
+        self.parts = len(self.models)
+
+    def __call__(self, images, training: bool = False):
+        import tensorflow as tf
+
+        z = [tf.math.l2_normalize(m(images, training=training), axis=1) for m in self.models]
+        return tf.concat(z, axis=1) * (1.0 / float(np.sqrt(self.parts)))
+
+
+def ensemble_vectors(parts) -> np.ndarray:
+    """The same side-by-side form of per-teacher vectors (a list of (N, D) arrays: embeddings or text vectors):
+    each row of each part L2-normalised, scaled by 1/sqrt(k), concatenated."""
+    k = len(parts)
+    out = [np.asarray(p, np.float32) for p in parts]
+    out = [p / np.maximum(np.linalg.norm(p, axis=1, keepdims=True), 1e-12) for p in out]
+    return (np.concatenate(out, axis=1) / np.float32(np.sqrt(k))).astype(np.float32)

@@ -79,6 +79,8 @@ class PipelineConfig:
     path: str = ""
     teacher_config: str = "configs/teacher.toml"
     teacher_run: str | None = None
+    # several teachers of the recipe, one per seed, distilled into one student (``distill --cv`` only): None = one
+    teacher_seeds: tuple[int, ...] | None = None
     archive: str | None = None  # an archive folder; None: the shared PTB-XL subset
     student: StudentConfig = StudentConfig()
     quantize: QuantConfig = QuantConfig()
@@ -88,8 +90,10 @@ class PipelineConfig:
     def to_dict(self) -> dict:
         """The config as a dict of sections, tuples as lists (``path`` left out): the summary's ``pipeline_config``."""
         plain = ("name", "teacher_config", "teacher_run", "archive")
+        seeds = {"teacher_seeds": list(self.teacher_seeds)} if self.teacher_seeds else {}
         return {
             **{f: getattr(self, f) for f in plain},
+            **seeds,
             "student": self.student.to_dict(),
             "quantize": self.quantize.to_dict(),
             "index": {**asdict(self.index), "trees": list(self.index.trees)},
@@ -119,15 +123,27 @@ def load_pipeline_config(path, **overrides) -> PipelineConfig:
             f"{p}: unknown key(s) {', '.join(unknown)}; known: name, archive, [{'], ['.join(sorted(sections))}]"
         )
     t = dict(d.get("teacher", {}))
-    bad = sorted(set(t) - {"config", "run"})
+    bad = sorted(set(t) - {"config", "run", "seeds"})
     if bad:
-        raise ConfigError(f"{p} [teacher]: unknown key(s) {', '.join(bad)}; known: config, run")
+        raise ConfigError(f"{p} [teacher]: unknown key(s) {', '.join(bad)}; known: config, run, seeds")
+    seeds = t.get("seeds")
+    if seeds is not None:
+        if (
+            not isinstance(seeds, list)
+            or len(seeds) < 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in seeds)
+            or len(set(seeds)) != len(seeds)
+        ):
+            raise ConfigError(f"{p} [teacher] seeds: a list of two or more distinct seeds >= 0, got {seeds!r}")
+        if t.get("run"):
+            raise ConfigError(f"{p} [teacher]: seeds and run exclude each other (seeds name the runs themselves)")
     cfg = PipelineConfig(
         name=str(top.get("name", "default")),
         path=str(p),
         archive=top.get("archive") or None,
         teacher_config=str(t.get("config", "configs/teacher.toml")),
         teacher_run=t.get("run") or None,
+        teacher_seeds=tuple(seeds) if seeds is not None else None,
         student=student_config(d.get("student"), f"{p} [student]"),
         quantize=quant_config(d.get("quantize"), f"{p} [quantize]"),
         index=_table(IndexConfig, d.get("index", {}), f"{p} [index]"),
@@ -256,6 +272,7 @@ def run_pipeline(
     log=None,
 ) -> dict:
     """teacher -> student -> int8 -> index -> bundle. Returns a summary dict."""
+    _one_teacher(cfg)
     say = log or (lambda s: print(s, file=sys.stderr, flush=True))
     t0 = time.time()
     overrides = {"archive": cfg.archive} if cfg.archive else {}
@@ -357,9 +374,19 @@ def run_pipeline(
     }
 
 
+def _one_teacher(cfg: PipelineConfig) -> None:
+    """Several teachers (``[teacher] seeds``) are measured by ``distill --cv`` only: a ConfigError elsewhere."""
+    if cfg.teacher_seeds:
+        raise ConfigError(
+            f"{cfg.path or 'config'} [teacher] seeds: several teachers distilled into one student are measured by "
+            "`ecgret-convert distill --cv` only; a bundle is built from one teacher (docs/TRAINING.md)"
+        )
+
+
 def _teacher_run(cfg: PipelineConfig, teacher_run=None):
     """(teacher config, teacher run folder) of a pipeline config: ``teacher_run``, else ``[teacher] run``, else
     the teacher config's ``out_dir/name``."""
+    _one_teacher(cfg)
     tcfg = load_config(cfg.teacher_config, **({"archive": cfg.archive} if cfg.archive else {}))
     return tcfg, Path(teacher_run or cfg.teacher_run or tcfg.run_dir)
 

@@ -149,3 +149,42 @@ def test_distill_refuses_too_few_training_cases(small_archive, tmp_path):
     cfg = StudentConfig(out_dir=str(tmp_path), batch_size=1000, threads=1)
     with pytest.raises(ConfigError, match="fewer than one batch"):
         distill(cfg, small_archive, _tiny_teacher(im.shape), imaging=im, name="x", progress=False)
+
+
+def test_teacher_ensemble_scores_are_the_mean_of_the_teachers_cosines(small_archive):
+    """Two teachers side by side (convert.teacher_model.TeacherEnsemble): a unit vector whose cosines are the mean
+    of the two teachers' own cosines; ensemble_vectors gives the same form of stored embeddings."""
+    from convert.images import image_cases
+    from convert.student import embed_keras, teacher_targets, unit_parts
+    from convert.teacher_model import TeacherEnsemble, ensemble_vectors
+    import keras
+    im = ImagingConfig(tile=8)
+    clean = image_cases(small_archive, np.arange(20), im).astype(np.float32)
+    a = _tiny_teacher(im.shape)
+    keras.utils.set_random_seed(2)
+    inp = keras.Input(im.shape)
+    b = keras.Model(inp, keras.layers.UnitNormalization()(keras.layers.Dense(8)(keras.layers.Flatten()(inp))))
+    ens = TeacherEnsemble([a, b])
+    y = teacher_targets(ens, clean)
+    ya, yb = embed_keras(a, clean), embed_keras(b, clean)
+    assert y.shape == (20, 16) and ens.parts == 2
+    np.testing.assert_allclose(y @ y.T, 0.5 * (ya @ ya.T + yb @ yb.T), atol=1e-5)
+    np.testing.assert_allclose(ensemble_vectors([ya, yb]), y, atol=1e-5)
+    # centring each part on its own keeps each teacher's half of the cosine
+    c = unit_parts(y - y.mean(axis=0), 2)
+    ca, cb = ya - ya.mean(axis=0), yb - yb.mean(axis=0)
+    ca, cb = ca / np.linalg.norm(ca, axis=1, keepdims=True), cb / np.linalg.norm(cb, axis=1, keepdims=True)
+    np.testing.assert_allclose(c @ c.T, 0.5 * (ca @ ca.T + cb @ cb.T), atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(c, axis=1), 1.0, atol=1e-6)
+    with pytest.raises(ConfigError, match="at least one teacher"):
+        TeacherEnsemble([])
+
+
+def test_distill_refuses_a_student_narrower_than_its_targets(small_archive, tmp_path):
+    from convert.teacher_model import TeacherEnsemble
+    im = ImagingConfig(tile=8)
+    cfg = StudentConfig(out_dir=str(tmp_path), dim=8, stem=8, blocks=((16, 2),), epochs=1, batch_size=32,
+                        aug_copies=0, threads=1)
+    ens = TeacherEnsemble([_tiny_teacher(im.shape), _tiny_teacher(im.shape)])
+    with pytest.raises(ConfigError, match=r"dim 8 differs from the teacher targets' width 16 \(2 teachers"):
+        distill(cfg, small_archive, ens, imaging=im, name="x", progress=False, log=lambda s: None)
