@@ -16,6 +16,12 @@ six as the archive):
 
 Fold 9 is never used. Runs go to ``<student out_dir>/cv/<name>-<teacher>-q<folds>/``; a student whose
 ``student.json`` exists there is reused.
+
+Several teachers (``[teacher] seeds = [0, 1]`` in the pipeline config, or ``--set teacher.seeds=[0,1]``): one
+teacher of the recipe per seed and rotation (:func:`teacher_recipes`), the student regressing their unit embeddings
+side by side (:class:`convert.teacher_model.TeacherEnsemble`, ``[student] dim`` = their total width), the report
+vectors of ECG+report items side by side in the same way, and the teachers' own float rows (alone and side by
+side) beside the student's.
 """
 
 from __future__ import annotations
@@ -96,7 +102,6 @@ def cv_student(
         for rc in rcs:
             if not (Path(rc.run_dir) / "metrics.json").is_file():
                 train_teacher(rc, archive=archive, progress=progress, log=log)
-        rc = rcs[0]
         teacher_run = "+".join(str(r.run_dir) for r in rcs)
         rest = tuple(f for f in pool if f not in qf)
         s = replace(
