@@ -233,7 +233,8 @@ def pipeline_command(config_path, retrain, force, out, teacher_run, images_only,
     "settings",
     multiple=True,
     metavar="SECTION.KEY=VALUE",
-    help="override any entry of the config's sections, the value in TOML syntax (--set student.target_images=clean)",
+    help="override any entry of the config's sections, the value in TOML syntax (--set student.target_images=clean; "
+    "with --cv, --set teacher.seeds=[0,1] --set student.dim=256 distills two teachers of the recipe into one student)",
 )
 @click.option(
     "--external",
