@@ -62,6 +62,7 @@ HI_HZ = 40.0  # the measurement band's upper edge (clipped below Nyquist on 100 
 SV_SMOOTH_S = 0.016  # s, moving average of the spatial velocity before the QRS threshold
 QRS_HOLD_S = 0.01  # s the spatial velocity must stay under the threshold for a QRS boundary
 P_ON_FRAC = 0.2  # P onset: where the magnitude falls under this fraction of the way from its base to the P peak
+P_BASE_S = 0.14  # s before the P peak in which that base is sought: a P wave's onset lies within it (see _p_onset)
 QRS_FRAC = 0.08  # the QRS is where the spatial velocity stays above this fraction of its peak (above base)
 P_MIN_REL = 0.04  # a P wave must reach this fraction of the QRS magnitude ...
 T_END = "tangent"  # T end by the tangent method (else the crossing of T_LEVEL x the T peak)
@@ -153,6 +154,22 @@ def _cross(v: np.ndarray, th: float, i0: int, step: int) -> float:
     a, b = float(v[prev]), float(v[i0])
     t = (a - th) / (a - b) if a > b else 1.0
     return prev + step * min(1.0, max(0.0, t))
+
+
+def _p_onset(mag: np.ndarray, p_lo: int, pp: int, fs: float) -> float | None:
+    """The P onset (a fractional sample) on the spatial magnitude ``mag``, walking back from the P peak ``pp``
+    towards ``p_lo``: where it falls under ``P_ON_FRAC`` of the way from the base to the peak, and stays there; None
+    if it never does. The base is the magnitude's lowest value in the ``P_BASE_S`` before the peak (a P wave lasts
+    at most ~120 ms, so its onset lies in that span), not in the whole window: the TP segment further back often
+    sits off the PR-segment level the magnitude is measured from (a T-wave tail, atrial repolarisation, wander),
+    and a base taken there puts the threshold on that plateau and the onset tens of ms early (ludb-dev record 108,
+    frequent atrial extrasystoles: PR 227 against the cardiologists' 184 ms; 192 with the nearer base)."""
+    p_amp = float(mag[pp])
+    lo = max(p_lo, pp - int(round(P_BASE_S * fs)))
+    p_base = float(np.min(mag[lo : pp + 1])) if pp > lo else 0.0
+    th_p = p_base + P_ON_FRAC * (p_amp - p_base)
+    p_on = _runs_below(mag, th_p, pp, p_lo - 1, -1, max(2, int(round(0.006 * fs))))
+    return None if p_on is None else _cross(mag, th_p, p_on, -1)
 
 
 def _zscored(x: np.ndarray, present: np.ndarray, stats: tuple | None = None) -> bool:
@@ -374,11 +391,9 @@ def measure(
             consistent = _p_consistent(beats[:, p_lo:p_hi])
             vals["p_rel"] = p_amp / qrs_mag if qrs_mag > 0 else 0.0
             if p_amp >= P_MIN_REL * qrs_mag and consistent:
-                p_base = float(np.min(mag[p_lo : pp + 1])) if pp > p_lo else 0.0
-                th_p = p_base + P_ON_FRAC * (p_amp - p_base)
-                p_on = _runs_below(mag, th_p, pp, p_lo - 1, -1, max(2, int(round(0.006 * fs))))
-                if p_on is not None:
-                    vals["pr_ms"] = (on_f - _cross(mag, th_p, p_on, -1)) * ms
+                p_on_f = _p_onset(mag, p_lo, pp, fs)
+                if p_on_f is not None:
+                    vals["pr_ms"] = (on_f - p_on_f) * ms
             if "pr_ms" not in vals:
                 findings.append("no consistent P wave before the QRS: PR not measured")
         # 7. axis from the net QRS deflections of I and aVF (physical units only)
