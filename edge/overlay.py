@@ -36,6 +36,7 @@ from .overlay_file import (
     FILE,
     FORMAT,
     FORMAT_VERSION,
+    MAX_NEXT_ID,
     check_new_case,
     max_local,
     open_any,
@@ -161,6 +162,11 @@ class Overlay:
 
     def _write(self, cases: list[dict], emb: np.ndarray, next_n: int | None = None) -> None:
         next_n = max(self.next_n if next_n is None else next_n, max_local(cases) + 1)
+        if next_n > MAX_NEXT_ID:  # a file reading would refuse: never written
+            raise OverlayError(
+                f"{self.file}: the local ids are used up to local:{MAX_NEXT_ID - 1}; give the case an --id of its own "
+                "(nothing was changed)"
+            )
         doc = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,

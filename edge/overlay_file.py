@@ -34,6 +34,7 @@ __all__ = [
     "MAX_BYTES",
     "MAX_CASES",
     "MAX_TEXT",
+    "MAX_NEXT_ID",
     "read_file",
     "parse_overlay",
     "open_any",
@@ -51,6 +52,7 @@ _TEXT_FIELDS = (*CASE_TEXT_FIELDS, "enrolled", "record")
 MAX_BYTES = 64 << 20
 MAX_CASES = 100_000
 MAX_TEXT = 64 << 10
+MAX_NEXT_ID = 10**12  # the highest next_id a file may hold, so the highest local:<n> is MAX_NEXT_ID - 1
 
 
 def read_file(p: Path) -> bytes | None:
@@ -130,6 +132,9 @@ def parse_overlay(raw: bytes, p, bundle_id: str, dim: int) -> tuple[tuple[dict, 
             )
         if cid in seen:
             raise _bad(p, f"{where}.case_id", f"malformed entry (duplicate id {cid!r})")
+        m = re.fullmatch(r"local:(\d+)", cid)
+        if m and int(m.group(1)) >= MAX_NEXT_ID:
+            raise _bad(p, f"{where}.case_id", f"malformed entry (local:<n> ids go up to local:{MAX_NEXT_ID - 1})")
         seen.add(cid)
         for k in LIST_FIELDS:
             v = c.get(k, [])
@@ -155,7 +160,7 @@ def parse_overlay(raw: bytes, p, bundle_id: str, dim: int) -> tuple[tuple[dict, 
         emb[i] = v
         cases.append({key: val for key, val in c.items() if key != "embedding"})
     nxt = doc.get("next_id", 1)
-    if isinstance(nxt, bool) or not isinstance(nxt, int) or not 1 <= nxt <= 10**12:
+    if isinstance(nxt, bool) or not isinstance(nxt, int) or not 1 <= nxt <= MAX_NEXT_ID:
         raise _bad(p, "next_id", f"{printable(repr(nxt), 20)}, expected a positive integer")
     return tuple(cases), emb, max(nxt, max_local(cases) + 1)
 
@@ -201,3 +206,6 @@ def check_new_case(case: dict) -> None:
     cid = case.get("case_id")
     if cid is not None and (not cid or not cid.isprintable()):
         raise OverlayError(f"case_id: {printable(repr(cid), 60)} is empty or holds control characters")
+    m = re.fullmatch(r"local:(\d+)", cid or "")
+    if m and int(m.group(1)) >= MAX_NEXT_ID:  # its next_id would make the file unreadable
+        raise OverlayError(f"case_id: local:<n> ids go up to local:{MAX_NEXT_ID - 1}, got {printable(cid, 60)}")

@@ -48,6 +48,26 @@ def test_enroll_search_forget(tmp_path):
     assert [c["case_id"] for c in Overlay(tmp_path / "ov", DIM, "h1").cases] == ["clinic:7"]
 
 
+def test_a_local_id_past_the_limit_is_refused_and_the_overlay_stays_readable(tmp_path):
+    """``--id local:<n>`` with n >= 10**12 once wrote next_id n + 1, which reading refuses: every enrolled case
+    became unreadable. Now the id is refused and nothing is written; a file naming such an id is malformed."""
+    ov = Overlay(tmp_path, DIM, "h1")
+    ov.enroll({"report": "kept"}, _vec(0))
+    with pytest.raises(OverlayError, match="local:999999999999"):
+        ov.enroll({"case_id": "local:1000000000000"}, _vec(1))
+    assert ov.enroll({"case_id": "local:999999999999"}, _vec(2)) == "local:999999999999"
+    again = Overlay(tmp_path, DIM, "h1")
+    assert [c["case_id"] for c in again.cases] == ["local:1", "local:999999999999"]
+    with pytest.raises(OverlayError, match="used up"):  # the next automatic id would pass the limit
+        again.enroll({"report": "one more"}, _vec(3))
+    assert len(Overlay(tmp_path, DIM, "h1")) == 2
+    doc = json.loads((tmp_path / FILE).read_text())
+    doc["cases"][1]["case_id"] = "local:1000000000000"
+    (tmp_path / FILE).write_text(json.dumps(doc))
+    with pytest.raises(OverlayError, match=r"cases\[1\]\.case_id"):
+        Overlay(tmp_path, DIM, "h1")
+
+
 def test_overlay_belongs_to_one_bundle(tmp_path):
     Overlay(tmp_path, DIM, "h1").enroll({}, _vec(0))
     with pytest.raises(OverlayError, match="bundle"):
