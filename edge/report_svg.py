@@ -19,6 +19,7 @@ import numpy as np
 
 from .imaging import GRID
 from .leads import LEADS12
+from .termtext import encodable
 
 __all__ = ["ecg_svg", "case_svg", "esc", "mm", "GAINS_MM_PER_MV", "GAINS_MM_PER_SD"]
 
@@ -31,8 +32,9 @@ FOOT_MM = 4.5  # the caption strip at the bottom of the figure
 
 
 def esc(s) -> str:
-    """``str(s)`` escaped for HTML/SVG text and attribute values (quotes included)."""
-    return html.escape(str(s))
+    """``str(s)`` escaped for HTML/SVG text and attribute values (quotes included); undecodable bytes of a file
+    name become U+FFFD (:func:`edge.termtext.encodable`), so the page encodes."""
+    return html.escape(encodable(str(s)))
 
 
 def mm(v: float) -> str:

@@ -25,7 +25,7 @@ def save_acquisition(rec, obj: dict, save_dir, stem: str) -> Path:
     from .atomicio import atomic_write, publish, staging_dir
     from .io_wfdb import write_wfdb
     from .record import Record
-    from .termtext import printable
+    from .termtext import encodable, printable
 
     d = Path(save_dir)
     try:
@@ -34,6 +34,9 @@ def save_acquisition(rec, obj: dict, save_dir, stem: str) -> Path:
         raise EcgretError(f"--save {d}: cannot create the folder ({e.strerror or e})") from None
     gaps = int(np.isnan(rec.signal).any(axis=1).sum())
     comments = {"source": printable(rec.name), "gap_samples": gaps}  # format 16 holds no NaN: gaps become 0
+    # made before any file is published, so nothing in it can fail half way (undecodable bytes of a port or file
+    # name, lone surrogates, become U+FFFD)
+    text = (encodable(json.dumps(obj, ensure_ascii=False, indent=1)) + "\n").encode("utf-8")
     for k in range(1, 1000):
         name = stem if k == 1 else f"{stem}-{k}"
         if any((d / f"{name}{ext}").exists() for ext in (".hea", ".dat", ".json")):
@@ -46,7 +49,7 @@ def save_acquisition(rec, obj: dict, save_dir, stem: str) -> Path:
                     name,
                 )
                 publish(tmp / f"{name}.dat", d / f"{name}.dat", overwrite=False)
-                atomic_write(d / f"{name}.json", json.dumps(obj, ensure_ascii=False, indent=1) + "\n", overwrite=False)
+                atomic_write(d / f"{name}.json", text, overwrite=False)
                 publish(tmp / f"{name}.hea", d / f"{name}.hea", overwrite=False)
             return d / name
         except FileExistsError:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["printable", "unsafe_chars"]
+__all__ = ["printable", "unsafe_chars", "encodable"]
 
 # ESC-introduced sequences: CSI (ESC [ ... final), OSC/DCS/SOS/PM/APC strings (ended by BEL or ST), and
 # two-byte escapes; plus the 8-bit C1 forms of CSI (U+009B) and of the string introducers.
@@ -51,6 +51,16 @@ def printable(s, *, newlines: bool = False) -> str:
         return t
     t = _LINE_BREAKS.sub("\n", t)
     t = _ESCAPES.sub("", t)
-    t = re.sub("[\ud800-\udfff]", "\ufffd", t)
+    t = encodable(t)
     t = _UNSAFE.sub("", t).replace("\t", " ")
     return t if newlines else t.replace("\n", " ")
+
+
+def encodable(s: str) -> str:
+    """``s`` with every lone surrogate (what an undecodable byte of a file or port name becomes under Python's
+    surrogateescape) replaced by U+FFFD, so it encodes as UTF-8: for text written to a file (a report page, a
+    saved result), where keeping the raw bytes would make the whole file invalid UTF-8."""
+    return _SURROGATES.sub("\ufffd", s)
+
+
+_SURROGATES = re.compile("[\ud800-\udfff]")

@@ -286,3 +286,33 @@ def test_every_query_page_carries_version_bundle_id_and_utc(results):
     assert len(heads) >= 2
     for h in heads[:2]:
         assert f"ecgret {__version__}" in h and b.id[:16] in h and re.search(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", h)
+
+
+def test_an_undecodable_file_name_still_gets_its_report(test_bundle, shared_data, tmp_path):
+    """A record whose file name is not UTF-8 (the bytes come to Python as lone surrogates) was answered, then the
+    report died with an internal UnicodeEncodeError and nothing was written. The page names it with U+FFFD."""
+    import os
+    src = shared_data / "cinc2021-sample"
+    shutil.copy(src / "E07500.mat", tmp_path / "E07500.mat")
+    name = os.fsdecode(b"\xff\xfe.hea")
+    (tmp_path / name).write_bytes((src / "E07500.hea").read_bytes())
+    b = load_bundle(test_bundle, threads=1)
+    res = Retriever(b).query_record(read_record(tmp_path / name))
+    page = write_report(tmp_path / "r.html", [res], b).read_bytes().decode("utf-8")   # strict: valid UTF-8
+    assert "\ufffd\ufffd" in page and "E07500" in page
+
+
+def test_an_undecodable_name_still_saves_the_acquisition(test_bundle, shared_data, tmp_path):
+    """``listen --save`` on a port whose name is not UTF-8 lost the acquisition (an orphan .dat, no .hea, no .json)."""
+    import os
+    from edge.answer import result_dict
+    from edge.save import save_acquisition
+    rec = read_record(shared_data / "cinc2021-sample" / "E07500")
+    rec = type(rec)(rec.signal, rec.fs, rec.leads, os.fsdecode(b"/dev/port\xff"), rec.meta)
+    b = load_bundle(test_bundle, threads=1)
+    res = Retriever(b).query_record(rec)
+    out = save_acquisition(rec, result_dict(res), tmp_path, "ecg-1")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ecg-1.dat", "ecg-1.hea", "ecg-1.json"]
+    doc = json.loads(out.with_suffix(".json").read_bytes().decode("utf-8"))
+    assert "\ufffd" in json.dumps(doc, ensure_ascii=False)
+    assert read_record(out).signal.shape == rec.signal.shape
