@@ -118,14 +118,20 @@ CHANNELS = _Channels()
 
 
 def _report_path(ctx, param, value):
-    """The report must be writable where it is asked for: its folder must exist (checked before any work)."""
+    """The report must be writable where it is asked for, before any work: its folder exists, and the name is a new
+    file or an earlier report (:func:`edge.report.refuse_target`)."""
     if value is None:
         return None
+    from .report import refuse_target
+    from .termtext import printable
+
+    name = printable(value) if value else "''"
+    why = refuse_target(value)
+    if why:
+        raise click.BadParameter(f"{name}: {why}", ctx=ctx, param=param)
     folder = os.path.dirname(os.path.abspath(value)) or "."
     if not os.path.isdir(folder):
-        raise click.BadParameter(f"{value}: the folder {folder} does not exist", ctx=ctx, param=param)
-    if os.path.isdir(value):
-        raise click.BadParameter(f"{value} is a folder; give a file name such as report.html", ctx=ctx, param=param)
+        raise click.BadParameter(f"{name}: the folder {printable(folder)} does not exist", ctx=ctx, param=param)
     return value
 
 

@@ -15,6 +15,7 @@ The print stylesheet lays each query out on one landscape A4 or Letter page (``@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ from .labels import describe
 from .leads import LEADS12
 from .report_svg import case_svg, ecg_svg, esc
 
-__all__ = ["render_report", "write_report", "physical_units"]
+__all__ = ["render_report", "write_report", "physical_units", "refuse_target", "PAGE_HEAD"]
 
 _PROBLEMS = ("flat", "clipped", "lead_off", "noisy", "gaps")
 _PHYSICAL = ("mv", "uv", "µv", "v", "millivolt", "millivolts")
@@ -245,11 +246,43 @@ def render_report(results, bundle=None) -> str:
             '<section class="query"><p class="notice">Similar past cases, not a diagnosis.</p>'
             f'<p class="meta">{head}</p><p class="warn">No query could be answered.</p></section>'
         ]
-    return (
-        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
-        f"<title>ecgret report</title><style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
-    )
+    return PAGE_HEAD + f"<style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
+
+
+PAGE_HEAD = (  # how every report page begins: what refuse_target recognises as a page it may replace
+    "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+    "<meta name='viewport' content='width=device-width, initial-scale=1'><title>ecgret report</title>"
+)
+
+
+def refuse_target(path) -> str | None:
+    """Why ``path`` must not be written as a report, or None: a report replaces only a missing file or an earlier
+    ecgret report, never a record, another file, a folder, a device or a FIFO (``--report /dev/null`` run as root
+    would replace the device node; ``--report *.hea`` makes the first record the report's name)."""
+    import os
+    import stat
+
+    p = os.fspath(path)
+    if not p:
+        return "an empty file name; give one such as report.html"
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        return f"cannot be checked ({e.strerror or e})"
+    if stat.S_ISDIR(st.st_mode):
+        return "is a folder; give a file name such as report.html"
+    if not stat.S_ISREG(st.st_mode):
+        return "is not a regular file (a device, FIFO or socket); give the name of a new file"
+    try:
+        with open(p, "rb") as f:
+            head = f.read(len(PAGE_HEAD.encode()))
+    except OSError as e:
+        return f"exists and cannot be read ({e.strerror or e}); give another name"
+    if st.st_size and head != PAGE_HEAD.encode():
+        return "exists and is not an ecgret report; it would be overwritten: remove it or give another name"
+    return None
 
 
 def write_report(path, results, bundle=None) -> Path:
@@ -258,6 +291,9 @@ def write_report(path, results, bundle=None) -> Path:
     from .atomicio import atomic_write
 
     p = Path(path)
+    why = refuse_target(p)
+    if why:  # the CLI checked before any work; this is for every other caller, and a file that appeared since
+        raise FileExistsError(errno.EEXIST, f"not written: {why}", str(p))
     page = render_report(results, bundle)
     try:
         atomic_write(p, page)

@@ -105,3 +105,26 @@ def test_bad_record_is_one_clear_line(case, ecgret_env, shared_data, tmp_path):
     j = run_ecgret(["query", "--json", *opts, str(path)], ecgret_env)
     rec = json.loads(j.stdout.splitlines()[0])
     assert rec["ok"] is False and rec["error_type"] in ("RecordError", "QualityError")
+
+
+def test_report_never_replaces_a_record_a_device_or_a_fifo(ecgret_env, shared_data, tmp_path):
+    """``--report`` replaced whatever was at its path: ``query --report *.hea`` turned the first record into the
+    report (rc 0, the record lost), a FIFO or a device node (as root, /dev/null) became a regular file, and
+    ``--report ''`` was silently skipped. Now each is refused before any work, and an earlier report is replaced."""
+    import os
+    _hr06005(shared_data, tmp_path)
+    hea = (tmp_path / "rec.hea").read_bytes()
+    p = run_ecgret(["query", "--no-overlay", "--top-k", "1", "--report", tmp_path / "rec.hea", tmp_path / "rec.hea"],
+                   ecgret_env)
+    assert p.returncode == 2 and "is not an ecgret report" in p.stderr and "Traceback" not in p.stderr
+    assert (tmp_path / "rec.hea").read_bytes() == hea
+    os.mkfifo(tmp_path / "pipe")
+    p = run_ecgret(["query", "--no-overlay", "--report", tmp_path / "pipe", tmp_path / "rec.hea"], ecgret_env)
+    assert p.returncode == 2 and "not a regular file" in p.stderr and (tmp_path / "pipe").is_fifo()
+    p = run_ecgret(["query", "--no-overlay", "--report", "", tmp_path / "rec.hea"], ecgret_env)
+    assert p.returncode == 2 and "empty file name" in p.stderr
+    out = tmp_path / "r.html"
+    for _ in range(2):  # a new file, then the earlier report replaced
+        p = run_ecgret(["query", "--no-overlay", "--top-k", "1", "--report", out, tmp_path / "rec.hea"], ecgret_env)
+        assert p.returncode == 0 and "report written" in p.stderr, p.stderr
+    assert "rec" in out.read_text()
