@@ -38,6 +38,15 @@ class Faults:
 
 
 _NUM = r"([0-9]*\.?[0-9]+(?:e-?[0-9]+)?)"
+MAX_S = 86_400.0  # the latest time and the longest span a fault may name: a day of playback
+
+
+def _secs(text: str) -> float:
+    """A time or span of a fault spec, in seconds, at most :data:`MAX_S` (1e308 s overflowed the sample clock)."""
+    v = float(text)
+    if not v <= MAX_S:
+        raise FaultSpecError(f"fault time {text}s is over the {MAX_S:g} s a fault may name")
+    return v
 
 
 def parse_faults(spec: str | None) -> Faults:
@@ -58,14 +67,14 @@ def parse_faults(spec: str | None) -> Faults:
                 kw[name] = p
             elif name == "leadoff":
                 m = re.fullmatch(r"([A-Za-z0-9_]+)@" + _NUM + r"s?-" + _NUM + r"s?", val.strip())
-                if not m or float(m.group(3)) <= float(m.group(2)):
+                if not m or _secs(m.group(3)) <= _secs(m.group(2)):
                     raise ValueError
-                kw["leadoff"].append((m.group(1), float(m.group(2)), float(m.group(3))))
+                kw["leadoff"].append((m.group(1), _secs(m.group(2)), _secs(m.group(3))))
             elif name == "disconnect":
                 m = re.fullmatch(_NUM + r"s?(?:\+" + _NUM + r"s?)?", val.strip())
                 if not m:
                     raise ValueError
-                kw["disconnect"].append((float(m.group(1)), float(m.group(2) or 1.0)))
+                kw["disconnect"].append((_secs(m.group(1)), _secs(m.group(2) or "1")))
             else:
                 raise FaultSpecError(f"unknown fault {name!r} (use bitflip, drop, insert, leadoff, disconnect)")
         except FaultSpecError:

@@ -22,6 +22,7 @@ import fcntl
 import os
 import secrets
 import select
+import stat
 import struct
 import tempfile
 import termios
@@ -108,6 +109,7 @@ class Simulator:
         # state
         self._dir: str | None = None  # the temporary folder of the default port path, removed on cleanup
         if link_path:
+            _check_link(link_path)
             self.port = link_path
         else:
             self._dir = tempfile.mkdtemp(prefix="ecgret-sim-")
@@ -181,9 +183,10 @@ class Simulator:
                 except OSError:
                     pass
         self._master = self._slave = -1
-        try:
-            os.unlink(self.port)
-        except FileNotFoundError:
+        try:  # only the link this simulator made: whatever took its place since is not ours to delete
+            if self.pts and os.readlink(self.port) == self.pts:
+                os.unlink(self.port)
+        except OSError:  # gone, or not a link
             pass
 
     # ------------------------------------------------------------------ lifecycle
@@ -488,3 +491,22 @@ class Simulator:
                 self._out += b"Board ADS Registers\nADS_ID, 00, 3E\n$$$"
             i += 1
         self._cyton_cmd = buf[i:]
+
+
+def _check_link(path: str) -> None:
+    """``--link`` may name a new path or a link an earlier simulator left (into /dev/pts), nothing else: the port
+    link is renamed over that path and removed at the end, so a file there (as root, a device node such as
+    /dev/ttyUSB0) would be destroyed. Raises ValueError naming the path."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise ValueError(f"--link {path}: cannot be checked ({e.strerror or e})") from None
+    if not stat.S_ISLNK(st.st_mode):
+        raise ValueError(
+            f"--link {path}: exists and is not a link; the simulator replaces only a link to a pty (give a new path)"
+        )
+    target = os.readlink(path)
+    if not target.startswith("/dev/pts/"):
+        raise ValueError(f"--link {path}: is a link to {target}, not to a pty; give a new path")

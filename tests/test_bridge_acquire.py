@@ -220,7 +220,9 @@ def test_board_with_unusable_rate_or_channels(rec):
 def test_fault_spec_errors():
     f = parse_faults("bitflip:0.001, drop:0.002,leadoff:V1@2-4s,disconnect:5s,disconnect:1s+2s")
     assert f.bitflip == 0.001 and f.leadoff == (("V1", 2.0, 4.0),) and f.disconnect == ((1.0, 2.0), (5.0, 1.0))
-    for bad in ("bitflip:x", "leadoff:V1@4-2s", "wobble:1", "drop:0.9"):
+    for bad in ("bitflip:x", "leadoff:V1@4-2s", "wobble:1", "drop:0.9",
+                # 1e308 s overflowed the sample clock (an internal OverflowError in the simulator)
+                "disconnect:1e308s", "disconnect:0s+1e308s", "leadoff:V1@0-1e308s", "disconnect:1e999s"):
         with pytest.raises(FaultSpecError):
             parse_faults(bad)
     assert issubclass(FaultSpecError, BridgeError)

@@ -342,3 +342,24 @@ def test_listen_loop_survives_board_errors_and_carries_on(ecgret_env, rec, tmp_p
     assert sum(o["ok"] for o in got) >= 3, (got, err[-3000:])
     assert "could not reconnect" in err and "retrying" in err, err[-3000:]
     assert p.returncode == 1                                # a board error happened along the way
+
+
+def test_simulate_link_never_replaces_a_file(rec, tmp_path):
+    """``simulate --link PATH`` renamed its pty link over whatever was at PATH and removed PATH at the end: a
+    file there (as root, a device node) was destroyed. Now only a new path or an earlier simulator's link to a pty
+    is taken, and at the end only the simulator's own link is removed."""
+    x, fs = rec
+    kept = tmp_path / "notes.txt"
+    kept.write_text("precious")
+    os.symlink("/etc/hostname", tmp_path / "other-link")
+    for p in (kept, tmp_path / "other-link"):
+        with pytest.raises(ValueError, match="--link"):
+            Simulator(x[:500, 1:2], fs, ("II",), board="ascii", link_path=str(p))
+    assert kept.read_text() == "precious" and os.readlink(tmp_path / "other-link") == "/etc/hostname"
+    stale = tmp_path / "port"
+    os.symlink("/dev/pts/9999", stale)  # what a killed simulator leaves: taken over
+    with Simulator(x[:500, 1:2], fs, ("II",), board="ascii", speed=0, loop=True, link_path=str(stale)) as sim:
+        assert os.readlink(stale) == sim.pts
+        os.unlink(stale)
+        stale.write_text("someone else's")  # put there while it ran: not the simulator's to delete
+    assert stale.read_text() == "someone else's"
