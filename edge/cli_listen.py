@@ -174,7 +174,12 @@ def listen(
     note_top_k(r, top_k)
     n = answered = problems = 0
     backoff = 1.0
-    results = []
+    from collections import deque
+
+    from .report import MAX_QUERIES
+
+    results: deque = deque(maxlen=MAX_QUERIES)  # the page holds the last MAX_QUERIES recordings (memory stays flat)
+    n_reported = 0
 
     def problem(query: str, msg, e=None) -> None:
         nonlocal problems
@@ -208,9 +213,10 @@ def listen(
                 problems += res is None
                 if res is not None and report_path:
                     results.append(res)
+                    n_reported += 1
                     from .report import write_report
 
-                    write_report(report_path, results, r.bundle)  # rewritten whole after every recording
+                    write_report(report_path, list(results), r.bundle)  # rewritten whole after every recording
             elif acq is not None and acq.n_samples:
                 msg = f"{query}: only {got:.2f} s acquired, under the {MIN_DURATION_S:g} s minimum; not answered"
                 if save_dir:
@@ -236,7 +242,8 @@ def listen(
     except KeyboardInterrupt:
         click.echo("\ninterrupted", err=True)
     if report_path and results:
-        say(f"report written to {report_path} ({len(results)} recording(s))")
+        held = f"the last {len(results)} of {n_reported}" if n_reported > len(results) else f"{len(results)}"
+        say(f"report written to {report_path} ({held} recording(s))")
     if problems or not answered:
         sys.exit(1)
 

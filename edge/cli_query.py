@@ -55,6 +55,15 @@ def query(files, fs, leads, top_k, as_json, report_path, overlay, bundle_path, t
     Each answer leads with what was measured and the rhythm, then the similar past cases (not a diagnosis).
     A bad file gets one `ecgret: error:` line and the others are still answered; exit code 1 if any failed.
     """
+    if report_path:
+        from .report import MAX_QUERIES
+
+        if len(files) > MAX_QUERIES:  # before any work: each answer is held in memory until the page is written
+            raise click.BadParameter(
+                f"a report holds at most {MAX_QUERIES} queries, {len(files)} files given; split the batch "
+                "(or leave --report out: answers are printed one by one, in constant memory)",
+                param_hint="'--report'",
+            )
     r = load_retriever(bundle_path, threads, overlay)
     note_top_k(r, top_k)
     from dataclasses import replace
@@ -93,7 +102,8 @@ def query(files, fs, leads, top_k, as_json, report_path, overlay, bundle_path, t
             if as_json:
                 echo_json(dict(error_obj(shown, e, st), error=msg))
             continue
-        results.append(res)
+        if report_path:  # held for the page only: without one, memory stays flat over any number of files
+            results.append(res)
         click.echo(out)
     if report_path:
         write_report_said(report_path, results, r.bundle)

@@ -24,7 +24,7 @@ from .labels import describe
 from .leads import LEADS12
 from .report_svg import case_svg, ecg_svg, esc
 
-__all__ = ["render_report", "write_report", "physical_units", "refuse_target", "PAGE_HEAD"]
+__all__ = ["render_report", "write_report", "physical_units", "refuse_target", "PAGE_HEAD", "MAX_QUERIES"]
 
 _PROBLEMS = ("flat", "clipped", "lead_off", "noisy", "gaps")
 _PHYSICAL = ("mv", "uv", "µv", "v", "millivolt", "millivolts")
@@ -249,6 +249,7 @@ def render_report(results, bundle=None) -> str:
     return PAGE_HEAD + f"<style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
 
 
+MAX_QUERIES = 200  # queries one page holds (~0.3 MB of memory and ~160 kB of page each): the last ones of a listen
 PAGE_HEAD = (  # how every report page begins: what refuse_target recognises as a page it may replace
     "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
     "<meta name='viewport' content='width=device-width, initial-scale=1'><title>ecgret report</title>"
