@@ -15,7 +15,7 @@ import sys
 import click
 
 from .errors import EcgretError
-from .termtext import printable
+from .termtext import encodable, printable
 
 MAX_ERROR_CHARS = 1000  # an error line is cut here (messages may quote files and arguments)
 
@@ -47,7 +47,7 @@ def fail(msg: str, code: int = 1):
 
 def short(msg: str) -> str:
     """An error message as one printable line of bounded length (messages can quote files and arguments)."""
-    msg = str(msg).encode("utf-8", "surrogateescape").decode("utf-8", "replace")  # undecodable bytes: U+FFFD
+    msg = encodable(str(msg))  # undecodable bytes: U+FFFD
     msg = " ".join("".join(c if c.isprintable() else " " for c in msg).split())  # no escapes, no line breaks
     return msg if len(msg) <= MAX_ERROR_CHARS else msg[: MAX_ERROR_CHARS - 1] + "…"
 
@@ -128,7 +128,7 @@ def say(msg: str) -> None:
 def echo_json(obj: dict) -> None:
     """One JSON object on one line of stdout (NDJSON)."""
     out = json.dumps(obj, ensure_ascii=False)
-    click.echo(out.encode("utf-8", "replace").decode("utf-8"))  # a lone surrogate from a file name: "?"
+    click.echo(encodable(out))  # a lone surrogate from a file name: U+FFFD
 
 
 def error_obj(query: str, e: BaseException, st: dict | None = None) -> dict:

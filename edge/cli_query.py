@@ -35,6 +35,7 @@ from .cli_types import (
     threads_option,
     top_k_option,
 )
+from .termtext import encodable
 
 __all__ = ["query", "info", "bench"]
 
@@ -88,7 +89,7 @@ def query(files, fs, leads, top_k, as_json, report_path, overlay, bundle_path, t
                 if as_json
                 else format_result(res, width=width, st=st, twin=twin) + "\n"
             )
-            out = out.encode("utf-8", "replace").decode("utf-8")  # a lone surrogate from a file name: "?"
+            out = encodable(out)  # a lone surrogate from a file name: U+FFFD
         except Exception as e:  # noqa: BLE001 - user errors and bugs alike end this file only
             failed += 1
             msg = error_text(e)

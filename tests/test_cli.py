@@ -336,3 +336,12 @@ def test_a_long_batch_takes_no_more_memory_than_a_short_one(ecgret_env, shared_d
     assert long - short < 12_000, (short, long)     # the old code: +45 MB for the 145 more files
     _, p = _query_rss_kb(ecgret_env, [rec] * (MAX_QUERIES + 1), "--report", tmp_path / "r.html")
     assert p.returncode == 2 and f"at most {MAX_QUERIES} queries" in p.stderr and not p.stdout
+
+
+def test_error_lines_and_json_lines_survive_any_lone_surrogate(capsys):
+    """Undecodable bytes of a file name come as surrogates U+DC80-U+DCFF, but a JSON file's escapes can hold any
+    (U+D800): the error line encoded that with surrogateescape and raised UnicodeEncodeError instead."""
+    from edge.cli_common import echo_json, short
+    assert short("bad \ud800 and \udcff name") == "bad \ufffd and \ufffd name"
+    echo_json({"query": "x\ud800"})
+    assert json.loads(capsys.readouterr().out) == {"query": "x\ufffd"}
