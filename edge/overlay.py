@@ -36,6 +36,8 @@ from .overlay_file import (
     FILE,
     FORMAT,
     FORMAT_VERSION,
+    MAX_BYTES,
+    MAX_CASES,
     MAX_NEXT_ID,
     check_new_case,
     max_local,
@@ -45,6 +47,7 @@ from .overlay_file import (
 )
 from .overlay_signal import correlation, decode_signal, stored_signal
 from .schema import printable
+from .termtext import encodable
 
 LOCK = "overlay.lock"
 _TMP_PREFIX = f".{FILE}{TMP_MARK}"  # the temporary files of edge.atomicio: swept when a writer was killed
@@ -145,9 +148,19 @@ class Overlay:
     def _locked(self):
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
             raise OverlayError(f"{self.dir}: cannot create the overlay folder ({e})") from None
+        try:  # never through a planted link: O_NOFOLLOW (it would create or lock a file outside the overlay folder)
+            fd = os.open(
+                self.dir / LOCK,
+                os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0),
+                0o644,
+            )
+        except OSError as e:
+            why = "a symbolic link is not followed" if os.path.islink(self.dir / LOCK) else (e.strerror or str(e))
+            raise OverlayError(
+                f"{self.dir / LOCK}: cannot open the overlay's lock ({why}); nothing was changed"
+            ) from None
         try:
             import fcntl
 
@@ -175,7 +188,14 @@ class Overlay:
             "next_id": next_n,
             "cases": [dict(c, embedding=[float(x) for x in e]) for c, e in zip(cases, emb)],
         }
-        data = (json.dumps(doc, ensure_ascii=False) + "\n").encode("utf-8")
+        # a lone surrogate a file once held (JSON escapes allow one) becomes U+FFFD rather than an encoding error
+        data = (encodable(json.dumps(doc, ensure_ascii=False)) + "\n").encode("utf-8")
+        if len(cases) > MAX_CASES or len(data) > MAX_BYTES:  # reading would refuse the file: never written
+            raise OverlayError(
+                f"{self.file}: the overlay would hold {len(cases):,} cases in {len(data):,} bytes, over the "
+                f"{MAX_CASES:,} cases or {MAX_BYTES:,} bytes one overlay may hold; forget cases no longer needed "
+                "(nothing was changed)"
+            )
         try:
             atomic_write(self.file, data)
         except OSError as e:

@@ -99,16 +99,42 @@ def signed_message(manifest_bytes: bytes) -> bytes:
     return DOMAIN + hashlib.sha256(manifest_bytes).digest()
 
 
+MAX_KEYS_BYTES = 256 << 10  # a keys file: 1,000 lines of a key and a comment fit many times over
+
+
+def _read_keys_file(p: Path) -> str:
+    """The text of ``$ECGRET_TRUSTED_KEYS``: a regular file (a link to one is fine: an administrator's choice) of at
+    most :data:`MAX_KEYS_BYTES`, opened without blocking (a FIFO hung every command) and read no further."""
+    import stat
+
+    where = f"{p}: trusted keys ({ENV_TRUSTED_KEYS})"
+    try:
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        raise BundleError(f"{where}: unreadable ({e.strerror or e})") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise BundleError(f"{where}: not a regular file")
+        data = os.read(fd, MAX_KEYS_BYTES + 1)
+    except OSError as e:
+        raise BundleError(f"{where}: unreadable ({e.strerror or e})") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_KEYS_BYTES:
+        raise BundleError(f"{where}: over {MAX_KEYS_BYTES // 1024} KiB; a keys file holds one key a line")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BundleError(f"{where}: not UTF-8 text") from None
+
+
 def trusted_keys() -> dict[str, tuple[str, str]]:
     """The shipped keys plus those of ``$ECGRET_TRUSTED_KEYS``, revoked ones removed."""
     keys = dict(TRUSTED_KEYS)
     extra = os.environ.get(ENV_TRUSTED_KEYS)
     if extra:
         p = Path(extra).expanduser()
-        try:
-            text = p.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise BundleError(f"{p}: trusted keys ({ENV_TRUSTED_KEYS}): unreadable ({e})") from None
+        text = _read_keys_file(p)
         for n, line in enumerate(text.splitlines()[:1000], 1):
             word = line.split("#", 1)[0].strip()
             if not word:

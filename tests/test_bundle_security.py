@@ -431,3 +431,22 @@ def test_moved_bundle_keeps_its_id(small, tmp_path):
     a = load_bundle(small, allow_unsigned=True)
     shutil.copytree(small, tmp_path / "moved")
     assert load_bundle(tmp_path / "moved", allow_unsigned=True).id == a.id
+
+
+def test_trusted_keys_file_is_bounded_and_never_blocks(tmp_path, monkeypatch):
+    """``$ECGRET_TRUSTED_KEYS`` was read whole with read_text: a FIFO hung every command that loads a signed
+    bundle, a 1 GiB file took 2.2 GB. Now a regular file of at most 256 KiB (a link to one is fine)."""
+    import os
+
+    from edge.trust import ENV_TRUSTED_KEYS, trusted_keys
+    fifo, big, good = tmp_path / "fifo", tmp_path / "big", tmp_path / "keys"
+    os.mkfifo(fifo)
+    big.write_bytes(b"# comment\n" * 30_000)
+    good.write_text("# none yet\n")
+    for p, match in ((fifo, "not a regular file"), (big, "over 256 KiB"), (tmp_path, "not a regular file")):
+        monkeypatch.setenv(ENV_TRUSTED_KEYS, str(p))
+        with pytest.raises(BundleError, match=match):
+            trusted_keys()
+    os.symlink(good, tmp_path / "link")
+    monkeypatch.setenv(ENV_TRUSTED_KEYS, str(tmp_path / "link"))
+    assert trusted_keys()

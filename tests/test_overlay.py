@@ -156,3 +156,45 @@ def test_full_disk_leaves_the_overlay_intact(tmp_path):
     assert (d / FILE).read_bytes() == before
     assert not list(d.glob(".overlay.json.tmp-*"))
     assert len(Overlay(d, DIM, "h")) == 3
+
+
+def test_no_write_leaves_a_file_reading_refuses(tmp_path, monkeypatch):
+    """An enrol that took overlay.json past the 64 MiB reading limit reported success, and every later command was
+    refused the whole overlay. Now the write is refused and the file stays as it was (limits made small here)."""
+    import edge.overlay as eo
+    import edge.overlay_file as ef
+    monkeypatch.setattr(eo, "MAX_BYTES", 6000)
+    monkeypatch.setattr(ef, "MAX_BYTES", 6000)
+    ov = Overlay(tmp_path, DIM, "h1")
+    n = 0
+    with pytest.raises(OverlayError, match="over the .* one overlay may hold"):
+        for n in range(1, 100):
+            ov.enroll({"report": "x" * 500}, _vec(n))
+    assert (tmp_path / FILE).stat().st_size <= 6000
+    assert len(Overlay(tmp_path, DIM, "h1")) == n - 1 >= 3
+
+
+def test_a_lone_surrogate_in_the_file_does_not_freeze_the_overlay(tmp_path):
+    """JSON escapes can hold a lone surrogate; such a report was read, then every enrol, forget and reembed died
+    with an internal UnicodeEncodeError (the overlay could no longer change). It is written back as U+FFFD."""
+    ov = Overlay(tmp_path, DIM, "h1")
+    ov.enroll({"report": "first"}, _vec(0))
+    raw = (tmp_path / FILE).read_text().replace('"first"', '"rep \\udcff"')
+    (tmp_path / FILE).write_text(raw)
+    again = Overlay(tmp_path, DIM, "h1")
+    assert again.enroll({"report": "second"}, _vec(1)) == "local:2"
+    back = Overlay(tmp_path, DIM, "h1")
+    assert [c["report"] for c in back.cases] == ["rep \ufffd", "second"]
+    (tmp_path / FILE).read_bytes().decode("utf-8")   # strict: valid UTF-8
+
+
+def test_the_lock_is_never_opened_through_a_link(tmp_path):
+    """A planted overlay.lock link made enrol create (and lock) a file outside the overlay folder."""
+    from edge.overlay import LOCK
+    d = tmp_path / "ov"
+    d.mkdir()
+    os.symlink(tmp_path / "outside" / "made-through-the-link", d / LOCK)
+    (tmp_path / "outside").mkdir()
+    with pytest.raises(OverlayError, match="lock .*symbolic link"):
+        Overlay(d, DIM, "h1").enroll({"report": "x"}, _vec(0))
+    assert not (tmp_path / "outside" / "made-through-the-link").exists() and not (d / FILE).exists()
