@@ -31,6 +31,7 @@ __all__ = [
     "read_csv_rows",
     "need_columns",
     "int_or_none",
+    "record_path",
     "Report",
 ]
 
@@ -68,6 +69,19 @@ def int_or_none(s, where: str, col: str) -> int | None:
         return int(float(s))
     except ValueError:
         raise ArchiveError(f"{where}: column {col!r} is not an integer: {s!r}") from None
+
+
+def record_path(folder: Path, rel: str, where: str) -> Path:
+    """``folder / rel``, a record a listing names: :class:`ArchiveError` naming ``where`` and ``rel`` unless it
+    and the files of the record (``rel``, ``rel.hea``, ``.mat``, ``.dat``) resolve inside ``folder``, so that
+    no ``..``, absolute path or symbolic link in a listing reads a file outside the folder it was given."""
+    root = folder.resolve()
+    p = folder / rel
+    files = [p.with_name(p.name + ext) for ext in (".hea", ".mat", ".dat")] if p.name else []
+    for q in (p, *files):
+        if not q.resolve().is_relative_to(root):
+            raise ArchiveError(f"{where}: record {rel!r} is outside {folder}; records must be inside it")
+    return p
 
 
 def preprocess_loader(paths: Sequence[Path], *, fs: float | None, notch_hz: float | None, T: int):
@@ -119,7 +133,7 @@ def _wfdb_listing(folder: Path, tpath: Path, source: str) -> tuple[list[Case], l
                 source=source,
             )
         )
-        paths.append(folder / stem)
+        paths.append(record_path(folder, stem, where))
     check_unique_ids(cases, str(tpath))
     return cases, paths
 

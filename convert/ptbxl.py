@@ -22,7 +22,7 @@ from edge.errors import ArchiveError
 
 from .archive import Archive, Case, RowView, archive_meta, check_unique_ids, split_labels
 from .archive_write import ImportSummary, already_imported, prepare_out, write_reference_archive
-from .importers import import_record_files, int_or_none, need_columns, read_csv_rows
+from .importers import import_record_files, int_or_none, need_columns, read_csv_rows, record_path
 
 __all__ = [
     "open_subset",
@@ -288,7 +288,7 @@ def _ptbxl_listing(d: Path, resolution: str, folds, limit) -> tuple[list[Case], 
                 **lab,
             )
         )
-        paths.append(d / (r[fcol] or "").strip())
+        paths.append(record_path(d, (r[fcol] or "").strip(), where))
     check_unique_ids(cases, str(db))
     return cases, paths
 
