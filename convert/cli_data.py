@@ -40,7 +40,8 @@ def _finish_command(summary: ImportSummary, out: str) -> None:
     """Print the summary of an import run; exit 1 when a record failed."""
     s = summary
     click.echo(
-        f"{out}: {len(s.archive)} cases ({s.n_new} imported now, {s.n_already} already there, "
+        f"{out}: {len(s.archive)} cases ({s.n_new} imported now, {s.n_already} already there"
+        f"{f' ({s.n_updated} with a report or labels the source changed: updated)' if s.n_updated else ''}, "
         f"{s.n_failed} failed) of {s.n_listed} records listed"
     )
     if s.n_failed:

@@ -67,7 +67,7 @@ def int_or_none(s, where: str, col: str) -> int | None:
         return None
     try:
         return int(float(s))
-    except ValueError:
+    except (ValueError, OverflowError):  # not a number; nan; inf, 1e400
         raise ArchiveError(f"{where}: column {col!r} is not an integer: {s!r}") from None
 
 

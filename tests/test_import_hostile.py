@@ -104,3 +104,146 @@ def test_external_cases_outside_data_are_refused(tmp_path):
     (x / "cases.csv").unlink()
     with pytest.raises(ArchiveError, match=r"cases\.csv: missing"):
         load_cases(x)
+
+
+# ------------------------------------------------------------------------------------------------ 2: user files
+
+
+@pytest.mark.parametrize("layout", ["wfdb", "subset"])
+def test_folder_with_users_files_is_refused_and_kept(tmp_path, cinc, shared_data, layout):
+    folder, reports = cinc
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "cases.jsonl").write_text("my own notes\n")
+    np.save(out / "signals.npy", np.arange(5))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    for more in ((), ("--overwrite",)):
+        if layout == "wfdb":
+            rc, _, err = import_wfdb(folder, out, reports, *more)
+        else:
+            rc, _, err = cli("import", "ptbxl", shared_data / "ptbxl-subset", out, "--limit", 3, *more)
+        one_error(rc, err, f"{out}: holds cases.jsonl, signals.npy but no ecgret archive (archive.json)")
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+# ------------------------------------------------------------------------------------------------ 3: re-runs
+
+
+def test_rerun_with_limit_refuses_and_a_changed_report_is_updated(tmp_path, cinc):
+    folder, reports = cinc
+    out = tmp_path / "arc"
+    rc, stdout, err = import_wfdb(folder, out, reports)
+    assert rc == 0 and "10 cases (10 imported now" in stdout, err
+    sig = np.array(Archive.open(out).signals)
+    rc, _, err = import_wfdb(folder, out, reports, "--limit", 3)
+    one_error(rc, err, "the archive there holds 7 case(s) this import does not list (e.g. wfdb:E07503)",
+              "the plan differs")
+    assert len(Archive.open(out)) == 10
+    text = reports.read_text().replace("E07500,sinus rhythm report 0,SR,NORM", "E07500,CORRECTED: afib,AFIB,CD")
+    reports.write_text(text)
+    rc, stdout, err = import_wfdb(folder, out, reports)
+    assert rc == 0, err
+    assert "10 cases (0 imported now, 10 already there (1 with a report or labels the source changed: updated)" \
+        in stdout
+    a = Archive.open(out)
+    c = a.cases[a.index_of("wfdb:E07500")]
+    assert (c.report, c.rhythm, c.super_class) == ("CORRECTED: afib", ("AFIB",), ("CD",))
+    np.testing.assert_array_equal(np.array(a.signals), sig)
+    rc, stdout, err = import_wfdb(folder, out, reports)
+    assert rc == 0 and "(0 imported now, 10 already there, 0 failed)" in stdout
+
+
+def test_subset_rerun_with_smaller_limit_refuses(tmp_path, shared_data):
+    out = tmp_path / "arc"
+    rc, stdout, err = cli("import", "ptbxl", shared_data / "ptbxl-subset", out, "--limit", 5)
+    assert rc == 0 and "5 cases (5 imported now" in stdout, err
+    rc, _, err = cli("import", "ptbxl", shared_data / "ptbxl-subset", out, "--limit", 3)
+    one_error(rc, err, "the archive there holds 2 case(s) this import does not list", "the plan differs")
+    assert len(Archive.open(out)) == 5
+    rc, stdout, err = cli("import", "ptbxl", shared_data / "ptbxl-subset", out, "--limit", 8)
+    assert rc == 0 and "8 cases (3 imported now, 5 already there" in stdout, err
+
+
+# ------------------------------------------------------------------------------------------------ 4: damaged state
+
+
+def _damage(out: Path, how: str) -> None:
+    parts = out / "import-parts"
+    if how == "import-parts is a file":
+        out.mkdir()
+        parts.write_text("i am a file")
+        return
+    if how in ("truncated archive.json", "archive.json is a list"):
+        out.mkdir()
+        (out / "archive.json").write_text("{broken" if how.startswith("truncated") else "[1, 2]")
+        return
+    parts.mkdir(parents=True)
+    if how == "truncated plan.json":
+        (parts / "plan.json").write_text("{broken")
+    elif how == "part-abc":
+        (parts / "part-abc.npy").write_bytes(b"")
+        (parts / "part-abc.jsonl").write_text("")
+    elif how == "corrupt part":
+        (parts / "part-000001.npy").write_text("x")
+        (parts / "part-000001.jsonl").write_text('{"case_id": "wfdb:E07500"}\n')
+
+
+@pytest.mark.parametrize("how, want", [
+    ("truncated archive.json", "archive.json: the archive's archive.json is damaged (JSONDecodeError)"),
+    ("archive.json is a list", "archive.json: the archive's archive.json is damaged (not a JSON object)"),
+    ("truncated plan.json", "plan.json: the unfinished import's plan is damaged (JSONDecodeError)"),
+    ("corrupt part", "part-000001.npy: unreadable"),
+    ("import-parts is a file", "import-parts: is not a folder"),
+])
+def test_damaged_out_is_one_line(tmp_path, cinc, how, want):
+    folder, reports = cinc
+    out = tmp_path / "arc"
+    _damage(out, how)
+    rc, _, err = import_wfdb(folder, out, reports)
+    one_error(rc, err, want)
+
+
+def test_stray_part_name_is_ignored(tmp_path, cinc):
+    folder, reports = cinc
+    out = tmp_path / "arc"
+    _damage(out, "part-abc")
+    rc, stdout, err = import_wfdb(folder, out, reports)
+    assert rc == 0 and "10 cases (10 imported now" in stdout, err
+
+
+@pytest.mark.parametrize("cell", ["1e400", "inf", "-inf"])
+def test_unrepresentable_fold_is_one_line(tmp_path, cinc, cell):
+    folder, reports = cinc
+    write_reports(reports, [("E07500", "ok", "SR", "NORM", "p1", cell)])
+    rc, _, err = import_wfdb(folder, tmp_path / "arc", reports)
+    one_error(rc, err, f"{reports}:2: column 'fold' is not an integer: {cell!r}")
+
+
+def test_unhashable_scp_codes_is_one_line(tmp_path):
+    d = tmp_path / "ptbxl"
+    d.mkdir()
+    (d / "scp_statements.csv").write_text(
+        ",description,diagnostic,form,rhythm,diagnostic_class,diagnostic_subclass\nNORM,normal ECG,1,,,NORM,NORM\n")
+    (d / "ptbxl_database.csv").write_text(
+        "ecg_id,patient_id,scp_codes,strat_fold,filename_lr,filename_hr\n1,1,{[]: 1},1,records100/1,x\n")
+    rc, _, err = cli("import", "ptbxl", d, tmp_path / "arc", "--no-progress")
+    one_error(rc, err, "ptbxl_database.csv:2: scp_codes is not a dict literal")
+
+
+def test_write_failure_is_one_line(tmp_path, cinc):
+    import resource
+    import subprocess
+    import sys
+
+    from edge.paths import repo_root
+
+    folder, reports = cinc
+    out = tmp_path / "arc"
+
+    def small_files():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))  # a write past 100 kB fails (EFBIG)
+
+    r = subprocess.run([sys.executable, "-m", "convert.cli", "import", "wfdb", str(folder), str(out), "--reports",
+                        str(reports), "--no-progress"], capture_output=True, text=True, cwd=repo_root(),
+                       preexec_fn=small_files, timeout=300)
+    one_error(r.returncode, r.stderr, f"{out}: the import stopped: ", "fix that and run the same command again")
