@@ -15,6 +15,8 @@ the archive is published only when every record was tried.
 from __future__ import annotations
 
 import csv
+import os
+import stat
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,9 +41,11 @@ Report = Callable[[str], None]
 
 
 def read_csv_rows(path: Path) -> tuple[list[str], list[dict]]:
-    """(column names, rows as dicts) of a UTF-8 CSV file; :class:`ArchiveError` when it is missing or
-    unreadable."""
+    """(column names, rows as dicts) of a UTF-8 CSV file; :class:`ArchiveError` when it is missing, not a
+    regular file or unreadable."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would hang the read, a device never end
+            raise ArchiveError(f"{path}: not a regular file (a folder, FIFO or device)")
         with open(path, newline="", encoding="utf-8") as f:
             r = csv.DictReader(f)
             rows = list(r)

@@ -247,3 +247,92 @@ def test_write_failure_is_one_line(tmp_path, cinc):
                         str(reports), "--no-progress"], capture_output=True, text=True, cwd=repo_root(),
                        preexec_fn=small_files, timeout=300)
     one_error(r.returncode, r.stderr, f"{out}: the import stopped: ", "fix that and run the same command again")
+
+
+# ------------------------------------------------------------------------------------------------ 5: evaluate
+
+
+@pytest.fixture
+def evaluated(tmp_path, cinc):
+    """An imported 10-case archive (one fold-9 query) and a folder for embeddings."""
+    folder, reports = cinc
+    rc, _, err = import_wfdb(folder, tmp_path / "arc", reports)
+    assert rc == 0, err
+    ev = tmp_path / "ev"
+    ev.mkdir()
+    return tmp_path / "arc", ev
+
+
+@pytest.mark.parametrize("what, want", [
+    ("nan", "holds NaN or infinite values"),
+    ("inf", "holds NaN or infinite values"),
+    ("zero", "10 row(s) of zero (or overflowing) norm, the first row 0"),
+    ("onezero", "1 row(s) of zero (or overflowing) norm, the first row 3"),
+    ("d0", "expected shape (10, D) with D >= 1, got (10, 0)"),
+    ("cplx", "expected real numbers (float or integer), got complex64"),
+    ("bool", "expected real numbers (float or integer), got bool"),
+    ("str", "expected real numbers (float or integer), got <U1"),
+    ("npz", "not a .npy array (an .npz archive?)"),
+    ("fifo", "not a regular file"),
+    ("big", "expected shape (10, D) with D >= 1, got (100000, 1000)"),
+])
+def test_hostile_embeddings_are_refused(evaluated, what, want):
+    import os
+
+    arc, ev = evaluated
+    f = ev / f"{what}.npy"
+    ok = np.random.default_rng(0).random((10, 8)).astype(np.float32)
+    if what == "npz":
+        f = ev / "z.npz"
+        np.savez(f, a=ok)
+    elif what == "fifo":
+        os.mkfifo(f)
+    elif what == "big":  # 400 MB if read whole; only its header is read
+        np.lib.format.open_memmap(f, mode="w+", dtype=np.float32, shape=(100_000, 1000))
+    else:
+        x = {"nan": np.full_like(ok, np.nan), "inf": np.full_like(ok, np.inf), "zero": np.zeros_like(ok),
+             "d0": np.zeros((10, 0), np.float32), "cplx": ok.astype(np.complex64), "bool": ok > 0.5,
+             "str": np.full((10, 8), "a"), "onezero": np.where(np.arange(10)[:, None] == 3, 0, ok)}[what]
+        np.save(f, x)
+    rc, out, err = cli("evaluate", "--archive", arc, "--embeddings", f"X={f}")
+    one_error(rc, err, f"--embeddings X: {f}: {want}")
+    assert "P@10" not in out
+
+
+def test_embedding_names_must_be_new(evaluated):
+    arc, ev = evaluated
+    np.save(ev / "ok.npy", np.random.default_rng(0).random((10, 8)))
+    rc, out, err = cli("evaluate", "--archive", arc, "--embeddings", f"X={ev / 'ok.npy'}")
+    assert rc == 0 and "| X |" in out, err
+    rc, _, err = cli("evaluate", "--archive", arc, "--embeddings", f"X={ev / 'ok.npy'}",
+                     "--embeddings", f"X={ev / 'ok.npy'}")
+    one_error(rc, err, "--embeddings X: the name is already taken")
+    rc, _, err = cli("evaluate", "--archive", arc, "--embeddings", f"random={ev / 'ok.npy'}")
+    one_error(rc, err, "--embeddings random: the name is already taken")
+
+
+def test_evaluate_out_refuses_before_work_and_writes_atomically(evaluated, tmp_path):
+    arc, ev = evaluated
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my precious notes")
+    (tmp_path / "link.json").symlink_to(notes)
+    for target, want in ((tmp_path / "link.json", "is a symbolic link"),
+                         (notes, "exists and is not a JSON results file"),
+                         (tmp_path / "nowhere" / "r.json", f"the folder {tmp_path / 'nowhere'} does not exist")):
+        rc, out, err = cli("evaluate", "--archive", arc, "--out", target)
+        assert rc == 2 and want in err and "Traceback" not in err and "P@10" not in out, err
+    assert notes.read_text() == "my precious notes" and (tmp_path / "link.json").is_symlink()
+    res = tmp_path / "r.json"
+    for _ in range(2):  # an earlier results file is replaced
+        rc, out, err = cli("evaluate", "--archive", arc, "--out", res)
+        assert rc == 0, err
+        assert '"protocol": "shared/docs/EVALUATION.md"' in res.read_text()
+
+
+def test_reports_fifo_is_refused(tmp_path, cinc):
+    import os
+
+    folder, _ = cinc
+    os.mkfifo(tmp_path / "fifo.csv")
+    rc, _, err = import_wfdb(folder, tmp_path / "arc", tmp_path / "fifo.csv")
+    one_error(rc, err, f"{tmp_path / 'fifo.csv'}: not a regular file")
