@@ -42,7 +42,17 @@ CASES_FILE = "cases.jsonl"
 META_FILE = "archive.json"
 PARTS_DIR = "import-parts"  # an import in progress: its committed chunks of records (convert.archive_write)
 
-__all__ = ["Case", "Archive", "read_cases", "join_text", "split_labels", "subset", "FORMAT_VERSION", "PARTS_DIR"]
+__all__ = [
+    "Case",
+    "Archive",
+    "read_cases",
+    "join_text",
+    "split_labels",
+    "subset",
+    "check_device_rules",
+    "FORMAT_VERSION",
+    "PARTS_DIR",
+]
 
 _LIST_FIELDS = ("super_class", "sub_class", "form", "rhythm")
 
@@ -411,6 +421,20 @@ def archive_meta(importer: str, **kw) -> dict:
     }
     m.update(kw)
     return m
+
+
+def check_device_rules(cases: Iterable[Case], where: str) -> None:
+    """Raise :class:`ArchiveError` (prefixed ``where``) at the first case the device would refuse in a bundle, by
+    the device's own rules (:func:`edge.schema.case_problem`: the id, fold, source and label names)."""
+    from edge.schema import case_problem, printable
+
+    for c in cases:
+        bad = case_problem(c.to_dict())
+        if bad:
+            raise ArchiveError(
+                f"{where}: case {printable(repr(c.case_id), 80)}: {bad[0]} {bad[1]} (the device refuses a bundle "
+                f"holding it)"
+            )
 
 
 def check_unique_ids(cases: Sequence[Case], where: str) -> None:

@@ -30,6 +30,7 @@ from .archive import (
     Archive,
     Case,
     archive_meta,
+    check_device_rules,
     check_unique_ids,
     read_cases,
 )
@@ -337,6 +338,7 @@ def import_records(
             raise ArchiveError(f"archive dtype must be float16 or float32, not {dtype}")
         out = Path(out_dir)
         check_unique_ids(cases, str(out))
+        check_device_rules(cases, str(out))
         parts = out / PARTS_DIR
         extra = dict(extra_meta or {})
         plan = _plan(importer, T, dtype, extra)

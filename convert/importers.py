@@ -23,7 +23,7 @@ from typing import Any
 
 from edge.errors import ArchiveError
 
-from .archive import FS, Case, check_unique_ids, split_labels
+from .archive import FS, Case, check_device_rules, check_unique_ids, split_labels
 from .archive_write import ImportSummary, import_records
 
 __all__ = [
@@ -124,7 +124,7 @@ def _wfdb_listing(folder: Path, tpath: Path, source: str) -> tuple[list[Case], l
         stem = rec[:-4] if rec.lower().endswith((".hea", ".mat", ".dat")) else rec
         pid = (r.get("patient_id") or "").strip() or None
         cases.append(
-            Case(
+            case := Case(
                 case_id=f"{source}:{stem}",
                 patient_id=pid,
                 fold=int_or_none(r.get("fold"), where, "fold"),
@@ -137,6 +137,7 @@ def _wfdb_listing(folder: Path, tpath: Path, source: str) -> tuple[list[Case], l
                 source=source,
             )
         )
+        check_device_rules([case], where)
         paths.append(record_path(folder, stem, where))
     check_unique_ids(cases, str(tpath))
     return cases, paths

@@ -20,7 +20,7 @@ import numpy as np
 
 from edge.errors import ArchiveError
 
-from .archive import Archive, Case, RowView, archive_meta, check_unique_ids, split_labels
+from .archive import Archive, Case, RowView, archive_meta, check_device_rules, check_unique_ids, split_labels
 from .archive_write import ImportSummary, already_imported, check_kept, prepare_out, write_reference_archive
 from .importers import import_record_files, int_or_none, need_columns, read_csv_rows, record_path
 
@@ -293,6 +293,7 @@ def _ptbxl_listing(d: Path, resolution: str, folds, limit) -> tuple[list[Case], 
                 **lab,
             )
         )
+        check_device_rules(cases[-1:], where)
         paths.append(record_path(d, (r[fcol] or "").strip(), where))
     check_unique_ids(cases, str(db))
     return cases, paths

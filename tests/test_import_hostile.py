@@ -336,3 +336,58 @@ def test_reports_fifo_is_refused(tmp_path, cinc):
     os.mkfifo(tmp_path / "fifo.csv")
     rc, _, err = import_wfdb(folder, tmp_path / "arc", tmp_path / "fifo.csv")
     one_error(rc, err, f"{tmp_path / 'fifo.csv'}: not a regular file")
+
+
+# ------------------------------------------------------------------------------------------------ 6, 7: device rules
+
+
+@pytest.mark.parametrize("spec", ["0-1000000", "1001", "5-1001"])
+def test_fold_ranges_are_bounded(evaluated, spec):
+    arc, _ = evaluated
+    rc, _, err = cli("evaluate", "--archive", arc, "--query-folds", spec)
+    assert rc == 2 and f"--query-folds '{spec}': folds are 0 to 1000" in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("col, cell, field", [
+    ("record", "E07500" + "x" * 200, "case_id"),
+    ("fold", "-5", "fold"),
+    ("fold", "1001", "fold"),
+    ("rhythm", "S\x1bR", "rhythm"),
+    ("super_class", "N" * 61, "super_class"),
+])
+def test_import_applies_the_devices_rules(tmp_path, cinc, col, cell, field):
+    folder, reports = cinc
+    row = {"record": "E07500", "report": "ok", "rhythm": "SR", "super_class": "NORM", "patient_id": "p", "fold": "1"}
+    row[col] = cell
+    if col == "record":
+        shutil.copy(folder / "E07500.hea", folder / f"{cell}.hea")
+    write_reports(reports, [tuple(row.values())], header=tuple(row))
+    rc, _, err = import_wfdb(folder, tmp_path / "arc", reports)
+    one_error(rc, err, f"{reports}:2: case ", f": {field} ", "(the device refuses a bundle holding it)")
+
+
+def test_import_source_with_control_characters_is_refused(tmp_path, cinc):
+    folder, reports = cinc
+    rc, _, err = import_wfdb(folder, tmp_path / "arc", reports, "--source", "clinic\x1b[2J")
+    one_error(rc, err, f"{reports}:2: case ", "(the device refuses a bundle holding it)")
+
+
+def test_bundle_checks_archive_and_out_before_embedding(evaluated, tmp_path):
+    import json
+
+    from edge.paths import repo_root
+
+    arc, _ = evaluated
+    enc = repo_root() / "edge" / "bundles" / "default"
+    f = tmp_path / "a-file"
+    f.write_text("mine")
+    rc, _, err = cli("bundle", "--encoder", enc, "--archive", arc, "--out", f, "--no-progress")
+    one_error(rc, err, f"{f}: exists and is not a folder")
+    assert f.read_text() == "mine"
+    lines = (arc / "cases.jsonl").read_text().splitlines()
+    c = json.loads(lines[0])
+    c["fold"] = -5
+    (arc / "cases.jsonl").write_text("\n".join([json.dumps(c), *lines[1:]]) + "\n")
+    rc, _, err = cli("bundle", "--encoder", enc, "--archive", arc, "--out", tmp_path / "b", "--no-progress")
+    one_error(rc, err, "case 'wfdb:E07500': fold -5 is out of range [0, 1000]")
+    assert not (tmp_path / "b").exists()
