@@ -11,8 +11,9 @@ A case archive is a folder:
   ``super_class``, ``sub_class``, ``form``, ``rhythm`` (lists of str), ``statements`` (str), ``report``
   (str, may be empty), ``source`` (str), ``n_samples`` (valid samples before padding).
 * ``archive.json``: ``format_version``, ``fs`` (100), ``leads``, ``n_cases``, ``T``, ``dtype``, ``importer``,
-  ``created`` (UTC ISO time), importer details and ``skipped`` (the records that could not be imported, each
-  ``{"case_id", "error"}``). It is written last: a folder without it is not (yet) an archive.
+  ``created`` (UTC ISO time), importer details, ``n_skipped`` (the records that could not be imported) and
+  ``skipped`` (the first 100 of them, each ``{"case_id", "error"}``). It is written last: a folder without it is
+  not (yet) an archive.
 * while an import runs (or after it was interrupted): ``import-parts/`` with ``plan.json`` (the importer and
   its settings) and ``part-NNNNNN.npy`` + ``part-NNNNNN.jsonl`` (up to 64 records each, the ``.jsonl`` written
   after its ``.npy``); see :func:`convert.archive_write.import_records`.

@@ -21,6 +21,7 @@ import numpy as np
 
 from edge.atomicio import TMP_MARK, atomic_open, atomic_path, atomic_write
 from edge.errors import ArchiveError, EcgretError
+from edge.schema import printable
 
 from .archive import (
     CASES_FILE,
@@ -136,7 +137,7 @@ def prepare_out(out_dir, overwrite: bool) -> Path:
     out = Path(out_dir)
     check_out(out)
     if (out / META_FILE).exists() and not overwrite:
-        raise ArchiveError(f"{out}: already holds an archive (pass overwrite=True to replace it)")
+        raise ArchiveError(f"{out}: already holds an archive (pass overwrite=True, --overwrite, to replace it)")
     out.mkdir(parents=True, exist_ok=True)
     return out
 
@@ -154,6 +155,7 @@ def _progress(it, total: int, desc: str, enabled: bool):
 # ------------------------------------------------------------------------------------------------ writing
 
 PLAN_FILE = "plan.json"
+MAX_SKIPPED = 100  # records that failed, listed in archive.json (the count is kept too)
 CHUNK = 64  # records a part holds (1.5 MB of float16 at T=1000): what a kill can cost
 
 
@@ -405,7 +407,7 @@ def import_records(
                 except EcgretError as e:
                     if on_error == "raise":
                         raise ArchiveError(f"{c.case_id}: {e}") from None
-                    failed.append({"case_id": c.case_id, "error": str(e)})
+                    failed.append({"case_id": c.case_id, "error": printable(str(e), 300)})
                     _say(bar, say, f"{c.case_id}: {e}")
                     continue
                 x = np.asarray(x, dtype=np.float32)
@@ -428,8 +430,9 @@ def import_records(
             if close is not None:
                 close()
         meta = archive_meta(importer, n_cases=sum(c.case_id in done for c in cases), T=T, dtype=str(dtype), **extra)
-        if failed:
-            meta["skipped"] = failed
+        if failed:  # the first MAX_SKIPPED listed, all counted: archive.json stays small
+            meta["skipped"] = failed[:MAX_SKIPPED]
+            meta["n_skipped"] = len(failed)
         _finish(out, parts, cases, done, T, dtype, meta)
         return ImportSummary(
             Archive.open(out), len(cases), len(cases) - n_already - len(failed), n_already, tuple(failed), n_updated

@@ -48,7 +48,7 @@ def _finish_command(summary: ImportSummary, out: str) -> None:
     if s.n_failed:
         click.echo(
             f"ecgret-convert: error: {s.n_failed} record(s) not imported (listed above and in "
-            f"{Path(out) / META_FILE} 'skipped'); fix them and run the same command again to add them",
+            f"{Path(out) / META_FILE} 'skipped', the first 100); fix them and run the same command again to add them",
             err=True,
         )
     from edge.bundle import default_bundle_path

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.errors import ArchiveError
+from edge.schema import printable
 
 from .archive import FS, Case, check_device_rules, check_unique_ids, split_labels
 from .archive_write import ImportSummary, import_records
@@ -40,20 +41,31 @@ __all__ = [
 Report = Callable[[str], None]
 
 
-def read_csv_rows(path: Path) -> tuple[list[str], list[dict]]:
-    """(column names, rows as dicts) of a UTF-8 CSV file; :class:`ArchiveError` when it is missing, not a
-    regular file or unreadable."""
+MAX_CSV_ROWS = 200_000  # 9 times PTB-XL; a listing is held in memory (about 2 kB a row with its case)
+
+
+def read_csv_rows(path: Path, max_rows: int = MAX_CSV_ROWS) -> tuple[list[str], list[dict]]:
+    """(column names, rows as dicts) of a UTF-8 CSV file (a byte-order mark, as Excel writes, is allowed); at most
+    ``max_rows`` rows. :class:`ArchiveError` when it is missing, not a regular file, unreadable, holds an
+    unterminated quote or more rows than that."""
+    rows: list[dict] = []
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would hang the read, a device never end
             raise ArchiveError(f"{path}: not a regular file (a folder, FIFO or device)")
-        with open(path, newline="", encoding="utf-8") as f:
-            r = csv.DictReader(f)
-            rows = list(r)
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            r = csv.DictReader(f, strict=True)  # strict: an unterminated quote is an error, not the rest of the file
+            for row in r:
+                if len(rows) == max_rows:
+                    raise ArchiveError(
+                        f"{path}: more than {max_rows:,} rows; import it as several archives of at most that many"
+                    )
+                rows.append(row)
             return list(r.fieldnames or []), rows
     except FileNotFoundError:
         raise ArchiveError(f"{path}: missing") from None
     except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise ArchiveError(f"{path}: unreadable CSV ({e})") from None
+        at = f":{len(rows) + 2}" if isinstance(e, csv.Error) else ""  # the row it stopped in, as the listings count
+        raise ArchiveError(f"{path}{at}: unreadable CSV ({printable(str(e), 120)})") from None
 
 
 def need_columns(path: Path, have: Sequence[str], need: Sequence[str]) -> None:
@@ -72,7 +84,7 @@ def int_or_none(s, where: str, col: str) -> int | None:
     try:
         return int(float(s))
     except (ValueError, OverflowError):  # not a number; nan; inf, 1e400
-        raise ArchiveError(f"{where}: column {col!r} is not an integer: {s!r}") from None
+        raise ArchiveError(f"{where}: column {col!r} is not an integer: {printable(repr(s), 80)}") from None
 
 
 def record_path(folder: Path, rel: str, where: str) -> Path:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from edge.errors import ArchiveError
+from edge.schema import printable
 
 from .archive import Archive, Case, RowView, archive_meta, check_device_rules, check_unique_ids, split_labels
 from .archive_write import ImportSummary, already_imported, check_kept, prepare_out, write_reference_archive
@@ -278,9 +279,11 @@ def _ptbxl_listing(d: Path, resolution: str, folds, limit) -> tuple[list[Case], 
         try:
             codes = ast.literal_eval(r["scp_codes"] or "{}")
         except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):  # TypeError: {[]: 1}
-            raise ArchiveError(f"{where}: scp_codes is not a dict literal: {r['scp_codes']!r}") from None
+            raise ArchiveError(
+                f"{where}: scp_codes is not a dict literal: {printable(repr(r['scp_codes']), 80)}"
+            ) from None
         if not isinstance(codes, dict) or not all(isinstance(c, str) for c in codes):
-            raise ArchiveError(f"{where}: scp_codes is not a dict literal: {r['scp_codes']!r}")
+            raise ArchiveError(f"{where}: scp_codes is not a dict of codes: {printable(repr(r['scp_codes']), 80)}")
         lab = ptbxl_labels(codes, statements)
         pid = int_or_none(r["patient_id"], where, "patient_id")
         cases.append(

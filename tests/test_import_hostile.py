@@ -391,3 +391,55 @@ def test_bundle_checks_archive_and_out_before_embedding(evaluated, tmp_path):
     rc, _, err = cli("bundle", "--encoder", enc, "--archive", arc, "--out", tmp_path / "b", "--no-progress")
     one_error(rc, err, "case 'wfdb:E07500': fold -5 is out of range [0, 1000]")
     assert not (tmp_path / "b").exists()
+
+
+# ------------------------------------------------------------------------------------------------ 8, 9: sizes, text
+
+
+def test_reports_csv_row_limit(tmp_path, cinc):
+    from convert.importers import MAX_CSV_ROWS
+
+    folder, reports = cinc
+    with open(reports, "w", encoding="utf-8") as f:
+        f.write("record,report\n")
+        f.writelines(f"R{i},x\n" for i in range(MAX_CSV_ROWS + 1))
+    rc, _, err = import_wfdb(folder, tmp_path / "arc", reports)
+    one_error(rc, err, f"{reports}: more than 200,000 rows")
+
+
+def test_skipped_records_are_counted_and_the_first_100_listed(tmp_path, cinc):
+    folder, reports = cinc
+    rows = [(r, "ok") for r in RECORDS] + [(f"GONE{i:03d}", "no such record") for i in range(105)]
+    write_reports(reports, rows, header=("record", "report"))
+    rc, stdout, err = import_wfdb(folder, tmp_path / "arc", reports)
+    assert rc == 1 and "10 cases (10 imported now, 0 already there, 105 failed) of 115" in stdout, err
+    meta = Archive.open(tmp_path / "arc").meta
+    assert meta["n_skipped"] == 105 and len(meta["skipped"]) == 100
+    assert meta["skipped"][0]["case_id"] == "wfdb:GONE000" and "record file missing" in meta["skipped"][0]["error"]
+
+
+def test_bom_unbalanced_quote_and_long_cells(tmp_path, cinc):
+    folder, reports = cinc
+    reports.write_bytes(b"\xef\xbb\xbfrecord,report\nE07500,a\n")  # Excel's "CSV UTF-8"
+    rc, stdout, err = import_wfdb(folder, tmp_path / "bom", reports)
+    assert rc == 0 and "1 cases (1 imported now" in stdout, err
+    reports.write_text('record,report\nE07500,"never closed\nE07501,ok\nE07502,ok\n')
+    rc, _, err = import_wfdb(folder, tmp_path / "unbal", reports)
+    one_error(rc, err, f"{reports}:2: unreadable CSV (unexpected end of data)")
+    reports.write_text("record,report,fold\nE07500,a," + "x" * 100_000 + "\n")
+    rc, _, err = import_wfdb(folder, tmp_path / "long", reports)
+    line = one_error(rc, err, f"{reports}:2: column 'fold' is not an integer: 'xxxx")
+    assert len(line) < 300 + len(str(reports)), len(line)
+
+
+def test_bundle_over_other_files_says_the_option(evaluated, tmp_path):
+    from edge.paths import repo_root
+
+    arc, _ = evaluated
+    out = tmp_path / "b"
+    out.mkdir()
+    (out / "mine.txt").write_text("mine")
+    rc, _, err = cli("bundle", "--encoder", repo_root() / "edge" / "bundles" / "default", "--archive", arc,
+                     "--out", out, "--no-progress")
+    one_error(rc, err, "already holds files that are not a bundle; use --force to replace it")
+    assert (out / "mine.txt").read_text() == "mine"
