@@ -217,7 +217,8 @@ def _read_parts(parts: Path, T: int) -> tuple[dict[str, tuple[Case, Path, int]],
             shape = np.load(p, mmap_mode="r", allow_pickle=False).shape
         except (OSError, ValueError) as e:
             raise ArchiveError(
-                f"{p}: unreadable ({e}); the unfinished import is damaged (--overwrite discards it)"
+                f"{p}: unreadable ({printable(str(e), 120)}); the unfinished import is damaged "
+                "(--overwrite discards it)"
             ) from None
         if shape != (len(got), T, 12):
             raise ArchiveError(

@@ -90,7 +90,8 @@ _COMMON = [
     click.option(
         "--overwrite",
         is_flag=True,
-        help="Discard what OUT holds (an archive or an unfinished import) and import from scratch.",
+        help="Discard what OUT holds (an archive or an unfinished import) and import from scratch; a folder "
+        "holding other files is refused, with or without it.",
     ),
     click.option("--no-progress", is_flag=True, help="No progress bar."),
 ]
