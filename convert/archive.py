@@ -11,8 +11,9 @@ A case archive is a folder:
   ``super_class``, ``sub_class``, ``form``, ``rhythm`` (lists of str), ``statements`` (str), ``report``
   (str, may be empty), ``source`` (str), ``n_samples`` (valid samples before padding).
 * ``archive.json``: ``format_version``, ``fs`` (100), ``leads``, ``n_cases``, ``T``, ``dtype``, ``importer``,
-  ``created`` (UTC ISO time), importer details and ``skipped`` (the records that could not be imported, each
-  ``{"case_id", "error"}``). It is written last: a folder without it is not (yet) an archive.
+  ``created`` (UTC ISO time), importer details, ``n_skipped`` (the records that could not be imported) and
+  ``skipped`` (the first 100 of them, each ``{"case_id", "error"}``). It is written last: a folder without it is
+  not (yet) an archive.
 * while an import runs (or after it was interrupted): ``import-parts/`` with ``plan.json`` (the importer and
   its settings) and ``part-NNNNNN.npy`` + ``part-NNNNNN.jsonl`` (up to 64 records each, the ``.jsonl`` written
   after its ``.npy``); see :func:`convert.archive_write.import_records`.
@@ -42,7 +43,17 @@ CASES_FILE = "cases.jsonl"
 META_FILE = "archive.json"
 PARTS_DIR = "import-parts"  # an import in progress: its committed chunks of records (convert.archive_write)
 
-__all__ = ["Case", "Archive", "read_cases", "join_text", "split_labels", "subset", "FORMAT_VERSION", "PARTS_DIR"]
+__all__ = [
+    "Case",
+    "Archive",
+    "read_cases",
+    "join_text",
+    "split_labels",
+    "subset",
+    "check_device_rules",
+    "FORMAT_VERSION",
+    "PARTS_DIR",
+]
 
 _LIST_FIELDS = ("super_class", "sub_class", "form", "rhythm")
 
@@ -411,6 +422,20 @@ def archive_meta(importer: str, **kw) -> dict:
     }
     m.update(kw)
     return m
+
+
+def check_device_rules(cases: Iterable[Case], where: str) -> None:
+    """Raise :class:`ArchiveError` (prefixed ``where``) at the first case the device would refuse in a bundle, by
+    the device's own rules (:func:`edge.schema.case_problem`: the id, fold, source and label names)."""
+    from edge.schema import case_problem, printable
+
+    for c in cases:
+        bad = case_problem(c.to_dict())
+        if bad:
+            raise ArchiveError(
+                f"{where}: case {printable(repr(c.case_id), 80)}: {bad[0]} {bad[1]} (the device refuses a bundle "
+                f"holding it)"
+            )
 
 
 def check_unique_ids(cases: Sequence[Case], where: str) -> None:

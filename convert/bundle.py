@@ -273,5 +273,5 @@ def replace_bundle(out: Path, staged: Path, files: dict, force: bool) -> None:
         old = _existing_files(out)
         if not force and not _same_payload(old, files):
             what = "a different bundle" if old is not None else "files that are not a bundle"
-            raise BundleError(f"{out}: already holds {what}; use force to replace it")
+            raise BundleError(f"{out}: already holds {what}; use --force to replace it")
     publish_folder(staged, out)

@@ -28,7 +28,7 @@ from edge.bundle_format import ENCODER_FILE, MANIFEST_FILE
 from edge.errors import ArchiveError, ConfigError
 from edge.imaging import ImagingConfig
 
-from .archive import subset
+from .archive import check_device_rules, subset
 from .bundle import replace_bundle, write_bundle
 from .evaluate import default_split, evaluate, markdown_table
 from .index_build import IndexConfig, tune_index
@@ -175,6 +175,9 @@ def build_bundle(
         (dup.append(cid) if cid in seen else seen.add(cid))
     if dup:
         raise ArchiveError(f"duplicate case ids in the archive: {', '.join(dup[:5])}")
+    check_device_rules(arch.cases, str(arch.path or "archive"))
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise ArchiveError(f"{out_dir}: exists and is not a folder; give a new folder for the bundle")
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="ecgret-shards-") as td:
         p = embed_archive(arch, enc_path, td, imaging, (0, 1), threads=index.threads, progress=progress)
@@ -328,6 +331,9 @@ def reindex_bundle(
     where = archive.path or "archive"
     if len(archive) == 0:
         raise ArchiveError(f"{where}: the archive has no cases to index")
+    check_device_rules(archive.cases, str(where))
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise ArchiveError(f"{out_dir}: exists and is not a folder; give a new folder for the bundle")
     T = int(round(float(pp["duration_s"]) * int(pp["target_fs"])))
     if archive.fs != int(pp["target_fs"]) or archive.T != T:
         raise ArchiveError(

@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import click
-import numpy as np
 
 from edge.errors import EcgretError
 
@@ -26,8 +25,10 @@ from .evaluate import (
     evaluate_cv,
     expand_rows,
     heading,
+    load_embeddings,
     markdown_table,
     results_json,
+    results_target,
 )
 from .evaluate_external import external_table, external_variants
 from .importers import import_wfdb_folder
@@ -40,13 +41,14 @@ def _finish_command(summary: ImportSummary, out: str) -> None:
     """Print the summary of an import run; exit 1 when a record failed."""
     s = summary
     click.echo(
-        f"{out}: {len(s.archive)} cases ({s.n_new} imported now, {s.n_already} already there, "
+        f"{out}: {len(s.archive)} cases ({s.n_new} imported now, {s.n_already} already there"
+        f"{f' ({s.n_updated} with a report or labels the source changed: updated)' if s.n_updated else ''}, "
         f"{s.n_failed} failed) of {s.n_listed} records listed"
     )
     if s.n_failed:
         click.echo(
             f"ecgret-convert: error: {s.n_failed} record(s) not imported (listed above and in "
-            f"{Path(out) / META_FILE} 'skipped'); fix them and run the same command again to add them",
+            f"{Path(out) / META_FILE} 'skipped', the first 100); fix them and run the same command again to add them",
             err=True,
         )
     from edge.bundle import default_bundle_path
@@ -88,7 +90,8 @@ _COMMON = [
     click.option(
         "--overwrite",
         is_flag=True,
-        help="Discard what OUT holds (an archive or an unfinished import) and import from scratch.",
+        help="Discard what OUT holds (an archive or an unfinished import) and import from scratch; a folder "
+        "holding other files is refused, with or without it.",
     ),
     click.option("--no-progress", is_flag=True, help="No progress bar."),
 ]
@@ -240,6 +243,8 @@ def evaluate_command(
     if cv and external_dir:
         raise click.UsageError("--cv and --external are separate evaluations; run them one at a time")
     sets = tuple(x.strip() for x in lead_sets.split(",") if x.strip())
+    if out_json is not None and (why := results_target(out_json)):
+        raise click.BadParameter(f"{out_json}: {why}", param_hint="--out")
     with click_errors():
         if external_dir:
             if not bundles or emb_files:
@@ -285,15 +290,7 @@ def evaluate_command(
         variants: dict = dict(baselines(archive))
         hashes = []
         for spec in emb_files:
-            name, _, path = spec.partition("=")
-            if not path:
-                raise click.UsageError(f"--embeddings wants NAME=FILE.npy, got {spec!r}")
-            try:
-                e = np.load(path)
-            except (OSError, ValueError) as exc:
-                raise click.UsageError(f"--embeddings {name}: cannot read {path} ({exc})") from None
-            if e.ndim != 2 or len(e) != len(archive):
-                raise click.UsageError(f"{path}: expected ({len(archive)}, D), got {e.shape}")
+            name, e = load_embeddings(spec, len(archive), variants)
             variants[name] = e
         for b in bundles:
             v, h = bundle_variants(archive, b, q_idx, a_idx, sets, threads)
@@ -305,15 +302,16 @@ def evaluate_command(
             variants.update(v)
             hashes.append(h)
     bh = ",".join(hashes) or None
-    if cv:
-        res = evaluate_cv(archive, variants)
-        click.echo(cv_table(res, cv_heading(archive, bundle_hash=bh)))
-        if out_json:
-            dump(cv_json(res, archive, bundle_hash=bh), out_json)
-    else:
-        res = evaluate(archive, variants, q_idx, a_idx)
-        click.echo(markdown_table(res, heading(archive, q_idx, a_idx, bh)))
-        if out_json:
-            dump(results_json(res, archive, q_idx, a_idx, bh), out_json)
+    with click_errors():
+        if cv:
+            res = evaluate_cv(archive, variants)
+            click.echo(cv_table(res, cv_heading(archive, bundle_hash=bh)))
+            if out_json:
+                dump(cv_json(res, archive, bundle_hash=bh), out_json)
+        else:
+            res = evaluate(archive, variants, q_idx, a_idx)
+            click.echo(markdown_table(res, heading(archive, q_idx, a_idx, bh)))
+            if out_json:
+                dump(results_json(res, archive, q_idx, a_idx, bh), out_json)
     if out_json:
         click.echo(f"wrote {out_json}", err=True)

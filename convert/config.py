@@ -93,12 +93,19 @@ def coerce(cls, d: Mapping, where: str, *, tuple_keys: tuple[str, ...] = ()) -> 
 
 def parse_folds(spec: str, option: str = "--folds") -> tuple[int, ...]:
     """A fold list as every command and config takes it: ``"1-9"``, ``"1,2,3"`` or both mixed (``"1-3,5"``), in
-    that order. Raises :class:`ConfigError` naming ``option``."""
+    that order. Folds are 0 to 1000 (what a bundle's manifest may hold, :data:`edge.schema.FOLD_RANGE`). Raises
+    :class:`ConfigError` naming ``option``."""
+    from edge.schema import FOLD_RANGE, printable
+
+    lo, hi = FOLD_RANGE
     out: list[int] = []
     try:
         for part in str(spec).split(","):
             a, _, b = part.partition("-")
-            out.extend(range(int(a), int(b) + 1) if b else [int(a)])
+            first, last = int(a), int(b) if b else int(a)
+            if not (lo <= first <= hi and lo <= last <= hi):
+                raise ConfigError(f"{option} {printable(repr(spec), 80)}: folds are {lo} to {hi}")
+            out.extend(range(first, last + 1))
     except ValueError:
-        raise ConfigError(f"{option} {spec!r}: expected e.g. 1-9, 1,2,3 or 1-3,5") from None
+        raise ConfigError(f"{option} {printable(repr(spec), 80)}: expected e.g. 1-9, 1,2,3 or 1-3,5") from None
     return tuple(out)

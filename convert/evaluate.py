@@ -378,9 +378,75 @@ def results_json(results: Mapping[str, dict], archive, query_idx, archive_idx, b
 EmbedFn = Callable[[object, np.ndarray, "np.ndarray | None"], np.ndarray]
 
 
+def results_target(path) -> str | None:
+    """Why the results JSON must not be written to ``path``, or None: its folder must exist, and the name be a new
+    file or an earlier results JSON (:func:`edge.atomicio.refuse_replacing`: never a symbolic link, a folder, a
+    device or another file). Checked before any work, and again by :func:`dump`."""
+    from edge.atomicio import refuse_replacing
+
+    why = refuse_replacing(path, b"{", "a JSON results file", "results.json")
+    if why is None and not Path(path).absolute().parent.is_dir():
+        why = f"the folder {Path(path).absolute().parent} does not exist"
+    return why
+
+
 def dump(results: dict, path) -> None:
-    """Write ``results`` to ``path`` as indented JSON (numpy scalars as floats)."""
-    Path(path).write_text(json.dumps(results, indent=2, default=float) + "\n")
+    """Write ``results`` to ``path`` as indented JSON (numpy scalars as floats), atomically
+    (:func:`edge.atomicio.atomic_write`); :class:`~edge.errors.ConfigError` when :func:`results_target` refuses
+    ``path`` or it cannot be written."""
+    from edge.atomicio import atomic_write
+    from edge.errors import ConfigError
+
+    why = results_target(path)
+    if why:
+        raise ConfigError(f"{path}: not written: {why}")
+    try:
+        atomic_write(Path(path), json.dumps(results, indent=2, default=float) + "\n")
+    except OSError as e:
+        raise ConfigError(f"{path}: not written ({e.strerror or e})") from None
+
+
+def load_embeddings(spec: str, n: int, taken=()) -> tuple[str, np.ndarray]:
+    """``NAME=FILE.npy`` as (name, its (n, D) array): the header is checked before the data is read (memory
+    mapped), and the values must be real numbers (float or integer, not bool or complex), finite, D >= 1 and
+    every row of non-zero norm (a cosine of a zero or NaN row scores by chance). ``taken``: names already in use
+    (the baselines, earlier --embeddings). :class:`~edge.errors.ConfigError` naming the option and the file."""
+    import os
+    import stat
+
+    from edge.errors import ConfigError
+
+    name, _, path = spec.partition("=")
+    name = name.strip()
+    if not name or not path:
+        raise ConfigError(f"--embeddings wants NAME=FILE.npy, got {spec!r}")
+    if name in taken:
+        raise ConfigError(f"--embeddings {name}: the name is already taken (a baseline or an earlier --embeddings)")
+    where = f"--embeddings {name}: {path}"
+    try:
+        st = os.stat(path)
+    except OSError as err:
+        raise ConfigError(f"{where}: cannot read ({err.strerror or err})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(f"{where}: not a regular file (a folder, FIFO or device)")
+    try:
+        e = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise ConfigError(f"{where}: not a readable .npy array ({exc})") from None
+    if not isinstance(e, np.ndarray):  # an .npz archive
+        raise ConfigError(f"{where}: not a .npy array (an .npz archive?)")
+    if e.ndim != 2 or len(e) != n or e.shape[1] < 1:
+        raise ConfigError(f"{where}: expected shape ({n}, D) with D >= 1, got {e.shape}")
+    if e.dtype.kind not in "fiu":
+        raise ConfigError(f"{where}: expected real numbers (float or integer), got {e.dtype}")
+    e = np.asarray(e, dtype=np.float64 if e.dtype.itemsize > 4 else np.float32)
+    if not np.isfinite(e).all():
+        raise ConfigError(f"{where}: holds NaN or infinite values")
+    norms = np.linalg.norm(e.astype(np.float64), axis=1)
+    bad = np.flatnonzero(~(np.isfinite(norms) & (norms > 0)))
+    if bad.size:
+        raise ConfigError(f"{where}: {bad.size} row(s) of zero (or overflowing) norm, the first row {int(bad[0])}")
+    return name, e
 
 
 # ----------------------------------------------------------------------------- pluggable embedders

@@ -15,13 +15,16 @@ the archive is published only when every record was tried.
 from __future__ import annotations
 
 import csv
+import os
+import stat
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from edge.errors import ArchiveError
+from edge.schema import printable
 
-from .archive import FS, Case, check_unique_ids, split_labels
+from .archive import FS, Case, check_device_rules, check_unique_ids, split_labels
 from .archive_write import ImportSummary, import_records
 
 __all__ = [
@@ -31,24 +34,38 @@ __all__ = [
     "read_csv_rows",
     "need_columns",
     "int_or_none",
+    "record_path",
     "Report",
 ]
 
 Report = Callable[[str], None]
 
 
-def read_csv_rows(path: Path) -> tuple[list[str], list[dict]]:
-    """(column names, rows as dicts) of a UTF-8 CSV file; :class:`ArchiveError` when it is missing or
-    unreadable."""
+MAX_CSV_ROWS = 200_000  # 9 times PTB-XL; a listing is held in memory (about 2 kB a row with its case)
+
+
+def read_csv_rows(path: Path, max_rows: int = MAX_CSV_ROWS) -> tuple[list[str], list[dict]]:
+    """(column names, rows as dicts) of a UTF-8 CSV file (a byte-order mark, as Excel writes, is allowed); at most
+    ``max_rows`` rows. :class:`ArchiveError` when it is missing, not a regular file, unreadable, holds an
+    unterminated quote or more rows than that."""
+    rows: list[dict] = []
     try:
-        with open(path, newline="", encoding="utf-8") as f:
-            r = csv.DictReader(f)
-            rows = list(r)
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would hang the read, a device never end
+            raise ArchiveError(f"{path}: not a regular file (a folder, FIFO or device)")
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            r = csv.DictReader(f, strict=True)  # strict: an unterminated quote is an error, not the rest of the file
+            for row in r:
+                if len(rows) == max_rows:
+                    raise ArchiveError(
+                        f"{path}: more than {max_rows:,} rows; import it as several archives of at most that many"
+                    )
+                rows.append(row)
             return list(r.fieldnames or []), rows
     except FileNotFoundError:
         raise ArchiveError(f"{path}: missing") from None
     except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise ArchiveError(f"{path}: unreadable CSV ({e})") from None
+        at = f":{len(rows) + 2}" if isinstance(e, csv.Error) else ""  # the row it stopped in, as the listings count
+        raise ArchiveError(f"{path}{at}: unreadable CSV ({printable(str(e), 120)})") from None
 
 
 def need_columns(path: Path, have: Sequence[str], need: Sequence[str]) -> None:
@@ -66,8 +83,21 @@ def int_or_none(s, where: str, col: str) -> int | None:
         return None
     try:
         return int(float(s))
-    except ValueError:
-        raise ArchiveError(f"{where}: column {col!r} is not an integer: {s!r}") from None
+    except (ValueError, OverflowError):  # not a number; nan; inf, 1e400
+        raise ArchiveError(f"{where}: column {col!r} is not an integer: {printable(repr(s), 80)}") from None
+
+
+def record_path(folder: Path, rel: str, where: str) -> Path:
+    """``folder / rel``, a record a listing names: :class:`ArchiveError` naming ``where`` and ``rel`` unless it
+    and the files of the record (``rel``, ``rel.hea``, ``.mat``, ``.dat``) resolve inside ``folder``, so that
+    no ``..``, absolute path or symbolic link in a listing reads a file outside the folder it was given."""
+    root = folder.resolve()
+    p = folder / rel
+    files = [p.with_name(p.name + ext) for ext in (".hea", ".mat", ".dat")] if p.name else []
+    for q in (p, *files):
+        if not q.resolve().is_relative_to(root):
+            raise ArchiveError(f"{where}: record {rel!r} is outside {folder}; records must be inside it")
+    return p
 
 
 def preprocess_loader(paths: Sequence[Path], *, fs: float | None, notch_hz: float | None, T: int):
@@ -106,7 +136,7 @@ def _wfdb_listing(folder: Path, tpath: Path, source: str) -> tuple[list[Case], l
         stem = rec[:-4] if rec.lower().endswith((".hea", ".mat", ".dat")) else rec
         pid = (r.get("patient_id") or "").strip() or None
         cases.append(
-            Case(
+            case := Case(
                 case_id=f"{source}:{stem}",
                 patient_id=pid,
                 fold=int_or_none(r.get("fold"), where, "fold"),
@@ -119,7 +149,8 @@ def _wfdb_listing(folder: Path, tpath: Path, source: str) -> tuple[list[Case], l
                 source=source,
             )
         )
-        paths.append(folder / stem)
+        check_device_rules([case], where)
+        paths.append(record_path(folder, stem, where))
     check_unique_ids(cases, str(tpath))
     return cases, paths
 

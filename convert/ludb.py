@@ -14,7 +14,6 @@ Numpy and the standard library only: the tests and benchmarks use it without Ten
 
 from __future__ import annotations
 
-import csv
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -213,23 +212,30 @@ class LudbCase:
 
 
 def load_cases(root) -> list[LudbCase]:
-    """The records of a LUDB folder (``cases.csv`` + ``data/``), in the order of cases.csv."""
+    """The records of a LUDB folder (``cases.csv`` + ``data/``), in the order of cases.csv; an
+    :class:`~edge.errors.ArchiveError` naming the file and line for a missing or unreadable cases.csv, one
+    without a ``record`` column, or a record outside ``data/``."""
+    from .importers import need_columns, read_csv_rows, record_path
+
     root = Path(root)
+    path = root / "cases.csv"
+    cols, rows = read_csv_rows(path)
+    need_columns(path, cols, ["record"])
     out = []
-    with open(root / "cases.csv", newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            d = row.get("diagnoses_en", "") or ""
-            age = row.get("age", "")
-            out.append(
-                LudbCase(
-                    row["record"],
-                    root / "data" / row["record"],
-                    int(age) if age.strip().isdigit() else None,
-                    row.get("sex", ""),
-                    d,
-                    rhythm_label(d),
-                    super_classes(d),
-                    axis_class(d),
-                )
+    for k, row in enumerate(rows):
+        d = row.get("diagnoses_en", "") or ""
+        age = row.get("age", "") or ""
+        rec = (row["record"] or "").strip()
+        out.append(
+            LudbCase(
+                rec,
+                record_path(root / "data", rec, f"{path}:{k + 2}"),
+                int(age) if age.strip().isdigit() and len(age.strip()) <= 3 else None,
+                row.get("sex", "") or "",
+                d,
+                rhythm_label(d),
+                super_classes(d),
+                axis_class(d),
             )
+        )
     return out

@@ -19,10 +19,11 @@ from typing import Any
 import numpy as np
 
 from edge.errors import ArchiveError
+from edge.schema import printable
 
-from .archive import Archive, Case, RowView, archive_meta, check_unique_ids, split_labels
-from .archive_write import ImportSummary, already_imported, prepare_out, write_reference_archive
-from .importers import import_record_files, int_or_none, need_columns, read_csv_rows
+from .archive import Archive, Case, RowView, archive_meta, check_device_rules, check_unique_ids, split_labels
+from .archive_write import ImportSummary, already_imported, check_kept, prepare_out, write_reference_archive
+from .importers import import_record_files, int_or_none, need_columns, read_csv_rows, record_path
 
 __all__ = [
     "open_subset",
@@ -130,6 +131,17 @@ def open_archive(path=None) -> Archive:
     return Archive.open(path) if path else open_subset()
 
 
+def _subset_keep(cases: list[Case], folds: Iterable[int] | None, limit: int | None) -> np.ndarray:
+    """The indices of ``cases`` in ``folds`` (None: all), the first ``limit`` of them."""
+    keep = np.arange(len(cases))
+    if folds is not None:
+        fs = {int(f) for f in folds}
+        keep = np.array([i for i in keep if cases[i].fold in fs], dtype=np.int64)
+    if limit is not None:
+        keep = keep[: max(0, int(limit))]
+    return keep
+
+
 def import_ptbxl_subset(
     data_dir, out_dir=None, *, folds: Iterable[int] | None = None, limit: int | None = None, overwrite: bool = False
 ) -> Archive:
@@ -144,14 +156,8 @@ def import_ptbxl_subset(
     if out_dir is None:
         return arc
     out = prepare_out(out_dir, overwrite)
-    d = Path(data_dir)
-    cases, rows = _subset_cases(d)
-    keep = np.arange(len(cases))
-    if folds is not None:
-        fs = {int(f) for f in folds}
-        keep = np.array([i for i in keep if cases[i].fold in fs], dtype=np.int64)
-    if limit is not None:
-        keep = keep[: max(0, int(limit))]
+    cases, rows = _subset_cases(Path(data_dir))
+    keep = _subset_keep(cases, folds, limit)
     meta = arc.meta
     meta["rows"] = rows[keep].tolist()
     meta["n_cases"] = len(keep)
@@ -272,10 +278,12 @@ def _ptbxl_listing(d: Path, resolution: str, folds, limit) -> tuple[list[Case], 
             continue
         try:
             codes = ast.literal_eval(r["scp_codes"] or "{}")
-        except (ValueError, SyntaxError):
-            raise ArchiveError(f"{where}: scp_codes is not a dict literal: {r['scp_codes']!r}") from None
-        if not isinstance(codes, dict):
-            raise ArchiveError(f"{where}: scp_codes is not a dict literal: {r['scp_codes']!r}")
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):  # TypeError: {[]: 1}
+            raise ArchiveError(
+                f"{where}: scp_codes is not a dict literal: {printable(repr(r['scp_codes']), 80)}"
+            ) from None
+        if not isinstance(codes, dict) or not all(isinstance(c, str) for c in codes):
+            raise ArchiveError(f"{where}: scp_codes is not a dict of codes: {printable(repr(r['scp_codes']), 80)}")
         lab = ptbxl_labels(codes, statements)
         pid = int_or_none(r["patient_id"], where, "patient_id")
         cases.append(
@@ -288,7 +296,8 @@ def _ptbxl_listing(d: Path, resolution: str, folds, limit) -> tuple[list[Case], 
                 **lab,
             )
         )
-        paths.append(d / (r[fcol] or "").strip())
+        check_device_rules(cases[-1:], where)
+        paths.append(record_path(d, (r[fcol] or "").strip(), where))
     check_unique_ids(cases, str(db))
     return cases, paths
 
@@ -319,6 +328,8 @@ def import_ptbxl(
     if ptbxl_layout(d) == "subset":
         out, overwrite = Path(out_dir), bool(options.get("overwrite", False))
         before = already_imported(out, overwrite, "ptbxl_subset", str(d.resolve()))
+        cases, _ = _subset_cases(d)
+        check_kept(out, before, [cases[i] for i in _subset_keep(cases, folds, limit)], "the archive there")
         arc = import_ptbxl_subset(d, out, folds=folds, limit=limit, overwrite=True)  # references: cheap
         n_already = len(before & set(arc.ids))
         return ImportSummary(arc, len(arc), len(arc) - n_already, n_already)

@@ -43,6 +43,7 @@ __all__ = [
     "staging_folder",
     "publish_folder",
     "fsync_dir",
+    "refuse_replacing",
     "TMP_MARK",
 ]
 
@@ -255,3 +256,33 @@ def publish_folder(staged, target) -> None:
         os.replace(trash, out)
         raise
     shutil.rmtree(trash, ignore_errors=True)
+
+
+def refuse_replacing(path, head: bytes, what: str, example: str) -> str | None:
+    """Why ``path`` must not be replaced by a new ``what`` (a file beginning with ``head``), or None: an output
+    replaces only a missing file or an earlier output of its kind, never a symbolic link, a folder, a device, a FIFO
+    or a file of the user's (``example``: a name to suggest, e.g. ``report.html``). The one check every command
+    that writes a named output file makes before any work."""
+    p = os.fspath(path)
+    if not p:
+        return f"an empty file name; give one such as {example}"
+    try:
+        st = os.lstat(p)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        return f"cannot be checked ({e.strerror or e})"
+    if stat.S_ISLNK(st.st_mode):
+        return "is a symbolic link; give the name of the file itself or of a new file"
+    if stat.S_ISDIR(st.st_mode):
+        return f"is a folder; give a file name such as {example}"
+    if not stat.S_ISREG(st.st_mode):
+        return "is not a regular file (a device, FIFO or socket); give the name of a new file"
+    try:
+        with open(p, "rb") as f:
+            got = f.read(len(head))
+    except OSError as e:
+        return f"exists and cannot be read ({e.strerror or e}); give another name"
+    if st.st_size and got != head:
+        return f"exists and is not {what}; it would be overwritten: remove it or give another name"
+    return None

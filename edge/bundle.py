@@ -358,7 +358,7 @@ def verify_files(path, manifest: dict) -> dict[str, bytes]:
 
 
 def _parse_cases(data: bytes, path: Path) -> tuple[dict, ...]:
-    from .schema import printable
+    from .schema import case_id_ok, printable
 
     try:
         text = data.decode("utf-8")
@@ -376,7 +376,7 @@ def _parse_cases(data: bytes, path: Path) -> tuple[dict, ...]:
     seen = set()
     for i, c in enumerate(cases, 1):
         cid = c.get("case_id") if type(c) is dict else None
-        if type(cid) is not str or not 0 < len(cid) <= 200 or not cid.isprintable():
+        if not case_id_ok(cid):
             raise _err(path, f"line {i}.case_id", "missing, empty, too long or holding control characters")
         if cid in seen:
             raise _err(path, f"line {i}.case_id", f"duplicate case id {cid!r}")

@@ -258,32 +258,12 @@ PAGE_HEAD = (  # how every report page begins: what refuse_target recognises as 
 
 def refuse_target(path) -> str | None:
     """Why ``path`` must not be written as a report, or None: a report replaces only a missing file or an earlier
-    ecgret report, never a record, another file, a folder, a device or a FIFO (``--report /dev/null`` run as root
-    would replace the device node; ``--report *.hea`` makes the first record the report's name)."""
-    import os
-    import stat
+    ecgret report, never a record, another file, a symbolic link, a folder, a device or a FIFO (``--report
+    /dev/null`` run as root would replace the device node; ``--report *.hea`` makes the first record the report's
+    name): :func:`edge.atomicio.refuse_replacing`."""
+    from .atomicio import refuse_replacing
 
-    p = os.fspath(path)
-    if not p:
-        return "an empty file name; give one such as report.html"
-    try:
-        st = os.stat(p)
-    except FileNotFoundError:
-        return None
-    except OSError as e:
-        return f"cannot be checked ({e.strerror or e})"
-    if stat.S_ISDIR(st.st_mode):
-        return "is a folder; give a file name such as report.html"
-    if not stat.S_ISREG(st.st_mode):
-        return "is not a regular file (a device, FIFO or socket); give the name of a new file"
-    try:
-        with open(p, "rb") as f:
-            head = f.read(len(PAGE_HEAD.encode()))
-    except OSError as e:
-        return f"exists and cannot be read ({e.strerror or e}); give another name"
-    if st.st_size and head != PAGE_HEAD.encode():
-        return "exists and is not an ecgret report; it would be overwritten: remove it or give another name"
-    return None
+    return refuse_replacing(path, PAGE_HEAD.encode(), "an ecgret report", "report.html")
 
 
 def write_report(path, results, bundle=None) -> Path:

@@ -31,11 +31,17 @@ __all__ = [
     "MAX_FILE_BYTES",
     "MAX_DEPTH",
     "printable",
+    "case_problem",
+    "case_id_ok",
+    "FOLD_RANGE",
 ]
 
 MAX_MANIFEST_BYTES = 4 << 20  # the default manifest is 28 KB (its evaluation tables included)
 MAX_DEPTH = 32  # the default manifest nests 6 deep
 MAX_INT_DIGITS = 40
+FOLD_RANGE = (0, 1000)  # archive.folds: the folds a bundle's cases may belong to
+NAME_MAX = 60  # archive.sources and the label counts: a source or label name
+CASE_ID_MAX = 200
 # the most each bundle file may hold: they are read into memory to be hashed and checked before use
 MAX_FILE_BYTES = {
     "encoder.tflite": 256 << 20,
@@ -135,6 +141,31 @@ def printable(s, n: int = 200) -> str:
 
 
 # ------------------------------------------------------------------ manifest schema
+
+
+def case_id_ok(cid) -> bool:
+    """A case id the device takes (``cases.jsonl``): a string of 1 to 200 printable characters."""
+    return type(cid) is str and 0 < len(cid) <= CASE_ID_MAX and cid.isprintable()
+
+
+def case_problem(case: dict) -> tuple[str, str] | None:
+    """(field, why) when the device would refuse a bundle holding ``case`` (a ``cases.jsonl`` object): its id
+    (:func:`case_id_ok`), its fold (``archive.folds``), its source and labels (the keys of ``archive.sources``,
+    ``super_class_counts``, ``rhythm_counts``: 1 to 60 characters, no control characters); None when it is fine.
+    The importers check every case with it, so that an archive never builds a bundle the device refuses."""
+    if not case_id_ok(case.get("case_id")):
+        return "case_id", f"missing, empty, longer than {CASE_ID_MAX} characters or holding control characters"
+    try:
+        if case.get("fold") is not None:
+            _int(case["fold"], "fold", *FOLD_RANGE)
+        if case.get("source"):
+            _str(case["source"], "source", NAME_MAX)
+        for k in ("super_class", "sub_class", "form", "rhythm"):
+            for x in case.get(k) or ():
+                _str(x, k, NAME_MAX)
+    except _Fail as e:
+        return e.field, e.msg
+    return None
 
 
 class _Fail(Exception):
@@ -312,13 +343,13 @@ def _check(m: dict) -> None:
     for k in ("sources", "super_class_counts", "rhythm_counts"):
         if k in arc:
             for name, n in _obj(arc[k], f"archive.{k}").items():
-                _str(name, f"archive.{k} key", 60)
+                _str(name, f"archive.{k} key", NAME_MAX)
                 _int(n, f"archive.{k}.{printable(name, 60)}", 0, 50_000_000)
     if "folds" in arc:
         if not isinstance(arc["folds"], list):
             raise _Fail("archive.folds", f"must be an array, got {_tname(arc['folds'])}")
         for i, x in enumerate(arc["folds"]):
-            _int(x, f"archive.folds[{i}]", 0, 1000)
+            _int(x, f"archive.folds[{i}]", *FOLD_RANGE)
     _obj(_req(m, "", "training"), "training")
     for k, v in _obj(_req(m, "", "tools"), "tools").items():
         _str(k, "tools key", 60)
