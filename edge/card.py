@@ -3,6 +3,8 @@ archive's composition, the local overlay and the evaluation recorded in the mani
 
 from __future__ import annotations
 
+from .termtext import printable
+
 __all__ = ["card_text", "runtime_text"]
 
 
@@ -41,7 +43,7 @@ def card_text(b, rt: dict, ov) -> str:
         f"imaging  mode {m['imaging'].get('mode')}, tile {m['imaging'].get('tile')}, shape {m['imaging'].get('shape')}",
         f"index    Annoy {idx['metric']}, dim {idx['dim']}, {idx['n_items']} items, {idx['n_trees']} trees, "
         f"search_k {idx['search_k']}, recall@10 {idx['recall_at_10']:.3f}, {size['index.ann'] / 1024:.0f} KiB",
-        f"archive  {arc['n_cases']} cases, folds {arc.get('folds')}, sources "
+        f"archive  {arc.get('n_cases', '?')} cases, folds {arc.get('folds')}, sources "
         + ", ".join(f"{k} {v}" for k, v in arc.get("sources", {}).items()),
         "         superclasses " + ", ".join(f"{k} {v}" for k, v in arc.get("super_class_counts", {}).items()),
     ]
@@ -53,4 +55,6 @@ def card_text(b, rt: dict, ov) -> str:
         lines += ["", "evaluation", ev["table_markdown"].rstrip()]
     else:
         lines.append("evaluation  (none recorded in this bundle)")
-    return "\n".join(lines)
+    # the manifest's text comes from whoever built the bundle: no escape sequence, control character or lone
+    # surrogate reaches the terminal (a title set, the screen cleared, or an encoding error on a strict UTF-8 stdout)
+    return printable("\n".join(lines), newlines=True)

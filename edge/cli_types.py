@@ -283,11 +283,14 @@ def bundle_option(f):
     )(f)
 
 
+MAX_THREADS = 1024  # past the interpreter's own int (2**31) it failed with a dump blaming the encoder
+
+
 def threads_option(f):
     """``--threads N``: every verb that runs the encoder."""
     return click.option(
         "--threads",
-        type=click.IntRange(min=1),
+        type=click.IntRange(min=1, max=MAX_THREADS),
         default=None,
         help="Interpreter threads (default 1: the small encoder gains nothing from more).",
     )(f)

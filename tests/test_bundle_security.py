@@ -450,3 +450,29 @@ def test_trusted_keys_file_is_bounded_and_never_blocks(tmp_path, monkeypatch):
     os.symlink(good, tmp_path / "link")
     monkeypatch.setenv(ENV_TRUSTED_KEYS, str(tmp_path / "link"))
     assert trusted_keys()
+
+
+def test_the_card_prints_no_escape_sequence_and_survives_missing_fields():
+    """``ecgret info`` printed the manifest's text raw: an escape sequence in the evaluation table set the terminal's
+    title and cleared the screen, a lone surrogate was an encoding error on a strict UTF-8 stdout, and a manifest
+    without the optional archive.n_cases was an internal KeyError."""
+    import copy
+    from types import SimpleNamespace
+
+    from edge.bundle import load_bundle
+    from edge.card import card_text
+    b = load_bundle(None, threads=1)
+    m = copy.deepcopy(b.manifest)
+    m["name"] = "evil\ud800name"
+    m["evaluation"] = {"table_markdown": "| a |\x1b]0;PWNED\x07\x1b[2J\x1b[31m\r| b |"}
+    del m["archive"]["n_cases"]
+    fake = SimpleNamespace(manifest=m, hash=b.hash, id=b.id, trust=b.trust, path=b.path)
+    rt = {"interpreter": "x", "interpreter_version": "1", "kernels": "builtin", "numpy": "2", "python": "3.11"}
+    class NoOverlay(list):
+        file, error = "overlay.json", None
+
+    text = card_text(fake, rt, NoOverlay())
+    assert "\x1b" not in text and "\x07" not in text and "\r" not in text and "PWNED" not in text  # OSC removed whole
+    assert "| a |" in text and "| b |" in text
+    text.encode("utf-8")                      # strict
+    assert "evil\ufffdname" in text and "archive  ? cases" in text
