@@ -357,9 +357,15 @@ def verify_files(path, manifest: dict) -> dict[str, bytes]:
     return out
 
 
-def _parse_cases(data: bytes, path: Path) -> tuple[dict, ...]:
+def _parse_cases(data: bytes, path: Path, n_items: int | None = None) -> tuple[dict, ...]:
+    """The cases of ``cases.jsonl``, each checked as soon as it is decoded (a file of millions of bad lines fails
+    at the first, not after all of them were decoded: that took ~12x the file's size in memory); with ``n_items``
+    (the index's), the line count is checked before any line is decoded."""
     from .schema import case_id_ok, printable
 
+    n_lines = data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1)
+    if n_items is not None and n_lines != n_items:
+        raise _err(path, "lines", f"{n_lines} cases but index.n_items is {n_items}")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -367,14 +373,15 @@ def _parse_cases(data: bytes, path: Path) -> tuple[dict, ...]:
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
-    cases, decode = [], json.JSONDecoder().decode
+    cases: list = []
+    decode = json.JSONDecoder().decode
+    seen = set()
     for i, line in enumerate(lines, 1):
         try:
-            cases.append(decode(line))
+            c = decode(line)
         except (ValueError, RecursionError) as e:
             raise _err(path, f"line {i}", f"not JSON ({printable(e, 120)})") from None
-    seen = set()
-    for i, c in enumerate(cases, 1):
+        cases.append(c)
         cid = c.get("case_id") if type(c) is dict else None
         if not case_id_ok(cid):
             raise _err(path, f"line {i}.case_id", "missing, empty, too long or holding control characters")
@@ -394,7 +401,23 @@ def _parse_cases(data: bytes, path: Path) -> tuple[dict, ...]:
             v = c.get(k)
             if v is not None and type(v) is not str:
                 raise _err(path, f"line {i}.{k}", "not a string")
+        meas = c.get("measured")
+        if meas is not None and not _measured_ok(meas):
+            raise _err(path, f"line {i}.measured", "not an object of numbers (null where not measured)")
     return tuple(cases)
+
+
+def _measured_ok(m) -> bool:
+    """A case's ``measured`` (:meth:`edge.measure.Measurements.to_dict`): finite numbers or null, ``paced`` a
+    boolean. Anything else reached the ranking as an internal error on every query."""
+    if type(m) is not dict or len(m) > 64:
+        return False
+    for k, v in m.items():
+        if v is None or (k == "paced" and type(v) is bool):
+            continue
+        if type(v) not in (int, float) or not math.isfinite(v):
+            return False
+    return True
 
 
 def _check_encoder(path: Path, want: dict, got: dict) -> None:
@@ -454,7 +477,7 @@ def verify_bundle(path=None, *, allow_unsigned: bool | None = None, ignore_signa
     m = parse_manifest(mbytes, mpath)
     data = verify_files(d, m)
     idx_m = m["index"]
-    cases = _parse_cases(data[CASES_FILE], d / CASES_FILE)
+    cases = _parse_cases(data[CASES_FILE], d / CASES_FILE, idx_m["n_items"])
     if len(cases) != idx_m["n_items"]:
         raise _err(d / CASES_FILE, "lines", f"{len(cases)} cases but index.n_items is {idx_m['n_items']}")
     check_annoy(data[INDEX_FILE], idx_m["dim"], idx_m["n_items"], idx_m["n_trees"], where=d / INDEX_FILE)

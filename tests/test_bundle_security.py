@@ -476,3 +476,21 @@ def test_the_card_prints_no_escape_sequence_and_survives_missing_fields():
     assert "| a |" in text and "| b |" in text
     text.encode("utf-8")                      # strict
     assert "evil\ufffdname" in text and "archive  ? cases" in text
+
+
+def test_cases_are_checked_line_by_line_and_measured_is_typed(tmp_path):
+    """cases.jsonl was decoded whole before any check (20 MiB of "0" lines: 247 MB and 13 s before the first
+    error), and a case's ``measured`` of the wrong type reached the ranking as an internal error on every query."""
+    from edge.bundle import _parse_cases
+    p = tmp_path / "cases.jsonl"
+    with pytest.raises(BundleError, match="lines: 1000000 cases but index.n_items is 3"):
+        _parse_cases(b"0\n" * 1_000_000, p, 3)          # counted before anything is decoded
+    with pytest.raises(BundleError, match=r"line 1\.case_id"):
+        _parse_cases(b"0\n" * 1_000_000, p)             # the first line fails, not after a million decodes
+    for bad in ('{"heart_rate_bpm": "fast"}', "[60, 70]", '{"rr_sd_ms": {}}', '{"heart_rate_bpm": NaN}',
+                '{"paced": "yes"}', '{"qrs_ms": true}'):
+        with pytest.raises(BundleError, match=r"line 2\.measured"):
+            _parse_cases(b'{"case_id": "a"}\n{"case_id": "b", "measured": ' + bad.encode() + b"}\n", p)
+    ok = _parse_cases(b'{"case_id": "a", "measured": {"heart_rate_bpm": 61.5, "pr_ms": null, "paced": false,'
+                      b' "n_beats": 12}}\n', p, 1)
+    assert ok[0]["measured"]["n_beats"] == 12
