@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import BundleError
+from .termtext import printable
 
 __all__ = [
     "Encoder",
@@ -228,8 +229,35 @@ def make_interpreter(
             kw["experimental_op_resolver_type"] = getattr(resolver, name)
     with quiet_native_stderr():
         interp = cls(num_threads=n, **kw)
+        check_graph(interp)  # before allocate_tensors: a hostile graph never gets its memory, never runs
         interp.allocate_tensors()
     return interp
+
+
+CONTROL_FLOW_OPS = frozenset({"WHILE", "IF", "CALL_ONCE", "CALL"})  # an encoder is a feed-forward graph
+MAX_TENSOR_BYTES = 256 << 20  # all tensors of the graph together (the shipped encoder: 0.8 MB; a float ViT: ~100)
+
+
+def check_graph(interp) -> None:
+    """Refuse, before any tensor is allocated, a model no image encoder needs and a hostile one uses: control flow
+    (a WHILE that never ends hung every command, Ctrl-C included), a dynamic tensor shape (memory decided at run
+    time), or tensors of more than :data:`MAX_TENSOR_BYTES` together (a 2.7 kB model with TILE took 2 GB). Raises
+    :class:`BundleError`."""
+    ops_of = getattr(interp, "_get_ops_details", None)
+    ops = {str(o.get("op_name", "")) for o in ops_of()} if callable(ops_of) else set()
+    bad = sorted(ops & CONTROL_FLOW_OPS)
+    if bad:
+        raise BundleError(f"the encoder's graph uses control flow ({', '.join(bad)}); an image encoder has none")
+    total = 0
+    for t in interp.get_tensor_details():
+        sig = t.get("shape_signature")
+        if sig is not None and any(int(d) < 0 for d in np.ravel(sig)):
+            raise BundleError(f"the encoder's tensor {printable(t.get('name', '?'))[:60]!r} has a dynamic shape")
+        total += int(np.prod(np.asarray(t["shape"], dtype=np.float64))) * np.dtype(t["dtype"]).itemsize
+        if total > MAX_TENSOR_BYTES:
+            raise BundleError(
+                f"the encoder's tensors need over {MAX_TENSOR_BYTES >> 20} MiB (a device encoder needs about 1)"
+            )
 
 
 def l2_normalise(v: np.ndarray, eps: float = 1e-12) -> np.ndarray:
@@ -248,8 +276,8 @@ class Encoder:
         self.kernels = kernels_choice(kernels)
         try:
             self._interp = make_interpreter(model_path=self.path, threads=self.threads, kernels=self.kernels)
-        except BundleError:
-            raise
+        except BundleError as e:
+            raise BundleError(f"{self.path}: {e}") from None
         except Exception as e:  # noqa: BLE001 - the interpreter raises ValueError/RuntimeError on bad models
             raise BundleError(f"{self.path}: the interpreter cannot load the encoder ({e})") from None
         _, self.backend = interpreter_class()

@@ -494,3 +494,39 @@ def test_cases_are_checked_line_by_line_and_measured_is_typed(tmp_path):
     ok = _parse_cases(b'{"case_id": "a", "measured": {"heart_rate_bpm": 61.5, "pr_ms": null, "paced": false,'
                       b' "n_beats": 12}}\n', p, 1)
     assert ok[0]["measured"]["n_beats"] == 12
+
+
+_HOSTILE_MODELS = r'''
+import os, sys
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+import tensorflow as tf
+out = sys.argv[1]
+S = [tf.TensorSpec([1, 128, 128, 3], tf.float32)]
+W = tf.constant(tf.random.normal([3, 128], seed=1))
+emb = lambda x: tf.reshape(tf.reduce_mean(x, axis=[1, 2]) @ W, [1, 128])
+def save(name, fn):
+    conc = tf.function(fn, input_signature=S).get_concrete_function()
+    open(os.path.join(out, name), "wb").write(tf.lite.TFLiteConverter.from_concrete_functions([conc], fn).convert())
+save("tile.tflite", lambda x: emb(tf.tile(x, [1, 100, 100, 1])))   # a 2 GB intermediate from a 3 kB file
+def forever(x):
+    _, v = tf.while_loop(lambda i, v: i >= 0.0, lambda i, v: (i + 1.0, v * 1.0), [tf.constant(0.0), x])
+    return emb(v)
+save("while.tflite", forever)                                       # never ends (and ignores Ctrl-C)
+'''
+
+
+@pytest.mark.slow
+def test_a_hostile_encoder_graph_is_refused_before_it_runs(tmp_path):
+    """An unsigned bundle's encoder with a WHILE that never ends hung every command (Ctrl-C included), one with a
+    TILE took 2 GB: every interpreter the device makes refuses control flow, dynamic shapes and tensors over
+    256 MiB before anything is allocated (both TFLite interpreters; the models are made by TensorFlow in a
+    subprocess: creating an interpreter after importing TensorFlow in one process crashed)."""
+    import subprocess
+    import sys
+
+    from edge.encoder import Encoder
+    subprocess.run([sys.executable, "-c", _HOSTILE_MODELS, str(tmp_path)], check=True, timeout=600,
+                   capture_output=True)
+    for name, match in (("while.tflite", "control flow \\(WHILE\\)"), ("tile.tflite", "over 256 MiB")):
+        with pytest.raises(BundleError, match=f"{name}: .*{match}"):
+            Encoder(tmp_path / name, threads=1)
