@@ -345,3 +345,23 @@ def test_error_lines_and_json_lines_survive_any_lone_surrogate(capsys):
     assert short("bad \ud800 and \udcff name") == "bad \ufffd and \ufffd name"
     echo_json({"query": "x\ud800"})
     assert json.loads(capsys.readouterr().out) == {"query": "x\ufffd"}
+
+
+def test_bench_reads_the_shared_array_as_the_readers_do(tmp_path):
+    """``ecgret bench`` np.load-ed ``$ECGRET_DATA/ptbxl-subset/signals_100hz.npy``: a FIFO there hung it, an object
+    array or a truncated file was an internal error. Now those records are left out, and real ones read as before."""
+    import os
+
+    from edge.bench import _archive_rows
+    from edge.errors import RecordError
+    good = np.arange(3 * 1000 * 12, dtype=np.float16).reshape(3, 1000, 12)
+    np.save(tmp_path / "good.npy", good)
+    rows = _archive_rows(tmp_path / "good.npy", 2)
+    assert len(rows) == 2 and np.array_equal(rows[1], good[1].astype(np.float64))
+    os.mkfifo(tmp_path / "fifo.npy")
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}] * 3, dtype=object), allow_pickle=True)
+    (tmp_path / "trunc.npy").write_bytes((tmp_path / "good.npy").read_bytes()[:5000])
+    np.save(tmp_path / "flat.npy", np.zeros((3, 12)))
+    for name in ("fifo.npy", "obj.npy", "trunc.npy", "flat.npy"):
+        with pytest.raises(RecordError):
+            _archive_rows(tmp_path / name, 2)
