@@ -39,7 +39,7 @@ from .peaks import median_of, median_of_beats, peak_lead, percentiles, r_peaks, 
 from .record import Record
 from .signal import PAD_S, filter_resample, measure_step, to_12_leads
 
-__all__ = ["Measurements", "measure", "FIELDS", "MIN_RATE_BPM", "MAX_RATE_BPM", "check_plausible"]
+__all__ = ["Measurements", "measure", "FIELDS", "MIN_RATE_BPM", "MAX_RATE_BPM", "check_plausible", "without_pr_in_af"]
 
 FIELDS = (
     "heart_rate_bpm",
@@ -57,6 +57,11 @@ FIELDS = (
 )
 MIN_RATE_BPM, MAX_RATE_BPM = 25.0, 300.0  # a measured rate outside these is refused (check_plausible)
 STRETCH_PR_MS, STRETCH_QRS_MS, STRETCH_QTC_MS = 240.0, 120.0, 480.0  # see _stretched
+COMPRESS_HR, COMPRESS_QRS_MS, COMPRESS_QTC_MS = 110.0, 50.0, 340.0  # see _compressed (0 of the archive's 48 cases over 110 bpm)
+# a lead reads as z-scored when its mean is within this of 0 and its SD of 1 after the filtering (PTB-XL's z-scored
+# records at 100 Hz reach 0.11 and 0.10; no lead of the 98 CinC and ludb-dev records in mV comes within 0.13 of SD 1)
+ZSCORE_TOL = 0.15
+QRS_MIN_S = 0.02  # s: a narrower "QRS" is boundaries that failed, not a QRS
 PREMATURE = 0.85  # an RR under this fraction of the median RR (and followed by a longer one) is premature
 HI_HZ = 40.0  # the measurement band's upper edge (clipped below Nyquist on 100 Hz records)
 SV_SMOOTH_S = 0.016  # s, moving average of the spatial velocity before the QRS threshold
@@ -183,7 +188,7 @@ def _zscored(x: np.ndarray, present: np.ndarray, stats: tuple | None = None) -> 
     else:
         cols = x[:, present]
         mean, sd = cols.mean(axis=0), cols.std(axis=0)
-    return bool(np.all(np.abs(mean) < 0.05) and np.all(np.abs(sd - 1.0) < 0.05))
+    return bool(np.all(np.abs(mean) < ZSCORE_TOL) and np.all(np.abs(sd - 1.0) < ZSCORE_TOL))
 
 
 def _rr_stats(peaks: np.ndarray, fs: float):
@@ -221,6 +226,38 @@ def _stretched(vals: dict) -> str | None:
         f"PR {pr:.0f} ms, QRS {qrs:.0f} ms and {t}, all long at once: check the sampling rate (--fs): a record "
         f"read at half its rate looks like this"
     )
+
+
+def _compressed(vals: dict) -> str | None:
+    """The mirror of :func:`_stretched`: a fast rate (>= ``COMPRESS_HR``) with a QRS under ``COMPRESS_QRS_MS`` or a
+    QTc under ``COMPRESS_QTC_MS``: what a record read at twice its sampling rate looks like (every interval halved,
+    Bazett's QTc by 1/sqrt(2): CinC E07500, 57 bpm at 500 Hz, read as 1000 Hz: 114 bpm, QTc 309 ms). Bazett's QTc
+    rises with the rate, so a real tachycardia has a long QTc, not a short one: none of the archive's 48 cases over
+    110 bpm, none of the 98 CinC and ludb-dev records at their right rates is warned, 74 of 97 at twice their rates
+    are. Still a warning, not a refusal (a short-QT syndrome looks the same)."""
+    hr, qrs, qtc = vals.get("heart_rate_bpm"), vals.get("qrs_ms"), vals.get("qtc_bazett_ms")
+    if hr is None or hr < COMPRESS_HR:
+        return None
+    short = [f"QRS {qrs:.0f} ms" for _ in (0,) if qrs is not None and qrs < COMPRESS_QRS_MS]
+    short += [f"QTc {qtc:.0f} ms" for _ in (0,) if qtc is not None and qtc < COMPRESS_QTC_MS]
+    if not short:
+        return None
+    return (
+        f"{hr:.0f} bpm with {' and '.join(short)}: check the sampling rate (--fs): a record read at twice its rate "
+        "looks like this"
+    )
+
+
+def without_pr_in_af(m: Measurements, rhythm: str | None) -> Measurements:
+    """``m`` without its PR when the answer's rhythm is atrial fibrillation or flutter: there is no PR interval
+    then, and what was measured is fibrillatory or flutter waves that happened to repeat (ludb-dev 88, atrial
+    fibrillation: "PR 205 ms" was printed beside it). The finding says why."""
+    if rhythm not in ("AFIB", "AFLT") or m.pr_ms is None:
+        return m
+    from dataclasses import replace
+
+    why = "no PR interval in atrial fibrillation or flutter: the P-like waves found are not P waves"
+    return replace(m, pr_ms=None, findings=(*m.findings, why))
 
 
 def check_plausible(m: Measurements, where: str) -> None:
@@ -263,12 +300,13 @@ def measure(
         y = np.asarray(pre.native[: -(-n_use // step)], dtype=np.float64)  # read only: copied before any write
         shared = np.shares_memory(y, pre.native)
         present = pre.present.copy()
+        derived = pre.derived
         if pre.mean is not None and pre.sd is not None and pre.native_fs == pre.fs and y.shape[0] == pre.n_valid:
             stats = (pre.mean, pre.sd)
     else:
         n_pad = min(record.signal.shape[0], n_use + int(PAD_S * fs))
         sub = Record(record.signal[:n_pad], fs, record.leads, record.name, record.meta)
-        x, present, _ = to_12_leads(sub)
+        x, present, derived = to_12_leads(sub)
         if not np.all(np.isfinite(x)):
             x = np.where(np.isfinite(x), x, 0.0)
         x = x - x[:n_use].mean(axis=0)
@@ -347,11 +385,15 @@ def measure(
     on = _runs_below(sv, th, r0, max(-1, r0 - int(0.16 * fs)), -1, hold)
     off = _runs_below(sv, th, r0, min(sv.size, r0 + int(0.22 * fs)), 1, hold)
     qrs_on = qrs_off = None
-    if on is None or off is None:
+    on_f = off_f = 0.0
+    if on is not None and off is not None:
+        on_f, off_f = _cross(sv, th, on, -1), _cross(sv, th, off, 1)
+    if on is None or off is None or off_f - on_f < QRS_MIN_S * fs:
+        # (both boundaries at the R peak itself, the velocity never above the threshold there, gave a QRS of -4 ms:
+        # CinC JS20004 read at twice its rate)
         findings.append("QRS boundaries not found: QRS, QT and axis not measured")
     else:
         qrs_on, qrs_off = on, off
-        on_f, off_f = _cross(sv, th, on, -1), _cross(sv, th, off, 1)
         vals["qrs_ms"] = (off_f - on_f) * ms
     # baseline per lead: the PR segment just before the QRS onset (or the beat's start)
     if qrs_on is not None and qrs_off is not None:  # both found or neither
@@ -403,7 +445,7 @@ def measure(
             and len(units) > 0
             and all(str(u).lower() in ("mv", "uv", "µv", "v") for u in units)
         )
-        if not physical and _zscored(y, present, stats):
+        if not physical and _zscored(y, present & ~derived, stats):
             findings.append("z-scored signal (no physical units): axis not measured")
         elif qrs_off is not None and present[0] and present[5]:
             vals["axis_deg"] = _axis(mb[qrs_on : qrs_off + 1] - iso, use)
@@ -413,7 +455,7 @@ def measure(
     if "qt_ms" in vals:
         vals["qtc_bazett_ms"] = vals["qt_ms"] / np.sqrt(rr_s)
         vals["qtc_fridericia_ms"] = vals["qt_ms"] / np.cbrt(rr_s)
-    stretched = _stretched(vals)
+    stretched = _stretched(vals) or _compressed(vals)
     if stretched:
         findings.append(stretched)
     plain: dict[str, Any] = {k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in vals.items()}

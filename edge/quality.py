@@ -18,6 +18,8 @@ from .peaks import AFTER, BEAT_WINDOW, BEFORE, median_of, median_of_beats, peak_
 from .record import Record
 from .signal import PreprocessedECG, butter_bandpass_gain2, butter_highpass_gain2, check_record, preprocess
 
+SHORT_S = 5.0  # a strip under this many seconds without 3 complete beats is called short, not noisy
+
 
 @dataclass(frozen=True)
 class Finding:
@@ -160,9 +162,13 @@ def assess(
             if LEADS12[k] not in bad and corr[k] < min_beat_corr:
                 flag(LEADS12[k], "noisy", f"beats inconsistent (median correlation {corr[k]:.2f})")
     elif pre.present.any():
-        findings.append(Finding("record", "noisy", "no regular heartbeats detected"))
+        secs = pre.n_valid / float(pre.fs)
+        if secs < SHORT_S:  # a short strip, not a noisy one: say so
+            findings.append(Finding("record", "short", f"{secs:.1f} s: too short for 3 complete heartbeats"))
+        else:
+            findings.append(Finding("record", "noisy", "no regular heartbeats detected"))
         for k in np.flatnonzero(pre.present & ~derived):
-            bad.setdefault(LEADS12[k], "noisy")
+            bad.setdefault(LEADS12[k], "short" if secs < SHORT_S else "noisy")
     for k in np.flatnonzero(derived):
         if "I" in bad or "II" in bad:
             bad[LEADS12[k]] = "derived from a bad lead"

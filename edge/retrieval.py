@@ -16,7 +16,7 @@ from .answer import TWIN_SCORE
 from .consensus import Consensus, vote
 from .errors import ConfigError, RecordError
 from .leads import LEADS12
-from .measure import Measurements, check_plausible, measure
+from .measure import Measurements, check_plausible, measure, without_pr_in_af
 from .quality import QualityReport, assess
 from .record import Record
 from .rerank import Ranker, features, setting_of
@@ -263,6 +263,8 @@ class Retriever:
         cons = vote(matches)
         if self.measure and rhythm is None:
             rhythm = ground(cons, meas)
+        if meas is not None and rhythm is not None:
+            meas = without_pr_in_af(meas, rhythm.label)
         t["total"] = time.perf_counter() - t0
         return QueryResult(
             record.name,

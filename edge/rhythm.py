@@ -14,7 +14,9 @@ settles both. The rules, in order (thresholds below; each is tested in tests/tes
    rhythm is sinus (or atrial flutter, if the cases say so: a regular flutter cannot be told by the RR series).
 4. Sinus: the rate names it. Under ``BRADY_SURE`` bpm sinus bradycardia, over ``TACHY_SURE`` sinus tachycardia
    (measured); between ``BRADY_SURE`` and 60, or 100 and ``TACHY_SURE``, the similar cases decide between the
-   neighbouring labels; 60-100 bpm is never bradycardia or tachycardia. A variable but not chaotic RR series
+   neighbouring labels; 60-100 bpm is never bradycardia or tachycardia; over ``SINUS_MAX`` bpm the rate names
+   nothing (the cases' rhythm, marked retrieved, with a note to confirm it and check the sampling rate). A
+   variable but not chaotic RR series
    (RR SD >= ``SARRH_CV`` x mean, at most one premature beat, P waves present) is sinus arrhythmia.
 5. Nothing measurable (fewer than three beats): the similar cases' rhythm, marked as not measured.
 
@@ -47,6 +49,7 @@ P_CLEAR = 0.14  # a P wave over this fraction is clear atrial activity: never at
 BRADY_SURE = 58.0  # bpm
 TACHY_SURE = 100.0
 SARRH_CV = 0.12
+SINUS_MAX = 180.0  # bpm: a regular rhythm faster than this is not named sinus tachycardia from the rate
 
 RHYTHM_NAMES = {
     "SR": "sinus rhythm",
@@ -176,6 +179,16 @@ def _unpaced(consensus, m, answer, votes, top, top_s, hr) -> RhythmAnswer:
         )
     if top == "AFLT" and p_rel < P_WEAK:
         return answer("AFLT", note, measured=False)
+    if hr > SINUS_MAX:  # too fast to call sinus from the rate alone: the cases' rhythm, said to be unconfirmed
+        named = RHYTHM_NAMES.get(top, top) if top else "no rhythm"
+        return RhythmAnswer(
+            top or "STACH",
+            "retrieved",
+            top,
+            top_s,
+            f"measured {hr:.0f} bpm and regular: faster than a sinus tachycardia usually is; the similar cases say "
+            f"{named}; confirm on the strip (and check the sampling rate, --fs)",
+        )
     rate_label = None
     if hr < BRADY_SURE:
         rate_label = "SBRAD"
