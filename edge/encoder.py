@@ -34,7 +34,6 @@ from pathlib import Path
 import numpy as np
 
 from .errors import BundleError
-from .termtext import printable
 
 __all__ = [
     "Encoder",
@@ -240,9 +239,10 @@ MAX_TENSOR_BYTES = 256 << 20  # all tensors of the graph together (the shipped e
 
 def check_graph(interp) -> None:
     """Refuse, before any tensor is allocated, a model no image encoder needs and a hostile one uses: control flow
-    (a WHILE that never ends hung every command, Ctrl-C included), a dynamic tensor shape (memory decided at run
-    time), or tensors of more than :data:`MAX_TENSOR_BYTES` together (a 2.7 kB model with TILE took 2 GB). Raises
-    :class:`BundleError`."""
+    (a WHILE that never ends hung every command, Ctrl-C included) or tensors of more than :data:`MAX_TENSOR_BYTES`
+    together at their allocated shapes (a 2.7 kB model with TILE took 2 GB). Raises :class:`BundleError`. Not
+    covered: an op that sizes its output from the input's values at run time (the bundle's signature is the
+    defence there; these bounds are for ``--allow-unsigned``)."""
     ops_of = getattr(interp, "_get_ops_details", None)
     ops = {str(o.get("op_name", "")) for o in ops_of()} if callable(ops_of) else set()
     bad = sorted(ops & CONTROL_FLOW_OPS)
@@ -250,9 +250,6 @@ def check_graph(interp) -> None:
         raise BundleError(f"the encoder's graph uses control flow ({', '.join(bad)}); an image encoder has none")
     total = 0
     for t in interp.get_tensor_details():
-        sig = t.get("shape_signature")
-        if sig is not None and any(int(d) < 0 for d in np.ravel(sig)):
-            raise BundleError(f"the encoder's tensor {printable(t.get('name', '?'))[:60]!r} has a dynamic shape")
         total += int(np.prod(np.asarray(t["shape"], dtype=np.float64))) * np.dtype(t["dtype"]).itemsize
         if total > MAX_TENSOR_BYTES:
             raise BundleError(

@@ -518,7 +518,7 @@ save("while.tflite", forever)                                       # never ends
 @pytest.mark.slow
 def test_a_hostile_encoder_graph_is_refused_before_it_runs(tmp_path):
     """An unsigned bundle's encoder with a WHILE that never ends hung every command (Ctrl-C included), one with a
-    TILE took 2 GB: every interpreter the device makes refuses control flow, dynamic shapes and tensors over
+    TILE took 2 GB: every interpreter the device makes refuses control flow and tensors over
     256 MiB before anything is allocated (both TFLite interpreters; the models are made by TensorFlow in a
     subprocess: creating an interpreter after importing TensorFlow in one process crashed)."""
     import subprocess
