@@ -449,6 +449,11 @@ def measure(
             findings.append("z-scored signal (no physical units): axis not measured")
         elif qrs_off is not None and present[0] and present[5]:
             vals["axis_deg"] = _axis(mb[qrs_on : qrs_off + 1] - iso, use)
+            if "pr_ms" in vals and _arms_reversed(mb - iso, use, pp, qrs_on, qrs_off):
+                findings.append(
+                    "lead I shows a negative P wave and a negative QRS: the arm electrodes may be reversed (LA/RA), "
+                    "or the heart is on the right (dextrocardia); the axis is then not the heart's"
+                )
         else:
             findings.append("axis needs leads I and aVF (or I and II)")
     rr_s = med_rr
@@ -473,6 +478,24 @@ _LIMB_ANGLES = np.radians([0.0, 60.0, 120.0, -150.0, -30.0, 90.0])  # I, II, III
 # (aVF = II - I/2 = sqrt(3)/2 H_y), the bipolar leads all of it; so from I and aVF, H = (I, 2/sqrt(3) aVF)
 # (Novosel et al., Croat Med J 1999; BRAVEHEART's ecg_axis)
 _LIMB_SCALE = np.array([1.0, 1.0, 1.0, 0.5 * np.sqrt(3.0), 0.5 * np.sqrt(3.0), 0.5 * np.sqrt(3.0)])
+
+
+def _arms_reversed(b: np.ndarray, use: np.ndarray, pp: int, on: int, off: int) -> bool:
+    """The classic sign of reversed arm electrodes (LA/RA) in sinus rhythm: lead I inverted, its P wave and its net
+    QRS both negative (normally both positive). ``b`` the baseline-corrected median beats (W, L) of the leads ``use``,
+    ``pp`` the P peak, ``on``/``off`` the QRS; the P deflection in I must be at least a quarter of the largest over
+    the leads (a flat P says nothing). On the 98 CinC and ludb-dev records and the 1,625 archive cases: none flagged;
+    the 98 with their arm electrodes swapped: 56 flagged."""
+    cols = use.tolist()
+    if 0 not in cols:
+        return False
+    i = cols.index(0)
+    p = b[pp]
+    big = float(np.max(np.abs(p)))
+    if big <= 0 or p[i] > -0.25 * big:
+        return False
+    q = b[on : off + 1, i]
+    return float(np.maximum(q.max(), 0.0) + np.minimum(q.min(), 0.0)) < 0
 
 
 def _axis(q: np.ndarray, use: np.ndarray) -> float | None:

@@ -361,3 +361,24 @@ def test_no_axis_from_z_scored_leads_whatever_is_derived(retriever):
         m12 = retriever.query_record(Record(x, 100.0, LEADS12, f"r{row}", {})).measurements
         m2 = retriever.query_record(Record(x[:, :2], 100.0, ("I", "II"), f"r{row}", {})).measurements
         assert m12.axis_deg is None and m2.axis_deg is None, (row, m12.axis_deg, m2.axis_deg)
+
+
+def test_reversed_arm_electrodes_are_flagged_and_real_records_are_not(retriever, shared_data):
+    """An LA/RA swap (I -> -I, II <-> III, aVR <-> aVL) moved CinC E07500's axis from 17 to 164 degrees with "no
+    problems found". Now lead I's negative P and QRS are named as a possible reversal; the unswapped record is not."""
+    from edge.record import Record
+    rec = read_record(shared_data / "cinc2021-sample" / "E07500")
+    g = {k: rec.leads.index(k) for k in ("I", "II", "III", "aVR", "aVL")}
+    x = rec.signal.copy()
+    y = x.copy()
+    y[:, g["I"]] = -x[:, g["I"]]
+    y[:, g["II"]], y[:, g["III"]] = x[:, g["III"]], x[:, g["II"]]
+    y[:, g["aVR"]], y[:, g["aVL"]] = x[:, g["aVL"]], x[:, g["aVR"]]
+    swapped = retriever.query_record(Record(y, rec.fs, rec.leads, rec.name, rec.meta)).measurements
+    plain = retriever.query_record(rec).measurements
+    assert any("arm electrodes may be reversed" in f for f in swapped.findings), swapped.findings
+    assert not any("arm electrodes" in f for f in plain.findings)
+
+
+def test_no_real_record_of_ludb_dev_is_called_reversed(accuracy):
+    assert not [r["record"] for r in accuracy["records"] if any("arm electrodes" in f for f in r["findings"])]
