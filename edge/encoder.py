@@ -312,7 +312,7 @@ class Encoder:
         if self.input_dtype == np.int8 or self.input_dtype == np.uint8:
             info = np.iinfo(self.input_dtype)
             q = np.rint(x / self.in_scale) + self.in_zp
-            return np.clip(q, info.min, info.max).astype(self.input_dtype)
+            return np.minimum(np.maximum(q, info.min), info.max).astype(self.input_dtype)  # np.clip, cheaper
         return x.astype(self.input_dtype)
 
     def raw(self, image: np.ndarray) -> np.ndarray:

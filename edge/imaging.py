@@ -33,7 +33,7 @@ from functools import lru_cache
 import numpy as np
 
 from .leads import LEADS12
-from .peaks import AFTER, BEFORE, median_beat, peak_lead, r_peaks
+from .peaks import AFTER, BEFORE, clip, median_beat, peak_lead, r_peaks
 
 GRID = ((0, 3, 6, 9), (1, 4, 7, 10), (2, 5, 8, 11))  # rows x columns of lead indices in LEADS12
 _GRID_ORDER = np.array(GRID).ravel()  # the 12 lead tiles in row-major image order
@@ -101,16 +101,20 @@ def quantile_bins(x: np.ndarray, n_bins: int = 4) -> np.ndarray:
     ``np.percentile`` edges with linear interpolation, ``searchsorted(side="left")``); (n,) or (b, n)."""
     x = np.asarray(x, dtype=np.float64)
     xs = np.sort(x, axis=-1)
-    n = x.shape[-1]
-    pos = np.linspace(0.0, 1.0, n_bins + 1)[1:-1] * (n - 1)
-    lo = np.floor(pos).astype(int)
-    hi = np.minimum(lo + 1, n - 1)
-    frac = pos - lo
+    lo, hi, frac = _quantile_positions(x.shape[-1], n_bins)
     edges = xs[..., lo] + (xs[..., hi] - xs[..., lo]) * frac  # (..., n_bins - 1)
     out = np.zeros(x.shape, dtype=np.intp)
     for k in range(n_bins - 1):  # count the edges below each value
         out += x > edges[..., k : k + 1]
     return out
+
+
+@lru_cache(maxsize=16)
+def _quantile_positions(n: int, n_bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The samples below and above each inner quantile of an n-sample series (sorted), and the fraction between."""
+    pos = np.linspace(0.0, 1.0, n_bins + 1)[1:-1] * (n - 1)
+    lo = np.floor(pos).astype(int)
+    return lo, np.minimum(lo + 1, n - 1), pos - lo
 
 
 def mtf(x: np.ndarray, n_bins: int = 4) -> np.ndarray:
@@ -184,11 +188,11 @@ def tile_fields(x: np.ndarray, size: int, n_bins: int = 4) -> np.ndarray:
     MTF products run in float64 and are rounded once to float32; the recurrence plot's input is put on a
     2**-12 grid and the area operator written in whole units, so both of its resize passes are exact in
     float32 (|error| <= 2**-12 against the unrounded plot, far below one int8 input step of 2/255)."""
-    x = np.clip(np.atleast_2d(np.asarray(x, dtype=np.float32)), -1.0, 1.0)
+    x = clip(np.atleast_2d(np.asarray(x, dtype=np.float32)), -1.0, 1.0)
     b, n = x.shape
     m = _area_matrix64(n, size)
     x64 = x.astype(np.float64)
-    s = np.sqrt(np.clip(1.0 - x64 * x64, 0.0, 1.0))
+    s = np.sqrt(clip(1.0 - x64 * x64, 0.0, 1.0))
     mx, ms = x64 @ m.T, s @ m.T  # (b, size)
     out = np.empty((b, size, size, 3), dtype=np.float32)
     g = mx[:, :, None] * mx[:, None, :]
@@ -238,13 +242,18 @@ def _window_starts(n: int, n_out: int) -> np.ndarray:
     return np.linspace(0, n, n_out + 1).astype(int)[:-1]
 
 
+@lru_cache(maxsize=16)
+def _sample_times(n_valid: int, n_out: int) -> np.ndarray:
+    """``n_out`` evenly spaced sample times over the first ``n_valid`` samples."""
+    return np.linspace(0, n_valid - 1, n_out)
+
+
 def rr_series(peaks: np.ndarray, n_valid: int, n_out: int, fs: int = 100) -> np.ndarray | None:
     """Instantaneous RR interval (s) as a step function of time over the strip, sampled at n_out points."""
     if peaks.size < 3:
         return None
     rr = np.diff(peaks) / fs
-    t = np.linspace(0, n_valid - 1, n_out)
-    idx = np.clip(np.searchsorted(peaks[1:], t, side="left"), 0, rr.size - 1)
+    idx = clip(np.searchsorted(peaks[1:], _sample_times(n_valid, n_out), side="left"), 0, rr.size - 1)
     return rr[idx].astype(np.float32)
 
 
@@ -297,12 +306,12 @@ def _rhythm_series(x, present, peaks, pk, n, config) -> tuple[np.ndarray, np.nda
     series[0], use[0] = 2 * maxabs(envelope(x[:n, pk], n_strip)) - 1, present[pk]
     rr = rr_series(peaks, n, n_strip, config.fs)
     if rr is not None:
-        t = np.clip((rr - RR_MIN) / (RR_MAX - RR_MIN), 0, 1)
+        t = clip((rr - RR_MIN) / (RR_MAX - RR_MIN), 0, 1)
         series[1] = np.cos(np.float32(np.pi / 2) * t) if config.rr_scale == "angle" else 2 * t - 1
         drr = np.empty_like(rr)  # np.diff(rr, prepend=rr[0])
         drr[0] = 0.0
         np.subtract(rr[1:], rr[:-1], out=drr[1:])
-        series[2] = np.clip(drr / 0.5, -1, 1)  # +-0.5 s change fills the scale
+        series[2] = clip(drr / 0.5, -1, 1)  # +-0.5 s change fills the scale
         use[1:3] = True
     atrial = next((k for k in _ATRIAL_LEADS if present[k] and k != pk), None)
     if atrial is not None:

@@ -35,7 +35,7 @@ import numpy as np
 
 from .errors import RecordError
 from .leads import LEADS12
-from .peaks import median_of, median_of_beats, peak_lead, percentiles, r_peaks, unique_sorted
+from .peaks import clip, median_of, median_of_beats, peak_lead, percentiles, r_peaks, unique_sorted
 from .record import Record
 from .signal import PAD_S, filter_resample, measure_step, to_12_leads
 
@@ -538,8 +538,8 @@ def _refine(y: np.ndarray, peaks: np.ndarray, fs_hint: float, fs: float) -> np.n
     hi, lo = float(np.max(y)), float(np.min(y))
     sign = 1.0 if hi >= -lo else -1.0
     w = max(1, int(round(0.02 * fs)))
-    c = np.clip(np.rint(peaks * (fs / fs_hint)).astype(np.int64), 0, y.size - 1)
-    idx = np.clip(c[:, None] + np.arange(-w, w + 1)[None, :], 0, y.size - 1)
+    c = clip(np.rint(peaks * (fs / fs_hint)).astype(np.int64), 0, y.size - 1)
+    idx = clip(c[:, None] + np.arange(-w, w + 1)[None, :], 0, y.size - 1)
     return unique_sorted(idx[np.arange(c.size), np.argmax(sign * y[idx], axis=1)])
 
 
@@ -559,7 +559,7 @@ def _paced(x: np.ndarray, peaks: np.ndarray, fs: float) -> bool:
     # per beat, the leads with a spike in [R - 120 ms, R + 20 ms)
     a, b = int(0.12 * fs), int(0.02 * fs)
     p = np.asarray(peaks, dtype=np.int64)
-    win = np.clip(p[:, None] + np.arange(-a, b)[None, :], 0, d2.shape[0] - 1)  # (beats, window); clipped = a slice
+    win = clip(p[:, None] + np.arange(-a, b)[None, :], 0, d2.shape[0] - 1)  # (beats, window); clipped = a slice
     spikes = (d2[win] > SPIKE_REL * np.maximum(p99, 1e-9)).any(axis=1)  # (beats, leads)
     hits = int(np.count_nonzero(np.count_nonzero(spikes, axis=1) >= 3))
     return hits >= 0.5 * peaks.size
