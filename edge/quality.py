@@ -19,6 +19,11 @@ from .record import Record
 from .signal import PreprocessedECG, butter_bandpass_gain2, butter_highpass_gain2, check_record, preprocess
 
 SHORT_S = 5.0  # a strip under this many seconds without 3 complete beats is called short, not noisy
+# a lead that repeats one value for this long has lost its signal (a board's lead-off, a held or zeroed value), even
+# when the rest of it is an ECG: the beats in that span are gone, and the R peaks around it make a "pause" (a 2 s
+# dropout put every one of the 98 CinC and ludb-dev records 5-20 bpm low, most with no finding). Real records repeat
+# a value for at most 0.58 s (ludb-dev 128: a 1 uV grid with half its samples repeated; PTB-XL at 100 Hz: 0.09 s).
+LOST_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -26,7 +31,7 @@ class Finding:
     """One quality finding on one lead (or the whole record): its kind and a short detail for people."""
 
     lead: str  # lead name, or "record"
-    kind: str  # flat | clipped | lead_off | noisy | gaps | derived | missing | short
+    kind: str  # flat | clipped | lead_off | noisy | gaps | lost | derived | missing | short
     detail: str
 
     def __str__(self) -> str:
@@ -82,6 +87,7 @@ def assess(
     - clipped: more than ``clip_frac`` of samples sit at the lead's own extreme values (rail);
     - lead_off: the board flagged the electrode off for more than ``gap_frac`` of the record;
     - gaps: non-finite samples (dropped frames) for more than ``gap_frac`` of the record;
+    - lost: the lead repeats one value for ``LOST_S`` or longer somewhere (signal lost mid-record);
     - noisy: power above 45 Hz exceeds ``noise_ratio`` of the power in 0.5-40 Hz (records sampled
       at 200 Hz or more), or the beats do not resemble their median beat (median correlation under
       ``min_beat_corr``; this catches pure noise at any rate and in any unit).
@@ -107,7 +113,9 @@ def assess(
     ptp = mx - mn
     # the same value as np.median, without its first call importing numpy.ma (cold start: docs/PERFORMANCE.md)
     med_ptp = float(median_of(ptp[ptp > 0].tolist())) if np.any(ptp > 0) else 0.0
-    same = np.count_nonzero(xt[:, 1:] == xt[:, :-1], axis=1) / max(n - 1, 1)
+    repeats = xt[:, 1:] == xt[:, :-1]  # (leads, n - 1): a sample equal to the one before
+    same = np.count_nonzero(repeats, axis=1) / max(n - 1, 1)
+    lost = _longest_repeat(repeats, int(np.ceil(LOST_S * float(record.fs))))
     tol = (1e-6 * np.maximum(ptp, 1e-12))[:, None]
     at_rail = (
         np.maximum(np.count_nonzero(xt >= mx[:, None] - tol, axis=1), np.count_nonzero(xt <= mn[:, None] + tol, axis=1))
@@ -145,6 +153,9 @@ def assess(
             flag(lead, "flat", f"peak-to-peak {ptp[j]:.3g}{' mV' if mv else ''}")
         elif at_rail[j] > clip_frac:
             flag(lead, "clipped", f"{at_rail[j]:.0%} of samples at the rail")
+        elif lost[j] is not None:
+            start, length = lost[j]
+            flag(lead, "lost", f"one value repeated for {length / fs:.1f} s from {start / fs:.1f} s: signal lost")
         elif ratio[j] > noise_ratio:
             flag(lead, "noisy", f"high-frequency power {ratio[j]:.1f}x the ECG band")
     # beat consistency on the preprocessed signal
@@ -187,6 +198,23 @@ def assess(
         reasons = "; ".join(str(f) for f in findings if f.kind not in ("derived", "missing")) or "no ECG lead"
         raise QualityError(f"{where}: no usable lead ({reasons})")
     return QualityReport(tuple(findings), usable, int(pk), all_peaks)
+
+
+def _longest_repeat(repeats: np.ndarray, min_len: int) -> list[tuple[int, int] | None]:
+    """Per row of ``repeats`` (leads, n - 1; True where a sample equals the one before), the (first sample, samples)
+    of its longest run of one repeated value when that run is at least ``min_len`` samples long, else None."""
+    out: list[tuple[int, int] | None] = [None] * repeats.shape[0]
+    # a run of k repeats is k + 1 equal samples; rows with too few repeats in all cannot hold one
+    for j in np.flatnonzero(np.count_nonzero(repeats, axis=1) >= min_len - 1).tolist():
+        r = np.empty(repeats.shape[1] + 2, dtype=np.int8)
+        r[0] = r[-1] = 0
+        r[1:-1] = repeats[j]
+        d = np.diff(r)
+        starts, ends = np.flatnonzero(d == 1), np.flatnonzero(d == -1)
+        k = int(np.argmax(ends - starts))
+        if ends[k] - starts[k] + 1 >= min_len:
+            out[j] = (int(starts[k]), int(ends[k] - starts[k] + 1))
+    return out
 
 
 @lru_cache(maxsize=16)

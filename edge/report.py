@@ -26,7 +26,7 @@ from .report_svg import case_svg, ecg_svg, esc
 
 __all__ = ["render_report", "write_report", "physical_units", "refuse_target", "PAGE_HEAD", "MAX_QUERIES"]
 
-_PROBLEMS = ("flat", "clipped", "lead_off", "noisy", "gaps")
+_PROBLEMS = ("flat", "clipped", "lead_off", "noisy", "gaps", "lost")
 _PHYSICAL = ("mv", "uv", "µv", "v", "millivolt", "millivolts")
 
 _CSS = """

@@ -79,3 +79,32 @@ def test_no_usable_lead_is_refused_with_the_reason(raw):
 def test_too_short_is_refused(raw):
     with pytest.raises(RecordError, match="2 s minimum"):
         assess(Record(raw.signal[:900], raw.fs, raw.leads, "short", raw.meta))
+
+
+def test_signal_lost_mid_record_is_named_and_the_lead_not_used(raw):
+    """A lead that repeats one value for 2 s (a board's lead-off, a held or zeroed value) has lost its signal: named
+    ``lost`` and not used (its missing beats made a 2 s "pause": every real record read 5-20 bpm low, unflagged).
+    The same on every lead: refused, as a record of dropped frames is."""
+    a, b = int(4 * raw.fs), int(6 * raw.fs)
+    for fill in ("zero", "hold"):
+        x = raw.signal.copy()
+        for lead in ("II", "III", "aVF"):  # the left-leg electrode off
+            j = raw.leads.index(lead)
+            x[a:b, j] = 0.0 if fill == "zero" else x[a - 1, j]
+        rep = assess(Record(x, raw.fs, raw.leads, "ll-off", raw.meta))
+        assert {("II", "lost"), ("III", "lost"), ("aVF", "lost")} <= kinds(rep), fill
+        assert set(rep.usable_leads) == set(LEADS12) - {"II", "III", "aVF"}
+        assert "4.0 s" in next(f.detail for f in rep.findings if f.lead == "II")
+    x = raw.signal.copy()
+    x[a:b] = 0.0
+    with pytest.raises(QualityError, match="lost"):
+        assess(Record(x, raw.fs, raw.leads, "all-off", raw.meta))
+    # one value repeated for 0.9 s is not lost (ludb-dev repeats values for up to 0.58 s on a 1 uV grid)
+    x = raw.signal.copy()
+    x[a : a + int(0.9 * raw.fs), raw.leads.index("II")] = 0.0
+    assert ("II", "lost") not in kinds(assess(Record(x, raw.fs, raw.leads, "short-off", raw.meta)))
+
+
+def test_no_real_record_is_called_lost(shared_data):
+    for f in sorted((shared_data / "ludb-dev" / "data").glob("*.hea"))[:50:5]:
+        assert not [x for x in assess(read_record(f)).findings if x.kind == "lost"], f.stem
