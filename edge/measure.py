@@ -77,6 +77,7 @@ T_DROP = 0.25  # the T wave's descent ends where its magnitude falls under this 
 SPIKE_REL = 12.0  # a pacing spike's second difference, over the lead's 99th percentile
 AXIS_METHOD = "amplitude"  # net QRS deflection R - |S| per lead ("area": the net QRS area); see _axis
 P_CONSIST = 0.5  # ... and correlate with the median P wave in at least half of the beats at this level
+NEXT_BEAT_S = 0.1  # s before the next R peak the T-wave end is no longer sought (that beat's QRS onset)
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,7 @@ class Measurements:
     axis_deg: float | None = None
     n_beats: int = 0
     paced: bool = False
+    bigeminy: bool = False  # the RR series alternates short-long throughout (not output: the findings say it)
     duration_s: float = 0.0  # the seconds measured
     p_rel: float | None = None  # the P wave's magnitude over the QRS's (evidence of atrial activity; not output)
     fs: float = 0.0
@@ -191,13 +193,37 @@ def _zscored(x: np.ndarray, present: np.ndarray, stats: tuple | None = None) -> 
     return bool(np.all(np.abs(mean) < ZSCORE_TOL) and np.all(np.abs(sd - 1.0) < ZSCORE_TOL))
 
 
+def _bigeminy(rl: list[float]) -> int | None:
+    """The parity (0 or 1) of the short intervals when an RR series of 4 or more alternates short-long throughout
+    (every other interval under ``PREMATURE`` x both its neighbours), else None."""
+    n = len(rl)
+    if n < 4:
+        return None
+    for s in (0, 1):
+        if all(rl[i] < PREMATURE * rl[j] for i in range(s, n, 2) for j in (i - 1, i + 1) if 0 <= j < n):
+            return s
+    return None
+
+
 def _rr_stats(peaks: np.ndarray, fs: float):
-    """(RR intervals in s, their median, which are premature, the irregularity index or None), over a few dozen
-    intervals at most: the loop runs on a Python list (the same values as the numpy expressions, without their
-    per-call cost)."""
+    """(RR intervals in s, their median, which are premature, the irregularity index or None, bigeminy), over a few
+    dozen intervals at most: the loop runs on a Python list (the same values as the numpy expressions, without their
+    per-call cost).
+
+    Bigeminy (the series alternates short-long throughout): the short intervals are the premature ones (with an odd
+    count the median could be a short one, and then none was), the median is half the median coupled cycle (a short
+    plus the long after it: the mean RR, which the QTc uses), and the irregularity is that of those cycles: a
+    steady bigeminy is regular, not atrial fibrillation (which 18 of 92 real records re-timed into bigeminy read)."""
     rr = (peaks[1:] - peaks[:-1]) / fs
     rl = rr.tolist()
     n = len(rl)
+    s = _bigeminy(rl)
+    if s is not None:
+        pairs = [rl[i] + rl[i + 1] for i in range(s, n - 1, 2)]
+        cyc = median_of(pairs) if pairs else 0.0
+        irr = median_of([abs(pairs[i + 1] - pairs[i]) for i in range(len(pairs) - 1)]) / cyc if len(pairs) >= 2 else None
+        med = cyc / 2.0 if cyc else median_of(rl)
+        return rr, med, np.array([i % 2 == s for i in range(n)], dtype=bool), irr, True
     med = median_of(rl)
     lim = PREMATURE * med
     prem = [rl[i] < lim and (i + 1 == n or rl[i + 1] > rl[i]) for i in range(n)]
@@ -206,7 +232,7 @@ def _rr_stats(peaks: np.ndarray, fs: float):
     kept = [rl[i] for i in range(n) if not prem[i] and not (i and prem[i - 1])]
     base = kept if len(kept) >= 3 else rl
     irr = median_of([abs(base[i + 1] - base[i]) for i in range(len(base) - 1)]) / med if len(base) >= 2 else None
-    return rr, med, np.array(prem, dtype=bool), irr
+    return rr, med, np.array(prem, dtype=bool), irr, False
 
 
 def _stretched(vals: dict) -> str | None:
@@ -335,7 +361,7 @@ def measure(
             duration_s=n_use / fs_in,
             findings=(f"fewer than 3 R peaks found on lead {LEADS12[pk]}: nothing measured",),
         )
-    rr, med_rr, premature, irr = _rr_stats(peaks, fs)
+    rr, med_rr, premature, irr, bigeminy = _rr_stats(peaks, fs)
     paced = _paced(record.signal[:n_use], peaks * step, fs_in)
     rr_mean = float(rr.sum()) / rr.size  # np.mean(rr) and np.std(rr), the same values without their overhead
     dev = rr - rr_mean
@@ -346,7 +372,10 @@ def measure(
         irregularity=irr,
         premature_beats=int(premature.sum()),
         n_beats=int(peaks.size),
+        bigeminy=bigeminy,
     )
+    if bigeminy:
+        findings.append(f"bigeminy: every other beat is premature ({int(premature.sum())} of {peaks.size} beats)")
     if irr is None:
         findings.append("irregularity needs at least 3 RR intervals")
     if paced:
@@ -361,6 +390,12 @@ def measure(
     ok[1:] = ~premature
     ok &= (peaks - before >= 0) & (peaks + after < n_m)
     beats_at = peaks[ok]
+    # where the median beat holds the next beat's QRS: where a third or more of its beats are followed by a premature
+    # one (bigeminy, trigeminy; an isolated premature beat does not show in a median). The T end is then sought
+    # before that QRS (NEXT_BEAT_S ahead of the earliest such R peak): in bigeminy the tangent took the early beat's
+    # QRS for the T wave's end (QTc 640 for 393)
+    early = (peaks[1:] - peaks[:-1])[ok[:-1] & premature]
+    next_r = int(early.min()) if early.size and 3 * early.size >= int(ok.sum()) else n_m
     if beats_at.size < 2:
         findings.append("fewer than 2 complete regular beats: intervals not measured")
         return Measurements(**vals, fs=fs_in, duration_s=n_use / fs_in, findings=tuple(findings), peaks=peaks * step)
@@ -403,7 +438,13 @@ def measure(
         # 5. T end: tangent at the steepest descent after the T peak
         t_lo = qrs_off + int(round(0.06 * fs))
         if t_lo < mag.size - int(0.05 * fs):
-            t_hi = min(mag.size, qrs_on + int(round(min(0.62, 0.80 * med_rr) * fs)))
+            # and before the next beat (NEXT_BEAT_S ahead of its R peak): in bigeminy every measured beat is followed
+            # by an early one, whose QRS the median beat holds and the tangent took for the T wave's end (QTc 640)
+            t_hi = min(
+                mag.size,
+                qrs_on + int(round(min(0.62, 0.80 * med_rr) * fs)),
+                r0 + next_r - int(round(NEXT_BEAT_S * fs)),
+            )
             tp = t_lo + int(np.argmax(mag[t_lo:t_hi])) if t_hi > t_lo + 2 else t_hi
             amp = float(mag[tp])
             below = np.flatnonzero(mag[tp:t_hi] < T_DROP * amp)

@@ -17,7 +17,9 @@ settles both. The rules, in order (thresholds below; each is tested in tests/tes
    neighbouring labels; 60-100 bpm is never bradycardia or tachycardia; over ``SINUS_MAX`` bpm the rate names
    nothing (the cases' rhythm, marked retrieved, with a note to confirm it and check the sampling rate). A
    variable but not chaotic RR series
-   (RR SD >= ``SARRH_CV`` x mean, at most one premature beat, P waves present) is sinus arrhythmia.
+   (RR SD >= ``SARRH_CV`` x mean, at most one premature beat, P waves present) is sinus arrhythmia. A steady
+   bigeminy (every other beat premature, the coupled cycles regular) is an irregular sinus rhythm: sinus arrhythmia
+   at 60-100 bpm (as LUDB's cardiologists name it), with a note; never atrial fibrillation.
 5. Nothing measurable (fewer than three beats): the similar cases' rhythm, marked as not measured.
 
 The answer says where its label comes from (``basis``: measured, retrieved, or both agreeing) and, when the cases
@@ -200,7 +202,10 @@ def _unpaced(consensus, m, answer, votes, top, top_s, hr) -> RhythmAnswer:
         rate_label = "STACH" if top == "STACH" else "SR"
     else:
         rate_label = "SR"
-    if rate_label == "SR":
+    if getattr(m, "bigeminy", False):  # a steady bigeminy (measure._rr_stats): an irregular sinus rhythm
+        rate_label = "SARRH" if rate_label == "SR" else rate_label
+        note = "; ".join(x for x in (note, "every other beat is premature (bigeminy)") if x)
+    elif rate_label == "SR":
         cv = (m.rr_sd_ms or 0.0) / (m.rr_mean_ms or 1.0)
         if (cv >= SARRH_CV and (m.premature_beats or 0) <= 1 and p_rel >= P_WEAK) or top == "SARRH":
             rate_label = "SARRH"
