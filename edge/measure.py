@@ -221,7 +221,8 @@ def _rr_stats(peaks: np.ndarray, fs: float):
     if s is not None:
         pairs = [rl[i] + rl[i + 1] for i in range(s, n - 1, 2)]
         cyc = median_of(pairs) if pairs else 0.0
-        irr = median_of([abs(pairs[i + 1] - pairs[i]) for i in range(len(pairs) - 1)]) / cyc if len(pairs) >= 2 else None
+        steps = [abs(pairs[i + 1] - pairs[i]) for i in range(len(pairs) - 1)]
+        irr = median_of(steps) / cyc if steps else None
         med = cyc / 2.0 if cyc else median_of(rl)
         return rr, med, np.array([i % 2 == s for i in range(n)], dtype=bool), irr, True
     med = median_of(rl)
