@@ -153,8 +153,8 @@ def assess(
             flag(lead, "flat", f"peak-to-peak {ptp[j]:.3g}{' mV' if mv else ''}")
         elif at_rail[j] > clip_frac:
             flag(lead, "clipped", f"{at_rail[j]:.0%} of samples at the rail")
-        elif lost[j] is not None:
-            start, length = lost[j]
+        elif (run := lost[j]) is not None:
+            start, length = run
             flag(lead, "lost", f"one value repeated for {length / fs:.1f} s from {start / fs:.1f} s: signal lost")
         elif ratio[j] > noise_ratio:
             flag(lead, "noisy", f"high-frequency power {ratio[j]:.1f}x the ECG band")
