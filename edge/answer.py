@@ -246,6 +246,7 @@ def format_result(res, *, width: int = 100, st: dict | None = None, twin: dict |
             by.setdefault(f.kind, []).append(f.lead)
     for kind, names in by.items():
         lines.append(f"  {kind}: {', '.join(names)}")
+    lines += [ln for f in q.findings if f.kind == "cropped" for ln in _para(f.detail, width, "    ", "  ")]
     lines += ["", *_table(res.matches, width)]
     if any(a.score < b.score for a, b in zip(res.matches, res.matches[1:])):
         lines += _para(

@@ -24,6 +24,7 @@ SHORT_S = 5.0  # a strip under this many seconds without 3 complete beats is cal
 # dropout put every one of the 98 CinC and ludb-dev records 5-20 bpm low, most with no finding). Real records repeat
 # a value for at most 0.58 s (ludb-dev 128: a 1 uV grid with half its samples repeated; PTB-XL at 100 Hz: 0.09 s).
 LOST_S = 1.0
+INFORMATIONAL = ("derived", "missing", "cropped")  # findings that say what the record is, not what is wrong with it
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ class Finding:
     """One quality finding on one lead (or the whole record): its kind and a short detail for people."""
 
     lead: str  # lead name, or "record"
-    kind: str  # flat | clipped | lead_off | noisy | gaps | lost | derived | missing | short
+    kind: str  # flat | clipped | lead_off | noisy | gaps | lost | short, or informational: derived | missing | cropped
     detail: str
 
     def __str__(self) -> str:
@@ -56,7 +57,7 @@ class QualityReport:
     @property
     def problems(self) -> tuple[Finding, ...]:
         """Findings that make a lead unusable or doubtful (not the informational ones)."""
-        return tuple(f for f in self.findings if f.kind not in ("derived", "missing"))
+        return tuple(f for f in self.findings if f.kind not in INFORMATIONAL)
 
     def to_dict(self) -> dict:
         """``{"usable_leads": [names], "findings": [{"lead", "kind", "detail"}]}``."""
@@ -191,13 +192,30 @@ def assess(
         for lead in expected:
             if lead in LEADS12 and lead not in have and lead not in derivable:
                 findings.append(Finding(lead, "missing", "not in the recording"))
+    cropped = _cropped(record, pre)
+    if cropped:
+        findings.append(Finding("record", "cropped", cropped))
     usable = pre.present.copy()
     for lead in bad:
         usable[LEADS12.index(lead)] = False
     if not usable.any():
-        reasons = "; ".join(str(f) for f in findings if f.kind not in ("derived", "missing")) or "no ECG lead"
+        reasons = "; ".join(str(f) for f in findings if f.kind not in INFORMATIONAL) or "no ECG lead"
         raise QualityError(f"{where}: no usable lead ({reasons})")
     return QualityReport(tuple(findings), usable, int(pk), all_peaks)
+
+
+def _cropped(record: Record, pre: PreprocessedECG) -> str | None:
+    """What part of a longer recording the answer covers (the first seconds only: a 10 s sinus strip followed by
+    50 s of atrial fibrillation was answered "sinus rhythm, no problems found" without a word about the rest)."""
+    fs = float(record.fs)
+    used = pre.n_valid / float(pre.fs)
+    cut = record.meta.get("truncated") if isinstance(record.meta, dict) else None
+    total = cut.get("file_samples") if isinstance(cut, dict) else record.signal.shape[0]
+    if total is None:
+        return f"only the first {used:.1f} s analysed: the file holds more, which was not read"
+    if not isinstance(total, (int, float)) or total / fs <= used + 0.5:
+        return None
+    return f"only the first {used:.1f} s of {total / fs:.1f} s analysed: the rest is not part of this answer"
 
 
 def _longest_repeat(repeats: np.ndarray, min_len: int) -> list[tuple[int, int] | None]:

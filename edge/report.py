@@ -22,6 +22,7 @@ import numpy as np
 
 from .labels import describe
 from .leads import LEADS12
+from .quality import INFORMATIONAL
 from .report_svg import case_svg, ecg_svg, esc
 
 __all__ = ["render_report", "write_report", "physical_units", "refuse_target", "PAGE_HEAD", "MAX_QUERIES"]
@@ -147,7 +148,7 @@ def _quality(res) -> str:
     q = res.quality
     items = []
     for f in q.findings:
-        cls = "" if f.kind in ("derived", "missing") else ' class="warn"'
+        cls = "" if f.kind in INFORMATIONAL else ' class="warn"'
         what = "not recorded" if f.kind == "missing" else f.kind.replace("_", " ")
         items.append(f"<span{cls}>{esc(f.lead)}: <b>{esc(what)}</b> ({esc(f.detail)})</span>")
     head = f"{len(q.usable_leads)} of 12 leads usable: {esc(', '.join(q.usable_leads))}."

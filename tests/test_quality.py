@@ -108,3 +108,20 @@ def test_signal_lost_mid_record_is_named_and_the_lead_not_used(raw):
 def test_no_real_record_is_called_lost(shared_data):
     for f in sorted((shared_data / "ludb-dev" / "data").glob("*.hea"))[:50:5]:
         assert not [x for x in assess(read_record(f)).findings if x.kind == "lost"], f.stem
+
+
+def test_a_longer_recording_says_what_part_was_answered(raw, tmp_path):
+    """Only the first 10 s are answered: a 60 s recording (10 s sinus, then anything) says so, informational (not
+    a problem); a 10 s one says nothing. A CSV the reader stopped in says the file holds more."""
+    from edge.signal import preprocess
+    x = np.concatenate([raw.signal] * 6)
+    rec = Record(x, raw.fs, raw.leads, "long", raw.meta)
+    rep = assess(rec, preprocess(rec))
+    crop = [f for f in rep.findings if f.kind == "cropped"]
+    assert len(crop) == 1 and "first 10.0 s of 60.0 s" in crop[0].detail and rep.problems == ()
+    assert not [f for f in assess(raw).findings if f.kind == "cropped"]
+    csv = tmp_path / "long.csv"
+    np.savetxt(csv, x, delimiter=",", header=",".join(raw.leads), comments="", fmt="%.4f")
+    got = read_record(csv, fs=raw.fs)
+    msg = next(f.detail for f in assess(got, preprocess(got)).findings if f.kind == "cropped")
+    assert "first 10.0 s" in msg, msg
