@@ -26,3 +26,27 @@ def test_default_bundle_answers_are_pinned(shared_data):
         assert [round(m.score, 6) for m in res.matches] == pytest.approx(w["scores"], abs=2e-6), f.stem
         assert res.rhythm.label == w["rhythm"], f.stem
         assert res.measurements.to_dict()["heart_rate_bpm"] == w["heart_rate_bpm"], f.stem
+
+
+def regenerate(data: Path) -> list[str]:
+    """Rewrite the golden answers from the current code (on purpose: say why in the commit); the records that
+    changed."""
+    from edge.bundle import load_bundle
+    from edge.io import read_record
+    from edge.retrieval import Retriever
+    r = Retriever(load_bundle(None, threads=1))
+    old = json.loads(GOLDEN.read_text())["records"] if GOLDEN.exists() else {}
+    recs = {}
+    for f in sorted((data / "cinc2021-sample").glob("*.hea")):
+        res = r.query_record(read_record(f))
+        recs[f.stem] = {"ids": [m.case_id for m in res.matches], "scores": [round(m.score, 6) for m in res.matches],
+                        "rhythm": res.rhythm.label, "heart_rate_bpm": res.measurements.to_dict()["heart_rate_bpm"]}
+    GOLDEN.write_text(json.dumps({"bundle_id": r.bundle.id, "records": recs}, indent=1) + "\n")
+    return [k for k in recs if old.get(k) != recs[k]]
+
+
+if __name__ == "__main__":  # python tests/test_golden_answers.py [DATA]
+    import os
+    import sys
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    print("changed:", regenerate(Path(sys.argv[1] if len(sys.argv) > 1 else os.environ.get("ECGRET_DATA", "../shared/data"))))
