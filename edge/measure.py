@@ -77,6 +77,7 @@ T_DROP = 0.25  # the T wave's descent ends where its magnitude falls under this 
 SPIKE_REL = 12.0  # a pacing spike's second difference, over the lead's 99th percentile
 AXIS_METHOD = "amplitude"  # net QRS deflection R - |S| per lead ("area": the net QRS area); see _axis
 P_CONSIST = 0.5  # ... and correlate with the median P wave in at least half of the beats at this level
+PAUSE = 1.8  # an RR interval over this multiple of the median is a pause (a dropped beat, a sinus pause)
 NEXT_BEAT_S = 0.1  # s before the next R peak the T-wave end is no longer sought (that beat's QRS onset)
 
 
@@ -98,6 +99,8 @@ class Measurements:
     n_beats: int = 0
     paced: bool = False
     bigeminy: bool = False  # the RR series alternates short-long throughout (not output: the findings say it)
+    pauses: int = 0  # RR intervals over PAUSE x the median (not output: the findings say it)
+    base_rate_bpm: float | None = None  # with pauses: the rate of the other intervals, which names the rhythm
     duration_s: float = 0.0  # the seconds measured
     p_rel: float | None = None  # the P wave's magnitude over the QRS's (evidence of atrial activity; not output)
     fs: float = 0.0
@@ -377,6 +380,16 @@ def measure(
     )
     if bigeminy:
         findings.append(f"bigeminy: every other beat is premature ({int(premature.sum())} of {peaks.size} beats)")
+    long = rr > PAUSE * med_rr  # not after a premature beat: that is its compensatory pause
+    long[1:] &= ~premature[:-1]
+    if long.any() and not long.all():
+        i = int(np.argmax(rr))
+        vals.update(pauses=int(long.sum()), base_rate_bpm=60.0 * float((~long).sum()) / float(rr[~long].sum()))
+        findings.append(
+            f"pause of {rr[i]:.1f} s at {peaks[i] / fs:.1f} s"
+            + (f" ({int(long.sum())} pauses over {PAUSE:g} x the usual RR)" if long.sum() > 1 else "")
+            + ": a dropped beat (AV block?) or a sinus pause; the heart rate includes it"
+        )
     if irr is None:
         findings.append("irregularity needs at least 3 RR intervals")
     if paced:

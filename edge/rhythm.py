@@ -141,6 +141,8 @@ def ground(consensus, m) -> RhythmAnswer:
 
 
 def _unpaced(consensus, m, answer, votes, top, top_s, hr) -> RhythmAnswer:
+    if hr is not None and getattr(m, "base_rate_bpm", None):  # a pause does not make a sinus bradycardia
+        hr = m.base_rate_bpm
     if hr is None or m.irregularity is None:
         return RhythmAnswer(
             top or "SR",
@@ -207,7 +209,8 @@ def _unpaced(consensus, m, answer, votes, top, top_s, hr) -> RhythmAnswer:
         note = "; ".join(x for x in (note, "every other beat is premature (bigeminy)") if x)
     elif rate_label == "SR":
         cv = (m.rr_sd_ms or 0.0) / (m.rr_mean_ms or 1.0)
-        if (cv >= SARRH_CV and (m.premature_beats or 0) <= 1 and p_rel >= P_WEAK) or top == "SARRH":
+        varied = cv >= SARRH_CV and not getattr(m, "pauses", 0)  # one pause is not a sinus arrhythmia
+        if (varied and (m.premature_beats or 0) <= 1 and p_rel >= P_WEAK) or top == "SARRH":
             rate_label = "SARRH"
     if not note and rate_label != top and top in SINUS + ("AFIB",):
         note = (
