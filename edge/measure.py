@@ -77,6 +77,7 @@ T_DROP = 0.25  # the T wave's descent ends where its magnitude falls under this 
 SPIKE_REL = 12.0  # a pacing spike's second difference, over the lead's 99th percentile
 AXIS_METHOD = "amplitude"  # net QRS deflection R - |S| per lead ("area": the net QRS area); see _axis
 P_CONSIST = 0.5  # ... and correlate with the median P wave in at least half of the beats at this level
+FULL_LEADS = 8  # the independent leads of a 12-lead ECG (I, II, V1-V6)
 PAUSE = 1.8  # an RR interval over this multiple of the median is a pause (a dropped beat, a sinus pause)
 NEXT_BEAT_S = 0.1  # s before the next R peak the T-wave end is no longer sought (that beat's QRS onset)
 
@@ -525,7 +526,15 @@ def measure(
     if "qt_ms" in vals:
         vals["qtc_bazett_ms"] = vals["qt_ms"] / np.sqrt(rr_s)
         vals["qtc_fridericia_ms"] = vals["qt_ms"] / np.cbrt(rr_s)
-    stretched = _stretched(vals) or _compressed(vals)
+    n_indep = int(np.count_nonzero(present & ~derived))  # the leads measured that are not computed from others
+    if n_indep < FULL_LEADS and "qrs_ms" in vals:
+        names = ", ".join(LEADS12[k] for k in np.flatnonzero(present & ~derived))
+        findings.append(
+            f"PR, QRS and QT from {n_indep} recorded lead{'s' if n_indep != 1 else ''} ({names}): the global intervals "
+            "of a 12-lead ECG (earliest onset to latest offset over the leads) can be longer; a bundle-branch block "
+            "may read narrow"
+        )
+    stretched = _stretched(vals) or (_compressed(vals) if n_indep >= 3 else None)
     if stretched:
         findings.append(stretched)
     plain: dict[str, Any] = {k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in vals.items()}

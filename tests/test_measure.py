@@ -481,3 +481,17 @@ def test_axis_reason_names_the_unusable_lead(shared_data):
     keep[[1, 5]] = False  # II and aVF not usable
     m = measure(rec, leads_present=keep)
     assert m.axis_deg is None and any(f.endswith("II, aVF not usable") for f in m.findings), m.findings
+
+
+def test_intervals_from_a_reduced_lead_set_say_so(retriever, ludb, shared_data):
+    """LUDB 116 (complete RBBB) reads QRS ~55 ms on lead I alone, ~169 on 12 leads: the answer says the intervals
+    come from fewer leads than a 12-lead ECG's global ones, and gives no sampling-rate warning from them (3 of 98
+    records were told to check --fs on lead I alone)."""
+    rec = read_record(ludb / "data" / "116.hea")
+    full = retriever.query_record(rec).measurements
+    assert not [f for f in full.findings if "recorded lead" in f]
+    one = retriever.query_record(rec, leads=("I",)).measurements
+    assert any(f.startswith("PR, QRS and QT from 1 recorded lead (I)") for f in one.findings), one.findings
+    for name in ("E07502", "E07503", "JS20000"):
+        m = retriever.query_record(read_record(shared_data / "cinc2021-sample" / name), leads=("I",)).measurements
+        assert not [f for f in m.findings if "check the sampling rate" in f], (name, m.findings)
