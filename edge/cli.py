@@ -29,6 +29,10 @@ __all__ = ["main"]
 @click.option("--debug", is_flag=True, help="Print the traceback of an internal error (to report a bug).")
 def main(debug):
     """Offline ECG case retrieval: find the archived cases most like a recording."""
+    if not debug:  # numpy's floating-point warnings name source lines, not the user's problem (--debug shows them)
+        import warnings
+
+        warnings.simplefilter("ignore", RuntimeWarning)
 
 
 for _command in (query, info, bench, demo, listen, enroll, forget, cases, simulate, ports):

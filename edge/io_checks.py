@@ -108,6 +108,9 @@ def _select(signal: np.ndarray, have: tuple[str, ...], want: Sequence[str] | Non
     return signal[:, idx], want_c
 
 
+MAX_ABS_SAMPLE = 1e10  # over any ECG in mV, uV or a 32-bit ADC's counts; 1e308 overflowed the filters' squares
+
+
 def _validate(signal: np.ndarray, fs: float, leads: tuple[str, ...], where: str) -> None:
     if signal.ndim != 2 or signal.shape[1] != len(leads):
         raise RecordError(f"{where}: signal shape {signal.shape} does not match {len(leads)} lead name(s)")
@@ -126,6 +129,12 @@ def _validate(signal: np.ndarray, fs: float, leads: tuple[str, ...], where: str)
         per = bad.sum(axis=0)
         parts = [f"{leads[j]} ({int(per[j])})" for j in np.flatnonzero(per)]
         raise RecordError(f"{where}: {int(bad.sum())} NaN/Inf sample(s) in lead(s) {', '.join(parts)}")
+    big = float(np.max(np.abs(signal))) if signal.size else 0.0
+    if big > MAX_ABS_SAMPLE:
+        raise RecordError(
+            f"{where}: a sample of magnitude {big:.3g}: not an ECG in any unit (mV, uV, ADC counts up to "
+            f"{MAX_ABS_SAMPLE:.0e}); check the file's gain and units"
+        )
 
 
 def finish(signal, fs, leads, name, meta, where, want) -> Record:

@@ -39,6 +39,7 @@ _FMT_RE = re.compile(
     r"(?:\+(?P<off>[0-9]{1,15}))?",
     re.ASCII,
 )
+MIN_GAIN, MAX_GAIN = 1e-6, 1e12  # adu per unit: 1e-300 made samples of 1e300 (overflow in every later step)
 _GAIN_RE = re.compile(rf"(?P<gain>{_NUM})(?:\((?P<base>[+-]?[0-9]{{1,12}})\))?(?:/(?P<units>\S+))?", re.ASCII)
 _INT_RE = re.compile(r"[+-]?[0-9]{1,18}", re.ASCII)
 
@@ -105,10 +106,10 @@ def _parse_header(text: str, where: str):
             if not gm:
                 raise RecordError(f"{where}: signal line {k + 1}: bad gain field {quote(f[2], 20)}")
             gain = float(gm.group("gain"))
-            if not math.isfinite(gain) or gain <= 0:
+            if not math.isfinite(gain) or gain <= 0 or not MIN_GAIN <= gain <= MAX_GAIN:
                 raise RecordError(
                     f"{where}: signal line {k + 1}: gain {quote(gm.group('gain'), 20)} is not a positive "
-                    f"finite number of adu per unit (0, uncalibrated, is refused)"
+                    f"finite number of adu per unit from {MIN_GAIN:g} to {MAX_GAIN:g} (0, uncalibrated, is refused)"
                 )
             base = int(gm.group("base")) if gm.group("base") is not None else None
             units = gm.group("units") or "mV"

@@ -641,3 +641,22 @@ def test_csv_of_long_numeric_lines_takes_bounded_memory(tmp_path):
             f.write(line)
     m = _measure(p, 500.0)
     assert "only 0.12 s of signal" in m["error"] and m["peak_mb"] < 20, m
+
+
+def test_samples_no_ecg_can_have_are_refused_in_one_line(tmp_path):
+    """Finite but absurd samples (1e308 in a CSV; a WFDB gain of 1e-300) overflowed every later step: numpy's
+    warnings reached the user and an answer was made from infinities. Now one error line, nothing else."""
+    import subprocess
+    import sys
+    csv = tmp_path / "big.csv"
+    rows = ["I,II"] + [f"{0.1 * (i % 50)},{0.2 * (i % 50)}" for i in range(3000)]
+    rows[1500] = "1e308,0.1"
+    csv.write_text("\n".join(rows) + "\n")
+    hea = tmp_path / "g.hea"
+    hea.write_text("g 1 500 3000\ng.dat 16 1e-300(0)/mV 16 0 0 0 0 I\n")
+    (tmp_path / "g.dat").write_bytes(b"\x01\x00" * 3000)
+    for args in ([str(csv), "--fs", "500"], [str(hea)]):
+        out = subprocess.run([sys.executable, "-m", "edge.cli", "query", "--no-overlay", *args],
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 1, out
+        assert out.stderr.count("\n") == 1 and out.stderr.startswith("ecgret: error:"), out.stderr
