@@ -283,6 +283,7 @@ def refuse_replacing(path, head: bytes, what: str, example: str) -> str | None:
             got = f.read(len(head))
     except OSError as e:
         return f"exists and cannot be read ({e.strerror or e}); give another name"
-    if st.st_size and got != head:
-        return f"exists and is not {what}; it would be overwritten: remove it or give another name"
+    if got != head:  # an empty file too (a user's placeholder; /proc files say size 0 and fail only when written)
+        empty = " (an empty file)" if not st.st_size and not got else ""
+        return f"exists{empty} and is not {what}; it would be overwritten: remove it or give another name"
     return None

@@ -123,6 +123,9 @@ def test_report_never_replaces_a_record_a_device_or_a_fifo(ecgret_env, shared_da
     assert p.returncode == 2 and "not a regular file" in p.stderr and (tmp_path / "pipe").is_fifo()
     p = run_ecgret(["query", "--no-overlay", "--report", "", tmp_path / "rec.hea"], ecgret_env)
     assert p.returncode == 2 and "empty file name" in p.stderr
+    (tmp_path / "mine").write_bytes(b"")  # a user's empty file is theirs too (it was replaced)
+    p = run_ecgret(["query", "--no-overlay", "--report", tmp_path / "mine", tmp_path / "rec.hea"], ecgret_env)
+    assert p.returncode == 2 and "an empty file" in p.stderr and (tmp_path / "mine").read_bytes() == b""
     out = tmp_path / "r.html"
     for _ in range(2):  # a new file, then the earlier report replaced
         p = run_ecgret(["query", "--no-overlay", "--top-k", "1", "--report", out, tmp_path / "rec.hea"], ecgret_env)
