@@ -268,7 +268,8 @@ def _check(m: dict) -> None:
     _num(_req(pp, "preprocessing", "duration_s"), "preprocessing.duration_s", MIN_DURATION_S, 60.0)
     notch = pp.get("notch_hz")
     if notch is not None and notch != 0:
-        _num(notch, "preprocessing.notch_hz", 0.0, 1000.0, lo_open=True)
+        # the mains: 50 or 60 Hz and a little either side (16.7 Hz railway, 1e-300 Hz: every lead "no usable")
+        _num(notch, "preprocessing.notch_hz", 45.0, 65.0)
     # what this runtime applies (edge.signal.preprocess): a manifest asking for anything else would be
     # answered with other filters than its index was built with, so it is refused
     if "bandpass_hz" in pp:

@@ -328,6 +328,7 @@ SCHEMA_CASES = [
     (_with(("index", "metric"), "euclidean"), "index.metric: 'euclidean' is not one of 'angular'"),
     (_with(("preprocessing", "duration_s"), -1), r"preprocessing.duration_s: -1 is out of range"),
     (_with(("preprocessing", "notch_hz"), "50"), "preprocessing.notch_hz: must be a number, got string"),
+    (_with(("preprocessing", "notch_hz"), 1e-300), r"preprocessing.notch_hz: 1e-300 is out of range \[45.0, 65.0\]"),
     (_with(("preprocessing", "bandpass_hz"), [0.3, 45]), r"preprocessing.bandpass_hz: .*applies \[0.5, 40.0\] only"),
     (_with(("imaging", "shape"), [64, 64, 3]), r"imaging.shape: \[64, 64, 3\] but mode 'rhythm' with tile 32"),
     (_with(("imaging", "tile"), 10 ** 6), "imaging.tile: 1000000 is out of range"),
