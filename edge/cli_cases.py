@@ -166,7 +166,7 @@ def cases_reembed(source, bundle_path, threads):
     """Move the local cases of another bundle (e.g. before an upgrade) to this bundle, embedding their stored
     signals with this bundle's encoder. The old overlay is left as it was."""
     from .bundle import load_bundle
-    from .overlay import Overlay, overlay_dir, reembed, reembed_source
+    from .overlay import Overlay, overlay_dir, own_overlay, reembed, reembed_source
     from .retrieval import Retriever
 
     b = load_bundle(bundle_path, threads=threads or 1)
@@ -175,7 +175,13 @@ def cases_reembed(source, bundle_path, threads):
     if src is None:
         say(f"no other bundle's overlay with cases under {overlay_dir(b.id).parent}: nothing to move")
         return
-    rep = reembed(target, Retriever(b, measure=False), src, reserved_ids={c["case_id"] for c in b.cases})
+    rep = reembed(
+        target,
+        Retriever(b, measure=False),
+        src,
+        reserved_ids={c["case_id"] for c in b.cases},
+        follow_records=own_overlay(src, target),
+    )
     click.echo(
         printable(
             f"moved {len(rep['moved'])} case(s) from {src} to {target.file}"

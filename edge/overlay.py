@@ -59,6 +59,7 @@ __all__ = [
     "local_case",
     "reembed",
     "reembed_source",
+    "own_overlay",
     "other_overlays",
     "DUPLICATE_R",
     "DUPLICATE_COS",
@@ -299,10 +300,12 @@ def other_overlays(bundle_id: str) -> list[tuple[Path, int]]:
     return out
 
 
-def reembed(target: Overlay, retriever, source_dir, *, reserved_ids=()) -> dict:
+def reembed(target: Overlay, retriever, source_dir, *, reserved_ids=(), follow_records: bool = True) -> dict:
     """Move the cases of the overlay in ``source_dir`` (another bundle's) to ``target``: each stored signal is
     embedded again by ``retriever`` (an :class:`edge.retrieval.Retriever` of the target's bundle). A case
-    without a signal is embedded from its original file (``record``) if that is still readable. Cases whose id
+    without a signal is embedded from its original file (``record``) if that is still readable, and only with
+    ``follow_records`` (this device's own overlays): an overlay handed over from elsewhere names whatever files it
+    likes (``/etc/passwd`` was opened, another record copied in). Cases whose id
     the target already holds are left (a rerun moves nothing twice). The source is not changed.
     Returns ``{"moved": [ids], "present": [ids], "failed": [(id, why)]}``."""
     from .errors import EcgretError
@@ -324,6 +327,11 @@ def reembed(target: Overlay, retriever, source_dir, *, reserved_ids=()) -> dict:
             if c.get("signal"):
                 x, fs, leads = decode_signal(c["signal"])
                 rec = Record(x.astype(np.float64), fs, leads, cid, {})
+            elif c.get("record") and not follow_records:
+                raise EcgretError(
+                    "no stored signal, and the file it names is not read from an overlay that is not this device's "
+                    f"own ({printable(c['record'], 120)}); enrol it again from its recording"
+                )
             elif c.get("record"):
                 from .io import read_record
 
@@ -395,6 +403,14 @@ def local_case(file, pre, labels: dict | None, report: str, statements: str | No
     if case_id:
         case["case_id"] = case_id
     return case
+
+
+def own_overlay(src: Path, target: Overlay) -> bool:
+    """Whether the overlay folder ``src`` is one of this device's (beside ``target``'s, under the overlay root)."""
+    try:
+        return src.resolve().parent == target.dir.resolve().parent
+    except OSError:
+        return False
 
 
 def reembed_source(source: str | None, target: Overlay) -> Path | None:

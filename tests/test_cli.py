@@ -365,3 +365,17 @@ def test_bench_reads_the_shared_array_as_the_readers_do(tmp_path):
     for name in ("fifo.npy", "obj.npy", "trunc.npy", "flat.npy"):
         with pytest.raises(RecordError):
             _archive_rows(tmp_path / name, 2)
+
+
+def test_reembed_from_a_foreign_overlay_reads_no_file_it_names(ecgret_env, cinc, tmp_path):
+    """An overlay handed over from elsewhere (``--from DIR``) names files for its cases without a stored signal:
+    they are not read (``/etc/passwd`` was opened, and another record copied into this device's overlay)."""
+    d = tmp_path / "foreign"
+    d.mkdir()
+    doc = {"format": "ecgret-overlay", "format_version": 2, "bundle": "elsewhere", "dim": 16, "next_id": 2,
+           "cases": [{"case_id": "local:1", "embedding": [1.0] + [0.0] * 15, "record": str(cinc / "E07509.hea")}]}
+    (d / "overlay.json").write_text(json.dumps(doc))
+    p = run_ecgret(["cases", "reembed", "--from", str(d)], ecgret_env)
+    assert p.returncode == 1 and "moved 0 case(s)" in p.stdout, (p.stdout, p.stderr)
+    assert "not read from an overlay that is not this device's own" in p.stderr and "Traceback" not in p.stderr
+    assert _lines(run_ecgret(["cases", "list", "--json"], ecgret_env).stdout) == []
