@@ -77,6 +77,8 @@ T_DROP = 0.25  # the T wave's descent ends where its magnitude falls under this 
 SPIKE_REL = 12.0  # a pacing spike's second difference, over the lead's 99th percentile
 AXIS_METHOD = "amplitude"  # net QRS deflection R - |S| per lead ("area": the net QRS area); see _axis
 P_CONSIST = 0.5  # ... and correlate with the median P wave in at least half of the beats at this level
+PACE_FS = 500.0  # Hz: under this a pacing spike is no sharper than a QRS (LUDB's paced records resampled to 250
+# or 360 Hz: the spike's second difference within the QRS's own; every one was measured as a native wide QRS)
 FULL_LEADS = 8  # the independent leads of a 12-lead ECG (I, II, V1-V6)
 PAUSE = 1.8  # an RR interval over this multiple of the median is a pause (a dropped beat, a sinus pause)
 NEXT_BEAT_S = 0.1  # s before the next R peak the T-wave end is no longer sought (that beat's QRS onset)
@@ -526,6 +528,11 @@ def measure(
     if "qt_ms" in vals:
         vals["qtc_bazett_ms"] = vals["qt_ms"] / np.sqrt(rr_s)
         vals["qtc_fridericia_ms"] = vals["qt_ms"] / np.cbrt(rr_s)
+    if fs_in < PACE_FS and (vals.get("qrs_ms") or 0.0) >= 120.0:
+        findings.append(
+            f"wide QRS at {fs_in:g} Hz: pacemaker spikes cannot be told under {PACE_FS:g} Hz; if the patient has a "
+            "pacemaker these may be paced beats, measured here as the heart's own"
+        )
     n_indep = int(np.count_nonzero(present & ~derived))  # the leads measured that are not computed from others
     if n_indep < FULL_LEADS and "qrs_ms" in vals:
         names = ", ".join(LEADS12[k] for k in np.flatnonzero(present & ~derived))

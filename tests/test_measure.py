@@ -495,3 +495,20 @@ def test_intervals_from_a_reduced_lead_set_say_so(retriever, ludb, shared_data):
     for name in ("E07502", "E07503", "JS20000"):
         m = retriever.query_record(read_record(shared_data / "cinc2021-sample" / name), leads=("I",)).measurements
         assert not [f for f in m.findings if "check the sampling rate" in f], (name, m.findings)
+
+
+def test_a_wide_qrs_under_500_hz_says_pacing_cannot_be_told(ludb):
+    """LUDB's paced records resampled to 250 Hz: the pacing spike is no sharper than the QRS any more, so pacing is
+    not detected; the answer says a wide QRS may be paced beats (it said nothing, and measured them as native)."""
+    from fractions import Fraction
+    from edge.record import Record
+    scipy_signal = pytest.importorskip("scipy.signal")
+    for name in ("72", "104"):
+        rec = read_record(ludb / "data" / f"{name}.hea")
+        assert measure(rec).paced
+        fr = Fraction(250, 500)
+        x = scipy_signal.resample_poly(rec.signal, fr.numerator, fr.denominator, axis=0)
+        m = measure(Record(x, 250.0, rec.leads, rec.name, rec.meta))
+        assert any(f.startswith("wide QRS at 250 Hz: pacemaker spikes cannot be told") for f in m.findings), m.findings
+    narrow = measure(read_record(ludb / "data" / "16.hea"))
+    assert not [f for f in narrow.findings if "pacemaker" in f]
