@@ -4,7 +4,9 @@ Retrieval alone answers sinus rhythm at 48 bpm and atrial fibrillation for isola
 settles both. The rules, in order (thresholds below; each is tested in tests/test_rhythm.py):
 
 1. Paced: pacemaker spikes before most QRS complexes -> the rules below name the atrial rhythm, and the note says
-   the ventricles are paced (PR, QRS, QT and axis are not measured then).
+   the ventricles are paced (PR, QRS, QT and axis are not measured then). With no P wave before the paced beats
+   (P/QRS under ``P_WEAK``) there is no sinus rhythm to name: paced rhythm (or the cases' atrial fibrillation or
+   flutter), with a note.
 2. Atrial fibrillation (measured): the RR series is irregular (irregularity >= ``IRREGULAR``, computed without the
    premature beats and the intervals after them) and no P wave stands out (P magnitude < ``P_WEAK`` x QRS).
    Irregular with weak P-like waves (under ``P_CLEAR`` x QRS): atrial fibrillation if the similar cases say so
@@ -131,6 +133,17 @@ def ground(consensus, m) -> RhythmAnswer:
         return RhythmAnswer(label, basis, top, top_s, note)
 
     hr = getattr(m, "heart_rate_bpm", None) if m is not None else None
+    p_paced = getattr(m, "p_rel", None) if m is not None and getattr(m, "paced", False) else None
+    if p_paced is not None and p_paced < P_WEAK:  # ventricular pacing, and no P wave before the paced beats
+        note = (
+            "pacemaker spikes before most QRS complexes: ventricular pacing; no P waves before the paced beats: the "
+            "atrial rhythm is not sinus (atrial fibrillation or flutter, or atrial standstill?); confirm on the strip"
+        )
+        if top in ("AFIB", "AFLT"):
+            return RhythmAnswer(top, "measured and retrieved", top, top_s, note)
+        if top:
+            note += f"; the similar cases say {RHYTHM_NAMES.get(top, top)} ({top_s:.0%})"
+        return RhythmAnswer("PACE", "measured", top, top_s, note)
     if m is not None and getattr(m, "paced", False):
         a = _unpaced(consensus, m, answer, votes, top, top_s, hr)
         note = "pacemaker spikes before most QRS complexes: ventricular pacing; the atrial rhythm is named"

@@ -512,3 +512,21 @@ def test_a_wide_qrs_under_500_hz_says_pacing_cannot_be_told(ludb):
         assert any(f.startswith("wide QRS at 250 Hz: pacemaker spikes cannot be told") for f in m.findings), m.findings
     narrow = measure(read_record(ludb / "data" / "16.hea"))
     assert not [f for f in narrow.findings if "pacemaker" in f]
+
+
+def test_paced_without_p_waves_is_not_named_sinus(retriever, ludb):
+    """LUDB 8 (atrial fibrillation, ventricular pacing) was answered "sinus rhythm (measured and retrieved)" from
+    its paced rate; no P wave precedes its paced beats, so no sinus rhythm is named. LUDB 72 and 104 (P-synchronous
+    pacing) keep their P waves and their sinus rhythm."""
+    res = retriever.query_record(read_record(ludb / "data" / "8.hea"))
+    assert res.measurements.paced and res.measurements.p_rel == 0.0
+    assert res.rhythm.label in ("PACE", "AFIB") and "no P waves before the paced beats" in res.rhythm.note
+    for name in ("72", "104"):
+        res = retriever.query_record(read_record(ludb / "data" / f"{name}.hea"))
+        assert res.measurements.paced and res.measurements.p_rel >= P_WEAK and res.rhythm.label == "SR", name
+
+
+def test_rule_paced_without_p_waves():
+    a = ground(_cons([("SR",)] * 10), _m(paced=True, p_rel=0.0))
+    assert a.label == "PACE" and a.basis == "measured" and "sinus rhythm (100%)" in a.note
+    assert ground(_cons([("AFIB",)] * 10), _m(paced=True, p_rel=0.0)).label == "AFIB"
