@@ -505,8 +505,9 @@ def measure(
             and len(units) > 0
             and all(str(u).lower() in ("mv", "uv", "µv", "v") for u in units)
         )
-        flipped = _inverted_limb_lead(mb - iso, use, derived)
-        if not physical and _zscored(y, present & ~derived, stats):
+        zscored = not physical and _zscored(y, present & ~derived, stats)
+        flipped = None if zscored else _inverted_limb_lead(mb - iso, use, derived)
+        if zscored:
             findings.append("z-scored signal (no physical units): axis not measured")
         elif flipped:
             findings.append(
@@ -581,6 +582,8 @@ def _arms_reversed(b: np.ndarray, use: np.ndarray, pp: int, on: int, off: int) -
 
 
 INVERTED_CORR = -0.3  # a recorded limb lead whose median beat correlates under this with I and II's version of it
+# III = II - I, aVR = -(I + II)/2, aVL = I - II/2, aVF = II - I/2: rows I, II; columns III, aVR, aVL, aVF
+_FROM_I_II = np.array([[-1.0, -0.5, 1.0, -0.5], [1.0, -0.5, -0.5, 1.0]])
 
 
 def _inverted_limb_lead(b: np.ndarray, use: np.ndarray, derived: np.ndarray) -> str | None:
@@ -593,14 +596,13 @@ def _inverted_limb_lead(b: np.ndarray, use: np.ndarray, derived: np.ndarray) -> 
     cols = use.tolist()
     if not all(k in cols for k in range(6)) or derived[:6].any():
         return None
-    i, ii = b[:, cols.index(0)], b[:, cols.index(1)]
-    want = (ii - i, -(i + ii) / 2.0, i - ii / 2.0, ii - i / 2.0)
-    bad = []
-    for k, w in zip((2, 3, 4, 5), want):
-        got = b[:, cols.index(k)]
-        den = float(np.sqrt(np.dot(got - got.mean(), got - got.mean()) * np.dot(w - w.mean(), w - w.mean())))
-        if den > 0 and float(np.dot(got - got.mean(), w - w.mean())) / den < INVERTED_CORR:
-            bad.append(LEADS12[k])
+    limb = b[:, [cols.index(k) for k in range(6)]]
+    limb = limb - limb.mean(axis=0)
+    want = limb[:, :2] @ _FROM_I_II  # (W, 4): III, aVR, aVL, aVF as I and II give them
+    got = limb[:, 2:]
+    num = np.einsum("wk,wk->k", got, want)
+    den = np.sqrt(np.einsum("wk,wk->k", got, got) * np.einsum("wk,wk->k", want, want))
+    bad = [LEADS12[2 + k] for k in np.flatnonzero((den > 0) & (num < INVERTED_CORR * den)).tolist()]
     if len(bad) >= 3:
         return "I or II"
     return " and ".join(bad) or None

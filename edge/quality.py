@@ -116,7 +116,7 @@ def assess(
     med_ptp = float(median_of(ptp[ptp > 0].tolist())) if np.any(ptp > 0) else 0.0
     repeats = xt[:, 1:] == xt[:, :-1]  # (leads, n - 1): a sample equal to the one before
     same = np.count_nonzero(repeats, axis=1) / max(n - 1, 1)
-    lost = _longest_repeat(repeats, int(np.ceil(LOST_S * float(record.fs))))
+    lost = _longest_repeat(xt, repeats, int(np.ceil(LOST_S * float(record.fs))))
     tol = (1e-6 * np.maximum(ptp, 1e-12))[:, None]
     at_rail = (
         np.maximum(np.count_nonzero(xt >= mx[:, None] - tol, axis=1), np.count_nonzero(xt <= mn[:, None] + tol, axis=1))
@@ -218,12 +218,16 @@ def _cropped(record: Record, pre: PreprocessedECG) -> str | None:
     return f"only the first {used:.1f} s of {total / fs:.1f} s analysed: the rest is not part of this answer"
 
 
-def _longest_repeat(repeats: np.ndarray, min_len: int) -> list[tuple[int, int] | None]:
-    """Per row of ``repeats`` (leads, n - 1; True where a sample equals the one before), the (first sample, samples)
-    of its longest run of one repeated value when that run is at least ``min_len`` samples long, else None."""
+def _longest_repeat(xt: np.ndarray, repeats: np.ndarray, min_len: int) -> list[tuple[int, int] | None]:
+    """Per row of ``xt`` (leads, n) with ``repeats`` (leads, n - 1; True where a sample equals the one before), the
+    (first sample, samples) of its longest run of one repeated value when that run is at least ``min_len`` samples
+    long, else None. Only rows that can hold one are searched: a run of 2k samples or more holds two samples k apart
+    (k = min_len // 2) that are equal, which few rows of a real recording have."""
     out: list[tuple[int, int] | None] = [None] * repeats.shape[0]
-    # a run of k repeats is k + 1 equal samples; rows with too few repeats in all cannot hold one
-    for j in np.flatnonzero(np.count_nonzero(repeats, axis=1) >= min_len - 1).tolist():
+    k = max(1, min_len // 2)
+    strided = xt[:, ::k]
+    maybe = (strided[:, 1:] == strided[:, :-1]).any(axis=1)
+    for j in np.flatnonzero(maybe).tolist():
         r = np.empty(repeats.shape[1] + 2, dtype=np.int8)
         r[0] = r[-1] = 0
         r[1:-1] = repeats[j]
