@@ -56,7 +56,8 @@ FIELDS = (
     "n_beats",
 )
 MIN_RATE_BPM, MAX_RATE_BPM = 25.0, 300.0  # a measured rate outside these is refused (check_plausible)
-STRETCH_PR_MS, STRETCH_QRS_MS, STRETCH_QTC_MS = 240.0, 120.0, 480.0  # see _stretched
+STRETCH_PR_MS, STRETCH_QRS_MS, STRETCH_QTC_MS, STRETCH_HR = 240.0, 120.0, 480.0, 60.0  # see _stretched
+STRETCH_PR_SLOW_MS = 200.0  # the PR of _stretched under STRETCH_HR
 COMPRESS_HR, COMPRESS_QRS_MS, COMPRESS_QTC_MS = 110.0, 50.0, 340.0  # see _compressed
 # a lead reads as z-scored when its mean is within this of 0 and its SD of 1 after the filtering (PTB-XL's z-scored
 # records at 100 Hz reach 0.11 and 0.10; no lead of the 98 CinC and ludb-dev records in mV comes within 0.13 of SD 1)
@@ -246,15 +247,23 @@ def _stretched(vals: dict) -> str | None:
     """A warning when every interval is long at once (PR >= ``STRETCH_PR_MS``, QRS >= ``STRETCH_QRS_MS`` and the
     T end out of reach or QTc >= ``STRETCH_QTC_MS``): what a record read at half its sampling rate looks like
     (CinC E07501, 123 bpm at 500 Hz, read as 250 Hz: 62 bpm, PR 256, QRS 140 ms, no T end). A first-degree AV
-    block with a bundle-branch block looks the same, so it is a warning, not a refusal (8 of the 1,625 archive
-    cases at 100 Hz, none of ludb-dev's 50 or the 48 CinC records at their right rates)."""
+    block with a bundle-branch block looks the same, so it is a warning, not a refusal. Under ``STRETCH_HR`` bpm (the
+    rate halves too) a PR of ``STRETCH_PR_SLOW_MS`` is enough, or none at all (the P wave is lost in the stretched
+    beat). Over the 98 CinC and ludb-dev records read at half their rates: 83 warned (68 without the slow-rate
+    rules); at their right rates none; 10 of the 1,625 archive cases at 100 Hz (brady, bundle-branch block, long PR:
+    a warning to check, not a refusal)."""
     pr, qrs, qt = vals.get("pr_ms"), vals.get("qrs_ms"), vals.get("qt_ms")
-    qtc = vals.get("qtc_bazett_ms")
-    if pr is None or qrs is None or pr < STRETCH_PR_MS or qrs < STRETCH_QRS_MS:
-        return None
-    if qt is not None and (qtc is None or qtc < STRETCH_QTC_MS):
+    qtc, hr = vals.get("qtc_bazett_ms"), vals.get("heart_rate_bpm")
+    if qrs is None or qrs < STRETCH_QRS_MS or (qt is not None and (qtc is None or qtc < STRETCH_QTC_MS)):
         return None
     t = "no T end found" if qt is None else f"QTc {qtc:.0f} ms"
+    if pr is None and hr is not None and hr < STRETCH_HR:  # the P wave lost in the stretched beat: the slow rate
+        return (
+            f"{hr:.0f} bpm with QRS {qrs:.0f} ms, {t} and no P wave found, all at once: check the sampling rate "
+            "(--fs): a record read at half its rate looks like this"
+        )
+    if pr is None or pr < (STRETCH_PR_SLOW_MS if hr is not None and hr < STRETCH_HR else STRETCH_PR_MS):
+        return None
     return (
         f"PR {pr:.0f} ms, QRS {qrs:.0f} ms and {t}, all long at once: check the sampling rate (--fs): a record "
         f"read at half its rate looks like this"
