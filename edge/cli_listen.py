@@ -45,7 +45,7 @@ from .termtext import printable
 __all__ = ["listen", "demo"]
 
 
-def _acquire(url, board, seconds, *, baud=None, fs=None, channel_names=None, reconnect_timeout=10.0):
+def _acquire(url, board, seconds, *, baud=None, fs=None, channel_names=None, reconnect_timeout=10.0, check_rate=False):
     """Acquire with progress on a terminal and the acquisition line after; (acquisition, interrupted)."""
     from .acquire import Progress, acquire_interruptible, summary_line
 
@@ -61,6 +61,7 @@ def _acquire(url, board, seconds, *, baud=None, fs=None, channel_names=None, rec
             channel_names=channel_names,
             on_progress=prog,
             reconnect_timeout=reconnect_timeout,
+            check_rate=check_rate,
         )
     finally:
         prog.close()
@@ -136,6 +137,12 @@ def _save(rec, obj, save_dir, stem) -> None:
     show_default=True,
     help="Seconds to wait for a board that vanished mid-recording to come back.",
 )
+@click.option(
+    "--any-speed",
+    is_flag=True,
+    help="Do not check that samples arrive at the stated rate (a simulator replaying faster or slower than real "
+    "time); otherwise a recording that arrived 1.25 x faster or slower is refused: its rate is wrong.",
+)
 @bundle_option
 @threads_option
 def listen(
@@ -153,6 +160,7 @@ def listen(
     report_path,
     overlay,
     reconnect_timeout,
+    any_speed,
     bundle_path,
     threads,
 ):
@@ -164,7 +172,7 @@ def listen(
     """
     import time
 
-    from firmware_bridge.errors import BridgeError
+    from firmware_bridge.errors import BridgeError, RateMismatchError
 
     from .acquire import acq_to_record
     from .answer import stamp
@@ -196,12 +204,26 @@ def listen(
             err = None
             try:
                 acq, interrupted = _acquire(
-                    port, board, seconds, baud=baud, fs=fs, channel_names=channels, reconnect_timeout=reconnect_timeout
+                    port,
+                    board,
+                    seconds,
+                    baud=baud,
+                    fs=fs,
+                    channel_names=channels,
+                    reconnect_timeout=reconnect_timeout,
+                    check_rate=not any_speed,
                 )
             except BridgeError as e:
                 err, acq, interrupted = e, e.acquisition, False
             got = acq.duration_s if acq is not None and acq.n_samples else 0.0
-            if err is not None and got < MIN_DURATION_S:
+            if isinstance(err, RateMismatchError):  # whole, but at a wrong rate: kept (--save), not answered
+                problem(query, err, err)
+                if save_dir and got:
+                    rec, _ = acq_to_record(acq, query)
+                    _save(rec, error_obj(query, err, stamp(r.bundle)), save_dir, f"ecg-{stamp_s}-{n:03d}")
+                got = 0.0
+                acq = None
+            elif err is not None and got < MIN_DURATION_S:
                 problem(query, err, err)
             elif err is not None:
                 problems += 1

@@ -33,13 +33,15 @@ import serial
 
 from .boards import DEFAULT_BAUD, make_driver
 from .driver import Driver
-from .errors import BridgeError, DisconnectedError, IncompatibleDeviceError, NoSignalError, PortError
+from .errors import BridgeError, DisconnectedError, IncompatibleDeviceError, NoSignalError, PortError, RateMismatchError
 from .info import MAX_SECONDS, check_recording
 from .ports import open_port, read_some
 
 PAUSE_S = 0.1  # a silent line for this long releases a packet the parser held back
 BATCH_S = 0.03  # least time between two small reads
 SMALL_READ = 2048  # bytes; a busy pty hands over ~4 KiB a read, a real-time board ~700 B per 30 ms
+RATE_TOLERANCE = 1.25  # samples arriving this many times faster or slower than the stated rate: a wrong rate
+RATE_MIN_S = 2.0  # s of streaming over which the arrival rate is judged
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,7 @@ def acquire(
     scale_mv: float = 1.0,
     cyton_gain: int = 24,
     exclusive: bool = True,
+    check_rate: bool = False,
 ) -> Acquisition:
     """Record ``seconds`` of signal from the board at ``url``.
 
@@ -126,6 +129,10 @@ def acquire(
     max_wall_s: overall bound (default ``2 * seconds + 2 * timeout + reconnect_timeout + 5``).
     scale_mv: ASCII boards only: millivolts per printed unit.
     cyton_gain: ADS1299 gain the Cyton is configured with (default 24).
+    check_rate: a recording whose samples arrived ``RATE_TOLERANCE`` times faster or slower than the stated rate
+        (over at least ``RATE_MIN_S`` of streaming, no reconnect) raises :class:`RateMismatchError` carrying it:
+        an ASCII board printing 500 lines a second read with ``--fs 250`` gave 34 bpm "sinus bradycardia" for
+        68. Off for a simulator that replays faster than real time.
     """
     try:
         seconds = float(seconds)
@@ -159,6 +166,8 @@ def acquire(
         stopped_early = False
         last_data = last_read = time.monotonic()
         small_read = False
+        t_first = t_last = 0.0  # when the first and the latest samples arrived
+        n_first = 0  # samples in the first chunk (they arrived at t_first, before the interval measured)
 
         def result(cut: bool) -> Acquisition:
             s, lo, f = (sig[: top + 1], lead[: top + 1], filled[: top + 1]) if cut else (sig, lead, filled)
@@ -228,7 +237,9 @@ def acquire(
                         filled[p] = True
                         # a sample at or past the end completes the recording, even if the last one was lost
                         top = max(top, min(int(pos.max()), n - 1))
-                        last_valid = time.monotonic()
+                        last_valid = t_last = time.monotonic()
+                        if not n_first:
+                            t_first, n_first = t_last, top + 1
                         heard_since_valid = 0
                     if drv.board_stopped and base is not None:
                         break  # the board ended its stream: what is missing stays a flagged gap
@@ -258,7 +269,19 @@ def acquire(
             pass
     if on_progress is not None:
         on_progress(top + 1, n)
-    return result(cut=stopped_early)  # stopped early: cut to what arrived
+    acq = result(cut=stopped_early)  # stopped early: cut to what arrived
+    span = t_last - t_first
+    if check_rate and not reconnects and span >= RATE_MIN_S and top + 1 > n_first:
+        rate = (top + 1 - n_first) / span
+        if not info.fs / RATE_TOLERANCE <= rate <= info.fs * RATE_TOLERANCE:
+            err = RateMismatchError(
+                f"board on {url}: samples arrived at {rate:.0f} a second, {rate / info.fs:.2f} x the stated "
+                f"{info.fs:g} Hz: a wrong --fs (or board rate setting) measures every interval wrong; not answered "
+                "(a simulator replaying faster than real time: --any-speed)"
+            )
+            err.acquisition = acq
+            raise err
+    return acq
 
 
 def _reconnect(url, baud, drv: Driver, info, timeout, reconnect_timeout, stop_event, ser, exclusive):

@@ -34,6 +34,12 @@ class IncompatibleDeviceError(BridgeError):
     """The board reports a sampling rate or channel count the caller cannot use."""
 
 
+class RateMismatchError(IncompatibleDeviceError):
+    """The samples arrived at a rate other than the stated one (a wrong ``--fs``, or a board set to another rate):
+    the recording is whole, but answering it would measure every interval wrong. ``acquisition`` holds it (to
+    save), it is not to be answered."""
+
+
 class NoSignalError(BridgeError):
     """No valid frame arrived within the bounded wait (silence or pure noise on the line)."""
 

@@ -302,7 +302,7 @@ def test_listen_answers_and_saves_what_arrived_before_a_permanent_disconnect(ecg
     save = tmp_path / "saved"
     with Simulator(x, fs, LEADS8, board="native", speed=4.0, faults="disconnect:5s+60s") as sim:
         p = run_ecgret(["listen", "--port", sim.port, "--seconds", "10", "--json", "--save", save,
-                        "--reconnect-timeout", "0.5"], ecgret_env, timeout=120)
+                        "--reconnect-timeout", "0.5", "--any-speed"], ecgret_env, timeout=120)
     assert p.returncode == 1, p.stderr                     # the board was lost: not a clean run ...
     assert "Traceback" not in p.stderr and "could not reconnect" in p.stderr and "answering on the" in p.stderr
     out = _lines(p.stdout)
@@ -320,7 +320,7 @@ def test_listen_loop_survives_board_errors_and_carries_on(ecgret_env, rec, tmp_p
     x, fs = rec
     with Simulator(x, fs, LEADS8, board="native", speed=4.0, loop=True, faults="disconnect:5s+12s") as sim:
         p = subprocess.Popen([sys.executable, "-m", "edge.cli", "listen", "--port", sim.port, "--seconds", "6",
-                              "--loop", "--json", "--reconnect-timeout", "0.5"], env=ecgret_env,
+                              "--loop", "--json", "--reconnect-timeout", "0.5", "--any-speed"], env=ecgret_env,
                              cwd=repo_root(),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))

@@ -237,8 +237,8 @@ def test_listen_saves_wfdb_and_result(ecgret_env, cinc, tmp_path):
     cols = [src.leads.index(x) for x in leads]
     save = tmp_path / "saved"
     with Simulator(src.signal[:, cols], src.fs, leads, board="native", speed=0) as sim:
-        p = run_ecgret(["listen", "--port", sim.port, "--seconds", "4", "--json", "--save", save], ecgret_env,
-                       timeout=120)
+        p = run_ecgret(["listen", "--port", sim.port, "--seconds", "4", "--json", "--save", save, "--any-speed"],
+                       ecgret_env, timeout=120)
     assert p.returncode == 0, p.stderr
     res = _lines(p.stdout)[0]
     assert res["ok"] and len(res["matches"]) == 10
@@ -379,3 +379,27 @@ def test_reembed_from_a_foreign_overlay_reads_no_file_it_names(ecgret_env, cinc,
     assert p.returncode == 1 and "moved 0 case(s)" in p.stdout, (p.stdout, p.stderr)
     assert "not read from an overlay that is not this device's own" in p.stderr and "Traceback" not in p.stderr
     assert _lines(run_ecgret(["cases", "list", "--json"], ecgret_env).stdout) == []
+
+
+def test_listen_refuses_samples_arriving_at_another_rate_and_keeps_them(ecgret_env, cinc, tmp_path):
+    """A board that says 250 Hz but delivers 500 samples a second (or a wrong --fs for an ASCII board): every
+    interval would be measured twice as long (34 bpm "sinus bradycardia" for 68). Refused, not answered; kept with
+    --save. The same board read with --any-speed (a simulator replaying fast) is answered."""
+    from edge.io import read_record
+    from firmware_bridge.simulator import Simulator
+    src = read_record(cinc / "HR06005.hea")
+    leads = ("I", "II", "V1", "V2", "V3", "V4", "V5", "V6")
+    x = src.signal[:, [src.leads.index(v) for v in leads]][::2]  # 250 Hz: streamed at twice real time
+    save = tmp_path / "saved"
+    with Simulator(x, 250.0, leads, board="native", speed=2.0) as sim:
+        p = run_ecgret(["listen", "--port", sim.port, "--seconds", "8", "--json", "--save", save], ecgret_env,
+                       timeout=120)
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
+    assert "samples arrived at" in p.stderr and "x the stated 250 Hz" in p.stderr, p.stderr
+    (out,) = _lines(p.stdout)
+    assert out["ok"] is False and "samples arrived at" in out["error"]
+    assert len(list(save.glob("*.hea"))) == 1 and len(list(save.glob("*.json"))) == 1
+    with Simulator(x, 250.0, leads, board="native", speed=2.0) as sim:
+        p = run_ecgret(["listen", "--port", sim.port, "--seconds", "8", "--json", "--any-speed"], ecgret_env,
+                       timeout=120)
+    assert p.returncode == 0 and _lines(p.stdout)[0]["ok"], p.stderr

@@ -211,7 +211,7 @@ def test_simulate_streams_the_default_sample_to_listen(built):
     try:
         port = sim.stdout.readline().strip()
         assert port, sim.stderr.read() if sim.poll() is not None else "simulate printed no port"
-        p = _run(built, ["ecgret", "listen", "--port", port, "--seconds", "10", "--json"], timeout=120)
+        p = _run(built, ["ecgret", "listen", "--port", port, "--seconds", "10", "--json", "--any-speed"], timeout=120)
         assert p.returncode == 0, p.stderr
         (res,) = _ndjson(p.stdout)
         assert res["ok"] and len(res["matches"]) == 10
