@@ -233,6 +233,8 @@ def _longest_repeat(xt: np.ndarray, repeats: np.ndarray, min_len: int) -> list[t
         r[1:-1] = repeats[j]
         d = np.diff(r)
         starts, ends = np.flatnonzero(d == 1), np.flatnonzero(d == -1)
+        if not starts.size:  # equal samples k apart, but no two neighbours equal
+            continue
         k = int(np.argmax(ends - starts))
         if ends[k] - starts[k] + 1 >= min_len:
             out[j] = (int(starts[k]), int(ends[k] - starts[k] + 1))

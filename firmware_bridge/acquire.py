@@ -42,6 +42,9 @@ BATCH_S = 0.03  # least time between two small reads
 SMALL_READ = 2048  # bytes; a busy pty hands over ~4 KiB a read, a real-time board ~700 B per 30 ms
 RATE_TOLERANCE = 1.25  # samples arriving this many times faster or slower than the stated rate: a wrong rate
 RATE_MIN_S = 2.0  # s of streaming over which the arrival rate is judged
+# fewer samples than the wall clock says by more than this (the larger of the two): samples the line lost, where
+# the frames carry no count that spans the loss (ASCII lines; the Cyton's 8-bit counter wraps every 1.02 s)
+LOST_SLACK_S, LOST_SLACK = 0.25, 0.05
 
 
 @dataclass(frozen=True)
@@ -272,12 +275,24 @@ def acquire(
     acq = result(cut=stopped_early)  # stopped early: cut to what arrived
     span = t_last - t_first
     if check_rate and not reconnects and span >= RATE_MIN_S and top + 1 > n_first:
-        rate = (top + 1 - n_first) / span
+        got, want = top + 1 - n_first, span * info.fs
+        rate = got / span
         if not info.fs / RATE_TOLERANCE <= rate <= info.fs * RATE_TOLERANCE:
+            why = (
+                f"samples arrived at {rate:.0f} a second, {rate / info.fs:.2f} x the stated {info.fs:g} Hz: a wrong "
+                "--fs (or board rate setting) measures every interval wrong"
+            )
+        elif want - got > max(LOST_SLACK_S * info.fs, LOST_SLACK * want):
+            why = (
+                f"about {(want - got) / info.fs:.1f} s of samples never arrived ({got} in {span:.1f} s at "
+                f"{info.fs:g} Hz) and nothing marks where: the recording is not continuous (its intervals across the "
+                "loss would be measured wrong)"
+            )
+        else:
+            why = ""
+        if why:
             err = RateMismatchError(
-                f"board on {url}: samples arrived at {rate:.0f} a second, {rate / info.fs:.2f} x the stated "
-                f"{info.fs:g} Hz: a wrong --fs (or board rate setting) measures every interval wrong; not answered "
-                "(a simulator replaying faster than real time: --any-speed)"
+                f"board on {url}: {why}; not answered (a simulator replaying off real time: --any-speed)"
             )
             err.acquisition = acq
             raise err
