@@ -168,6 +168,11 @@ def _unpaced(consensus, m, answer, votes, top, top_s, hr) -> RhythmAnswer:
     p_rel = p_rel if p_rel is not None else 0.0
     irregular = m.irregularity >= IRREGULAR
     afib_s = _support(votes, "AFIB")
+    if getattr(m, "bigeminy", False) and p_rel < P_WEAK and (top == "AFIB" or afib_s >= 0.5):
+        return answer(  # no P wave before the normal beats: not a sinus rhythm with premature beats
+            "AFIB", "every other beat is premature (bigeminy) and no P wave is seen: atrial fibrillation with "
+            "ventricular bigeminy? confirm on the strip"
+        )
     if irregular and p_rel < P_WEAK:
         return answer(
             "AFIB",
