@@ -402,7 +402,8 @@ def measure(
         findings.append(
             f"pause of {rr[i]:.1f} s at {peaks[i] / fs:.1f} s"
             + (f" ({int(long.sum())} pauses over {PAUSE:g} x the usual RR)" if long.sum() > 1 else "")
-            + ": a dropped beat (AV block?), a sinus pause, or a premature beat not detected; the heart rate includes it"
+            + ": a dropped beat (AV block?), a sinus pause, or a premature beat not detected; the heart rate "
+            "includes it"
         )
     if irr is None:
         findings.append("irregularity needs at least 3 RR intervals")

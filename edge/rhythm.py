@@ -170,8 +170,9 @@ def _unpaced(consensus, m, answer, votes, top, top_s, hr) -> RhythmAnswer:
     afib_s = _support(votes, "AFIB")
     if getattr(m, "bigeminy", False) and p_rel < P_WEAK and (top == "AFIB" or afib_s >= 0.5):
         return answer(  # no P wave before the normal beats: not a sinus rhythm with premature beats
-            "AFIB", "every other beat is premature (bigeminy) and no P wave is seen: atrial fibrillation with "
-            "ventricular bigeminy? confirm on the strip"
+            "AFIB",
+            "every other beat is premature (bigeminy) and no P wave is seen: atrial fibrillation with "
+            "ventricular bigeminy? confirm on the strip",
         )
     if irregular and p_rel < P_WEAK:
         return answer(
