@@ -180,6 +180,10 @@ def listen(
 
     r = load_retriever(bundle_path, threads, overlay)
     note_top_k(r, top_k)
+    if save_dir:
+        from .save import check_save_dir
+
+        check_save_dir(save_dir)
     n = answered = problems = 0
     backoff = 1.0
     from collections import deque
@@ -323,6 +327,10 @@ def demo(
     src = read_record(path)
     r = load_retriever(bundle_path, threads, overlay)
     note_top_k(r, top_k)
+    if save_dir:
+        from .save import check_save_dir
+
+        check_save_dir(save_dir)
     cols = pick_channels(src.leads, board)
     names = tuple(src.leads[j] for j in cols)
     name = os.path.basename(path).split(".")[0]

@@ -12,7 +12,27 @@ from pathlib import Path
 
 from .errors import EcgretError
 
-__all__ = ["save_acquisition"]
+__all__ = ["save_acquisition", "check_save_dir"]
+
+
+def check_save_dir(save_dir) -> None:
+    """Before acquiring: the ``--save`` folder can be made and written to (else :class:`EcgretError`); a recording
+    made first and then found unsavable (a read-only or full disk, a file in the way) was lost."""
+    import os
+    import tempfile
+
+    d = Path(save_dir)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".ecgret-probe-", dir=d)
+        try:
+            os.write(fd, b"\0" * 4096)  # room for a little more than nothing
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as e:
+        raise EcgretError(f"--save {d}: cannot write there ({e.strerror or e}); nothing was acquired") from None
 
 
 def save_acquisition(rec, obj: dict, save_dir, stem: str) -> Path:
@@ -41,6 +61,7 @@ def save_acquisition(rec, obj: dict, save_dir, stem: str) -> Path:
         name = stem if k == 1 else f"{stem}-{k}"
         if any((d / f"{name}{ext}").exists() for ext in (".hea", ".dat", ".json")):
             continue
+        published: list[Path] = []  # removed again if a later file fails: no .dat without its .hea and .json
         try:
             with staging_dir(d) as tmp:
                 write_wfdb(
@@ -49,11 +70,19 @@ def save_acquisition(rec, obj: dict, save_dir, stem: str) -> Path:
                     name,
                 )
                 publish(tmp / f"{name}.dat", d / f"{name}.dat", overwrite=False)
+                published.append(d / f"{name}.dat")
                 atomic_write(d / f"{name}.json", text, overwrite=False)
+                published.append(d / f"{name}.json")
                 publish(tmp / f"{name}.hea", d / f"{name}.hea", overwrite=False)
             return d / name
-        except FileExistsError:
-            continue
         except OSError as e:
-            raise EcgretError(f"--save {d}: cannot save {name} ({e.strerror or e}: {e.filename})") from None
+            for p in published:
+                try:
+                    p.unlink()
+                except OSError:
+                    pass
+            if isinstance(e, FileExistsError):
+                continue
+            where = f": {e.filename}" if e.filename else ""
+            raise EcgretError(f"--save {d}: cannot save {name} ({e.strerror or e}{where})") from None
     raise EcgretError(f"--save {d}: {stem} and 998 variants of it exist already")

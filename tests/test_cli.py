@@ -403,3 +403,30 @@ def test_listen_refuses_samples_arriving_at_another_rate_and_keeps_them(ecgret_e
         p = run_ecgret(["listen", "--port", sim.port, "--seconds", "8", "--json", "--any-speed"], ecgret_env,
                        timeout=120)
     assert p.returncode == 0 and _lines(p.stdout)[0]["ok"], p.stderr
+
+
+def test_listen_checks_the_save_folder_before_acquiring(ecgret_env, tmp_path):
+    """--save into a folder that cannot be made (a file in the way): refused before any acquisition (the whole
+    recording was made first, then lost)."""
+    blocker = tmp_path / "file"
+    blocker.write_text("mine")
+    p = run_ecgret(["listen", "--port", "/dev/ecgret-no-such-port", "--save", blocker / "rec"], ecgret_env,
+                   timeout=60)
+    assert p.returncode == 1 and "--save" in p.stderr and "nothing was acquired" in p.stderr, p.stderr
+    assert "no-such-port" not in p.stderr and blocker.read_text() == "mine"
+
+
+def test_a_save_that_fails_half_way_leaves_no_part_of_the_record(tmp_path, monkeypatch, cinc):
+    """A full disk after the .dat was published left a .dat without its .hea and .json: now removed again."""
+    import edge.atomicio as aio
+    from edge.errors import EcgretError
+    from edge.io import read_record
+    from edge.save import save_acquisition
+    rec = read_record(cinc / "HR06005.hea")
+
+    def full(*a, **k):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(aio, "atomic_write", full)
+    with pytest.raises(EcgretError, match="No space left"):
+        save_acquisition(rec, {"ok": True}, tmp_path / "s", "x")
+    assert list((tmp_path / "s").iterdir()) == []
