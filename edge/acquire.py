@@ -94,7 +94,14 @@ def acquire_interruptible(on_interrupt=None, **kw):
         if on_interrupt is not None:
             on_interrupt()
         stop.set()
-        done.wait(15)
+        import time
+
+        end = time.monotonic() + 15
+        while not done.is_set() and time.monotonic() < end:
+            try:
+                done.wait(0.2)
+            except KeyboardInterrupt:  # a second Ctrl-C while the board is let go: what arrived is still kept
+                pass
     if "err" in box:
         raise box["err"]
     return box.get("acq"), interrupted

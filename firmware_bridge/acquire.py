@@ -308,9 +308,10 @@ def _reconnect(url, baud, drv: Driver, info, timeout, reconnect_timeout, stop_ev
     delay = 0.1
     last = "port gone"
     while time.monotonic() - t_drop < reconnect_timeout:
-        if stop_event is not None and stop_event.is_set():
+        if stop_event is not None and stop_event.wait(delay):  # a stop ends the wait at once (Ctrl-C)
             break
-        time.sleep(delay)
+        if stop_event is None:
+            time.sleep(delay)
         delay = min(delay * 2, 2.0)
         try:
             s = open_port(url, baud, exclusive=exclusive)
@@ -336,4 +337,6 @@ def _reconnect(url, baud, drv: Driver, info, timeout, reconnect_timeout, stop_ev
                 s.close()
             except Exception:
                 pass
+    if stop_event is not None and stop_event.is_set():
+        raise DisconnectedError(f"lost the board on {url}; stopped while waiting for it to come back")
     raise DisconnectedError(f"lost the board on {url} and could not reconnect within {reconnect_timeout:g} s ({last})")

@@ -363,3 +363,24 @@ def test_simulate_link_never_replaces_a_file(rec, tmp_path):
         os.unlink(stale)
         stale.write_text("someone else's")  # put there while it ran: not the simulator's to delete
     assert stale.read_text() == "someone else's"
+
+
+@pytest.mark.slow
+def test_two_ctrl_c_while_the_board_is_away_keep_what_arrived(ecgret_env, rec, tmp_path):
+    """The board vanishes at 4 s and listen waits for it (--reconnect-timeout 60); Ctrl-C twice: the 4 s that
+    arrived are answered and saved (the second Ctrl-C landed while the reconnect slept: nothing was kept)."""
+    x, fs = rec
+    save = tmp_path / "saved"
+    with Simulator(x, fs, LEADS8, board="native", speed=1.0, faults="disconnect:4s+60s") as sim:
+        p = subprocess.Popen([sys.executable, "-m", "edge.cli", "listen", "--port", sim.port, "--seconds", "60",
+                              "--save", str(save), "--reconnect-timeout", "60"], env=ecgret_env, cwd=repo_root(),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        time.sleep(7.0)
+        p.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=90)
+    assert "Traceback" not in err, err
+    assert "stopped while waiting for it to come back" in err and "answering on the" in err, err
+    assert "measured:" in out and len(list(save.glob("*.hea"))) == 1, (out, err)
