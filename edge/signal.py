@@ -249,7 +249,15 @@ def check_record(record: Record) -> None:
     if record.duration_s < MIN_DURATION_S:
         raise RecordError(f"{where}: {record.duration_s:.2f} s of signal is under the {MIN_DURATION_S:g} s minimum")
     if not any(lead in LEADS12 for lead in record.leads):
-        raise RecordError(f"{where}: no known ECG lead among {', '.join(record.leads)}")
+        hint = (
+            ""
+            if record.meta.get("format") != "acquisition"
+            else (
+                "; name the board's channels with --channels (e.g. --channels I,II,V1,V2,V3,V4,V5,V6 for a Cyton wired "
+                "that way)"
+            )
+        )
+        raise RecordError(f"{where}: no known ECG lead among {', '.join(record.leads)}{hint}")
 
 
 def preprocess(

@@ -81,7 +81,11 @@ class NativeDriver(Driver):
                     info = pr.decode_info(f.payload)
                 except ValueError as e:
                     raise HandshakeError(f"board sent a malformed INFO frame: {e}") from None
-                if self.names_declared and len(self.names_declared) == info.n_channels:
+                if self.names_declared and len(self.names_declared) != info.n_channels:
+                    raise IncompatibleDeviceError(
+                        f"the board has {info.n_channels} channels but --channels names {len(self.names_declared)}"
+                    )
+                if self.names_declared:
                     info = DeviceInfo(**{**info.as_dict(), "channel_names": self.names_declared})
                 self.info = self._accept(info, "INFO frame")
                 return self.info
@@ -197,6 +201,11 @@ class CytonDriver(Driver):
         banner = text[: text.index(b"$$$")][-4096:].decode("ascii", "replace")
         self._banner = b""
         names = self.names_declared
+        if names and len(names) != cy.N_CHANNELS:
+            raise IncompatibleDeviceError(
+                f"a Cyton has {cy.N_CHANNELS} channels but --channels names {len(names)}: name all {cy.N_CHANNELS} "
+                "(e.g. --channels I,II,V1,V2,V3,V4,V5,V6)"
+            )
         for line in banner.splitlines():
             if line.lower().startswith("channels:") and not names:
                 got = tuple(x.strip() for x in line.split(":", 1)[1].split(",") if x.strip())

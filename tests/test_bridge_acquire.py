@@ -330,3 +330,13 @@ def test_a_lost_last_sample_does_not_stall_a_continuing_stream(rec):
         acq = acquire(sim.port, "native", 1.0, timeout=2)
         assert 499 in sim.damaged_rows
     assert acq.n_samples == 500 and acq.gap_mask[-1] and np.isnan(acq.signal_mv[-1]).all()
+
+
+@pytest.mark.parametrize("board", ["cyton", "native"])
+def test_channel_names_of_the_wrong_count_are_refused(rec, board):
+    """--channels naming 3 of a board's 8 channels was silently ignored (generic names, then "no known ECG lead
+    among ch1, ..."): one clear error now."""
+    from firmware_bridge.errors import IncompatibleDeviceError
+    with _sim(rec, board=board, speed=0) as sim:
+        with pytest.raises(IncompatibleDeviceError, match="8 channels but --channels names 3"):
+            acquire(sim.port, board, 1.0, channel_names=("I", "II", "V1"))
