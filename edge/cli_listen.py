@@ -229,6 +229,12 @@ def listen(
                 acq = None
             elif err is not None and got < MIN_DURATION_S:
                 problem(query, err, err)
+            elif err is None and acq is not None and (acq.stats or {}).get("events"):
+                ev = acq.stats["events"]  # the board said something went wrong while it recorded: answered, said
+                problems += 1
+                click.echo(
+                    f"ecgret: error: {query}: the board reported {printable('; '.join(ev[-3:]))[:300]}", err=True
+                )
             elif err is not None:
                 problems += 1
                 click.echo(f"ecgret: error: {printable(err)}; answering on the {got:.1f} s acquired", err=True)

@@ -183,6 +183,7 @@ def acquire(
                     "gap_samples": int(gap.sum()),
                     "lead_off_samples": int(lo.any(axis=1).sum()),
                     "wall_s": round(time.monotonic() - t0, 3),
+                    "events": list(drv.events[-5:]),  # the board's own error and overflow reports, latest last
                 }
             )
             return Acquisition(

@@ -384,3 +384,26 @@ def test_two_ctrl_c_while_the_board_is_away_keep_what_arrived(ecgret_env, rec, t
     assert "Traceback" not in err, err
     assert "stopped while waiting for it to come back" in err and "answering on the" in err, err
     assert "measured:" in out and len(list(save.glob("*.hea"))) == 1, (out, err)
+
+
+def test_board_error_frames_are_reported(ecgret_env, rec, tmp_path):
+    """A board's ERROR frames (an ADC fault) during the recording: the answer is given and the error said, exit 1
+    (they were counted and never shown: exit 0, ok, nothing on stderr)."""
+
+    class Faulty(Simulator):
+        sent = False
+
+        def _encode(self, clock, rec_, spf):
+            data = super()._encode(clock, rec_, spf)
+            if not self.sent and int(clock[0]) > 1000:
+                self.sent = True
+                data += self._frame(pr.T_ERROR, bytes([7]) + b"ADC fault")
+            return data
+
+    x, fs = rec
+    with Faulty(x, fs, LEADS8, board="native", speed=0) as sim:
+        p = run_ecgret(["listen", "--port", sim.port, "--seconds", "4", "--json", "--any-speed"], ecgret_env,
+                       timeout=120)
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
+    assert "the board reported board error 7: ADC fault" in p.stderr, p.stderr
+    assert _lines(p.stdout)[0]["ok"]
