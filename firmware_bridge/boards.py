@@ -36,6 +36,8 @@ class NativeDriver(Driver):
         self.parser = NativeParser()
         self._seq = 0
         self._offset: int | None = None
+        self._wraps = 0  # multiples of 2**32 the board's sample counter has wrapped by
+        self._next_raw: int | None = None  # the unwrapped counter after the latest sample
 
     def _send(self, ser, ftype: int, payload: bytes = b"") -> None:
         ser.write(pr.encode_frame(ftype, self._seq, payload))
@@ -131,9 +133,20 @@ class NativeDriver(Driver):
             lo.append(np.repeat(blk.lead_off, ns, axis=0))
         if not idx:
             return empty_chunk(ch)
-        raw = np.concatenate(idx)
+        raw = np.concatenate(idx).astype(np.int64)
         counts = np.concatenate(cnt)
         lead = np.concatenate(lo)
+        # the 32-bit sample counter wraps (after ~99 days at 500 Hz): a step back of more than half its range is a
+        # wrap, not the past (the recording stalled, then ended short: "delivered 1000 of 5000 samples")
+        if self._next_raw is not None and raw[0] + self._wraps < self._next_raw - (1 << 31):
+            self._wraps += 1 << 32
+        raw += self._wraps
+        if raw.size > 1:
+            back = np.flatnonzero(raw[1:] - raw[:-1] < -(1 << 31))
+            for i in back.tolist():
+                raw[i + 1 :] += 1 << 32
+            self._wraps += (1 << 32) * len(back)
+        self._next_raw = int(raw.max()) + 1
         if raw.size > 1 and np.any(raw[1:] < raw[:-1]):  # layouts interleaved, or a board sending out of order
             o = np.argsort(raw, kind="stable")
             raw, counts, lead = raw[o], counts[o], lead[o]

@@ -407,3 +407,18 @@ def test_board_error_frames_are_reported(ecgret_env, rec, tmp_path):
     assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
     assert "the board reported board error 7: ADC fault" in p.stderr, p.stderr
     assert _lines(p.stdout)[0]["ok"]
+
+
+def test_the_native_sample_counter_wraps_without_stalling():
+    """The 32-bit first_sample counter wraps after ~99 days of board uptime: the samples after the wrap continue
+    the recording (they were taken as the past: the recording stalled, then ended 1000 of 5000 samples short)."""
+    drv = make_driver("native")
+    drv.handshake_feed(_info_frame(fs=500.0, names=("I", "II")))
+    first0 = (1 << 32) - 300  # the wrap 300 samples in, in the middle of a frame batch
+    counts = np.arange(1000 * 2).reshape(100, 10, 2)
+    data, flen = pr.encode_data_frames(0, first0, counts[:50])
+    more, _ = pr.encode_data_frames(50, (first0 + 500) & 0xFFFFFFFF, counts[50:])
+    a = drv.feed(data)
+    b = drv.feed(more)
+    idx = np.concatenate([a.index, b.index])
+    assert np.array_equal(idx, np.arange(1000)), (idx[:3], idx[295:305], idx[-3:])
