@@ -20,7 +20,12 @@ from .parsing import Rows
 MAX_LINE = 512  # bytes; a longer line is skipped unparsed (one bad sample)
 MAX_VALUES = MAX_CHANNELS  # values a line may carry
 MAX_ABS = 1.0e9  # a printed value beyond this is not a sample
-_HEADER = re.compile(rb"fs\s*=\s*([0-9.]+)(?:.*?channels\s*=\s*([A-Za-z0-9_,]+))?")
+# ``fs=`` as a word (not the end of ``offs=``), its number whole (``5e2`` is 500, not 5), any case
+_HEADER = re.compile(
+    rb"(?<![A-Za-z0-9_])fs\s*=\s*([0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?)(?![0-9A-Za-z_.])"
+    rb"(?:.*?channels\s*=\s*([A-Za-z0-9_,]+))?",
+    re.IGNORECASE,
+)
 
 
 def format_lines(values: np.ndarray, decimals: int = 4) -> bytes:

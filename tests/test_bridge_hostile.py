@@ -422,3 +422,10 @@ def test_the_native_sample_counter_wraps_without_stalling():
     b = drv.feed(more)
     idx = np.concatenate([a.index, b.index])
     assert np.array_equal(idx, np.arange(1000)), (idx[:3], idx[295:305], idx[-3:])
+
+
+def test_ascii_header_rate_is_read_as_a_word_and_a_whole_number():
+    """``# offs=3`` was read as fs=3 (and refused the board), ``fs=5e2`` as 5 Hz, ``FS=250`` ignored."""
+    for line, fs in ((b"# offs=3 gain=2\n0.1\n0.2\n", 250.0), (b"# fs=5e2\n0.1\n", 500.0), (b"# FS=500\n0.1\n", 500.0)):
+        drv = make_driver("ascii", fs=fs)
+        assert drv.handshake_feed(b"\n" + line).fs == fs, line
