@@ -70,6 +70,19 @@ def _acquire(url, board, seconds, *, baud=None, fs=None, channel_names=None, rec
     return acq, interrupted
 
 
+def _stop_on_sigterm() -> None:
+    """SIGTERM (``systemctl stop``, ``kill``) ends ``listen`` as Ctrl-C does: what arrived is answered and saved (it
+    killed the process with nothing kept)."""
+    import signal
+    import threading
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stop)
+
+
 def _answer(r, rec, lead_off, leads, top_k, as_json, save_dir=None, stem=None, twin_ids=()):
     """Query an acquired record, print it like `ecgret query`, optionally save record + result. The result
     (or None when it could not be answered)."""
@@ -184,6 +197,7 @@ def listen(
         from .save import check_save_dir
 
         check_save_dir(save_dir)
+    _stop_on_sigterm()
     n = answered = problems = 0
     backoff = 1.0
     from collections import deque

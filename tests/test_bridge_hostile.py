@@ -429,3 +429,20 @@ def test_ascii_header_rate_is_read_as_a_word_and_a_whole_number():
     for line, fs in ((b"# offs=3 gain=2\n0.1\n0.2\n", 250.0), (b"# fs=5e2\n0.1\n", 500.0), (b"# FS=500\n0.1\n", 500.0)):
         drv = make_driver("ascii", fs=fs)
         assert drv.handshake_feed(b"\n" + line).fs == fs, line
+
+
+@pytest.mark.slow
+def test_sigterm_keeps_what_arrived(ecgret_env, rec, tmp_path):
+    """``systemctl stop`` (SIGTERM) mid-recording killed listen with nothing kept: now as Ctrl-C, what arrived is
+    answered and saved."""
+    x, fs = rec
+    save = tmp_path / "saved"
+    with Simulator(x, fs, LEADS8, board="native", speed=1.0, loop=True) as sim:
+        p = subprocess.Popen([sys.executable, "-m", "edge.cli", "listen", "--port", sim.port, "--seconds", "60",
+                              "--save", str(save)], env=ecgret_env, cwd=repo_root(),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(6.0)
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=90)
+    assert "Traceback" not in err, err
+    assert "measured:" in out and len(list(save.glob("*.hea"))) == 1, (p.returncode, out, err)
