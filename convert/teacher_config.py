@@ -59,12 +59,17 @@ TARGETS = ("soft", "clip")
 EVAL_LEAD_SETS = ("I", "II", "3", "limb6")
 
 
+RESIZES = ("area", "bilinear")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
-    """``[model]``: the ViT's input size (None: the image's), patch size, width, depth, heads, MLP ratio, dropout
-    and projection dimension."""
+    """``[model]``: the ViT's input size (None: the image's) and how the image is resized to it, patch size, width,
+    depth, heads, MLP ratio, dropout and projection dimension."""
 
     image_size: tuple[int, int] | None = None  # (H, W) the ViT sees; None: the imaging shape
+    resize: str = "area"  # how the image is brought to image_size: "area", or "bilinear" (the paper's PIL resize;
+    # TFLite has a builtin bilinear resize and no area resize, so a model to run on the device needs "bilinear")
     patch: int = 16
     width: int = 128
     depth: int = 4
@@ -196,6 +201,8 @@ def validate_config(cfg: TeacherConfig, where: str = "config") -> None:
         raise ConfigError(f"{where}: imaging.tile must be >= 4 and imaging.mtf_bins >= 2")
     if m.image_size is not None and (len(m.image_size) != 2 or min(m.image_size) < 1):
         raise ConfigError(f"{where}: model.image_size must be [height, width], got {list(m.image_size)}")
+    if m.resize not in RESIZES:
+        raise ConfigError(f"{where}: model.resize {m.resize!r} unknown; choose one of {', '.join(RESIZES)}")
     h, w = cfg.image_size
     if m.patch < 1 or h % m.patch or w % m.patch:
         raise ConfigError(

@@ -87,7 +87,7 @@ def build_image_encoder(cfg: TeacherConfig, name: str = "image_encoder"):
     h0, w0, _ = cfg.imaging.shape
     h, w = cfg.image_size
     inp = keras.Input((h0, w0, 3), name="image")
-    x = inp if (h, w) == (h0, w0) else L.Resizing(h, w, interpolation="area", name="resize")(inp)
+    x = inp if (h, w) == (h0, w0) else L.Resizing(h, w, interpolation=m.resize, name="resize")(inp)
     x = L.Conv2D(m.width, m.patch, strides=m.patch, name="patch_embed")(x)
     n_tok = (h // m.patch) * (w // m.patch)
     x = L.Reshape((n_tok, m.width), name="tokens")(x)

@@ -63,6 +63,11 @@ def test_shipped_configs_load():
     cg = load_config(CONFIGS / "teacher_cardiograph.toml")
     assert cg.augment.device == 0.5
     assert dataclasses.replace(cg, name=r.name, augment=dataclasses.replace(cg.augment, device=0.0)) == r
+    # the paper's size (bench_vs_paper.py): the full-resolution 3 x 4 grid resized to 224 x 224, ViT-Tiny dimensions
+    p224 = load_config(CONFIGS / "teacher_paper224.toml")
+    assert p224.imaging.shape == (300, 400, 3) and p224.image_size == (224, 224) and p224.model.resize == "bilinear"
+    assert (p224.model.width, p224.model.depth, p224.model.heads, p224.model.mlp_ratio) == (192, 12, 3, 4.0)
+    assert dataclasses.replace(p224.augment) == p.augment and p224.train.targets == p.train.targets
 
 
 @pytest.mark.parametrize("patch, match", [
@@ -71,6 +76,7 @@ def test_shipped_configs_load():
     ({"model": {"width": 100, "heads": 3}}, "not divisible by model.heads"),
     ({"model": {"depht": 3}}, "unknown key"),
     ({"imaging": {"mode": "spiral"}}, "imaging.mode 'spiral' unknown"),
+    ({"model": {"resize": "cubic"}}, "model.resize 'cubic' unknown"),
     ({"train": {"strategy": "tpu-pod"}}, "strategy 'tpu-pod' unknown"),
     ({"train": {"epochs": "ten"}}, "expected an integer"),
     ({"train": {"val_folds": [7]}}, "disjoint"),
@@ -158,6 +164,33 @@ def test_label_loss_rewards_the_right_statements():
     assert float(label_loss(right, lab)) < 0.1 < 10.0 < float(label_loss(wrong, lab))
     # summed over the labels, averaged over the batch: 3 labels at logit 0 cost 3 ln 2
     assert float(label_loss(tf.zeros((2, 3)), lab)) == pytest.approx(3 * np.log(2), rel=1e-6)
+
+
+@pytest.mark.slow
+def test_a_resized_vit_exports_to_builtin_tflite_only_with_bilinear_resize(ptbxl_subset, tmp_path):
+    """model.image_size with resize "bilinear" (configs/teacher_paper224.toml) converts to a TFLite model of builtin
+    ops whose output is the Keras model's; "area" has no TFLite op, and the conversion says so."""
+    import tensorflow as tf
+
+    from convert.teacher_model import build_image_encoder
+    from edge.imaging import ecg_image
+
+    def config(resize):
+        return TeacherConfig(name="r", out_dir=str(tmp_path), imaging=ImagingConfig(mode="paper", tile=12),
+                             model=ModelConfig(image_size=(32, 32), resize=resize, patch=8, width=16, depth=1,
+                                               heads=2, proj_dim=8))
+
+    img = ecg_image(ptbxl_subset.signal(0), None, config("bilinear").imaging)[None].astype(np.float32)
+    assert img.shape == (1, 36, 48, 3)
+    model = build_image_encoder(config("bilinear"))
+    interp = tf.lite.Interpreter(model_content=tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    interp.allocate_tensors()
+    interp.set_tensor(interp.get_input_details()[0]["index"], img)
+    interp.invoke()
+    got = interp.get_tensor(interp.get_output_details()[0]["index"])
+    np.testing.assert_allclose(got, model(img, training=False).numpy(), atol=1e-5)
+    with pytest.raises(Exception, match="ResizeArea"):
+        tf.lite.TFLiteConverter.from_keras_model(build_image_encoder(config("area"))).convert()
 
 
 @pytest.mark.slow
