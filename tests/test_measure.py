@@ -563,3 +563,26 @@ def test_no_internal_error_on_real_records_at_other_rates_and_lead_sets(retrieve
             retriever.query_record(rec, leads=leads)
         except EcgretError:
             pass
+
+
+def test_t_waves_taken_for_beats_are_not_counted(ptbxl_subset, retriever, shared_data):
+    """Tall T waves the R-peak detector takes for beats (their slope a fraction of the QRS complexes'): PTB-XL 4355
+    (LVH) and 17175 were "sinus tachycardia, 118/114 bpm, bigeminy", 16504 and 5907 "sinus tachycardia, 143/113 bpm",
+    all sinus rhythms of 56-85 bpm by their QRS complexes. A minority of large ectopic complexes among small ones does
+    not make the small ones T waves (CinC E07503, sinus tachycardia: 118 bpm stays), and real bigeminy stays bigeminy."""
+    from edge.leads import LEADS12
+    from edge.record import Record
+
+    want = {"4355": (52, 62), "17175": (52, 60), "16504": (80, 90), "5907": (60, 72)}
+    for eid, (lo, hi) in want.items():
+        x = ptbxl_subset.signal(ptbxl_subset.index_of(f"ptbxl:{eid}")).astype(float)
+        res = retriever.query_record(Record(x, 100.0, LEADS12, eid))
+        m = res.measurements
+        assert lo <= m.heart_rate_bpm <= hi, (eid, m.heart_rate_bpm)
+        assert any("slow wave" in f and "T waves" in f for f in m.findings), (eid, m.findings)
+        assert not m.bigeminy and res.rhythm.label != "STACH", (eid, res.rhythm.line)
+    m = retriever.query_record(read_record(shared_data / "cinc2021-sample" / "E07503")).measurements
+    assert 110 < m.heart_rate_bpm < 125 and not any("slow wave" in f for f in m.findings), m.findings
+    x = ptbxl_subset.signal(ptbxl_subset.index_of("ptbxl:6967")).astype(float)
+    m = retriever.query_record(Record(x, 100.0, LEADS12, "6967")).measurements
+    assert m.bigeminy and not any("slow wave" in f for f in m.findings), m.findings
