@@ -541,7 +541,13 @@ def measure(
             )
         elif qrs_off is not None and present[0] and present[5]:
             vals["axis_deg"] = _axis(mb[qrs_on : qrs_off + 1] - iso, use)
-            if "pr_ms" in vals and _arms_reversed(mb - iso, use, pp, qrs_on, qrs_off):
+            # RA/LL first: its -III in lead I looks like reversed arms too (28 of 98 swapped records)
+            if "pr_ms" in vals and _ra_ll_reversed(mb - iso, use, pp, qrs_on, qrs_off):
+                findings.append(
+                    "lead II shows a negative P wave and a negative QRS, and aVR a positive P wave: the right arm and "
+                    "left leg electrodes may be reversed (RA/LL); the axis is then not the heart's"
+                )
+            elif "pr_ms" in vals and _arms_reversed(mb - iso, use, pp, qrs_on, qrs_off):
                 findings.append(
                     "lead I shows a negative P wave and a negative QRS: the arm electrodes may be reversed (LA/RA), "
                     "or the heart is on the right (dextrocardia); the axis is then not the heart's"
@@ -593,7 +599,7 @@ def _arms_reversed(b: np.ndarray, use: np.ndarray, pp: int, on: int, off: int) -
     QRS both negative (normally both positive). ``b`` the baseline-corrected median beats (W, L) of the leads ``use``,
     ``pp`` the P peak, ``on``/``off`` the QRS; the P deflection in I must be at least a quarter of the largest over
     the leads (a flat P says nothing). On the 98 CinC and ludb-dev records and the 1,625 archive cases: none flagged;
-    the 98 with their arm electrodes swapped: 56 flagged."""
+    the 98 with their arm electrodes swapped: 54 flagged (56 before the RA/LL check, which names 3 of them first)."""
     cols = use.tolist()
     if 0 not in cols:
         return False
@@ -603,6 +609,23 @@ def _arms_reversed(b: np.ndarray, use: np.ndarray, pp: int, on: int, off: int) -
     if big <= 0 or p[i] > -0.25 * big:
         return False
     q = b[on : off + 1, i]
+    return float(np.maximum(q.max(), 0.0) + np.minimum(q.min(), 0.0)) < 0
+
+
+def _ra_ll_reversed(b: np.ndarray, use: np.ndarray, pp: int, on: int, off: int) -> bool:
+    """Reversed right-arm and left-leg electrodes in sinus rhythm: II becomes -II (its P wave and net QRS negative,
+    normally both positive) and aVR takes aVF's place (its P wave positive, normally negative). Einthoven's and
+    Goldberger's relations still hold, so :func:`_inverted_limb_lead` cannot see it. Arguments as
+    :func:`_arms_reversed`; both P deflections must be at least a quarter of the largest over the leads."""
+    cols = use.tolist()
+    if 1 not in cols or 3 not in cols:
+        return False
+    ii, avr = cols.index(1), cols.index(3)
+    p = b[pp]
+    big = float(np.max(np.abs(p)))
+    if big <= 0 or p[ii] > -0.25 * big or p[avr] < 0.25 * big:
+        return False
+    q = b[on : off + 1, ii]
     return float(np.maximum(q.max(), 0.0) + np.minimum(q.min(), 0.0)) < 0
 
 

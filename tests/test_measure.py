@@ -384,8 +384,25 @@ def test_reversed_arm_electrodes_are_flagged_and_real_records_are_not(retriever,
     assert not any("arm electrodes" in f for f in plain.findings)
 
 
+def test_reversed_arm_electrodes_are_flagged_and_real_records_are_not_ra_ll(retriever, shared_data):
+    """An RA/LL swap (I -> -III, II -> -II, III -> -I, aVR <-> aVF) keeps Einthoven's relations, so no lead looks
+    inverted, and it was answered with the swapped axis and nothing said (0 of 98 real records swapped; now 60, none
+    named LA/RA, none of the 98 unswapped). CinC E07500: now named as a possible RA/LL reversal."""
+    from edge.record import Record
+    rec = read_record(shared_data / "cinc2021-sample" / "E07500")
+    g = {k: rec.leads.index(k) for k in ("I", "II", "III", "aVR", "aVF")}
+    x = rec.signal.copy()
+    y = x.copy()
+    y[:, g["I"]], y[:, g["II"]], y[:, g["III"]] = -x[:, g["III"]], -x[:, g["II"]], -x[:, g["I"]]
+    y[:, g["aVR"]], y[:, g["aVF"]] = x[:, g["aVF"]], x[:, g["aVR"]]
+    swapped = retriever.query_record(Record(y, rec.fs, rec.leads, rec.name, rec.meta)).measurements
+    assert any("left leg electrodes may be reversed (RA/LL)" in f for f in swapped.findings), swapped.findings
+    assert not any("(LA/RA)" in f for f in swapped.findings)
+    assert not any("(RA/LL)" in f for f in retriever.query_record(rec).measurements.findings)
+
+
 def test_no_real_record_of_ludb_dev_is_called_reversed(accuracy):
-    assert not [r["record"] for r in accuracy["records"] if any("arm electrodes" in f for f in r["findings"])]
+    assert not [r["record"] for r in accuracy["records"] if any("electrodes may be" in f for f in r["findings"])]
 
 
 def _retimed(rec, peaks, new_rr):
