@@ -34,7 +34,8 @@ Queries: raw CinC 2021 records (500 Hz, mV) and PTB-XL fold-9 rows (100 Hz) from
     python benchmarks/bench_vs_paper.py [--queries 60] [--warmup 5] [--json results/bench_vs_paper.json]
 
 The trained paper-mode teacher (``benchmarks/paper_teacher.py``): where ``runs/`` holds one (``ecgret-convert
-train-teacher --config configs/teacher_paper.toml``; ``--teacher RUN`` names another, ``--teacher none`` leaves it
+train-teacher --config configs/teacher_paper224.toml``, the paper's 224 x 224 input and ViT-Tiny dimensions, or
+``configs/teacher_paper.toml``, 96 x 128 and 4 layers; ``--teacher RUN`` names which, ``--teacher none`` leaves it
 out) a third child runs the paper's query path with it (preprocess, median beats, the paper's 3 x 4 GASF/RP/MTF grid
 by ``edge.imaging`` mode ``paper``, the teacher in float32 TFLite, exhaustive cosine over folds 1-8), timed in the
 same pass, and then computes the fold-9 retrieval of both sides (the teacher through its TFLite, ecgret's int8 student
